@@ -1,0 +1,123 @@
+// The admin listener: a small router with bearer-token auth and JSON helpers.
+// Feature modules register their routes (admin/routes-*.ts); this file knows
+// none of them.
+import http from 'node:http';
+import type net from 'node:net';
+import { timingSafeEqual } from 'node:crypto';
+
+export class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) { super(message); this.status = status; }
+}
+
+export interface AdminRequest {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  url: URL;
+  params: Record<string, string>;
+  /** The body parsed as JSON; 400 when it is not valid JSON. */
+  json(): Promise<unknown>;
+}
+
+export type AdminHandler = (r: AdminRequest) => unknown | Promise<unknown>;
+
+interface Route { method: string; parts: string[]; handler: AdminHandler; auth: boolean }
+
+export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+/** Matches "/api/blacklist/:ip" against a path; decodes parameters (%2F for CIDR). Pure. */
+export function matchPath(parts: string[], path: string): Record<string, string> | null {
+  const segs = path.split('/').filter(Boolean);
+  if (segs.length !== parts.length) return null;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < parts.length; i++) {
+    if (parts[i].startsWith(':')) {
+      try { params[parts[i].slice(1)] = decodeURIComponent(segs[i]); } catch { return null; }
+    } else if (parts[i] !== segs[i]) return null;
+  }
+  return params;
+}
+
+const MAX_BODY = 1024 * 1024;
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => { size += c.length; if (size > MAX_BODY) { reject(new HttpError(413, 'body too large')); req.destroy(); } else chunks.push(c); });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+export class AdminServer {
+  private routes: Route[] = [];
+  private server: http.Server | null = null;
+  token = '';
+
+  route(method: string, pattern: string, handler: AdminHandler, opts: { auth?: boolean } = {}): void {
+    this.routes.push({ method, parts: pattern.split('/').filter(Boolean), handler, auth: opts.auth ?? true });
+  }
+
+  private authorized(req: http.IncomingMessage): boolean {
+    if (!this.token) return true;
+    const h = req.headers.authorization ?? '';
+    const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
+    const want = Buffer.from(this.token);
+    return given.length === want.length && timingSafeEqual(given, want);
+  }
+
+  readonly handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    let url: URL;
+    try { url = new URL(req.url ?? '/', 'http://admin'); } catch { return sendJson(res, 400, { error: 'malformed URL' }); }
+    let pathMatched = false;
+    for (const r of this.routes) {
+      const params = matchPath(r.parts, url.pathname);
+      if (!params) continue;
+      pathMatched = true;
+      if (r.method !== req.method) continue;
+      if (r.auth && !this.authorized(req)) {
+        res.setHeader('www-authenticate', 'Bearer');
+        return sendJson(res, 401, { error: 'missing or wrong bearer token' });
+      }
+      let cached: Promise<unknown> | null = null;
+      const ar: AdminRequest = {
+        req, res, url, params,
+        json: () => cached ??= readBody(req).then((t) => {
+          try { return JSON.parse(t || 'null'); } catch { throw new HttpError(400, 'body is not valid JSON'); }
+        }),
+      };
+      try {
+        const out = await r.handler(ar);
+        if (!res.headersSent && out !== undefined) sendJson(res, 200, out);
+      } catch (e) {
+        if (res.headersSent) { res.destroy(); return; }
+        if (e instanceof HttpError) sendJson(res, e.status, { error: e.message });
+        else sendJson(res, 500, { error: (e as Error).message });
+      }
+      return;
+    }
+    sendJson(res, pathMatched ? 405 : 404, { error: pathMatched ? 'method not allowed' : 'not found' });
+  };
+
+  listen(host: string, port: number): Promise<void> {
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+    return new Promise((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, host, () => resolve());
+    });
+  }
+
+  address(): net.AddressInfo | null { return (this.server?.address() as net.AddressInfo) ?? null; }
+
+  close(): Promise<void> {
+    const s = this.server;
+    if (!s) return Promise.resolve();
+    s.closeAllConnections();
+    return new Promise((r) => s.close(() => r()));
+  }
+}

@@ -1,0 +1,76 @@
+// Loading: file → convict (types, defaults, SCRUBBER_* env) → structural checks.
+// Returns either a complete Config or the list of problems, never half of one.
+import fs from 'node:fs';
+import convict from 'convict';
+import { schema, type Config } from './schema.ts';
+import { validateStructure } from './validate.ts';
+
+convict.addFormat({
+  name: 'json-array',
+  validate(v: unknown) { if (!Array.isArray(v)) throw new Error('must be an array'); },
+  // From the environment an array arrives as JSON text.
+  coerce(v: unknown) {
+    if (typeof v !== 'string') return v;
+    try { return JSON.parse(v); } catch { return v; }
+  },
+});
+
+type SchemaNode = Record<string, unknown>;
+const isLeaf = (n: SchemaNode) => 'default' in n && 'doc' in n;
+
+/** SCRUBBER_ + the key path in upper snake case: upstream.connectTimeoutMs → SCRUBBER_UPSTREAM_CONNECT_TIMEOUT_MS. */
+export function envName(path: string[]): string {
+  return 'SCRUBBER_' + path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
+}
+
+function withEnv(node: SchemaNode, path: string[] = []): SchemaNode {
+  if (isLeaf(node)) return { ...node, env: envName(path) };
+  const out: SchemaNode = {};
+  for (const [k, v] of Object.entries(node)) out[k] = withEnv(v as SchemaNode, [...path, k]);
+  return out;
+}
+
+/** Every leaf key with its doc, default and env name (for `scrubber keys` and the README). */
+export function describeKeys(node: SchemaNode = schema as unknown as SchemaNode, path: string[] = []): { key: string; doc: string; default: unknown; env: string }[] {
+  if (isLeaf(node)) return [{ key: path.join('.'), doc: String(node.doc), default: node.default, env: envName(path) }];
+  return Object.entries(node).flatMap(([k, v]) => describeKeys(v as SchemaNode, [...path, k]));
+}
+
+function convictProblems(message: string): string[] {
+  return message.split('\n').filter(Boolean).map((line) => {
+    const m = /configuration param '([^']+)' not declared in the schema/.exec(line);
+    return m ? `${m[1]}: unknown key` : line.trim();
+  });
+}
+
+export type LoadResult = { ok: true; config: Config } | { ok: false; problems: string[] };
+
+/** Loads from a parsed object (env still applies). */
+export function loadConfigObject(raw: unknown, env: NodeJS.ProcessEnv = process.env): LoadResult {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, problems: ['(root): the config must be a JSON object'] };
+  const problems: string[] = [];
+  let c;
+  try {
+    c = convict(withEnv(schema as unknown as SchemaNode) as never, { env, args: [] });
+    c.load(raw);
+  } catch (e) {
+    return { ok: false, problems: convictProblems((e as Error).message) };
+  }
+  try { c.validate({ allowed: 'strict' }); } catch (e) { problems.push(...convictProblems((e as Error).message)); }
+  const config = c.getProperties() as unknown as Config;
+  // Structural checks still run, so one `scrubber check` lists every problem.
+  try { problems.push(...validateStructure(config)); } catch (e) { problems.push(`(root): ${(e as Error).message}`); }
+  return problems.length ? { ok: false, problems } : { ok: true, config };
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+    return { ok: false, problems: [`(file): cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`] };
+  }
+  let raw: unknown;
+  try { raw = JSON.parse(text); } catch (e) {
+    return { ok: false, problems: [`(file): ${file} is not valid JSON: ${(e as Error).message}`] };
+  }
+  return loadConfigObject(raw, env);
+}

@@ -1,0 +1,135 @@
+// Pure checks of the structured parts of the config (arrays of objects that
+// convict does not look into). Each problem is one line naming the key, e.g.
+// `domains[1].upstreams: 17 upstreams, at most 16`. Defaults are filled in so
+// the rest of the program sees complete objects.
+import net from 'node:net';
+import { domainDefaults, MAX_UPSTREAMS, type Config, type DomainConfig, type HostPort } from './schema.ts';
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function unknownKeys(o: Obj, allowed: readonly string[], at: string, problems: string[]): void {
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) problems.push(`${at}.${k}: unknown key`);
+}
+
+const HOSTNAME = /^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+
+export function isValidHostname(h: string): boolean {
+  return HOSTNAME.test(h) || net.isIP(h) !== 0;
+}
+
+/** "host:port" or "[v6]:port" → {host, port}, or null when malformed. */
+export function parseHostPort(s: string): HostPort | null {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:\s[\]]+):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return null;
+  if (!isValidHostname(m[1])) return null;
+  return { host: m[1], port };
+}
+
+function checkListeners(v: unknown, at: string, problems: string[]): void {
+  if (!Array.isArray(v)) { problems.push(`${at}: must be an array of {host, port}`); return; }
+  v.forEach((l, i) => {
+    const k = `${at}[${i}]`;
+    if (!isObj(l)) { problems.push(`${k}: must be an object {host, port}`); return; }
+    unknownKeys(l, ['host', 'port'], k, problems);
+    if (typeof l.host !== 'string' || !isValidHostname(l.host)) problems.push(`${k}.host: must be an address or host name`);
+    if (!Number.isInteger(l.port) || (l.port as number) < 0 || (l.port as number) > 65535) problems.push(`${k}.port: must be an integer 0..65535`);
+  });
+}
+
+function checkUpstreamList(v: unknown, k: string, min: number, problems: string[]): void {
+  if (!Array.isArray(v)) { problems.push(`${k}: must be an array of "host:port"`); return; }
+  if (v.length < min) problems.push(`${k}: ${v.length} upstreams, at least ${min}`);
+  if (v.length > MAX_UPSTREAMS) problems.push(`${k}: ${v.length} upstreams, at most ${MAX_UPSTREAMS}`);
+  v.forEach((u, i) => {
+    if (typeof u !== 'string' || !parseHostPort(u)) problems.push(`${k}[${i}]: ${JSON.stringify(u)} is not "host:port"`);
+  });
+}
+
+const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
+
+function checkDomain(d: unknown, i: number, names: Map<string, string>, problems: string[]): DomainConfig | null {
+  const at = `domains[${i}]`;
+  if (!isObj(d)) { problems.push(`${at}: must be an object`); return null; }
+  unknownKeys(d, ['name', 'aliases', 'upstreams', 'backup', 'upstreamTls', 'healthCheck', 'maintenance', 'proxyErrorPages'], at, problems);
+  const start = problems.length;
+  if (typeof d.name !== 'string' || !HOSTNAME.test(d.name) && net.isIP(d.name) === 0) problems.push(`${at}.name: must be a host name`);
+  const aliases = d.aliases ?? [];
+  if (!Array.isArray(aliases) || aliases.some((a) => typeof a !== 'string' || !isValidHostname(a))) problems.push(`${at}.aliases: must be an array of host names`);
+  checkUpstreamList(d.upstreams, `${at}.upstreams`, 1, problems);
+  if (d.backup !== undefined) checkUpstreamList(d.backup, `${at}.backup`, 0, problems);
+  if (d.upstreamTls !== undefined && typeof d.upstreamTls !== 'boolean') problems.push(`${at}.upstreamTls: must be true or false`);
+  if (d.proxyErrorPages !== undefined && typeof d.proxyErrorPages !== 'boolean') problems.push(`${at}.proxyErrorPages: must be true or false`);
+
+  const hc = { ...domainDefaults.healthCheck } as Obj;
+  if (d.healthCheck !== undefined) {
+    if (!isObj(d.healthCheck)) problems.push(`${at}.healthCheck: must be an object`);
+    else {
+      unknownKeys(d.healthCheck, Object.keys(domainDefaults.healthCheck), `${at}.healthCheck`, problems);
+      Object.assign(hc, d.healthCheck);
+      if (!['tcp', 'http', 'https'].includes(hc.type as string)) problems.push(`${at}.healthCheck.type: must be tcp, http or https`);
+      if (typeof hc.path !== 'string' || !(hc.path as string).startsWith('/')) problems.push(`${at}.healthCheck.path: must start with /`);
+      for (const f of ['intervalMs', 'timeoutMs', 'fall', 'rise']) if (!posInt(hc[f])) problems.push(`${at}.healthCheck.${f}: must be a positive integer`);
+    }
+  }
+  const mt = { ...domainDefaults.maintenance } as Obj;
+  if (d.maintenance !== undefined) {
+    if (!isObj(d.maintenance)) problems.push(`${at}.maintenance: must be an object`);
+    else {
+      unknownKeys(d.maintenance, Object.keys(domainDefaults.maintenance), `${at}.maintenance`, problems);
+      Object.assign(mt, d.maintenance);
+      if (typeof mt.enabled !== 'boolean') problems.push(`${at}.maintenance.enabled: must be true or false`);
+      if (mt.redirect !== null && (typeof mt.redirect !== 'string' || !/^https?:\/\/\S+$/.test(mt.redirect as string))) problems.push(`${at}.maintenance.redirect: must be null or an http(s) URL`);
+      if (!posInt(mt.retryAfterSeconds)) problems.push(`${at}.maintenance.retryAfterSeconds: must be a positive integer`);
+    }
+  }
+  if (problems.length > start) return null;
+  for (const h of [d.name as string, ...(aliases as string[])]) {
+    const key = h.toLowerCase().replace(/\.$/, '');
+    const prev = names.get(key);
+    if (prev) problems.push(`${at}: host ${key} is already used by ${prev}`);
+    else names.set(key, at);
+  }
+  return {
+    name: (d.name as string).toLowerCase(),
+    aliases: (aliases as string[]).map((a) => a.toLowerCase()),
+    upstreams: d.upstreams as string[],
+    backup: (d.backup as string[] | undefined) ?? [],
+    upstreamTls: (d.upstreamTls as boolean | undefined) ?? hc.type === 'https',
+    proxyErrorPages: (d.proxyErrorPages as boolean | undefined) ?? false,
+    healthCheck: hc as unknown as DomainConfig['healthCheck'],
+    maintenance: mt as unknown as DomainConfig['maintenance'],
+  };
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+export const isLoopbackHost = (h: string) => LOOPBACK.has(h) || h.startsWith('127.');
+
+/** Checks and completes the structured parts in place; returns the problems. */
+export function validateStructure(cfg: Config): string[] {
+  const problems: string[] = [];
+  checkListeners(cfg.listen, 'listen', problems);
+  checkListeners(cfg.tls.listen, 'tls.listen', problems);
+  if (!Array.isArray(cfg.tls.certs)) problems.push('tls.certs: must be an array');
+  else cfg.tls.certs.forEach((c, i) => {
+    const at = `tls.certs[${i}]`;
+    if (!isObj(c)) { problems.push(`${at}: must be an object {domains, cert, key}`); return; }
+    unknownKeys(c, ['domains', 'cert', 'key'], at, problems);
+    if (!Array.isArray(c.domains) || c.domains.length === 0 || c.domains.some((d) => typeof d !== 'string')) problems.push(`${at}.domains: must be a non-empty array of host names`);
+    if (typeof c.cert !== 'string' || !c.cert) problems.push(`${at}.cert: must be a file path`);
+    if (typeof c.key !== 'string' || !c.key) problems.push(`${at}.key: must be a file path`);
+  });
+  if (cfg.tls.listen.length > 0 && cfg.tls.certs.length === 0) problems.push('tls.certs: HTTPS listeners need at least one certificate');
+  if (cfg.listen.length === 0 && cfg.tls.listen.length === 0) problems.push('listen: no listener configured');
+  if (!isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
+  if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');
+  if (cfg.upstream.connectTimeoutMs === 0) problems.push('upstream.connectTimeoutMs: must be at least 1');
+  if (cfg.upstream.responseTimeoutMs === 0) problems.push('upstream.responseTimeoutMs: must be at least 1');
+  if (!Array.isArray(cfg.domains)) { problems.push('domains: must be an array'); return problems; }
+  const names = new Map<string, string>();
+  const domains = cfg.domains.map((d, i) => checkDomain(d, i, names, problems));
+  if (!problems.length) cfg.domains = domains as DomainConfig[];
+  return problems;
+}

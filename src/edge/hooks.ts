@@ -1,0 +1,64 @@
+// What the request pipeline tells the filter and the statistics, and asks of
+// the filter. The pipeline knows only these interfaces; filter/ and stats/
+// implement them.
+import net from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { DomainConfig } from '../config/schema.ts';
+
+export type Outcome = 'passed' | 'proxy' | 'blocked' | 'challenged';
+
+/** One finished request, as observed by the pipeline. */
+export interface Observation {
+  domain: string | null;
+  source: string;
+  client: string;
+  method: string;
+  path: string;
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  durationMs: number;
+  contentType: string | null;
+  outcome: Outcome;
+  /** The proxy's own reason when it answered (X-Scrubber). */
+  proxyReason: string | null;
+  upstreamError: 'connect' | 'timeout' | 'reset' | '5xx' | null;
+  newConnection: boolean;
+}
+
+export interface RequestContext {
+  source: string;
+  client: string;
+  domain: DomainConfig;
+  newConnection: boolean;
+}
+
+export interface FilterHooks {
+  /** Shared with every listener: sources on it are refused at accept. */
+  readonly blockList: net.BlockList;
+  /** A new client connection; false means it must be dropped. */
+  onConnection(socket: net.Socket, source: string): boolean;
+  /** Before forwarding. Returns false when the filter has answered (challenge) or dropped the request itself.
+   *  res is null for Upgrade requests, which cannot be challenged: pass or drop. */
+  admit(req: IncomingMessage, res: ServerResponse | null, ctx: RequestContext): boolean;
+  /** After every request the pipeline handled. */
+  observe(o: Observation): void;
+  /** A request that never became one (slow headers, parse errors, timeouts). */
+  onClientError?(source: string, kind: string): void;
+}
+
+export interface StatsHooks {
+  record(o: Observation): void;
+  /** Connections refused at accept by the blockList, counted per listener. */
+  dropped?(count: number): void;
+}
+
+/** Observe-nothing defaults, used until filter/ and stats/ are wired in. */
+export const noFilter = (): FilterHooks => ({
+  blockList: new net.BlockList(),
+  onConnection: () => true,
+  admit: () => true,
+  observe: () => {},
+});
+
+export const noStats = (): StatsHooks => ({ record: () => {} });

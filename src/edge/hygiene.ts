@@ -1,0 +1,26 @@
+// Protocol hygiene that Node's parser lets through. Pure: looks at the parsed
+// request and says whether it must be refused before anything is forwarded.
+export interface HygieneProblem { status: 400 | 405 | 431; reason: 'bad-request' | 'headers-too-large' | 'method-not-allowed' }
+
+const FORBIDDEN_METHODS = new Set(['CONNECT', 'TRACE', 'TRACK']);
+
+export function checkRequest(method: string, url: string, rawHeaders: string[], maxHeaderCount: number): HygieneProblem | null {
+  if (rawHeaders.length / 2 > maxHeaderCount) return { status: 431, reason: 'headers-too-large' };
+  if (FORBIDDEN_METHODS.has(method)) return { status: 405, reason: 'method-not-allowed' };
+  // Origin-form only: an absolute-form target could name another host than Host.
+  if (!(url.startsWith('/') || (url === '*' && method === 'OPTIONS'))) return { status: 400, reason: 'bad-request' };
+  let hosts = 0;
+  let cl: string | null = null;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const n = rawHeaders[i].length;
+    // Cheap length filter before the case-insensitive compare.
+    if (n === 4 && rawHeaders[i].toLowerCase() === 'host') hosts++;
+    else if (n === 14 && rawHeaders[i].toLowerCase() === 'content-length') {
+      // Two different Content-Length values are a smuggling attempt.
+      if (cl !== null && cl !== rawHeaders[i + 1]) return { status: 400, reason: 'bad-request' };
+      cl = rawHeaders[i + 1];
+    }
+  }
+  if (hosts !== 1) return { status: 400, reason: 'bad-request' };
+  return null;
+}

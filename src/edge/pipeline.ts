@@ -1,0 +1,141 @@
+// The request pipeline: sequences the stages of one request. Each stage is a
+// small module that knows nothing of the others:
+//   hygiene → route → filter → maintenance → limits → balance/forward → observe
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Config, DomainConfig } from '../config/schema.ts';
+import { buildRouteTable, route, type RouteTable } from '../proxy/router.ts';
+import { clientAddress, toUpstreamHeaders } from '../proxy/headers.ts';
+import { forward, type ForwardOutcome } from '../proxy/forward.ts';
+import type { Upstreams } from '../proxy/upstreams.ts';
+import { Pages, type PageReason } from '../pages/pages.ts';
+import { BodyBudget, declaredBodySize } from '../limits/budget.ts';
+import { BodyMeter } from '../limits/body-meter.ts';
+import { checkRequest } from './hygiene.ts';
+import { connectionInfo } from './connections.ts';
+import type { FilterHooks, Observation, Outcome, StatsHooks } from './hooks.ts';
+
+export interface Runtime {
+  config: Config;
+  routes: RouteTable;
+}
+
+export function buildRuntime(config: Config): Runtime {
+  return { config, routes: buildRouteTable(config.domains) };
+}
+
+export class Pipeline {
+  runtime: Runtime;
+  readonly pages: Pages;
+  readonly budget: BodyBudget;
+  inFlight = 0;
+
+  readonly upstreams: Upstreams;
+  filter: FilterHooks;
+  stats: StatsHooks;
+
+  constructor(config: Config, upstreams: Upstreams, filter: FilterHooks, stats: StatsHooks) {
+    this.upstreams = upstreams;
+    this.filter = filter;
+    this.stats = stats;
+    this.runtime = buildRuntime(config);
+    this.pages = new Pages(config.pages.dir, config.pages.brand);
+    this.budget = new BodyBudget(config.limits.postBudgetBytes);
+    upstreams.apply(config);
+  }
+
+  /** A new config takes effect for the next request; in-flight ones finish on the old one. */
+  reconfigure(config: Config): void {
+    this.upstreams.apply(config);
+    this.pages.configure(config.pages.dir, config.pages.brand);
+    this.budget.limit = config.limits.postBudgetBytes;
+    this.runtime = buildRuntime(config);
+  }
+
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const started = performance.now();
+    const { config, routes } = this.runtime;
+    const conn = connectionInfo(req.socket);
+    const method = req.method ?? 'GET';
+    const url = req.url ?? '/';
+    const headBytes = estimateHeadBytes(req);
+    this.inFlight++;
+    let settled = false;
+    const observe = (domain: DomainConfig | null, outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: string | null, f?: ForwardOutcome) => {
+      if (settled) return;
+      settled = true;
+      this.inFlight--;
+      const o: Observation = {
+        domain: domain?.name ?? null, source: conn.source, client: conn.client, method, path: url, status,
+        bytesIn, bytesOut, durationMs: performance.now() - started, contentType: f?.contentType ?? null, outcome, proxyReason,
+        upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: conn.requests === 1,
+      };
+      this.filter.observe(o);
+      this.stats.record(o);
+    };
+    conn.requests++;
+    const refuse = (domain: DomainConfig | null, status: number, reason: PageReason, extra: { headers?: Record<string, string>; close?: boolean; name?: string } = {}) => {
+      void this.pages.send(res, status, reason, domain?.name ?? null, extra).catch(() => res.destroy());
+      observe(domain, 'proxy', status, headBytes, 0, reason);
+    };
+
+    const problem = checkRequest(method, url, req.rawHeaders, config.limits.maxHeaderCount);
+    if (problem) return refuse(null, problem.status, problem.reason, { close: true });
+
+    const r = route(routes, req.headers.host);
+    if (!r.ok) return refuse(null, r.status, r.reason);
+    const domain = r.domain;
+
+    if (!this.filter.admit(req, res, { source: conn.source, client: conn.client, domain, newConnection: conn.requests === 1 })) {
+      return observe(domain, res.headersSent ? 'challenged' : 'blocked', res.statusCode, headBytes, 0, null);
+    }
+
+    if (domain.maintenance.enabled) {
+      const m = domain.maintenance;
+      if (m.redirect) {
+        res.writeHead(302, { location: m.redirect, 'x-scrubber': 'maintenance', 'cache-control': 'no-store', 'content-length': 0 });
+        res.end();
+        return observe(domain, 'proxy', 302, headBytes, 0, 'maintenance');
+      }
+      return refuse(domain, 503, 'maintenance', { name: 'maintenance', headers: { 'retry-after': String(m.retryAfterSeconds) } });
+    }
+
+    // Limits: judged on the declared size before a byte of the body is read.
+    const cl = req.headers['content-length'];
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const declared = declaredBodySize(cl, chunked, config.limits.maxBodyBytes);
+    if (declared > config.limits.maxBodyBytes) return refuse(domain, 413, 'body-too-large', { close: true });
+    if (!this.budget.reserve(declared)) return refuse(domain, 413, 'post-budget', { close: true });
+
+    const group = this.upstreams.groups.get(domain.name)!;
+    let body: BodyMeter | null = null;
+    if (declared > 0) {
+      body = new BodyMeter(config.limits.maxBodyBytes, config.limits.minBodyRateBytesPerSec, config.limits.minBodyRateGraceMs);
+      req.pipe(body);
+    }
+    const headers = toUpstreamHeaders(req.rawHeaders, { client: conn.client, proto: conn.tls ? 'https' : 'http', host: r.host });
+    forward({
+      req, res, path: url, method, headers, body,
+      responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
+    }, group, (out, sendPage) => {
+      this.budget.release(declared);
+      const bytesIn = headBytes + (body?.bytes ?? 0);
+      if (body && !body.writableFinished) { req.unpipe(body); body.destroy(); }
+      if (sendPage && out.proxyReason) {
+        const close = body !== null && !req.complete;
+        void this.pages.send(res, out.status, out.proxyReason, domain.name, { close }).catch(() => res.destroy());
+        return observe(domain, 'proxy', out.status, bytesIn, 0, out.proxyReason, out);
+      }
+      observe(domain, out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out);
+    });
+  };
+}
+
+/** Request line and header bytes as they came on the wire, near enough for statistics. */
+function estimateHeadBytes(req: IncomingMessage): number {
+  let n = (req.method?.length ?? 3) + (req.url?.length ?? 1) + 12;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i++) n += raw[i].length + 2;
+  return n + 2;
+}
+
+export { clientAddress };

@@ -1,0 +1,60 @@
+// The CLI: `scrubber [--config FILE]`, `scrubber check --config FILE`,
+// `scrubber keys`. Signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
+import { parseArgs } from 'node:util';
+import { describeKeys, loadConfigFile } from './config/load.ts';
+import { startApp } from './app.ts';
+import { createLogger } from './log.ts';
+
+const USAGE = `usage:
+  scrubber [--config FILE]          run the proxy (default config/default.json)
+  scrubber check --config FILE      validate a config: exit 0, or exit 2 with one line per problem
+  scrubber keys                     list every config key with its default and environment variable`;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+  } catch (e) {
+    console.error(`${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) { console.log(USAGE); return 0; }
+  const command = positionals[0] ?? 'run';
+  const file = values.config ?? 'config/default.json';
+
+  if (command === 'keys') {
+    for (const k of describeKeys()) console.log(`${k.key}\t${JSON.stringify(k.default)}\t${k.env}\t${k.doc}`);
+    return 0;
+  }
+  if (command !== 'run' && command !== 'check') { console.error(`unknown command ${command}\n${USAGE}`); return 2; }
+
+  const loaded = loadConfigFile(file);
+  if (command === 'check') {
+    if (loaded.ok) { console.log(`${file}: ok`); return 0; }
+    for (const p of loaded.problems) console.log(p);
+    return 2;
+  }
+  if (!loaded.ok) {
+    for (const p of loaded.problems) console.error(p);
+    return 2;
+  }
+  const log = createLogger(loaded.config.log.level);
+  const app = await startApp(loaded.config, { configFile: file, log });
+  process.on('SIGHUP', () => { app.reload(); });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    app.close().then(() => process.exit(0), (e) => { log.error({ err: e }, 'error while stopping'); process.exit(1); });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  return -1;
+}
+
+main(process.argv.slice(2)).then((code) => { if (code >= 0) process.exitCode = code; }, (e) => {
+  console.error(`scrubber: ${(e as Error).message}`);
+  process.exit(1);
+});

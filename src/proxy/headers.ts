@@ -1,0 +1,69 @@
+// Header rewriting, both ways, as pure functions over Node's flat rawHeaders
+// arrays ([name, value, name, value, ...]), so duplicates and order survive.
+
+// RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy ones proxies still see.
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer',
+  'upgrade', 'proxy-authenticate', 'proxy-authorization',
+]);
+
+export const VIA = '1.1 scrubber';
+
+/** Header names listed in Connection values ("close, X-Foo" → {"x-foo"}). */
+function connectionTokens(values: string[]): Set<string> {
+  const s = new Set<string>();
+  for (const v of values) for (const t of v.split(',')) { const n = t.trim().toLowerCase(); if (n) s.add(n); }
+  return s;
+}
+
+/** IPv4-mapped IPv6 (::ffff:1.2.3.4) is written as plain IPv4. */
+export function clientAddress(remote: string | undefined): string {
+  if (!remote) return 'unknown';
+  return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
+}
+
+export interface ForwardedInfo { client: string; proto: 'http' | 'https'; host: string }
+
+/** Client → upstream: drop hop-by-hop, append X-Forwarded-For, set -Proto/-Host, add Via. */
+export function toUpstreamHeaders(raw: string[], info: ForwardedInfo, keepUpgrade = false): string[] {
+  const conn: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === 'connection') conn.push(raw[i + 1]);
+  const named = connectionTokens(conn);
+  const out: string[] = [];
+  const xff: string[] = [];
+  const via: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    const lower = name.toLowerCase();
+    if (lower === 'x-forwarded-for') { xff.push(raw[i + 1]); continue; }
+    if (lower === 'via') { via.push(raw[i + 1]); continue; }
+    if (lower === 'x-forwarded-proto' || lower === 'x-forwarded-host') continue;
+    if (HOP_BY_HOP.has(lower) || named.has(lower)) {
+      if (keepUpgrade && lower === 'upgrade') out.push(name, raw[i + 1]);
+      continue;
+    }
+    out.push(name, raw[i + 1]);
+  }
+  xff.push(info.client);
+  via.push(VIA);
+  out.push('x-forwarded-for', xff.join(', '), 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host, 'via', via.join(', '));
+  if (keepUpgrade) out.push('connection', 'upgrade');
+  return out;
+}
+
+/** Upstream → client: the same stripping on undici's header object; Via added. */
+export function toClientHeaders(headers: Record<string, string | string[] | undefined>): string[] {
+  const conn = headers.connection;
+  const named = connectionTokens(conn === undefined ? [] : Array.isArray(conn) ? conn : [conn]);
+  const out: string[] = [];
+  let via: string | undefined;
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined || HOP_BY_HOP.has(name) || named.has(name)) continue;
+    if (name === 'via') { via = Array.isArray(v) ? v.join(', ') : v; continue; }
+    if (Array.isArray(v)) for (const one of v) out.push(name, one);
+    else out.push(name, v);
+  }
+  out.push('via', via ? `${via}, ${VIA}` : VIA);
+  return out;
+}

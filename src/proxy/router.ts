@@ -1,0 +1,43 @@
+// Host → domain. Pure: the table is built once per config and looked up per request.
+import type { DomainConfig } from '../config/schema.ts';
+
+export type RouteTable = Map<string, DomainConfig>;
+
+export function buildRouteTable(domains: DomainConfig[]): RouteTable {
+  const t: RouteTable = new Map();
+  for (const d of domains) for (const h of [d.name, ...d.aliases]) t.set(h.replace(/\.$/, ''), d);
+  return t;
+}
+
+const HOST_CHARS = /^[a-z0-9._-]+$/;
+
+/** The Host header's name part, lower-cased, port and trailing dot stripped; null when malformed. */
+export function hostName(header: string | undefined): string | null {
+  if (!header || header.length > 260) return null;
+  let h = header.toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    if (end < 0) return null;
+    const rest = h.slice(end + 1);
+    if (rest && !/^:\d{1,5}$/.test(rest)) return null;
+    return h.slice(0, end + 1);
+  }
+  const colon = h.indexOf(':');
+  if (colon >= 0) {
+    if (!/^\d{1,5}$/.test(h.slice(colon + 1))) return null;
+    h = h.slice(0, colon);
+  }
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  return h && HOST_CHARS.test(h) ? h : null;
+}
+
+export type RouteResult =
+  | { ok: true; domain: DomainConfig; host: string }
+  | { ok: false; status: 400 | 421; reason: 'bad-host' | 'unknown-host' };
+
+export function route(table: RouteTable, header: string | undefined): RouteResult {
+  const host = hostName(header);
+  if (host === null) return { ok: false, status: 400, reason: 'bad-host' };
+  const domain = table.get(host);
+  return domain ? { ok: true, domain, host } : { ok: false, status: 421, reason: 'unknown-host' };
+}

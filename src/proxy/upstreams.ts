@@ -1,0 +1,115 @@
+// Upstream servers of each domain: one undici Pool per server, its health
+// state and its active checker. Objects survive a config reload when the
+// server's settings did not change, so health and warm connections carry over.
+import { Pool } from 'undici';
+import type { Config, DomainConfig } from '../config/schema.ts';
+import { parseHostPort } from '../config/validate.ts';
+import { initialHealth, nextHealth, probe, probeOk, type Health, type ProbeResult } from './health.ts';
+import { tryOrder } from './balancer.ts';
+
+export class Upstream {
+  readonly key: string;
+  readonly address: string;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+  readonly pool: Pool;
+  health: Health = initialHealth();
+  domain: DomainConfig;
+  private timer: NodeJS.Timeout | null = null;
+  onChange: ((u: Upstream) => void) | null = null;
+
+  constructor(key: string, address: string, domain: DomainConfig, up: Config['upstream']) {
+    const hp = parseHostPort(address)!;
+    this.key = key;
+    this.address = address;
+    this.host = hp.host;
+    this.port = hp.port;
+    this.tls = domain.upstreamTls;
+    this.domain = domain;
+    const origin = `${this.tls ? 'https' : 'http'}://${address}`;
+    this.pool = new Pool(origin, {
+      connections: up.maxConnections || null,
+      pipelining: 1,
+      allowH2: false,
+      connectTimeout: up.connectTimeoutMs,
+      keepAliveTimeout: up.keepAliveTimeoutMs,
+      keepAliveMaxTimeout: up.keepAliveTimeoutMs,
+      headersTimeout: up.responseTimeoutMs,
+      bodyTimeout: up.bodyTimeoutMs,
+      connect: this.tls ? { rejectUnauthorized: up.rejectUnauthorized, servername: domain.name } : undefined,
+    });
+  }
+
+  get healthy(): boolean { return this.health.healthy; }
+
+  /** Feeds the fall/rise state machine (active checks and real requests alike). */
+  report(ok: boolean): void {
+    const before = this.health.healthy;
+    this.health = nextHealth(this.health, ok, this.domain.healthCheck.fall, this.domain.healthCheck.rise);
+    if (before !== this.health.healthy) this.onChange?.(this);
+  }
+
+  probe(): Promise<ProbeResult> {
+    return probe(this.host, this.port, this.domain.healthCheck, this.domain.name, true);
+  }
+
+  startChecks(): void {
+    this.stopChecks();
+    const run = async () => { const r = await this.probe(); if (this.timer) this.report(probeOk(r, this.domain.healthCheck.type)); };
+    this.timer = setInterval(run, this.domain.healthCheck.intervalMs);
+    this.timer.unref();
+  }
+
+  stopChecks(): void { if (this.timer) clearInterval(this.timer); this.timer = null; }
+}
+
+export class UpstreamGroup {
+  private rr = 0;
+  readonly domain: DomainConfig;
+  readonly main: Upstream[];
+  readonly backup: Upstream[];
+  constructor(domain: DomainConfig, main: Upstream[], backup: Upstream[]) { this.domain = domain; this.main = main; this.backup = backup; }
+  /** The upstreams to try for one request, best first. */
+  order(): Upstream[] {
+    const o = tryOrder(this.main, this.backup, this.rr);
+    this.rr = (this.rr + 1) % this.main.length;
+    return o;
+  }
+  all(): Upstream[] { return [...this.main, ...this.backup]; }
+}
+
+const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream']) =>
+  [d.name, d.upstreamTls ? 'https' : 'http', address, up.connectTimeoutMs, up.maxConnections, up.keepAliveTimeoutMs,
+    up.responseTimeoutMs, up.bodyTimeoutMs, up.rejectUnauthorized, JSON.stringify(d.healthCheck)].join('|');
+
+export class Upstreams {
+  private byKey = new Map<string, Upstream>();
+  groups = new Map<string, UpstreamGroup>();
+  onHealthChange: ((u: Upstream) => void) | null = null;
+
+  /** Builds groups for a config, reusing unchanged upstreams; closes the ones that are gone. */
+  apply(config: Config): void {
+    const next = new Map<string, Upstream>();
+    const groups = new Map<string, UpstreamGroup>();
+    const get = (d: DomainConfig, a: string) => {
+      const key = upstreamKey(d, a, config.upstream);
+      let u = next.get(key) ?? this.byKey.get(key);
+      if (!u) { u = new Upstream(key, a, d, config.upstream); u.startChecks(); }
+      u.domain = d;
+      u.onChange = (x) => this.onHealthChange?.(x);
+      next.set(key, u);
+      return u;
+    };
+    for (const d of config.domains) groups.set(d.name, new UpstreamGroup(d, d.upstreams.map((a) => get(d, a)), d.backup.map((a) => get(d, a))));
+    for (const [key, u] of this.byKey) if (!next.has(key)) { u.stopChecks(); void u.pool.close().catch(() => {}); }
+    this.byKey = next;
+    this.groups = groups;
+  }
+
+  async close(): Promise<void> {
+    for (const u of this.byKey.values()) u.stopChecks();
+    await Promise.all([...this.byKey.values()].map((u) => u.pool.close().catch(() => {})));
+    this.byKey.clear();
+  }
+}

@@ -1,0 +1,145 @@
+// Real servers and clients for tests: upstream origins, the proxy in-process
+// on ephemeral ports, raw sockets, clients bound to distinct 127.x.y.z
+// addresses. Everything binds to loopback.
+import http from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { once } from 'node:events';
+import { spawn } from 'node:child_process';
+import { loadConfigObject } from '../../src/config/load.ts';
+import { startApp, type App } from '../../src/app.ts';
+import { createLogger } from '../../src/log.ts';
+
+export interface Origin {
+  server: http.Server;
+  port: number;
+  address: string;
+  /** Requests seen, in order. */
+  seen: { method: string; url: string; headers: http.IncomingHttpHeaders; rawHeaders: string[]; body: string }[];
+  close(): Promise<void>;
+}
+
+/** A real upstream. The handler defaults to 200 "ok from <port>". */
+export async function startOrigin(handler?: http.RequestListener, host = '127.0.0.1'): Promise<Origin> {
+  const seen: Origin['seen'] = [];
+  const server = http.createServer((req, res) => {
+    const entry = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body: '' };
+    seen.push(entry);
+    if (handler) return handler(req, res);
+    const chunks: Buffer[] = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      entry.body = Buffer.concat(chunks).toString();
+      const body = `ok from ${port}`;
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+      res.end(body);
+    });
+  });
+  server.listen(0, host);
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    server, port, address: `${host}:${port}`, seen,
+    close: () => { server.closeAllConnections(); return new Promise((r) => server.close(() => r())); },
+  };
+}
+
+/**
+ * A listening socket that never accepts, its backlog filled, so that further
+ * SYNs are dropped: a real connect timeout on loopback without root. A child
+ * process listens and then blocks its event loop, so libuv never accepts.
+ */
+export async function startBlackhole(): Promise<{ port: number; address: string; close(): void }> {
+  const code = `const net=require('node:net');const s=net.createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{` +
+    `process.stdout.write(String(s.address().port)+'\\n',()=>{Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0);});});`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = await once(child.stdout!, 'data');
+  const port = Number(String(line).trim());
+  // Fill the accept queue so that the kernel drops further SYNs.
+  const fillers: net.Socket[] = [];
+  for (let i = 0; i < 3; i++) { const s = net.connect(port, '127.0.0.1'); s.on('error', () => {}); fillers.push(s); }
+  await new Promise((r) => setTimeout(r, 200));
+  return { port, address: `127.0.0.1:${port}`, close: () => { for (const s of fillers) s.destroy(); child.kill('SIGKILL'); } };
+}
+
+/** A port with nothing listening on it (connection refused). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const p = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+export function tempDir(prefix = 'scrubber-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export interface Proxy {
+  app: App;
+  port: number;
+  adminPort: number;
+  url: string;
+  adminUrl: string;
+  stateDir: string;
+  close(): Promise<void>;
+}
+
+/** Starts the proxy in-process on ephemeral ports with the given config overrides (must be valid). */
+export async function startProxy(overrides: Record<string, unknown>, opts: { configFile?: string } = {}): Promise<Proxy> {
+  const stateDir = (overrides.state as { dir?: string } | undefined)?.dir ?? tempDir();
+  const raw = {
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    admin: { host: '127.0.0.1', port: 0, token: '' },
+    log: { level: 'silent' },
+    ...overrides,
+    state: { dir: stateDir, ...(overrides.state as object | undefined) },
+  };
+  const r = loadConfigObject(raw, {});
+  if (!r.ok) throw new Error('test config invalid:\n' + r.problems.join('\n'));
+  const app = await startApp(r.config, { configFile: opts.configFile, log: createLogger('silent') });
+  const port = app.listeners.addresses()[0].port;
+  const adminPort = app.admin.address()!.port;
+  return {
+    app, port, adminPort, stateDir, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}`,
+    close: () => app.close(),
+  };
+}
+
+export interface RawResponse { status: number; headers: http.IncomingHttpHeaders; body: string }
+
+/** One HTTP request with node:http (no keep-alive unless an agent is given). */
+export function request(url: string, opts: http.RequestOptions & { body?: string | Buffer } = {}): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent: false, ...opts }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+/** Writes raw bytes on a fresh TCP connection and collects everything until the peer closes (or timeoutMs). */
+export function rawExchange(port: number, data: string | Buffer, opts: { timeoutMs?: number; localAddress?: string } = {}): Promise<{ text: string; closed: boolean; error?: string }> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: opts.localAddress });
+    const chunks: Buffer[] = [];
+    const t = setTimeout(() => { s.destroy(); resolve({ text: Buffer.concat(chunks).toString(), closed: false }); }, opts.timeoutMs ?? 2000);
+    s.on('connect', () => s.write(data));
+    s.on('data', (c) => chunks.push(c));
+    s.on('close', () => { clearTimeout(t); resolve({ text: Buffer.concat(chunks).toString(), closed: true }); });
+    s.on('error', (e: NodeJS.ErrnoException) => { clearTimeout(t); resolve({ text: Buffer.concat(chunks).toString(), closed: true, error: e.code }); });
+  });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A domain entry with short health-check times for tests. */
+export function domain(name: string, upstreams: string[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { name, upstreams, healthCheck: { type: 'tcp', intervalMs: 60000, timeoutMs: 500, fall: 3, rise: 2 }, ...extra };
+}
