@@ -33,7 +33,11 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const db: Db = openStore(config.state.dir);
   const upstreams = new Upstreams();
   let listeners: Listeners | null = null;
-  const filter = createFilter(config, { db, log, closeSource: (s) => listeners?.connections.closeSource(s) });
+  const filter = createFilter(config, {
+    db, log,
+    closeSource: (s) => listeners?.connections.closeSource(s),
+    setBlockList: (list) => listeners?.setBlockList(list),
+  });
   const pipeline = new Pipeline(config, upstreams, filter, { record: () => {} });
   listeners = new Listeners(pipeline, config);
   const app: App = {

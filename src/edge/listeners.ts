@@ -108,6 +108,11 @@ export class Listeners {
     for (const s of this.servers) this.configure(s, config);
   }
 
+  /** Swaps the BlockList on every listener (the filter rebuilds it when entries expire). */
+  setBlockList(list: net.BlockList): void {
+    for (const s of this.servers) (s as Server & { blockList: net.BlockList }).blockList = list;
+  }
+
   addresses(): { host: string; port: number; tls: boolean }[] {
     return this.servers.map((s) => { const a = s.address() as net.AddressInfo; return { host: a.address, port: a.port, tls: s instanceof https.Server }; });
   }
