@@ -15,7 +15,10 @@ export function checkRequest(method: string, url: string, rawHeaders: string[], 
     const n = rawHeaders[i].length;
     // Cheap length filter before the case-insensitive compare.
     if (n === 4 && rawHeaders[i].toLowerCase() === 'host') hosts++;
-    else if (n === 14 && rawHeaders[i].toLowerCase() === 'content-length') {
+    else if (n === 17 && rawHeaders[i].toLowerCase() === 'transfer-encoding') {
+      // Anything but a final "chunked" leaves the body length to the reader's guess: refuse.
+      if (!/(^|,)\s*chunked\s*$/i.test(rawHeaders[i + 1])) return { status: 400, reason: 'bad-request' };
+    } else if (n === 14 && rawHeaders[i].toLowerCase() === 'content-length') {
       // Two different Content-Length values are a smuggling attempt.
       if (cl !== null && cl !== rawHeaders[i + 1]) return { status: 400, reason: 'bad-request' };
       cl = rawHeaders[i + 1];

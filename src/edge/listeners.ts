@@ -61,7 +61,8 @@ export class Listeners {
   private create(tlsServer: boolean, config: Config): Server {
     const opts: http.ServerOptions = {
       maxHeaderSize: config.limits.maxHeaderBytes,
-      requireHostHeader: true,
+      // The pipeline answers a missing Host itself, with its own page and X-Scrubber.
+      requireHostHeader: false,
       connectionsCheckingInterval: 500,
       noDelay: true,
     };

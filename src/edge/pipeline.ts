@@ -79,7 +79,10 @@ export class Pipeline {
     };
 
     const problem = checkRequest(method, url, req.rawHeaders, config.limits.maxHeaderCount);
-    if (problem) return refuse(null, problem.status, problem.reason, { close: true });
+    if (problem) {
+      this.pages.sendBuiltin(res, problem.status, problem.reason);
+      return observe(null, 'proxy', problem.status, headBytes, 0, problem.reason);
+    }
 
     const r = route(routes, req.headers.host);
     if (!r.ok) return refuse(null, r.status, r.reason);

@@ -51,9 +51,20 @@ export class Pages {
     return builtinPage(this.brand, status, reason);
   }
 
+  /**
+   * Sends the built-in page synchronously: for malformed requests, where
+   * Node's parser may destroy the socket right after this tick.
+   */
+  sendBuiltin(res: ServerResponse, status: number, reason: PageReason): void {
+    this.write(res, status, reason, builtinPage(this.brand, status, reason), { close: true });
+  }
+
   /** Sends a proxy-generated page; `close` ends the client connection afterwards. */
   async send(res: ServerResponse, status: number, reason: PageReason, domain: string | null, opts: { headers?: Record<string, string>; close?: boolean; name?: string } = {}): Promise<void> {
-    const body = await this.render(status, reason, domain, opts.name);
+    this.write(res, status, reason, await this.render(status, reason, domain, opts.name), opts);
+  }
+
+  private write(res: ServerResponse, status: number, reason: PageReason, body: string, opts: { headers?: Record<string, string>; close?: boolean }): void {
     if (res.headersSent || res.destroyed) return;
     const headers: Record<string, string | number> = {
       'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(body),
