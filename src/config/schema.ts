@@ -38,6 +38,7 @@ export interface Config {
     maxConnections: number;
     keepAliveTimeoutMs: number;
     rejectUnauthorized: boolean;
+    caFile: string;
   };
   limits: {
     maxBodyBytes: number;
@@ -91,6 +92,7 @@ export const schema = {
     maxConnections: { doc: 'Connection cap per upstream server (0 = unlimited).', format: nat, default: 256 },
     keepAliveTimeoutMs: { doc: 'Idle upstream keep-alive connections are closed after this.', format: nat, default: 4000 },
     rejectUnauthorized: { doc: 'Verify certificates of HTTPS upstreams.', format: Boolean, default: true },
+    caFile: { doc: 'Extra CA bundle (PEM file) trusted for HTTPS upstreams, besides the system roots ("" = none).', format: String, default: '' },
   },
   limits: {
     maxBodyBytes: { doc: 'Largest request body; larger gets 413.', format: nat, default: 10 * 1024 * 1024 },

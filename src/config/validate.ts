@@ -2,6 +2,7 @@
 // convict does not look into). Each problem is one line naming the key, e.g.
 // `domains[1].upstreams: 17 upstreams, at most 16`. Defaults are filled in so
 // the rest of the program sees complete objects.
+import fs from 'node:fs';
 import net from 'node:net';
 import { domainDefaults, MAX_UPSTREAMS, type Config, type DomainConfig, type HostPort } from './schema.ts';
 
@@ -104,6 +105,8 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
   };
 }
 
+const readable = (f: string) => { try { fs.accessSync(f, fs.constants.R_OK); return true; } catch { return false; } };
+
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 export const isLoopbackHost = (h: string) => LOOPBACK.has(h) || h.startsWith('127.');
 
@@ -124,6 +127,10 @@ export function validateStructure(cfg: Config): string[] {
   if (cfg.tls.listen.length > 0 && cfg.tls.certs.length === 0) problems.push('tls.certs: HTTPS listeners need at least one certificate');
   if (cfg.listen.length === 0 && cfg.tls.listen.length === 0) problems.push('listen: no listener configured');
   if (!isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
+  if (cfg.upstream.caFile) { try { fs.accessSync(cfg.upstream.caFile, fs.constants.R_OK); } catch { problems.push(`upstream.caFile: cannot read ${cfg.upstream.caFile}`); } }
+  for (const [i, c] of (Array.isArray(cfg.tls.certs) ? cfg.tls.certs : []).entries()) {
+    for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readable(c[k])) problems.push(`tls.certs[${i}].${k}: cannot read ${c[k]}`);
+  }
   if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');
   if (cfg.upstream.connectTimeoutMs === 0) problems.push('upstream.connectTimeoutMs: must be at least 1');
   if (cfg.upstream.responseTimeoutMs === 0) problems.push('upstream.responseTimeoutMs: must be at least 1');

@@ -19,10 +19,13 @@ export function nextHealth(h: Health, ok: boolean, fall: number, rise: number): 
   return { healthy: h.healthy && failures < fall, failures, successes: 0 };
 }
 
+/** How HTTPS upstreams are verified: on by default, optionally against an extra CA bundle. */
+export interface UpstreamTls { rejectUnauthorized: boolean; ca?: (string | Buffer)[] }
+
 export interface ProbeResult { reachable: boolean; connectMs: number | null; status: number | null; error: string | null }
 
 /** One check: TCP connect, or an HTTP(S) request expecting 2xx/3xx, within timeoutMs. */
-export function probe(host: string, port: number, hc: Pick<HealthCheckConfig, 'type' | 'path' | 'timeoutMs'>, hostHeader: string, rejectUnauthorized = true): Promise<ProbeResult> {
+export function probe(host: string, port: number, hc: Pick<HealthCheckConfig, 'type' | 'path' | 'timeoutMs'>, hostHeader: string, tlsOpts: UpstreamTls = { rejectUnauthorized: true }): Promise<ProbeResult> {
   const started = performance.now();
   return new Promise((resolve) => {
     let connectMs: number | null = null;
@@ -38,7 +41,7 @@ export function probe(host: string, port: number, hc: Pick<HealthCheckConfig, 't
       return;
     }
     const mod = hc.type === 'https' ? https : http;
-    const req = mod.request({ host, port, path: hc.path, method: 'GET', agent: false, headers: { host: hostHeader, 'user-agent': 'scrubber-health' }, rejectUnauthorized, servername: hostHeader });
+    const req = mod.request({ host, port, path: hc.path, method: 'GET', agent: false, headers: { host: hostHeader, 'user-agent': 'scrubber-health' }, ...tlsOpts, servername: hostHeader });
     cleanup = () => req.destroy();
     req.once('socket', (s) => s.once(hc.type === 'https' ? 'secureConnect' : 'connect', () => { connectMs = Math.round(performance.now() - started); }));
     req.once('response', (res) => {

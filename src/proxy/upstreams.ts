@@ -1,11 +1,18 @@
 // Upstream servers of each domain: one undici Pool per server, its health
 // state and its active checker. Objects survive a config reload when the
 // server's settings did not change, so health and warm connections carry over.
+import fs from 'node:fs';
+import tls from 'node:tls';
 import { Pool } from 'undici';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/validate.ts';
-import { initialHealth, nextHealth, probe, probeOk, type Health, type ProbeResult } from './health.ts';
+import { initialHealth, nextHealth, probe, probeOk, type Health, type ProbeResult, type UpstreamTls } from './health.ts';
 import { tryOrder } from './balancer.ts';
+
+/** An extra CA bundle is added to the system roots, not put in their place. */
+function upstreamTls(up: Config['upstream']): UpstreamTls {
+  return up.caFile ? { rejectUnauthorized: up.rejectUnauthorized, ca: [...tls.rootCertificates, fs.readFileSync(up.caFile, 'utf8')] } : { rejectUnauthorized: up.rejectUnauthorized };
+}
 
 export class Upstream {
   readonly key: string;
@@ -14,6 +21,7 @@ export class Upstream {
   readonly port: number;
   readonly tls: boolean;
   readonly pool: Pool;
+  readonly tlsOptions: UpstreamTls;
   health: Health = initialHealth();
   domain: DomainConfig;
   private timer: NodeJS.Timeout | null = null;
@@ -21,6 +29,7 @@ export class Upstream {
 
   constructor(key: string, address: string, domain: DomainConfig, up: Config['upstream']) {
     const hp = parseHostPort(address)!;
+    this.tlsOptions = upstreamTls(up);
     this.key = key;
     this.address = address;
     this.host = hp.host;
@@ -37,7 +46,7 @@ export class Upstream {
       keepAliveMaxTimeout: up.keepAliveTimeoutMs,
       headersTimeout: up.responseTimeoutMs,
       bodyTimeout: up.bodyTimeoutMs,
-      connect: this.tls ? { rejectUnauthorized: up.rejectUnauthorized, servername: domain.name } : undefined,
+      connect: this.tls ? { ...this.tlsOptions, servername: domain.name } : undefined,
     });
   }
 
@@ -51,7 +60,7 @@ export class Upstream {
   }
 
   probe(): Promise<ProbeResult> {
-    return probe(this.host, this.port, this.domain.healthCheck, this.domain.name, true);
+    return probe(this.host, this.port, this.domain.healthCheck, this.domain.name, this.tlsOptions);
   }
 
   startChecks(): void {
@@ -81,7 +90,7 @@ export class UpstreamGroup {
 
 const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream']) =>
   [d.name, d.upstreamTls ? 'https' : 'http', address, up.connectTimeoutMs, up.maxConnections, up.keepAliveTimeoutMs,
-    up.responseTimeoutMs, up.bodyTimeoutMs, up.rejectUnauthorized, JSON.stringify(d.healthCheck)].join('|');
+    up.responseTimeoutMs, up.bodyTimeoutMs, up.rejectUnauthorized, up.caFile, JSON.stringify(d.healthCheck)].join('|');
 
 export class Upstreams {
   private byKey = new Map<string, Upstream>();
