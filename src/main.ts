@@ -8,12 +8,12 @@ import { createLogger } from './log.ts';
 const USAGE = `usage:
   scrubber [--config FILE]          run the proxy (default config/default.json)
   scrubber check --config FILE      validate a config: exit 0, or exit 2 with one line per problem
-  scrubber keys                     list every config key with its default and environment variable`;
+  scrubber keys [--markdown]        list every config key with its default and environment variable`;
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' }, markdown: { type: 'boolean' } } });
   } catch (e) {
     console.error(`${(e as Error).message}\n${USAGE}`);
     return 2;
@@ -24,7 +24,10 @@ async function main(argv: string[]): Promise<number> {
   const file = values.config ?? 'config/default.json';
 
   if (command === 'keys') {
-    for (const k of describeKeys()) console.log(`${k.key}\t${JSON.stringify(k.default)}\t${k.env}\t${k.doc}`);
+    if (values.markdown) {
+      console.log('| key | default | environment | meaning |\n|---|---|---|---|');
+      for (const k of describeKeys()) console.log(`| \`${k.key}\` | \`${JSON.stringify(k.default)}\` | \`${k.env}\` | ${k.doc.replaceAll('|', '\\|')} |`);
+    } else for (const k of describeKeys()) console.log(`${k.key}\t${JSON.stringify(k.default)}\t${k.env}\t${k.doc}`);
     return 0;
   }
   if (command !== 'run' && command !== 'check') { console.error(`unknown command ${command}\n${USAGE}`); return 2; }
