@@ -29,6 +29,26 @@ export function sendJson(res: http.ServerResponse, status: number, body: unknown
   res.end(text);
 }
 
+/** Content types of the static files the admin listener serves (dashboard assets). */
+export const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+};
+
+/** Sends a static body with the content type of its file extension. */
+export function sendStatic(res: http.ServerResponse, ext: string, body: Buffer | string, cacheControl = 'no-cache'): void {
+  res.writeHead(200, {
+    'content-type': CONTENT_TYPES[ext] ?? 'application/octet-stream',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': cacheControl,
+    'x-content-type-options': 'nosniff',
+  });
+  res.end(body);
+}
+
 /** Matches "/api/blacklist/:ip" against a path; decodes parameters (%2F for CIDR). Pure. */
 export function matchPath(parts: string[], path: string): Record<string, string> | null {
   const segs = path.split('/').filter(Boolean);

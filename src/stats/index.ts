@@ -1,21 +1,109 @@
-// Statistics and billing (SPEC.md §7). Placeholder that counts nothing; the
-// statistics issue replaces it behind the same factory.
+// Statistics and billing (SPEC.md §7). The request path calls record(), which
+// only adds into memory (recorder.ts); a timer samples the filter and flushes
+// the deltas to the embedded store every few seconds, and close() flushes the
+// rest, so nothing counted is lost on a clean restart.
 import type { Config } from '../config/schema.ts';
 import type { Db } from '../store/db.ts';
 import type { Logger } from '../log.ts';
 import type { AdminServer } from '../admin/server.ts';
 import type { Upstreams } from '../proxy/upstreams.ts';
 import type { Filter } from '../filter/index.ts';
-import { noStats, type StatsHooks } from '../edge/hooks.ts';
+import type { Observation, StatsHooks } from '../edge/hooks.ts';
+import type { Registry } from 'prom-client';
+import { Recorder } from './recorder.ts';
+import { StatsStore } from './store.ts';
+import { createMetrics } from './metrics.ts';
+import { BUCKET_SECONDS, toBucketJson, type BucketJson } from './buckets.ts';
+import { bill, monthRange, type Bill } from './billing.ts';
+import { registerStatsRoutes } from '../admin/routes-stats.ts';
+import { registerDashboard } from '../admin/dashboard.ts';
 
 export interface StatsDeps { db: Db; log: Logger; filter: Filter; upstreams: Upstreams; config(): Config }
+
+export interface StatsOptions {
+  /** How often the filter is sampled and deltas are written (default 5 s). */
+  flushIntervalMs?: number;
+  /** Clock, for tests of bucketing across time. */
+  now?: () => number;
+}
 
 export interface Stats extends StatsHooks {
   reconfigure(config: Config): void;
   registerRoutes(admin: AdminServer): void;
   close(): Promise<void>;
+  /** Samples the filter and writes what is in memory (also done by the timer). */
+  flush(): void;
+  /** Buckets of a domain whose start is in [from, to) (Unix seconds), oldest first; includes the current, partial one. */
+  buckets(domain: string, from: number, to: number): BucketJson[];
+  /** The month's bill of a domain ("YYYY-MM", UTC). */
+  billing(domain: string, month: string): Bill;
+  readonly registry: Registry;
 }
 
-export function createStats(_config: Config, _deps: StatsDeps): Stats {
-  return { ...noStats(), reconfigure() {}, registerRoutes() {}, async close() {} };
+export const DEFAULT_FLUSH_MS = 5000;
+const PRUNE_EVERY_MS = 3600_000;
+
+export function createStats(_config: Config, deps: StatsDeps, opts: StatsOptions = {}): Stats {
+  const now = opts.now ?? Date.now;
+  const recorder = new Recorder(now);
+  const store = new StatsStore(deps.db);
+  const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams });
+  let lastSample = now();
+  let lastPrune = 0;
+  let closed = false;
+
+  const flush = () => {
+    const t = now();
+    try { recorder.sample(deps.filter.snapshot(), (t - lastSample) / 1000); } catch (e) { deps.log.warn({ err: (e as Error).message }, 'stats: filter snapshot failed'); }
+    lastSample = t;
+    const p = recorder.pending();
+    try {
+      store.write(p.domains, p.globals);
+      recorder.commit();
+    } catch (e) {
+      recorder.keepBounded();
+      deps.log.warn({ err: (e as Error).message }, 'stats: writing to the store failed; kept in memory, will retry');
+    }
+    if (t - lastPrune >= PRUNE_EVERY_MS) {
+      lastPrune = t;
+      try { store.prune(t / 1000); } catch (e) { deps.log.warn({ err: (e as Error).message }, 'stats: pruning old buckets failed'); }
+    }
+  };
+
+  const timer = setInterval(flush, opts.flushIntervalMs ?? DEFAULT_FLUSH_MS);
+  timer.unref();
+
+  const stats: Stats = {
+    registry,
+    record: (o: Observation) => recorder.record(o),
+    dropped: (count: number) => recorder.droppedAtAccept(count),
+    reconfigure() {},
+    flush,
+    buckets(domain, from, to) {
+      if (!closed) flush();
+      const d = new Map(store.domainRows(domain, from, to).map((r) => [r.t, r]));
+      const g = new Map(store.globalRows(from, to).map((r) => [r.t, r]));
+      const ts = [...new Set([...d.keys(), ...g.keys()])].sort((a, b) => a - b);
+      return ts.map((t) => toBucketJson(t, d.get(t), g.get(t)));
+    },
+    billing(domain, month) {
+      const r = monthRange(month);
+      if (!r) throw new Error(`malformed month "${month}"`);
+      if (!closed) flush();
+      return bill(month, store.billingSamples(domain, r.from, r.to), now());
+    },
+    registerRoutes(admin) {
+      registerStatsRoutes(admin, { stats, filter: deps.filter, upstreams: deps.upstreams, config: deps.config, now });
+      registerDashboard(admin);
+    },
+    async close() {
+      if (closed) return;
+      clearInterval(timer);
+      flush();
+      closed = true;
+    },
+  };
+  return stats;
 }
+
+export { BUCKET_SECONDS };

@@ -1,0 +1,32 @@
+// Parsing of admin query parameters. Pure; a malformed value is null, which
+// the routes turn into a 400 before anything is done.
+import type { Config, DomainConfig } from '../config/schema.ts';
+
+/** A domain by its name or one of its aliases, case-insensitive. */
+export function findDomain(config: Config, name: string | null): DomainConfig | null {
+  if (!name) return null;
+  const n = name.trim().toLowerCase();
+  return config.domains.find((d) => d.name.toLowerCase() === n || d.aliases.some((a) => a.toLowerCase() === n)) ?? null;
+}
+
+/** A moment as Unix seconds (digits) or an ISO 8601 date/time; null when malformed. */
+export function parseTime(v: string): number | null {
+  if (/^\d{1,12}$/.test(v)) return Number(v);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(v)) return null;
+  const ms = Date.parse(v);
+  return Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
+}
+
+export const DEFAULT_RANGE_SECONDS = 24 * 3600;
+export const MAX_RANGE_SECONDS = 430 * 24 * 3600;
+
+/** from/to of /api/stats, defaulting to the last 24 hours. */
+export function parseRange(from: string | null, to: string | null, nowS: number): { from: number; to: number } | { error: string } {
+  const t = to === null || to === '' ? nowS + 1 : parseTime(to);
+  if (t === null) return { error: `to: "${to}" is not Unix seconds or an ISO 8601 time` };
+  const f = from === null || from === '' ? t - DEFAULT_RANGE_SECONDS : parseTime(from);
+  if (f === null) return { error: `from: "${from}" is not Unix seconds or an ISO 8601 time` };
+  if (f > t) return { error: 'from: after to' };
+  if (t - f > MAX_RANGE_SECONDS) return { error: `from/to: range longer than ${MAX_RANGE_SECONDS / 86400} days` };
+  return { from: f, to: t };
+}

@@ -1,0 +1,65 @@
+// Statistics in the embedded store: one row per (domain, bucket) and one per
+// bucket for what belongs to no domain. Rows are written as deltas added to
+// what is stored, so a flush never needs to read first and a restart simply
+// keeps adding to the same bucket.
+import type { Db } from '../store/db.ts';
+import type { StatementSync } from 'node:sqlite';
+import { FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS } from './buckets.ts';
+
+/** Kept for more than 13 months (SPEC: at least 13), so last year's same month can always be billed again. */
+export const RETENTION_SECONDS = 430 * 24 * 3600;
+
+export interface DomainDelta { domain: string; t: number; c: Float64Array }
+export interface GlobalDelta { t: number; g: Float64Array }
+type Row = Record<string, number>;
+
+export class StatsStore {
+  private readonly db: Db;
+  private readonly upsertDomain: StatementSync;
+  private readonly upsertGlobal: StatementSync;
+  private readonly selDomain: StatementSync;
+  private readonly selGlobal: StatementSync;
+  private readonly selBilling: StatementSync;
+
+  constructor(db: Db) {
+    this.db = db;
+    const cols = (fs: readonly string[]) => fs.map((f) => `${f} INTEGER NOT NULL DEFAULT 0`).join(', ');
+    db.exec(`CREATE TABLE IF NOT EXISTS stats_domain_bucket (domain TEXT NOT NULL, t INTEGER NOT NULL, ${cols(FIELDS)}, PRIMARY KEY (domain, t)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS stats_global_bucket (t INTEGER PRIMARY KEY, ${cols(GLOBAL_FIELDS)});`);
+    const qs = (n: number) => Array(n).fill('?').join(', ');
+    this.upsertDomain = db.prepare(`INSERT INTO stats_domain_bucket (domain, t, ${FIELDS.join(', ')}) VALUES (?, ?, ${qs(FIELDS.length)})
+      ON CONFLICT (domain, t) DO UPDATE SET ${FIELDS.map((f) => `${f} = ${f} + excluded.${f}`).join(', ')}`);
+    this.upsertGlobal = db.prepare(`INSERT INTO stats_global_bucket (t, ${GLOBAL_FIELDS.join(', ')}) VALUES (?, ${qs(GLOBAL_FIELDS.length)})
+      ON CONFLICT (t) DO UPDATE SET ${GLOBAL_FIELDS.map((f) => GLOBAL_MAX_FIELDS.has(f) ? `${f} = MAX(${f}, excluded.${f})` : `${f} = ${f} + excluded.${f}`).join(', ')}`);
+    this.selDomain = db.prepare('SELECT * FROM stats_domain_bucket WHERE domain = ? AND t >= ? AND t < ? ORDER BY t');
+    this.selGlobal = db.prepare('SELECT * FROM stats_global_bucket WHERE t >= ? AND t < ? ORDER BY t');
+    this.selBilling = db.prepare('SELECT t, passed_bytes_in AS bytesIn, passed_bytes_out AS bytesOut FROM stats_domain_bucket WHERE domain = ? AND t >= ? AND t < ?');
+  }
+
+  /** Adds the deltas in one transaction: all of them or none (the caller keeps them to retry). */
+  write(domains: DomainDelta[], globals: GlobalDelta[]): void {
+    if (!domains.length && !globals.length) return;
+    this.db.exec('BEGIN');
+    try {
+      for (const d of domains) this.upsertDomain.run(d.domain, d.t, ...d.c);
+      for (const g of globals) this.upsertGlobal.run(g.t, ...g.g);
+      this.db.exec('COMMIT');
+    } catch (e) {
+      this.db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  /** Rows of [from, to) (Unix seconds, bucket starts). */
+  domainRows(domain: string, from: number, to: number): Row[] { return this.selDomain.all(domain, from, to) as Row[]; }
+  globalRows(from: number, to: number): Row[] { return this.selGlobal.all(from, to) as Row[]; }
+  billingSamples(domain: string, from: number, to: number): { t: number; bytesIn: number; bytesOut: number }[] {
+    return this.selBilling.all(domain, from, to) as { t: number; bytesIn: number; bytesOut: number }[];
+  }
+
+  prune(nowS: number): void {
+    const before = nowS - RETENTION_SECONDS;
+    this.db.prepare('DELETE FROM stats_domain_bucket WHERE t < ?').run(before);
+    this.db.prepare('DELETE FROM stats_global_bucket WHERE t < ?').run(before);
+  }
+}

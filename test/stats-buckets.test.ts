@@ -1,0 +1,120 @@
+// Bucketing, counting and storing statistics: pure functions, the in-memory
+// recorder on a fake clock, and the sqlite store on a real (in-memory) database.
+import { describe, it, expect } from 'vitest';
+import { DatabaseSync } from 'node:sqlite';
+import { bucketOf, countInto, newCounters, F, FIELDS, attackPeriods, toBucketJson, BUCKET_SECONDS } from '../src/stats/buckets.ts';
+import { Recorder } from '../src/stats/recorder.ts';
+import { StatsStore, RETENTION_SECONDS } from '../src/stats/store.ts';
+import type { Observation } from '../src/edge/hooks.ts';
+
+const obs = (o: Partial<Observation>): Observation => ({
+  domain: 'a.test', source: '127.0.0.1', client: '127.0.0.1', method: 'GET', path: '/', status: 200, bytesIn: 100, bytesOut: 1000,
+  durationMs: 1, contentType: null, outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: true, ...o,
+});
+
+describe('buckets', () => {
+  it('aligns moments to 3-minute bucket starts in Unix seconds', () => {
+    expect(BUCKET_SECONDS).toBe(180);
+    expect(bucketOf(0)).toBe(0);
+    expect(bucketOf(179_999)).toBe(0);
+    expect(bucketOf(180_000)).toBe(180);
+    expect(bucketOf(Date.UTC(2025, 0, 1, 10, 4, 59))).toBe(Date.UTC(2025, 0, 1, 10, 3, 0) / 1000);
+  });
+
+  it('counts passed, dropped, challenged and proxy-answered requests apart; only passed bytes are passed traffic', () => {
+    const c = newCounters();
+    countInto(c, obs({}));
+    countInto(c, obs({ outcome: 'blocked', status: 0, bytesIn: 50, bytesOut: 0 }));
+    countInto(c, obs({ outcome: 'challenged', status: 302, bytesIn: 70, bytesOut: 20 }));
+    countInto(c, obs({ outcome: 'proxy', status: 502, bytesIn: 30, bytesOut: 0, upstreamError: 'connect' }));
+    countInto(c, obs({ outcome: 'passed', status: 503, bytesIn: 10, bytesOut: 5, upstreamError: '5xx' }));
+    countInto(c, obs({ outcome: 'proxy', status: 504, bytesIn: 10, bytesOut: 0, upstreamError: 'timeout' }));
+    const j = toBucketJson(60, Object.fromEntries(FIELDS.map((f, i) => [f, c[i]])), { blacklist_size: 7, accept_dropped: 3 });
+    expect(j.incoming).toEqual({ requests: 6, bytesIn: 270, bytesOut: 1025 });
+    expect(j.passed).toEqual({ requests: 2, bytesIn: 110, bytesOut: 1005 });
+    expect(j.dropped).toEqual({ requests: 1, bytesIn: 50, bytesOut: 0 });
+    expect(j.challenged.requests).toBe(1);
+    expect(j.proxyAnswered.requests).toBe(2);
+    expect(j.upstreamErrors).toEqual({ connect: 1, timeout: 1, reset: 0, '5xx': 1 });
+    expect(j.status).toEqual({ '1xx': 0, '2xx': 1, '3xx': 1, '4xx': 0, '5xx': 3 });
+    expect(j.blacklistSize).toBe(7);
+    expect(j.acceptDropped).toBe(3);
+    expect(j.attack).toBe(false);
+  });
+
+  it('merges contiguous attack buckets into periods', () => {
+    const b = (t: number, attack: boolean) => ({ t, attack });
+    expect(attackPeriods([b(0, true), b(180, true), b(360, false), b(540, true), b(1080, true)])).toEqual([
+      { from: 0, to: 360 }, { from: 540, to: 720 }, { from: 1080, to: 1260 },
+    ]);
+    expect(attackPeriods([b(0, false)])).toEqual([]);
+  });
+});
+
+describe('recorder', () => {
+  it('keeps each bucket apart across a rollover and hands out deltas until committed', () => {
+    let now = 1_000 * 180_000; // a bucket start
+    const r = new Recorder(() => now);
+    r.record(obs({}));
+    r.record(obs({}));
+    now += 180_000; // next bucket
+    r.record(obs({ outcome: 'blocked' }));
+    r.record(obs({ domain: null, bytesIn: 40, bytesOut: 0, outcome: 'proxy', status: 421 }));
+    r.droppedAtAccept(5);
+    const p = r.pending();
+    expect(p.domains.map((d) => [d.domain, d.t, d.c[F.reqIn], d.c[F.reqPassed], d.c[F.reqDropped]])).toEqual([
+      ['a.test', 180_000, 2, 2, 0], ['a.test', 180_180, 1, 0, 1],
+    ]);
+    expect(p.globals).toHaveLength(1);
+    expect(p.globals[0].t).toBe(180_180);
+    expect([...p.globals[0].g]).toEqual([0, 5, 1, 40, 0]);
+    // Not committed: handed out again, with what came since.
+    r.record(obs({}));
+    expect(r.pending().domains.map((d) => d.c[F.reqIn])).toEqual([2, 2]);
+    r.commit();
+    expect(r.pending()).toEqual({ domains: [], globals: [] });
+    // Totals since start stay for Prometheus.
+    const totals = Object.fromEntries([...r.totals()].map(([d, a]) => [d, a.total[F.reqIn]]));
+    expect(totals).toEqual({ 'a.test': 4 });
+    expect(r.globalTotal[1]).toBe(5);
+  });
+
+  it('samples the blacklist as a maximum and attack mode as seconds per bucket', () => {
+    let now = 2_000 * 180_000;
+    const r = new Recorder(() => now);
+    r.sample({ blacklistSize: 3, underAttack: ['a.test'], counters: {} }, 5);
+    now += 5_000;
+    r.sample({ blacklistSize: 9, underAttack: ['a.test'], counters: {} }, 5);
+    now += 5_000;
+    r.sample({ blacklistSize: 4, underAttack: [], counters: {} }, 5);
+    r.sample({ blacklistSize: 4, underAttack: [], counters: { droppedConnections: 7 } }, 5);
+    r.sample({ blacklistSize: 4, underAttack: [], counters: { droppedConnections: 10 } }, 5);
+    const p = r.pending();
+    expect(p.globals[0].g[0]).toBe(9);
+    expect(p.globals[0].g[1]).toBe(10); // connections refused at accept, from the filter's counter
+    expect(p.domains[0].c[F.attackSeconds]).toBe(10);
+  });
+});
+
+describe('store', () => {
+  it('adds deltas to stored rows, keeps the largest blacklist sample, and prunes past retention only', () => {
+    const db = new DatabaseSync(':memory:');
+    const s = new StatsStore(db);
+    const c = newCounters();
+    c[F.reqIn] = 3; c[F.passedBytesOut] = 1000;
+    const g = new Float64Array([10, 1, 0, 0, 0]);
+    s.write([{ domain: 'a.test', t: 180, c }], [{ t: 180, g }]);
+    s.write([{ domain: 'a.test', t: 180, c }], [{ t: 180, g: new Float64Array([4, 2, 0, 0, 0]) }]);
+    const row = s.domainRows('a.test', 0, 360)[0];
+    expect(row.req_in).toBe(6);
+    expect(row.passed_bytes_out).toBe(2000);
+    expect(s.globalRows(0, 360)[0]).toMatchObject({ blacklist_size: 10, accept_dropped: 3 });
+    expect(s.billingSamples('a.test', 0, 360)).toEqual([{ t: 180, bytesIn: 0, bytesOut: 2000 }]);
+    expect(RETENTION_SECONDS).toBeGreaterThanOrEqual(397 * 86400); // 13 months at their longest
+    s.prune(180 + RETENTION_SECONDS);
+    expect(s.domainRows('a.test', 0, 360)).toHaveLength(1);
+    s.prune(181 + RETENTION_SECONDS);
+    expect(s.domainRows('a.test', 0, 360)).toHaveLength(0);
+    db.close();
+  });
+});
