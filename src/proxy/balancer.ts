@@ -4,14 +4,25 @@
 // because a health check can be wrong and a 502 is certain.
 export interface Candidate { readonly key: string; readonly healthy: boolean }
 
+/**
+ * A counter for `rr` that stays fair when it wraps: 720720 is the least common
+ * multiple of 1..16, so `rr % k` cycles evenly for every possible count of
+ * healthy upstreams (a domain has at most 16).
+ */
+export const RR_PERIOD = 720720;
+
+/** Rotates by rr over the healthy ones only, so a dead upstream's share is spread evenly, not handed to its neighbour. */
 export function tryOrder<T extends Candidate>(main: readonly T[], backup: readonly T[], rr: number): T[] {
-  const n = main.length;
-  const healthyMain: T[] = [];
-  for (let i = 0; i < n; i++) { const u = main[(rr + i) % n]; if (u.healthy) healthyMain.push(u); }
-  if (healthyMain.length) return healthyMain;
+  const healthyMain = main.filter((u) => u.healthy);
+  if (healthyMain.length) return rotate(healthyMain, rr);
   const healthyBackup = backup.filter((u) => u.healthy);
   if (healthyBackup.length) return healthyBackup;
-  const all: T[] = [];
-  for (let i = 0; i < n; i++) all.push(main[(rr + i) % n]);
-  return all.concat(backup);
+  return rotate(main, rr).concat(backup);
+}
+
+function rotate<T>(xs: readonly T[], rr: number): T[] {
+  const n = xs.length;
+  if (n === 0) return [];
+  const s = rr % n;
+  return s === 0 ? xs.slice() : xs.slice(s).concat(xs.slice(0, s));
 }

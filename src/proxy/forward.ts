@@ -66,7 +66,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private contentType: string | null = null;
   private status = 0;
   private lastError: ErrorClass | null = null;
-  private readonly onDrain = () => this.controller?.resume();
+  private clientGone = false;
+  private waitingDrain = false;
+  private readonly onDrain = () => { this.waitingDrain = false; this.controller?.resume(); };
 
   private readonly fr: ForwardRequest;
   private readonly order: Upstream[];
@@ -77,7 +79,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.order = order;
     this.done = done;
     fr.res.on('close', () => {
-      if (!this.finished) { this.controller?.abort(new Error('client closed')); this.finish(null, true); }
+      if (this.finished) return;
+      // Finish first: abort() calls back into onResponseError synchronously, and a client
+      // that left is neither an upstream failure nor a reason for a 502 page.
+      this.clientGone = true;
+      this.finish(null, false);
+      this.controller?.abort(new Error('client closed'));
     });
     fr.body?.on('error', (e) => { if (!this.responded) this.fail(e); });
   }
@@ -107,12 +114,17 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.upstream.report(true);
     const { res } = this.fr;
     if (res.destroyed) { controller.abort(new Error('client closed')); return; }
+    // The upstream answered before the client finished sending its body: the rest of that body
+    // would be read as the next request on this connection, so the client is told not to reuse it.
+    if (this.fr.body && !this.fr.req.complete) res.shouldKeepAlive = false;
     res.writeHead(statusCode, statusMessage || undefined, toClientHeaders(headers));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bytesOut += chunk.length;
-    if (!this.fr.res.write(chunk)) {
+    // undici may hand over a chunk it had already parsed after pause(): one drain listener is enough.
+    if (!this.fr.res.write(chunk) && !this.waitingDrain) {
+      this.waitingDrain = true;
       controller.pause();
       this.fr.res.once('drain', this.onDrain);
     }
@@ -160,7 +172,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.finished = true;
     this.fr.res.off('drain', this.onDrain);
-    const clientAborted = this.fr.res.destroyed && !this.fr.res.writableFinished && !this.responded && upstreamError === null && !bodyReason;
+    const clientAborted = this.clientGone;
     const proxyReason: ForwardOutcome['proxyReason'] = !sendPage || clientAborted ? null
       : bodyReason ?? (upstreamError === 'timeout' ? 'upstream-timeout'
         : this.lastError === 'connect-timeout' ? 'connect-timeout'

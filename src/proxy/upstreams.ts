@@ -3,15 +3,43 @@
 // server's settings did not change, so health and warm connections carry over.
 import fs from 'node:fs';
 import tls from 'node:tls';
-import { Pool } from 'undici';
+import type { Socket } from 'node:net';
+import { Pool, buildConnector, errors } from 'undici';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/validate.ts';
 import { initialHealth, nextHealth, probe, probeOk, type Health, type ProbeResult, type UpstreamTls } from './health.ts';
-import { tryOrder } from './balancer.ts';
+import { RR_PERIOD, tryOrder } from './balancer.ts';
 
 /** An extra CA bundle is added to the system roots, not put in their place. */
 function upstreamTls(up: Config['upstream']): UpstreamTls {
   return up.caFile ? { rejectUnauthorized: up.rejectUnauthorized, ca: [...tls.rootCertificates, fs.readFileSync(up.caFile, 'utf8')] } : { rejectUnauthorized: up.rejectUnauthorized };
+}
+
+/**
+ * undici's own connectTimeout runs on its coarse "fast timers" (about a second
+ * of slack), so a 300 ms timeout fires anywhere up to 1.3 s and 9 s + 9 s drifts
+ * too. A connect is rare next to a request, so one precise timer per connect
+ * is cheap; SPEC.md §3 counts attempts in units of this timeout.
+ */
+export function preciseConnector(opts: buildConnector.BuildOptions, timeoutMs: number): buildConnector.connector {
+  const base = buildConnector({ ...opts, timeout: 0 });
+  return (options, callback) => {
+    let settled = false;
+    let socket: Socket | undefined;
+    const timer = timeoutMs > 0 ? setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      socket?.destroy();
+      callback(new errors.ConnectTimeoutError(`Connect Timeout Error (${options.hostname}:${options.port}, timeout: ${timeoutMs}ms)`), null);
+    }, timeoutMs) : null;
+    // buildConnector's connector returns the socket it opened (its type says void).
+    socket = (base as unknown as (o: buildConnector.Options, cb: buildConnector.Callback) => Socket | undefined)(options, (...args: Parameters<buildConnector.Callback>) => {
+      if (settled) { args[1]?.destroy(); return; }
+      settled = true;
+      if (timer) clearTimeout(timer);
+      callback(...args);
+    });
+  };
 }
 
 export class Upstream {
@@ -41,12 +69,11 @@ export class Upstream {
       connections: up.maxConnections || null,
       pipelining: 1,
       allowH2: false,
-      connectTimeout: up.connectTimeoutMs,
       keepAliveTimeout: up.keepAliveTimeoutMs,
       keepAliveMaxTimeout: up.keepAliveTimeoutMs,
       headersTimeout: up.responseTimeoutMs,
       bodyTimeout: up.bodyTimeoutMs,
-      connect: this.tls ? { ...this.tlsOptions, servername: domain.name } : undefined,
+      connect: preciseConnector(this.tls ? { ...this.tlsOptions, servername: domain.name } : {}, up.connectTimeoutMs),
     });
   }
 
@@ -65,7 +92,13 @@ export class Upstream {
 
   startChecks(): void {
     this.stopChecks();
-    const run = async () => { const r = await this.probe(); if (this.timer) this.report(probeOk(r, this.domain.healthCheck.type)); };
+    // A probe slower than the interval (timeoutMs > intervalMs) must not pile up concurrent probes.
+    let probing = false;
+    const run = async () => {
+      if (probing) return;
+      probing = true;
+      try { const r = await this.probe(); if (this.timer) this.report(probeOk(r, this.domain.healthCheck.type)); } finally { probing = false; }
+    };
     this.timer = setInterval(run, this.domain.healthCheck.intervalMs);
     this.timer.unref();
   }
@@ -82,7 +115,7 @@ export class UpstreamGroup {
   /** The upstreams to try for one request, best first. */
   order(): Upstream[] {
     const o = tryOrder(this.main, this.backup, this.rr);
-    this.rr = (this.rr + 1) % this.main.length;
+    this.rr = (this.rr + 1) % RR_PERIOD;
     return o;
   }
   all(): Upstream[] { return [...this.main, ...this.backup]; }

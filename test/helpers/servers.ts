@@ -53,7 +53,9 @@ export async function startOrigin(handler?: http.RequestListener, host = '127.0.
  */
 export async function startBlackhole(): Promise<{ port: number; address: string; close(): void }> {
   const code = `const net=require('node:net');const s=net.createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{` +
-    `process.stdout.write(String(s.address().port)+'\\n',()=>{Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0);});});`;
+    `process.stdout.write(String(s.address().port)+'\\n',()=>{const a=new Int32Array(new SharedArrayBuffer(4));` +
+    // Block in slices and exit once orphaned, so a killed test worker leaves nothing behind.
+    `const parent=process.ppid;for(;;){Atomics.wait(a,0,0,500);if(process.ppid!==parent)process.exit(0);}});});`;
   const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = await once(child.stdout!, 'data');
   const port = Number(String(line).trim());
