@@ -3,6 +3,7 @@
 // the structured parts (listeners, domains, certificates) are checked element
 // by element in validate.ts, because convict does not look inside arrays.
 import os from 'node:os';
+import { DEFAULT_RULES, type Rule } from '../filter/rules.ts';
 
 export interface HostPort { host: string; port: number }
 
@@ -53,7 +54,21 @@ export interface Config {
     maxConnectionsPerSource: number;
   };
   pages: { dir: string; brand: string };
-  filter: Record<string, unknown> & { mode: 'auto' | 'always' | 'off' };
+  filter: {
+    mode: 'auto' | 'always' | 'off';
+    rules: Rule[];
+    scoreThreshold: number;
+    whitelist: string[];
+    maxSources: number;
+    timeScale: number;
+    repeatGrowth: number;
+    repeatHalfLifeHours: number;
+    challenge: { enabled: boolean; cookieName: string; trustSeconds: number };
+    attack: {
+      minRps: number; rateFactor: number; latencyFactor: number; minLatencyMs: number; errorRatio: number;
+      enterSeconds: number; exitSeconds: number; learnSeconds: number; tighten: number; suspects: number;
+    };
+  };
   state: { dir: string; redis: { url: string } };
   shutdown: { drainTimeoutMs: number };
   log: { level: string };
@@ -112,6 +127,34 @@ export const schema = {
   },
   filter: {
     mode: { doc: 'auto: block only while a domain is under attack; always: block whenever a source crosses the line; off: observe only.', format: ['auto', 'always', 'off'], default: 'auto' },
+    rules: {
+      doc: 'Detector rules, one leaky bucket per source each: [{name, label, on (event), capacity, leakPerSecond, banSeconds, weight, enforce: "attack"|"always"}] (see README for the events).',
+      format: 'json-array',
+      default: DEFAULT_RULES,
+    },
+    scoreThreshold: { doc: 'A source whose combined score (sum of rule weight x bucket fill) reaches this is banned, even with every bucket under capacity.', format: Number, default: 1 },
+    whitelist: { doc: 'Addresses or CIDR ranges (no broader than /16 IPv4, /48 IPv6) never blocked nor challenged.', format: 'json-array', default: [] },
+    maxSources: { doc: 'Most sources remembered at once (least recently seen go first): bounds the filter memory (about 0.7 KB each).', format: nat, default: 100000 },
+    timeScale: { doc: 'Multiplies ban times (after clamping to 5 min..8 h), trust time and offender decay; 1 in production, small in tests and labs.', format: Number, default: 1 },
+    repeatGrowth: { doc: 'A repeat offender\'s ban time is multiplied by this for each earlier (decayed) ban.', format: Number, default: 2 },
+    repeatHalfLifeHours: { doc: 'An offender\'s count of earlier bans halves every this many hours.', format: Number, default: 24 },
+    challenge: {
+      enabled: { doc: 'While a domain is under attack (or mode always), untrusted sources get a 302 that sets a signed cookie before they reach the upstream.', format: Boolean, default: true },
+      cookieName: { doc: 'Name of the challenge cookie.', format: String, default: 'scrubber_trust' },
+      trustSeconds: { doc: 'How long a source that returned the cookie passes without a new challenge (also the cookie lifetime).', format: nat, default: 3600 },
+    },
+    attack: {
+      minRps: { doc: 'Attack mode (auto): a domain below this many requests/s is never under attack by rate.', format: Number, default: 20 },
+      rateFactor: { doc: 'Attack mode: request rate above this multiple of the learned baseline is a sign of attack.', format: Number, default: 4 },
+      latencyFactor: { doc: 'Attack mode: mean upstream latency above this multiple of the baseline (and above minLatencyMs) is a sign of attack.', format: Number, default: 4 },
+      minLatencyMs: { doc: 'Attack mode: latency below this is never a sign of attack.', format: Number, default: 500 },
+      errorRatio: { doc: 'Attack mode: share of requests failing upstream (503/504, timeouts, refused) that is a sign of attack.', format: Number, default: 0.3 },
+      enterSeconds: { doc: 'Attack mode starts after this many consecutive seconds with a sign of attack.', format: nat, default: 2 },
+      exitSeconds: { doc: 'Attack mode ends after this many consecutive calm seconds.', format: nat, default: 60 },
+      learnSeconds: { doc: 'Time constant of the learned baseline (rate, latency); the first min(learnSeconds, 30) s only learn.', format: nat, default: 300 },
+      tighten: { doc: 'While the upstream fails in an attack, the score line is multiplied by this (the filter tightens).', format: Number, default: 0.6 },
+      suspects: { doc: 'When the upstream starts failing in an attack, up to this many of the most suspicious sources of the domain are banned at once.', format: nat, default: 20 },
+    },
   },
   state: {
     dir: { doc: 'Folder of the embedded store (node:sqlite).', format: String, default: 'data' },

@@ -4,6 +4,7 @@
 // the rest of the program sees complete objects.
 import fs from 'node:fs';
 import net from 'node:net';
+import { validateFilterConfig } from '../filter/config.ts';
 import { domainDefaults, MAX_UPSTREAMS, type Config, type DomainConfig, type HostPort } from './schema.ts';
 
 type Obj = Record<string, unknown>;
@@ -134,6 +135,7 @@ export function validateStructure(cfg: Config): string[] {
   if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');
   if (cfg.upstream.connectTimeoutMs === 0) problems.push('upstream.connectTimeoutMs: must be at least 1');
   if (cfg.upstream.responseTimeoutMs === 0) problems.push('upstream.responseTimeoutMs: must be at least 1');
+  problems.push(...validateFilterConfig(cfg.filter));
   if (!Array.isArray(cfg.domains)) { problems.push('domains: must be an array'); return problems; }
   const names = new Map<string, string>();
   const domains = cfg.domains.map((d, i) => checkDomain(d, i, names, problems));

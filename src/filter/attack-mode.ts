@@ -1,0 +1,111 @@
+// Attack mode per domain: learn the domain's normal traffic (request rate,
+// latency) and switch filtering on when it departs from it, with hysteresis
+// so it does not flap. An upstream that starts failing (503/504, timeouts,
+// refused connections) is a sign of attack by itself, and tightens the filter.
+// stepAttack is pure: one second of counts in, the new state out.
+
+export interface AttackParams {
+  /** Below this many requests per second a domain is never under attack. */
+  minRps: number;
+  /** Attack when the rate passes this multiple of the learned baseline. */
+  rateFactor: number;
+  /** Attack when the mean latency passes this multiple of the baseline ... */
+  latencyFactor: number;
+  /** ... and this many ms. */
+  minLatencyMs: number;
+  /** Attack when this share of requests fail upstream (503/504, timeouts, refused). */
+  errorRatio: number;
+  /** Consecutive hot seconds before attack mode starts. */
+  enterSeconds: number;
+  /** Consecutive calm seconds before it ends. */
+  exitSeconds: number;
+  /** Time constant of the baseline (an exponential moving average). */
+  learnSeconds: number;
+}
+
+export interface AttackState {
+  baselineRps: number;
+  baselineLatencyMs: number;
+  /** Seconds of calm traffic learned so far. */
+  learned: number;
+  under: boolean;
+  hot: number;
+  calm: number;
+  /** When the current attack started (ms), 0 when calm. */
+  since: number;
+  /** The upstream is failing in this attack (the score line is lowered). */
+  upstreamFailing: boolean;
+  /** Why it is (or was last) under attack. */
+  reason: string;
+}
+
+export interface Sample {
+  /** Requests that arrived, whatever became of them. */
+  requests: number;
+  /** Requests forwarded and answered by the upstream. */
+  answered: number;
+  latencySumMs: number;
+  upstreamErrors: number;
+  seconds: number;
+}
+
+export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, reason: '' });
+
+export interface Step { entered: boolean; exited: boolean; failingStarted: boolean }
+
+/** Advances the state by one sample. Mutates and returns `st` (it is owned by the caller). */
+export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: number): Step {
+  const secs = s.seconds > 0 ? s.seconds : 1;
+  const rps = s.requests / secs;
+  const latency = s.answered > 0 ? s.latencySumMs / s.answered : 0;
+  // Until a baseline is learned (the first min(learnSeconds, 30) calm seconds) the rate alone
+  // proves nothing: a busy site would look attacked at every start. Latency and failures still count.
+  const warm = st.learned >= Math.min(p.learnSeconds, 30);
+  const rateHot = warm && rps >= p.minRps && rps > p.rateFactor * st.baselineRps;
+  // A latency baseline needs some calm traffic first; before that only minLatencyMs counts.
+  const latencyLine = Math.max(p.minLatencyMs, st.learned > 0 ? p.latencyFactor * st.baselineLatencyMs : 0);
+  const latencyHot = s.answered >= 5 && latency > latencyLine;
+  const failing = s.requests >= 5 && s.upstreamErrors / s.requests >= p.errorRatio;
+  const hot = rateHot || latencyHot || failing;
+  const out: Step = { entered: false, exited: false, failingStarted: false };
+
+  if (hot) { st.hot++; st.calm = 0; } else { st.calm++; st.hot = 0; }
+
+  if (!st.under && st.hot >= p.enterSeconds) {
+    st.under = true;
+    st.since = now;
+    st.reason = failing ? 'upstream failing' : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
+    out.entered = true;
+  } else if (st.under && st.calm >= p.exitSeconds) {
+    st.under = false;
+    st.since = 0;
+    st.upstreamFailing = false;
+    out.exited = true;
+  }
+  if (st.under && failing && !st.upstreamFailing) { st.upstreamFailing = true; out.failingStarted = true; }
+
+  // Learn only from calm seconds: an attack must not become the new normal.
+  if (!st.under && !hot) {
+    // While warming up, a plain running mean; then the moving average.
+    const a = Math.min(1, warm ? secs / p.learnSeconds : secs / (st.learned + secs));
+    st.baselineRps += a * (rps - st.baselineRps);
+    if (s.answered > 0) st.baselineLatencyMs = st.baselineLatencyMs > 0 ? st.baselineLatencyMs + a * (latency - st.baselineLatencyMs) : latency;
+    st.learned += secs;
+  }
+  return out;
+}
+
+/** One domain's counts for the current second, filled on the request path (plain increments). */
+export class DomainTraffic {
+  requests = 0;
+  answered = 0;
+  latencySumMs = 0;
+  upstreamErrors = 0;
+  readonly state = newAttackState();
+
+  take(seconds: number): Sample {
+    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, seconds };
+    this.requests = this.answered = this.latencySumMs = this.upstreamErrors = 0;
+    return s;
+  }
+}

@@ -1,0 +1,74 @@
+// The blacklist: entries with a reason, a start and an expiry, mirrored into
+// the net.BlockList every listener consults at accept. A BlockList cannot
+// forget an address, so an unban or an expiry builds a fresh list and hands it
+// to the listeners (setBlockList); a new ban is simply added to the live one.
+import net from 'node:net';
+import { blockTarget } from './lists.ts';
+
+export interface BanEntry {
+  /** The source key: an IPv4 address or an IPv6 /64. */
+  ip: string;
+  /** The rule (or "manual", "score", "suspect") and the values that tripped it. */
+  reason: string;
+  rule: string;
+  since: number;
+  expiresAt: number;
+}
+
+export class Blacklist {
+  private bans = new Map<string, BanEntry>();
+  private nextExpiry = Infinity;
+  blockList = new net.BlockList();
+  private readonly install: (list: net.BlockList) => void;
+
+  constructor(install: (list: net.BlockList) => void) { this.install = install; }
+
+  has(source: string): boolean { return this.bans.has(source); }
+  get(source: string): BanEntry | undefined { return this.bans.get(source); }
+  get size(): number { return this.bans.size; }
+  all(): BanEntry[] { return [...this.bans.values()]; }
+
+  /** Adds or replaces an entry; true when the source was not banned before. */
+  add(e: BanEntry): boolean {
+    const fresh = !this.bans.has(e.ip);
+    this.bans.set(e.ip, e);
+    if (e.expiresAt < this.nextExpiry) this.nextExpiry = e.expiresAt;
+    if (fresh) {
+      const t = blockTarget(e.ip);
+      if (t) t.prefix === 128 || t.prefix === 32 ? this.blockList.addAddress(t.address, t.type) : this.blockList.addSubnet(t.address, t.prefix, t.type);
+    }
+    return fresh;
+  }
+
+  remove(source: string): boolean {
+    if (!this.bans.delete(source)) return false;
+    this.rebuild();
+    return true;
+  }
+
+  /** Drops expired entries (cheap when none is due); returns the expired ones. */
+  expire(now: number): BanEntry[] {
+    if (now < this.nextExpiry) return [];
+    const gone: BanEntry[] = [];
+    let next = Infinity;
+    for (const [k, e] of this.bans) {
+      if (e.expiresAt <= now) { this.bans.delete(k); gone.push(e); } else if (e.expiresAt < next) next = e.expiresAt;
+    }
+    this.nextExpiry = next;
+    if (gone.length) this.rebuild();
+    return gone;
+  }
+
+  private rebuild(): void {
+    const list = new net.BlockList();
+    let next = Infinity;
+    for (const e of this.bans.values()) {
+      const t = blockTarget(e.ip);
+      if (t) t.prefix === 128 || t.prefix === 32 ? list.addAddress(t.address, t.type) : list.addSubnet(t.address, t.prefix, t.type);
+      if (e.expiresAt < next) next = e.expiresAt;
+    }
+    this.nextExpiry = next;
+    this.blockList = list;
+    this.install(list);
+  }
+}

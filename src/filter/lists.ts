@@ -1,0 +1,125 @@
+// Address parsing for the lists, and the whitelist. Whitelist entries are
+// single addresses or CIDR ranges no broader than /16 (IPv4) or /48 (IPv6):
+// a broader range would exempt whole networks an attacker can rent from.
+import net from 'node:net';
+import ipaddr from 'ipaddr.js';
+import { sourceKey } from '../edge/source.ts';
+
+export const MIN_PREFIX_V4 = 16;
+export const MIN_PREFIX_V6 = 48;
+
+export interface ParsedRange { kind: 'ipv4' | 'ipv6'; network: string; prefix: number; text: string }
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** "10.1.2.3", "10.1.0.0/16", "2001:db8::/48" → a normalised range; broader than /16 or /48 is refused. Pure. */
+export function parseWhitelistEntry(input: string): Parsed<ParsedRange> {
+  const text = input.trim();
+  let addr: ipaddr.IPv4 | ipaddr.IPv6;
+  let prefix: number;
+  try {
+    if (text.includes('/')) [addr, prefix] = ipaddr.parseCIDR(text);
+    else { addr = ipaddr.parse(text); prefix = addr.kind() === 'ipv4' ? 32 : 128; }
+  } catch {
+    return { ok: false, error: `${JSON.stringify(input)} is not an IP address or CIDR range` };
+  }
+  if (net.isIP(text.split('/')[0]) === 0) return { ok: false, error: `${JSON.stringify(input)} is not an IP address or CIDR range` };
+  if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+    addr = (addr as ipaddr.IPv6).toIPv4Address();
+    prefix = Math.max(0, prefix - 96);
+  }
+  const kind = addr.kind();
+  const min = kind === 'ipv4' ? MIN_PREFIX_V4 : MIN_PREFIX_V6;
+  if (prefix < min) return { ok: false, error: `${text} is broader than /${min}: whitelist ranges must be /${min} or narrower (${kind === 'ipv4' ? 'IPv4' : 'IPv6'})` };
+  const network = kind === 'ipv4'
+    ? ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${prefix}`).toString()
+    : ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${prefix}`).toString();
+  const full = kind === 'ipv4' ? 32 : 128;
+  return { ok: true, value: { kind, network, prefix, text: prefix === full ? network : `${network}/${prefix}` } };
+}
+
+/**
+ * An address for the blacklist → the source key it bans: IPv4 as is, IPv6
+ * aggregated per /64 (as the edge attributes it). Accepts "2001:db8::/64" too.
+ */
+export function parseBlacklistAddress(input: string): Parsed<string> {
+  const text = input.trim();
+  const bad = { ok: false as const, error: `${JSON.stringify(input)} is not an IP address` };
+  if (text.includes('/')) {
+    const [a, p] = text.split('/');
+    if (p !== '64' || net.isIPv6(a) === false) return { ok: false, error: `${JSON.stringify(input)}: only single addresses (IPv6: a /64) can be blacklisted` };
+    return { ok: true, value: sourceKey(a) };
+  }
+  if (!net.isIP(text)) return bad;
+  return { ok: true, value: sourceKey(ipaddr.process(text).toString()) };
+}
+
+/** Splits a source key into what net.BlockList takes. */
+export function blockTarget(source: string): { address: string; prefix: number; type: 'ipv4' | 'ipv6' } | null {
+  if (source.endsWith('/64')) return { address: source.slice(0, -3), prefix: 64, type: 'ipv6' };
+  const t = net.isIP(source);
+  if (t === 4) return { address: source, prefix: 32, type: 'ipv4' };
+  if (t === 6) return { address: source, prefix: 128, type: 'ipv6' };
+  return null;
+}
+
+export interface WhitelistEntry { ip: string; origin: 'config' | 'api'; note: string; since: number }
+
+/** The whitelist: entries from the config and from the API, matched through a net.BlockList. */
+export class Whitelist {
+  private entries = new Map<string, WhitelistEntry & { range: ParsedRange }>();
+  private list = new net.BlockList();
+  /** IPv6 entries narrower than a /64, by the /64 source they fall in (an IPv6 source is a whole /64). */
+  private narrowV6 = new Set<string>();
+  /** Bumped on every change: sources cache their verdict per version. */
+  version = 0;
+
+  /** Replaces the config part (on start and reload); API entries stay. */
+  setConfigEntries(items: string[], now: number): void {
+    for (const [k, e] of this.entries) if (e.origin === 'config') this.entries.delete(k);
+    for (const it of items) {
+      const p = parseWhitelistEntry(it);
+      if (p.ok && !this.entries.has(p.value.text)) this.entries.set(p.value.text, { ip: p.value.text, origin: 'config', note: '', since: now, range: p.value });
+    }
+    this.rebuild();
+  }
+
+  add(range: ParsedRange, origin: 'config' | 'api', note: string, since: number): WhitelistEntry {
+    const e = { ip: range.text, origin, note, since, range };
+    this.entries.set(range.text, e);
+    this.rebuild();
+    return e;
+  }
+
+  get(text: string): WhitelistEntry | undefined { return this.entries.get(text); }
+
+  remove(text: string): boolean {
+    const ok = this.entries.delete(text);
+    if (ok) this.rebuild();
+    return ok;
+  }
+
+  all(): WhitelistEntry[] {
+    return [...this.entries.values()].map(({ ip, origin, note, since }) => ({ ip, origin, note, since }));
+  }
+
+  private rebuild(): void {
+    const list = new net.BlockList();
+    const narrow = new Set<string>();
+    for (const { range } of this.entries.values()) {
+      list.addSubnet(range.network, range.prefix, range.kind);
+      if (range.kind === 'ipv6' && range.prefix > 64) narrow.add(sourceKey(range.network));
+    }
+    this.list = list;
+    this.narrowV6 = narrow;
+    this.version++;
+  }
+
+  /** Whether a source (an IPv4 address or an IPv6 /64) is covered. Not O(1): callers cache it per version. */
+  covers(source: string): boolean {
+    const t = blockTarget(source);
+    if (!t) return false;
+    if (this.list.check(t.address, t.type)) return true;
+    return t.prefix === 64 && this.narrowV6.has(source);
+  }
+}

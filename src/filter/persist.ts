@@ -1,0 +1,106 @@
+// What the filter keeps across restarts: bans, the whitelist, repeat-offender
+// records and the challenge secret. Behind FilterStore so that a shared store
+// (Redis, for several workers and nodes) can replace the embedded one. The
+// sqlite implementation queues writes and flushes them in one transaction
+// every second, off the request path; flush() is called on close.
+import { randomBytes } from 'node:crypto';
+import type { Db } from '../store/db.ts';
+import type { BanEntry } from './blacklist.ts';
+import type { WhitelistEntry } from './lists.ts';
+import type { OffenderRecord } from './decide.ts';
+
+export interface FilterStore {
+  loadBans(now: number): BanEntry[];
+  putBan(e: BanEntry): void;
+  deleteBan(ip: string): void;
+  loadWhitelist(): WhitelistEntry[];
+  putWhitelist(e: WhitelistEntry): void;
+  deleteWhitelist(ip: string): void;
+  loadOffenders(): Map<string, OffenderRecord>;
+  putOffender(ip: string, r: OffenderRecord): void;
+  /** The challenge secret, created once and kept (cookies stay valid across restarts). */
+  secret(): Buffer;
+  /** Writes everything queued. */
+  flush(): void;
+  /** Forgets offender records last banned before this time (decayed to nothing), so the history stays bounded. */
+  pruneOffenders(olderThan: number): void;
+}
+
+type Op = { t: 'ban'; e: BanEntry } | { t: 'unban'; ip: string } | { t: 'wl'; e: WhitelistEntry } | { t: 'unwl'; ip: string } | { t: 'off'; ip: string; r: OffenderRecord };
+
+export class SqliteFilterStore implements FilterStore {
+  private readonly db: Db;
+  /** Queued writes by key: only the last write of a key matters. */
+  private queue = new Map<string, Op>();
+
+  constructor(db: Db) {
+    this.db = db;
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS filter_bans (ip TEXT PRIMARY KEY, reason TEXT NOT NULL, rule TEXT NOT NULL, since INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS filter_whitelist (ip TEXT PRIMARY KEY, note TEXT NOT NULL, since INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS filter_offenders (ip TEXT PRIMARY KEY, count REAL NOT NULL, last_ban INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS filter_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    `);
+  }
+
+  loadBans(now: number): BanEntry[] {
+    this.db.prepare('DELETE FROM filter_bans WHERE expires_at <= ?').run(now);
+    return (this.db.prepare('SELECT ip, reason, rule, since, expires_at FROM filter_bans').all() as Record<string, unknown>[])
+      .map((r) => ({ ip: String(r.ip), reason: String(r.reason), rule: String(r.rule), since: Number(r.since), expiresAt: Number(r.expires_at) }));
+  }
+
+  loadWhitelist(): WhitelistEntry[] {
+    return (this.db.prepare('SELECT ip, note, since FROM filter_whitelist').all() as Record<string, unknown>[])
+      .map((r) => ({ ip: String(r.ip), origin: 'api' as const, note: String(r.note), since: Number(r.since) }));
+  }
+
+  loadOffenders(): Map<string, OffenderRecord> {
+    const m = new Map<string, OffenderRecord>();
+    for (const r of this.db.prepare('SELECT ip, count, last_ban FROM filter_offenders').all() as Record<string, unknown>[]) m.set(String(r.ip), { count: Number(r.count), lastBanAt: Number(r.last_ban) });
+    return m;
+  }
+
+  putBan(e: BanEntry): void { this.queue.set('b' + e.ip, { t: 'ban', e }); }
+  deleteBan(ip: string): void { this.queue.set('b' + ip, { t: 'unban', ip }); }
+  putWhitelist(e: WhitelistEntry): void { this.queue.set('w' + e.ip, { t: 'wl', e }); }
+  deleteWhitelist(ip: string): void { this.queue.set('w' + ip, { t: 'unwl', ip }); }
+  putOffender(ip: string, r: OffenderRecord): void { this.queue.set('o' + ip, { t: 'off', ip, r }); }
+
+  secret(): Buffer {
+    const row = this.db.prepare("SELECT value FROM filter_meta WHERE key = 'challenge-secret'").get() as { value: Uint8Array } | undefined;
+    if (row) return Buffer.from(row.value);
+    const s = randomBytes(32);
+    this.db.prepare("INSERT INTO filter_meta (key, value) VALUES ('challenge-secret', ?)").run(s);
+    return s;
+  }
+
+  flush(): void {
+    if (this.queue.size === 0) return;
+    const ops = [...this.queue.values()];
+    this.queue.clear();
+    const ban = this.db.prepare('INSERT OR REPLACE INTO filter_bans (ip, reason, rule, since, expires_at) VALUES (?, ?, ?, ?, ?)');
+    const unban = this.db.prepare('DELETE FROM filter_bans WHERE ip = ?');
+    const wl = this.db.prepare('INSERT OR REPLACE INTO filter_whitelist (ip, note, since) VALUES (?, ?, ?)');
+    const unwl = this.db.prepare('DELETE FROM filter_whitelist WHERE ip = ?');
+    const off = this.db.prepare('INSERT OR REPLACE INTO filter_offenders (ip, count, last_ban) VALUES (?, ?, ?)');
+    this.db.exec('BEGIN');
+    try {
+      for (const op of ops) {
+        if (op.t === 'ban') ban.run(op.e.ip, op.e.reason, op.e.rule, op.e.since, op.e.expiresAt);
+        else if (op.t === 'unban') unban.run(op.ip);
+        else if (op.t === 'wl') wl.run(op.e.ip, op.e.note, op.e.since);
+        else if (op.t === 'unwl') unwl.run(op.ip);
+        else off.run(op.ip, op.r.count, op.r.lastBanAt);
+      }
+      this.db.exec('COMMIT');
+    } catch (e) {
+      this.db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  /** Drops offender records that have decayed to nothing, so the table stays bounded. */
+  pruneOffenders(olderThan: number): void {
+    this.db.prepare('DELETE FROM filter_offenders WHERE last_ban < ?').run(olderThan);
+  }
+}

@@ -1,0 +1,68 @@
+// Admin endpoints for the lists (SPEC.md §10). Bad input gets 400 and changes
+// nothing: every check runs before the first write.
+import { HttpError, type AdminServer } from '../admin/server.ts';
+import { MAX_BAN_SECONDS } from './decide.ts';
+import { parseBlacklistAddress, parseWhitelistEntry } from './lists.ts';
+import type { BanEntry } from './blacklist.ts';
+import type { ScrubberFilter } from './index.ts';
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const banJson = (e: BanEntry) => ({ ip: e.ip, reason: e.reason, rule: e.rule, since: iso(e.since), expiresAt: iso(e.expiresAt) });
+
+function source(param: string): string {
+  const p = parseBlacklistAddress(param);
+  if (!p.ok) throw new HttpError(400, p.error);
+  return p.value;
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function registerFilterRoutes(admin: AdminServer, f: ScrubberFilter): void {
+  admin.route('GET', '/api/blacklist', () => ({ entries: f.bans().sort((a, b) => a.since - b.since).map(banJson) }));
+
+  admin.route('GET', '/api/blacklist/:ip', ({ params }) => {
+    const ip = source(params.ip);
+    const e = f.banOf(ip);
+    return e ? { ...banJson(e), listed: true } : { ip, listed: false };
+  });
+
+  admin.route('PUT', '/api/blacklist/:ip', async (r) => {
+    const ip = source(r.params.ip);
+    const body = await r.json();
+    if (body !== null && !isObj(body)) throw new HttpError(400, 'body must be a JSON object {"ttlSeconds", "reason"}');
+    const b = body ?? {};
+    for (const k of Object.keys(b)) if (k !== 'ttlSeconds' && k !== 'reason') throw new HttpError(400, `unknown field ${JSON.stringify(k)}`);
+    const ttl = b.ttlSeconds ?? 3600;
+    if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_BAN_SECONDS) throw new HttpError(400, `ttlSeconds must be an integer from 1 to ${MAX_BAN_SECONDS}`);
+    const reason = b.reason ?? 'manual';
+    if (typeof reason !== 'string' || reason.length > 500) throw new HttpError(400, 'reason must be a string of at most 500 characters');
+    if (f.isWhitelistedSource(ip)) throw new HttpError(400, `${ip} is whitelisted; remove it from the whitelist first`);
+    return { ...banJson(f.manualBan(ip, ttl, reason)), listed: true };
+  });
+
+  admin.route('DELETE', '/api/blacklist/:ip', ({ params }) => {
+    const ip = source(params.ip);
+    return { ip, removed: f.unban(ip), listed: false };
+  });
+
+  admin.route('GET', '/api/whitelist', () => ({ entries: f.whitelistEntries().map((e) => ({ ...e, since: iso(e.since) })) }));
+
+  admin.route('PUT', '/api/whitelist/:entry', async (r) => {
+    const p = parseWhitelistEntry(r.params.entry);
+    if (!p.ok) throw new HttpError(400, p.error);
+    const body = await r.json();
+    if (body !== null && !isObj(body)) throw new HttpError(400, 'body must be empty or a JSON object {"note"}');
+    const note = body?.note ?? '';
+    if (typeof note !== 'string' || note.length > 500) throw new HttpError(400, 'note must be a string of at most 500 characters');
+    const e = f.addWhitelist(p.value, note);
+    return { ...e, since: iso(e.since) };
+  });
+
+  admin.route('DELETE', '/api/whitelist/:entry', ({ params }) => {
+    const p = parseWhitelistEntry(params.entry);
+    if (!p.ok) throw new HttpError(400, p.error);
+    const e = f.whitelistEntry(p.value.text);
+    if (e?.origin === 'config') throw new HttpError(400, `${p.value.text} comes from filter.whitelist in the config; remove it there`);
+    return { ip: p.value.text, removed: f.removeWhitelist(p.value.text) };
+  });
+}
