@@ -15,10 +15,27 @@ export interface BanEntry {
   expiresAt: number;
 }
 
+/**
+ * A BlockList that counts what it refuses. Node consults `server.blockList.check()`
+ * at accept and emits no event for a refusal, so this is the only place the
+ * connections dropped at accept can be counted, and it costs one increment.
+ */
+export class CountingBlockList extends net.BlockList {
+  private readonly tally: { refused: number };
+  constructor(tally: { refused: number }) { super(); this.tally = tally; }
+  override check(address: string, type?: 'ipv4' | 'ipv6'): boolean {
+    const hit = super.check(address, type);
+    if (hit) this.tally.refused++;
+    return hit;
+  }
+}
+
 export class Blacklist {
   private bans = new Map<string, BanEntry>();
   private nextExpiry = Infinity;
-  blockList = new net.BlockList();
+  /** Connections refused at accept, across every list this blacklist has installed. */
+  readonly tally = { refused: 0 };
+  blockList: net.BlockList = new CountingBlockList(this.tally);
   private readonly install: (list: net.BlockList) => void;
 
   constructor(install: (list: net.BlockList) => void) { this.install = install; }
@@ -60,7 +77,7 @@ export class Blacklist {
   }
 
   private rebuild(): void {
-    const list = new net.BlockList();
+    const list = new CountingBlockList(this.tally);
     let next = Infinity;
     for (const e of this.bans.values()) {
       const t = blockTarget(e.ip);

@@ -418,7 +418,11 @@ export class ScrubberFilter implements Filter {
     return {
       blacklistSize: this.blacklist.size,
       underAttack,
-      counters: { ...this.counters, sourcesTracked: this.sources.size, sourcesEvicted: this.sources.evicted },
+      counters: {
+        ...this.counters,
+        droppedConnections: (this.counters.droppedConnections ?? 0) + this.blacklist.tally.refused,
+        sourcesTracked: this.sources.size, sourcesEvicted: this.sources.evicted,
+      },
     };
   }
 
