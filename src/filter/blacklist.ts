@@ -23,8 +23,10 @@ export interface BanEntry {
 export class CountingBlockList extends net.BlockList {
   private readonly tally: { refused: number };
   constructor(tally: { refused: number }) { super(); this.tally = tally; }
-  override check(address: string, type?: 'ipv4' | 'ipv6'): boolean {
-    const hit = super.check(address, type);
+  override check(address: net.SocketAddress): boolean;
+  override check(address: string, type?: net.IPVersion): boolean;
+  override check(address: string | net.SocketAddress, type?: net.IPVersion): boolean {
+    const hit = typeof address === 'string' ? super.check(address, type) : super.check(address);
     if (hit) this.tally.refused++;
     return hit;
   }
