@@ -4,7 +4,9 @@ import { describe, it, expect } from 'vitest';
 import { DatabaseSync } from 'node:sqlite';
 import { bucketOf, countInto, newCounters, F, FIELDS, attackPeriods, toBucketJson, BUCKET_SECONDS } from '../src/stats/buckets.ts';
 import { Recorder } from '../src/stats/recorder.ts';
-import { StatsStore, RETENTION_SECONDS } from '../src/stats/store.ts';
+import { StatsStore, DEFAULT_RETENTION_DAYS } from '../src/stats/store.ts';
+
+const RETENTION_SECONDS = DEFAULT_RETENTION_DAYS * 86400;
 import type { Observation } from '../src/edge/hooks.ts';
 
 const obs = (o: Partial<Observation>): Observation => ({
@@ -114,6 +116,10 @@ describe('store', () => {
     s.prune(180 + RETENTION_SECONDS);
     expect(s.domainRows('a.test', 0, 360)).toHaveLength(1);
     s.prune(181 + RETENTION_SECONDS);
+    expect(s.domainRows('a.test', 0, 360)).toHaveLength(0);
+    // A shorter configured retention prunes earlier.
+    s.write([{ domain: 'a.test', t: 180, c }], [{ t: 180, g }]);
+    s.prune(181 + 86400, 1);
     expect(s.domainRows('a.test', 0, 360)).toHaveLength(0);
     db.close();
   });

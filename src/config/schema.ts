@@ -70,6 +70,7 @@ export interface Config {
     };
   };
   state: { dir: string; redis: { url: string } };
+  stats: { flushIntervalMs: number; retentionDays: number };
   shutdown: { drainTimeoutMs: number };
   log: { level: string };
   workers: number;
@@ -161,6 +162,10 @@ export const schema = {
     redis: {
       url: { doc: 'Redis URL for sharing decisions between nodes ("" = run alone).', format: String, default: '' },
     },
+  },
+  stats: {
+    flushIntervalMs: { doc: 'How often counted statistics are written to the embedded store (and on shutdown).', format: 'nat', default: 5000 },
+    retentionDays: { doc: 'How long 3-minute statistics buckets are kept (at least 13 months for billing disputes).', format: 'nat', default: 430 },
   },
   shutdown: {
     drainTimeoutMs: { doc: 'On SIGTERM/SIGINT, how long in-flight requests may take to finish.', format: nat, default: 10000 },

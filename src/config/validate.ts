@@ -132,6 +132,8 @@ export function validateStructure(cfg: Config): string[] {
   for (const [i, c] of (Array.isArray(cfg.tls.certs) ? cfg.tls.certs : []).entries()) {
     for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readable(c[k])) problems.push(`tls.certs[${i}].${k}: cannot read ${c[k]}`);
   }
+  if (cfg.stats.flushIntervalMs < 100) problems.push('stats.flushIntervalMs: must be at least 100');
+  if (cfg.stats.retentionDays < 1) problems.push('stats.retentionDays: must be at least 1');
   if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');
   if (cfg.upstream.connectTimeoutMs === 0) problems.push('upstream.connectTimeoutMs: must be at least 1');
   if (cfg.upstream.responseTimeoutMs === 0) problems.push('upstream.responseTimeoutMs: must be at least 1');

@@ -43,7 +43,7 @@ export interface Stats extends StatsHooks {
 export const DEFAULT_FLUSH_MS = 5000;
 const PRUNE_EVERY_MS = 3600_000;
 
-export function createStats(_config: Config, deps: StatsDeps, opts: StatsOptions = {}): Stats {
+export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions = {}): Stats {
   const now = opts.now ?? Date.now;
   const recorder = new Recorder(now);
   const store = new StatsStore(deps.db);
@@ -66,11 +66,11 @@ export function createStats(_config: Config, deps: StatsDeps, opts: StatsOptions
     }
     if (t - lastPrune >= PRUNE_EVERY_MS) {
       lastPrune = t;
-      try { store.prune(t / 1000); } catch (e) { deps.log.warn({ err: (e as Error).message }, 'stats: pruning old buckets failed'); }
+      try { store.prune(t / 1000, deps.config().stats.retentionDays); } catch (e) { deps.log.warn({ err: (e as Error).message }, 'stats: pruning old buckets failed'); }
     }
   };
 
-  const timer = setInterval(flush, opts.flushIntervalMs ?? DEFAULT_FLUSH_MS);
+  const timer = setInterval(flush, opts.flushIntervalMs ?? config.stats.flushIntervalMs ?? DEFAULT_FLUSH_MS);
   timer.unref();
 
   const stats: Stats = {

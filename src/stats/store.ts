@@ -7,7 +7,7 @@ import type { StatementSync } from 'node:sqlite';
 import { FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS } from './buckets.ts';
 
 /** Kept for more than 13 months (SPEC: at least 13), so last year's same month can always be billed again. */
-export const RETENTION_SECONDS = 430 * 24 * 3600;
+export const DEFAULT_RETENTION_DAYS = 430;
 
 export interface DomainDelta { domain: string; t: number; c: Float64Array }
 export interface GlobalDelta { t: number; g: Float64Array }
@@ -57,8 +57,8 @@ export class StatsStore {
     return this.selBilling.all(domain, from, to) as { t: number; bytesIn: number; bytesOut: number }[];
   }
 
-  prune(nowS: number): void {
-    const before = nowS - RETENTION_SECONDS;
+  prune(nowS: number, retentionDays = DEFAULT_RETENTION_DAYS): void {
+    const before = nowS - retentionDays * 24 * 3600;
     this.db.prepare('DELETE FROM stats_domain_bucket WHERE t < ?').run(before);
     this.db.prepare('DELETE FROM stats_global_bucket WHERE t < ?').run(before);
   }
