@@ -1,0 +1,148 @@
+// The legitimate population: users on their own addresses (127.1.x.y), each
+// behaving like a browser — a page, then the assets it references over a few
+// keep-alive connections (cached afterwards), cookies kept and sent back,
+// redirects followed (a 302 to the same URL with Set-Cookie is simply
+// followed with the cookie, as a browser does), realistic headers, think
+// time, navigation, an occasional search and login.
+// A logical request (with its redirects) succeeds when it ends in 2xx/3xx
+// within 3 s. Per second (of the request's start) it records successes,
+// failures and latencies.
+// Child with IPC: node bench/attack-lab/legit.ts '{"port","t0","durationS","users"}'
+import http from 'node:http';
+import { bucketOf, at, emptyLegitSecond, legitAddress, pick, rand, sleep, SITE_HOST, USER_AGENTS, PAGES, type LegitSecond, type LegitReport } from './common.ts';
+
+const opts = JSON.parse(process.argv[2]) as { port: number; t0: number; durationS: number; users: number };
+const END = opts.t0 + opts.durationS * 1000;
+const TIMEOUT_MS = 3000;
+const seconds: LegitSecond[] = [];
+const blocked = new Set<string>();
+const resets = new Map<string, number>();
+let requests = 0;
+
+interface Resp { status: number; headers: http.IncomingHttpHeaders; body: string }
+type Kind = 'document' | 'style' | 'script' | 'image' | 'form';
+
+class User {
+  addr: string; ua: string; agent: http.Agent;
+  cookies = new Map<string, string>();
+  cache = new Set<string>();
+  current = '/';
+  constructor(i: number) {
+    this.addr = legitAddress(i);
+    this.ua = USER_AGENTS[i % USER_AGENTS.length];
+    // Browsers open up to 6 connections per host; 4 keeps it modest.
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: this.addr, keepAliveMsecs: 1000 });
+  }
+
+  headers(kind: Kind, referer: string | null, body?: string): http.OutgoingHttpHeaders {
+    const h: http.OutgoingHttpHeaders = {
+      host: SITE_HOST, 'user-agent': this.ua,
+      accept: kind === 'document' || kind === 'form' ? 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8' : kind === 'style' ? 'text/css,*/*;q=0.1' : kind === 'image' ? 'image/avif,image/webp,image/apng,image/*,*/*;q=0.8' : '*/*',
+      'accept-language': 'en-US,en;q=0.9', 'accept-encoding': 'gzip, deflate, br',
+      'sec-fetch-dest': kind === 'form' ? 'document' : kind, 'sec-fetch-mode': kind === 'document' || kind === 'form' ? 'navigate' : 'no-cors', 'sec-fetch-site': referer ? 'same-origin' : 'none',
+    };
+    if (kind === 'document' || kind === 'form') h['upgrade-insecure-requests'] = '1';
+    if (referer) h.referer = `http://${SITE_HOST}${referer}`;
+    if (this.cookies.size) h.cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    if (body !== undefined) { h['content-type'] = 'application/x-www-form-urlencoded'; h['content-length'] = Buffer.byteLength(body); h.origin = `http://${SITE_HOST}`; }
+    return h;
+  }
+
+  once(method: string, path: string, kind: Kind, referer: string | null, body: string | undefined, signal: { req?: http.ClientRequest }): Promise<Resp> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: opts.port, method, path, agent: this.agent, headers: this.headers(kind, referer, body) }, (res) => {
+        for (const c of res.headers['set-cookie'] ?? []) { const [kv] = c.split(';'); const i = kv.indexOf('='); if (i > 0) this.cookies.set(kv.slice(0, i).trim(), kv.slice(i + 1).trim()); }
+        const keep = kind === 'document' || kind === 'form';
+        let text = '';
+        if (keep) res.setEncoding('utf8');
+        res.on('data', (c) => { if (keep) text += c; });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+        res.on('error', reject);
+      });
+      signal.req = req;
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  /** One logical request: redirects followed, 3 s budget; recorded in the start second. */
+  async fetch(method: string, path: string, kind: Kind, referer: string | null, body?: string): Promise<Resp | null> {
+    const started = Date.now();
+    const s = at(seconds, Math.max(0, bucketOf(opts.t0, started)), emptyLegitSecond);
+    const signal: { req?: http.ClientRequest } = {};
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; signal.req?.destroy(new Error('timeout')); }, TIMEOUT_MS);
+    let result: Resp | null = null, reason = '';
+    try {
+      let m = method, p = path, b = body, k = kind;
+      for (let hop = 0; ; hop++) {
+        requests++;
+        const r = await this.once(m, p, k, referer, b, signal);
+        if ([301, 302, 303, 307, 308].includes(r.status) && r.headers.location && hop < 5) {
+          const next = new URL(r.headers.location, `http://${SITE_HOST}${p}`);
+          if (next.host !== SITE_HOST && next.hostname !== '127.0.0.1') { result = r; break; }
+          p = next.pathname + next.search;
+          if (r.status === 303 || ((r.status === 301 || r.status === 302) && m === 'POST')) { m = 'GET'; b = undefined; k = 'document'; }
+          continue;
+        }
+        if ([301, 302, 303, 307, 308].includes(r.status)) reason = 'redirect-loop';
+        result = r;
+        break;
+      }
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      reason = timedOut ? 'timeout' : code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE' ? 'refused/reset' : 'error ' + (code || (e as Error).message);
+      // A single reset can be a keep-alive race; refused or repeated resets are a block.
+      if (!timedOut && reason === 'refused/reset') { const n = (resets.get(this.addr) ?? 0) + 1; resets.set(this.addr, n); if (code === 'ECONNREFUSED' || n >= 2) blocked.add(this.addr); }
+    } finally { clearTimeout(timer); }
+    const elapsed = Date.now() - started;
+    if (result && !reason) {
+      if (result.status === 403 || result.status === 429) { reason = String(result.status); blocked.add(this.addr); }
+      else if (result.status >= 400) reason = result.headers['x-lab-overloaded'] ? 'origin 503' : result.headers['x-scrubber'] ? `proxy ${result.status} ${result.headers['x-scrubber']}` : String(result.status);
+    }
+    const ok = !reason && elapsed <= TIMEOUT_MS;
+    if (!ok && !reason) reason = 'slow';
+    s.total++;
+    if (ok) s.ok++; else { s.fail++; s.failReasons[reason] = (s.failReasons[reason] ?? 0) + 1; }
+    s.lat.push(elapsed);
+    return ok ? result : null;
+  }
+
+  async visit(path: string, referer: string | null, method = 'GET', body?: string): Promise<void> {
+    const page = await this.fetch(method, path, method === 'POST' ? 'form' : 'document', referer, body);
+    if (!page) return;
+    this.current = path.split('?')[0];
+    const assets = [...page.body.matchAll(/(?:href|src)="(\/(?:static\/[^"]+|favicon\.ico))"/g)].map((m) => m[1]).filter((a) => !this.cache.has(a));
+    await Promise.all(assets.map(async (a) => {
+      const kind: Kind = a.endsWith('.css') ? 'style' : a.endsWith('.js') ? 'script' : 'image';
+      if (await this.fetch('GET', a, kind, path)) this.cache.add(a);
+    }));
+  }
+
+  async run(): Promise<void> {
+    await sleep(rand(2000)); // users arrive spread out
+    let referer: string | null = null;
+    while (Date.now() < END - 500) {
+      const r = Math.random();
+      if (r < 0.08) await this.visit(`/search?q=${encodeURIComponent(pick(['shoes', 'red dress', 'gift', 'sale', 'jacket', 'socks']))}`, referer ?? '/');
+      else if (r < 0.12 && !this.cookies.has('sid')) {
+        await this.visit('/login', referer);
+        await sleep(Math.min(500 + rand(1000), Math.max(0, END - Date.now()))); // typing
+        await this.visit('/login', '/login', 'POST', `user=u${this.addr}&password=secret`);
+      } else if (r < 0.17) await this.visit(this.current, this.current); // reload
+      else await this.visit(pick(PAGES), referer);
+      referer = this.current;
+      await sleep(Math.min(1000 + rand(2500), END - Date.now())); // think time
+    }
+  }
+}
+
+async function main() {
+  await sleep(Math.max(0, opts.t0 - Date.now()));
+  const users = Array.from({ length: opts.users }, (_, i) => new User(i));
+  await Promise.all(users.map((u) => u.run()));
+  for (const u of users) u.agent.destroy();
+  const report: LegitReport = { seconds: seconds.map((s) => s ?? emptyLegitSecond()), users: users.length, blockedSources: [...blocked], requests };
+  process.send!({ event: 'report', report }, () => process.exit(0));
+}
+main().catch((e) => { console.error('legit population failed:', e); process.exit(1); });

@@ -1,0 +1,243 @@
+// `npm run attack-lab [scenario…] [-- --smoke] [-- --targets none,scrubber,nginx,haproxy --warmup S --attack S --cooldown S --users N]`
+// Each scenario runs legit-only warm-up, attack, cool-down against every
+// target in turn (no protection, Scrubber, nginx, HAProxy), with the same
+// origin, the same legitimate population and the same attack generator.
+// Results: a table per scenario on the terminal, bench/results/attack-lab.md,
+// an SVG chart and the raw series (JSON) per scenario under bench/results/attack-lab/.
+// Exit code: 0 when the harness ran (targets met or not), non-zero when it failed.
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startNode, startScrubber, stopAll, freePort, ROOT, tools, type Child } from '../lib/proc.ts';
+import { startNginx, startHaproxy, DDOS_LIMITS } from '../lib/thirdparty.ts';
+import { table, textTable, writeResult, fmt, pct, machineLine, RESULTS_DIR } from '../lib/report.ts';
+import { chart } from '../lib/svg.ts';
+import { SCENARIOS, type ScenarioName, type Scenario } from './scenarios.ts';
+import { ORIGIN_CAPACITY, classify, SITE_HOST, type OriginReport, type LegitReport, type AttackReport } from './common.ts';
+
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    smoke: { type: 'boolean', default: false },
+    targets: { type: 'string' }, warmup: { type: 'string' }, attack: { type: 'string' }, cooldown: { type: 'string' }, users: { type: 'string' },
+  },
+});
+const smoke = args.smoke!;
+const W = Number(args.warmup ?? (smoke ? 2 : 4));
+const A = Number(args.attack ?? (smoke ? 5 : 15));
+const C = Number(args.cooldown ?? (smoke ? 1 : 3));
+const USERS = Number(args.users ?? 120);
+const ALL_TARGETS = ['none', 'scrubber', 'nginx', 'haproxy'] as const;
+type TargetName = (typeof ALL_TARGETS)[number];
+const targetNames = (args.targets ? args.targets.split(',') : [...ALL_TARGETS]) as TargetName[];
+for (const t of targetNames) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target ${t} (known: ${ALL_TARGETS.join(', ')})`);
+const scenarioNames = (positionals.length ? positionals : smoke ? ['flood', 'hulk'] : Object.keys(SCENARIOS)) as ScenarioName[];
+for (const s of scenarioNames) if (!(s in SCENARIOS)) { console.error(`unknown scenario ${s} (known: ${Object.keys(SCENARIOS).join(', ')})`); process.exit(2); }
+// The target gets core 0 to itself; origin and generators share core 1.
+const CPU = { target: 0, others: 1 };
+
+interface Target { name: TargetName; label: string; port: number; stop(): Promise<void>; bans?(): Promise<string[] | null>; skipped?: string }
+
+async function startTarget(name: TargetName, originPort: number): Promise<Target> {
+  if (name === 'none') return { name, label: 'no protection', port: originPort, stop: async () => {} };
+  if (name === 'scrubber') {
+    const s = await startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target });
+    return {
+      name, label: 'scrubber', port: s.port,
+      stop: async () => { await s.child.stop(5000); fs.rmSync(s.dir, { recursive: true, force: true }); },
+      bans: async () => {
+        const r = await fetch(`${s.adminUrl}/api/blacklist`).catch(() => null);
+        if (!r || r.status !== 200) return null;
+        const j = (await r.json()) as { entries?: { ip: string }[] };
+        return (j.entries ?? []).map((e) => e.ip);
+      },
+    };
+  }
+  const r = name === 'nginx' ? await startNginx(originPort, 'ddos', CPU.target) : await startHaproxy(originPort, 'ddos', CPU.target);
+  if ('skipped' in r) return { name, label: name, port: 0, stop: async () => {}, skipped: r.skipped };
+  return { name, label: name, port: r.port, stop: async () => { await r.child.stop(); fs.rmSync(r.dir, { recursive: true, force: true }); } };
+}
+
+function childReport<T>(c: Child, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let report: T | null = null;
+    c.proc.on('message', (m: { event: string; report: T }) => { if (m.event === 'report') report = m.report; });
+    c.exited.then((code) => (report ? resolve(report) : reject(new Error(`${what} exited with ${code} without a report`))));
+  });
+}
+
+let origin: Child;
+function originCall<T>(cmd: Record<string, unknown>, event: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`origin did not answer ${cmd.cmd}`)), 5000);
+    const on = (m: { event: string; report?: T }) => { if (m.event === event) { clearTimeout(t); origin.proc.off('message', on); resolve(m.report as T); } };
+    origin.proc.on('message', on);
+    origin.proc.send(cmd);
+  });
+}
+
+interface RunResult {
+  target: string; skipped?: string;
+  legitSuccess: number | null; legitP95: number | null; legitRps: number; legitFailReasons: Record<string, number>;
+  falsePositives: number | null; legitSources: number;
+  attackBlocked: number | null; attackSources: number; blockedVia: string;
+  attackPeak: number; attackEnd: number; endVsPeak: number | null; ttm: number | null; ttmNote: string;
+  sentRate: number; attackOkRate: number; attackLimitedRate: number; attackErrorRate: number; attackOpen: number; attackNote: string;
+  series: { originAttack: number[]; originTotal: number[]; legitSuccess: (number | null)[] };
+}
+
+const range = (a: number, b: number) => Array.from({ length: Math.max(0, b - a) }, (_, i) => a + i);
+const p95 = (xs: number[]) => { if (!xs.length) return null; const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(s.length * 0.95) - 1)]; };
+
+async function runOne(scName: ScenarioName, tName: TargetName, originPort: number): Promise<RunResult> {
+  const sc = SCENARIOS[scName] as unknown as Scenario<Record<string, number>>;
+  const t = await startTarget(tName, originPort);
+  if (t.skipped) return { target: tName, skipped: t.skipped } as RunResult;
+  try {
+    const T0 = Date.now() + 700;
+    await originCall({ cmd: 'reset', t0: T0 }, 'reset');
+    const total = W + A + C;
+    const legit = startNode(path.join(import.meta.dirname, 'legit.ts'), [JSON.stringify({ port: t.port, t0: T0, durationS: total, users: USERS })], { name: 'legit', cpu: CPU.others, ipc: true, stdout: 'inherit' });
+    const params = { ...(smoke ? sc.smoke ?? {} : {}) };
+    const attacker = startNode(path.join(import.meta.dirname, 'attacker.ts'), [JSON.stringify({ scenario: scName, params, port: t.port, t0: T0, startAt: T0 + W * 1000, endAt: T0 + (W + A) * 1000 })], { name: `attacker ${scName}`, cpu: CPU.others, ipc: true, stdout: 'inherit' });
+    const watchdog = setTimeout(() => { console.error(`  ${scName}/${tName}: generators overran, stopping them`); legit.stop(); attacker.stop(); }, (total + 15) * 1000 + 700);
+    const [lr, ar] = await Promise.all([childReport<LegitReport>(legit, 'legit population'), childReport<AttackReport>(attacker, `attacker ${scName}`)]).finally(() => clearTimeout(watchdog));
+    const bans = t.bans ? await t.bans() : null;
+    const or = await originCall<OriginReport>({ cmd: 'report' }, 'report');
+    return metrics(tName, t, lr, ar, or, bans);
+  } finally {
+    await t.stop();
+  }
+}
+
+function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport, or: OriginReport, bans: string[] | null): RunResult {
+  const total = W + A + C;
+  const win = range(W, W + A);
+  const ls = (i: number) => lr.seconds[i];
+  const lOk = win.reduce((n, i) => n + (ls(i)?.ok ?? 0), 0), lTot = win.reduce((n, i) => n + (ls(i)?.total ?? 0), 0);
+  const fails: Record<string, number> = {};
+  for (const i of win) for (const [k, v] of Object.entries(ls(i)?.failReasons ?? {})) fails[k] = (fails[k] ?? 0) + v;
+  const originAttack = range(0, total).map((i) => or.seconds[i]?.arrivals.attack ?? 0);
+  const originTotal = range(0, total).map((i) => { const a = or.seconds[i]?.arrivals; return a ? a.legit + a.attack + a.other : 0; });
+  const peak = Math.max(0, ...win.map((i) => originAttack[i]));
+  const last3 = range(Math.max(W, W + A - 3), W + A);
+  const end = last3.reduce((n, i) => n + originAttack[i], 0) / Math.max(1, last3.length);
+  let ttm: number | null = null, ttmNote = '';
+  if (peak === 0) ttmNote = 'n/a (no attack request reached the origin)';
+  else {
+    for (const s of win) if (win.filter((i) => i >= s).every((i) => originAttack[i] < 0.1 * peak)) { ttm = s - W; break; }
+    if (ttm == null) ttmNote = 'not mitigated';
+  }
+  const as = (i: number) => ar.seconds[i];
+  const mean = (f: (i: number) => number) => win.reduce((n, i) => n + f(i), 0) / win.length;
+  const isLegit = (ip: string) => classify(ip) === 'legit', isAttack = (ip: string) => classify(ip) === 'attack';
+  let falsePositives: number | null = null, attackBlocked: number | null = null, blockedVia = '';
+  if (tName === 'scrubber') {
+    if (bans) { falsePositives = bans.filter(isLegit).length; attackBlocked = bans.filter(isAttack).length; blockedVia = 'blacklist API'; }
+    else blockedVia = 'no blacklist API (filter not available)';
+  } else if (tName !== 'none') {
+    falsePositives = lr.blockedSources.length; attackBlocked = ar.blockedSources.length; blockedVia = '403/429/refused seen by clients';
+  }
+  return {
+    target: t.label,
+    legitSuccess: lTot ? lOk / lTot : null, legitP95: p95(win.flatMap((i) => ls(i)?.lat ?? [])), legitRps: lr.requests / total, legitFailReasons: fails,
+    falsePositives, legitSources: lr.users, attackBlocked, attackSources: ar.sources, blockedVia,
+    attackPeak: peak, attackEnd: end, endVsPeak: peak ? end / peak : null, ttm, ttmNote,
+    sentRate: mean((i) => as(i)?.sent ?? 0), attackOkRate: mean((i) => as(i)?.ok ?? 0), attackLimitedRate: mean((i) => as(i)?.limited ?? 0), attackErrorRate: mean((i) => as(i)?.errors ?? 0),
+    attackOpen: Math.max(0, ...win.map((i) => as(i)?.open ?? 0)), attackNote: ar.note,
+    series: { originAttack, originTotal, legitSuccess: range(0, total).map((i) => (ls(i)?.total ? ls(i).ok / ls(i).total : null)) },
+  };
+}
+
+const HEAD = ['target', 'legit success', 'legit p95 ms', 'legit blocked', 'attack sources blocked', 'attack at origin: peak → end req/s', 'end/peak', 'time to mitigate', 'generator sent/s (ok, 403/429, err)', 'legit req/s'];
+function row(r: RunResult): string[] {
+  if (r.skipped) return [r.target, `skipped: ${r.skipped}`, '', '', '', '', '', '', '', ''];
+  return [
+    r.target, pct(r.legitSuccess), fmt(r.legitP95), r.falsePositives == null ? '–' : `${r.falsePositives}/${r.legitSources}`,
+    r.attackBlocked == null ? '–' : `${r.attackBlocked}/${r.attackSources}`, `${fmt(r.attackPeak)} → ${fmt(r.attackEnd)}`, pct(r.endVsPeak, 0),
+    r.ttm != null ? `${r.ttm} s` : r.ttmNote, `${fmt(r.sentRate)} (${fmt(r.attackOkRate)}, ${fmt(r.attackLimitedRate)}, ${fmt(r.attackErrorRate)})${r.attackOpen ? `, ${r.attackOpen} conns open` : ''}`, fmt(r.legitRps),
+  ];
+}
+
+function verdicts(results: RunResult[]): string[] {
+  const s = results.find((r) => r.target === 'scrubber' && !r.skipped);
+  if (!s) return ['scrubber not run'];
+  const v = (ok: boolean | null, what: string) => `${ok == null ? 'unknown' : ok ? 'met' : 'NOT MET'}: ${what}`;
+  const out = [
+    v(s.legitSuccess == null ? null : s.legitSuccess >= 0.99, `legit success ≥ 99% (${pct(s.legitSuccess)})`),
+    v(s.falsePositives == null ? null : s.falsePositives === 0, `no legitimate source blocked (${s.falsePositives ?? '?'})`),
+    v(s.attackPeak === 0 ? true : s.ttm != null && s.ttm <= 10, `time to mitigate ≤ 10 s (${s.ttm != null ? s.ttm + ' s' : s.ttmNote})`),
+    v(s.attackPeak === 0 ? true : (s.endVsPeak ?? 1) <= 0.05, `attack at the origin after mitigation ≤ 5% of peak (${pct(s.endVsPeak, 0)})`),
+  ];
+  for (const o of results.filter((r) => (r.target === 'nginx' || r.target === 'haproxy') && !r.skipped)) {
+    const better = (s.legitSuccess ?? 0) >= (o.legitSuccess ?? 0) && s.attackEnd <= o.attackEnd;
+    out.push(v(better, `better than ${o.target} (legit ${pct(s.legitSuccess)} vs ${pct(o.legitSuccess)}, attack at origin at end ${fmt(s.attackEnd)} vs ${fmt(o.attackEnd)} req/s)`));
+  }
+  return out;
+}
+
+async function main() {
+  const started = Date.now();
+  const filterSrc = fs.readFileSync(path.join(ROOT, 'src/filter/index.ts'), 'utf8');
+  const placeholder = /return\s*\{\s*\.\.\.noFilter\(\)/.test(filterSrc);
+  console.log(`attack lab${smoke ? ' (smoke)' : ''}: scenarios ${scenarioNames.join(', ')}; targets ${targetNames.join(', ')}; ${W} s warm-up, ${A} s attack, ${C} s cool-down; ${USERS} legitimate users`);
+  if (placeholder) console.log('note: src/filter/index.ts is still the no-op placeholder — Scrubber forwards everything and blocks nothing in this run');
+  if (!tools.taskset) console.log('note: taskset not found, processes are not pinned to cores');
+  const originPort = await freePort();
+  origin = startNode(path.join(import.meta.dirname, 'origin.ts'), [String(originPort)], { name: 'lab origin', cpu: CPU.others, ipc: true });
+  await new Promise<void>((resolve, reject) => {
+    origin.proc.once('message', () => resolve());
+    origin.exited.then((c) => reject(new Error(`lab origin exited with ${c}`)));
+  });
+  const chartDir = path.join(RESULTS_DIR, 'attack-lab');
+  fs.mkdirSync(chartDir, { recursive: true });
+  const sections: string[] = [];
+  const summary: Record<string, Record<string, string>> = {};
+  for (const scName of scenarioNames) {
+    const sc = SCENARIOS[scName] as unknown as Scenario<Record<string, number>>;
+    const params = { ...sc.defaults, ...(smoke ? sc.smoke ?? {} : {}) };
+    console.log(`\n## ${scName}: ${sc.describe}\n   params ${JSON.stringify(params)}`);
+    const results: RunResult[] = [];
+    for (const tName of targetNames) {
+      const t1 = Date.now();
+      const r = await runOne(scName, tName, originPort);
+      results.push(r);
+      console.log(r.skipped ? `   ${tName}: skipped — ${r.skipped}` : `   ${r.target}: legit ${pct(r.legitSuccess)}, attack at origin ${fmt(r.attackPeak)} → ${fmt(r.attackEnd)} req/s, ${((Date.now() - t1) / 1000).toFixed(0)} s` +
+        (Object.keys(r.legitFailReasons).length ? `; legit failures: ${JSON.stringify(r.legitFailReasons)}` : ''));
+    }
+    const ran = results.filter((r) => !r.skipped);
+    console.log(textTable(HEAD, results.map(row)));
+    const v = verdicts(results);
+    console.log(v.map((l) => `   scrubber ${l}`).join('\n'));
+    const svg = chart(`${scName}: ${sc.describe}`, [
+      { title: 'Origin load: requests arriving per second (legit + attack)', yLabel: 'req/s', series: ran.map((r) => ({ name: r.target, values: r.series.originTotal })) },
+      { title: 'Attack requests reaching the origin per second', yLabel: 'req/s', series: ran.map((r) => ({ name: r.target, values: r.series.originAttack })) },
+      { title: 'Legitimate requests succeeding (2xx/3xx within 3 s), by second of start', yLabel: 'success', yMax: 1, percent: true, series: ran.map((r) => ({ name: r.target, values: r.series.legitSuccess })) },
+    ], { from: W, to: W + A, label: 'attack' });
+    fs.writeFileSync(path.join(chartDir, `${scName}.svg`), svg);
+    fs.writeFileSync(path.join(chartDir, `${scName}.json`), JSON.stringify({ scenario: scName, params, W, A, C, results }, null, 1));
+    for (const r of ran) (summary[scName] ??= {})[r.target] = `${pct(r.legitSuccess, 0)} / ${r.ttm != null ? r.ttm + ' s' : r.attackPeak === 0 ? 'n/a' : '∞'}`;
+    const failLines = ran.filter((r) => Object.keys(r.legitFailReasons).length).map((r) => `- ${r.target}: legit failures during the attack: ${Object.entries(r.legitFailReasons).map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+    sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](attack-lab/${scName}.svg)\n`);
+  }
+  await stopAll();
+  const targetsRan = [...new Set(Object.values(summary).flatMap((o) => Object.keys(o)))];
+  const md = `# Attack lab\n\n${machineLine()}${smoke ? ' — **smoke run (short phases, not a measurement)**' : ''}\n\n` +
+    `Command: \`npm run attack-lab${smoke ? ' -- --smoke' : ''}${positionals.length ? ' ' + positionals.join(' ') : ''}\`. Phases: ${W} s warm-up (legit only), ${A} s attack, ${C} s cool-down; ${USERS} legitimate users on 127.1.x.y. ` +
+    `Targets run one after another against the same origin; the target is pinned to core ${CPU.target}, origin and generators to core ${CPU.others}.` +
+    `${placeholder ? '\n\n**The filter was still the no-op placeholder in this run: Scrubber forwarded everything.**' : ''}\n\n` +
+    `Origin capacity: ${ORIGIN_CAPACITY.slots} worker slots, queue ${ORIGIN_CAPACITY.queue}, 503 after ${ORIGIN_CAPACITY.maxWaitMs} ms of waiting, at most ${ORIGIN_CAPACITY.maxConnections} connections; costs (ms) ${JSON.stringify(ORIGIN_CAPACITY.costMs)}. ` +
+    `nginx and HAProxy use their documented anti-DDoS settings (bench/lib/thirdparty.ts): ${DDOS_LIMITS.reqPerSec} req/s per source (burst ${DDOS_LIMITS.burst}), ${DDOS_LIMITS.connPerSource} connections per source, ${DDOS_LIMITS.headerTimeoutS} s header/body timeouts.\n\n` +
+    `How to read: *legit success* counts legitimate requests started during the attack that ended 2xx/3xx within 3 s (redirects followed). *legit blocked*: legitimate sources on Scrubber's blacklist, or (nginx/HAProxy) that got 403/429 or refused connections. ` +
+    `*attack at origin*: attack requests arriving at the origin per second, peak during the attack → mean of its last 3 s. *time to mitigate*: from attack start until attack traffic at the origin stays below 10% of its peak. ` +
+    `*generator*: what the attack generator sent per second, and what came back (2xx/3xx, 403/429, errors), so that a weak generator is visible.\n\n` +
+    `## Summary: legit success during the attack / time to mitigate\n\n${table(['scenario', ...targetsRan], Object.entries(summary).map(([s, o]) => [s, ...targetsRan.map((t) => o[t] ?? '–')]))}\n\n${sections.join('\n')}`;
+  const file = writeResult('attack-lab.md', md);
+  console.log(`\nwritten ${file} and bench/results/attack-lab/*.svg in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+main().then(() => process.exit(0), async (e) => {
+  console.error('attack lab harness failed:', e);
+  await stopAll();
+  process.exit(1);
+});

