@@ -77,6 +77,11 @@ async function startServers() {
     targets.push({ name: 'scrubber', port: s.port, pid: s.child.pid, note: 'filter.mode always' });
     scrubberAdmin = s.adminUrl;
   }
+  if (want('scrubber-off')) {
+    // The same proxy with the filter only observing: the difference is what filtering costs.
+    const s = await startScrubber({ name: 'scrubber-off', upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'off', cpu: CPU.server });
+    targets.push({ name: 'scrubber-off', port: s.port, pid: s.child.pid, note: 'filter.mode off (observe only)' });
+  }
   for (const [name, script] of [['undici-floor', 'undici-forwarder.ts'], ['http-proxy-3', 'http-proxy3.ts']] as const) {
     if (!want(name)) continue;
     const port = await freePort();

@@ -168,7 +168,9 @@ export async function startScrubber(opts: { name?: string; cpu?: number | null; 
   const file = path.join(dir, 'scrubber.json');
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
   const log = fs.openSync(path.join(dir, 'scrubber.log'), 'w');
-  const child = start(NODE, ['--no-warnings', path.join(ROOT, 'bin/scrubber.js'), '--config', file], { name: opts.name ?? 'scrubber', cpu: opts.cpu, stdout: log, stderr: log });
+  // BENCH_SCRUBBER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the proxy under the bench's load.
+  const nodeArgs = (process.env.BENCH_SCRUBBER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = start(NODE, [...nodeArgs, '--no-warnings', path.join(ROOT, 'bin/scrubber.js'), '--config', file], { name: opts.name ?? 'scrubber', cpu: opts.cpu, stdout: log, stderr: log });
   fs.closeSync(log);
   try { await waitForPort(port, child); await waitForPort(adminPort, child); } catch (e) {
     throw new Error(`${(e as Error).message}\n--- ${path.join(dir, 'scrubber.log')}:\n${fs.readFileSync(path.join(dir, 'scrubber.log'), 'utf8').slice(-2000)}`);
