@@ -26,6 +26,7 @@ beforeAll(async () => {
       domain('site.test', [origin.address]),
       domain('down.test', [`127.0.0.1:${deadPort}`]),
       domain('other-down.test', [`127.0.0.1:${deadPort}`]),
+      domain('opt.test', [origin.address], { proxyErrorPages: true }),
       domain('maint.test', [origin.address], { maintenance: { enabled: true, redirect: null, retryAfterSeconds: 120 } }),
       domain('moved.test', [origin.address], { maintenance: { enabled: true, redirect: 'https://status.example.org/' } }),
     ],
@@ -57,6 +58,20 @@ describe('proxy-generated pages', () => {
     for (const s of [403, 500, 503]) {
       const r = await get('site.test', `/${s}`);
       expect(r.status).toBe(s);
+      expect(r.body).toBe(`app says ${s}`);
+      expect(r.headers['x-scrubber']).toBeUndefined();
+    }
+  });
+
+  it('a domain that opts in (proxyErrorPages) gets the proxy\'s 502/503/504 pages instead of the application\'s; other statuses pass', async () => {
+    for (const s of [502, 503, 504]) {
+      const r = await get('opt.test', `/${s}`);
+      expect(r.status).toBe(s);
+      expect(r.headers['x-scrubber']).toBe('upstream-page');
+      expect(r.body).toContain(`HTTP QRATOR ${s}`);
+    }
+    for (const s of [403, 500]) {
+      const r = await get('opt.test', `/${s}`);
       expect(r.body).toBe(`app says ${s}`);
       expect(r.headers['x-scrubber']).toBeUndefined();
     }

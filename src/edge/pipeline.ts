@@ -10,6 +10,7 @@ import type { Upstreams } from '../proxy/upstreams.ts';
 import { Pages, type PageReason } from '../pages/pages.ts';
 import { BodyBudget, declaredBodySize } from '../limits/budget.ts';
 import { BodyMeter } from '../limits/body-meter.ts';
+import { InflightCounter } from '../limits/inflight.ts';
 import { checkRequest } from './hygiene.ts';
 import { connectionInfo } from './connections.ts';
 import type { FilterHooks, Observation, Outcome, StatsHooks } from './hooks.ts';
@@ -27,6 +28,8 @@ export class Pipeline {
   runtime: Runtime;
   readonly pages: Pages;
   readonly budget: BodyBudget;
+  /** Requests in flight to the upstream per source (limits.maxInflightPerSource). */
+  readonly perSource: InflightCounter;
   inFlight = 0;
 
   readonly upstreams: Upstreams;
@@ -40,6 +43,7 @@ export class Pipeline {
     this.runtime = buildRuntime(config);
     this.pages = new Pages(config.pages.dir, config.pages.brand);
     this.budget = new BodyBudget(config.limits.postBudgetBytes);
+    this.perSource = new InflightCounter(config.limits.maxInflightPerSource);
     upstreams.apply(config);
   }
 
@@ -48,6 +52,7 @@ export class Pipeline {
     this.upstreams.apply(config);
     this.pages.configure(config.pages.dir, config.pages.brand);
     this.budget.limit = config.limits.postBudgetBytes;
+    this.perSource.limit = config.limits.maxInflightPerSource;
     this.runtime = buildRuntime(config);
   }
 
@@ -107,7 +112,17 @@ export class Pipeline {
     const chunked = req.headers['transfer-encoding'] !== undefined;
     const declared = declaredBodySize(cl, chunked, config.limits.maxBodyBytes);
     if (declared > config.limits.maxBodyBytes) return refuse(domain, 413, 'body-too-large', { close: true });
-    if (!this.budget.reserve(declared)) return refuse(domain, 413, 'post-budget', { close: true });
+    // One source may not hold more than its share of the upstream, from its first request on: past the cap it gets
+    // our 503 at once (the filter counts it as 'overCap': a source that keeps hitting the cap is flooding). A body
+    // we will not read would desynchronise the connection, so then it is closed.
+    const source = conn.source;
+    if (!this.perSource.acquire(source)) {
+      return refuse(domain, 503, 'overloaded', { headers: { 'retry-after': '1' }, close: declared > 0 });
+    }
+    if (!this.budget.reserve(declared)) {
+      this.perSource.release(source);
+      return refuse(domain, 413, 'post-budget', { close: true });
+    }
 
     const group = this.upstreams.groups.get(domain.name)!;
     let body: BodyMeter | null = null;
@@ -116,11 +131,17 @@ export class Pipeline {
       req.pipe(body);
     }
     const headers = toUpstreamHeaders(req.rawHeaders, { client: conn.client, proto: conn.tls ? 'https' : 'http', host: r.host });
+    // The slots are given back once, whatever way the forward ends.
+    let released = false;
     forward({
       req, res, path: url, method, headers, body,
       responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
+      replaceErrorPages: domain.proxyErrorPages,
     }, group, (out, sendPage) => {
+      if (released) return;
+      released = true;
       this.budget.release(declared);
+      this.perSource.release(source);
       const bytesIn = headBytes + (body?.bytes ?? 0);
       if (body && !body.writableFinished) { req.unpipe(body); body.destroy(); }
       if (sendPage && out.proxyReason) {

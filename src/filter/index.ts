@@ -156,7 +156,8 @@ export class ScrubberFilter implements Filter {
     if (o.domain !== null) {
       const t = this.traffic(o.domain);
       if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.durationMs; }
-      if ((o.upstreamError !== null && o.upstreamError !== '5xx') || (o.outcome === 'passed' && (o.status === 503 || o.status === 504))) t.upstreamErrors++;
+      // An application 503/504 is a sign of attack, whether relayed or replaced by the proxy's page (proxyErrorPages).
+      if ((o.upstreamError !== null && o.upstreamError !== '5xx') || ((o.outcome === 'passed' || o.proxyReason === 'upstream-page') && (o.status === 503 || o.status === 504))) t.upstreamErrors++;
       // The filter's own answers say nothing new about the source.
       if (o.outcome === 'blocked' || o.outcome === 'challenged') return;
     }

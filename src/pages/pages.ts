@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { ServerResponse } from 'node:http';
 
 export type PageReason =
-  | 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'body-too-large' | 'post-budget'
+  | 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'post-budget'
   | 'maintenance' | 'unknown-host' | 'bad-host' | 'bad-request' | 'headers-too-large' | 'overloaded'
   | 'request-timeout' | 'body-too-slow' | 'method-not-allowed' | 'challenge' | 'shutting-down';
 

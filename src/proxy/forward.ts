@@ -10,13 +10,13 @@ import type { Upstream, UpstreamGroup } from './upstreams.ts';
 import { toClientHeaders } from './headers.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
 
-export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | null;
+export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | '5xx' | null;
 
 export interface ForwardOutcome {
   status: number;
   bytesOut: number;
   /** Set when the proxy answered instead of the upstream. */
-  proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'body-too-large' | 'body-too-slow' | null;
+  proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'body-too-slow' | null;
   upstreamError: UpstreamErrorKind;
   upstream: Upstream | null;
   contentType: string | null;
@@ -32,7 +32,11 @@ export interface ForwardRequest {
   body: Readable | null;
   responseTimeoutMs: number;
   connectAttempts: number;
+  /** The domain opted in (proxyErrorPages): the upstream's own 502/503/504 are replaced by the proxy's pages. */
+  replaceErrorPages?: boolean;
 }
+
+const REPLACEABLE = new Set([502, 503, 504]);
 
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTDOWN', 'ENETDOWN']);
 const RESET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
@@ -112,6 +116,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const ct = headers['content-type'];
     this.contentType = typeof ct === 'string' ? ct : null;
     this.upstream.report(true);
+    if (this.fr.replaceErrorPages && REPLACEABLE.has(statusCode)) {
+      // Nothing has been sent to the client yet: drop the application's page, send ours with its status.
+      this.finish('5xx', true, 'upstream-page');
+      controller.abort(new Error('replaced by the proxy page'));
+      return;
+    }
     const { res } = this.fr;
     if (res.destroyed) { controller.abort(new Error('client closed')); return; }
     // The upstream answered before the client finished sending its body: the rest of that body
@@ -168,7 +178,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.finish(kind === 'response-timeout' ? 'timeout' : kind === 'reset' || kind === 'other' ? 'reset' : 'connect', true);
   }
 
-  private finish(upstreamError: UpstreamErrorKind, sendPage: boolean, bodyReason?: 'body-too-large' | 'body-too-slow'): void {
+  private finish(upstreamError: UpstreamErrorKind, sendPage: boolean, bodyReason?: 'body-too-large' | 'body-too-slow' | 'upstream-page'): void {
     if (this.finished) return;
     this.finished = true;
     this.fr.res.off('drain', this.onDrain);
@@ -177,7 +187,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       : bodyReason ?? (upstreamError === 'timeout' ? 'upstream-timeout'
         : this.lastError === 'connect-timeout' ? 'connect-timeout'
           : this.lastError === 'connect' ? 'connect-refused' : 'upstream-error');
-    const status = proxyReason === null ? this.status
+    const status = proxyReason === null || proxyReason === 'upstream-page' ? this.status
       : proxyReason === 'upstream-timeout' ? 504 : proxyReason === 'body-too-large' ? 413 : proxyReason === 'body-too-slow' ? 408 : 502;
     this.done({
       status, bytesOut: this.bytesOut, proxyReason, upstreamError: proxyReason === 'body-too-large' || proxyReason === 'body-too-slow' ? null : upstreamError,
