@@ -57,6 +57,12 @@ describe('scrubber check', () => {
     expect(r.lines).toContain('admin.token: required when admin.host (0.0.0.0) is not loopback');
   });
 
+  it('refuses state.redis.url rather than ignoring it (not available yet)', () => {
+    const r = check({ ...ok, state: { dir: 'data', redis: { url: 'redis://127.0.0.1:6379' } } });
+    expect(r.code).toBe(2);
+    expect(r.lines[0]).toMatch(/^state\.redis\.url: /);
+  });
+
   it('reports unreadable and malformed files', () => {
     expect(check('{not json').lines[0]).toMatch(/^\(file\): .* is not valid JSON/);
     const r = spawnSync(process.execPath, [BIN, 'check', '--config', '/nonexistent/x.json'], { encoding: 'utf8' });

@@ -52,6 +52,7 @@ export interface Config {
     minBodyRateBytesPerSec: number;
     minBodyRateGraceMs: number;
     maxConnectionsPerSource: number;
+    maxInflightPerSource: number;
   };
   pages: { dir: string; brand: string };
   filter: {
@@ -121,6 +122,7 @@ export const schema = {
     minBodyRateBytesPerSec: { doc: 'Slowest accepted request-body rate (after the grace period); slower is cut (408).', format: nat, default: 1024 },
     minBodyRateGraceMs: { doc: 'Time before the minimum body rate is enforced.', format: nat, default: 5000 },
     maxConnectionsPerSource: { doc: 'Concurrent client connections per source address (IPv6 per /64).', format: nat, default: 64 },
+    maxInflightPerSource: { doc: 'Requests from one source (IPv6 per /64) in flight to the upstream at once; past it the proxy answers 503 (X-Scrubber: overloaded, Retry-After: 1). 0 = no cap.', format: nat, default: 24 },
   },
   pages: {
     dir: { doc: 'Folder of proxy-generated pages (502.html, 503.html, 504.html, maintenance.html, <domain>/<status>.html).', format: String, default: 'errors-pages' },
@@ -160,7 +162,7 @@ export const schema = {
   state: {
     dir: { doc: 'Folder of the embedded store (node:sqlite).', format: String, default: 'data' },
     redis: {
-      url: { doc: 'Redis URL for sharing decisions between nodes ("" = run alone).', format: String, default: '' },
+      url: { doc: 'Redis URL for sharing decisions between nodes ("" = run alone). Not available yet: a non-empty value is refused.', format: String, default: '' },
     },
   },
   stats: {
@@ -173,7 +175,7 @@ export const schema = {
   log: {
     level: { doc: 'pino log level.', format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
   },
-  workers: { doc: 'Worker processes (reserved; this version serves from one process).', format: int, default: os.availableParallelism() },
+  workers: { doc: 'Worker processes (reserved: this version serves from one process whatever the value).', format: int, default: os.availableParallelism() },
   demo: {
     enabled: { doc: 'Start the bundled demo origin (for npm start).', format: Boolean, default: false },
     host: { doc: 'Demo origin address.', format: String, default: '127.0.0.1' },
