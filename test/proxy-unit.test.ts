@@ -112,7 +112,8 @@ describe('classify', () => {
 
 describe('header rewriting', () => {
   const info = { client: '10.0.0.9', proto: 'https' as const, host: 'site.test' };
-  const asMap = (flat: string[]) => {
+  const asMap = (h: string[] | Record<string, string | string[]>) => {
+    const flat = Array.isArray(h) ? h : Object.entries(h).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).flatMap((one) => [k, one]));
     const m = new Map<string, string[]>();
     for (let i = 0; i < flat.length; i += 2) { const k = flat[i].toLowerCase(); m.set(k, [...(m.get(k) ?? []), flat[i + 1]]); }
     return m;

@@ -9,10 +9,21 @@ const HOP_BY_HOP = new Set([
 
 export const VIA = '1.1 scrubber';
 
-/** Header names listed in Connection values ("close, X-Foo" → {"x-foo"}). */
-function connectionTokens(values: string[]): Set<string> {
-  const s = new Set<string>();
-  for (const v of values) for (const t of v.split(',')) { const n = t.trim().toLowerCase(); if (n) s.add(n); }
+/**
+ * Header names listed in Connection values ("close, X-Foo" → {"x-foo"}); null
+ * when they name nothing beyond the hop-by-hop set, as nearly every request
+ * and response does ("keep-alive", "close"), so the hot path allocates nothing.
+ */
+function connectionTokens(values: string[]): Set<string> | null {
+  let s: Set<string> | null = null;
+  for (const v of values) {
+    const lv = v.toLowerCase();
+    if (lv === 'keep-alive' || lv === 'close' || lv === 'upgrade') continue;
+    for (const t of lv.split(',')) {
+      const n = t.trim();
+      if (n && !HOP_BY_HOP.has(n)) (s ??= new Set()).add(n);
+    }
+  }
   return s;
 }
 
@@ -38,7 +49,7 @@ export function toUpstreamHeaders(raw: string[], info: ForwardedInfo, keepUpgrad
     if (lower === 'x-forwarded-for') { xff.push(raw[i + 1]); continue; }
     if (lower === 'via') { via.push(raw[i + 1]); continue; }
     if (lower === 'x-forwarded-proto' || lower === 'x-forwarded-host') continue;
-    if (HOP_BY_HOP.has(lower) || named.has(lower)) {
+    if (HOP_BY_HOP.has(lower) || (named !== null && named.has(lower))) {
       if (keepUpgrade && lower === 'upgrade') out.push(name, raw[i + 1]);
       continue;
     }
@@ -51,19 +62,21 @@ export function toUpstreamHeaders(raw: string[], info: ForwardedInfo, keepUpgrad
   return out;
 }
 
-/** Upstream → client: the same stripping on undici's header object; Via added. */
-export function toClientHeaders(headers: Record<string, string | string[] | undefined>): string[] {
+/**
+ * Upstream → client: the same stripping on undici's header object; Via added.
+ * An object, not a flat array: Node's writeHead takes an object as it is, while
+ * an array goes through removeHeader/appendHeader for every line.
+ */
+export function toClientHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const conn = headers.connection;
-  const named = connectionTokens(conn === undefined ? [] : Array.isArray(conn) ? conn : [conn]);
-  const out: string[] = [];
-  let via: string | undefined;
+  const named = conn === undefined ? null : connectionTokens(Array.isArray(conn) ? conn : [conn]);
+  const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const v = headers[name];
-    if (v === undefined || HOP_BY_HOP.has(name) || named.has(name)) continue;
-    if (name === 'via') { via = Array.isArray(v) ? v.join(', ') : v; continue; }
-    if (Array.isArray(v)) for (const one of v) out.push(name, one);
-    else out.push(name, v);
+    if (v === undefined || HOP_BY_HOP.has(name) || (named !== null && named.has(name))) continue;
+    out[name] = v;
   }
-  out.push('via', via ? `${via}, ${VIA}` : VIA);
+  const via = out.via;
+  out.via = via === undefined ? VIA : `${Array.isArray(via) ? via.join(', ') : via}, ${VIA}`;
   return out;
 }
