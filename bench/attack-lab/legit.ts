@@ -27,11 +27,27 @@ class User {
   cookies = new Map<string, string>();
   cache = new Set<string>();
   current = '/';
+  /** Page views left on the current connections. */
+  visitsLeft: number;
   constructor(i: number) {
     this.addr = legitAddress(i);
     this.ua = USER_AGENTS[i % USER_AGENTS.length];
-    // Browsers open up to 6 connections per host; 4 keeps it modest.
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: this.addr, keepAliveMsecs: 1000 });
+    this.agent = this.newAgent();
+    this.visitsLeft = 2 + rand(4);
+  }
+
+  // Browsers open up to 6 connections per host; 4 keeps it modest.
+  newAgent(): http.Agent { return new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: this.addr, keepAliveMsecs: 1000 }); }
+
+  /** Browsers do not keep connections for ever: servers close idle ones, tabs close, the user comes back later.
+   *  Every few page views the user starts over on new connections, so an attack that exhausts the target's
+   *  connections (slowloris) locks real users out, as it does in the field. Called between page views only,
+   *  when nothing is in flight. */
+  maybeReconnect(): void {
+    if (--this.visitsLeft > 0) return;
+    this.agent.destroy();
+    this.agent = this.newAgent();
+    this.visitsLeft = 2 + rand(4);
   }
 
   headers(kind: Kind, referer: string | null, body?: string): http.OutgoingHttpHeaders {
@@ -109,6 +125,7 @@ class User {
   }
 
   async visit(path: string, referer: string | null, method = 'GET', body?: string): Promise<void> {
+    this.maybeReconnect();
     const page = await this.fetch(method, path, method === 'POST' ? 'form' : 'document', referer, body);
     if (!page) return;
     this.current = path.split('?')[0];

@@ -89,6 +89,10 @@ const server = http.createServer((req, res) => {
       res.end(body);
     }, cost + extraCost);
     if (isPost) {
+      // The client left while this POST waited in the queue: its 'close' has already been emitted, so a listener
+      // added now would never run and the slot would be lost for good (eight such losses wedge the origin for the
+      // rest of the run, every later target included).
+      if (req.destroyed) { done(); return; }
       // The slot is held while the body arrives, as a thread-per-request server does.
       let bytes = 0;
       let finished = false;

@@ -220,15 +220,17 @@ export const SCENARIOS = {
     },
   }),
   'browser-bot': scenario({
-    describe: 'browser-mimicking bot: browser headers, fetches the page and its assets, no think time, keeps no cookies',
+    describe: 'browser-mimicking bot: browser headers, fetches the page and its assets, no think time, keeps no cookies; a share of its pages are searches (a scraper), so that it hurts the origin',
     octet: 205,
-    defaults: { sources: 30, pageRate: 300, connsPerSource: 4 },
+    // 400 pages/s, a fifth of them searches: 80 × 120 ms of search alone is more than the origin's 8 slots can give.
+    defaults: { sources: 30, pageRate: 400, connsPerSource: 6, searchShare: 0.2 },
     async run(ctx, p) {
       const addrs = Array.from({ length: p.sources }, (_, i) => attackAddress(this.octet, i));
       const ag = agents(ctx, addrs, p.connsPerSource);
       const assets = ['/static/site.css', '/static/app.js', '/static/logo.png', '/static/hero.png', '/favicon.ico'];
       await paced(ctx, p.pageRate, p.sources * p.connsPerSource, async (n) => {
-        const i = n % addrs.length, ua = USER_AGENTS[i % USER_AGENTS.length], page = pick(PAGES);
+        const i = n % addrs.length, ua = USER_AGENTS[i % USER_AGENTS.length];
+        const page = Math.random() < p.searchShare ? `/search?q=${pick(['shoes', 'gift', 'sale', 'dress', 'jacket'])}` : pick(PAGES);
         const o = await hit(ctx, { addr: addrs[i], agent: ag[i], path: page, headers: browserHeaders(ua), follow: 2 });
         if (o !== 'ok') return;
         await Promise.all(assets.map((a) => hit(ctx, { addr: addrs[i], agent: ag[i], path: a, headers: { ...browserHeaders(ua), accept: '*/*', 'sec-fetch-dest': 'image', 'sec-fetch-mode': 'no-cors', 'sec-fetch-site': 'same-origin', referer: `http://${SITE_HOST}${page}` } })));

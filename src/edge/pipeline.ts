@@ -138,10 +138,11 @@ export class Pipeline {
       responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
       replaceErrorPages: domain.proxyErrorPages,
     }, group, (out, sendPage) => {
-      if (released) return;
-      released = true;
-      this.budget.release(declared);
-      this.perSource.release(source);
+      if (!released) {
+        released = true;
+        this.budget.release(declared);
+        this.perSource.release(source);
+      }
       const bytesIn = headBytes + (body?.bytes ?? 0);
       if (body && !body.writableFinished) { req.unpipe(body); body.destroy(); }
       if (sendPage && out.proxyReason) {

@@ -2,22 +2,24 @@
 // token bound to the source and the domain. Browsers come back with it; most
 // flooding tools never keep cookies. No JavaScript is asked of anyone.
 // Token: "<expiry seconds, base36>.<HMAC-SHA256(secret, source|domain|expiry), base64url, 128 bits>".
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 
 const MAC_CHARS = 22;
 
-function mac(secret: Buffer, source: string, domain: string, exp: string): string {
+// A KeyObject made once (createSecretKey, in the filter) spares createHmac importing the raw key bytes on every
+// request of an untrusted source under attack; a Buffer is still accepted (tests, one-off checks).
+function mac(secret: KeyObject | Buffer, source: string, domain: string, exp: string): string {
   return createHmac('sha256', secret).update(`${source}|${domain}|${exp}`).digest('base64url').slice(0, MAC_CHARS);
 }
 
-export function signToken(secret: Buffer, source: string, domain: string, expiresAtMs: number): string {
+export function signToken(secret: KeyObject | Buffer, source: string, domain: string, expiresAtMs: number): string {
   const exp = Math.ceil(expiresAtMs / 1000).toString(36);
   return `${exp}.${mac(secret, source, domain, exp)}`;
 }
 
 /** Whether the token is ours, for this source and domain, and not expired. Pure (now passed in). */
-export function verifyToken(secret: Buffer, token: string, source: string, domain: string, nowMs: number): boolean {
+export function verifyToken(secret: KeyObject | Buffer, token: string, source: string, domain: string, nowMs: number): boolean {
   const dot = token.indexOf('.');
   if (dot < 1 || token.length !== dot + 1 + MAC_CHARS) return false;
   const exp = token.slice(0, dot);

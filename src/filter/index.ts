@@ -5,6 +5,7 @@
 // decisions themselves are pure functions in engine.ts, score.ts, decide.ts,
 // attack-mode.ts and challenge.ts.
 import type net from 'node:net';
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/schema.ts';
@@ -73,7 +74,8 @@ export class ScrubberFilter implements Filter {
   private readonly domains = new Map<string, DomainTraffic>();
   /** Paths each domain served with a static Content-Type (by hash): they pass a challenge untouched. */
   private readonly staticPaths = new Map<string, LRUCache<number, true>>();
-  private readonly secret: Buffer;
+  /** The challenge key, imported once: the HMAC runs on the request path. */
+  private readonly secret: KeyObject;
   private readonly pending = newPending();
   private readonly verdict = newVerdict();
   private readonly counters: Record<string, number> = Object.create(null);
@@ -91,7 +93,7 @@ export class ScrubberFilter implements Filter {
     this.sources = new LruSourceStore(this.cfg.maxSources, this.rules.count);
     this.offenders = new LRUCache({ max: this.cfg.maxSources });
     this.blacklist = new Blacklist((list) => deps.setBlockList(list));
-    this.secret = store.secret();
+    this.secret = createSecretKey(store.secret());
     const now = Date.now();
     // After 20 half-lives an offence weighs less than a millionth: forget it.
     store.pruneOffenders(now - 20 * this.halfLifeMs());
@@ -165,6 +167,12 @@ export class ScrubberFilter implements Filter {
     const s = this.sources.touch(o.source);
     if (this.whitelisted(o.source, s)) return;
     const p = this.pending;
+    if (o.proxyReason === 'overloaded') {
+      // Refused by the per-source in-flight cap before reaching the upstream: the refusal is the only news.
+      p[E.overCap] += 1;
+      this.evaluate(o.source, s, now, o.domain);
+      return;
+    }
     if (o.domain === null) {
       // Refused before routing: unknown Host, malformed request.
       p[E.badRequest] += 1;
@@ -224,10 +232,12 @@ export class ScrubberFilter implements Filter {
     const under = domain !== null ? st?.under === true : this.anyUnderAttack();
     const mode = this.cfg.mode;
     if (v.overflow >= 0) {
-      const rule = this.rules.rules[v.overflow];
-      if (enforced(mode, rule.enforce, under)) {
-        const fill = s.levels[v.overflow] / rule.capacity;
-        return this.ban(source, rule.name, explainOverflow(rule, fill), rule.banSeconds, now);
+      // The fullest overflowing rule may wait for attack mode while another one that also overflows is enforced
+      // always (a flood fills 'flood' faster than 'rate-extreme'): the fullest enforced one decides.
+      const r = enforced(mode, this.rules.rules[v.overflow].enforce, under) ? v.overflow : this.enforcedOverflow(s.levels, mode, under);
+      if (r >= 0) {
+        const rule = this.rules.rules[r];
+        return this.ban(source, rule.name, explainOverflow(rule, s.levels[r] / rule.capacity), rule.banSeconds, now);
       }
       this.count('overflowsNotEnforced');
     }
@@ -239,6 +249,16 @@ export class ScrubberFilter implements Filter {
       return this.ban(source, 'score', reason, top?.banSeconds ?? 1800, now);
     }
     return false;
+  }
+
+  /** The fullest overflowing rule enforced now, or -1 (levels are already leaked to now by applyEvents). Off the hot path. */
+  private enforcedOverflow(levels: number[], mode: Config['filter']['mode'], under: boolean): number {
+    let best = -1, bestFill = 1;
+    for (let r = 0; r < this.rules.count; r++) {
+      const fill = levels[r] / this.rules.capacity[r];
+      if (fill > bestFill && enforced(mode, this.rules.rules[r].enforce, under)) { best = r; bestFill = fill; }
+    }
+    return best;
   }
 
   /** Bans a source: blacklist, accept-time drop, its open connections closed, the record kept. */

@@ -19,6 +19,7 @@ export const EVENTS = [
   'slow',             // headers or body slower than the deadlines (slowloris, slow POST)
   'badRequest',       // unparseable or refused request (parse errors, unknown Host)
   'challengeIgnored', // came back without the cookie it was given
+  'overCap',          // refused because the source already had limits.maxInflightPerSource requests in flight
 ] as const;
 
 export type EventName = typeof EVENTS[number];
@@ -46,12 +47,22 @@ export interface Rule {
 /** Defaults, tuned so that a browser (page, then dozens of assets, think time) stays far below every capacity. */
 export const DEFAULT_RULES: Rule[] = [
   { name: 'flood', label: 'request flood', on: 'request', capacity: 200, leakPerSecond: 20, banSeconds: 1800, weight: 0.45, enforce: 'attack' },
+  // The same event at a rate no person reaches: a page load is a few dozen requests, a heavy one ~150, then think
+  // time; 50/s forgiven is some twenty busy people behind one NAT address. 250 beyond that is a single-source flood
+  // (300 req/s is caught in one second). Enforced without waiting for attack mode, so a flood is banned before the
+  // upstream has to show it is hurt. Weight 0: 'flood' already scores the request rate.
+  { name: 'rate-extreme', label: 'request rate far beyond any person', on: 'request', capacity: 250, leakPerSecond: 50, banSeconds: 1800, weight: 0, enforce: 'always' },
+  // A browser holds at most 6 requests in flight per host, so it never meets the cap (limits.maxInflightPerSource);
+  // a source refused by it again and again keeps more requests open than people do. Weight 0: a refusal is a symptom.
+  { name: 'over-cap', label: 'keeps more requests in flight than the per-source cap', on: 'overCap', capacity: 40, leakPerSecond: 2, banSeconds: 1800, weight: 0, enforce: 'always' },
   { name: 'churn', label: 'new connection per request', on: 'connection', capacity: 60, leakPerSecond: 2, banSeconds: 1800, weight: 0.45, enforce: 'attack' },
   { name: 'headers', label: 'odd header profile', on: 'badHeaders', capacity: 300, leakPerSecond: 2, banSeconds: 900, weight: 0.5, enforce: 'attack' },
   { name: 'ua-rotation', label: 'User-Agent changes per request', on: 'uaChange', capacity: 30, leakPerSecond: 0.5, banSeconds: 3600, weight: 0.5, enforce: 'attack' },
   { name: 'cache-bust', label: 'cache-busting query strings', on: 'cacheBust', capacity: 10, leakPerSecond: 0.5, banSeconds: 3600, weight: 0.5, enforce: 'attack' },
   { name: 'crawl', label: 'crawling non-static pages', on: 'newPath', capacity: 40, leakPerSecond: 1, banSeconds: 1800, weight: 0.45, enforce: 'attack' },
-  { name: 'probe', label: '404 scanning', on: 'notFound', capacity: 10, leakPerSecond: 0.2, banSeconds: 3600, weight: 0.45, enforce: 'attack' },
+  // People rarely meet ten 404s on pages (assets are not counted) within a minute; scanners meet hundreds a second.
+  // Enforced always: a scan costs the upstream nothing visible, so attack mode would never turn on for it.
+  { name: 'probe', label: '404 scanning', on: 'notFound', capacity: 10, leakPerSecond: 0.2, banSeconds: 3600, weight: 0.45, enforce: 'always' },
   { name: 'errors', label: 'error responses', on: 'error', capacity: 60, leakPerSecond: 1, banSeconds: 900, weight: 0.35, enforce: 'attack' },
   { name: 'no-assets', label: 'pages without assets', on: 'pageNoAssets', capacity: 12, leakPerSecond: 0.1, banSeconds: 1800, weight: 0.5, enforce: 'attack' },
   { name: 'expensive', label: 'expensive requests (upstream time)', on: 'upstreamSeconds', capacity: 30, leakPerSecond: 0.5, banSeconds: 1800, weight: 0.45, enforce: 'attack' },
