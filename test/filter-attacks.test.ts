@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
-import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy, replier } from './helpers/servers.ts';
 import type { ScrubberFilter } from '../src/filter/index.ts';
 
 const HOST = 'site.test';
@@ -19,11 +19,7 @@ const PAGE_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q
 /** The protected site: pages, assets with their real Content-Types, a slow search, 404 for anything else. */
 export function site(req: http.IncomingMessage, res: http.ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0];
-  const send = (status: number, type: string, body: string, delay = 0): void => void setTimeout(() => {
-    if (res.destroyed) return;
-    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  }, delay);
+  const send = replier(res);
   if (req.method === 'POST') { req.resume(); req.on('end', () => send(200, 'text/html', '<p>posted</p>')); return; }
   if (path.endsWith('.css')) return send(200, 'text/css', 'body{}');
   if (path.endsWith('.js')) return send(200, 'application/javascript', 'void 0');

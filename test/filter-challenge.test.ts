@@ -7,7 +7,7 @@
 // suspicious sources first.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy, replier } from './helpers/servers.ts';
 import type { ScrubberFilter } from '../src/filter/index.ts';
 
 const HOST = 'shop.test';
@@ -18,11 +18,7 @@ const PAGE_ACCEPT = 'text/html,application/xhtml+xml,*/*;q=0.8';
 let failing = false;
 function site(req: http.IncomingMessage, res: http.ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0];
-  const send = (status: number, type: string, body: string, delay = 0): void => void setTimeout(() => {
-    if (res.destroyed) return;
-    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  }, delay);
+  const send = replier(res);
   if (failing) return send(503, 'text/html', '<html>overloaded</html>');
   if (path.endsWith('.css')) return send(200, 'text/css', 'body{}');
   if (path.endsWith('.js')) return send(200, 'text/javascript', 'void 0');

@@ -8,7 +8,7 @@
 // nor be banned.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy, replier } from './helpers/servers.ts';
 import { InflightCounter } from '../src/limits/inflight.ts';
 import type { ScrubberFilter } from '../src/filter/index.ts';
 
@@ -24,11 +24,7 @@ function releaseHeld(): void { for (const r of held.splice(0)) if (!r.destroyed)
 
 function site(req: http.IncomingMessage, res: http.ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0];
-  const send = (status: number, type: string, body: string, delay = 0): void => void setTimeout(() => {
-    if (res.destroyed) return;
-    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  }, delay);
+  const send = replier(res);
   if (path === '/hold') {
     res.writeHead(200, { 'content-type': 'text/plain' });
     held.push(res);

@@ -139,6 +139,15 @@ export function rawExchange(port: number, data: string | Buffer, opts: { timeout
   });
 }
 
+/** A reply function for test sites: status, Content-Type and body, optionally after a delay; nothing if the client left. */
+export function replier(res: http.ServerResponse): (status: number, type: string, body: string, delay?: number) => void {
+  return (status, type, body, delay = 0) => void setTimeout(() => {
+    if (res.destroyed) return;
+    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }, delay);
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A domain entry with short health-check times for tests. */
