@@ -49,8 +49,6 @@ export interface FilterHooks {
 
 export interface StatsHooks {
   record(o: Observation): void;
-  /** Connections refused at accept by the blockList, counted per listener. */
-  dropped?(count: number): void;
 }
 
 /** Observe-nothing defaults, used until filter/ and stats/ are wired in. */

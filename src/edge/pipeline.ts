@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { buildRouteTable, route, type RouteTable } from '../proxy/router.ts';
-import { clientAddress, toUpstreamHeaders } from '../proxy/headers.ts';
+import { toUpstreamHeaders } from '../proxy/headers.ts';
 import { forward, type ForwardOutcome } from '../proxy/forward.ts';
 import type { Upstreams } from '../proxy/upstreams.ts';
 import { Pages, type PageReason } from '../pages/pages.ts';
@@ -163,4 +163,3 @@ function estimateHeadBytes(req: IncomingMessage): number {
   return n + 2;
 }
 
-export { clientAddress };

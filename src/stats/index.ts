@@ -76,7 +76,6 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const stats: Stats = {
     registry,
     record: (o: Observation) => recorder.record(o),
-    dropped: (count: number) => recorder.droppedAtAccept(count),
     reconfigure() {},
     flush,
     buckets(domain, from, to) {
