@@ -113,6 +113,21 @@ describe.skipIf(!hasChromium)(hasChromium ? 'dashboard in headless Chromium' : `
     await expect.poll(async () => JSON.parse((await page.getAttribute('#chart-requests', 'data-totals'))!).incoming).toBe(0);
     await page.selectOption('#domain', 'a.test');
     await expect.poll(async () => JSON.parse((await page.getAttribute('#chart-requests', 'data-totals'))!).incoming).toBe(seeded + SENT);
+    // Switching domain while the previous domain's figures are still on their way: the page
+    // must end on the domain the selector shows. The b.test answer is held until a.test is chosen.
+    let held!: () => void;
+    const heldUntil = new Promise<void>((r) => { held = r; });
+    let sawB!: () => void;
+    const bAsked = new Promise<void>((r) => { sawB = r; });
+    await page.route(/\/api\/stats\?domain=b\.test/, async (route) => { sawB(); await heldUntil; await route.continue(); });
+    await page.selectOption('#domain', 'b.test');
+    await bAsked;
+    await page.selectOption('#domain', 'a.test');
+    held();
+    await page.waitForTimeout(500);
+    await page.unroute(/\/api\/stats\?domain=b\.test/);
+    expect(await page.inputValue('#domain')).toBe('a.test');
+    await expect.poll(async () => JSON.parse((await page.getAttribute('#chart-requests', 'data-totals'))!).incoming, { timeout: 2000 }).toBe(seeded + SENT);
   });
 
   it('probes the upstreams: one reachable, one refused', async () => {

@@ -7,7 +7,7 @@
   const $ = (s) => document.querySelector(s);
   const REFRESH_MS = 10000;
   const COLORS = { incoming: '#4f6bed', passed: '#16a34a', dropped: '#dc2626', challenged: '#d97706', errors: '#9333ea', connect: '#9333ea', timeout: '#0891b2', e5xx: '#e11d48', reset: '#64748b', blacklist: '#111827' };
-  const state = { domains: [], domain: localStorage.getItem('scrubber.domain') || '', range: Number(localStorage.getItem('scrubber.range')) || 86400, month: '', charts: {}, probe: null, timer: 0, busy: false };
+  const state = { domains: [], domain: localStorage.getItem('scrubber.domain') || '', range: Number(localStorage.getItem('scrubber.range')) || 86400, month: '', charts: {}, probe: null, timer: 0, busy: false, again: false };
 
   // ---- token and API -------------------------------------------------------
   const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
@@ -249,8 +249,11 @@
   }
 
   async function refresh() {
-    if (state.busy) return;
+    // A change (domain, range) made while a refresh is in flight must not be lost:
+    // run once more when the current one ends, or the page shows the old domain's figures.
+    if (state.busy) { state.again = true; return; }
     state.busy = true;
+    state.again = false;
     clearTimeout(state.timer);
     try {
       await loadDomains();
@@ -267,7 +270,7 @@
       showError(e.status === 401 ? 'Enter the admin token to see the statistics.' : 'Could not load: ' + e.message);
     } finally {
       state.busy = false;
-      state.timer = setTimeout(tick, REFRESH_MS);
+      state.timer = setTimeout(tick, state.again ? 0 : REFRESH_MS);
     }
   }
   // A hidden tab does not poll; it catches up when shown again.
