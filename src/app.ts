@@ -72,7 +72,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       log.info('stopped');
     },
   };
-  const stats = createStats(config, { db, log, filter, upstreams, config: () => app.config });
+  const stats = createStats(config, { db, log, filter, upstreams, config: () => app.config, queues: pipeline.queues });
   (app as { stats: Stats }).stats = stats;
   pipeline.stats = stats;
 

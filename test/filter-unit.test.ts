@@ -124,7 +124,7 @@ describe('ban decisions', () => {
 
 describe('attack mode', () => {
   const params: AttackParams = { minRps: 20, rateFactor: 4, latencyFactor: 4, minLatencyMs: 300, errorRatio: 0.3, enterSeconds: 2, exitSeconds: 5, learnSeconds: 10 };
-  const sample = (requests: number, latency = 20, errors = 0): Sample => ({ requests, answered: requests - errors, latencySumMs: latency * (requests - errors), upstreamErrors: errors, seconds: 1 });
+  const sample = (requests: number, latency = 20, errors = 0): Sample => ({ requests, answered: requests - errors, latencySumMs: latency * (requests - errors), upstreamErrors: errors, queued: 0, seconds: 1 });
 
   it('learns first: a busy start is not an attack', () => {
     const st = newAttackState();
@@ -158,6 +158,18 @@ describe('attack mode', () => {
     expect(s.entered).toBe(true);
     expect(s.failingStarted).toBe(true);
     expect(st.upstreamFailing).toBe(true);
+  });
+
+  it('requests waiting in the upstream queue are a sign of attack, from the start (no baseline needed), without marking the upstream failing', () => {
+    const st = newAttackState();
+    const crowded = (requests: number, queued: number): Sample => ({ ...sample(requests), queued });
+    stepAttack(st, crowded(100, 20), params, 0);
+    expect(stepAttack(st, crowded(100, 20), params, 1).entered).toBe(false); // 20 % waited: under errorRatio
+    stepAttack(st, crowded(100, 40), params, 2);
+    const s = stepAttack(st, crowded(100, 40), params, 3);
+    expect(s.entered).toBe(true);
+    expect(s.failingStarted).toBe(false);
+    expect(st.reason).toMatch(/queued/);
   });
 
   it('latency far over the baseline is a sign of attack', () => {

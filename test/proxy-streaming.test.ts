@@ -97,7 +97,8 @@ beforeAll(async () => {
   origin.server.on('connection', () => { connections++; });
   proxy = await startProxy({
     upstream: { connectTimeoutMs: 300, responseTimeoutMs: 5000, keepAliveTimeoutMs: 10000 },
-    limits: { maxBodyBytes: 64 * MB, postBudgetBytes: 256 * MB, minBodyRateBytesPerSec: 0 },
+    // The first 64 KiB of a body are read at the edge, the rest streams: these tests are about the streaming part.
+    limits: { maxBodyBytes: 64 * MB, postBudgetBytes: 256 * MB, minBodyRateBytesPerSec: 0, bufferBodyBytes: 64 * 1024 },
     domains: [domain('stream.test', [origin.address])],
   });
   const stats = proxy.app.pipeline.stats;

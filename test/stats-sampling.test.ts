@@ -14,7 +14,7 @@ import { tempDir } from './helpers/servers.ts';
 
 const obs = (o: Partial<Observation>): Observation => ({
   domain: 'a.test', source: '127.0.0.1', client: '127.0.0.1', method: 'GET', path: '/', status: 200, bytesIn: 100, bytesOut: 1000,
-  durationMs: 1, contentType: null, outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: true, ...o,
+  durationMs: 1, contentType: null, outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: true, queued: false, ...o,
 });
 
 describe('stats sampling of the filter', () => {
@@ -26,7 +26,7 @@ describe('stats sampling of the filter', () => {
     const filter: Filter = { ...noFilter(), reconfigure() {}, registerRoutes() {}, snapshot: () => snap, async close() {} };
     const T0 = Date.UTC(2025, 2, 10, 12, 0, 0); // a bucket start
     let now = T0;
-    const stats = createStats(r.config, { db, log: createLogger('silent'), filter, upstreams: new Upstreams(), config: () => r.config }, { now: () => now, flushIntervalMs: 3600_000 });
+    const stats = createStats(r.config, { db, log: createLogger('silent'), filter, upstreams: new Upstreams(), config: () => r.config, queues: new Map() }, { now: () => now, flushIntervalMs: 3600_000 });
 
     stats.record(obs({}));
     stats.flush();

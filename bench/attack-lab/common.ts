@@ -70,3 +70,7 @@ export const ORIGIN_CAPACITY = {
   maxConnections: 1000,
   costMs: { page: 8, asset: 1, search: 120, loginGet: 5, loginPost: 40, notFound: 4 },
 };
+
+/** What the site owner tells the proxy the origin can take at once: Scrubber's domains[].maxInflight and
+ *  HAProxy's server maxconn (each then queues the rest in front). Four times the worker slots. */
+export const ORIGIN_MAXCONN = ORIGIN_CAPACITY.slots * 4;

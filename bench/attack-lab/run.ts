@@ -13,7 +13,7 @@ import { startNginx, startHaproxy, DDOS_LIMITS } from '../lib/thirdparty.ts';
 import { table, textTable, writeResult, fmt, pct, machineLine, RESULTS_DIR } from '../lib/report.ts';
 import { chart } from '../lib/svg.ts';
 import { SCENARIOS, type ScenarioName, type Scenario } from './scenarios.ts';
-import { ORIGIN_CAPACITY, classify, SITE_HOST, type OriginReport, type LegitReport, type AttackReport } from './common.ts';
+import { ORIGIN_CAPACITY, ORIGIN_MAXCONN, classify, SITE_HOST, type OriginReport, type LegitReport, type AttackReport } from './common.ts';
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -41,7 +41,7 @@ interface Target { name: TargetName; label: string; port: number; stop(): Promis
 async function startTarget(name: TargetName, originPort: number): Promise<Target> {
   if (name === 'none') return { name, label: 'no protection', port: originPort, stop: async () => {} };
   if (name === 'scrubber') {
-    const s = await startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target });
+    const s = await startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target, domainExtra: { maxInflight: ORIGIN_MAXCONN } });
     return {
       name, label: 'scrubber', port: s.port,
       stop: async () => { await s.child.stop(5000); fs.rmSync(s.dir, { recursive: true, force: true }); },
@@ -53,7 +53,7 @@ async function startTarget(name: TargetName, originPort: number): Promise<Target
       },
     };
   }
-  const r = name === 'nginx' ? await startNginx(originPort, 'ddos', CPU.target) : await startHaproxy(originPort, 'ddos', CPU.target);
+  const r = name === 'nginx' ? await startNginx(originPort, 'ddos', CPU.target) : await startHaproxy(originPort, 'ddos', CPU.target, ORIGIN_MAXCONN);
   if ('skipped' in r) return { name, label: name, port: 0, stop: async () => {}, skipped: r.skipped };
   return { name, label: name, port: r.port, stop: async () => { await r.child.stop(); fs.rmSync(r.dir, { recursive: true, force: true }); } };
 }
@@ -227,7 +227,8 @@ async function main() {
     `Targets run one after another against the same origin; the target is pinned to core ${CPU.target}, origin and generators to core ${CPU.others}.` +
     `${placeholder ? '\n\n**The filter was still the no-op placeholder in this run: Scrubber forwarded everything.**' : ''}\n\n` +
     `Origin capacity: ${ORIGIN_CAPACITY.slots} worker slots, queue ${ORIGIN_CAPACITY.queue}, 503 after ${ORIGIN_CAPACITY.maxWaitMs} ms of waiting, at most ${ORIGIN_CAPACITY.maxConnections} connections; costs (ms) ${JSON.stringify(ORIGIN_CAPACITY.costMs)}. ` +
-    `nginx and HAProxy use their documented anti-DDoS settings (bench/lib/thirdparty.ts): ${DDOS_LIMITS.reqPerSec} req/s per source (burst ${DDOS_LIMITS.burst}), ${DDOS_LIMITS.connPerSource} connections per source, ${DDOS_LIMITS.headerTimeoutS} s header/body timeouts.\n\n` +
+    `nginx and HAProxy use their documented anti-DDoS settings (bench/lib/thirdparty.ts): ${DDOS_LIMITS.reqPerSec} req/s per source (burst ${DDOS_LIMITS.burst}), ${DDOS_LIMITS.connPerSource} connections per source, ${DDOS_LIMITS.headerTimeoutS} s header/body timeouts. ` +
+    `Scrubber and HAProxy are both told what the origin takes at once (Scrubber \`maxInflight\`, HAProxy server \`maxconn\`: ${ORIGIN_MAXCONN}) and queue the rest in front of it; open-source nginx has no upstream queue (\`max_conns\` alone answers 502 past it), so it runs without.\n\n` +
     `How to read: *legit success* counts legitimate requests started during the attack that ended 2xx/3xx within 3 s (redirects followed). *legit blocked*: legitimate sources on Scrubber's blacklist, or (nginx/HAProxy) that got 403/429 or refused connections. ` +
     `*attack at origin*: attack requests arriving at the origin per second, peak during the attack → mean of its last 3 s. *time to mitigate*: from attack start until attack traffic at the origin stays below 10% of its peak. ` +
     `*generator*: what the attack generator sent per second, and what came back (2xx/3xx, 403/429, errors), so that a weak generator is visible.\n\n` +

@@ -149,7 +149,7 @@ export function rssBytes(pid: number): number | null {
 }
 
 /** Starts the real proxy (bin/scrubber.js) on a generated config in its own temp dir. */
-export async function startScrubber(opts: { name?: string; cpu?: number | null; upstream: string; domain: string; aliases?: string[]; mode: 'auto' | 'always' | 'off'; extra?: Record<string, unknown> }): Promise<{ child: Child; port: number; adminPort: number; dir: string; adminUrl: string }> {
+export async function startScrubber(opts: { name?: string; cpu?: number | null; upstream: string; domain: string; aliases?: string[]; mode: 'auto' | 'always' | 'off'; extra?: Record<string, unknown>; domainExtra?: Record<string, unknown> }): Promise<{ child: Child; port: number; adminPort: number; dir: string; adminUrl: string }> {
   const dir = tempDir('scrubber-bench-');
   const port = await freePort();
   const adminPort = await freePort();
@@ -162,6 +162,7 @@ export async function startScrubber(opts: { name?: string; cpu?: number | null; 
     domains: [{
       name: opts.domain, aliases: opts.aliases ?? ['127.0.0.1', 'localhost'], upstreams: [opts.upstream],
       healthCheck: { type: 'tcp', path: '/', intervalMs: 60000, timeoutMs: 2000, fall: 3, rise: 2 },
+      ...opts.domainExtra,
     }],
     ...opts.extra,
   };

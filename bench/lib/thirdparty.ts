@@ -71,7 +71,7 @@ http {
 `;
 }
 
-export function haproxyConfig(port: number, upstreamPort: number, flavour: Flavour): string {
+export function haproxyConfig(port: number, upstreamPort: number, flavour: Flavour, serverMaxconn = 1000): string {
   const L = DDOS_LIMITS;
   const ddos = flavour === 'ddos' ? `
     stick-table type ip size 1m expire 30s store http_req_rate(10s),http_err_rate(10s),conn_cur
@@ -99,7 +99,7 @@ frontend fe
 backend be
     option forwardfor
     http-reuse always
-    server origin 127.0.0.1:${upstreamPort} maxconn 1000
+    server origin 127.0.0.1:${upstreamPort} maxconn ${serverMaxconn}
 `;
 }
 
@@ -118,11 +118,11 @@ export async function startNginx(upstreamPort: number, flavour: Flavour, cpu: nu
   return { child, port, dir, name: 'nginx' };
 }
 
-export async function startHaproxy(upstreamPort: number, flavour: Flavour, cpu: number | null): Promise<ThirdParty | { skipped: string }> {
+export async function startHaproxy(upstreamPort: number, flavour: Flavour, cpu: number | null, serverMaxconn?: number): Promise<ThirdParty | { skipped: string }> {
   if (!tools.haproxy) return { skipped: 'haproxy is not installed (apt-get install -y haproxy)' };
   const dir = tempDir('bench-haproxy-');
   const port = await freePort();
-  fs.writeFileSync(path.join(dir, 'haproxy.cfg'), haproxyConfig(port, upstreamPort, flavour));
+  fs.writeFileSync(path.join(dir, 'haproxy.cfg'), haproxyConfig(port, upstreamPort, flavour, serverMaxconn));
   const errFile = path.join(dir, 'haproxy.err');
   const err = fs.openSync(errFile, 'w');
   // -db: stay in the foreground, no daemon, one process.

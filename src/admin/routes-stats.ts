@@ -11,8 +11,9 @@ import { probe } from '../proxy/health.ts';
 import { BUCKET_SECONDS, attackPeriods } from '../stats/buckets.ts';
 import { monthOf, monthRange } from '../stats/billing.ts';
 import { findDomain, parseRange } from './query.ts';
+import type { UpstreamQueue } from '../limits/upstream-queue.ts';
 
-export interface StatsRouteDeps { stats: Stats; filter: Filter; upstreams: Upstreams; config(): Config; now(): number }
+export interface StatsRouteDeps { stats: Stats; filter: Filter; upstreams: Upstreams; config(): Config; now(): number; queues: ReadonlyMap<string, UpstreamQueue> }
 
 function requireDomain(r: AdminRequest, config: Config): DomainConfig {
   const name = r.url.searchParams.get('domain');
@@ -69,9 +70,11 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
       filterMode: deps.config().filter.mode,
       domains: deps.config().domains.map((d) => {
         const g = deps.upstreams.groups.get(d.name);
+        const q = deps.queues.get(d.name);
         return {
           name: d.name, aliases: d.aliases, underAttack: attacked.has(d.name), maintenance: d.maintenance.enabled,
           upstreams: g ? [...g.main.map((u) => upstreamView(u, 'main')), ...g.backup.map((u) => upstreamView(u, 'backup'))] : [],
+          queue: { maxInflight: d.maxInflight, inFlight: q?.active ?? 0, waiting: q?.queued ?? 0 },
         };
       }),
     };

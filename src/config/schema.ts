@@ -25,6 +25,7 @@ export interface DomainConfig {
   healthCheck: HealthCheckConfig;
   maintenance: { enabled: boolean; redirect: string | null; retryAfterSeconds: number };
   proxyErrorPages: boolean;
+  maxInflight: number;
 }
 
 export interface Config {
@@ -53,6 +54,9 @@ export interface Config {
     minBodyRateGraceMs: number;
     maxConnectionsPerSource: number;
     maxInflightPerSource: number;
+    bufferBodyBytes: number;
+    queueTimeoutMs: number;
+    maxQueued: number;
   };
   pages: { dir: string; brand: string };
   filter: {
@@ -123,6 +127,9 @@ export const schema = {
     minBodyRateGraceMs: { doc: 'Time before the minimum body rate is enforced.', format: nat, default: 5000 },
     maxConnectionsPerSource: { doc: 'Concurrent client connections per source address (IPv6 per /64).', format: nat, default: 64 },
     maxInflightPerSource: { doc: 'Requests from one source (IPv6 per /64) in flight to the upstream at once; past it the proxy answers 503 (X-Scrubber: overloaded, Retry-After: 1). 0 = no cap.', format: nat, default: 24 },
+    bufferBodyBytes: { doc: 'Request bodies are read at the edge, up to this many bytes, before the request goes upstream (a slow POST then holds no upstream slot); a longer body streams on after them. 0 = stream at once.', format: nat, default: 1024 * 1024 },
+    queueTimeoutMs: { doc: 'Longest wait in a domain\'s upstream queue (domains[].maxInflight); then 503 (X-Scrubber: queue-timeout).', format: nat, default: 5000 },
+    maxQueued: { doc: 'Most requests waiting in one domain\'s upstream queue; past it the worst-ranked waiter (or the newcomer) gets 503 (X-Scrubber: queue-full).', format: nat, default: 10000 },
   },
   pages: {
     dir: { doc: 'Folder of proxy-generated pages (502.html, 503.html, 504.html, maintenance.html, <domain>/<status>.html).', format: String, default: 'errors-pages' },
@@ -151,7 +158,7 @@ export const schema = {
       rateFactor: { doc: 'Attack mode: request rate above this multiple of the learned baseline is a sign of attack.', format: Number, default: 4 },
       latencyFactor: { doc: 'Attack mode: mean upstream latency above this multiple of the baseline (and above minLatencyMs) is a sign of attack.', format: Number, default: 4 },
       minLatencyMs: { doc: 'Attack mode: latency below this is never a sign of attack.', format: Number, default: 500 },
-      errorRatio: { doc: 'Attack mode: share of requests failing upstream (503/504, timeouts, refused) that is a sign of attack.', format: Number, default: 0.3 },
+      errorRatio: { doc: 'Attack mode: share of requests failing upstream (503/504, timeouts, refused, queue refusals), or waiting in the domain\'s upstream queue, that is a sign of attack.', format: Number, default: 0.3 },
       enterSeconds: { doc: 'Attack mode starts after this many consecutive seconds with a sign of attack.', format: nat, default: 2 },
       exitSeconds: { doc: 'Attack mode ends after this many consecutive calm seconds.', format: nat, default: 60 },
       learnSeconds: { doc: 'Time constant of the learned baseline (rate, latency); the first min(learnSeconds, 30) s only learn.', format: nat, default: 300 },
@@ -194,6 +201,7 @@ export const domainDefaults = {
   backup: [] as string[],
   upstreamTls: false,
   proxyErrorPages: false,
+  maxInflight: 0,
   healthCheck: { type: 'tcp', path: '/', intervalMs: 120000, timeoutMs: 5000, fall: 3, rise: 2 },
   maintenance: { enabled: false, redirect: null, retryAfterSeconds: 600 },
 } as const;

@@ -24,6 +24,8 @@ export interface Observation {
   proxyReason: string | null;
   upstreamError: 'connect' | 'timeout' | 'reset' | '5xx' | null;
   newConnection: boolean;
+  /** It waited in the domain's upstream queue (the domain was at maxInflight). */
+  queued: boolean;
 }
 
 export interface RequestContext {
@@ -41,6 +43,9 @@ export interface FilterHooks {
   /** Before forwarding. Returns false when the filter has answered (challenge) or dropped the request itself.
    *  res is null for Upgrade requests, which cannot be challenged: pass or drop. */
   admit(req: IncomingMessage, res: ServerResponse | null, ctx: RequestContext): boolean;
+  /** Standing of a source when requests must wait for the upstream: 0 has a history of browsing, 1 unknown,
+   *  2 suspicious. Asked only when a domain's queue is in use (off the fast path). */
+  rank?(source: string): number;
   /** After every request the pipeline handled. */
   observe(o: Observation): void;
   /** A request that never became one (slow headers, parse errors, timeouts). */

@@ -11,6 +11,10 @@ import { Pages, type PageReason } from '../pages/pages.ts';
 import { BodyBudget, declaredBodySize } from '../limits/budget.ts';
 import { BodyMeter } from '../limits/body-meter.ts';
 import { InflightCounter } from '../limits/inflight.ts';
+import { UpstreamQueue, type Waiter } from '../limits/upstream-queue.ts';
+import { bufferBody } from '../limits/body-buffer.ts';
+import { BodyLimitError } from '../limits/body-meter.ts';
+import type { Readable } from 'node:stream';
 import { checkRequest } from './hygiene.ts';
 import { connectionInfo } from './connections.ts';
 import type { FilterHooks, Observation, Outcome, StatsHooks } from './hooks.ts';
@@ -31,6 +35,8 @@ export class Pipeline {
   /** Requests in flight to the upstream per source (limits.maxInflightPerSource). */
   readonly perSource: InflightCounter;
   inFlight = 0;
+  /** Per domain: requests in flight to its upstreams, and those waiting their turn (domains[].maxInflight). */
+  readonly queues = new Map<string, UpstreamQueue>();
 
   readonly upstreams: Upstreams;
   filter: FilterHooks;
@@ -54,6 +60,11 @@ export class Pipeline {
     this.budget.limit = config.limits.postBudgetBytes;
     this.perSource.limit = config.limits.maxInflightPerSource;
     this.runtime = buildRuntime(config);
+    // A removed domain's queue keeps counting its last requests out, with no cap.
+    for (const [name, q] of this.queues) {
+      const d = config.domains.find((x) => x.name === name);
+      q.reconfigure(d?.maxInflight ?? 0, config.limits.queueTimeoutMs, config.limits.maxQueued);
+    }
   }
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -65,6 +76,7 @@ export class Pipeline {
     const headBytes = estimateHeadBytes(req);
     this.inFlight++;
     let settled = false;
+    let queued = false;
     const observe = (domain: DomainConfig | null, outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: string | null, f?: ForwardOutcome) => {
       if (settled) return;
       settled = true;
@@ -72,7 +84,7 @@ export class Pipeline {
       const o: Observation = {
         domain: domain?.name ?? null, source: conn.source, client: conn.client, method, path: url, status,
         bytesIn, bytesOut, durationMs: performance.now() - started, contentType: f?.contentType ?? null, outcome, proxyReason,
-        upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: conn.requests === 1,
+        upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: conn.requests === 1, queued,
       };
       this.filter.observe(o);
       this.stats.record(o);
@@ -125,34 +137,88 @@ export class Pipeline {
     }
 
     const group = this.upstreams.groups.get(domain.name)!;
-    let body: BodyMeter | null = null;
-    if (declared > 0) {
-      body = new BodyMeter(config.limits.maxBodyBytes, config.limits.minBodyRateBytesPerSec, config.limits.minBodyRateGraceMs);
-      req.pipe(body);
-    }
-    const headers = toUpstreamHeaders(req.rawHeaders, { client: conn.client, proto: conn.tls ? 'https' : 'http', host: r.host });
-    // The slots are given back once, whatever way the forward ends.
+    const queue = this.queueFor(domain);
+    let meter: BodyMeter | null = null;
+    // The slots are given back once, whatever way the request ends.
     let released = false;
-    forward({
-      req, res, path: url, method, headers, body,
-      responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
-      replaceErrorPages: domain.proxyErrorPages,
-    }, group, (out, sendPage) => {
-      if (!released) {
-        released = true;
-        this.budget.release(declared);
-        this.perSource.release(source);
-      }
-      const bytesIn = headBytes + (body?.bytes ?? 0);
-      if (body && !body.writableFinished) { req.unpipe(body); body.destroy(); }
-      if (sendPage && out.proxyReason) {
-        const close = body !== null && !req.complete;
-        void this.pages.send(res, out.status, out.proxyReason, domain.name, { close }).catch(() => res.destroy());
-        return observe(domain, 'proxy', out.status, bytesIn, 0, out.proxyReason, out);
-      }
-      observe(domain, out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out);
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.budget.release(declared);
+      this.perSource.release(source);
+      if (meter && !meter.writableFinished) { req.unpipe(meter); meter.destroy(); }
+    };
+    const headers = toUpstreamHeaders(req.rawHeaders, { client: conn.client, proto: conn.tls ? 'https' : 'http', host: r.host });
+
+    const go = (body: Buffer | Readable | null) => {
+      forward({
+        req, res, path: url, method, headers, body,
+        responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
+        replaceErrorPages: domain.proxyErrorPages,
+      }, group, (out, sendPage) => {
+        const bytesIn = headBytes + (meter?.bytes ?? 0);
+        release();
+        queue.leave();
+        if (sendPage && out.proxyReason) {
+          const close = meter !== null && !req.complete;
+          void this.pages.send(res, out.status, out.proxyReason, domain.name, { close }).catch(() => res.destroy());
+          return observe(domain, 'proxy', out.status, bytesIn, 0, out.proxyReason, out);
+        }
+        observe(domain, out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out);
+      });
+    };
+    // The common case, no body and room upstream: straight on, nothing more allocated.
+    if (declared === 0 && queue.tryEnter()) return go(null);
+
+    // From here the request may wait (for its body, for its turn): a client that leaves meanwhile frees everything.
+    let buffering: { cancel(): void } | null = null;
+    let waiter: Waiter | null = null;
+    const gone = () => {
+      buffering?.cancel();
+      if (waiter) queue.cancel(waiter);
+      release();
+      observe(domain, 'proxy', 0, headBytes + (meter?.bytes ?? 0), 0, null);
+    };
+    res.once('close', gone);
+    const proceed = (body: Buffer | Readable | null) => {
+      if (queue.tryEnter()) { res.off('close', gone); return go(body); }
+      queued = true;
+      waiter = queue.wait(source, this.filter.rank?.(source) ?? 1,
+        () => { waiter = null; res.off('close', gone); go(body); },
+        (why) => {
+          waiter = null;
+          res.off('close', gone);
+          const close = meter !== null && !req.complete;
+          release();
+          refuse(domain, 503, why, { headers: { 'retry-after': '1' }, close });
+        });
+    };
+    if (declared === 0) return proceed(null);
+
+    meter = new BodyMeter(config.limits.maxBodyBytes, config.limits.minBodyRateBytesPerSec, config.limits.minBodyRateGraceMs);
+    req.pipe(meter);
+    if (config.limits.bufferBodyBytes === 0) return proceed(meter);
+    buffering = bufferBody(meter, config.limits.bufferBodyBytes, (b) => {
+      buffering = null;
+      if (b.ok) return proceed(b.body);
+      res.off('close', gone);
+      release();
+      if (b.error instanceof BodyLimitError) return refuse(domain, b.error.reason === 'body-too-large' ? 413 : 408, b.error.reason, { close: true });
+      res.destroy();
+      observe(domain, 'proxy', 0, headBytes, 0, null);
     });
   };
+
+  /** The domain's upstream queue (domains[].maxInflight), made on first use. */
+  private queueFor(domain: DomainConfig): UpstreamQueue {
+    let q = this.queues.get(domain.name);
+    if (!q) {
+      const l = this.runtime.config.limits;
+      q = new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued);
+      this.queues.set(domain.name, q);
+    }
+    return q;
+  }
 }
 
 /** Request line and header bytes as they came on the wire, near enough for statistics. */

@@ -2,6 +2,8 @@
 // latency) and switch filtering on when it departs from it, with hysteresis
 // so it does not flap. An upstream that starts failing (503/504, timeouts,
 // refused connections) is a sign of attack by itself, and tightens the filter.
+// So is a domain whose requests wait in its upstream queue (domains[].maxInflight):
+// the queue keeps the origin from failing, so failures alone would never show it.
 // stepAttack is pure: one second of counts in, the new state out.
 
 export interface AttackParams {
@@ -46,6 +48,8 @@ export interface Sample {
   answered: number;
   latencySumMs: number;
   upstreamErrors: number;
+  /** Requests that had to wait in the domain's upstream queue (it was at maxInflight). */
+  queued: number;
   seconds: number;
 }
 
@@ -66,7 +70,8 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   const latencyLine = Math.max(p.minLatencyMs, st.learned > 0 ? p.latencyFactor * st.baselineLatencyMs : 0);
   const latencyHot = s.answered >= 5 && latency > latencyLine;
   const failing = s.requests >= 5 && s.upstreamErrors / s.requests >= p.errorRatio;
-  const hot = rateHot || latencyHot || failing;
+  const crowded = s.requests >= 5 && s.queued / s.requests >= p.errorRatio;
+  const hot = rateHot || latencyHot || failing || crowded;
   const out: Step = { entered: false, exited: false, failingStarted: false };
 
   if (hot) { st.hot++; st.calm = 0; } else { st.calm++; st.hot = 0; }
@@ -74,7 +79,7 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   if (!st.under && st.hot >= p.enterSeconds) {
     st.under = true;
     st.since = now;
-    st.reason = failing ? 'upstream failing' : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
+    st.reason = failing ? 'upstream failing' : crowded ? 'upstream at capacity (requests queued)' : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
     out.entered = true;
   } else if (st.under && st.calm >= p.exitSeconds) {
     st.under = false;
@@ -101,11 +106,12 @@ export class DomainTraffic {
   answered = 0;
   latencySumMs = 0;
   upstreamErrors = 0;
+  queued = 0;
   readonly state = newAttackState();
 
   take(seconds: number): Sample {
-    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, seconds };
-    this.requests = this.answered = this.latencySumMs = this.upstreamErrors = 0;
+    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, queued: this.queued, seconds };
+    this.requests = this.answered = this.latencySumMs = this.upstreamErrors = this.queued = 0;
     return s;
   }
 }

@@ -159,7 +159,10 @@ export class ScrubberFilter implements Filter {
       const t = this.traffic(o.domain);
       if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.durationMs; }
       // An application 503/504 is a sign of attack, whether relayed or replaced by the proxy's page (proxyErrorPages).
-      if ((o.upstreamError !== null && o.upstreamError !== '5xx') || ((o.outcome === 'passed' || o.proxyReason === 'upstream-page') && (o.status === 503 || o.status === 504))) t.upstreamErrors++;
+      // So is a request refused by the domain's full upstream queue: the site could not serve it.
+      if ((o.upstreamError !== null && o.upstreamError !== '5xx') || ((o.outcome === 'passed' || o.proxyReason === 'upstream-page') && (o.status === 503 || o.status === 504))
+        || o.proxyReason === 'queue-timeout' || o.proxyReason === 'queue-full') t.upstreamErrors++;
+      if (o.queued) t.queued++;
       // The filter's own answers say nothing new about the source.
       if (o.outcome === 'blocked' || o.outcome === 'challenged') return;
     }
@@ -167,6 +170,8 @@ export class ScrubberFilter implements Filter {
     const s = this.sources.touch(o.source);
     if (this.whitelisted(o.source, s)) return;
     const p = this.pending;
+    // Waited too long for a crowded upstream: the origin's capacity, not the source's doing.
+    if (o.proxyReason === 'queue-timeout' || o.proxyReason === 'queue-full') return;
     if (o.proxyReason === 'overloaded') {
       // Refused by the per-source in-flight cap before reaching the upstream: the refusal is the only news.
       p[E.overCap] += 1;
@@ -206,6 +211,16 @@ export class ScrubberFilter implements Filter {
     if (this.evaluate(o.source, s, now, o.domain)) return;
     // A source that loaded a page and its assets without raising its score has a history: under a later attack it passes unchallenged.
     if (s.goodSince === 0 && s.pages >= 1 && s.assets >= 2 && s.score < 0.3 * this.cfg.scoreThreshold) s.goodSince = now;
+  }
+
+  rank(source: string): number {
+    if (this.blacklist.has(source)) return 2;
+    const s = this.sources.peek(source);
+    if (!s) return 1;
+    if (this.whitelisted(source, s)) return 0;
+    // The score as of the source's last request: leaking since would only lower it, and this is asked often under load.
+    if (s.score >= 0.3 * this.cfg.scoreThreshold) return 2;
+    return s.goodSince > 0 || s.trustUntil > Date.now() ? 0 : 1;
   }
 
   onClientError(source: string, kind: string): void {

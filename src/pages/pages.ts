@@ -9,6 +9,7 @@ import type { ServerResponse } from 'node:http';
 export type PageReason =
   | 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'post-budget'
   | 'maintenance' | 'unknown-host' | 'bad-host' | 'bad-request' | 'headers-too-large' | 'overloaded'
+  | 'queue-timeout' | 'queue-full'
   | 'request-timeout' | 'body-too-slow' | 'method-not-allowed' | 'challenge' | 'shutting-down';
 
 const TITLES: Record<number, string> = {

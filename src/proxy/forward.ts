@@ -29,7 +29,8 @@ export interface ForwardRequest {
   path: string;
   method: string;
   headers: string[];
-  body: Readable | null;
+  /** A body read whole at the edge (Buffer), or the client's stream. */
+  body: Buffer | Readable | null;
   responseTimeoutMs: number;
   connectAttempts: number;
   /** The domain opted in (proxyErrorPages): the upstream's own 502/503/504 are replaced by the proxy's pages. */
@@ -90,7 +91,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.finish(null, false);
       this.controller?.abort(new Error('client closed'));
     });
-    fr.body?.on('error', (e) => { if (!this.responded) this.fail(e); });
+    if (fr.body && !Buffer.isBuffer(fr.body)) fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
   }
 
   private get upstream(): Upstream { return this.order[this.idx]; }
@@ -165,7 +166,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
       return;
     }
     this.lastError = kind;
-    const bodyUntouched = !this.fr.body || !this.fr.body.readableDidRead;
+    // A body held whole can be sent again; a stream only if no attempt has read from it.
+    const bodyUntouched = !this.fr.body || Buffer.isBuffer(this.fr.body) || !this.fr.body.readableDidRead;
     if (kind === 'connect-timeout') {
       if (this.attempt < this.fr.connectAttempts) { this.attempt++; this.start(); return; }
     }

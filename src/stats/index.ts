@@ -17,8 +17,9 @@ import { BUCKET_SECONDS, toBucketJson, type BucketJson } from './buckets.ts';
 import { bill, monthRange, type Bill } from './billing.ts';
 import { registerStatsRoutes } from '../admin/routes-stats.ts';
 import { registerDashboard } from '../admin/dashboard.ts';
+import type { UpstreamQueue } from '../limits/upstream-queue.ts';
 
-export interface StatsDeps { db: Db; log: Logger; filter: Filter; upstreams: Upstreams; config(): Config }
+export interface StatsDeps { db: Db; log: Logger; filter: Filter; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, UpstreamQueue> }
 
 export interface StatsOptions {
   /** How often the filter is sampled and deltas are written (default 5 s). */
@@ -47,7 +48,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const now = opts.now ?? Date.now;
   const recorder = new Recorder(now);
   const store = new StatsStore(deps.db);
-  const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams });
+  const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams, queues: deps.queues });
   let lastSample = now();
   let lastPrune = 0;
   let closed = false;
@@ -92,7 +93,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
       return bill(month, store.billingSamples(domain, r.from, r.to), now());
     },
     registerRoutes(admin) {
-      registerStatsRoutes(admin, { stats, filter: deps.filter, upstreams: deps.upstreams, config: deps.config, now });
+      registerStatsRoutes(admin, { stats, filter: deps.filter, upstreams: deps.upstreams, config: deps.config, now, queues: deps.queues });
       registerDashboard(admin);
     },
     async close() {

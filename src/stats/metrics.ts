@@ -8,6 +8,7 @@ import type { Filter } from '../filter/index.ts';
 import type { Upstreams } from '../proxy/upstreams.ts';
 import { F, G, type Field } from './buckets.ts';
 import { FIELDS } from './buckets.ts';
+import type { UpstreamQueue } from '../limits/upstream-queue.ts';
 
 const idx = (f: Field) => FIELDS.indexOf(f);
 
@@ -27,7 +28,7 @@ const DOMAIN_COUNTERS: [string, string, number][] = [
   ['scrubber_upstream_5xx_total', 'Upstream responses with a 5xx status.', F.err5xx],
 ];
 
-export interface MetricsDeps { recorder: Recorder; filter: Filter; upstreams: Upstreams }
+export interface MetricsDeps { recorder: Recorder; filter: Filter; upstreams: Upstreams; queues: ReadonlyMap<string, UpstreamQueue> }
 
 export function createMetrics(deps: MetricsDeps): Registry {
   const registry = new Registry();
@@ -52,6 +53,14 @@ export function createMetrics(deps: MetricsDeps): Registry {
   });
   globalCounter('scrubber_connections_dropped_at_accept_total', 'Connections from blacklisted sources refused at accept.', G.acceptDropped);
   globalCounter('scrubber_unrouted_requests_total', 'Requests with a missing, malformed or unknown Host.', G.unroutedRequests);
+  new Gauge({
+    name: 'scrubber_upstream_inflight', help: 'Requests in flight to the domain\'s upstreams (counted when domains[].maxInflight or the queue is in use).', labelNames: ['domain'], registers: [registry],
+    collect() { this.reset(); for (const [domain, q] of deps.queues) this.set({ domain }, q.active); },
+  });
+  new Gauge({
+    name: 'scrubber_upstream_queue_waiting', help: 'Requests waiting in the domain\'s upstream queue (domains[].maxInflight).', labelNames: ['domain'], registers: [registry],
+    collect() { this.reset(); for (const [domain, q] of deps.queues) this.set({ domain }, q.queued); },
+  });
   new Gauge({
     name: 'scrubber_blacklist_size', help: 'Sources on the blacklist now.', registers: [registry],
     collect() { this.set(deps.filter.snapshot().blacklistSize); },

@@ -1,0 +1,149 @@
+// A domain's cap on requests in flight to its upstreams (domains[].maxInflight,
+// like HAProxy's server maxconn), with a queue in front of it that is fair
+// between sources and ordered by standing.
+//
+// Why: an origin with 8 worker slots that is handed 300 requests at once
+// queues them itself, then answers 503 to everyone, visitors included, for
+// the seconds the detectors need to name the attackers. Held here instead,
+// the origin works at full speed and the queue decides who goes next:
+//   - by class first: sources with a history of browsing (class 0) before
+//     unknown ones (1), before suspicious ones (2);
+//   - then round robin between the sources of a class, so a flooder with 24
+//     requests waiting goes no faster than a visitor with one.
+// A request waits at most timeoutMs; a full queue makes room for a better
+// class by refusing the oldest waiter of the worst class.
+//
+// Memory is bounded by maxQueued waiters, whatever the number of sources.
+
+export type QueueRefusal = 'queue-timeout' | 'queue-full';
+
+export interface Waiter {
+  readonly source: string;
+  readonly cls: number;
+  readonly run: () => void;
+  readonly refuse: (why: QueueRefusal) => void;
+  timer: NodeJS.Timeout | null;
+  /** Still in the queue (not run, refused nor cancelled). */
+  waiting: boolean;
+}
+
+export const CLASSES = 3;
+
+export class UpstreamQueue {
+  /** Most requests in flight to the upstreams; 0 = no cap (nothing ever waits). */
+  limit: number;
+  timeoutMs: number;
+  maxQueued: number;
+  active = 0;
+  queued = 0;
+  /** Per class: source → its waiters, oldest first. A Map keeps insertion order: the first key is next in turn. */
+  private readonly classes: Map<string, Waiter[]>[] = Array.from({ length: CLASSES }, () => new Map());
+
+  constructor(limit: number, timeoutMs: number, maxQueued: number) {
+    this.limit = limit;
+    this.timeoutMs = timeoutMs;
+    this.maxQueued = maxQueued;
+  }
+
+  /** True when a request may go now without waiting (the caller then owes one leave()). */
+  tryEnter(): boolean {
+    if (this.limit > 0 && (this.active >= this.limit || this.queued > 0)) return false;
+    this.active++;
+    return true;
+  }
+
+  /**
+   * Queues a request that tryEnter refused. `run` is called when it may go (it then owes one leave()),
+   * or `refuse` when it waited too long or was pushed out. Returns the waiter, for cancel().
+   */
+  wait(source: string, cls: number, run: () => void, refuse: (why: QueueRefusal) => void): Waiter {
+    const w: Waiter = { source, cls: Math.min(Math.max(cls, 0), CLASSES - 1), run, refuse, timer: null, waiting: true };
+    if (this.queued >= this.maxQueued) {
+      const victim = this.worstBelow(w.cls);
+      if (!victim) { w.waiting = false; refuse('queue-full'); return w; }
+      this.remove(victim);
+      victim.refuse('queue-full');
+    }
+    const m = this.classes[w.cls];
+    const list = m.get(source);
+    if (list) list.push(w);
+    else m.set(source, [w]);
+    this.queued++;
+    w.timer = setTimeout(() => { if (w.waiting) { this.remove(w); w.refuse('queue-timeout'); } }, this.timeoutMs);
+    this.pump();
+    return w;
+  }
+
+  /** New settings from a reload; a raised limit lets waiters go at once. */
+  reconfigure(limit: number, timeoutMs: number, maxQueued: number): void {
+    this.limit = limit;
+    this.timeoutMs = timeoutMs;
+    this.maxQueued = maxQueued;
+    this.pump();
+  }
+
+  /** A waiter whose client went away: out of the queue, nothing called. */
+  cancel(w: Waiter): void { if (w.waiting) this.remove(w); }
+
+  /** An admitted request finished: the next waiter, if any, goes. */
+  leave(): void {
+    if (this.active > 0) this.active--;
+    this.pump();
+  }
+
+  /** Sources with requests waiting, per class (for the admin API and tests). */
+  waitingSources(): number[] { return this.classes.map((m) => m.size); }
+
+  /** Runs waiters while there is room (the limit may also have been raised by a reload). */
+  private pump(): void {
+    while (this.queued > 0 && (this.limit === 0 || this.active < this.limit)) {
+      const w = this.next();
+      if (!w) return;
+      this.active++;
+      w.run();
+    }
+  }
+
+  /** Takes the next waiter in turn: best class, the source whose turn it is, its oldest request. */
+  private next(): Waiter | null {
+    for (const m of this.classes) {
+      const first = m.entries().next();
+      if (first.done) continue;
+      const [source, list] = first.value;
+      const w = list.shift()!;
+      // The source goes to the back of the line; a source with nothing left leaves it.
+      m.delete(source);
+      if (list.length > 0) m.set(source, list);
+      this.settle(w);
+      return w;
+    }
+    return null;
+  }
+
+  /** The oldest waiter of the worst class that is worse than `cls`, or null. */
+  private worstBelow(cls: number): Waiter | null {
+    for (let c = CLASSES - 1; c > cls; c--) {
+      const first = this.classes[c].values().next();
+      if (!first.done) return first.value[0];
+    }
+    return null;
+  }
+
+  private remove(w: Waiter): void {
+    const m = this.classes[w.cls];
+    const list = m.get(w.source);
+    if (list) {
+      const i = list.indexOf(w);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) m.delete(w.source);
+    }
+    this.settle(w);
+  }
+
+  private settle(w: Waiter): void {
+    w.waiting = false;
+    this.queued--;
+    if (w.timer) clearTimeout(w.timer);
+    w.timer = null;
+  }
+}
