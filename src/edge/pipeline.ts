@@ -1,6 +1,7 @@
 // The request pipeline: sequences the stages of one request. Each stage is a
 // small module that knows nothing of the others:
-//   hygiene → route → filter → maintenance → limits → balance/forward → observe
+//   hygiene → route → filter → maintenance → limits → body buffer → upstream queue
+//   → balance/forward → observe
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { buildRouteTable, route, type RouteTable } from '../proxy/router.ts';
@@ -154,7 +155,7 @@ export class Pipeline {
       forward({
         req, res, path: url, method, headers, body,
         responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
-        replaceErrorPages: domain.proxyErrorPages,
+        replaceErrorPages: domain.proxyErrorPages, finishOnClientAbort: domain.maxInflight > 0,
       }, group, (out, sendPage) => {
         const bytesIn = headBytes + (meter?.bytes ?? 0);
         release();

@@ -35,6 +35,9 @@ export interface ForwardRequest {
   connectAttempts: number;
   /** The domain opted in (proxyErrorPages): the upstream's own 502/503/504 are replaced by the proxy's pages. */
   replaceErrorPages?: boolean;
+  /** A client that leaves before the answer does not cut the upstream request: it runs until the upstream
+   *  answers (then it is cut), so a capped domain counts the work its application is really doing. */
+  finishOnClientAbort?: boolean;
 }
 
 const REPLACEABLE = new Set([502, 503, 504]);
@@ -85,6 +88,14 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.done = done;
     fr.res.on('close', () => {
       if (this.finished) return;
+      // An application that took the request works on it whether or not the client is still there (threads and
+      // workers rarely notice a closed socket): freeing its slot now would let the next waiter in on top of it,
+      // and a queue of clients about to give up would pile orphans onto the application (HAProxy keeps the server
+      // request too, unless abortonclose). Only when the whole request was sent: a half-sent body would never end.
+      if (this.fr.finishOnClientAbort && !this.responded && this.controller && (!this.fr.body || Buffer.isBuffer(this.fr.body) || this.fr.req.complete)) {
+        this.clientGone = true;
+        return;
+      }
       // Finish first: abort() calls back into onResponseError synchronously, and a client
       // that left is neither an upstream failure nor a reason for a 502 page.
       this.clientGone = true;
@@ -112,6 +123,13 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     if (statusCode < 200 || this.finished) return; // 1xx interim responses are not relayed
+    if (this.clientGone) {
+      // The client left while the upstream worked on its request: the slot is free now, the answer goes nowhere.
+      this.upstream.report(true);
+      this.finish(null, false);
+      controller.abort(new Error('client closed'));
+      return;
+    }
     this.responded = true;
     this.status = statusCode;
     const ct = headers['content-type'];
@@ -152,6 +170,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   private fail(err: unknown): void {
     if (this.finished) return;
+    if (this.clientGone) { this.finish(null, false); return; }
     const kind = classify(err);
     if (this.responded) {
       // Mid-body failure: the status line is gone, so the only honest signal is a cut connection.
