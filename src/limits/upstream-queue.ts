@@ -11,7 +11,7 @@
 //   - then round robin between the sources of a class, so a flooder with 24
 //     requests waiting goes no faster than a visitor with one.
 // A request waits at most timeoutMs; a full queue makes room for a better
-// class by refusing the oldest waiter of the worst class.
+// class by refusing the waiter of the worst class whose turn is next.
 //
 // Memory is bounded by maxQueued waiters, whatever the number of sources.
 
@@ -120,7 +120,7 @@ export class UpstreamQueue {
     return null;
   }
 
-  /** The oldest waiter of the worst class that is worse than `cls`, or null. */
+  /** The waiter next in turn in the worst class that is worse than `cls` (its source's oldest request), or null. */
   private worstBelow(cls: number): Waiter | null {
     for (let c = CLASSES - 1; c > cls; c--) {
       const first = this.classes[c].values().next();
