@@ -35,7 +35,7 @@ const t0 = performance.now();
 for (let i = 0; i < N; i++) {
   const source = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
   for (let k = 0; k < 3; k++) {
-    filter.observe({ domain: 'bench.test', source, client: source, method: 'GET', path: k ? `/static/${k}.css` : '/', status: 200, bytesIn: 300, bytesOut: 2000, durationMs: 2, contentType: k ? 'text/css' : 'text/html', outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: k === 0, queued: false });
+    filter.observe({ domain: 'bench.test', source, client: source, method: 'GET', path: k ? `/static/${k}.css` : '/', status: 200, bytesIn: 300, bytesOut: 2000, durationMs: 2, contentType: k ? 'text/css' : 'text/html', outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: k === 0, queuedMs: 0, upstreamMs: 2 });
   }
 }
 const ms = performance.now() - t0;

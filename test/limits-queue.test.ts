@@ -12,6 +12,7 @@ import net from 'node:net';
 import { UpstreamQueue, type QueueRefusal, type Waiter } from '../src/limits/upstream-queue.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 import type { ScrubberFilter } from '../src/filter/index.ts';
+import type { Observation } from '../src/edge/hooks.ts';
 import { startOrigin, startProxy, request, domain, sleep, type Origin, type Proxy, type RawResponse } from './helpers/servers.ts';
 
 // ---- unit: UpstreamQueue -------------------------------------------------------------------
@@ -417,6 +418,27 @@ describe('upstream queue through the proxy', () => {
       // Nothing failed: the queue kept the application within its capacity.
       expect([...statuses]).toEqual([200]);
       expect(site.peak).toBe(1);
+    });
+  });
+
+  it('the time waited is told apart from the time at the application (the filter charges a source only the latter)', async () => {
+    const site = await startSite(300);
+    await withProxy(site, {}, 1, {}, async (p) => {
+      const seen: Observation[] = [];
+      const stats = p.app.pipeline.stats;
+      const record = stats.record.bind(stats);
+      stats.record = (o) => { seen.push(o); record(o); };
+      const rs = await Promise.all([get(p, '/one'), get(p, '/two')]);
+      expect(rs.map((r) => r.status)).toEqual([200, 200]);
+      expect(await until(() => seen.length === 2, 1000)).toBe(true);
+      const [first, second] = [...seen].sort((a, b) => a.queuedMs - b.queuedMs);
+      expect(first.queuedMs).toBe(0);
+      expect(second.queuedMs).toBeGreaterThan(250);
+      for (const o of [first, second]) {
+        expect(o.upstreamMs).toBeGreaterThan(250);
+        expect(o.upstreamMs).toBeLessThan(700);
+        expect(o.durationMs).toBeGreaterThanOrEqual(o.queuedMs + o.upstreamMs - 5);
+      }
     });
   });
 

@@ -11,7 +11,7 @@ import type { Observation } from '../src/edge/hooks.ts';
 
 const obs = (o: Partial<Observation>): Observation => ({
   domain: 'a.test', source: '127.0.0.1', client: '127.0.0.1', method: 'GET', path: '/', status: 200, bytesIn: 100, bytesOut: 1000,
-  durationMs: 1, contentType: null, outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: true, queued: false, ...o,
+  durationMs: 1, contentType: null, outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: true, queuedMs: 0, upstreamMs: 1, ...o,
 });
 
 describe('buckets', () => {

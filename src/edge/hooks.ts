@@ -24,8 +24,11 @@ export interface Observation {
   proxyReason: string | null;
   upstreamError: 'connect' | 'timeout' | 'reset' | '5xx' | null;
   newConnection: boolean;
-  /** It waited in the domain's upstream queue (the domain was at maxInflight). */
-  queued: boolean;
+  /** Time it waited in the domain's upstream queue (the domain was at maxInflight); 0 when it did not wait. */
+  queuedMs: number;
+  /** Time from handing it to the upstream to the end of the answer; 0 when it never went upstream.
+   *  Unlike durationMs, it leaves out the client's upload (read at the edge first) and the queue. */
+  upstreamMs: number;
 }
 
 export interface RequestContext {

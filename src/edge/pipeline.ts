@@ -77,7 +77,7 @@ export class Pipeline {
     const headBytes = estimateHeadBytes(req);
     this.inFlight++;
     let settled = false;
-    let queued = false;
+    let queuedAt = 0, queuedMs = 0, sentAt = 0;
     const observe = (domain: DomainConfig | null, outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: string | null, f?: ForwardOutcome) => {
       if (settled) return;
       settled = true;
@@ -85,7 +85,8 @@ export class Pipeline {
       const o: Observation = {
         domain: domain?.name ?? null, source: conn.source, client: conn.client, method, path: url, status,
         bytesIn, bytesOut, durationMs: performance.now() - started, contentType: f?.contentType ?? null, outcome, proxyReason,
-        upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: conn.requests === 1, queued,
+        upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: conn.requests === 1,
+        queuedMs, upstreamMs: sentAt > 0 ? performance.now() - sentAt : 0,
       };
       this.filter.observe(o);
       this.stats.record(o);
@@ -152,6 +153,7 @@ export class Pipeline {
     const headers = toUpstreamHeaders(req.rawHeaders, { client: conn.client, proto: conn.tls ? 'https' : 'http', host: r.host });
 
     const go = (body: Buffer | Readable | null) => {
+      sentAt = performance.now();
       forward({
         req, res, path: url, method, headers, body,
         responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
@@ -183,11 +185,12 @@ export class Pipeline {
     res.once('close', gone);
     const proceed = (body: Buffer | Readable | null) => {
       if (queue.tryEnter()) { res.off('close', gone); return go(body); }
-      queued = true;
+      queuedAt = performance.now();
       waiter = queue.wait(source, this.filter.rank?.(source) ?? 1,
-        () => { waiter = null; res.off('close', gone); go(body); },
+        () => { waiter = null; queuedMs = performance.now() - queuedAt; res.off('close', gone); go(body); },
         (why) => {
           waiter = null;
+          queuedMs = performance.now() - queuedAt;
           res.off('close', gone);
           const close = meter !== null && !req.complete;
           release();

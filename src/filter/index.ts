@@ -157,12 +157,13 @@ export class ScrubberFilter implements Filter {
     const now = Date.now();
     if (o.domain !== null) {
       const t = this.traffic(o.domain);
-      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.durationMs; }
+      // Latency as the proxy and the application add it (queue and upstream), not the client's own upload time.
+      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.queuedMs + o.upstreamMs; }
       // An application 503/504 is a sign of attack, whether relayed or replaced by the proxy's page (proxyErrorPages).
       // So is a request refused by the domain's full upstream queue: the site could not serve it.
       if ((o.upstreamError !== null && o.upstreamError !== '5xx') || ((o.outcome === 'passed' || o.proxyReason === 'upstream-page') && (o.status === 503 || o.status === 504))
         || o.proxyReason === 'queue-timeout' || o.proxyReason === 'queue-full') t.upstreamErrors++;
-      if (o.queued) t.queued++;
+      if (o.queuedMs > 0) t.queued++;
       // The filter's own answers say nothing new about the source.
       if (o.outcome === 'blocked' || o.outcome === 'challenged') return;
     }
@@ -191,7 +192,8 @@ export class ScrubberFilter implements Filter {
     const asset = isStaticType(o.contentType) || (o.status === 304 && assetPath);
     if (o.proxyReason === 'body-too-slow') p[E.slow] += 1;
     if (o.method === 'POST' || o.method === 'PUT' || o.method === 'PATCH') p[E.post] += 1;
-    if (o.outcome === 'passed') p[E.upstreamSeconds] += o.durationMs / 1000;
+    // What the source cost the application: not its own upload time nor its wait in the queue.
+    if (o.outcome === 'passed') p[E.upstreamSeconds] += o.upstreamMs / 1000;
     // Assets stay out of the path ring: a page's dozens of assets would push the pages out.
     const seen = asset ? 0 : s.notePath(hashRange(url, 0, end), queryKeysHash(url, end));
     if (seen === 1) p[E.newPath] += 1;
