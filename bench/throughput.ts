@@ -20,7 +20,7 @@ const { values: args } = parseArgs({
 const smoke = args.smoke!;
 const DURATION_MS = Number(args.duration ?? (smoke ? 2 : 8)) * 1000;
 const WARMUP_MS = Number(args.warmup ?? (smoke ? 1 : 2)) * 1000;
-const ROUNDS = Number(args.rounds ?? (smoke ? 1 : 2));
+const ROUNDS = Number(args.rounds ?? (smoke ? 1 : 3));
 const CONNECTIONS = Number(args.connections ?? 64);
 const only = args.only ? new Set(args.only.split(',')) : null;
 
@@ -143,28 +143,31 @@ async function main() {
   console.log(`cores: server under test on ${CPU.server}, load generator on ${CPU.client}, origin on ${CPU.origin}${tools.taskset ? '' : ' (taskset missing: NOT pinned)'}`);
   const { targets, skipped, scrubberAdmin } = await startServers();
   for (const s of skipped) console.log(s);
-  const best = new Map<string, Measured>();
+  // The median round per target (by req/s): on a shared VM one lucky round of one target would otherwise
+  // decide a ratio; targets run interleaved, round after round, so slow spells hit them all alike.
+  const rounds = new Map<string, Measured[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const t of targets) {
       const m = await measure(t);
       console.log(`  round ${round} ${t.name.padEnd(16)} ${fmt(m.rps).padStart(7)} req/s  p50 ${fmt(m.p50, 2)} ms  p99 ${fmt(m.p99, 2)} ms  cpu ${fmt(m.cpuUsPerReq, 1)} µs/req${m.errors || m.non2xx ? `  errors ${m.errors} non-2xx ${m.non2xx}` : ''}`);
-      const prev = best.get(t.name);
-      if (!prev || m.rps > prev.rps) best.set(t.name, m);
+      rounds.set(t.name, [...(rounds.get(t.name) ?? []), m]);
     }
   }
-  const ref = (n: string) => best.get(n)?.rps;
+  const median = new Map<string, Measured>();
+  for (const [name, ms] of rounds) median.set(name, [...ms].sort((a, b) => a.rps - b.rps)[Math.floor((ms.length - 1) / 2)]);
+  const ref = (n: string) => median.get(n)?.rps;
   const rows = targets.map((t) => {
-    const m = best.get(t.name)!;
+    const m = median.get(t.name)!;
     const ratio = (n: string) => (ref(n) ? fmt(m.rps / ref(n)!, 2) + '×' : '–');
     return [t.name, fmt(m.rps), fmt(m.p50, 2), fmt(m.p99, 2), fmt(m.cpuUsPerReq, 1), ratio('undici-floor'), ratio('http-proxy-3'), ratio('nginx'), `${m.non2xx} / ${m.errors}`];
   });
   const head = ['target', 'req/s', 'p50 ms', 'p99 ms', 'server CPU µs/req', 'vs undici floor', 'vs http-proxy-3', 'vs nginx', 'non-2xx / socket errors'];
-  console.log(`\nbest of ${ROUNDS} round(s):\n` + textTable(head, rows));
+  console.log(`\nmedian of ${ROUNDS} round(s):\n` + textTable(head, rows));
 
-  const sc = best.get('scrubber');
+  const sc = median.get('scrubber');
   const targetsLines: string[] = [];
   const check = (label: string, other: string, min: number) => {
-    const o = best.get(other);
+    const o = median.get(other);
     if (!sc || !o) { targetsLines.push(`${label}: skipped (${!sc ? 'scrubber' : other} not measured)`); return; }
     const r = sc.rps / o.rps;
     const cpuR = sc.cpuUsPerReq && o.cpuUsPerReq ? o.cpuUsPerReq / sc.cpuUsPerReq : null;
@@ -174,8 +177,8 @@ async function main() {
   check('scrubber vs undici floor', 'undici-floor', 0.9);
   check('scrubber vs http-proxy-3', 'http-proxy-3', 1.8);
   check('scrubber vs nginx', 'nginx', 0.45);
-  const direct = best.get('origin (direct)');
-  const nginx = best.get('nginx');
+  const direct = median.get('origin (direct)');
+  const nginx = median.get('nginx');
   if (direct && nginx && nginx.cpuUsPerReq && nginx.rps * nginx.cpuUsPerReq / 1e6 < 0.85) targetsLines.push(`note: nginx used only ${(nginx.rps * nginx.cpuUsPerReq / 1e4).toFixed(0)}% of its core (${(nginx.rps / direct.rps * 100).toFixed(0)}% of the direct origin rate): it was limited by the origin/load-generator core or by other load on the machine, not its own; the CPU-per-request ratio is the fairer comparison against it.`);
   console.log('\n' + targetsLines.join('\n'));
 
@@ -187,7 +190,7 @@ async function main() {
   await stopAll();
 
   const md = `# Throughput bench\n\n${machineLine()}${smoke ? ' — **smoke run (tiny durations, not a measurement)**' : ''}\n\n` +
-    `Command: \`npm run bench${smoke ? ' -- --smoke' : ''}\`. ${ROUNDS} round(s), best round per target; each: ${WARMUP_MS / 1000} s warm-up, ${DURATION_MS / 1000} s measured; ` +
+    `Command: \`npm run bench${smoke ? ' -- --smoke' : ''}\`. ${ROUNDS} round(s), the median round per target (by req/s); each: ${WARMUP_MS / 1000} s warm-up, ${DURATION_MS / 1000} s measured; ` +
     `${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, each reopened from the next address after ${REQS_PER_CONN} requests (bench/lib/loadgen.ts, closed loop). ` +
     `Server under test pinned to core ${CPU.server}; origin (bench/servers/fast-origin.ts) on core ${CPU.origin}; load generator on core ${CPU.client}. ` +
     `non-2xx are expected from Scrubber only as its one-time cookie challenge (302) to each new source (the generator keeps cookies per source, as browsers do). "server CPU µs/req" is the user+system time of the server process (/proc/<pid>/stat) over the measured window divided by the requests served.\n\n` +
