@@ -17,6 +17,7 @@ import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
 import { applyEvents, fills, newPending, newVerdict } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
 import { banDurationMs, decayedOffences, enforced, recordOffence, type OffenderRecord } from './decide.ts';
+import { BodySizes } from './body-sizes.ts';
 import { cookieValue, hashRange, hashString, headerOddness, isAssetPath, isHtml, isStaticType, pathEnd, queryKeysHash } from './signals.ts';
 import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
 import { Blacklist, type BanEntry } from './blacklist.ts';
@@ -74,6 +75,8 @@ export class ScrubberFilter implements Filter {
   private readonly domains = new Map<string, DomainTraffic>();
   /** Paths each domain served with a static Content-Type (by hash): they pass a challenge untouched. */
   private readonly staticPaths = new Map<string, LRUCache<number, true>>();
+  /** Per domain: the usual request-body size of each path, for the oversized-body rule. */
+  private readonly bodySizes = new Map<string, BodySizes>();
   /** The challenge key, imported once: the HMAC runs on the request path. */
   private readonly secret: KeyObject;
   private readonly pending = newPending();
@@ -191,7 +194,14 @@ export class ScrubberFilter implements Filter {
     const assetPath = isAssetPath(url, end);
     const asset = isStaticType(o.contentType) || (o.status === 304 && assetPath);
     if (o.proxyReason === 'body-too-slow') p[E.slow] += 1;
-    if (o.method === 'POST' || o.method === 'PUT' || o.method === 'PATCH') p[E.post] += 1;
+    if (o.method === 'POST' || o.method === 'PUT' || o.method === 'PATCH') {
+      p[E.post] += 1;
+      const sizes = this.bodySizesOf(o.domain);
+      const ph = hashRange(url, 0, end);
+      if (sizes.oversized(ph, o.bytesIn)) p[E.oversizedBody] += 1;
+      // Only sources with a browsing history teach a path its usual size, so a flood cannot teach its own.
+      else if (o.outcome === 'passed' && o.status < 400 && s.goodSince > 0 && s.score < 0.3 * this.cfg.scoreThreshold) sizes.learn(ph, o.bytesIn);
+    }
     // What the source cost the application: not its own upload time nor its wait in the queue.
     if (o.outcome === 'passed') p[E.upstreamSeconds] += o.upstreamMs / 1000;
     // Assets stay out of the path ring: a page's dozens of assets would push the pages out.
@@ -335,6 +345,12 @@ export class ScrubberFilter implements Filter {
     let t = this.domains.get(domain);
     if (!t) { t = new DomainTraffic(); this.domains.set(domain, t); }
     return t;
+  }
+
+  private bodySizesOf(domain: string): BodySizes {
+    let b = this.bodySizes.get(domain);
+    if (!b) { b = new BodySizes(STATIC_PATHS_PER_DOMAIN); this.bodySizes.set(domain, b); }
+    return b;
   }
 
   private learnStatic(domain: string, url: string, end: number): void {

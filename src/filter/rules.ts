@@ -20,6 +20,7 @@ export const EVENTS = [
   'badRequest',       // unparseable or refused request (parse errors, unknown Host)
   'challengeIgnored', // came back without the cookie it was given
   'overCap',          // refused because the source already had limits.maxInflightPerSource requests in flight
+  'oversizedBody',    // a request body far larger than the path usually receives (learned per path, body-sizes.ts)
 ] as const;
 
 export type EventName = typeof EVENTS[number];
@@ -67,6 +68,9 @@ export const DEFAULT_RULES: Rule[] = [
   { name: 'no-assets', label: 'pages without assets', on: 'pageNoAssets', capacity: 12, leakPerSecond: 0.1, banSeconds: 1800, weight: 0.5, enforce: 'attack' },
   { name: 'expensive', label: 'expensive requests (upstream time)', on: 'upstreamSeconds', capacity: 30, leakPerSecond: 0.5, banSeconds: 1800, weight: 0.45, enforce: 'attack' },
   { name: 'post-flood', label: 'POST volume', on: 'post', capacity: 40, leakPerSecond: 0.5, banSeconds: 1800, weight: 0.45, enforce: 'attack' },
+  // 2 MB posted to a form that takes 100 bytes, again and again: no person does that, and it costs the application's
+  // bandwidth whether or not it is crowded yet. Judged only on paths that learned their sizes (body-sizes.ts).
+  { name: 'oversized-body', label: 'bodies far larger than the path usually receives', on: 'oversizedBody', capacity: 5, leakPerSecond: 0.05, banSeconds: 1800, weight: 0.5, enforce: 'always' },
   { name: 'slow', label: 'slow or partial requests (slowloris, slow POST)', on: 'slow', capacity: 3, leakPerSecond: 0.05, banSeconds: 3600, weight: 0.5, enforce: 'always' },
   { name: 'malformed', label: 'malformed requests', on: 'badRequest', capacity: 20, leakPerSecond: 0.2, banSeconds: 1800, weight: 0.35, enforce: 'always' },
   { name: 'challenge', label: 'ignores the cookie challenge', on: 'challengeIgnored', capacity: 4, leakPerSecond: 0.05, banSeconds: 3600, weight: 0.5, enforce: 'attack' },
