@@ -147,7 +147,10 @@ async function main() {
   // decide a ratio; targets run interleaved, round after round, so slow spells hit them all alike.
   const rounds = new Map<string, Measured[]>();
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const t of targets) {
+    // The order turns by one each round, so no target always runs right after the same other one
+    // (a round leaves sockets in TIME_WAIT and a warm origin behind it).
+    const shift = (round - 1) % targets.length;
+    for (const t of [...targets.slice(shift), ...targets.slice(0, shift)]) {
       const m = await measure(t);
       console.log(`  round ${round} ${t.name.padEnd(16)} ${fmt(m.rps).padStart(7)} req/s  p50 ${fmt(m.p50, 2)} ms  p99 ${fmt(m.p99, 2)} ms  cpu ${fmt(m.cpuUsPerReq, 1)} µs/req${m.errors || m.non2xx ? `  errors ${m.errors} non-2xx ${m.non2xx}` : ''}`);
       rounds.set(t.name, [...(rounds.get(t.name) ?? []), m]);
@@ -190,7 +193,7 @@ async function main() {
   await stopAll();
 
   const md = `# Throughput bench\n\n${machineLine()}${smoke ? ' — **smoke run (tiny durations, not a measurement)**' : ''}\n\n` +
-    `Command: \`npm run bench${smoke ? ' -- --smoke' : ''}\`. ${ROUNDS} round(s), the median round per target (by req/s); each: ${WARMUP_MS / 1000} s warm-up, ${DURATION_MS / 1000} s measured; ` +
+    `Command: \`npm run bench${smoke ? ' -- --smoke' : ''}\`. ${ROUNDS} round(s), the target order turned by one each round, the median round per target (by req/s); each: ${WARMUP_MS / 1000} s warm-up, ${DURATION_MS / 1000} s measured; ` +
     `${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, each reopened from the next address after ${REQS_PER_CONN} requests (bench/lib/loadgen.ts, closed loop). ` +
     `Server under test pinned to core ${CPU.server}; origin (bench/servers/fast-origin.ts) on core ${CPU.origin}; load generator on core ${CPU.client}. ` +
     `non-2xx are expected from Scrubber only as its one-time cookie challenge (302) to each new source (the generator keeps cookies per source, as browsers do). "server CPU µs/req" is the user+system time of the server process (/proc/<pid>/stat) over the measured window divided by the requests served.\n\n` +

@@ -1,8 +1,7 @@
 // Request limits: body size (declared and chunked), the in-flight POST budget,
 // slow headers, slow bodies, and the per-source connection cap.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import net from 'node:net';
-import { startOrigin, startProxy, rawExchange, request, sleep, domain, type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, rawExchange, request, sleep, domain, statusOf, openRaw, type Origin, type Proxy } from './helpers/servers.ts';
 
 let origin: Origin;
 let proxy: Proxy;
@@ -20,22 +19,9 @@ beforeAll(async () => {
 afterAll(async () => { await proxy.close(); await origin.close(); });
 beforeEach(() => { origin.seen.length = 0; });
 
-const statusOf = (text: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
-
-/** Opens a connection, writes the head, and returns the socket plus a promise of everything it receives. */
-function openRequest(head: string, localAddress?: string) {
-  const s = net.connect({ port: proxy.port, host: '127.0.0.1', localAddress });
-  s.on('error', () => {});
-  let text = '';
-  s.on('data', (c) => { text += c; });
-  const closed = new Promise<void>((r) => s.on('close', () => r()));
-  s.write(head);
-  return { s, closed, text: () => text };
-}
-
 describe('body size', () => {
   it('a declared Content-Length over the limit gets 413 before any byte is read or forwarded', async () => {
-    const c = openRequest('POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5000\r\n\r\n');
+    const c = openRaw(proxy.port, 'POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5000\r\n\r\n');
     // No body byte is sent: the answer must come from the head alone.
     await c.closed;
     expect(statusOf(c.text())).toBe(413);
@@ -44,7 +30,7 @@ describe('body size', () => {
   });
 
   it('a chunked body gets 413 as soon as its count passes the limit', async () => {
-    const c = openRequest('POST /upload HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const c = openRaw(proxy.port, 'POST /upload HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n');
     const chunk = 'a'.repeat(400);
     for (let i = 0; i < 2; i++) { c.s.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`); await sleep(50); }
     expect(c.text()).toBe(''); // 800 bytes: still under the limit
@@ -64,7 +50,7 @@ describe('body size', () => {
 
 describe('POST budget', () => {
   it('a request that would push the in-flight body total over postBudgetBytes gets 413, and passes once room is back', async () => {
-    const a = openRequest('POST /a HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000\r\n\r\n' + 'a'.repeat(100), '127.0.0.31');
+    const a = openRaw(proxy.port, 'POST /a HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000\r\n\r\n' + 'a'.repeat(100), '127.0.0.31');
     await sleep(100);
     const b = await request(proxy.url + '/b', { method: 'POST', headers: { host: 'site.test' }, body: 'b'.repeat(600), localAddress: '127.0.0.32' });
     expect(b.status).toBe(413);
@@ -81,7 +67,7 @@ describe('POST budget', () => {
 describe('slow clients', () => {
   it('a request head that does not complete within headerTimeoutMs is answered 408 and closed (slowloris)', async () => {
     const started = Date.now();
-    const c = openRequest('GET / HTTP/1.1\r\nHost: site.test\r\n', '127.0.0.41');
+    const c = openRaw(proxy.port, 'GET / HTTP/1.1\r\nHost: site.test\r\n', '127.0.0.41');
     const trickle = setInterval(() => { if (!c.s.destroyed) c.s.write('X-A: b\r\n'); }, 100);
     await Promise.race([c.closed, sleep(5000)]);
     clearInterval(trickle);
@@ -91,7 +77,7 @@ describe('slow clients', () => {
   });
 
   it('a body slower than minBodyRateBytesPerSec is cut with 408 (slow POST)', async () => {
-    const c = openRequest('POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 900\r\n\r\n', '127.0.0.42');
+    const c = openRaw(proxy.port, 'POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 900\r\n\r\n', '127.0.0.42');
     const trickle = setInterval(() => { if (!c.s.destroyed) c.s.write('z'); }, 100);
     await Promise.race([c.closed, sleep(5000)]);
     clearInterval(trickle);
@@ -102,7 +88,7 @@ describe('slow clients', () => {
 
 describe('connections per source', () => {
   it('past maxConnectionsPerSource a source\'s new connections are closed; other sources are served', async () => {
-    const held = [0, 1, 2].map(() => openRequest('', '127.0.0.51'));
+    const held = [0, 1, 2].map(() => openRaw(proxy.port, '', '127.0.0.51'));
     await sleep(100);
     const fourth = await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: site.test\r\n\r\n', { localAddress: '127.0.0.51', timeoutMs: 1000 });
     expect(fourth.closed).toBe(true);

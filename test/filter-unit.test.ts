@@ -160,7 +160,7 @@ describe('attack mode', () => {
     expect(st.upstreamFailing).toBe(true);
   });
 
-  it('requests waiting in the upstream queue are a sign of attack, from the start (no baseline needed), without marking the upstream failing', () => {
+  it('requests waiting in the upstream queue are a sign of attack from the start (no baseline needed), and pressure like a failing upstream', () => {
     const st = newAttackState();
     const crowded = (requests: number, queued: number): Sample => ({ ...sample(requests), queued });
     stepAttack(st, crowded(100, 20), params, 0);
@@ -168,7 +168,8 @@ describe('attack mode', () => {
     stepAttack(st, crowded(100, 40), params, 2);
     const s = stepAttack(st, crowded(100, 40), params, 3);
     expect(s.entered).toBe(true);
-    expect(s.failingStarted).toBe(false);
+    expect(s.failingStarted).toBe(true);
+    expect(st.upstreamFailing).toBe(true);
     expect(st.reason).toMatch(/queued/);
   });
 

@@ -7,9 +7,8 @@
 // Real proxy, real origin, real sockets, every client on its own 127.x address.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import net from 'node:net';
 import crypto from 'node:crypto';
-import { startProxy, startOrigin, freePort, domain, sleep, type Origin, type Proxy } from './helpers/servers.ts';
+import { startProxy, startOrigin, freePort, domain, sleep, until, statusOf, openRaw, type Origin, type Proxy } from './helpers/servers.ts';
 import type { Health } from '../src/proxy/health.ts';
 
 const HOST = 'buf.test';
@@ -64,25 +63,6 @@ function baseConfig(limits: Record<string, unknown>, refused?: string): Record<s
 async function withProxy(limits: Record<string, unknown>, fn: (p: Proxy) => Promise<void>): Promise<void> {
   const p = await startProxy(baseConfig(limits));
   try { await fn(p); } finally { await p.close(); }
-}
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) { if (cond()) return true; await sleep(10); }
-  return cond();
-}
-
-const statusOf = (text: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
-
-/** A raw connection to the proxy that writes `head` at once and collects everything it receives. */
-function openRaw(port: number, head: string, localAddress: string) {
-  const s = net.connect({ port, host: '127.0.0.1', localAddress });
-  s.on('error', () => {});
-  let text = '';
-  s.on('data', (c) => { text += c; });
-  const closed = new Promise<void>((r) => s.on('close', () => r()));
-  s.write(head);
-  return { s, closed, text: () => text };
 }
 
 /** Sends a slow POST (10 bytes every 100 ms of a declared 2000) until the proxy answers or closes, at most 4 s. */

@@ -13,7 +13,7 @@ import { UpstreamQueue, type QueueRefusal, type Waiter } from '../src/limits/ups
 import { loadConfigObject } from '../src/config/load.ts';
 import type { ScrubberFilter } from '../src/filter/index.ts';
 import type { Observation } from '../src/edge/hooks.ts';
-import { startOrigin, startProxy, request, domain, sleep, type Origin, type Proxy, type RawResponse } from './helpers/servers.ts';
+import { startOrigin, startProxy, request, domain, sleep, until, type Origin, type Proxy, type RawResponse } from './helpers/servers.ts';
 
 // ---- unit: UpstreamQueue -------------------------------------------------------------------
 
@@ -266,12 +266,6 @@ async function startSite(hold: number | 'manual'): Promise<Site> {
     }
   });
   return site;
-}
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) { if (cond()) return true; await sleep(10); }
-  return cond();
 }
 
 const HOST = 'queue.test';

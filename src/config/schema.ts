@@ -162,8 +162,8 @@ export const schema = {
       enterSeconds: { doc: 'Attack mode starts after this many consecutive seconds with a sign of attack.', format: nat, default: 2 },
       exitSeconds: { doc: 'Attack mode ends after this many consecutive calm seconds.', format: nat, default: 60 },
       learnSeconds: { doc: 'Time constant of the learned baseline (rate, latency); the first min(learnSeconds, 30) s only learn.', format: nat, default: 300 },
-      tighten: { doc: 'While the upstream fails in an attack, the score line is multiplied by this (the filter tightens).', format: Number, default: 0.6 },
-      suspects: { doc: 'When the upstream starts failing in an attack, up to this many of the most suspicious sources of the domain are banned at once.', format: nat, default: 20 },
+      tighten: { doc: 'While the upstream fails (or its queue is crowded) in an attack, the score line is multiplied by this (the filter tightens).', format: Number, default: 0.6 },
+      suspects: { doc: 'When the upstream starts failing (or its queue is crowded) in an attack, up to this many of the most suspicious sources of the domain are banned at once.', format: nat, default: 20 },
     },
   },
   state: {

@@ -35,7 +35,7 @@ export interface AttackState {
   calm: number;
   /** When the current attack started (ms), 0 when calm. */
   since: number;
-  /** The upstream is failing in this attack (the score line is lowered). */
+  /** The upstream is failing, or its queue is crowded, in this attack (the score line is lowered). */
   upstreamFailing: boolean;
   /** Why it is (or was last) under attack. */
   reason: string;
@@ -87,7 +87,8 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
     st.upstreamFailing = false;
     out.exited = true;
   }
-  if (st.under && failing && !st.upstreamFailing) { st.upstreamFailing = true; out.failingStarted = true; }
+  // A crowded queue is the same pressure caught before the application fails: tighten and go after the suspects.
+  if (st.under && (failing || crowded) && !st.upstreamFailing) { st.upstreamFailing = true; out.failingStarted = true; }
 
   // Learn only from calm seconds: an attack must not become the new normal.
   if (!st.under && !hot) {

@@ -363,7 +363,7 @@ export class ScrubberFilter implements Filter {
   private halfLifeMs(): number { return this.cfg.repeatHalfLifeHours * 3600_000 * this.cfg.timeScale; }
   private count(name: string): void { this.counters[name] = (this.counters[name] ?? 0) + 1; }
 
-  /** When a domain's upstream starts failing in an attack, its most suspicious sources go first. */
+  /** When a domain's upstream starts failing (or its queue is crowded) in an attack, its most suspicious sources go first. */
   private banSuspects(domain: string, now: number): void {
     const line = scoreLine(this.cfg.scoreThreshold, true, this.cfg.attack.tighten) / 2;
     const found: { source: string; s: SourceState }[] = [];
@@ -373,7 +373,7 @@ export class ScrubberFilter implements Filter {
       const f = fills(s.levels, s.last, now, this.rules);
       let top = 0;
       for (let i = 1; i < f.length; i++) if (this.rules.weight[i] * Math.min(1, f[i]) > this.rules.weight[top] * Math.min(1, f[top])) top = i;
-      this.ban(source, 'suspect', `suspect while the upstream fails: ${explainScore(s.score, line, f, this.rules)}`, this.rules.rules[top]?.banSeconds ?? 1800, now);
+      this.ban(source, 'suspect', `suspect while the upstream fails or is crowded: ${explainScore(s.score, line, f, this.rules)}`, this.rules.rules[top]?.banSeconds ?? 1800, now);
     }
   }
 

@@ -150,6 +150,27 @@ export function replier(res: http.ServerResponse): (status: number, type: string
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `cond` every 10 ms for at most `ms`; its last value. */
+export async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) { if (cond()) return true; await sleep(10); }
+  return cond();
+}
+
+/** The status of a raw HTTP/1.1 response text (0 when none yet). */
+export const statusOf = (text: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+
+/** A raw connection to the proxy that writes `head` at once and collects everything it receives. */
+export function openRaw(port: number, head: string, localAddress?: string) {
+  const s = net.connect({ port, host: '127.0.0.1', localAddress });
+  s.on('error', () => {});
+  let text = '';
+  s.on('data', (c) => { text += c; });
+  const closed = new Promise<void>((r) => s.on('close', () => r()));
+  s.write(head);
+  return { s, closed, text: () => text };
+}
+
 /** A domain entry with short health-check times for tests. */
 export function domain(name: string, upstreams: string[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { name, upstreams, healthCheck: { type: 'tcp', intervalMs: 60000, timeoutMs: 500, fall: 3, rise: 2 }, ...extra };
