@@ -9,7 +9,7 @@ import { compileRules, DEFAULT_RULES, EVENT_INDEX, validateRules, type Rule } fr
 import { applyEvents, newPending, newVerdict } from '../src/filter/engine.ts';
 import { explainScore, scoreLine } from '../src/filter/score.ts';
 import { banDurationMs, decayedOffences, enforced, recordOffence, MAX_BAN_SECONDS, MIN_BAN_SECONDS } from '../src/filter/decide.ts';
-import { newAttackState, stepAttack, type AttackParams, type Sample } from '../src/filter/attack-mode.ts';
+import { newAttackState, restoreAttack, saveAttack, stepAttack, type AttackParams, type Sample } from '../src/filter/attack-mode.ts';
 import { parseBlacklistAddress, parseWhitelistEntry, Whitelist } from '../src/filter/lists.ts';
 import { signToken, verifyToken } from '../src/filter/challenge.ts';
 import { cookieValue, hashRange, headerOddness, isAssetPath, isStaticType, pathEnd, queryKeysHash } from '../src/filter/signals.ts';
@@ -158,6 +158,29 @@ describe('attack mode', () => {
     expect(s.entered).toBe(true);
     expect(s.failingStarted).toBe(true);
     expect(st.upstreamFailing).toBe(true);
+  });
+
+  it('after a restart: the learned baseline comes back whole; an attack only if saved less than exitSeconds ago', () => {
+    const st = newAttackState();
+    for (let i = 0; i < 12; i++) stepAttack(st, sample(10), params, i * 1000);
+    stepAttack(st, sample(100), params, 12_000);
+    stepAttack(st, sample(100), params, 13_000);
+    expect(st.under).toBe(true);
+    const saved = JSON.parse(JSON.stringify(saveAttack(st)));
+    const soon = restoreAttack(saved, 13_000, 13_000 + 4_000, params);
+    expect(soon).toMatchObject({ under: true, since: st.since, reason: st.reason, baselineRps: st.baselineRps, learned: st.learned, hot: 0, calm: 0 });
+    // Warm at once: the attack rate is judged against the restored baseline, not learned as normal.
+    expect(stepAttack(soon, sample(100), params, 17_000).exited).toBe(false);
+    expect(soon.baselineRps).toBeCloseTo(st.baselineRps);
+    const late = restoreAttack(saved, 13_000, 13_000 + 5_000, params);
+    expect(late.under).toBe(false);
+    expect(late.since).toBe(0);
+    expect(late.baselineRps).toBeCloseTo(10);
+    stepAttack(late, sample(100), params, 18_000);
+    expect(stepAttack(late, sample(100), params, 19_000).entered).toBe(true);
+    // A damaged record starts from nothing rather than from nonsense.
+    expect(restoreAttack({ baselineRps: -3, baselineLatencyMs: Number.NaN, learned: 'x', under: 'yes' } as never, 0, 1, params))
+      .toMatchObject({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false });
   });
 
   it('requests waiting in the upstream queue are a sign of attack from the start (no baseline needed), and pressure like a failing upstream', () => {

@@ -23,7 +23,7 @@ describe('stats sampling of the filter', () => {
     if (!r.ok) throw new Error(r.problems.join('\n'));
     const db = openStore(r.config.state.dir);
     let snap: FilterSnapshot = { blacklistSize: 0, underAttack: [], counters: {} };
-    const filter: Filter = { ...noFilter(), reconfigure() {}, registerRoutes() {}, snapshot: () => snap, async close() {} };
+    const filter: Filter = { ...noFilter(), reconfigure() {}, registerRoutes() {}, snapshot: () => snap, attackState: () => undefined, async close() {} };
     const T0 = Date.UTC(2025, 2, 10, 12, 0, 0); // a bucket start
     let now = T0;
     const stats = createStats(r.config, { db, log: createLogger('silent'), filter, upstreams: new Upstreams(), config: () => r.config, queues: new Map() }, { now: () => now, flushIntervalMs: 3600_000 });

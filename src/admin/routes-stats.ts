@@ -71,10 +71,17 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
       domains: deps.config().domains.map((d) => {
         const g = deps.upstreams.groups.get(d.name);
         const q = deps.queues.get(d.name);
+        const a = deps.filter.attackState(d.name);
         return {
           name: d.name, aliases: d.aliases, underAttack: attacked.has(d.name), maintenance: d.maintenance.enabled,
           upstreams: g ? [...g.main.map((u) => upstreamView(u, 'main')), ...g.backup.map((u) => upstreamView(u, 'backup'))] : [],
           queue: { maxInflight: d.maxInflight, inFlight: q?.active ?? 0, waiting: q?.queued ?? 0 },
+          // What attack mode judges by: the learned normal rate and latency (kept across restarts).
+          attack: {
+            under: a?.under ?? false, since: a?.under && a.since ? new Date(a.since).toISOString() : null, reason: a?.under ? a.reason : null,
+            baselineRps: Math.round((a?.baselineRps ?? 0) * 10) / 10, baselineLatencyMs: Math.round(a?.baselineLatencyMs ?? 0),
+            learnedSeconds: Math.round(a?.learned ?? 0),
+          },
         };
       }),
     };

@@ -108,11 +108,51 @@ export class DomainTraffic {
   latencySumMs = 0;
   upstreamErrors = 0;
   queued = 0;
-  readonly state = newAttackState();
+  readonly state: AttackState;
+
+  constructor(state: AttackState = newAttackState()) { this.state = state; }
 
   take(seconds: number): Sample {
     const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, queued: this.queued, seconds };
     this.requests = this.answered = this.latencySumMs = this.upstreamErrors = this.queued = 0;
     return s;
   }
+}
+
+/** What of a domain's attack state is kept across a restart (FilterStore.putLearned). */
+export interface SavedAttack {
+  baselineRps: number;
+  baselineLatencyMs: number;
+  learned: number;
+  under: boolean;
+  since: number;
+  upstreamFailing: boolean;
+  reason: string;
+}
+
+export const saveAttack = (st: AttackState): SavedAttack => ({
+  baselineRps: st.baselineRps, baselineLatencyMs: st.baselineLatencyMs, learned: st.learned,
+  under: st.under, since: st.since, upstreamFailing: st.upstreamFailing, reason: st.reason,
+});
+
+/**
+ * The state a restarted proxy starts from. The learned baseline comes back whole: without it the first
+ * seconds after a restart cannot judge the rate, and an attack under way would be learned as normal.
+ * An attack comes back only if the state was saved less than exitSeconds ago: had the proxy stayed up
+ * through calm traffic it would have left attack mode by then, and a longer absence tells nothing
+ * either way (the signs of attack bring it back within enterSeconds).
+ */
+export function restoreAttack(saved: SavedAttack, savedAt: number, now: number, p: AttackParams): AttackState {
+  const st = newAttackState();
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
+  st.baselineRps = num(saved.baselineRps);
+  st.baselineLatencyMs = num(saved.baselineLatencyMs);
+  st.learned = num(saved.learned);
+  if (saved.under === true && now - savedAt < p.exitSeconds * 1000) {
+    st.under = true;
+    st.since = num(saved.since) || savedAt;
+    st.upstreamFailing = saved.upstreamFailing === true;
+    st.reason = typeof saved.reason === 'string' ? saved.reason : '';
+  }
+  return st;
 }

@@ -30,6 +30,22 @@ export class BodySizes {
     u.mean += (bytes - u.mean) / Math.min(u.n, WINDOW);
   }
 
+  /** [path, mean, samples], least recently used first, for FilterStore.putLearned. */
+  entries(): [number, number, number][] {
+    const out: [number, number, number][] = [];
+    for (const [path, u] of this.paths.entries()) out.push([path, Math.round(u.mean), u.n]);
+    return out.reverse();
+  }
+
+  /** Takes back saved entries (in the order entries() gave them, so the recency order survives). Bad rows are skipped. */
+  restore(rows: unknown): void {
+    if (!Array.isArray(rows)) return;
+    for (const r of rows) {
+      if (!Array.isArray(r) || r.length !== 3 || !r.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0)) continue;
+      this.paths.set(r[0], { mean: r[1], n: Math.max(1, Math.floor(r[2])) });
+    }
+  }
+
   /** True when the body is far larger than the path usually receives (and the path has learned enough). */
   oversized(path: number, bytes: number): boolean {
     if (bytes < MIN_BYTES) return false;

@@ -23,8 +23,8 @@ import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts
 import { Blacklist, type BanEntry } from './blacklist.ts';
 import { parseWhitelistEntry, Whitelist, type ParsedRange } from './lists.ts';
 import { sendChallenge, signToken, verifyToken } from './challenge.ts';
-import { DomainTraffic, stepAttack } from './attack-mode.ts';
-import { SqliteFilterStore, type FilterStore } from './persist.ts';
+import { DomainTraffic, stepAttack, saveAttack, restoreAttack, newAttackState, type AttackState } from './attack-mode.ts';
+import { SqliteFilterStore, type FilterStore, type LearnedDomain } from './persist.ts';
 import { registerFilterRoutes } from './routes.ts';
 
 export interface FilterDeps {
@@ -49,6 +49,8 @@ export interface Filter extends FilterHooks {
   reconfigure(config: Config): void;
   registerRoutes(admin: AdminServer): void;
   snapshot(): FilterSnapshot;
+  /** A domain's attack mode and learned baseline (undefined until it has seen traffic). */
+  attackState(domain: string): Readonly<AttackState> | undefined;
   close(): Promise<void>;
 }
 
@@ -61,6 +63,8 @@ const SLOW_CODES = new Set(['HPE_HEADERS_TIMEOUT', 'ERR_HTTP_REQUEST_TIMEOUT']);
 
 const TICK_MS = 250;
 const STATIC_PATHS_PER_DOMAIN = 4096;
+/** How often what was learned of each domain's traffic is saved (and on close): a crash loses at most this much learning. */
+const LEARNED_SAVE_MS = 60_000;
 
 export class ScrubberFilter implements Filter {
   private cfg: Config['filter'];
@@ -86,6 +90,7 @@ export class ScrubberFilter implements Filter {
   private lastStep = Date.now();
   private lastFlush = Date.now();
   private lastExpire = 0;
+  private lastLearnedSave = Date.now();
 
   constructor(config: Config, deps: FilterDeps, store: FilterStore) {
     this.deps = deps;
@@ -107,6 +112,9 @@ export class ScrubberFilter implements Filter {
       if (p.ok) this.whitelist.add(p.value, 'api', w.note, w.since);
     }
     for (const b of store.loadBans(now)) if (!this.whitelist.covers(b.ip)) this.blacklist.add(b);
+    // What was learned of the configured domains' normal traffic, so a restart neither relearns it nor learns an attack as normal.
+    const configured = new Set(config.domains.map((d) => d.name));
+    for (const [name, l] of store.loadLearned()) if (configured.has(name)) this.restoreLearned(name, l, now);
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
   }
@@ -347,6 +355,30 @@ export class ScrubberFilter implements Filter {
     return t;
   }
 
+  private restoreLearned(domain: string, l: LearnedDomain, now: number): void {
+    this.domains.set(domain, new DomainTraffic(restoreAttack(l.attack, l.savedAt, now, this.cfg.attack)));
+    if (Array.isArray(l.staticPaths)) {
+      const m = new LRUCache<number, true>({ max: STATIC_PATHS_PER_DOMAIN });
+      for (const h of l.staticPaths) if (typeof h === 'number' && Number.isFinite(h)) m.set(h, true);
+      this.staticPaths.set(domain, m);
+    }
+    this.bodySizesOf(domain).restore(l.bodySizes);
+  }
+
+  /** Queues what was learned of each domain for the store (written by the next flush). */
+  private saveLearned(now: number): void {
+    for (const name of new Set([...this.domains.keys(), ...this.staticPaths.keys(), ...this.bodySizes.keys()])) {
+      const t = this.domains.get(name);
+      this.store.putLearned(name, {
+        savedAt: now,
+        attack: saveAttack(t?.state ?? newAttackState()),
+        // keys() runs from the most recently used: reversed, a restore puts them back in the same order.
+        staticPaths: [...(this.staticPaths.get(name)?.keys() ?? [])].reverse(),
+        bodySizes: this.bodySizes.get(name)?.entries() ?? [],
+      });
+    }
+  }
+
   private bodySizesOf(domain: string): BodySizes {
     let b = this.bodySizes.get(domain);
     if (!b) { b = new BodySizes(STATIC_PATHS_PER_DOMAIN); this.bodySizes.set(domain, b); }
@@ -395,6 +427,7 @@ export class ScrubberFilter implements Filter {
         if (step.failingStarted && this.cfg.mode !== 'off') this.banSuspects(name, now);
       }
     }
+    if (now - this.lastLearnedSave >= LEARNED_SAVE_MS) { this.lastLearnedSave = now; this.saveLearned(now); }
     if (now - this.lastFlush >= 1000) { this.lastFlush = now; this.flush(); }
   }
 
@@ -480,11 +513,11 @@ export class ScrubberFilter implements Filter {
     };
   }
 
-  /** For tests and the dashboard: a domain's attack state. */
-  attackState(domain: string) { return this.domains.get(domain)?.state; }
+  attackState(domain: string): Readonly<AttackState> | undefined { return this.domains.get(domain)?.state; }
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    this.saveLearned(Date.now());
     this.flush();
   }
 }

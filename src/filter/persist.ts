@@ -1,5 +1,6 @@
 // What the filter keeps across restarts: bans, the whitelist, repeat-offender
-// records and the challenge secret. Behind FilterStore so that a shared store
+// records, the challenge secret, and what it learned of each domain's normal
+// traffic (attack-mode baseline, static paths, usual body sizes). Behind FilterStore so that a shared store
 // (Redis, for several workers and nodes) can replace the embedded one. The
 // sqlite implementation queues writes and flushes them in one transaction
 // every second, off the request path; flush() is called on close.
@@ -8,6 +9,17 @@ import type { Db } from '../store/db.ts';
 import type { BanEntry } from './blacklist.ts';
 import type { WhitelistEntry } from './lists.ts';
 import type { OffenderRecord } from './decide.ts';
+import type { SavedAttack } from './attack-mode.ts';
+
+/** What the filter learned of one domain's traffic. Read back with care: each part is checked where it is restored. */
+export interface LearnedDomain {
+  savedAt: number;
+  attack: SavedAttack;
+  /** Hashes of paths the domain served as static, least recently used first. */
+  staticPaths: number[];
+  /** [path hash, usual body size, samples], least recently used first. */
+  bodySizes: [number, number, number][];
+}
 
 export interface FilterStore {
   loadBans(now: number): BanEntry[];
@@ -18,6 +30,8 @@ export interface FilterStore {
   deleteWhitelist(ip: string): void;
   loadOffenders(): Map<string, OffenderRecord>;
   putOffender(ip: string, r: OffenderRecord): void;
+  loadLearned(): Map<string, LearnedDomain>;
+  putLearned(domain: string, l: LearnedDomain): void;
   /** The challenge secret, created once and kept (cookies stay valid across restarts). */
   secret(): Buffer;
   /** Writes everything queued. */
@@ -26,7 +40,8 @@ export interface FilterStore {
   pruneOffenders(olderThan: number): void;
 }
 
-type Op = { t: 'ban'; e: BanEntry } | { t: 'unban'; ip: string } | { t: 'wl'; e: WhitelistEntry } | { t: 'unwl'; ip: string } | { t: 'off'; ip: string; r: OffenderRecord };
+type Op = { t: 'ban'; e: BanEntry } | { t: 'unban'; ip: string } | { t: 'wl'; e: WhitelistEntry } | { t: 'unwl'; ip: string } | { t: 'off'; ip: string; r: OffenderRecord }
+  | { t: 'learn'; domain: string; l: LearnedDomain };
 
 export class SqliteFilterStore implements FilterStore {
   private readonly db: Db;
@@ -39,6 +54,7 @@ export class SqliteFilterStore implements FilterStore {
       CREATE TABLE IF NOT EXISTS filter_bans (ip TEXT PRIMARY KEY, reason TEXT NOT NULL, rule TEXT NOT NULL, since INTEGER NOT NULL, expires_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS filter_whitelist (ip TEXT PRIMARY KEY, note TEXT NOT NULL, since INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS filter_offenders (ip TEXT PRIMARY KEY, count REAL NOT NULL, last_ban INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS filter_learned (domain TEXT PRIMARY KEY, saved_at INTEGER NOT NULL, data TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS filter_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
     `);
   }
@@ -59,6 +75,21 @@ export class SqliteFilterStore implements FilterStore {
     for (const r of this.db.prepare('SELECT ip, count, last_ban FROM filter_offenders').all() as Record<string, unknown>[]) m.set(String(r.ip), { count: Number(r.count), lastBanAt: Number(r.last_ban) });
     return m;
   }
+
+  loadLearned(): Map<string, LearnedDomain> {
+    const m = new Map<string, LearnedDomain>();
+    for (const r of this.db.prepare('SELECT domain, saved_at, data FROM filter_learned').all() as Record<string, unknown>[]) {
+      // A row that does not parse is skipped: the domain learns again, as on a first start.
+      try {
+        const d = JSON.parse(String(r.data)) as Partial<LearnedDomain> | null;
+        if (d === null || typeof d !== 'object' || d.attack === null || typeof d.attack !== 'object') continue;
+        m.set(String(r.domain), { savedAt: Number(r.saved_at), attack: d.attack, staticPaths: d.staticPaths ?? [], bodySizes: d.bodySizes ?? [] });
+      } catch { /* skipped */ }
+    }
+    return m;
+  }
+
+  putLearned(domain: string, l: LearnedDomain): void { this.queue.set('l' + domain, { t: 'learn', domain, l }); }
 
   putBan(e: BanEntry): void { this.queue.set('b' + e.ip, { t: 'ban', e }); }
   deleteBan(ip: string): void { this.queue.set('b' + ip, { t: 'unban', ip }); }
@@ -83,6 +114,7 @@ export class SqliteFilterStore implements FilterStore {
     const wl = this.db.prepare('INSERT OR REPLACE INTO filter_whitelist (ip, note, since) VALUES (?, ?, ?)');
     const unwl = this.db.prepare('DELETE FROM filter_whitelist WHERE ip = ?');
     const off = this.db.prepare('INSERT OR REPLACE INTO filter_offenders (ip, count, last_ban) VALUES (?, ?, ?)');
+    const learn = this.db.prepare('INSERT OR REPLACE INTO filter_learned (domain, saved_at, data) VALUES (?, ?, ?)');
     this.db.exec('BEGIN');
     try {
       for (const op of ops) {
@@ -90,7 +122,8 @@ export class SqliteFilterStore implements FilterStore {
         else if (op.t === 'unban') unban.run(op.ip);
         else if (op.t === 'wl') wl.run(op.e.ip, op.e.note, op.e.since);
         else if (op.t === 'unwl') unwl.run(op.ip);
-        else off.run(op.ip, op.r.count, op.r.lastBanAt);
+        else if (op.t === 'off') off.run(op.ip, op.r.count, op.r.lastBanAt);
+        else learn.run(op.domain, op.l.savedAt, JSON.stringify({ attack: op.l.attack, staticPaths: op.l.staticPaths, bodySizes: op.l.bodySizes }));
       }
       this.db.exec('COMMIT');
     } catch (e) {
