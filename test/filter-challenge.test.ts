@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy, replier } from './helpers/servers.ts';
 import type { ScrubberFilter } from '../src/filter/index.ts';
+import { loadConfigObject } from '../src/config/load.ts';
 
 const HOST = 'shop.test';
 const CHROME = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15';
@@ -201,5 +202,38 @@ describe('attack mode and the cookie challenge (mode auto)', () => {
     expect(filter.attackState(HOST)?.upstreamFailing).toBe(true);
     expect(ban?.rule).toBe('suspect');
     expect(filter.banOf(calmVisitor)).toBeUndefined();
+  });
+});
+
+describe('domains[].challenge: false', () => {
+  let apiOrigin: Origin;
+  let p: Proxy;
+  beforeAll(async () => {
+    apiOrigin = await startOrigin(site);
+    p = await startProxy({
+      domains: [domain(HOST, [apiOrigin.address]), domain('api.shop.test', [apiOrigin.address], { challenge: false })],
+      filter: { mode: 'always' },
+    });
+  });
+  afterAll(async () => { await p?.close(); await apiOrigin?.close(); });
+
+  it('a domain that opts out never sends the cookie challenge, while the other domain still does', async () => {
+    const client = '127.0.9.1';
+    // An API client: no cookies kept, no browser headers.
+    for (let i = 0; i < 5; i++) {
+      const r = await hit(p.port, `/p/${i}`, { local: client, headers: { host: 'api.shop.test', 'user-agent': 'orders-sync/2.1', accept: 'application/json' } });
+      expect(r.status).toBe(200);
+      expect(r.headers['x-scrubber']).toBeUndefined();
+    }
+    const web = await hit(p.port, '/p/1', { local: '127.0.9.2', headers: { ...BROWSER, accept: PAGE_ACCEPT } });
+    expect(web.status).toBe(302);
+    expect(web.headers['x-scrubber']).toBe('challenge');
+    expect((p.app.filter as ScrubberFilter).banOf(client)).toBeUndefined();
+  });
+
+  it.each([['no'], [1], [null]])('challenge %j is refused with a problem naming domains[0].challenge', (v) => {
+    const r = loadConfigObject({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:9'], challenge: v }] }, {});
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.problems.some((s) => s.startsWith('domains[0].challenge'))).toBe(true);
   });
 });

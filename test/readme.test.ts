@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import { describeKeys } from '../src/config/load.ts';
+import { domainDefaults } from '../src/config/schema.ts';
 
 describe('README', () => {
   const readme = fs.readFileSync('README.md', 'utf8');
@@ -11,6 +12,13 @@ describe('README', () => {
     expect(head).toContain('npm start');
     expect(head).toContain('npm test');
   });
+  // The domain-entry table is written by hand: every field of a domain must have its row.
+  const domainFields = ['name', 'upstreams', ...Object.entries(domainDefaults).flatMap(([k, v]) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.keys(v).map((f) => `${k}.${f}`) : [k])];
+  const domainSection = readme.slice(readme.indexOf('### A domain entry'), readme.indexOf('\n## ', readme.indexOf('### A domain entry')));
+  for (const f of domainFields) {
+    it(`documents domains[].${f}`, () => expect(domainSection).toMatch(new RegExp(`^\\| \`${f.replace('.', '\\.')}\` \\|`, 'm')));
+  }
   for (const k of describeKeys()) {
     it(`documents ${k.key}`, () => expect(readme).toContain(`\`${k.key}\``));
   }

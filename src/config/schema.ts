@@ -26,6 +26,8 @@ export interface DomainConfig {
   maintenance: { enabled: boolean; redirect: string | null; retryAfterSeconds: number };
   proxyErrorPages: boolean;
   maxInflight: number;
+  /** false: the cookie challenge is never sent for this domain (APIs, clients that keep no cookies). */
+  challenge: boolean;
 }
 
 export interface Config {
@@ -202,6 +204,7 @@ export const domainDefaults = {
   upstreamTls: false,
   proxyErrorPages: false,
   maxInflight: 0,
+  challenge: true,
   healthCheck: { type: 'tcp', path: '/', intervalMs: 120000, timeoutMs: 5000, fall: 3, rise: 2 },
   maintenance: { enabled: false, redirect: null, retryAfterSeconds: 600 },
 } as const;

@@ -55,7 +55,7 @@ const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
 function checkDomain(d: unknown, i: number, names: Map<string, string>, problems: string[]): DomainConfig | null {
   const at = `domains[${i}]`;
   if (!isObj(d)) { problems.push(`${at}: must be an object`); return null; }
-  unknownKeys(d, ['name', 'aliases', 'upstreams', 'backup', 'upstreamTls', 'healthCheck', 'maintenance', 'proxyErrorPages', 'maxInflight'], at, problems);
+  unknownKeys(d, ['name', 'aliases', 'upstreams', 'backup', 'upstreamTls', 'healthCheck', 'maintenance', 'proxyErrorPages', 'maxInflight', 'challenge'], at, problems);
   const start = problems.length;
   if (typeof d.name !== 'string' || !HOSTNAME.test(d.name) && net.isIP(d.name) === 0) problems.push(`${at}.name: must be a host name`);
   const aliases = d.aliases ?? [];
@@ -64,6 +64,7 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
   if (d.backup !== undefined) checkUpstreamList(d.backup, `${at}.backup`, 0, problems);
   if (d.upstreamTls !== undefined && typeof d.upstreamTls !== 'boolean') problems.push(`${at}.upstreamTls: must be true or false`);
   if (d.proxyErrorPages !== undefined && typeof d.proxyErrorPages !== 'boolean') problems.push(`${at}.proxyErrorPages: must be true or false`);
+  if (d.challenge !== undefined && typeof d.challenge !== 'boolean') problems.push(`${at}.challenge: must be true or false`);
   if (d.maxInflight !== undefined && !(Number.isInteger(d.maxInflight) && (d.maxInflight as number) >= 0)) problems.push(`${at}.maxInflight: must be a whole number >= 0 (0 = no cap)`);
 
   const hc = { ...domainDefaults.healthCheck } as Obj;
@@ -103,6 +104,7 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
     upstreamTls: (d.upstreamTls as boolean | undefined) ?? hc.type === 'https',
     proxyErrorPages: (d.proxyErrorPages as boolean | undefined) ?? false,
     maxInflight: (d.maxInflight as number | undefined) ?? 0,
+    challenge: (d.challenge as boolean | undefined) ?? true,
     healthCheck: hc as unknown as DomainConfig['healthCheck'],
     maintenance: mt as unknown as DomainConfig['maintenance'],
   };

@@ -151,7 +151,7 @@ export class ScrubberFilter implements Filter {
     if (ua && s.newUserAgent(hashString(ua) || 1)) p[E.uaChange] += 1;
 
     let challenge = false;
-    if (s.trustUntil <= now && this.challengeActive(traffic)) challenge = this.mustChallenge(req, s, source, domain, traffic, now);
+    if (s.trustUntil <= now && ctx.domain.challenge && this.challengeActive(traffic)) challenge = this.mustChallenge(req, s, source, domain, traffic, now);
 
     if (this.evaluate(source, s, now, domain)) { this.count('droppedRequests'); req.socket.destroy(); return false; }
     if (!challenge) return true;
