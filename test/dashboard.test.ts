@@ -97,6 +97,9 @@ describe.skipIf(!hasChromium)(hasChromium ? 'dashboard in headless Chromium' : `
     await page.reload();
     await page.waitForSelector('body[data-loaded]', { timeout: 15000 });
     expect(await page.inputValue('#domain')).toBe('a.test');
+    // The attack badge says what attack mode compares against (from /api/domains).
+    expect(await page.textContent('#attack-badge')).toBe('normal');
+    expect(await page.getAttribute('#attack-badge', 'title')).toMatch(/^(Normal traffic: [\d.]+ req\/s, \d+ ms \(learned over \d+ s\)|Still learning the normal traffic)$/);
     expect(await page.getAttribute('#card-incoming', 'data-value')).toBe(String(seeded + SENT));
     const totals = JSON.parse((await page.getAttribute('#chart-requests', 'data-totals'))!);
     expect(totals.incoming).toBe(seeded + SENT);

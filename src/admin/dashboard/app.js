@@ -261,6 +261,10 @@
       const badge = $('#attack-badge');
       badge.textContent = d && d.underAttack ? 'under attack' : 'normal';
       badge.className = 'badge ' + (d && d.underAttack ? 'attack' : 'ok');
+      // Why attack mode is on, and the normal traffic it compares against.
+      const a = d && d.attack;
+      badge.title = !a ? '' : (a.under ? a.reason + ' since ' + new Date(a.since).toLocaleTimeString() + '. ' : '')
+        + (a.learnedSeconds > 0 ? 'Normal traffic: ' + a.baselineRps + ' req/s, ' + a.baselineLatencyMs + ' ms (learned over ' + a.learnedSeconds + ' s)' : 'Still learning the normal traffic');
       renderUpstreams();
       await Promise.all([loadStats(), loadBilling(), loadBlacklist()]);
       showError('');
