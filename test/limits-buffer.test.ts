@@ -143,6 +143,16 @@ describe('slow POST', () => {
   });
 });
 
+/** The origin got the body once, whole, with a Content-Length, and only after the client's last byte. */
+function expectOneWholeBody(path: string, body: Buffer, lastWriteAt: number): void {
+  const h = hitsFor(path);
+  expect(h).toHaveLength(1);
+  expect(h[0].startedAt).toBeGreaterThanOrEqual(lastWriteAt);
+  expect(h[0].bytes).toBe(body.length);
+  expect(h[0].sha).toBe(sha(body));
+  expect(h[0].headers['content-length']).toBe(String(body.length));
+}
+
 describe('bodies within the bound', () => {
   it('a body sent in pieces over ~300 ms reaches the origin whole, and only after its last byte was sent', async () => {
     const body = crypto.randomBytes(40_000);
@@ -154,12 +164,7 @@ describe('bodies within the bound', () => {
     expect(reply.status).toBe(200);
     // Three quarters of the body were sent 250+ ms ago, and still nothing at the origin.
     expect(before).toBe(0);
-    const h = hitsFor('/pieces');
-    expect(h).toHaveLength(1);
-    expect(h[0].startedAt).toBeGreaterThanOrEqual(lastWriteAt);
-    expect(h[0].bytes).toBe(body.length);
-    expect(h[0].sha).toBe(sha(body));
-    expect(h[0].headers['content-length']).toBe(String(body.length));
+    expectOneWholeBody('/pieces', body, lastWriteAt);
     expect(JSON.parse(reply.body)).toEqual({ bytes: body.length, sha: sha(body) });
   });
 
@@ -172,13 +177,8 @@ describe('bodies within the bound', () => {
     });
     expect(reply.status).toBe(200);
     expect(before).toBe(0);
-    const h = hitsFor('/chunked');
-    expect(h).toHaveLength(1);
-    expect(h[0].startedAt).toBeGreaterThanOrEqual(lastWriteAt);
-    expect(h[0].sha).toBe(sha(body));
-    expect(h[0].bytes).toBe(body.length);
-    expect(h[0].headers['content-length']).toBe(String(body.length));
-    expect(h[0].headers['transfer-encoding']).toBeUndefined();
+    expectOneWholeBody('/chunked', body, lastWriteAt);
+    expect(hitsFor('/chunked')[0].headers['transfer-encoding']).toBeUndefined();
   });
 
   it('empty POST bodies pass, with Content-Length: 0 and chunked with no chunk', async () => {
