@@ -11,13 +11,8 @@ import { ROOT } from './lib/proc.ts';
 const { values } = parseArgs({ options: { sources: { type: 'string', default: '1000000' }, 'max-sources': { type: 'string' } } });
 const N = Number(values.sources);
 const maxSources = values['max-sources'] ? Number(values['max-sources']) : undefined;
-const src = fs.readFileSync(path.join(ROOT, 'src/filter/index.ts'), 'utf8');
-if (/return\s*\{\s*\.\.\.noFilter\(\)/.test(src)) {
-  console.log('skipped: the filter is still the no-op placeholder (src/filter/index.ts returns noFilter())');
-  process.exit(0);
-}
 const { loadConfigObject } = await import('../src/config/load.ts');
-const { createFilter } = await import('../src/filter/index.ts');
+const { createFilter } = await import('../src/detect/filter.ts');
 const { openStore } = await import('../src/store/db.ts');
 const { createLogger } = await import('../src/log.ts');
 const net = await import('node:net');

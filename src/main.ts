@@ -2,7 +2,7 @@
 // `scrubber keys`. Signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
 import { parseArgs } from 'node:util';
 import { describeKeys, loadConfigFile } from './config/load.ts';
-import { startApp } from './app.ts';
+import { startApp } from './app/app.ts';
 import { createLogger } from './log.ts';
 
 const USAGE = `usage:

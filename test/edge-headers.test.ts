@@ -1,7 +1,7 @@
 // X-Forwarded-*, Via and hop-by-hop handling, both ways, through real sockets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, startProxy, request, rawExchange, domain, type Origin, type Proxy } from './helpers/servers.ts';
-import { toUpstreamHeaders, toClientHeaders, clientAddress } from '../src/proxy/headers.ts';
+import { toUpstreamHeaders, toClientHeaders, clientAddress } from '../src/upstream/headers.ts';
 
 let origin: Origin;
 let proxy: Proxy;

@@ -2,7 +2,7 @@
 // itself) get a 400/405/431 and are never forwarded.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startOrigin, startProxy, rawExchange, domain, type Origin, type Proxy } from './helpers/servers.ts';
-import { checkRequest } from '../src/edge/hygiene.ts';
+import { checkRequest } from '../src/http/hygiene.ts';
 
 let origin: Origin;
 let proxy: Proxy;

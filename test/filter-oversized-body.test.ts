@@ -5,7 +5,7 @@
 // real origin, each source on its own 127.x address.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, startProxy, request, domain, replier, type Origin, type Proxy } from './helpers/servers.ts';
-import { BodySizes, MIN_BYTES } from '../src/filter/body-sizes.ts';
+import { BodySizes, MIN_BYTES } from '../src/detect/body-sizes.ts';
 
 const HOST = 'forms.test';
 const BROWSER = { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0', accept: 'text/html,*/*;q=0.8', 'accept-language': 'en' };

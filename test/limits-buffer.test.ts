@@ -9,7 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { startProxy, startOrigin, freePort, domain, sleep, until, statusOf, openRaw, type Origin, type Proxy } from './helpers/servers.ts';
-import type { Health } from '../src/proxy/health.ts';
+import type { Health } from '../src/upstream/health.ts';
 
 const HOST = 'buf.test';
 const FAILOVER = 'failover.test';

@@ -11,8 +11,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { UpstreamQueue, type QueueRefusal, type Waiter } from '../src/limits/upstream-queue.ts';
 import { loadConfigObject } from '../src/config/load.ts';
-import type { ScrubberFilter } from '../src/filter/index.ts';
-import type { Observation } from '../src/edge/hooks.ts';
+import type { ScrubberFilter } from '../src/detect/filter.ts';
+import type { Observation } from '../src/observe/observation.ts';
 import { startOrigin, startProxy, request, domain, sleep, until, type Origin, type Proxy, type RawResponse } from './helpers/servers.ts';
 
 // ---- unit: UpstreamQueue -------------------------------------------------------------------

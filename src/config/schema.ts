@@ -3,7 +3,7 @@
 // the structured parts (listeners, domains, certificates) are checked element
 // by element in validate.ts, because convict does not look inside arrays.
 import os from 'node:os';
-import { DEFAULT_RULES, type Rule } from '../filter/rules.ts';
+import { DEFAULT_RULES, type Rule } from '../detect/rules.ts';
 
 export interface HostPort { host: string; port: number }
 

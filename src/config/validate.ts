@@ -4,7 +4,7 @@
 // the rest of the program sees complete objects.
 import fs from 'node:fs';
 import net from 'node:net';
-import { validateFilterConfig } from '../filter/config.ts';
+import { validateFilterConfig } from '../detect/config.ts';
 import { domainDefaults, MAX_UPSTREAMS, type Config, type DomainConfig, type HostPort } from './schema.ts';
 
 type Obj = Record<string, unknown>;

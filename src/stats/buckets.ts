@@ -1,7 +1,7 @@
 // 3-minute statistics buckets (SPEC.md §7): the counter layout, how one
 // observed request is counted, and how stored rows become the API's JSON.
 // Pure functions; the hot path only adds numbers into a preallocated array.
-import type { Observation } from '../edge/hooks.ts';
+import type { Observation } from '../observe/observation.ts';
 
 export const BUCKET_SECONDS = 180;
 

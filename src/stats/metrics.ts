@@ -4,8 +4,8 @@
 // client address or URL, so the series count is bounded by the config.
 import { Registry, Counter, Gauge } from 'prom-client';
 import type { Recorder } from './recorder.ts';
-import type { Filter } from '../filter/index.ts';
-import type { Upstreams } from '../proxy/upstreams.ts';
+import type { Filter } from '../detect/filter.ts';
+import type { Upstreams } from '../upstream/upstreams.ts';
 import { F, G, type Field } from './buckets.ts';
 import { FIELDS } from './buckets.ts';
 import type { UpstreamQueue } from '../limits/upstream-queue.ts';

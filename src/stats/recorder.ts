@@ -2,8 +2,8 @@
 // current bucket of its domain (one Map lookup, no I/O, no allocation except
 // one array per domain every 3 minutes); a timer drains the deltas into the
 // store. Also keeps totals since start for Prometheus.
-import type { Observation } from '../edge/hooks.ts';
-import type { FilterSnapshot } from '../filter/index.ts';
+import type { Observation } from '../observe/observation.ts';
+import type { FilterSnapshot } from '../detect/filter.ts';
 import { bucketOf, countInto, F, G, BUCKET_SECONDS, newCounters, newGlobal } from './buckets.ts';
 import type { DomainDelta, GlobalDelta } from './store.ts';
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { loadConfigObject } from '../../src/config/load.ts';
-import { startApp, type App } from '../../src/app.ts';
+import { startApp, type App } from '../../src/app/app.ts';
 import { createLogger } from '../../src/log.ts';
 
 export interface Origin {

@@ -3,7 +3,7 @@
 // a broader range would exempt whole networks an attacker can rent from.
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
-import { sourceKey } from '../edge/source.ts';
+import { sourceKey } from '../listen/source.ts';
 
 export const MIN_PREFIX_V4 = 16;
 export const MIN_PREFIX_V6 = 48;

@@ -5,11 +5,11 @@
 // sqlite implementation queues writes and flushes them in one transaction
 // every second, off the request path; flush() is called on close.
 import { randomBytes } from 'node:crypto';
-import type { Db } from '../store/db.ts';
-import type { BanEntry } from './blacklist.ts';
-import type { WhitelistEntry } from './lists.ts';
-import type { OffenderRecord } from './decide.ts';
-import type { SavedAttack } from './attack-mode.ts';
+import type { Db } from './db.ts';
+import type { BanEntry } from '../decisions/blacklist.ts';
+import type { WhitelistEntry } from '../decisions/lists.ts';
+import type { OffenderRecord } from '../decisions/ban-time.ts';
+import type { SavedAttack } from '../detect/attack-mode.ts';
 
 /** What the filter learned of one domain's traffic. Read back with care: each part is checked where it is restored. */
 export interface LearnedDomain {

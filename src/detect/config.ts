@@ -2,7 +2,7 @@
 // whitelist ranges, number ranges); problems name the key. Pure.
 import type { Config } from '../config/schema.ts';
 import { validateRules } from './rules.ts';
-import { parseWhitelistEntry } from './lists.ts';
+import { parseWhitelistEntry } from '../decisions/lists.ts';
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/;
 

@@ -4,11 +4,11 @@
 //   → balance/forward → observe
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config, DomainConfig } from '../config/schema.ts';
-import { buildRouteTable, route, type RouteTable } from '../proxy/router.ts';
-import { toUpstreamHeaders } from '../proxy/headers.ts';
-import { forward, type ForwardOutcome } from '../proxy/forward.ts';
-import type { Upstreams } from '../proxy/upstreams.ts';
-import { Pages, type PageReason } from '../pages/pages.ts';
+import { buildRouteTable, route, type RouteTable } from '../route/router.ts';
+import { toUpstreamHeaders } from '../upstream/headers.ts';
+import { forward, type ForwardOutcome } from '../upstream/forward.ts';
+import type { Upstreams } from '../upstream/upstreams.ts';
+import { Pages, type PageReason } from '../respond/pages.ts';
 import { BodyBudget, declaredBodySize } from '../limits/budget.ts';
 import { BodyMeter } from '../limits/body-meter.ts';
 import { InflightCounter } from '../limits/inflight.ts';
@@ -16,9 +16,9 @@ import { UpstreamQueue, type Waiter } from '../limits/upstream-queue.ts';
 import { bufferBody } from '../limits/body-buffer.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
 import type { Readable } from 'node:stream';
-import { checkRequest } from './hygiene.ts';
-import { connectionInfo } from './connections.ts';
-import type { FilterHooks, Observation, Outcome, StatsHooks } from './hooks.ts';
+import { checkRequest } from '../http/hygiene.ts';
+import { connectionInfo } from '../listen/connections.ts';
+import type { FilterHooks, Observation, Outcome, StatsHooks } from '../observe/observation.ts';
 
 export interface Runtime {
   config: Config;

@@ -13,12 +13,12 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Pipeline } from './pipeline.ts';
-import type { Upstream } from '../proxy/upstreams.ts';
-import { route } from '../proxy/router.ts';
-import { toUpstreamHeaders } from '../proxy/headers.ts';
-import { classify } from '../proxy/forward.ts';
-import { checkRequest } from './hygiene.ts';
-import { connectionInfo } from './connections.ts';
+import type { Upstream } from '../upstream/upstreams.ts';
+import { route } from '../route/router.ts';
+import { toUpstreamHeaders } from '../upstream/headers.ts';
+import { classify } from '../upstream/forward.ts';
+import { checkRequest } from '../http/hygiene.ts';
+import { connectionInfo } from '../listen/connections.ts';
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 421: 'Misdirected Request', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'proxy-connection', 'trailer']);

@@ -1,17 +1,17 @@
 // Wires the parts together and owns their lifecycle: start, reload, drain.
 // main.ts (the CLI) and the tests both start the proxy through here.
 import type http from 'node:http';
-import type { Config } from './config/schema.ts';
-import { loadConfigFile, type LoadResult } from './config/load.ts';
-import { Pipeline } from './edge/pipeline.ts';
-import { Listeners, loadCertificates } from './edge/listeners.ts';
-import { Upstreams } from './proxy/upstreams.ts';
-import { AdminServer, HttpError } from './admin/server.ts';
-import { openStore, type Db } from './store/db.ts';
-import { createFilter, type Filter } from './filter/index.ts';
-import { createStats, type Stats } from './stats/index.ts';
-import { createLogger, type Logger } from './log.ts';
-import { startDemoOrigin } from './demo/origin.ts';
+import type { Config } from '../config/schema.ts';
+import { loadConfigFile, type LoadResult } from '../config/load.ts';
+import { Pipeline } from '../pipeline/pipeline.ts';
+import { Listeners, loadCertificates } from '../listen/listeners.ts';
+import { Upstreams } from '../upstream/upstreams.ts';
+import { AdminServer, HttpError } from '../admin/server.ts';
+import { openStore, type Db } from '../store/db.ts';
+import { createFilter, type Filter } from '../detect/filter.ts';
+import { createStats, type Stats } from '../stats/index.ts';
+import { createLogger, type Logger } from '../log.ts';
+import { startDemoOrigin } from '../demo/origin.ts';
 
 export interface App {
   config: Config;

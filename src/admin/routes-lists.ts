@@ -1,10 +1,10 @@
 // Admin endpoints for the lists (SPEC.md §10). Bad input gets 400 and changes
 // nothing: every check runs before the first write.
-import { HttpError, type AdminServer } from '../admin/server.ts';
-import { MAX_BAN_SECONDS } from './decide.ts';
-import { parseBlacklistAddress, parseWhitelistEntry } from './lists.ts';
-import type { BanEntry } from './blacklist.ts';
-import type { ScrubberFilter } from './index.ts';
+import { HttpError, type AdminServer } from './server.ts';
+import { MAX_BAN_SECONDS } from '../decisions/ban-time.ts';
+import { parseBlacklistAddress, parseWhitelistEntry } from '../decisions/lists.ts';
+import type { BanEntry } from '../decisions/blacklist.ts';
+import type { ScrubberFilter } from '../detect/filter.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const banJson = (e: BanEntry) => ({ ip: e.ip, reason: e.reason, rule: e.rule, since: iso(e.since), expiresAt: iso(e.expiresAt) });

@@ -1,7 +1,7 @@
 // Per-connection facts (computed once at accept) and the per-source cap on
 // concurrent connections.
 import type net from 'node:net';
-import { clientAddress } from '../proxy/headers.ts';
+import { clientAddress } from '../upstream/headers.ts';
 import { sourceKey } from './source.ts';
 
 export interface ConnectionInfo { source: string; client: string; tls: boolean; requests: number }

@@ -12,20 +12,20 @@ import type { Config } from '../config/schema.ts';
 import type { Db } from '../store/db.ts';
 import type { Logger } from '../log.ts';
 import type { AdminServer } from '../admin/server.ts';
-import type { FilterHooks, Observation, RequestContext } from '../edge/hooks.ts';
+import type { FilterHooks, Observation, RequestContext } from '../observe/observation.ts';
 import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
 import { applyEvents, fills, newPending, newVerdict } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
-import { banDurationMs, decayedOffences, enforced, recordOffence, type OffenderRecord } from './decide.ts';
+import { banDurationMs, decayedOffences, enforced, recordOffence, type OffenderRecord } from '../decisions/ban-time.ts';
 import { BodySizes } from './body-sizes.ts';
 import { cookieValue, hashRange, hashString, headerOddness, isAssetPath, isHtml, isStaticType, pathEnd, queryKeysHash } from './signals.ts';
 import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
-import { Blacklist, type BanEntry } from './blacklist.ts';
-import { parseWhitelistEntry, Whitelist, type ParsedRange } from './lists.ts';
-import { sendChallenge, signToken, verifyToken } from './challenge.ts';
+import { Blacklist, type BanEntry } from '../decisions/blacklist.ts';
+import { parseWhitelistEntry, Whitelist, type ParsedRange } from '../decisions/lists.ts';
+import { sendChallenge, signToken, verifyToken } from '../challenge/cookie.ts';
 import { DomainTraffic, stepAttack, saveAttack, restoreAttack, newAttackState, type AttackState } from './attack-mode.ts';
-import { SqliteFilterStore, type FilterStore, type LearnedDomain } from './persist.ts';
-import { registerFilterRoutes } from './routes.ts';
+import { SqliteFilterStore, type FilterStore, type LearnedDomain } from '../store/filter-store.ts';
+import { registerFilterRoutes } from '../admin/routes-lists.ts';
 
 export interface FilterDeps {
   db: Db;

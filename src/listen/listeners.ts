@@ -7,9 +7,9 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import type net from 'node:net';
 import type { Config, HostPort } from '../config/schema.ts';
-import type { Pipeline } from './pipeline.ts';
+import type { Pipeline } from '../pipeline/pipeline.ts';
 import { connectionInfo, SourceConnections } from './connections.ts';
-import { handleUpgrade } from './websocket.ts';
+import { handleUpgrade } from '../pipeline/upgrade.ts';
 
 type Server = http.Server | https.Server;
 
