@@ -1,0 +1,46 @@
+// How decisions travel between processes and nodes. A decision (a ban, an
+// unban, a whitelist change, a domain's attack state) is made in one place and
+// must be in force everywhere within a second; counting stays local. The
+// in-process implementation below is what a node alone uses; a shared one
+// (worker threads, Redis) implements the same interface, so detection never
+// knows where its decisions go.
+import type { BanEntry } from './blacklist.ts';
+import type { WhitelistEntry } from './lists.ts';
+
+export type Decision =
+  | { kind: 'ban'; entry: BanEntry }
+  | { kind: 'unban'; ip: string }
+  | { kind: 'whitelist'; entry: WhitelistEntry }
+  | { kind: 'unwhitelist'; ip: string }
+  | { kind: 'attack'; domain: string; under: boolean; since: number; reason: string | null };
+
+/** What is in force now, for a process or node that (re)joins. */
+export interface DecisionSnapshot {
+  bans: BanEntry[];
+  whitelist: WhitelistEntry[];
+}
+
+export interface DecisionBus {
+  /** Hands a decision made here to every other process and node. Never blocks the caller; a bus that cannot
+   *  reach its peers keeps the decision and sends it when they are back. */
+  publish(d: Decision): void;
+  /** Decisions made elsewhere (never the ones published here). */
+  subscribe(fn: (d: Decision) => void): void;
+  /** What is in force across the cluster (bans not yet expired at `now`). */
+  snapshot(now: number): Promise<DecisionSnapshot>;
+  /** The challenge secret shared by every node (a browser that passed on one node passes on all). */
+  secret(local: Buffer): Promise<Buffer>;
+  /** False while the shared store is out of reach (the node keeps protecting on what it knows). */
+  readonly healthy: boolean;
+  close(): Promise<void>;
+}
+
+/** A node alone: nothing to tell anyone. */
+export class LocalBus implements DecisionBus {
+  readonly healthy = true;
+  publish(): void {}
+  subscribe(): void {}
+  async snapshot(): Promise<DecisionSnapshot> { return { bans: [], whitelist: [] }; }
+  async secret(local: Buffer): Promise<Buffer> { return local; }
+  async close(): Promise<void> {}
+}
