@@ -12,7 +12,7 @@ const { values } = parseArgs({ options: { sources: { type: 'string', default: '1
 const N = Number(values.sources);
 const maxSources = values['max-sources'] ? Number(values['max-sources']) : undefined;
 const { loadConfigObject } = await import('../src/config/load.ts');
-const { createFilter } = await import('../src/detect/filter.ts');
+const { createFilter } = await import('../src/app/build-filter.ts');
 const { openStore } = await import('../src/store/db.ts');
 const { createLogger } = await import('../src/log.ts');
 const net = await import('node:net');
@@ -21,7 +21,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-mem-'));
 const r = loadConfigObject({ log: { level: 'silent' }, state: { dir }, filter: { mode: 'off', ...(maxSources ? { maxSources } : {}) }, listen: [{ host: '127.0.0.1', port: 0 }], admin: { host: '127.0.0.1', port: 0 }, domains: [{ name: 'bench.test', upstreams: ['127.0.0.1:9'] }] }, {});
 if (!r.ok) { console.log(`skipped: config refused: ${r.problems.join('; ')}`); process.exit(0); }
 const db = openStore(dir);
-const filter = createFilter(r.config, { db, log: createLogger('silent'), closeSource: () => {}, setBlockList: (_l: InstanceType<typeof net.BlockList>) => {} });
+const filter = createFilter(r.config, { db, log: createLogger('silent') });
 const gc = (globalThis as { gc?: () => void }).gc;
 const heap = () => { gc?.(); gc?.(); return process.memoryUsage(); };
 const before = heap();
@@ -30,7 +30,7 @@ const t0 = performance.now();
 for (let i = 0; i < N; i++) {
   const source = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
   for (let k = 0; k < 3; k++) {
-    filter.observe({ domain: 'bench.test', source, client: source, method: 'GET', path: k ? `/static/${k}.css` : '/', status: 200, bytesIn: 300, bytesOut: 2000, durationMs: 2, contentType: k ? 'text/css' : 'text/html', outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: k === 0, queuedMs: 0, upstreamMs: 2 });
+    filter.detector.observe({ domain: 'bench.test', source, client: source, method: 'GET', path: k ? `/static/${k}.css` : '/', status: 200, bytesIn: 300, bytesOut: 2000, durationMs: 2, contentType: k ? 'text/css' : 'text/html', outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: k === 0, queuedMs: 0, upstreamMs: 2 });
   }
 }
 const ms = performance.now() - t0;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { startOrigin, startProxy, sleep, domain, tempDir, type Origin, type Proxy } from './helpers/servers.ts';
-import type { ScrubberFilter } from '../src/detect/filter.ts';
+import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 
 const HOST = 'api.test';

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
 import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy, replier } from './helpers/servers.ts';
-import type { ScrubberFilter } from '../src/detect/filter.ts';
+import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 
 const HOST = 'site.test';
 const CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy, replier } from './helpers/servers.ts';
-import type { ScrubberFilter } from '../src/detect/filter.ts';
+import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 
 const HOST = 'shop.test';

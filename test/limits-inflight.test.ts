@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { startOrigin, startProxy, sleep, domain, type Origin, type Proxy, replier } from './helpers/servers.ts';
 import { InflightCounter } from '../src/limits/inflight.ts';
-import type { ScrubberFilter } from '../src/detect/filter.ts';
+import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 
 const HOST = 'cap.test';
 const CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';

@@ -11,7 +11,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { UpstreamQueue, type QueueRefusal, type Waiter } from '../src/limits/upstream-queue.ts';
 import { loadConfigObject } from '../src/config/load.ts';
-import type { ScrubberFilter } from '../src/detect/filter.ts';
+import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 import type { Observation } from '../src/observe/observation.ts';
 import { startOrigin, startProxy, request, domain, sleep, until, type Origin, type Proxy, type RawResponse } from './helpers/servers.ts';
 
@@ -419,9 +419,7 @@ describe('upstream queue through the proxy', () => {
     const site = await startSite(300);
     await withProxy(site, {}, 1, {}, async (p) => {
       const seen: Observation[] = [];
-      const stats = p.app.pipeline.stats;
-      const record = stats.record.bind(stats);
-      stats.record = (o) => { seen.push(o); record(o); };
+      p.app.pipeline.onObserve((o) => { seen.push(o); });
       const rs = await Promise.all([get(p, '/one'), get(p, '/two')]);
       expect(rs.map((r) => r.status)).toEqual([200, 200]);
       expect(await until(() => seen.length === 2, 1000)).toBe(true);

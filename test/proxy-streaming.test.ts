@@ -101,9 +101,7 @@ beforeAll(async () => {
     limits: { maxBodyBytes: 64 * MB, postBudgetBytes: 256 * MB, minBodyRateBytesPerSec: 0, bufferBodyBytes: 64 * 1024 },
     domains: [domain('stream.test', [origin.address])],
   });
-  const stats = proxy.app.pipeline.stats;
-  const record = stats.record.bind(stats);
-  stats.record = (o) => { observed.push(o); record(o); };
+  proxy.app.pipeline.onObserve((o) => { observed.push(o); });
 });
 afterAll(async () => { await proxy.close(); await origin.close(); });
 

@@ -84,13 +84,13 @@ describe('recorder', () => {
   it('samples the blacklist as a maximum and attack mode as seconds per bucket', () => {
     let now = 2_000 * 180_000;
     const r = new Recorder(() => now);
-    r.sample({ blacklistSize: 3, underAttack: ['a.test'], counters: {} }, 5);
+    r.sample({ blacklistSize: 3, underAttack: ['a.test'], droppedConnections: 0, counters: {} }, 5);
     now += 5_000;
-    r.sample({ blacklistSize: 9, underAttack: ['a.test'], counters: {} }, 5);
+    r.sample({ blacklistSize: 9, underAttack: ['a.test'], droppedConnections: 0, counters: {} }, 5);
     now += 5_000;
-    r.sample({ blacklistSize: 4, underAttack: [], counters: {} }, 5);
-    r.sample({ blacklistSize: 4, underAttack: [], counters: { droppedConnections: 7 } }, 5);
-    r.sample({ blacklistSize: 4, underAttack: [], counters: { droppedConnections: 10 } }, 5);
+    r.sample({ blacklistSize: 4, underAttack: [], droppedConnections: 0, counters: {} }, 5);
+    r.sample({ blacklistSize: 4, underAttack: [], droppedConnections: 7, counters: {} }, 5);
+    r.sample({ blacklistSize: 4, underAttack: [], droppedConnections: 10, counters: {} }, 5);
     const p = r.pending();
     expect(p.globals[0].g[0]).toBe(9);
     expect(p.globals[0].g[1]).toBe(10); // connections refused at accept, from the filter's counter

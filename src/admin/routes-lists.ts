@@ -4,7 +4,7 @@ import { HttpError, type AdminServer } from './server.ts';
 import { MAX_BAN_SECONDS } from '../decisions/ban-time.ts';
 import { parseBlacklistAddress, parseWhitelistEntry } from '../decisions/lists.ts';
 import type { BanEntry } from '../decisions/blacklist.ts';
-import type { ScrubberFilter } from '../detect/filter.ts';
+import type { Filter } from '../detect/filter.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const banJson = (e: BanEntry) => ({ ip: e.ip, reason: e.reason, rule: e.rule, since: iso(e.since), expiresAt: iso(e.expiresAt) });
@@ -17,7 +17,7 @@ function source(param: string): string {
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-export function registerFilterRoutes(admin: AdminServer, f: ScrubberFilter): void {
+export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
   admin.route('GET', '/api/blacklist', () => ({ entries: f.bans().sort((a, b) => a.since - b.since).map(banJson) }));
 
   admin.route('GET', '/api/blacklist/:ip', ({ params }) => {

@@ -1,20 +1,28 @@
-// Wires the parts together and owns their lifecycle: start, reload, drain.
-// main.ts (the CLI) and the tests both start the proxy through here.
+// The only place that builds the object graph, and owns its lifecycle: start,
+// reload, drain. main.ts (the CLI) and the tests both start the proxy here.
+// A reload builds one new runtime (config + derived tables) and swaps it in
+// one assignment; the parts that span requests follow it in reconfigure().
 import type http from 'node:http';
 import type { Config } from '../config/schema.ts';
 import { loadConfigFile, type LoadResult } from '../config/load.ts';
 import { Pipeline } from '../pipeline/pipeline.ts';
+import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners, loadCertificates } from '../listen/listeners.ts';
 import { Upstreams } from '../upstream/upstreams.ts';
 import { AdminServer, HttpError } from '../admin/server.ts';
+import { registerFilterRoutes } from '../admin/routes-lists.ts';
+import { registerStatsRoutes } from '../admin/routes-stats.ts';
+import { registerDashboard } from '../admin/dashboard.ts';
 import { openStore, type Db } from '../store/db.ts';
-import { createFilter, type Filter } from '../detect/filter.ts';
+import type { Filter } from '../detect/filter.ts';
+import type { Observation } from '../observe/observation.ts';
 import { createStats, type Stats } from '../stats/index.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { startDemoOrigin } from '../demo/origin.ts';
+import { createFilter } from './build-filter.ts';
 
 export interface App {
-  config: Config;
+  readonly config: Config;
   readonly pipeline: Pipeline;
   readonly listeners: Listeners;
   readonly admin: AdminServer;
@@ -27,44 +35,66 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** Filter work (ban expiry, attack-mode steps, saving) runs on this period. */
+const TICK_MS = 250;
+/** Keys bound at start: a reload that changes them would silently not apply. */
+const RESTART_KEYS = ['listen', 'tls.listen', 'admin', 'state', 'workers'];
+
 export async function startApp(config: Config, opts: { configFile?: string; log?: Logger } = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.log.level);
+  const now = Date.now;
   const demo: http.Server | null = config.demo.enabled ? await startDemoOrigin(config.demo.host, config.demo.port) : null;
   const db: Db = openStore(config.state.dir);
+  const runtime: RuntimeRef = { current: buildRuntime(config) };
   const upstreams = new Upstreams();
-  let listeners: Listeners | null = null;
-  const filter = createFilter(config, {
-    db, log,
-    closeSource: (s) => listeners?.connections.closeSource(s),
-    setBlockList: (list) => listeners?.setBlockList(list),
+  upstreams.apply(config);
+  const filter = createFilter(config, { db, log, now });
+  const detector = filter.detector;
+  const observers: ((o: Observation) => void)[] = [(o) => detector.observe(o)];
+  const pipeline = new Pipeline({
+    runtime, upstreams, detector, observers,
+    guard: {
+      get blockList() { return filter.blockList; },
+      onConnection: (_socket, source) => detector.onConnection(source),
+      onClientError: (source, kind) => detector.onClientError(source, kind),
+    },
   });
-  const pipeline = new Pipeline(config, upstreams, filter, { record: () => {} });
-  listeners = new Listeners(pipeline, config);
+  const stats = createStats(config, { db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues });
+  observers.push((o) => stats.record(o));
+  const listeners = new Listeners(pipeline, config);
+  filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
+  const timer = setInterval(() => filter.tick(), TICK_MS);
+  timer.unref();
+
+  const refuse = (problems: string[]) => { log.warn({ problems }, 'config reload refused; the running config stays'); return { ok: false as const, problems }; };
   const app: App = {
-    config, pipeline, listeners, admin: null as unknown as AdminServer, filter, stats: null as unknown as Stats, upstreams, log,
+    get config() { return runtime.current.config; },
+    pipeline, listeners, filter, stats, upstreams, log, admin: new AdminServer(),
     reload(next) {
       const r = next ?? (opts.configFile ? loadConfigFile(opts.configFile) : { ok: false as const, problems: ['(file): no config file to reload from'] });
-      if (!r.ok) { log.warn({ problems: r.problems }, 'config reload refused; the running config stays'); return r; }
-      // Listen addresses and the admin listener are bound once; a reload that moves them would silently not apply.
-      const moved = ['listen', 'tls.listen', 'admin', 'state', 'workers'].filter((k) => JSON.stringify(pick(r.config, k)) !== JSON.stringify(pick(app.config, k)));
-      if (moved.length) { const problems = moved.map((k) => `${k}: changing it needs a restart`); log.warn({ problems }, 'config reload refused; the running config stays'); return { ok: false, problems }; }
-      try { loadCertificates(r.config); } catch (e) {
-        const problems = [`tls.certs: ${(e as Error).message}`]; log.warn({ problems }, 'config reload refused; the running config stays'); return { ok: false, problems };
-      }
+      if (!r.ok) return refuse(r.problems);
+      const moved = RESTART_KEYS.filter((k) => JSON.stringify(pick(r.config, k)) !== JSON.stringify(pick(app.config, k)));
+      if (moved.length) return refuse(moved.map((k) => `${k}: changing it needs a restart`));
+      try { loadCertificates(r.config); } catch (e) { return refuse([`tls.certs: ${(e as Error).message}`]); }
+      runtime.current = buildRuntime(r.config);
+      upstreams.apply(r.config);
       pipeline.reconfigure(r.config);
-      listeners!.reconfigure(r.config);
+      listeners.reconfigure(r.config);
       filter.reconfigure(r.config);
-      app.stats.reconfigure(r.config);
-      app.config = r.config;
       log.info({ domains: r.config.domains.length }, 'config reloaded');
       return { ok: true };
     },
     async close() {
       log.info('draining');
-      await listeners!.close(app.config.shutdown.drainTimeoutMs);
+      const drainMs = app.config.shutdown.drainTimeoutMs;
+      // Tunnels have no request to finish: past the drain time they go, or the listeners would never close.
+      const cut = setTimeout(() => pipeline.closeTunnels(), drainMs);
+      await listeners.close(drainMs);
+      clearTimeout(cut);
+      clearInterval(timer);
       await app.admin.close();
       await filter.close();
-      await app.stats.close();
+      await stats.close();
       await upstreams.close();
       demo?.closeAllConnections();
       await new Promise<void>((r) => (demo ? demo.close(() => r()) : r()));
@@ -72,24 +102,19 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       log.info('stopped');
     },
   };
-  const stats = createStats(config, { db, log, filter, upstreams, config: () => app.config, queues: pipeline.queues });
-  (app as { stats: Stats }).stats = stats;
-  pipeline.stats = stats;
 
-  const admin = new AdminServer();
-  {
-    admin.token = config.admin.token;
-    admin.route('GET', '/healthz', () => ({ status: 'ok' }), { auth: false });
-    admin.route('POST', '/api/reload', () => {
-      const r = app.reload();
-      if (!r.ok) throw new HttpError(400, r.problems.join('; '));
-      return { status: 'reloaded' };
-    });
-    filter.registerRoutes(admin);
-    stats.registerRoutes(admin);
-    await admin.listen(config.admin.host, config.admin.port);
-    (app as { admin: AdminServer }).admin = admin;
-  }
+  const admin = app.admin;
+  admin.token = config.admin.token;
+  admin.route('GET', '/healthz', () => ({ status: 'ok' }), { auth: false });
+  admin.route('POST', '/api/reload', () => {
+    const r = app.reload();
+    if (!r.ok) throw new HttpError(400, r.problems.join('; '));
+    return { status: 'reloaded' };
+  });
+  registerFilterRoutes(admin, filter);
+  registerStatsRoutes(admin, { stats, filter, upstreams, config: () => app.config, now, queues: pipeline.queues });
+  registerDashboard(admin);
+  await admin.listen(config.admin.host, config.admin.port);
   await listeners.listen(config);
   log.info({ listen: listeners.addresses(), admin: admin.address() }, 'scrubber started');
   return app;

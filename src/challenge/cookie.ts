@@ -3,7 +3,11 @@
 // flooding tools never keep cookies. No JavaScript is asked of anyone.
 // Token: "<expiry seconds, base36>.<HMAC-SHA256(secret, source|domain|expiry), base64url, 128 bits>".
 import { createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import type { Config } from '../config/schema.ts';
+import type { RequestHead } from '../http/head.ts';
+import type { Answer } from '../respond/reply.ts';
+import type { Challenge } from './challenge.ts';
+import { cookieValue } from '../detect/signals.ts';
 
 const MAC_CHARS = 22;
 
@@ -30,14 +34,28 @@ export function verifyToken(secret: KeyObject | Buffer, token: string, source: s
   return got.length === want.length && timingSafeEqual(got, want);
 }
 
-/** Sends the challenge: same URL again, with the cookie; marked as ours and never cached. */
-export function sendChallenge(res: ServerResponse, url: string, cookieName: string, token: string, maxAgeSeconds: number, secure: boolean): void {
-  res.writeHead(302, {
-    location: url,
-    'set-cookie': `${cookieName}=${token}; Path=/; Max-Age=${maxAgeSeconds}; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`,
-    'x-scrubber': 'challenge',
-    'cache-control': 'no-store',
-    'content-length': 0,
-  });
-  res.end();
+/** The cookie challenge: passed by a request that brings back a valid token for its source and domain. */
+export class CookieChallenge implements Challenge {
+  readonly kind = 'cookie';
+  private readonly secret: KeyObject;
+  private cookieName: string;
+
+  constructor(secret: KeyObject, cookieName: string) { this.secret = secret; this.cookieName = cookieName; }
+
+  reconfigure(config: Config): void { this.cookieName = config.filter.challenge.cookieName; }
+
+  passed(head: RequestHead, domain: string, now: number): boolean {
+    const token = cookieValue(head.headers.cookie, this.cookieName);
+    return token !== null && verifyToken(this.secret, token, head.source, domain, now);
+  }
+
+  /** Same URL again, with the cookie; marked as ours and never cached. */
+  issue(head: RequestHead, domain: string, now: number, trustMs: number): Answer {
+    const token = signToken(this.secret, head.source, domain, now + trustMs);
+    const maxAge = Math.max(1, Math.ceil(trustMs / 1000));
+    return {
+      status: 302, reason: 'challenge', body: '',
+      headers: { location: head.url, 'set-cookie': `${this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${head.tls ? '; Secure' : ''}` },
+    };
+  }
 }

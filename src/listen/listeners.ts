@@ -9,14 +9,14 @@ import type net from 'node:net';
 import type { Config, HostPort } from '../config/schema.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import { connectionInfo, SourceConnections } from './connections.ts';
-import { handleUpgrade } from '../pipeline/upgrade.ts';
+import { rawResponse } from '../respond/reply.ts';
 
 type Server = http.Server | https.Server;
 
-const CLIENT_ERRORS: Record<string, string> = {
-  HPE_HEADER_OVERFLOW: '431 Request Header Fields Too Large',
-  ERR_HTTP_REQUEST_TIMEOUT: '408 Request Timeout',
-  HPE_HEADERS_TIMEOUT: '408 Request Timeout',
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'headers-too-large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request-timeout'],
+  HPE_HEADERS_TIMEOUT: [408, 'request-timeout'],
 };
 
 /** Loads the certificates of the config into SNI contexts; throws with the file name when one is unreadable. */
@@ -72,16 +72,15 @@ export class Listeners {
     this.configure(server, config);
     server.on(tlsServer ? 'secureConnection' : 'connection', (socket: net.Socket) => this.onConnection(socket));
     server.on('request', this.pipeline.handle);
-    server.on('upgrade', (req, socket, head) => handleUpgrade(this.pipeline, req, socket, head));
-    server.on('connect', (_req, socket) => socket.end('HTTP/1.1 405 Method Not Allowed\r\nx-scrubber: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'));
+    server.on('upgrade', this.pipeline.handleUpgrade);
+    server.on('connect', (_req, socket) => socket.end(rawResponse(405, 'method-not-allowed')));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Counted, never logged per request: attack traffic is not access-logged.
       const source = connectionInfo(socket).source;
       this.pipeline.filter.onClientError?.(source, err.code ?? 'unknown');
       if (socket.writable && !(socket as net.Socket & { _httpMessage?: unknown })._httpMessage) {
-        const status = CLIENT_ERRORS[err.code ?? ''] ?? '400 Bad Request';
-        const reason = status.startsWith('431') ? 'headers-too-large' : status.startsWith('408') ? 'request-timeout' : 'bad-request';
-        socket.end(`HTTP/1.1 ${status}\r\nx-scrubber: ${reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+        const [status, reason] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad-request'];
+        socket.end(rawResponse(status, reason));
       } else socket.destroy();
     });
     return server;

@@ -1,11 +1,18 @@
-// What the request pipeline tells the filter and the statistics, and asks of
-// the filter. The pipeline knows only these interfaces; filter/ and stats/
-// implement them.
-import net from 'node:net';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { DomainConfig } from '../config/schema.ts';
+// What happened to one request, told once by the pipeline and read by
+// detection and statistics. Reasons are a closed, typed set: a stage that
+// renames one breaks the build instead of silently switching a rule off.
 
 export type Outcome = 'passed' | 'proxy' | 'blocked' | 'challenged';
+
+/** Why the proxy answered itself (the X-Scrubber header of its answer). */
+export type ProxyReason =
+  | 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'post-budget'
+  | 'maintenance' | 'unknown-host' | 'bad-host' | 'bad-request' | 'headers-too-large' | 'overloaded'
+  | 'queue-timeout' | 'queue-full'
+  | 'request-timeout' | 'body-too-slow' | 'method-not-allowed' | 'challenge' | 'rate-limited' | 'shutting-down'
+  | 'expectation-failed' | 'proxy-error';
+
+export type UpstreamError = 'connect' | 'timeout' | 'reset' | '5xx' | null;
 
 /** One finished request, as observed by the pipeline. */
 export interface Observation {
@@ -21,50 +28,29 @@ export interface Observation {
   contentType: string | null;
   outcome: Outcome;
   /** The proxy's own reason when it answered (X-Scrubber). */
-  proxyReason: string | null;
-  upstreamError: 'connect' | 'timeout' | 'reset' | '5xx' | null;
+  proxyReason: ProxyReason | null;
+  /** A failure of the upstream; never set for a failure the proxy caused itself. */
+  upstreamError: UpstreamError;
   newConnection: boolean;
-  /** Time it waited in the domain's upstream queue (the domain was at maxInflight); 0 when it did not wait. */
+  /** Time it waited in the domain's upstream queue; 0 when it did not wait. */
   queuedMs: number;
   /** Time from handing it to the upstream to the end of the answer; 0 when it never went upstream.
    *  Unlike durationMs, it leaves out the client's upload (read at the edge first) and the queue. */
   upstreamMs: number;
+  /** An upgrade (WebSocket) request: its "answer" is a tunnel. */
+  upgrade?: boolean;
 }
 
-export interface RequestContext {
-  source: string;
-  client: string;
-  domain: DomainConfig;
-  newConnection: boolean;
+/** Refused because the domain's upstream was full: the origin's capacity, not the source's doing. */
+export const isQueueRefusal = (r: ProxyReason | null): boolean => r === 'queue-timeout' || r === 'queue-full';
+
+/**
+ * Whether the request tells of an upstream in trouble (for attack mode): it failed to connect, timed out or was
+ * reset, the application answered 503/504 (relayed or replaced by the proxy's page), or the domain's full
+ * upstream queue had to refuse it. Never a failure the proxy caused itself.
+ */
+export function upstreamInTrouble(o: Observation): boolean {
+  if (o.upstreamError !== null && o.upstreamError !== '5xx') return true;
+  if ((o.outcome === 'passed' || o.proxyReason === 'upstream-page') && (o.status === 503 || o.status === 504)) return true;
+  return isQueueRefusal(o.proxyReason);
 }
-
-export interface FilterHooks {
-  /** Shared with every listener: sources on it are refused at accept. */
-  readonly blockList: net.BlockList;
-  /** A new client connection; false means it must be dropped. */
-  onConnection(socket: net.Socket, source: string): boolean;
-  /** Before forwarding. Returns false when the filter has answered (challenge) or dropped the request itself.
-   *  res is null for Upgrade requests, which cannot be challenged: pass or drop. */
-  admit(req: IncomingMessage, res: ServerResponse | null, ctx: RequestContext): boolean;
-  /** Standing of a source when requests must wait for the upstream: 0 has a history of browsing, 1 unknown,
-   *  2 suspicious. Asked only when a domain's queue is in use (off the fast path). */
-  rank?(source: string): number;
-  /** After every request the pipeline handled. */
-  observe(o: Observation): void;
-  /** A request that never became one (slow headers, parse errors, timeouts). */
-  onClientError?(source: string, kind: string): void;
-}
-
-export interface StatsHooks {
-  record(o: Observation): void;
-}
-
-/** Observe-nothing defaults, used until filter/ and stats/ are wired in. */
-export const noFilter = (): FilterHooks => ({
-  blockList: new net.BlockList(),
-  onConnection: () => true,
-  admit: () => true,
-  observe: () => {},
-});
-
-export const noStats = (): StatsHooks => ({ record: () => {} });

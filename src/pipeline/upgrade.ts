@@ -1,44 +1,49 @@
-// WebSocket (and other Upgrade) requests. Once the upstream agrees, the two
-// sockets are piped; until then an upgrade follows the same rules as a plain
-// request (SPEC.md §3): the same forwarding headers (X-Forwarded-For appended
-// as "existing, client", Connection-named headers stripped), a connect attempt
-// that times out is repeated, a refused one fails over at once, and only when
-// no upstream could be reached does the client get the 502 page. http-proxy-3
-// was used here first; it cannot fail over (it destroys the client socket on
-// the first error), has no response timeout, and writes X-Forwarded-For its
-// own way, so the few lines below do the job instead.
+// The last step of an upgrade (WebSocket) request's flow: once the upstream
+// agrees, the two sockets are piped. Until then an upgrade follows the same
+// rules as a plain request (SPEC.md §3): a connect attempt that times out is
+// repeated, a refused one fails over at once, and only when no upstream could
+// be reached does the client get the 502 page. http-proxy-3 was used here
+// first; it cannot fail over (it destroys the client socket on the first
+// error) and has no response timeout, so the few lines below do the job.
 import http from 'node:http';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import type { Pipeline } from './pipeline.ts';
 import type { Upstream } from '../upstream/upstreams.ts';
-import { route } from '../route/router.ts';
-import { toUpstreamHeaders } from '../upstream/headers.ts';
+import type { Pages } from '../respond/pages.ts';
+import type { ProxyReason, UpstreamError } from '../observe/observation.ts';
 import { classify } from '../upstream/forward.ts';
-import { checkRequest } from '../http/hygiene.ts';
-import { connectionInfo } from '../listen/connections.ts';
+import { rawResponse } from '../respond/reply.ts';
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 421: 'Misdirected Request', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'proxy-connection', 'trailer']);
 
-export function handleUpgrade(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer): void {
-  const { config, routes } = pipeline.runtime;
-  socket.on('error', () => {});
-  const refuse = (status: number, reason: string, extra = '') =>
-    socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\nx-scrubber: ${reason}\r\n${extra}content-length: 0\r\nconnection: close\r\n\r\n`);
-  const problem = checkRequest(req.method ?? 'GET', req.url ?? '/', req.rawHeaders, config.limits.maxHeaderCount);
-  if (problem) return void refuse(problem.status, problem.reason);
-  const r = route(routes, req.headers.host);
-  if (!r.ok) return void refuse(r.status, r.reason);
-  const conn = connectionInfo(req.socket);
-  conn.requests++;
-  if (!pipeline.filter.admit(req, null, { source: conn.source, client: conn.client, domain: r.domain, newConnection: conn.requests === 1 })) return void socket.destroy();
-  if (r.domain.maintenance.enabled) return void refuse(503, 'maintenance', `retry-after: ${r.domain.maintenance.retryAfterSeconds}\r\n`);
-  const headers = toUpstreamHeaders(req.rawHeaders, { client: conn.client, proto: conn.tls ? 'https' : 'http', host: r.host }, true);
-  const order = pipeline.upstreams.groups.get(r.domain.name)!.order();
-  new UpgradeForwarding(pipeline, req, socket, head, headers, order, r.domain.name).start();
+export interface UpgradeRequest {
+  req: IncomingMessage;
+  socket: Duplex;
+  head: Buffer;
+  headers: string[];
+  domain: string;
+  order: Upstream[];
+  pages: Pages;
+  tunnels: Set<Duplex>;
+  connectTimeoutMs: number;
+  connectAttempts: number;
+  responseTimeoutMs: number;
+}
+
+export interface UpgradeOutcome {
+  status: number;
+  bytesOut: number;
+  proxyReason: ProxyReason | null;
+  upstreamError: UpstreamError;
+  contentType: string | null;
+  clientAborted: boolean;
+}
+
+/** Forwards the upgrade; `done` is called once, when the handshake is answered (tunnel open, declined, or failed). */
+export function forwardUpgrade(u: UpgradeRequest, done: (o: UpgradeOutcome) => void): void {
+  new UpgradeForwarding(u, done).start();
 }
 
 class UpgradeForwarding {
@@ -46,35 +51,29 @@ class UpgradeForwarding {
   private attempt = 1;
   private done = false;
   private current: http.ClientRequest | null = null;
+  private readonly u: UpgradeRequest;
+  private readonly report: (o: UpgradeOutcome) => void;
 
-  private readonly pipeline: Pipeline;
-  private readonly req: IncomingMessage;
-  private readonly socket: Duplex;
-  private readonly head: Buffer;
-  private readonly headers: string[];
-  private readonly order: Upstream[];
-  private readonly domain: string;
-
-  constructor(pipeline: Pipeline, req: IncomingMessage, socket: Duplex, head: Buffer, headers: string[], order: Upstream[], domain: string) {
-    this.pipeline = pipeline;
-    this.req = req;
-    this.socket = socket;
-    this.head = head;
-    this.headers = headers;
-    this.order = order;
-    this.domain = domain;
+  constructor(u: UpgradeRequest, report: (o: UpgradeOutcome) => void) {
+    this.u = u;
+    this.report = report;
     // A client that leaves while we are still connecting takes the attempt with it.
-    socket.once('close', () => { if (!this.done) { this.done = true; this.current?.destroy(); } });
+    u.socket.once('close', () => {
+      if (this.done) return;
+      this.done = true;
+      this.current?.destroy();
+      report({ status: 0, bytesOut: 0, proxyReason: null, upstreamError: null, contentType: null, clientAborted: true });
+    });
   }
 
   start(): void {
     if (this.done) return;
-    const up = this.order[this.idx];
-    const { upstream } = this.pipeline.runtime.config;
+    const u = this.u;
+    const up = u.order[this.idx];
     const mod = up.tls ? https : http;
     const preq = mod.request({
-      host: up.host, port: up.port, method: this.req.method, path: this.req.url, headers: this.headers, setHost: false, agent: false,
-      ...(up.tls ? { ...up.tlsOptions, servername: this.domain } : {}),
+      host: up.host, port: up.port, method: u.req.method, path: u.req.url, headers: u.headers, setHost: false, agent: false,
+      ...(up.tls ? { ...up.tlsOptions, servername: u.domain } : {}),
     });
     this.current = preq;
     let settled = false;
@@ -82,13 +81,13 @@ class UpgradeForwarding {
     const timer = setTimeout(() => {
       const code = connected ? 'UND_ERR_HEADERS_TIMEOUT' : 'UND_ERR_CONNECT_TIMEOUT';
       preq.destroy(Object.assign(new Error(code), { code }));
-    }, upstream.connectTimeoutMs);
+    }, u.connectTimeoutMs);
     preq.once('socket', (s: Socket) => {
       s.once(up.tls ? 'secureConnect' : 'connect', () => {
         connected = true;
         clearTimeout(timer);
         // From here on the upstream has the request; a silence is a response timeout.
-        const rt = setTimeout(() => preq.destroy(Object.assign(new Error('response timeout'), { code: 'UND_ERR_HEADERS_TIMEOUT' })), upstream.responseTimeoutMs);
+        const rt = setTimeout(() => preq.destroy(Object.assign(new Error('response timeout'), { code: 'UND_ERR_HEADERS_TIMEOUT' })), u.responseTimeoutMs);
         preq.once('close', () => clearTimeout(rt));
         preq.once('upgrade', () => clearTimeout(rt));
         preq.once('response', () => clearTimeout(rt));
@@ -105,13 +104,16 @@ class UpgradeForwarding {
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
       const raw = pres.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      this.socket.write(head + '\r\n');
-      if (phead.length) this.socket.write(phead);
-      if (this.head.length) psocket.write(this.head);
-      psocket.pipe(this.socket).pipe(psocket);
+      const client = u.socket;
+      client.write(head + '\r\n');
+      if (phead.length) client.write(phead);
+      if (u.head.length) psocket.write(u.head);
+      psocket.pipe(client).pipe(psocket);
+      u.tunnels.add(client);
       // Either side gone: the other goes too, so no half-dead tunnel lingers.
-      psocket.once('close', () => this.socket.destroy());
-      this.socket.once('close', () => psocket.destroy());
+      psocket.once('close', () => client.destroy());
+      client.once('close', () => { psocket.destroy(); u.tunnels.delete(client); });
+      this.report({ status: pres.statusCode ?? 101, bytesOut: 0, proxyReason: null, upstreamError: null, contentType: null, clientAborted: false });
     });
 
     preq.once('response', (pres: IncomingMessage) => {
@@ -123,32 +125,38 @@ class UpgradeForwarding {
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? ''}\r\n`;
       const raw = pres.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) if (!HOP_BY_HOP_RESPONSE.has(raw[i].toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      this.socket.write(head + 'connection: close\r\n\r\n');
-      pres.pipe(this.socket);
-      pres.once('error', () => this.socket.destroy());
+      u.socket.write(head + 'connection: close\r\n\r\n');
+      let bytes = 0;
+      pres.on('data', (c: Buffer) => { bytes += c.length; });
+      pres.pipe(u.socket);
+      pres.once('error', () => u.socket.destroy());
+      const status = pres.statusCode ?? 0;
+      const ct = pres.headers['content-type'];
+      pres.once('end', () => this.report({ status, bytesOut: bytes, proxyReason: null, upstreamError: status >= 500 ? '5xx' : null, contentType: ct ?? null, clientAborted: false }));
     });
 
     preq.once('error', (err) => {
-      if (settled || this.done) { if (!this.done) this.socket.destroy(); return; }
+      if (settled || this.done) { if (!this.done) u.socket.destroy(); return; }
       this.fail(err);
     });
     preq.end();
   }
 
   private fail(err: unknown): void {
+    const u = this.u;
     const kind = classify(err);
-    const up = this.order[this.idx];
-    if (kind === 'connect-timeout' && this.attempt < this.pipeline.runtime.config.upstream.connectAttempts) { this.attempt++; this.start(); return; }
+    const up = u.order[this.idx];
+    if (kind === 'connect-timeout' && this.attempt < u.connectAttempts) { this.attempt++; this.start(); return; }
     up.report(false);
     // An upgrade is a GET without a body: every failure before an answer can move on.
-    if (kind !== 'response-timeout' && this.idx + 1 < this.order.length) { this.idx++; this.attempt = 1; this.start(); return; }
+    if (kind !== 'response-timeout' && this.idx + 1 < u.order.length) { this.idx++; this.attempt = 1; this.start(); return; }
     this.done = true;
-    const reason = kind === 'response-timeout' ? 'upstream-timeout' : kind === 'connect-timeout' ? 'connect-timeout' : kind === 'connect' ? 'connect-refused' : 'upstream-error';
+    const reason: ProxyReason = kind === 'response-timeout' ? 'upstream-timeout' : kind === 'connect-timeout' ? 'connect-timeout' : kind === 'connect' ? 'connect-refused' : 'upstream-error';
     const status = kind === 'response-timeout' ? 504 : 502;
-    void this.pipeline.pages.render(status, reason, this.domain).then((html) => {
-      if (this.socket.destroyed) return;
-      this.socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nx-scrubber: ${reason}\r\ncontent-type: text/html; charset=utf-8\r\n` +
-        `cache-control: no-store\r\ncontent-length: ${Buffer.byteLength(html)}\r\nconnection: close\r\n\r\n${html}`);
-    }, () => this.socket.destroy());
+    const upstreamError: UpstreamError = kind === 'response-timeout' ? 'timeout' : kind === 'reset' || kind === 'other' ? 'reset' : 'connect';
+    this.report({ status, bytesOut: 0, proxyReason: reason, upstreamError, contentType: null, clientAborted: false });
+    void u.pages.render(status, reason, u.domain).then((html) => {
+      if (!u.socket.destroyed) u.socket.end(rawResponse(status, reason, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, html));
+    }, () => u.socket.destroy());
   }
 }

@@ -4,13 +4,8 @@
 // page dropped into the folder is served from the next request on.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { ServerResponse } from 'node:http';
 
-export type PageReason =
-  | 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'post-budget'
-  | 'maintenance' | 'unknown-host' | 'bad-host' | 'bad-request' | 'headers-too-large' | 'overloaded'
-  | 'queue-timeout' | 'queue-full'
-  | 'request-timeout' | 'body-too-slow' | 'method-not-allowed' | 'challenge' | 'shutting-down';
+export type { ProxyReason as PageReason } from '../observe/observation.ts';
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Payload Too Large', 421: 'Misdirected Request',
@@ -52,27 +47,6 @@ export class Pages {
     return builtinPage(this.brand, status, reason);
   }
 
-  /**
-   * Sends the built-in page synchronously: for malformed requests, where
-   * Node's parser may destroy the socket right after this tick.
-   */
-  sendBuiltin(res: ServerResponse, status: number, reason: PageReason): void {
-    this.write(res, status, reason, builtinPage(this.brand, status, reason), { close: true });
-  }
-
-  /** Sends a proxy-generated page; `close` ends the client connection afterwards. */
-  async send(res: ServerResponse, status: number, reason: PageReason, domain: string | null, opts: { headers?: Record<string, string>; close?: boolean; name?: string } = {}): Promise<void> {
-    this.write(res, status, reason, await this.render(status, reason, domain, opts.name), opts);
-  }
-
-  private write(res: ServerResponse, status: number, reason: PageReason, body: string, opts: { headers?: Record<string, string>; close?: boolean }): void {
-    if (res.headersSent || res.destroyed) return;
-    const headers: Record<string, string | number> = {
-      'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store', 'x-scrubber': reason, ...opts.headers,
-    };
-    if (opts.close) headers.connection = 'close';
-    res.writeHead(status, headers);
-    res.end(res.req?.method === 'HEAD' ? undefined : body);
-  }
+  /** The built-in page with the configured brand. */
+  builtin(status: number, reason: string): string { return builtinPage(this.brand, status, reason); }
 }

@@ -5,21 +5,17 @@
 import type { Config } from '../config/schema.ts';
 import type { Db } from '../store/db.ts';
 import type { Logger } from '../log.ts';
-import type { AdminServer } from '../admin/server.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
-import type { Filter } from '../detect/filter.ts';
-import type { Observation, StatsHooks } from '../observe/observation.ts';
+import type { Observation } from '../observe/observation.ts';
 import type { Registry } from 'prom-client';
-import { Recorder } from './recorder.ts';
+import { Recorder, type FilterView } from './recorder.ts';
 import { StatsStore } from './store.ts';
 import { createMetrics } from './metrics.ts';
 import { BUCKET_SECONDS, toBucketJson, type BucketJson } from './buckets.ts';
 import { bill, monthRange, type Bill } from './billing.ts';
-import { registerStatsRoutes } from '../admin/routes-stats.ts';
-import { registerDashboard } from '../admin/dashboard.ts';
 import type { UpstreamQueue } from '../limits/upstream-queue.ts';
 
-export interface StatsDeps { db: Db; log: Logger; filter: Filter; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, UpstreamQueue> }
+export interface StatsDeps { db: Db; log: Logger; filter: FilterView; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, UpstreamQueue> }
 
 export interface StatsOptions {
   /** How often the filter is sampled and deltas are written (default 5 s). */
@@ -28,9 +24,9 @@ export interface StatsOptions {
   now?: () => number;
 }
 
-export interface Stats extends StatsHooks {
-  reconfigure(config: Config): void;
-  registerRoutes(admin: AdminServer): void;
+export interface Stats {
+  /** The hot path: one finished request. */
+  record(o: Observation): void;
   close(): Promise<void>;
   /** Samples the filter and writes what is in memory (also done by the timer). */
   flush(): void;
@@ -77,7 +73,6 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const stats: Stats = {
     registry,
     record: (o: Observation) => recorder.record(o),
-    reconfigure() {},
     flush,
     buckets(domain, from, to) {
       if (!closed) flush();
@@ -91,10 +86,6 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
       if (!r) throw new Error(`malformed month "${month}"`);
       if (!closed) flush();
       return bill(month, store.billingSamples(domain, r.from, r.to), now());
-    },
-    registerRoutes(admin) {
-      registerStatsRoutes(admin, { stats, filter: deps.filter, upstreams: deps.upstreams, config: deps.config, now, queues: deps.queues });
-      registerDashboard(admin);
     },
     async close() {
       if (closed) return;

@@ -3,8 +3,7 @@
 // label hashing allocates). Labels: domain and status class only, never a
 // client address or URL, so the series count is bounded by the config.
 import { Registry, Counter, Gauge } from 'prom-client';
-import type { Recorder } from './recorder.ts';
-import type { Filter } from '../detect/filter.ts';
+import type { FilterView, Recorder } from './recorder.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
 import { F, G, type Field } from './buckets.ts';
 import { FIELDS } from './buckets.ts';
@@ -28,7 +27,7 @@ const DOMAIN_COUNTERS: [string, string, number][] = [
   ['scrubber_upstream_5xx_total', 'Upstream responses with a 5xx status.', F.err5xx],
 ];
 
-export interface MetricsDeps { recorder: Recorder; filter: Filter; upstreams: Upstreams; queues: ReadonlyMap<string, UpstreamQueue> }
+export interface MetricsDeps { recorder: Recorder; filter: FilterView; upstreams: Upstreams; queues: ReadonlyMap<string, UpstreamQueue> }
 
 export function createMetrics(deps: MetricsDeps): Registry {
   const registry = new Registry();

@@ -7,10 +7,10 @@ import type { FilterSnapshot } from '../detect/filter.ts';
 import { bucketOf, countInto, F, G, BUCKET_SECONDS, newCounters, newGlobal } from './buckets.ts';
 import type { DomainDelta, GlobalDelta } from './store.ts';
 
-interface DomainAcc { t: number; c: Float64Array; total: Float64Array; dirty: boolean }
+/** What statistics read of the filter: a periodic snapshot. */
+export interface FilterView { snapshot(): FilterSnapshot }
 
-/** The filter's counter of connections from blacklisted sources it refused (FilterSnapshot.counters). */
-export const ACCEPT_DROP_COUNTER = 'droppedConnections';
+interface DomainAcc { t: number; c: Float64Array; total: Float64Array; dirty: boolean }
 
 /** Finished-bucket deltas kept while the store refuses writes; past this the oldest are given up. */
 const MAX_UNWRITTEN = 50_000;
@@ -79,7 +79,7 @@ export class Recorder {
     const t = bucketOf(this.now());
     const g = this.globalAcc(t);
     if (snap.blacklistSize > g[G.blacklistSize]) g[G.blacklistSize] = snap.blacklistSize;
-    const refused = snap.counters[ACCEPT_DROP_COUNTER] ?? 0;
+    const refused = snap.droppedConnections;
     // A counter that went down belongs to a new filter instance: all of it is new.
     const delta = refused >= this.lastRefused ? refused - this.lastRefused : refused;
     this.lastRefused = refused;

@@ -1,0 +1,37 @@
+// Builds the filter's part of the object graph: the store, the decisions, the
+// challenge and the detector, on one clock.
+import { createSecretKey } from 'node:crypto';
+import type { Config } from '../config/schema.ts';
+import type { Db } from '../store/db.ts';
+import type { Logger } from '../log.ts';
+import type { DecisionBus } from '../decisions/bus.ts';
+import { SqliteFilterStore, type FilterStore } from '../store/filter-store.ts';
+import { Decisions } from '../decisions/decisions.ts';
+import { CookieChallenge } from '../challenge/cookie.ts';
+import { Detector } from '../detect/detector.ts';
+import { Filter } from '../detect/filter.ts';
+
+export interface FilterDeps {
+  db: Db;
+  log: Logger;
+  /** The clock of every decision (tests pass a fake one). */
+  now?: () => number;
+  store?: FilterStore;
+  bus?: DecisionBus;
+  /** The challenge secret (a shared one, when several nodes must accept each other's cookies). */
+  secret?: Buffer;
+}
+
+export function createFilter(config: Config, deps: FilterDeps): Filter {
+  const now = deps.now ?? Date.now;
+  const store = deps.store ?? new SqliteFilterStore(deps.db);
+  const f = config.filter;
+  const decisions = new Decisions(
+    { repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources },
+    f.whitelist, { store, log: deps.log, bus: deps.bus }, now());
+  // The key is imported once: the HMAC runs on the request path of every untrusted source under attack.
+  const secret = createSecretKey(deps.secret ?? store.secret());
+  const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName);
+  const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now });
+  return new Filter({ detector, decisions, store, log: deps.log, now });
+}

@@ -1,0 +1,17 @@
+// A challenge asks an untrusted source to prove it is a real client before
+// its requests reach an application under attack. Detection decides *when*
+// (the verdict says "challenge"); a strategy decides *how*: the cookie round
+// trip today, another kind (e.g. a proof of work for clients that cannot keep
+// cookies) can join behind the same interface.
+import type { Config } from '../config/schema.ts';
+import type { RequestHead } from '../http/head.ts';
+import type { Answer } from '../respond/reply.ts';
+
+export interface Challenge {
+  readonly kind: string;
+  /** The request carries a valid proof for its source and domain. Pure (now passed in). */
+  passed(head: RequestHead, domain: string, now: number): boolean;
+  /** The answer that makes a client prove itself; passing it earns trust for trustMs. */
+  issue(head: RequestHead, domain: string, now: number, trustMs: number): Answer;
+  reconfigure?(config: Config): void;
+}

@@ -1,0 +1,189 @@
+// Decisions: who is banned (until when, and why), who is whitelisted, and the
+// repeat-offender records that make a ban grow. Detection decides *that* a
+// source must go; this module is the one place that records it, persists it,
+// tells the listeners (accept-time drop, open connections closed) and the
+// other processes and nodes (the DecisionBus). Time is passed in.
+import type { FilterStore } from '../store/filter-store.ts';
+import type { Logger } from '../log.ts';
+import { Blacklist, type BanEntry } from './blacklist.ts';
+import { parseWhitelistEntry, Whitelist, type ParsedRange, type WhitelistEntry } from './lists.ts';
+import { banDurationMs, decayedOffences, recordOffence, type OffenderRecord } from './ban-time.ts';
+import { LocalBus, type Decision, type DecisionBus } from './bus.ts';
+import { LRUCache } from 'lru-cache';
+
+export interface BanPolicy {
+  repeatGrowth: number;
+  repeatHalfLifeHours: number;
+  timeScale: number;
+  maxSources: number;
+}
+
+export interface DecisionsDeps {
+  store: FilterStore;
+  log: Logger;
+  bus?: DecisionBus;
+}
+
+/** The edge, told of what was decided: a banned source's open connections go at once; a new BlockList is installed
+ *  on every listener (a BlockList cannot forget an address, so unbans and expiries swap the list). */
+export interface DecisionWatcher {
+  onBan(source: string): void;
+  setBlockList(list: import('node:net').BlockList): void;
+}
+
+export class Decisions {
+  readonly blacklist: Blacklist;
+  readonly whitelist = new Whitelist();
+  private readonly offenders: LRUCache<string, OffenderRecord>;
+  private readonly deps: DecisionsDeps;
+  private readonly bus: DecisionBus;
+  private readonly watchers: DecisionWatcher[] = [];
+  private policy: BanPolicy;
+  /** Monotonic counters for statistics. */
+  bansTotal = 0;
+  bansExpired = 0;
+  readonly bansByRule = new Map<string, number>();
+
+  constructor(policy: BanPolicy, configWhitelist: string[], deps: DecisionsDeps, now: number) {
+    this.policy = policy;
+    this.deps = deps;
+    this.bus = deps.bus ?? new LocalBus();
+    this.blacklist = new Blacklist((list) => { for (const w of this.watchers) w.setBlockList(list); });
+    this.offenders = new LRUCache({ max: policy.maxSources });
+    const store = deps.store;
+    // After 20 half-lives an offence weighs less than a millionth: forget it.
+    store.pruneOffenders(now - 20 * this.halfLifeMs());
+    for (const [ip, r] of store.loadOffenders()) this.offenders.set(ip, r);
+    this.whitelist.setConfigEntries(configWhitelist, now);
+    for (const w of store.loadWhitelist()) {
+      const p = parseWhitelistEntry(w.ip);
+      if (p.ok) this.whitelist.add(p.value, 'api', w.note, w.since);
+    }
+    for (const b of store.loadBans(now)) if (!this.whitelist.covers(b.ip)) this.blacklist.add(b);
+    this.bus.subscribe((d) => this.apply(d));
+  }
+
+  watch(w: DecisionWatcher): void { this.watchers.push(w); }
+  private banned(source: string): void { for (const w of this.watchers) w.onBan(source); }
+
+  reconfigure(policy: BanPolicy, configWhitelist: string[], now: number): void {
+    this.policy = policy;
+    this.whitelist.setConfigEntries(configWhitelist, now);
+    this.liftWhitelisted();
+  }
+
+  has(source: string): boolean { return this.blacklist.has(source); }
+  banOf(source: string): BanEntry | undefined { return this.blacklist.get(source); }
+  bans(): BanEntry[] { return this.blacklist.all(); }
+  get size(): number { return this.blacklist.size; }
+
+  /**
+   * An automatic ban: the time grows with the source's earlier (decayed) offences.
+   * Returns the entry; the caller forgets the source's detection state.
+   */
+  ban(source: string, rule: string, reason: string, baseSeconds: number, now: number): BanEntry {
+    const rec = this.offenders.get(source);
+    const halfLife = this.halfLifeMs();
+    const offences = decayedOffences(rec, now, halfLife);
+    const ms = banDurationMs(baseSeconds, offences, { growth: this.policy.repeatGrowth, halfLifeMs: halfLife, timeScale: this.policy.timeScale });
+    const next = recordOffence(rec, now, halfLife);
+    this.offenders.set(source, next);
+    this.deps.store.putOffender(source, next);
+    const e = this.record({ ip: source, reason, rule, since: now, expiresAt: now + ms });
+    this.deps.log.info({ source, rule, reason, banSeconds: Math.round(ms / 1000), offences: Math.round(offences * 100) / 100 }, 'source banned');
+    return e;
+  }
+
+  /** An operator's ban: exactly the time asked; a shorter manual entry replaces a longer automatic one. */
+  manualBan(source: string, ttlSeconds: number, reason: string, now: number): BanEntry {
+    if (this.blacklist.has(source)) this.blacklist.remove(source);
+    const e = this.record({ ip: source, reason, rule: 'manual', since: now, expiresAt: now + ttlSeconds * 1000 });
+    this.deps.store.flush();
+    this.deps.log.info({ source, rule: 'manual', reason, banSeconds: ttlSeconds }, 'source banned');
+    return e;
+  }
+
+  /** The bookkeeping every ban shares, wherever it was decided. */
+  private record(e: BanEntry): BanEntry {
+    this.blacklist.add(e);
+    this.deps.store.putBan(e);
+    this.bansTotal++;
+    this.bansByRule.set(e.rule, (this.bansByRule.get(e.rule) ?? 0) + 1);
+    this.bus.publish({ kind: 'ban', entry: e });
+    this.banned(e.ip);
+    return e;
+  }
+
+  unban(source: string): boolean {
+    const ok = this.drop(source);
+    if (ok) { this.bus.publish({ kind: 'unban', ip: source }); this.deps.store.flush(); }
+    return ok;
+  }
+
+  private drop(source: string): boolean {
+    const ok = this.blacklist.remove(source);
+    if (ok) this.deps.store.deleteBan(source);
+    return ok;
+  }
+
+  /** Drops the bans that ran out. */
+  expire(now: number): number {
+    const gone = this.blacklist.expire(now);
+    for (const e of gone) this.deps.store.deleteBan(e.ip);
+    this.bansExpired += gone.length;
+    return gone.length;
+  }
+
+  whitelistEntries(): WhitelistEntry[] { return this.whitelist.all(); }
+  whitelistEntry(text: string): WhitelistEntry | undefined { return this.whitelist.get(text); }
+  isWhitelisted(source: string): boolean { return this.whitelist.covers(source); }
+
+  addWhitelist(range: ParsedRange, note: string, now: number): WhitelistEntry {
+    const e = this.whitelist.add(range, 'api', note, now);
+    this.deps.store.putWhitelist({ ip: e.ip, origin: 'api', note, since: e.since });
+    this.liftWhitelisted();
+    this.bus.publish({ kind: 'whitelist', entry: { ip: e.ip, origin: 'api', note, since: e.since } });
+    this.deps.store.flush();
+    return e;
+  }
+
+  removeWhitelist(text: string): boolean {
+    const ok = this.whitelist.remove(text);
+    if (ok) { this.deps.store.deleteWhitelist(text); this.bus.publish({ kind: 'unwhitelist', ip: text }); this.deps.store.flush(); }
+    return ok;
+  }
+
+  /** Whitelisted sources are never blocked: lifts the bans the whitelist now covers. */
+  private liftWhitelisted(): void {
+    for (const b of this.blacklist.all()) if (this.whitelist.covers(b.ip)) this.drop(b.ip);
+  }
+
+  /** A decision made in another process or node: in force here too, without telling anyone again. */
+  private apply(d: Decision): void {
+    if (d.kind === 'ban') {
+      if (this.whitelist.covers(d.entry.ip)) return;
+      this.blacklist.add(d.entry);
+      this.banned(d.entry.ip);
+    } else if (d.kind === 'unban') this.blacklist.remove(d.ip);
+    else if (d.kind === 'whitelist') {
+      const p = parseWhitelistEntry(d.entry.ip);
+      if (p.ok) { this.whitelist.add(p.value, 'api', d.entry.note, d.entry.since); this.liftWhitelisted(); }
+    } else if (d.kind === 'unwhitelist') this.whitelist.remove(d.ip);
+  }
+
+  /** Brings in what the cluster decided while this node was away (start, reconnect). */
+  async join(now: number): Promise<void> {
+    const snap = await this.bus.snapshot(now);
+    for (const w of snap.whitelist) this.apply({ kind: 'whitelist', entry: w });
+    for (const b of snap.bans) if (b.expiresAt > now && !this.blacklist.has(b.ip)) this.apply({ kind: 'ban', entry: b });
+  }
+
+  get busHealthy(): boolean { return this.bus.healthy; }
+  publishAttack(domain: string, under: boolean, since: number, reason: string | null): void {
+    this.bus.publish({ kind: 'attack', domain, under, since, reason });
+  }
+
+  private halfLifeMs(): number { return this.policy.repeatHalfLifeHours * 3600_000 * this.policy.timeScale; }
+
+  async close(): Promise<void> { await this.bus.close(); }
+}

@@ -1,0 +1,292 @@
+// Detection: turns what sources do into events (extract.ts), runs the rules
+// over them (engine.ts, as data in rules.ts), and gives the flow a verdict:
+// pass, drop, or challenge. It never writes a response nor touches a socket:
+// the flow enforces the verdict, Decisions records a ban. Attack mode per
+// domain (attack-mode.ts) is stepped by tick(). Time comes from the injected
+// clock, so every decision here can be tested on a fake one.
+import type { Config, DomainConfig } from '../config/schema.ts';
+import type { Logger } from '../log.ts';
+import type { RequestHead } from '../http/head.ts';
+import type { Observation } from '../observe/observation.ts';
+import { isQueueRefusal, upstreamInTrouble } from '../observe/observation.ts';
+import type { Decisions } from '../decisions/decisions.ts';
+import type { Challenge } from '../challenge/challenge.ts';
+import type { Answer } from '../respond/reply.ts';
+import type { FilterStore } from '../store/filter-store.ts';
+import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
+import { applyEvents, fills, newPending, newVerdict } from './engine.ts';
+import { explainOverflow, explainScore, scoreLine } from './score.ts';
+import { enforced } from '../decisions/ban-time.ts';
+import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
+import { Knowledge, DomainKnowledge } from './knowledge.ts';
+import { answerEvents, requestEvents, staticRequest } from './extract.ts';
+import { stepAttack } from './attack-mode.ts';
+import { Counters } from './counters.ts';
+
+export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge'; answer: Answer };
+const PASS: Verdict = { kind: 'pass' };
+const DROP: Verdict = { kind: 'drop' };
+
+/** Client errors that mean "too slow" (slowloris); those from the parser mean "not HTTP"; the rest (resets) are ordinary. */
+const SLOW_CODES = new Set(['HPE_HEADERS_TIMEOUT', 'ERR_HTTP_REQUEST_TIMEOUT']);
+/** How often what was learned of each domain's traffic is saved (and on close): a crash loses at most this much learning. */
+const LEARNED_SAVE_MS = 60_000;
+
+export interface DetectorDeps {
+  decisions: Decisions;
+  challenge: Challenge;
+  store: FilterStore;
+  log: Logger;
+  now: () => number;
+}
+
+export class Detector {
+  private cfg: Config['filter'];
+  private rules: CompiledRules;
+  private rulesKey: string;
+  private sources: SourceStore;
+  readonly knowledge = new Knowledge();
+  readonly counters = new Counters();
+  private readonly pending = newPending();
+  private readonly verdict = newVerdict();
+  private readonly d: DetectorDeps;
+  private lastStep: number;
+  private lastLearnedSave: number;
+
+  constructor(config: Config, deps: DetectorDeps) {
+    this.d = deps;
+    this.cfg = config.filter;
+    this.rules = compileRules(this.cfg.rules);
+    this.rulesKey = JSON.stringify(this.cfg.rules);
+    this.sources = new LruSourceStore(this.cfg.maxSources, this.rules.count);
+    const now = deps.now();
+    this.lastStep = this.lastLearnedSave = now;
+    const configured = new Set(config.domains.map((d) => d.name));
+    for (const [name, l] of deps.store.loadLearned()) if (configured.has(name)) this.knowledge.set(name, DomainKnowledge.restore(l, now, this.cfg.attack));
+  }
+
+  // ---- what the flow asks ---------------------------------------------------------------------
+
+  /** A new client connection; false means it must be dropped. */
+  onConnection(source: string): boolean {
+    if (this.d.decisions.has(source)) { this.counters.droppedConnections++; return false; }
+    const s = this.sources.touch(source);
+    if (this.whitelisted(source, s)) return true;
+    this.pending[E.connection] += 1;
+    return !this.evaluate(source, s, this.d.now(), s.domain);
+  }
+
+  /** Before forwarding a request to its domain. An upgrade cannot follow a challenge: it passes or is dropped. */
+  judge(head: RequestHead, domain: DomainConfig, upgrade: boolean): Verdict {
+    const source = head.source;
+    if (this.d.decisions.has(source)) { this.counters.droppedRequests++; return DROP; }
+    const now = this.d.now();
+    const k = this.knowledge.of(domain.name);
+    k.traffic.requests++;
+    const s = this.sources.touch(source);
+    if (this.whitelisted(source, s)) return PASS;
+    s.domain = domain.name;
+    requestEvents(head, s, this.pending);
+    const challenge = s.trustUntil <= now && domain.challenge && this.challengeActive(k) && this.mustChallenge(head, s, domain.name, k, now);
+    if (this.evaluate(source, s, now, domain.name)) { this.counters.droppedRequests++; return DROP; }
+    if (!challenge) return PASS;
+    if (upgrade) { this.counters.upgradesRefused++; return DROP; }
+    s.challengedAt = now;
+    this.counters.challenges++;
+    return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs()) };
+  }
+
+  /** After every request the pipeline handled. */
+  observe(o: Observation): void {
+    const now = this.d.now();
+    const k = o.domain !== null ? this.knowledge.of(o.domain) : null;
+    if (k) {
+      const t = k.traffic;
+      // Latency as the proxy and the application add it (queue and upstream), not the client's own upload time.
+      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.queuedMs + o.upstreamMs; }
+      if (upstreamInTrouble(o)) t.upstreamErrors++;
+      if (o.queuedMs > 0) t.queued++;
+      // The filter's own answers say nothing new about the source.
+      if (o.outcome === 'blocked' || o.outcome === 'challenged') return;
+    }
+    if (this.d.decisions.has(o.source)) return;
+    const s = this.sources.touch(o.source);
+    if (this.whitelisted(o.source, s)) return;
+    if (isQueueRefusal(o.proxyReason)) return;
+    const p = this.pending;
+    if (o.proxyReason === 'overloaded') {
+      // Refused by the per-source in-flight cap before reaching the upstream: the refusal is the only news.
+      p[E.overCap] += 1;
+      this.evaluate(o.source, s, now, o.domain);
+      return;
+    }
+    if (k === null) {
+      // Refused before routing: unknown Host, malformed request.
+      p[E.badRequest] += 1;
+      p[E.request] += 1;
+      this.evaluate(o.source, s, now, null);
+      return;
+    }
+    const goodLine = 0.3 * this.cfg.scoreThreshold;
+    answerEvents(o, s, k, p, s.goodSince > 0 && s.score < goodLine);
+    if (this.evaluate(o.source, s, now, o.domain)) return;
+    // A source that loaded a page and its assets without raising its score has a history: under a later attack it passes unchallenged.
+    if (s.goodSince === 0 && s.pages >= 1 && s.assets >= 2 && s.score < goodLine) s.goodSince = now;
+  }
+
+  /** Standing of a source when requests must wait for the upstream: 0 has a history, 1 unknown, 2 suspicious. */
+  rank(source: string): number {
+    if (this.d.decisions.has(source)) return 2;
+    const s = this.sources.peek(source);
+    if (!s) return 1;
+    if (this.whitelisted(source, s)) return 0;
+    // The score as of the source's last request: leaking since would only lower it, and this is asked often under load.
+    if (s.score >= 0.3 * this.cfg.scoreThreshold) return 2;
+    return s.goodSince > 0 || s.trustUntil > this.d.now() ? 0 : 1;
+  }
+
+  /** A request that never became one (slow headers, parse errors, timeouts). */
+  onClientError(source: string, kind: string): void {
+    const slow = SLOW_CODES.has(kind);
+    if (!slow && !kind.startsWith('HPE_')) return;
+    if (this.d.decisions.has(source)) return;
+    const s = this.sources.touch(source);
+    if (this.whitelisted(source, s)) return;
+    this.pending[slow ? E.slow : E.badRequest] += 1;
+    this.evaluate(source, s, this.d.now(), s.domain);
+  }
+
+  // ---- decisions ------------------------------------------------------------------------------
+
+  /** Runs the rules over the pending events; bans when enforced. True when the source was banned. */
+  private evaluate(source: string, s: SourceState, now: number, domain: string | null): boolean {
+    const v = this.verdict;
+    applyEvents(s.levels, s.last, now, this.pending, this.rules, v);
+    s.last = now;
+    s.score = v.score;
+    // Fast path: nothing overflows and the score is under the lowest line it could have.
+    if (v.overflow < 0 && v.score < this.cfg.scoreThreshold * this.cfg.attack.tighten) return false;
+    const st = domain !== null ? this.knowledge.peek(domain)?.traffic.state : undefined;
+    const under = domain !== null ? st?.under === true : this.knowledge.anyUnderAttack();
+    const mode = this.cfg.mode;
+    if (v.overflow >= 0) {
+      // The fullest overflowing rule may wait for attack mode while another one that also overflows is enforced
+      // always (a flood fills 'flood' faster than 'rate-extreme'): the fullest enforced one decides.
+      const r = enforced(mode, this.rules.rules[v.overflow].enforce, under) ? v.overflow : this.enforcedOverflow(s.levels, mode, under);
+      if (r >= 0) {
+        const rule = this.rules.rules[r];
+        return this.ban(source, rule.name, explainOverflow(rule, s.levels[r] / rule.capacity), rule.banSeconds, now);
+      }
+      this.counters.overflowsNotEnforced++;
+    }
+    const line = scoreLine(this.cfg.scoreThreshold, st?.upstreamFailing === true, this.cfg.attack.tighten);
+    if (v.score >= line) {
+      if (!enforced(mode, 'attack', under)) { this.counters.scoreNotEnforced++; return false; }
+      const top = v.top >= 0 ? this.rules.rules[v.top] : null;
+      return this.ban(source, 'score', explainScore(v.score, line, fills(s.levels, now, now, this.rules), this.rules), top?.banSeconds ?? 1800, now);
+    }
+    return false;
+  }
+
+  /** The fullest overflowing rule enforced now, or -1 (levels are already leaked to now by applyEvents). Off the hot path. */
+  private enforcedOverflow(levels: number[], mode: Config['filter']['mode'], under: boolean): number {
+    let best = -1, bestFill = 1;
+    for (let r = 0; r < this.rules.count; r++) {
+      const fill = levels[r] / this.rules.capacity[r];
+      if (fill > bestFill && enforced(mode, this.rules.rules[r].enforce, under)) { best = r; bestFill = fill; }
+    }
+    return best;
+  }
+
+  private ban(source: string, rule: string, reason: string, baseSeconds: number, now: number): true {
+    this.d.decisions.ban(source, rule, reason, baseSeconds, now);
+    // The source starts over when the ban ends.
+    this.sources.delete(source);
+    return true;
+  }
+
+  private mustChallenge(head: RequestHead, s: SourceState, domain: string, k: DomainKnowledge, now: number): boolean {
+    if (staticRequest(head.url, k)) return false;
+    // A source that browsed like a browser before the attack began has a history.
+    if (s.goodSince > 0 && s.goodSince < (k.traffic.state.under ? k.traffic.state.since : Infinity)) return false;
+    if (this.d.challenge.passed(head, domain, now)) {
+      s.trustUntil = now + this.trustMs();
+      this.counters.challengesPassed++;
+      return false;
+    }
+    if (s.challengedAt > 0) { this.pending[E.challengeIgnored] += 1; this.counters.challengesIgnored++; }
+    return true;
+  }
+
+  private challengeActive(k: DomainKnowledge): boolean {
+    const c = this.cfg;
+    return c.challenge.enabled && (c.mode === 'always' || (c.mode === 'auto' && k.traffic.state.under));
+  }
+
+  private whitelisted(source: string, s: SourceState): boolean {
+    const wl = this.d.decisions.whitelist;
+    if (s.wlVersion !== wl.version) { s.whitelisted = wl.covers(source); s.wlVersion = wl.version; }
+    return s.whitelisted;
+  }
+
+  private trustMs(): number { return this.cfg.challenge.trustSeconds * 1000 * this.cfg.timeScale; }
+
+  /** When a domain's upstream starts failing (or its queue is crowded) in an attack, its most suspicious sources go first. */
+  private banSuspects(domain: string, now: number): void {
+    const line = scoreLine(this.cfg.scoreThreshold, true, this.cfg.attack.tighten) / 2;
+    const found: { source: string; s: SourceState }[] = [];
+    for (const [source, s] of this.sources.entries()) if (s.domain === domain && s.score >= line && !this.whitelisted(source, s)) found.push({ source, s });
+    found.sort((a, b) => b.s.score - a.s.score);
+    for (const { source, s } of found.slice(0, this.cfg.attack.suspects)) {
+      const f = fills(s.levels, s.last, now, this.rules);
+      let top = 0;
+      for (let i = 1; i < f.length; i++) if (this.rules.weight[i] * Math.min(1, f[i]) > this.rules.weight[top] * Math.min(1, f[top])) top = i;
+      this.ban(source, 'suspect', `suspect while the upstream fails or is crowded: ${explainScore(s.score, line, f, this.rules)}`, this.rules.rules[top]?.banSeconds ?? 1800, now);
+    }
+  }
+
+  // ---- time -----------------------------------------------------------------------------------
+
+  /** Steps attack mode once a second and saves what was learned once a minute. Called by a timer at the edge. */
+  tick(): void {
+    const now = this.d.now();
+    if (now - this.lastStep >= 1000) {
+      const secs = (now - this.lastStep) / 1000;
+      this.lastStep = now;
+      for (const [name, k] of this.knowledge.entries()) {
+        const t = k.traffic;
+        const step = stepAttack(t.state, t.take(secs), this.cfg.attack, now);
+        if (step.entered) { this.counters.attacksStarted++; this.d.log.warn({ domain: name, reason: t.state.reason }, 'domain under attack: filtering on'); }
+        if (step.exited) this.d.log.info({ domain: name }, 'attack over: filtering relaxed');
+        if (step.entered || step.exited) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null);
+        if (step.failingStarted && this.cfg.mode !== 'off') this.banSuspects(name, now);
+      }
+    }
+    if (now - this.lastLearnedSave >= LEARNED_SAVE_MS) this.saveLearned(now);
+  }
+
+  /** Queues what was learned of each domain for the store (written by the next flush). */
+  saveLearned(now: number): void {
+    this.lastLearnedSave = now;
+    for (const [name, k] of this.knowledge.entries()) this.d.store.putLearned(name, k.save(now));
+  }
+
+  reconfigure(config: Config): void {
+    const f = config.filter;
+    const key = JSON.stringify(f.rules);
+    if (key !== this.rulesKey || f.maxSources !== this.cfg.maxSources) {
+      // New rules mean new bucket layouts: sources start over (bans and lists stay).
+      this.rules = compileRules(f.rules);
+      this.rulesKey = key;
+      this.sources = new LruSourceStore(f.maxSources, this.rules.count);
+    }
+    this.cfg = f;
+    this.d.challenge.reconfigure?.(config);
+  }
+
+  /** Forgets a source's state (an operator banned it: it starts over when the ban ends). */
+  forget(source: string): void { this.sources.delete(source); }
+
+  get sourcesTracked(): number { return this.sources.size; }
+  get sourcesEvicted(): number { return this.sources.evicted; }
+}

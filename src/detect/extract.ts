@@ -1,0 +1,64 @@
+// Extraction: what a request, or a finished request, tells about its source,
+// as events for the detector rules (rules.ts: EVENTS). Deterministic, no I/O
+// and no clock: a unit test feeds a head or an observation and reads the
+// pending events. The source's small memory (recent paths, User-Agents, pages
+// and assets seen) and the domain's knowledge (static paths, usual body sizes)
+// are updated here, since they are what makes an event "new".
+import type { RequestHead } from '../http/head.ts';
+import type { Observation } from '../observe/observation.ts';
+import type { SourceState } from './sources.ts';
+import type { DomainKnowledge } from './knowledge.ts';
+import { EVENT_INDEX as E } from './rules.ts';
+import { hashRange, hashString, headerOddness, isAssetPath, isHtml, isStaticType, pathEnd, queryKeysHash } from './signals.ts';
+
+/** Events of a request as it arrives, before any answer. */
+export function requestEvents(head: RequestHead, s: SourceState, p: Float64Array): void {
+  p[E.request] += 1;
+  const odd = headerOddness(head.headers);
+  if (odd) p[E.badHeaders] += odd;
+  const ua = head.headers['user-agent'];
+  if (ua && s.newUserAgent(hashString(ua) || 1)) p[E.uaChange] += 1;
+}
+
+/** Whether a request may pass a challenge untouched: a static asset, obviously by path or because the domain served it as static. */
+export function staticRequest(url: string, k: DomainKnowledge | undefined): boolean {
+  const end = pathEnd(url);
+  return isAssetPath(url, end) || (k?.staticPaths.has(hashRange(url, 0, end)) ?? false);
+}
+
+/**
+ * Events of a request the upstream answered (or the proxy answered on its behalf).
+ * `trusted` says whether the source may teach the domain (a browsing history and a low score),
+ * so that a flood cannot teach a path its own usual size.
+ */
+export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge, p: Float64Array, trusted: boolean): void {
+  const url = o.path;
+  const end = pathEnd(url);
+  const assetPath = isAssetPath(url, end);
+  const asset = isStaticType(o.contentType) || (o.status === 304 && assetPath);
+  const ph = hashRange(url, 0, end);
+  if (o.proxyReason === 'body-too-slow') p[E.slow] += 1;
+  if (o.method === 'POST' || o.method === 'PUT' || o.method === 'PATCH') {
+    p[E.post] += 1;
+    if (k.bodySizes.oversized(ph, o.bytesIn)) p[E.oversizedBody] += 1;
+    else if (o.outcome === 'passed' && o.status < 400 && trusted) k.bodySizes.learn(ph, o.bytesIn);
+  }
+  // What the source cost the application: not its own upload time nor its wait in the queue.
+  if (o.outcome === 'passed') p[E.upstreamSeconds] += o.upstreamMs / 1000;
+  // Assets stay out of the path ring: a page's dozens of assets would push the pages out.
+  const seen = asset ? 0 : s.notePath(ph, queryKeysHash(url, end));
+  if (seen === 1) p[E.newPath] += 1;
+  else if (seen === 2) p[E.cacheBust] += 1;
+  if (o.status < 400) {
+    if (asset) {
+      s.assets++;
+      if (o.status === 200 && isStaticType(o.contentType)) k.staticPaths.set(ph, true);
+    } else if (o.status < 300 && isHtml(o.contentType)) {
+      s.pages++;
+      // A new page while no asset was ever loaded: a browser would have loaded some after the first page.
+      if (s.assets === 0 && s.pages > 1 && seen === 1) p[E.pageNoAssets] += 1;
+    }
+  }
+  if (o.status === 404 || o.status === 410) { if (!assetPath) p[E.notFound] += 1; }
+  else if (o.status >= 400 && o.status < 500) p[E.error] += 1;
+}

@@ -1,0 +1,239 @@
+// One request's way through the proxy, as one object with one method per step
+// (the shape of an undici dispatch handler):
+//   start: hygiene → route → detect → maintenance → limits
+//   → readBody (at the edge) → enterQueue (the domain's upstream) → forward → finish
+// Plain requests and upgrades take the same steps; only the last one differs
+// (a streamed response, or a tunnel). Stages decide (pure functions, the
+// detector's verdict); the flow enforces, and answers through its Reply.
+// The slots a request holds (POST budget, per-source cap, queue) are given
+// back exactly once, in release(), whatever way the request ends.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable, Duplex } from 'node:stream';
+import type { DomainConfig } from '../config/schema.ts';
+import type { RequestHead } from '../http/head.ts';
+import type { Answer, Reply } from '../respond/reply.ts';
+import type { Outcome, ProxyReason } from '../observe/observation.ts';
+import type { ForwardOutcome } from '../upstream/forward.ts';
+import type { UpstreamQueue, Waiter } from '../limits/upstream-queue.ts';
+import type { Pipeline } from './pipeline.ts';
+import type { Runtime } from './runtime.ts';
+import { checkRequest } from '../http/hygiene.ts';
+import { route } from '../route/router.ts';
+import { toUpstreamHeaders } from '../upstream/headers.ts';
+import { forward } from '../upstream/forward.ts';
+import { declaredBodySize } from '../limits/budget.ts';
+import { BodyLimitError, BodyMeter } from '../limits/body-meter.ts';
+import { bufferBody } from '../limits/body-buffer.ts';
+import { forwardUpgrade } from './upgrade.ts';
+
+type Body = Buffer | Readable | null;
+
+export class RequestFlow {
+  private readonly p: Pipeline;
+  private readonly rt: Runtime;
+  private readonly head: RequestHead;
+  private readonly req: IncomingMessage;
+  private readonly reply: Reply;
+  /** The HTTP response, or null for an upgrade (whose answer is written on `socket`). */
+  private readonly res: ServerResponse | null;
+  private readonly socket: Duplex | null;
+  private readonly upgradeHead: Buffer | null;
+  private readonly started = performance.now();
+  private domain: DomainConfig | null = null;
+  private host = '';
+  private queue: UpstreamQueue | null = null;
+  private declared = 0;
+  private holding = false;
+  private meter: BodyMeter | null = null;
+  private buffering: { cancel(): void } | null = null;
+  private waiter: Waiter | null = null;
+  private settled = false;
+  private queuedAt = 0;
+  private queuedMs = 0;
+  private sentAt = 0;
+
+  constructor(p: Pipeline, head: RequestHead, req: IncomingMessage, reply: Reply, res: ServerResponse | null, upgrade: { socket: Duplex; head: Buffer } | null) {
+    this.p = p;
+    this.rt = p.runtime.current;
+    this.head = head;
+    this.req = req;
+    this.reply = reply;
+    this.res = res;
+    this.socket = upgrade?.socket ?? null;
+    this.upgradeHead = upgrade?.head ?? null;
+    p.inFlight++;
+  }
+
+  start(): void {
+    const { head, rt } = this;
+    const config = rt.config;
+    const problem = checkRequest(head.method, head.url, head.rawHeaders, config.limits.maxHeaderCount);
+    if (problem) {
+      this.reply.sendBuiltin(problem.status, problem.reason);
+      return this.observe('proxy', problem.status, head.headBytes, 0, problem.reason);
+    }
+    const r = route(rt.routes, head.authority);
+    if (!r.ok) return this.refuse({ status: r.status, reason: r.reason, page: true });
+    const domain = this.domain = r.domain;
+    this.host = r.host;
+
+    const v = this.p.detector.judge(head, domain, this.res === null);
+    if (v.kind === 'drop') {
+      this.req.socket.destroy();
+      this.socket?.destroy();
+      return this.observe('blocked', 0, head.headBytes, 0, null);
+    }
+    if (v.kind === 'challenge') {
+      void this.reply.send(v.answer, domain.name);
+      return this.observe('challenged', v.answer.status, head.headBytes, 0, null);
+    }
+
+    if (domain.maintenance.enabled) {
+      const m = domain.maintenance;
+      if (m.redirect) return this.refuse({ status: 302, reason: 'maintenance', body: '', headers: { location: m.redirect } });
+      return this.refuse({ status: 503, reason: 'maintenance', page: 'maintenance', headers: { 'retry-after': String(m.retryAfterSeconds) } });
+    }
+
+    // Limits: judged on the declared size before a byte of the body is read.
+    const h = head.headers;
+    const declared = declaredBodySize(h['content-length'], h['transfer-encoding'] !== undefined, config.limits.maxBodyBytes);
+    if (declared > config.limits.maxBodyBytes) return this.refuse({ status: 413, reason: 'body-too-large', page: true, close: true });
+    // One source may not hold more than its share of the upstream, from its first request on: past the cap it gets
+    // our 503 at once (detection counts it as 'overCap': a source that keeps hitting the cap is flooding). A body
+    // we will not read would desynchronise the connection, so then it is closed.
+    if (!this.p.perSource.acquire(head.source)) {
+      return this.refuse({ status: 503, reason: 'overloaded', page: true, headers: { 'retry-after': '1' }, close: declared > 0 });
+    }
+    if (!this.p.budget.reserve(declared)) {
+      this.p.perSource.release(head.source);
+      return this.refuse({ status: 413, reason: 'post-budget', page: true, close: true });
+    }
+    this.declared = declared;
+    this.holding = true;
+    // Upgrades hold their per-source slot until the upstream answers the handshake; the tunnel then holds none.
+    if (this.res === null) return this.forwardUpgrade();
+    const queue = this.queue = this.p.queueFor(domain);
+    // The common case, no body and room upstream: straight on, nothing more allocated.
+    if (declared === 0 && queue.tryEnter()) return this.forward(null);
+    // From here the request may wait (for its body, for its turn): a client that leaves meanwhile frees everything.
+    this.res.once('close', this.gone);
+    if (declared === 0) return this.enterQueue(null);
+    this.readBody();
+  }
+
+  /** Reads the body at the edge (up to limits.bufferBodyBytes) so that a slow upload holds no upstream slot. */
+  private readBody(): void {
+    const l = this.rt.config.limits;
+    const meter = this.meter = new BodyMeter(l.maxBodyBytes, l.minBodyRateBytesPerSec, l.minBodyRateGraceMs);
+    this.req.pipe(meter);
+    if (l.bufferBodyBytes === 0) return this.enterQueue(meter);
+    this.buffering = bufferBody(meter, l.bufferBodyBytes, (b) => {
+      this.buffering = null;
+      if (b.ok) return this.enterQueue(b.body);
+      this.res!.off('close', this.gone);
+      this.release();
+      if (b.error instanceof BodyLimitError) {
+        return this.refuse({ status: b.error.reason === 'body-too-large' ? 413 : 408, reason: b.error.reason, page: true, close: true });
+      }
+      this.reply.destroy();
+      this.observe('proxy', 0, this.head.headBytes, 0, null);
+    });
+  }
+
+  /** Takes a place in the domain's upstream queue, fair between sources and ordered by their standing. */
+  private enterQueue(body: Body): void {
+    const queue = this.queue!;
+    if (queue.tryEnter()) { this.res!.off('close', this.gone); return this.forward(body); }
+    this.queuedAt = performance.now();
+    this.waiter = queue.wait(this.head.source, this.p.detector.rank(this.head.source),
+      () => { this.waited(); this.forward(body); },
+      (why) => {
+        this.waited();
+        const close = this.meter !== null && !this.req.complete;
+        this.release();
+        this.refuse({ status: 503, reason: why, page: true, headers: { 'retry-after': '1' }, close });
+      });
+  }
+
+  private waited(): void {
+    this.waiter = null;
+    this.queuedMs = performance.now() - this.queuedAt;
+    this.res!.off('close', this.gone);
+  }
+
+  private forward(body: Body): void {
+    const { head, domain } = this;
+    const config = this.rt.config;
+    this.sentAt = performance.now();
+    forward({
+      req: this.req, res: this.res!, path: head.url, method: head.method, headers: this.upstreamHeaders(false), body,
+      responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
+      replaceErrorPages: domain!.proxyErrorPages, finishOnClientAbort: domain!.maxInflight > 0,
+    }, this.p.upstreams.groups.get(domain!.name)!, this.forwarded);
+  }
+
+  private readonly forwarded = (out: ForwardOutcome, sendPage: boolean): void => {
+    const bytesIn = this.head.headBytes + (this.meter?.bytes ?? 0);
+    this.release();
+    this.queue!.leave();
+    if (sendPage && out.proxyReason) {
+      const close = this.meter !== null && !this.req.complete;
+      void this.reply.send({ status: out.status, reason: out.proxyReason, page: true, close }, this.domain!.name).catch(() => this.reply.destroy());
+      return this.observe('proxy', out.status, bytesIn, 0, out.proxyReason, out);
+    }
+    this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out);
+  };
+
+  private forwardUpgrade(): void {
+    const config = this.rt.config;
+    this.sentAt = performance.now();
+    forwardUpgrade({
+      req: this.req, socket: this.socket!, head: this.upgradeHead!, headers: this.upstreamHeaders(true), domain: this.domain!.name,
+      order: this.p.upstreams.groups.get(this.domain!.name)!.order(), pages: this.p.pages, tunnels: this.p.tunnels,
+      connectTimeoutMs: config.upstream.connectTimeoutMs, connectAttempts: config.upstream.connectAttempts, responseTimeoutMs: config.upstream.responseTimeoutMs,
+    }, (out) => {
+      this.release();
+      this.observe(out.proxyReason ? 'proxy' : out.clientAborted ? 'proxy' : 'passed', out.status, this.head.headBytes, out.bytesOut, out.proxyReason, out);
+    });
+  }
+
+  private upstreamHeaders(upgrade: boolean): string[] {
+    const h = this.head;
+    return toUpstreamHeaders(h.rawHeaders, { client: h.client, proto: h.tls ? 'https' : 'http', host: this.host }, upgrade);
+  }
+
+  /** The client left while its body was read or its turn awaited. */
+  private readonly gone = (): void => {
+    this.buffering?.cancel();
+    if (this.waiter) this.queue!.cancel(this.waiter);
+    this.release();
+    this.observe('proxy', 0, this.head.headBytes + (this.meter?.bytes ?? 0), 0, null);
+  };
+
+  private release(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    this.p.budget.release(this.declared);
+    this.p.perSource.release(this.head.source);
+    const m = this.meter;
+    if (m && !m.writableFinished) { this.req.unpipe(m); m.destroy(); }
+  }
+
+  private refuse(a: Answer): void {
+    void this.reply.send(a, this.domain?.name ?? null).catch(() => this.reply.destroy());
+    this.observe('proxy', a.status, this.head.headBytes, 0, a.reason);
+  }
+
+  private observe(outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: ProxyReason | null, f?: Pick<ForwardOutcome, 'contentType' | 'upstreamError'>): void {
+    if (this.settled) return;
+    this.settled = true;
+    const h = this.head;
+    const now = performance.now();
+    this.p.observe({
+      domain: this.domain?.name ?? null, source: h.source, client: h.client, method: h.method, path: h.url, status,
+      bytesIn, bytesOut, durationMs: now - this.started, contentType: f?.contentType ?? null, outcome, proxyReason,
+      upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: h.newConnection,
+      queuedMs: this.queuedMs, upstreamMs: this.sentAt > 0 ? now - this.sentAt : 0, upgrade: this.res === null,
+    });
+  }
+}

@@ -1,0 +1,90 @@
+// Every answer the proxy makes itself goes through here: proxy pages, the
+// challenge, refusals, maintenance redirects — on an HTTP response, or written
+// raw on the socket of an upgrade request (which has no ServerResponse).
+import type { ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Pages } from './pages.ts';
+import type { ProxyReason } from '../observe/observation.ts';
+
+/** An answer made by the proxy, before it is written. */
+export interface Answer {
+  status: number;
+  reason: ProxyReason;
+  headers?: Record<string, string | number>;
+  /** Body text; for a page, left out and rendered from the pages folder. */
+  body?: string;
+  /** Render the page of this name (default: the status) for the domain. */
+  page?: string | true;
+  /** Close the client connection afterwards. */
+  close?: boolean;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  100: 'Continue', 302: 'Found', 400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Payload Too Large',
+  417: 'Expectation Failed', 421: 'Misdirected Request', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+};
+
+/** A complete HTTP/1.1 response as bytes, for sockets with no ServerResponse (client errors, CONNECT, upgrades). */
+export function rawResponse(status: number, reason: string, headers: Record<string, string | number> = {}, body = ''): string {
+  let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\nx-scrubber: ${reason}\r\n`;
+  for (const k in headers) head += `${k}: ${headers[k]}\r\n`;
+  return `${head}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
+
+/** Where the flow's answers go: an HTTP response, or the raw socket of an upgrade. */
+export interface Reply {
+  /** Writes the answer (rendering the page when asked); the promise settles once it is written. */
+  send(a: Answer, domain: string | null): Promise<void>;
+  /** Sends a built-in page synchronously (malformed requests: the parser may destroy the socket next tick). */
+  sendBuiltin(status: number, reason: ProxyReason): void;
+  destroy(): void;
+  readonly destroyed: boolean;
+}
+
+export class HttpReply implements Reply {
+  readonly res: ServerResponse;
+  private readonly pages: Pages;
+  constructor(res: ServerResponse, pages: Pages) { this.res = res; this.pages = pages; }
+
+  async send(a: Answer, domain: string | null): Promise<void> {
+    const body = a.page !== undefined ? await this.pages.render(a.status, a.reason, domain, a.page === true ? undefined : a.page) : a.body;
+    this.write(a, body ?? '', body !== undefined && a.page !== undefined);
+  }
+
+  sendBuiltin(status: number, reason: ProxyReason): void {
+    this.write({ status, reason, close: true }, this.pages.builtin(status, reason), true);
+  }
+
+  private write(a: Answer, body: string, html: boolean): void {
+    const res = this.res;
+    if (res.headersSent || res.destroyed) return;
+    const headers: Record<string, string | number> = { 'cache-control': 'no-store', 'x-scrubber': a.reason, ...a.headers, 'content-length': Buffer.byteLength(body) };
+    if (html) headers['content-type'] = 'text/html; charset=utf-8';
+    if (a.close) headers.connection = 'close';
+    res.writeHead(a.status, headers);
+    res.end(res.req?.method === 'HEAD' ? undefined : body);
+  }
+
+  destroy(): void { this.res.destroy(); }
+  get destroyed(): boolean { return this.res.destroyed; }
+}
+
+export class SocketReply implements Reply {
+  private readonly socket: Duplex;
+  private readonly pages: Pages;
+  constructor(socket: Duplex, pages: Pages) { this.socket = socket; this.pages = pages; }
+
+  async send(a: Answer, domain: string | null): Promise<void> {
+    const body = a.page !== undefined ? await this.pages.render(a.status, a.reason, domain, a.page === true ? undefined : a.page) : (a.body ?? '');
+    const headers = a.page !== undefined ? { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', ...a.headers } : (a.headers ?? {});
+    if (!this.socket.destroyed) this.socket.end(rawResponse(a.status, a.reason, headers, body));
+  }
+
+  sendBuiltin(status: number, reason: ProxyReason): void {
+    if (!this.socket.destroyed) this.socket.end(rawResponse(status, reason));
+  }
+
+  destroy(): void { this.socket.destroy(); }
+  get destroyed(): boolean { return this.socket.destroyed; }
+}
