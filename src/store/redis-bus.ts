@@ -9,6 +9,9 @@
 //   <p>whitelist   hash    ip → JSON WhitelistEntry
 //   <p>attack      hash    domain → JSON { under, since, reason }
 //   <p>secret      string  the challenge secret (SET NX: the first node wins)
+//   <p>epoch       string  a random id set NX; a bus that finds it changed knows
+//                          Redis lost its data (restarted without persistence)
+//                          and writes back everything it knows
 //   <p>decisions   channel JSON { node, ds: Decision[] }, a node ignores its own
 //
 // Publishing never blocks and never throws: a decision goes into a pending map
@@ -79,7 +82,7 @@ const score = (expiresAt: number): string | number => (Number.isFinite(expiresAt
 export class RedisBus implements DecisionBus {
   readonly nodeId: string;
   private readonly prefix: string;
-  private readonly k: { bans: string; exp: string; wl: string; attack: string; secret: string; channel: string };
+  private readonly k: { bans: string; exp: string; wl: string; attack: string; secret: string; epoch: string; channel: string };
   private readonly log: BusLogger;
   private readonly maxPending: number;
   private readonly waitMs: number;
@@ -109,6 +112,7 @@ export class RedisBus implements DecisionBus {
   };
   private readonly timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
+  private epoch: string | null = null;
   private readyWaiters: (() => void)[] = [];
 
   constructor(opts: RedisBusOptions) {
@@ -118,7 +122,7 @@ export class RedisBus implements DecisionBus {
     this.maxPending = opts.maxPending ?? 100_000;
     this.waitMs = opts.waitMs ?? 2000;
     const p = this.prefix;
-    this.k = { bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, secret: `${p}secret`, channel: `${p}decisions` };
+    this.k = { bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions` };
     const common = {
       // Our own queue holds what could not be sent; ioredis must not hold or retry commands itself.
       enableOfflineQueue: false,
@@ -224,8 +228,7 @@ export class RedisBus implements DecisionBus {
       this.wasHealthy = true;
       this.log.info({ node: this.nodeId, pending: this.pending.size }, 'redis: connected');
     }
-    if (this.needResync) void this.resync();
-    else this.scheduleFlush();
+    void this.resync();
   }
 
   private onDown(): void {
@@ -355,12 +358,37 @@ export class RedisBus implements DecisionBus {
     return out;
   }
 
-  /** Back from a cut: write what was queued, then read what is in force and deliver what differs from what we know. */
+  /** True when Redis lost its data since this bus last saw it. */
+  private async checkEpoch(): Promise<boolean> {
+    await this.cmd.set(this.k.epoch, crypto.randomBytes(8).toString('hex'), 'NX');
+    const cur = await this.cmd.get(this.k.epoch);
+    const wiped = this.epoch !== null && cur !== this.epoch;
+    this.epoch = cur;
+    return wiped;
+  }
+
+  /** Redis came back empty: queue everything this node knows to be in force, so the cluster's state is rebuilt. */
+  private reseed(): void {
+    const now = Date.now();
+    const add = (d: Decision) => { const key = pendingKey(d); if (!this.pending.has(key)) this.pending.set(key, { d, seq: ++this.seq }); };
+    for (const e of this.known.bans.values()) if (e.expiresAt > now) add({ kind: 'ban', entry: e });
+    for (const e of this.known.wl.values()) add({ kind: 'whitelist', entry: e });
+    for (const [domain, v] of this.known.attack) add({ kind: 'attack', domain, ...parse<Omit<AttackState, 'domain'>>(v)! });
+  }
+
+  /** On every connection: check Redis still has its data; back from a cut, write what was queued, then read what
+   *  is in force and deliver what differs from what we know. */
   private async resync(): Promise<void> {
     if (this.resyncing) return;
     this.resyncing = true;
     this.held = [];
     try {
+      if (await this.checkEpoch()) {
+        this.log.warn({ bans: this.known.bans.size }, 'redis: its data is gone (restarted without persistence?); writing back what this node knows');
+        this.reseed();
+        this.needResync = true;
+      }
+      if (!this.needResync) return;
       await this.flush();
       if (this.pending.size || !this.healthy) return; // cut again: the next 'ready' retries
       const now = Date.now();
