@@ -2,6 +2,8 @@
 // for two nodes; a third joins late; Redis is stopped and started under them.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { performance } from 'node:perf_hooks';
+import net from 'node:net';
+import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { RedisBus } from '../src/store/redis-bus.ts';
 import type { Decision } from '../src/decisions/bus.ts';
@@ -20,6 +22,32 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs: number, ste
     await sleep(stepMs);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** A loopback TCP relay to Redis that can cut a node off (connections reset, new ones refused) or freeze it
+ *  (connections stay open, nothing passes: a link that died silently). */
+async function relay(targetPort: number) {
+  const socks = new Set<net.Socket>();
+  let frozen = false;
+  const server = net.createServer((c) => {
+    const u = net.connect({ port: targetPort, host: '127.0.0.1' });
+    socks.add(c); socks.add(u);
+    c.on('data', (d) => { if (!frozen) u.write(d); });
+    u.on('data', (d) => { if (!frozen) c.write(d); });
+    const end = () => { c.destroy(); u.destroy(); socks.delete(c); socks.delete(u); };
+    c.on('close', end); u.on('close', end); c.on('error', end); u.on('error', end);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    cut: async () => { await new Promise<void>((r) => { server.close(() => r()); for (const s of socks) s.destroy(); }); },
+    heal: async () => { server.listen(port, '127.0.0.1'); await once(server, 'listening'); },
+    freeze: () => { frozen = true; },
+    thaw: () => { frozen = false; for (const s of socks) s.destroy(); },
+    close: () => new Promise<void>((r) => { frozen = true; for (const s of socks) s.destroy(); if (server.listening) server.close(() => r()); else r(); }),
+  };
 }
 
 const ban = (ip: string, ttlMs = 60_000, now = Date.now()): BanEntry => ({ ip, reason: `rate ${ip}`, rule: 'rate', since: now, expiresAt: now + ttlMs });
@@ -187,6 +215,61 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await own.close();
     }
   }, 20_000);
+
+  it('a node cut off from Redis catches up on return with what was decided elsewhere, unbans included', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = mk(link.url, p, 'A');
+      const b = mk(redis.url, p, 'B');
+      await waitFor('both buses healthy', () => a.bus.healthy && b.bus.healthy, 5000);
+      a.bus.publish({ kind: 'ban', entry: ban('10.6.0.1') });
+      a.bus.publish({ kind: 'ban', entry: ban('10.6.0.2') });
+      a.bus.publish({ kind: 'whitelist', entry: { ip: '10.6.9.1', origin: 'api', note: '', since: 1 } });
+      await waitFor('bans at B', () => b.got.length === 3, 1000);
+
+      await link.cut();
+      await waitFor('A unhealthy', () => !a.bus.healthy, 2500);
+      expect(b.bus.healthy).toBe(true);
+      b.bus.publish({ kind: 'unban', ip: '10.6.0.1' });
+      b.bus.publish({ kind: 'ban', entry: ban('10.6.0.3') });
+      b.bus.publish({ kind: 'unwhitelist', ip: '10.6.9.1' });
+      b.bus.publish({ kind: 'attack', domain: 'cut.example', under: true, since: 5, reason: 'rps' });
+      a.bus.publish({ kind: 'ban', entry: ban('10.6.0.4') });
+      await sleep(200);
+      expect(a.got).toEqual([]); // cut off: nothing reached A
+
+      await link.heal();
+      await waitFor('A healthy again', () => a.bus.healthy, 5000);
+      await waitFor('A caught up', () => a.got.length >= 4, 3000);
+      expect(a.got.map((d) => d.kind).sort()).toEqual(['attack', 'ban', 'unban', 'unwhitelist']);
+      expect(a.got).toContainEqual({ kind: 'unban', ip: '10.6.0.1' });
+      expect(bansOf(a.got)).toEqual(['10.6.0.3']);
+      await waitFor('B got A\'s queued ban', () => bansOf(b.got).includes('10.6.0.4'), 3000);
+      const snap = await b.bus.snapshot(Date.now());
+      expect(snap.bans.map((e) => e.ip).sort()).toEqual(['10.6.0.2', '10.6.0.3', '10.6.0.4']);
+      expect(a.logs.some((l) => l.includes('caught up'))).toBe(true);
+    } finally {
+      await link.close();
+    }
+  }, 15_000);
+
+  it('a link that dies silently (no reset) is noticed by the heartbeat', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = mk(link.url, p, 'A', { heartbeatMs: 300, heartbeatTimeoutMs: 1000 });
+      await waitFor('healthy', () => a.bus.healthy, 5000);
+      link.freeze();
+      const t = await waitFor('unhealthy', () => !a.bus.healthy, 2500);
+      console.log(`decisions-redis: silent link noticed after ${t.toFixed(0)} ms`);
+      expect(() => a.bus.publish({ kind: 'ban', entry: ban('10.7.0.1') })).not.toThrow();
+      link.thaw();
+      await waitFor('healthy again', () => a.bus.healthy && a.bus.pendingCount === 0, 6000);
+    } finally {
+      await link.close();
+    }
+  }, 15_000);
 
   it('the queue kept while Redis is away is bounded; the oldest decisions go first', async () => {
     const own = await startRedis();

@@ -49,8 +49,10 @@ export interface RedisBusOptions {
   maxPending?: number;
   /** How long snapshot() and secret() wait for a connection before answering from what this node knows; default 2000 ms. */
   waitMs?: number;
-  /** Heartbeat period (a PING that does not answer in time marks the bus unhealthy and reconnects); default 1000 ms. */
+  /** Heartbeat period; default 1000 ms. */
   heartbeatMs?: number;
+  /** A heartbeat PING not answered within this marks the bus unhealthy and reconnects; default 1500 ms. */
+  heartbeatTimeoutMs?: number;
 }
 
 const PRUNE_LUA = `
@@ -86,6 +88,8 @@ export class RedisBus implements DecisionBus {
   private readonly log: BusLogger;
   private readonly maxPending: number;
   private readonly waitMs: number;
+  private readonly heartbeatTimeoutMs: number;
+  private pinging = false;
   private readonly cmd: Redis;
   private readonly sub: Redis;
   private readonly subscribers: ((d: Decision) => void)[] = [];
@@ -121,6 +125,7 @@ export class RedisBus implements DecisionBus {
     this.log = opts.logger ?? { info() {}, warn() {} };
     this.maxPending = opts.maxPending ?? 100_000;
     this.waitMs = opts.waitMs ?? 2000;
+    this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1500;
     const p = this.prefix;
     this.k = { bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions` };
     const common = {
@@ -131,7 +136,7 @@ export class RedisBus implements DecisionBus {
       retryStrategy: (times: number) => Math.min(100 * times, 1000),
       lazyConnect: false,
     };
-    this.cmd = new Redis(opts.url, { ...common, commandTimeout: 2000, connectionName: `scrubber-${this.nodeId}` });
+    this.cmd = new Redis(opts.url, { ...common, commandTimeout: 10_000, connectionName: `scrubber-${this.nodeId}` });
     this.sub = new Redis(opts.url, { ...common, autoResubscribe: false, connectionName: `scrubber-sub-${this.nodeId}` });
 
     this.cmd.on('error', () => {}); // state changes are followed through 'ready' / 'close'
@@ -241,15 +246,18 @@ export class RedisBus implements DecisionBus {
   }
 
   private heartbeat(): void {
-    if (!this.cmdReady || this.closed) return;
-    this.cmd.ping().catch(() => {
-      // No answer in commandTimeout: the link is dead without having closed. Reconnect.
+    if (!this.cmdReady || this.closed || this.pinging) return;
+    this.pinging = true;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('heartbeat timeout')), this.heartbeatTimeoutMs); });
+    Promise.race([this.cmd.ping(), late]).then(() => {}, () => {
+      // No answer in time: the link is dead without having closed. Reconnect both connections.
       if (this.closed || this.cmd.status !== 'ready') return;
       this.cmdReady = false;
       this.onDown();
       this.cmd.disconnect(true);
       this.sub.disconnect(true);
-    });
+    }).finally(() => { clearTimeout(timer); this.pinging = false; });
     if (Date.now() - this.lastPrune > PRUNE_EVERY_MS) {
       this.lastPrune = Date.now();
       this.prune(Date.now()).catch(() => {});
