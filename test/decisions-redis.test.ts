@@ -220,13 +220,17 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     const p = prefix();
     const link = await relay(redis.port);
     try {
-      const a = mk(link.url, p, 'A');
       const b = mk(redis.url, p, 'B');
-      await waitFor('both buses healthy', () => a.bus.healthy && b.bus.healthy, 5000);
-      a.bus.publish({ kind: 'ban', entry: ban('10.6.0.1') });
-      a.bus.publish({ kind: 'ban', entry: ban('10.6.0.2') });
-      a.bus.publish({ kind: 'whitelist', entry: { ip: '10.6.9.1', origin: 'api', note: '', since: 1 } });
-      await waitFor('bans at B', () => b.got.length === 3, 1000);
+      await waitFor('B healthy', () => b.bus.healthy, 5000);
+      b.bus.publish({ kind: 'ban', entry: ban('10.6.0.1') });
+      b.bus.publish({ kind: 'ban', entry: ban('10.6.0.2') });
+      b.bus.publish({ kind: 'whitelist', entry: { ip: '10.6.9.1', origin: 'api', note: '', since: 1 } });
+      await waitFor('B flushed', () => b.bus.pendingCount === 0, 2000);
+      // A joins later: what it knows comes from the snapshot.
+      const a = mk(link.url, p, 'A');
+      const joined = await a.bus.snapshot(Date.now());
+      expect(joined.bans.map((e) => e.ip).sort()).toEqual(['10.6.0.1', '10.6.0.2']);
+      expect(a.bus.healthy).toBe(true);
 
       await link.cut();
       await waitFor('A unhealthy', () => !a.bus.healthy, 2500);
@@ -249,6 +253,29 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       const snap = await b.bus.snapshot(Date.now());
       expect(snap.bans.map((e) => e.ip).sort()).toEqual(['10.6.0.2', '10.6.0.3', '10.6.0.4']);
       expect(a.logs.some((l) => l.includes('caught up'))).toBe(true);
+    } finally {
+      await link.close();
+    }
+  }, 15_000);
+
+  it('a node that starts while Redis is away starts on its own and receives what is in force once Redis answers', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const b = mk(redis.url, p, 'B');
+      await waitFor('B healthy', () => b.bus.healthy, 5000);
+      b.bus.publish({ kind: 'ban', entry: ban('10.8.0.1') });
+      b.bus.publish({ kind: 'attack', domain: 'late.example', under: true, since: 7, reason: 'rps' });
+      await waitFor('B flushed', () => b.bus.pendingCount === 0, 2000);
+      await link.cut();
+      const a = mk(link.url, p, 'A', { waitMs: 300 });
+      expect(await a.bus.snapshot(Date.now())).toEqual({ bans: [], whitelist: [], attacks: [] });
+      expect(await a.bus.secret(Buffer.from('mine'))).toEqual(Buffer.from('mine'));
+      expect(a.bus.healthy).toBe(false);
+      await link.heal();
+      await waitFor('A caught up', () => a.got.length >= 2, 5000);
+      expect(bansOf(a.got)).toEqual(['10.8.0.1']);
+      expect(a.got).toContainEqual({ kind: 'attack', domain: 'late.example', under: true, since: 7, reason: 'rps' });
     } finally {
       await link.close();
     }

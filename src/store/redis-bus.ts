@@ -187,7 +187,12 @@ export class RedisBus implements DecisionBus {
       return this.localSnapshot(now);
     }
     try {
-      return await this.read(now);
+      const snap = await this.read(now);
+      // The caller puts this in force: it is now what this node knows (the base of a later resync).
+      for (const e of snap.bans) this.known.bans.set(e.ip, e);
+      for (const e of snap.whitelist) this.known.wl.set(e.ip, e);
+      for (const a of snap.attacks) this.known.attack.set(a.domain, attackJson({ kind: 'attack', ...a }));
+      return snap;
     } catch (err) {
       this.needResync = true;
       this.log.warn({ err: String(err) }, 'redis: snapshot failed, from local knowledge');
