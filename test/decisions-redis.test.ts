@@ -1,0 +1,322 @@
+// Decisions shared by nodes through a real Redis: two RedisBus instances stand
+// for two nodes; a third joins late; Redis is stopped and started under them.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { performance } from 'node:perf_hooks';
+import net from 'node:net';
+import { once } from 'node:events';
+import { Redis } from 'ioredis';
+import { RedisBus } from '../src/store/redis-bus.ts';
+import type { Decision } from '../src/decisions/bus.ts';
+import type { BanEntry } from '../src/decisions/blacklist.ts';
+import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
+
+const haveRedis = findRedisServer() !== null;
+if (!haveRedis) console.warn(`decisions-redis: skipped: ${redisSkipReason}`);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs: number, stepMs = 10): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i * stepMs < timeoutMs; i++) {
+    if (cond()) return performance.now() - t0;
+    await sleep(stepMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** A loopback TCP relay to Redis that can cut a node off (connections reset, new ones refused) or freeze it
+ *  (connections stay open, nothing passes: a link that died silently). */
+async function relay(targetPort: number) {
+  const socks = new Set<net.Socket>();
+  let frozen = false;
+  const server = net.createServer((c) => {
+    const u = net.connect({ port: targetPort, host: '127.0.0.1' });
+    socks.add(c); socks.add(u);
+    c.on('data', (d) => { if (!frozen) u.write(d); });
+    u.on('data', (d) => { if (!frozen) c.write(d); });
+    const end = () => { c.destroy(); u.destroy(); socks.delete(c); socks.delete(u); };
+    c.on('close', end); u.on('close', end); c.on('error', end); u.on('error', end);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    cut: async () => { await new Promise<void>((r) => { server.close(() => r()); for (const s of socks) s.destroy(); }); },
+    heal: async () => { server.listen(port, '127.0.0.1'); await once(server, 'listening'); },
+    freeze: () => { frozen = true; },
+    thaw: () => { frozen = false; for (const s of socks) s.destroy(); },
+    close: () => new Promise<void>((r) => { frozen = true; for (const s of socks) s.destroy(); if (server.listening) server.close(() => r()); else r(); }),
+  };
+}
+
+const ban = (ip: string, ttlMs = 60_000, now = Date.now()): BanEntry => ({ ip, reason: `rate ${ip}`, rule: 'rate', since: now, expiresAt: now + ttlMs });
+
+/** A bus and everything delivered to it. */
+function node(url: string, prefix: string, id: string, extra: Partial<ConstructorParameters<typeof RedisBus>[0]> = {}) {
+  const got: Decision[] = [];
+  const logs: string[] = [];
+  const logger = { info: (_o: object, m?: string) => logs.push(`info ${m}`), warn: (_o: object, m?: string) => logs.push(`warn ${m}`) };
+  const bus = new RedisBus({ url, prefix, nodeId: id, logger, ...extra });
+  bus.subscribe((d) => got.push(d));
+  return { bus, got, logs };
+}
+
+const bansOf = (got: Decision[]) => got.filter((d): d is Extract<Decision, { kind: 'ban' }> => d.kind === 'ban').map((d) => d.entry.ip);
+
+describe.skipIf(!haveRedis)('decisions through Redis', () => {
+  let redis: RedisServer;
+  const open: RedisBus[] = [];
+  let n = 0;
+  const prefix = () => `t${++n}:`;
+  const mk = (...a: Parameters<typeof node>) => { const x = node(...a); open.push(x.bus); return x; };
+
+  beforeAll(async () => { redis = await startRedis(); });
+  afterAll(async () => {
+    await Promise.all(open.map((b) => b.close()));
+    await redis?.close();
+  });
+
+  it('a ban published on one node arrives at the other within 1 s (p99 over 100 bans)', async () => {
+    const p = prefix();
+    const a = mk(redis.url, p, 'A');
+    const b = mk(redis.url, p, 'B');
+    await waitFor('both buses healthy', () => a.bus.healthy && b.bus.healthy, 5000);
+    const lat: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const ip = `10.1.0.${i}`;
+      const before = b.got.length;
+      const t0 = performance.now();
+      a.bus.publish({ kind: 'ban', entry: ban(ip) });
+      await waitFor(`ban ${ip} at B`, () => b.got.length > before, 1000, 1);
+      lat.push(performance.now() - t0);
+      expect(b.got.at(-1)).toMatchObject({ kind: 'ban', entry: { ip, reason: `rate ${ip}`, rule: 'rate' } });
+    }
+    lat.sort((x, y) => x - y);
+    const p50 = lat[49], p99 = lat[98], max = lat[99];
+    console.log(`decisions-redis: ban-to-delivery over 100 bans: p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${max.toFixed(2)} ms`);
+    expect(p99).toBeLessThan(1000);
+    expect(a.got).toEqual([]); // a node never receives its own decisions
+  }, 15_000);
+
+  it('unban, whitelist, unwhitelist and attack state travel too', async () => {
+    const p = prefix();
+    const a = mk(redis.url, p, 'A');
+    const b = mk(redis.url, p, 'B');
+    await waitFor('both buses healthy', () => a.bus.healthy && b.bus.healthy, 5000);
+    const now = Date.now();
+    a.bus.publish({ kind: 'ban', entry: ban('10.2.0.1') });
+    a.bus.publish({ kind: 'whitelist', entry: { ip: '10.9.0.0/24', origin: 'api', note: 'office', since: now } });
+    a.bus.publish({ kind: 'attack', domain: 'example.com', under: true, since: now, reason: 'rps 5000' });
+    await waitFor('three decisions at B', () => b.got.length >= 3, 1000);
+    b.bus.publish({ kind: 'unban', ip: '10.2.0.1' });
+    b.bus.publish({ kind: 'unwhitelist', ip: '10.9.0.0/24' });
+    await waitFor('two decisions at A', () => a.got.length >= 2, 1000);
+    expect(b.got).toEqual([
+      { kind: 'ban', entry: ban('10.2.0.1', 60_000, (b.got[0] as { entry: BanEntry }).entry.since) },
+      { kind: 'whitelist', entry: { ip: '10.9.0.0/24', origin: 'api', note: 'office', since: now } },
+      { kind: 'attack', domain: 'example.com', under: true, since: now, reason: 'rps 5000' },
+    ]);
+    expect(a.got).toEqual([{ kind: 'unban', ip: '10.2.0.1' }, { kind: 'unwhitelist', ip: '10.9.0.0/24' }]);
+    const snap = await b.bus.snapshot(Date.now());
+    expect(snap.bans).toEqual([]);
+    expect(snap.whitelist).toEqual([]);
+    expect(snap.attacks).toEqual([{ domain: 'example.com', under: true, since: now, reason: 'rps 5000' }]);
+  }, 15_000);
+
+  it('a node that starts later gets every live ban from the snapshot and none of the expired ones', async () => {
+    const p = prefix();
+    const a = mk(redis.url, p, 'A');
+    await waitFor('bus healthy', () => a.bus.healthy, 5000);
+    const now = Date.now();
+    for (let i = 0; i < 5; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.3.0.${i}`, 60_000, now) });
+    for (let i = 0; i < 5; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.3.1.${i}`, 200, now) });
+    a.bus.publish({ kind: 'ban', entry: ban('10.3.2.1', 60_000, now) });
+    a.bus.publish({ kind: 'unban', ip: '10.3.2.1' });
+    a.bus.publish({ kind: 'whitelist', entry: { ip: '10.3.9.9', origin: 'api', note: '', since: now } });
+    const raw = new Redis(redis.url);
+    try {
+      await waitFor('writes in Redis', () => a.bus.pendingCount === 0, 2000);
+      expect(await raw.hlen(`${p}bans`)).toBe(10);
+      await sleep(300); // the short bans expire
+      const c = mk(redis.url, p, 'C');
+      const snap = await c.bus.snapshot(Date.now());
+      expect(snap.bans.map((e) => e.ip).sort()).toEqual(['10.3.0.0', '10.3.0.1', '10.3.0.2', '10.3.0.3', '10.3.0.4']);
+      expect(snap.bans[0]).toMatchObject({ reason: expect.stringMatching(/^rate /), rule: 'rate', since: now, expiresAt: now + 60_000 });
+      expect(snap.whitelist).toEqual([{ ip: '10.3.9.9', origin: 'api', note: '', since: now }]);
+      // The expired ones are pruned from Redis too.
+      expect((await raw.hkeys(`${p}bans`)).sort()).toEqual(snap.bans.map((e) => e.ip).sort());
+      expect(await raw.zcard(`${p}bans:exp`)).toBe(5);
+    } finally {
+      raw.disconnect();
+    }
+  }, 15_000);
+
+  it('the challenge secret is the same on every node: the first one wins', async () => {
+    const p = prefix();
+    const nodes = ['A', 'B', 'C'].map((id) => mk(redis.url, p, id));
+    const secrets = [];
+    for (const [i, x] of nodes.entries()) secrets.push(await x.bus.secret(Buffer.alloc(32, i + 1)));
+    expect(secrets[0]).toEqual(Buffer.alloc(32, 1));
+    expect(secrets[1]).toEqual(secrets[0]);
+    expect(secrets[2]).toEqual(secrets[0]);
+  }, 15_000);
+
+  it('Redis stopped: publishing goes on and health drops; Redis back: the queued decisions reach Redis and the other node', async () => {
+    const own = await startRedis();
+    try {
+      const p = 'out:';
+      const a = mk(own.url, p, 'A');
+      const b = mk(own.url, p, 'B');
+      await waitFor('both buses healthy', () => a.bus.healthy && b.bus.healthy, 5000);
+      a.bus.publish({ kind: 'ban', entry: ban('10.4.0.1') }); // before the outage
+      await waitFor('pre-outage ban at B', () => bansOf(b.got).includes('10.4.0.1'), 1000);
+
+      await own.stop();
+      const down = await waitFor('A unhealthy', () => !a.bus.healthy, 2500);
+      console.log(`decisions-redis: healthy false ${down.toFixed(0)} ms after Redis stopped`);
+      expect(b.bus.healthy).toBe(false);
+      expect(a.logs.some((l) => l.startsWith('warn redis: connection lost'))).toBe(true);
+
+      const now = Date.now();
+      expect(() => {
+        for (let i = 0; i < 20; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.4.1.${i}`, 60_000, now) });
+        a.bus.publish({ kind: 'ban', entry: ban('10.4.1.0', 120_000, now) }); // newest of a key wins
+        a.bus.publish({ kind: 'whitelist', entry: { ip: '10.4.9.9', origin: 'api', note: 'while down', since: now } });
+        a.bus.publish({ kind: 'attack', domain: 'down.example', under: true, since: now, reason: 'rps' });
+      }).not.toThrow();
+      b.bus.publish({ kind: 'ban', entry: ban('10.4.2.1', 60_000, now) });
+      expect(a.bus.pendingCount).toBe(22);
+      await sleep(300); // publishing while down stays queued, nothing rejected or thrown
+      expect(a.bus.pendingCount).toBe(22);
+
+      await own.restart(); // an empty Redis: no persistence
+      const up = await waitFor('both healthy again', () => a.bus.healthy && b.bus.healthy, 8000);
+      console.log(`decisions-redis: healthy again ${up.toFixed(0)} ms after Redis answered`);
+      await waitFor('queues flushed', () => a.bus.pendingCount === 0 && b.bus.pendingCount === 0, 3000);
+
+      // B got what A decided while cut off, and A what B decided.
+      await waitFor('A\'s queued bans at B', () => Array.from({ length: 20 }, (_, i) => `10.4.1.${i}`).every((ip) => bansOf(b.got).includes(ip)), 3000);
+      await waitFor('B\'s queued ban at A', () => bansOf(a.got).includes('10.4.2.1'), 3000);
+      await waitFor('whitelist and attack at B', () => b.got.some((d) => d.kind === 'whitelist' && d.entry.ip === '10.4.9.9')
+        && b.got.some((d) => d.kind === 'attack' && d.domain === 'down.example'), 3000);
+      const last10 = b.got.filter((d) => d.kind === 'ban' && d.entry.ip === '10.4.1.0').at(-1) as { entry: BanEntry };
+      expect(last10.entry.expiresAt).toBe(now + 120_000);
+      expect(b.got.some((d) => d.kind === 'unban' || d.kind === 'unwhitelist')).toBe(false);
+
+      // Redis holds everything: the queued decisions, and the pre-outage ban written back by the nodes that knew it.
+      const c = mk(own.url, p, 'C');
+      const snap = await c.bus.snapshot(Date.now());
+      expect(snap.bans.map((e) => e.ip).sort()).toEqual(['10.4.0.1', '10.4.2.1', ...Array.from({ length: 20 }, (_, i) => `10.4.1.${i}`)].sort());
+      expect(snap.whitelist.map((e) => e.ip)).toEqual(['10.4.9.9']);
+      expect(snap.attacks).toEqual([{ domain: 'down.example', under: true, since: now, reason: 'rps' }]);
+      expect(a.logs.some((l) => l.startsWith('info redis: connected'))).toBe(true);
+    } finally {
+      await own.close();
+    }
+  }, 20_000);
+
+  it('a node cut off from Redis catches up on return with what was decided elsewhere, unbans included', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const b = mk(redis.url, p, 'B');
+      await waitFor('B healthy', () => b.bus.healthy, 5000);
+      b.bus.publish({ kind: 'ban', entry: ban('10.6.0.1') });
+      b.bus.publish({ kind: 'ban', entry: ban('10.6.0.2') });
+      b.bus.publish({ kind: 'whitelist', entry: { ip: '10.6.9.1', origin: 'api', note: '', since: 1 } });
+      await waitFor('B flushed', () => b.bus.pendingCount === 0, 2000);
+      // A joins later: what it knows comes from the snapshot.
+      const a = mk(link.url, p, 'A');
+      const joined = await a.bus.snapshot(Date.now());
+      expect(joined.bans.map((e) => e.ip).sort()).toEqual(['10.6.0.1', '10.6.0.2']);
+      expect(a.bus.healthy).toBe(true);
+
+      await link.cut();
+      await waitFor('A unhealthy', () => !a.bus.healthy, 2500);
+      expect(b.bus.healthy).toBe(true);
+      b.bus.publish({ kind: 'unban', ip: '10.6.0.1' });
+      b.bus.publish({ kind: 'ban', entry: ban('10.6.0.3') });
+      b.bus.publish({ kind: 'unwhitelist', ip: '10.6.9.1' });
+      b.bus.publish({ kind: 'attack', domain: 'cut.example', under: true, since: 5, reason: 'rps' });
+      a.bus.publish({ kind: 'ban', entry: ban('10.6.0.4') });
+      await sleep(200);
+      expect(a.got).toEqual([]); // cut off: nothing reached A
+
+      await link.heal();
+      await waitFor('A healthy again', () => a.bus.healthy, 5000);
+      await waitFor('A caught up', () => a.got.length >= 4, 3000);
+      expect(a.got.map((d) => d.kind).sort()).toEqual(['attack', 'ban', 'unban', 'unwhitelist']);
+      expect(a.got).toContainEqual({ kind: 'unban', ip: '10.6.0.1' });
+      expect(bansOf(a.got)).toEqual(['10.6.0.3']);
+      await waitFor('B got A\'s queued ban', () => bansOf(b.got).includes('10.6.0.4'), 3000);
+      const snap = await b.bus.snapshot(Date.now());
+      expect(snap.bans.map((e) => e.ip).sort()).toEqual(['10.6.0.2', '10.6.0.3', '10.6.0.4']);
+      expect(a.logs.some((l) => l.includes('caught up'))).toBe(true);
+    } finally {
+      await link.close();
+    }
+  }, 15_000);
+
+  it('a node that starts while Redis is away starts on its own and receives what is in force once Redis answers', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const b = mk(redis.url, p, 'B');
+      await waitFor('B healthy', () => b.bus.healthy, 5000);
+      b.bus.publish({ kind: 'ban', entry: ban('10.8.0.1') });
+      b.bus.publish({ kind: 'attack', domain: 'late.example', under: true, since: 7, reason: 'rps' });
+      await waitFor('B flushed', () => b.bus.pendingCount === 0, 2000);
+      await link.cut();
+      const a = mk(link.url, p, 'A', { waitMs: 300 });
+      expect(await a.bus.snapshot(Date.now())).toEqual({ bans: [], whitelist: [], attacks: [] });
+      expect(await a.bus.secret(Buffer.from('mine'))).toEqual(Buffer.from('mine'));
+      expect(a.bus.healthy).toBe(false);
+      await link.heal();
+      await waitFor('A caught up', () => a.got.length >= 2, 5000);
+      expect(bansOf(a.got)).toEqual(['10.8.0.1']);
+      expect(a.got).toContainEqual({ kind: 'attack', domain: 'late.example', under: true, since: 7, reason: 'rps' });
+    } finally {
+      await link.close();
+    }
+  }, 15_000);
+
+  it('a link that dies silently (no reset) is noticed by the heartbeat', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = mk(link.url, p, 'A', { heartbeatMs: 300, heartbeatTimeoutMs: 1000 });
+      await waitFor('healthy', () => a.bus.healthy, 5000);
+      link.freeze();
+      const t = await waitFor('unhealthy', () => !a.bus.healthy, 2500);
+      console.log(`decisions-redis: silent link noticed after ${t.toFixed(0)} ms`);
+      expect(() => a.bus.publish({ kind: 'ban', entry: ban('10.7.0.1') })).not.toThrow();
+      link.thaw();
+      await waitFor('healthy again', () => a.bus.healthy && a.bus.pendingCount === 0, 6000);
+    } finally {
+      await link.close();
+    }
+  }, 15_000);
+
+  it('the queue kept while Redis is away is bounded; the oldest decisions go first', async () => {
+    const own = await startRedis();
+    try {
+      const a = mk(own.url, 'bound:', 'A', { maxPending: 5 });
+      await waitFor('bus healthy', () => a.bus.healthy, 5000);
+      await own.stop();
+      await waitFor('unhealthy', () => !a.bus.healthy, 2500);
+      for (let i = 0; i < 10; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.5.0.${i}`) });
+      expect(a.bus.pendingCount).toBe(5);
+      expect(a.logs.some((l) => l.includes('queue full'))).toBe(true);
+      await own.restart();
+      await waitFor('flushed', () => a.bus.healthy && a.bus.pendingCount === 0, 8000);
+      const raw = new Redis(own.url);
+      try {
+        // The five newest, plus the five older ones this node knew and wrote back to the emptied Redis.
+        expect((await raw.hkeys('bound:bans')).length).toBe(10);
+      } finally { raw.disconnect(); }
+    } finally {
+      await own.close();
+    }
+  }, 20_000);
+});
