@@ -57,8 +57,9 @@ describe('scrubber check', () => {
     expect(r.lines).toContain('admin.token: required when admin.host (0.0.0.0) is not loopback');
   });
 
-  it('refuses state.redis.url rather than ignoring it (not available yet)', () => {
-    const r = check({ ...ok, state: { dir: 'data', redis: { url: 'redis://127.0.0.1:6379' } } });
+  it('takes a redis:// URL for state.redis.url and refuses anything else, naming the key', () => {
+    expect(check({ ...ok, state: { dir: 'data', redis: { url: 'redis://127.0.0.1:6379' } } }).code).toBe(0);
+    const r = check({ ...ok, state: { dir: 'data', redis: { url: 'http://127.0.0.1:6379' } } });
     expect(r.code).toBe(2);
     expect(r.lines[0]).toMatch(/^state\.redis\.url: /);
   });

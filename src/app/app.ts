@@ -20,6 +20,9 @@ import { createStats, type Stats } from '../stats/index.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { startDemoOrigin } from '../demo/origin.ts';
 import { createFilter } from './build-filter.ts';
+import { LocalBus, type DecisionBus } from '../decisions/bus.ts';
+import { RedisBus } from '../store/redis-bus.ts';
+import { SqliteFilterStore } from '../store/filter-store.ts';
 
 export interface App {
   readonly config: Config;
@@ -48,7 +51,11 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const runtime: RuntimeRef = { current: buildRuntime(config) };
   const upstreams = new Upstreams();
   upstreams.apply(config);
-  const filter = createFilter(config, { db, log, now });
+  // With Redis, decisions (bans, lists, attack state, the challenge secret) are shared with the other nodes.
+  const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }) }) : new LocalBus();
+  const store = new SqliteFilterStore(db);
+  const filter = createFilter(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()) });
+  await filter.decisions.join(now());
   const detector = filter.detector;
   const observers: ((o: Observation) => void)[] = [(o) => detector.observe(o)];
   const pipeline = new Pipeline({
@@ -105,7 +112,8 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
 
   const admin = app.admin;
   admin.token = config.admin.token;
-  admin.route('GET', '/healthz', () => ({ status: 'ok' }), { auth: false });
+  // Degraded, still 200: a node cut off from Redis keeps protecting on what it knows (SPEC §9).
+  admin.route('GET', '/healthz', () => (bus.healthy ? { status: 'ok' } : { status: 'degraded', redis: 'unreachable' }), { auth: false });
   admin.route('POST', '/api/reload', () => {
     const r = app.reload();
     if (!r.ok) throw new HttpError(400, r.problems.join('; '));

@@ -33,5 +33,6 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   const secret = createSecretKey(deps.secret ?? store.secret());
   const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName);
   const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now });
+  decisions.watch({ onRemoteAttack: (domain, under, since, reason) => detector.remoteAttack(domain, under, since, reason) });
   return new Filter({ detector, decisions, store, log: deps.log, now });
 }

@@ -171,7 +171,7 @@ export const schema = {
   state: {
     dir: { doc: 'Folder of the embedded store (node:sqlite).', format: String, default: 'data' },
     redis: {
-      url: { doc: 'Redis URL for sharing decisions between nodes ("" = run alone). Not available yet: a non-empty value is refused.', format: String, default: '' },
+      url: { doc: 'Redis URL (redis:// or rediss://) through which nodes share bans, the whitelist, attack state and the challenge secret ("" = run alone on the embedded store).', format: String, default: '' },
     },
   },
   stats: {

@@ -136,8 +136,7 @@ export function validateStructure(cfg: Config): string[] {
   for (const [i, c] of (Array.isArray(cfg.tls.certs) ? cfg.tls.certs : []).entries()) {
     for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readable(c[k])) problems.push(`tls.certs[${i}].${k}: cannot read ${c[k]}`);
   }
-  // Refused rather than silently ignored: an operator who sets it expects bans to be shared.
-  if (cfg.state.redis.url) problems.push('state.redis.url: sharing decisions through Redis is not available in this version (run one node, or leave it empty)');
+  if (cfg.state.redis.url && !/^rediss?:\/\/[^\s]+$/.test(cfg.state.redis.url)) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} is not a redis:// or rediss:// URL`);
   if (cfg.stats.flushIntervalMs < 100) problems.push('stats.flushIntervalMs: must be at least 100');
   if (cfg.stats.retentionDays < 1) problems.push('stats.retentionDays: must be at least 1');
   if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');

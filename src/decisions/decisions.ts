@@ -27,8 +27,10 @@ export interface DecisionsDeps {
 /** The edge, told of what was decided: a banned source's open connections go at once; a new BlockList is installed
  *  on every listener (a BlockList cannot forget an address, so unbans and expiries swap the list). */
 export interface DecisionWatcher {
-  onBan(source: string): void;
-  setBlockList(list: import('node:net').BlockList): void;
+  onBan?(source: string): void;
+  setBlockList?(list: import('node:net').BlockList): void;
+  /** Another node found a domain under attack. */
+  onRemoteAttack?(domain: string, under: boolean, since: number, reason: string | null): void;
 }
 
 export class Decisions {
@@ -48,7 +50,7 @@ export class Decisions {
     this.policy = policy;
     this.deps = deps;
     this.bus = deps.bus ?? new LocalBus();
-    this.blacklist = new Blacklist((list) => { for (const w of this.watchers) w.setBlockList(list); });
+    this.blacklist = new Blacklist((list) => { for (const w of this.watchers) w.setBlockList?.(list); });
     this.offenders = new LRUCache({ max: policy.maxSources });
     const store = deps.store;
     // After 20 half-lives an offence weighs less than a millionth: forget it.
@@ -64,7 +66,7 @@ export class Decisions {
   }
 
   watch(w: DecisionWatcher): void { this.watchers.push(w); }
-  private banned(source: string): void { for (const w of this.watchers) w.onBan(source); }
+  private banned(source: string): void { for (const w of this.watchers) w.onBan?.(source); }
 
   reconfigure(policy: BanPolicy, configWhitelist: string[], now: number): void {
     this.policy = policy;
@@ -169,6 +171,7 @@ export class Decisions {
       const p = parseWhitelistEntry(d.entry.ip);
       if (p.ok) { this.whitelist.add(p.value, 'api', d.entry.note, d.entry.since); this.liftWhitelisted(); }
     } else if (d.kind === 'unwhitelist') this.whitelist.remove(d.ip);
+    else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason);
   }
 
   /** Brings in what the cluster decided while this node was away (start, reconnect). */

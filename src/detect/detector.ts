@@ -284,6 +284,17 @@ export class Detector {
     this.d.challenge.reconfigure?.(config);
   }
 
+  /** Another node found the domain under attack: filter here too (this node leaves attack mode by its own calm seconds). */
+  remoteAttack(domain: string, under: boolean, since: number, reason: string | null): void {
+    const st = this.knowledge.of(domain).traffic.state;
+    if (!under || st.under) return;
+    st.under = true;
+    st.since = since || this.d.now();
+    st.calm = 0;
+    st.reason = `on another node: ${reason ?? 'attack'}`;
+    this.counters.attacksStarted++;
+  }
+
   /** Forgets a source's state (an operator banned it: it starts over when the ban ends). */
   forget(source: string): void { this.sources.delete(source); }
 

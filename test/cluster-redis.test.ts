@@ -1,0 +1,114 @@
+// Many nodes on one Redis (SPEC §9), black-box: two real `scrubber` processes
+// share a real redis-server. A ban made on one node drops the source at accept
+// on the other within a second; a node restarted rejoins with every live ban;
+// with Redis stopped both keep serving and say "degraded" in /healthz, and
+// what was decided meanwhile reaches the other node once Redis is back.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startOrigin, freePort, tempDir, request, rawExchange, sleep, until, type Origin } from './helpers/servers.ts';
+import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
+
+const BIN = path.resolve('bin/scrubber.js');
+const HOST = 'site.test';
+const hasRedis = findRedisServer() !== null;
+
+interface Node { port: number; admin: number; dir: string; file: string; child: ChildProcess; logs: string }
+
+async function startNode(n: Omit<Node, 'child' | 'logs'>): Promise<Node> {
+  const child = spawn(process.execPath, [BIN, '--config', n.file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
+  const node: Node = { ...n, child, logs: '' };
+  child.stdout!.on('data', (d) => { node.logs += d; });
+  child.stderr!.on('data', (d) => { node.logs += d; });
+  for (let i = 0; i < 200 && !node.logs.includes('scrubber started'); i++) await sleep(50);
+  if (!node.logs.includes('scrubber started')) throw new Error(`node did not start:\n${node.logs}`);
+  return node;
+}
+
+async function stopNode(n: Node): Promise<void> {
+  if (n.child.exitCode !== null) return;
+  n.child.kill('SIGTERM');
+  await new Promise((r) => n.child.once('exit', r));
+}
+
+const api = (n: Node, method: string, p: string, body?: unknown) =>
+  request(`http://127.0.0.1:${n.admin}${p}`, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+
+/** True when a connection from `local` is refused at accept (closed with no answer). */
+async function refused(n: Node, local: string): Promise<boolean> {
+  const r = await rawExchange(n.port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { localAddress: local, timeoutMs: 1000 });
+  return r.text === '';
+}
+
+describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
+  let redis: RedisServer;
+  let origin: Origin;
+  let a: Node, b: Node;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    origin = await startOrigin();
+    const make = async (name: string) => {
+      const dir = tempDir(`scrubber-node-${name}-`);
+      const port = await freePort(), admin = await freePort();
+      const file = path.join(dir, 'c.json');
+      fs.writeFileSync(file, JSON.stringify({
+        listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin },
+        state: { dir: path.join(dir, 'data'), redis: { url: redis.url } }, filter: { mode: 'auto' },
+        shutdown: { drainTimeoutMs: 500 }, domains: [{ name: HOST, upstreams: [origin.address] }],
+      }));
+      return { port, admin, dir, file };
+    };
+    a = await startNode(await make('a'));
+    b = await startNode(await make('b'));
+  }, 30_000);
+
+  afterAll(async () => {
+    for (const n of [a, b]) if (n) n.child.kill('SIGKILL');
+    await redis?.close();
+    await origin?.close();
+  });
+
+  it('a ban made on one node drops the source at accept on the other within a second', async () => {
+    expect((await rawExchange(b.port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { localAddress: '127.0.61.1' })).text).toMatch(/^HTTP\/1\.1 200/);
+    const t0 = Date.now();
+    expect((await api(a, 'PUT', '/api/blacklist/127.0.61.1', { ttlSeconds: 600, reason: 'test' })).status).toBe(200);
+    let dropped = false;
+    while (!dropped && Date.now() - t0 < 1000) dropped = await refused(b, '127.0.61.1');
+    expect(dropped).toBe(true);
+    const listed = JSON.parse((await api(b, 'GET', '/api/blacklist/127.0.61.1')).body);
+    expect(listed).toMatchObject({ listed: true, reason: 'test' });
+  });
+
+  it('a node restarted rejoins with every live ban', async () => {
+    await api(a, 'PUT', '/api/blacklist/127.0.61.2', { ttlSeconds: 600, reason: 'second' });
+    await stopNode(b);
+    // Wiped local state: everything it knows after the restart comes from Redis.
+    fs.rmSync(path.join(b.dir, 'data'), { recursive: true, force: true });
+    b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
+    const list = JSON.parse((await api(b, 'GET', '/api/blacklist')).body) as { entries: { ip: string }[] };
+    expect(list.entries.map((e) => e.ip).sort()).toEqual(['127.0.61.1', '127.0.61.2']);
+    expect(await refused(b, '127.0.61.2')).toBe(true);
+  }, 20_000);
+
+  it('with Redis down both nodes keep serving and report degraded; a ban made meanwhile reaches the other node when Redis is back', async () => {
+    await redis.stop();
+    for (const n of [a, b]) {
+      let h = { status: 'ok' };
+      for (let i = 0; i < 40 && h.status === 'ok'; i++) { await sleep(100); h = JSON.parse((await api(n, 'GET', '/healthz')).body); }
+      expect(h.status).toBe('degraded');
+      expect((await rawExchange(n.port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { localAddress: '127.0.61.9' })).text).toMatch(/^HTTP\/1\.1 200/);
+    }
+    expect((await api(a, 'PUT', '/api/blacklist/127.0.61.3', { ttlSeconds: 600, reason: 'while down' })).status).toBe(200);
+    expect(await refused(a, '127.0.61.3')).toBe(true);
+    await redis.restart();
+    let ok = false;
+    for (let i = 0; i < 80 && !ok; i++) { await sleep(100); ok = JSON.parse((await api(b, 'GET', '/api/blacklist/127.0.61.3')).body).listed === true; }
+    expect(ok).toBe(true);
+    expect(await refused(b, '127.0.61.3')).toBe(true);
+    expect(JSON.parse((await api(b, 'GET', '/healthz')).body).status).toBe('ok');
+  }, 30_000);
+});
+
+if (!hasRedis) describe('two nodes on one Redis', () => { it.skip(redisSkipReason, () => {}); });
