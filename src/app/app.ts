@@ -49,7 +49,10 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const demo: http.Server | null = config.demo.enabled ? await startDemoOrigin(config.demo.host, config.demo.port) : null;
   const db: Db = openStore(config.state.dir);
   const runtime: RuntimeRef = { current: buildRuntime(config) };
-  const upstreams = new Upstreams();
+  const upstreams = new Upstreams((u) => {
+    if (u.healthy) log.info({ domain: u.domain.name, upstream: u.address }, 'upstream up');
+    else log.warn({ domain: u.domain.name, upstream: u.address }, 'upstream down');
+  });
   upstreams.apply(config);
   // With Redis, decisions (bans, lists, attack state, the challenge secret) are shared with the other nodes.
   const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }) }) : new LocalBus();

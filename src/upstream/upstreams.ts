@@ -128,7 +128,10 @@ const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream']) =
 export class Upstreams {
   private byKey = new Map<string, Upstream>();
   groups = new Map<string, UpstreamGroup>();
-  onHealthChange: ((u: Upstream) => void) | null = null;
+  private readonly onHealthChange: (u: Upstream) => void;
+
+  /** `onHealthChange` is told whenever an upstream goes down or comes back (the app logs it). */
+  constructor(onHealthChange: (u: Upstream) => void = () => {}) { this.onHealthChange = onHealthChange; }
 
   /** Builds groups for a config, reusing unchanged upstreams; closes the ones that are gone. */
   apply(config: Config): void {
@@ -139,7 +142,7 @@ export class Upstreams {
       let u = next.get(key) ?? this.byKey.get(key);
       if (!u) { u = new Upstream(key, a, d, config.upstream); u.startChecks(); }
       u.domain = d;
-      u.onChange = (x) => this.onHealthChange?.(x);
+      u.onChange = this.onHealthChange;
       next.set(key, u);
       return u;
     };

@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { loadConfigObject } from '../../src/config/load.ts';
 import { startApp, type App } from '../../src/app/app.ts';
-import { createLogger } from '../../src/log.ts';
+import { createLogger, type Logger } from '../../src/log.ts';
 
 export interface Origin {
   server: http.Server;
@@ -90,7 +90,7 @@ export interface Proxy {
 }
 
 /** Starts the proxy in-process on ephemeral ports with the given config overrides (must be valid). */
-export async function startProxy(overrides: Record<string, unknown>, opts: { configFile?: string } = {}): Promise<Proxy> {
+export async function startProxy(overrides: Record<string, unknown>, opts: { configFile?: string; log?: Logger } = {}): Promise<Proxy> {
   const stateDir = (overrides.state as { dir?: string } | undefined)?.dir ?? tempDir();
   const raw = {
     listen: [{ host: '127.0.0.1', port: 0 }],
@@ -101,7 +101,7 @@ export async function startProxy(overrides: Record<string, unknown>, opts: { con
   };
   const r = loadConfigObject(raw, {});
   if (!r.ok) throw new Error('test config invalid:\n' + r.problems.join('\n'));
-  const app = await startApp(r.config, { configFile: opts.configFile, log: createLogger('silent') });
+  const app = await startApp(r.config, { configFile: opts.configFile, log: opts.log ?? createLogger('silent') });
   const port = app.listeners.addresses()[0].port;
   const adminPort = app.admin.address()!.port;
   return {
