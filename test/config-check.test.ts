@@ -96,6 +96,8 @@ describe('scrubber check refuses configs that cannot work', () => {
     expect(r.code).toBe(2);
     expect(r.lines.some((l) => l.startsWith('limits.maxHeaderCount:'))).toBe(true);
     expect(r.lines.some((l) => l.startsWith('limits.headerTimeoutMs:'))).toBe(true);
+    // Node's own rule: the head deadline cannot be later than the whole request's.
+    expect(check({ ...ok, limits: { headerTimeoutMs: '3 minutes', requestTimeoutMs: '2 minutes' } }).lines).toContain('limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (120000)');
   });
 
   it('two listeners on one host:port, across listen and tls.listen', () => {
