@@ -51,6 +51,16 @@ describe('sizes and durations with units', () => {
     expect(c.filter.challenge.trustSeconds).toBe(3600);
   });
 
+  it('durations inside domain entries take units too, and refuse what does not parse', () => {
+    const d = (extra: Record<string, unknown>) => ({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], ...extra }] });
+    const c = loadConfigObject(d({ healthCheck: { intervalMs: '2 minutes', timeoutMs: '5s' }, maintenance: { enabled: true, retryAfterSeconds: '10 min' } }), {});
+    expect(c.ok && c.config.domains[0].healthCheck).toMatchObject({ intervalMs: 120_000, timeoutMs: 5000 });
+    expect(c.ok && c.config.domains[0].maintenance.retryAfterSeconds).toBe(600);
+    const bad = loadConfigObject(d({ healthCheck: { intervalMs: '2 moons', timeoutMs: 0 } }), {});
+    expect(bad.ok ? [] : bad.problems).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^domains\[0\]\.healthCheck\.intervalMs: .*moons/), 'domains[0].healthCheck.timeoutMs: must be at least 1']));
+  });
+
   it('the same from the environment', () => {
     const c = load({}, { SCRUBBER_LIMITS_MAX_BODY_BYTES: '10MiB', SCRUBBER_LIMITS_HEADER_TIMEOUT_MS: '10s', SCRUBBER_LIMITS_MAX_HEADER_COUNT: '50' }).config!;
     expect(c.limits.maxBodyBytes).toBe(10 * 1024 * 1024);

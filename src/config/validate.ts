@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { validateFilterConfig } from '../detect/config.ts';
+import { parseDuration } from './units.ts';
 import { domainDefaults, MAX_UPSTREAMS, type Config, type DomainConfig, type HostPort } from './schema.ts';
 
 type Obj = Record<string, unknown>;
@@ -75,7 +76,13 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
       Object.assign(hc, d.healthCheck);
       if (!['tcp', 'http', 'https'].includes(hc.type as string)) problems.push(`${at}.healthCheck.type: must be tcp, http or https`);
       if (typeof hc.path !== 'string' || !(hc.path as string).startsWith('/')) problems.push(`${at}.healthCheck.path: must start with /`);
-      for (const f of ['intervalMs', 'timeoutMs', 'fall', 'rise']) if (!posInt(hc[f])) problems.push(`${at}.healthCheck.${f}: must be a positive integer`);
+      // Durations here take units as the top-level keys do ("2 minutes", "5s").
+      for (const f of ['intervalMs', 'timeoutMs']) {
+        const r = parseDuration(hc[f], 'ms');
+        if (r.ok && r.value > 0) hc[f] = r.value;
+        else problems.push(`${at}.healthCheck.${f}: ${r.ok ? 'must be at least 1' : r.why}`);
+      }
+      for (const f of ['fall', 'rise']) if (!posInt(hc[f])) problems.push(`${at}.healthCheck.${f}: must be a positive integer`);
     }
   }
   const mt = { ...domainDefaults.maintenance } as Obj;
@@ -86,7 +93,9 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
       Object.assign(mt, d.maintenance);
       if (typeof mt.enabled !== 'boolean') problems.push(`${at}.maintenance.enabled: must be true or false`);
       if (mt.redirect !== null && (typeof mt.redirect !== 'string' || !/^https?:\/\/\S+$/.test(mt.redirect as string))) problems.push(`${at}.maintenance.redirect: must be null or an http(s) URL`);
-      if (!posInt(mt.retryAfterSeconds)) problems.push(`${at}.maintenance.retryAfterSeconds: must be a positive integer`);
+      const ra = parseDuration(mt.retryAfterSeconds, 's');
+      if (ra.ok && ra.value > 0) mt.retryAfterSeconds = ra.value;
+      else problems.push(`${at}.maintenance.retryAfterSeconds: ${ra.ok ? 'must be at least 1' : ra.why}`);
     }
   }
   // Names are claimed even by an entry with other problems, so that fixing those does not reveal a clash only later.
