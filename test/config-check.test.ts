@@ -73,9 +73,10 @@ describe('sizes and durations with units', () => {
       limits: { maxBodyBytes: '10 potatoes', postBudgetBytes: '10m', bufferBodyBytes: 1e20, maxHeaderCount: '10abc', headerTimeoutMs: 'soon', requestTimeoutMs: '1.5.2s', minBodyRateBytesPerSec: '1.5B' },
       upstream: { responseTimeoutMs: '30 days' },
       filter: { challenge: { trustSeconds: '1500ms' }, scoreThreshold: '0.5abc' },
+      workers: '4x', admin: { port: '90x' },
     }).problems;
     for (const key of ['limits.maxBodyBytes', 'limits.postBudgetBytes', 'limits.bufferBodyBytes', 'limits.maxHeaderCount', 'limits.headerTimeoutMs',
-      'limits.requestTimeoutMs', 'limits.minBodyRateBytesPerSec', 'upstream.responseTimeoutMs', 'filter.challenge.trustSeconds', 'filter.scoreThreshold']) {
+      'limits.requestTimeoutMs', 'limits.minBodyRateBytesPerSec', 'upstream.responseTimeoutMs', 'filter.challenge.trustSeconds', 'filter.scoreThreshold', 'workers', 'admin.port']) {
       expect(p.some((l) => l.startsWith(`${key}:`)), `${key} in ${JSON.stringify(p)}`).toBe(true);
     }
     expect(p.find((l) => l.startsWith('limits.postBudgetBytes:'))).toMatch(/ambiguous/);

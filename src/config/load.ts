@@ -36,6 +36,7 @@ strictFormat('duration-ms', (v) => parseDuration(v, 'ms'));
 strictFormat('duration-s', (v) => parseDuration(v, 's'));
 strictFormat('count', parseCount);
 strictFormat('decimal', parseDecimal);
+strictFormat('strict-int', (v) => parseDecimal(v), (n) => (Number.isSafeInteger(n) ? null : 'must be a whole number'));
 strictFormat('strict-port', parseCount, (n) => (n > 65535 ? 'ports must be within range 0 - 65535' : null));
 
 const STRICT: Record<string, string> = { size: 'size', ms: 'duration-ms', s: 'duration-s', count: 'count' };
@@ -44,6 +45,7 @@ const STRICT: Record<string, string> = { size: 'size', ms: 'duration-ms', s: 'du
 function strictFormatOf(format: unknown, key: string): unknown {
   if (format === 'nat') return STRICT[numericKind(key)];
   if (format === 'port') return 'strict-port';
+  if (format === 'int') return 'strict-int';
   if (format === Number) return 'decimal';
   return format;
 }
