@@ -4,11 +4,19 @@ import { parseArgs } from 'node:util';
 import { describeKeys, loadConfigFile } from './config/load.ts';
 import { startApp } from './app/app.ts';
 import { createLogger } from './log.ts';
+import { StoreError, storeError } from './store/db.ts';
 
 const USAGE = `usage:
   scrubber [--config FILE]          run the proxy (default config/default.json)
   scrubber check --config FILE      validate a config: exit 0, or exit 2 with one line per problem
   scrubber keys [--markdown]        list every config key with its default and environment variable`;
+
+/** One line for an operator: SQLite errors name the store file (they come from several modules, none of which knows it). */
+function startFailure(e: unknown, stateDir: string): string {
+  if (e instanceof StoreError) return e.message;
+  if (String((e as NodeJS.ErrnoException).code ?? '').startsWith('ERR_SQLITE')) return storeError(stateDir, e).message;
+  return `scrubber: cannot start: ${(e as Error).message}`;
+}
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -43,7 +51,12 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const log = createLogger(loaded.config.log.level);
-  const app = await startApp(loaded.config, { configFile: file, log });
+  let app;
+  try { app = await startApp(loaded.config, { configFile: file, log }); } catch (e) {
+    console.error(startFailure(e, loaded.config.state.dir));
+    // Whatever the failed start had already opened (listeners, timers) must not keep the process alive.
+    process.exit(1);
+  }
   process.on('SIGHUP', () => { app.reload(); });
   let stopping = false;
   const stop = (signal: string) => {

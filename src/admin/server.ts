@@ -63,15 +63,43 @@ export function matchPath(parts: string[], path: string): Record<string, string>
 }
 
 const MAX_BODY = 1024 * 1024;
+// Past the limit the rest of the body is still read and dropped, so that the
+// client has finished sending when the 413 comes: closing a socket with
+// unread bytes makes the kernel send a reset, which loses the answer. The
+// drain is bounded; past these, the connection is cut.
+const DRAIN_BYTES = 64 * 1024 * 1024;
+const DRAIN_MS = 10_000;
 
 function readBody(req: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
     let size = 0;
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => { size += c.length; if (size > MAX_BODY) { reject(new HttpError(413, 'body too large')); req.destroy(); } else chunks.push(c); });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    const tooLarge = () => new HttpError(413, `body too large: at most ${MAX_BODY} bytes`);
+    if (declared > MAX_BODY + DRAIN_BYTES) { reject(tooLarge()); req.destroy(); return; }
+    let timer: NodeJS.Timeout | undefined;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY) { chunks.push(c); return; }
+      if (size > MAX_BODY + DRAIN_BYTES) { clearTimeout(timer); reject(tooLarge()); req.destroy(); return; }
+      if (!timer) {
+        chunks.length = 0;
+        timer = setTimeout(() => { reject(tooLarge()); req.destroy(); }, DRAIN_MS);
+      }
+    });
+    req.on('end', () => {
+      clearTimeout(timer);
+      if (size > MAX_BODY) reject(tooLarge());
+      else resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.on('error', (e) => { clearTimeout(timer); reject(e); });
   });
+}
+
+function sendError(res: http.ServerResponse, e: unknown): void {
+  if (res.headersSent) { res.destroy(); return; }
+  if (e instanceof HttpError) sendJson(res, e.status, { error: e.message });
+  else sendJson(res, 500, { error: (e as Error).message });
 }
 
 export class AdminServer {
@@ -104,20 +132,24 @@ export class AdminServer {
         res.setHeader('www-authenticate', 'Bearer');
         return sendJson(res, 401, { error: 'missing or wrong bearer token' });
       }
-      let cached: Promise<unknown> | null = null;
+      // The body is read before the handler runs, so that a request refused for its body changes nothing, whichever route it hits.
+      let text: string;
+      try { text = await readBody(req); } catch (e) { return sendError(res, e); }
+      let parsed: unknown;
       const ar: AdminRequest = {
         req, res, url, params,
-        json: () => cached ??= readBody(req).then((t) => {
-          try { return JSON.parse(t || 'null'); } catch { throw new HttpError(400, 'body is not valid JSON'); }
-        }),
+        json: async () => {
+          if (parsed === undefined) {
+            try { parsed = JSON.parse(text || 'null'); } catch { throw new HttpError(400, 'body is not valid JSON'); }
+          }
+          return parsed;
+        },
       };
       try {
         const out = await r.handler(ar);
         if (!res.headersSent && out !== undefined) sendJson(res, 200, out);
       } catch (e) {
-        if (res.headersSent) { res.destroy(); return; }
-        if (e instanceof HttpError) sendJson(res, e.status, { error: e.message });
-        else sendJson(res, 500, { error: (e as Error).message });
+        sendError(res, e);
       }
       return;
     }

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import convict from 'convict';
 import { schema, type Config } from './schema.ts';
 import { validateStructure } from './validate.ts';
+import { numericKind, parseCount, parseDecimal, parseDuration, parseSize, type Parsed } from './units.ts';
 
 convict.addFormat({
   name: 'json-array',
@@ -15,6 +16,40 @@ convict.addFormat({
   },
 });
 
+// Strict numeric formats replace convict's nat/port/Number, whose coercion is
+// parseInt/parseFloat ("10MB" → 10). A string that does not parse is kept as
+// it is, so that validation reports it with the key and the reason.
+function strictFormat(name: string, parse: (v: unknown) => Parsed, extra?: (n: number) => string | null): void {
+  convict.addFormat({
+    name,
+    validate(v: unknown) {
+      const r = parse(v);
+      if (!r.ok) throw new Error(r.why);
+      const why = extra?.(r.value);
+      if (why) throw new Error(why);
+    },
+    coerce(v: unknown) { const r = parse(v); return r.ok ? r.value : v; },
+  });
+}
+strictFormat('size', parseSize);
+strictFormat('duration-ms', (v) => parseDuration(v, 'ms'));
+strictFormat('duration-s', (v) => parseDuration(v, 's'));
+strictFormat('count', parseCount);
+strictFormat('decimal', parseDecimal);
+strictFormat('strict-int', (v) => parseDecimal(v), (n) => (Number.isSafeInteger(n) ? null : 'must be a whole number'));
+strictFormat('strict-port', parseCount, (n) => (n > 65535 ? 'ports must be within range 0 - 65535' : null));
+
+const STRICT: Record<string, string> = { size: 'size', ms: 'duration-ms', s: 'duration-s', count: 'count' };
+
+/** The strict format for a schema leaf: by the key's name for whole numbers (see numericKind), else as declared. */
+function strictFormatOf(format: unknown, key: string): unknown {
+  if (format === 'nat') return STRICT[numericKind(key)];
+  if (format === 'port') return 'strict-port';
+  if (format === 'int') return 'strict-int';
+  if (format === Number) return 'decimal';
+  return format;
+}
+
 type SchemaNode = Record<string, unknown>;
 const isLeaf = (n: SchemaNode) => 'default' in n && 'doc' in n;
 
@@ -24,7 +59,7 @@ export function envName(path: string[]): string {
 }
 
 function withEnv(node: SchemaNode, path: string[] = []): SchemaNode {
-  if (isLeaf(node)) return { ...node, env: envName(path) };
+  if (isLeaf(node)) return { ...node, format: strictFormatOf(node.format, path[path.length - 1]), env: envName(path) };
   const out: SchemaNode = {};
   for (const [k, v] of Object.entries(node)) out[k] = withEnv(v as SchemaNode, [...path, k]);
   return out;

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { validateFilterConfig } from '../detect/config.ts';
+import { parseDuration } from './units.ts';
 import { domainDefaults, MAX_UPSTREAMS, type Config, type DomainConfig, type HostPort } from './schema.ts';
 
 type Obj = Record<string, unknown>;
@@ -75,7 +76,13 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
       Object.assign(hc, d.healthCheck);
       if (!['tcp', 'http', 'https'].includes(hc.type as string)) problems.push(`${at}.healthCheck.type: must be tcp, http or https`);
       if (typeof hc.path !== 'string' || !(hc.path as string).startsWith('/')) problems.push(`${at}.healthCheck.path: must start with /`);
-      for (const f of ['intervalMs', 'timeoutMs', 'fall', 'rise']) if (!posInt(hc[f])) problems.push(`${at}.healthCheck.${f}: must be a positive integer`);
+      // Durations here take units as the top-level keys do ("2 minutes", "5s").
+      for (const f of ['intervalMs', 'timeoutMs']) {
+        const r = parseDuration(hc[f], 'ms');
+        if (r.ok && r.value > 0) hc[f] = r.value;
+        else problems.push(`${at}.healthCheck.${f}: ${r.ok ? 'must be at least 1' : r.why}`);
+      }
+      for (const f of ['fall', 'rise']) if (!posInt(hc[f])) problems.push(`${at}.healthCheck.${f}: must be a positive integer`);
     }
   }
   const mt = { ...domainDefaults.maintenance } as Obj;
@@ -86,16 +93,20 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
       Object.assign(mt, d.maintenance);
       if (typeof mt.enabled !== 'boolean') problems.push(`${at}.maintenance.enabled: must be true or false`);
       if (mt.redirect !== null && (typeof mt.redirect !== 'string' || !/^https?:\/\/\S+$/.test(mt.redirect as string))) problems.push(`${at}.maintenance.redirect: must be null or an http(s) URL`);
-      if (!posInt(mt.retryAfterSeconds)) problems.push(`${at}.maintenance.retryAfterSeconds: must be a positive integer`);
+      const ra = parseDuration(mt.retryAfterSeconds, 's');
+      if (ra.ok && ra.value > 0) mt.retryAfterSeconds = ra.value;
+      else problems.push(`${at}.maintenance.retryAfterSeconds: ${ra.ok ? 'must be at least 1' : ra.why}`);
     }
   }
-  if (problems.length > start) return null;
-  for (const h of [d.name as string, ...(aliases as string[])]) {
+  // Names are claimed even by an entry with other problems, so that fixing those does not reveal a clash only later.
+  const hosts = [d.name, ...(Array.isArray(aliases) ? aliases : [])].filter((h): h is string => typeof h === 'string' && isValidHostname(h));
+  for (const h of hosts) {
     const key = h.toLowerCase().replace(/\.$/, '');
     const prev = names.get(key);
     if (prev) problems.push(`${at}: host ${key} is already used by ${prev}`);
     else names.set(key, at);
   }
+  if (problems.length > start) return null;
   return {
     name: (d.name as string).toLowerCase(),
     aliases: (aliases as string[]).map((a) => a.toLowerCase()),
@@ -112,8 +123,60 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
 
 const readable = (f: string) => { try { fs.accessSync(f, fs.constants.R_OK); return true; } catch { return false; } };
 
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
-export const isLoopbackHost = (h: string) => LOOPBACK.has(h) || h.startsWith('127.');
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/**
+ * Only addresses that cannot leave the machine, and the name "localhost"
+ * (resolved from /etc/hosts, RFC 6761). Any other name may resolve anywhere:
+ * "127.evil.example" is a host name, not 127.0.0.0/8.
+ */
+export function isLoopbackHost(h: string): boolean {
+  if (h.toLowerCase() === 'localhost') return true;
+  const v = h.replace(/^\[(.*)\]$/, '$1');
+  const family = net.isIP(v);
+  return family !== 0 && LOOPBACK.check(v, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+/** The addresses a host binds; a wildcard binds its whole family (and "::" both, dual-stack as Node binds it). */
+function bindScope(host: string): { all: 4 | 6 | 0; addrs: string[] } {
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (h === '0.0.0.0') return { all: 4, addrs: [] };
+  if (h === '::' || h === '') return { all: 6, addrs: [] };
+  if (h === 'localhost') return { all: 0, addrs: ['127.0.0.1', '::1'] };
+  if (net.isIPv6(h)) return { all: 0, addrs: [new net.SocketAddress({ address: h, family: 'ipv6' }).address] };
+  return { all: 0, addrs: [h] };
+}
+
+function sameBind(a: string, b: string): boolean {
+  const x = bindScope(a);
+  const y = bindScope(b);
+  if (x.all === 6 || y.all === 6) return true;
+  const inV4 = (s: { addrs: string[] }) => s.addrs.some((h) => net.isIPv4(h));
+  if (x.all === 4) return y.all === 4 || inV4(y);
+  if (y.all === 4) return inV4(x);
+  return x.addrs.some((h) => y.addrs.includes(h));
+}
+
+/** Two sockets on one address and port cannot both bind: refused here rather than by EADDRINUSE at start. */
+function checkBindClashes(cfg: Config, problems: string[]): void {
+  const binds: { at: string; host: string; port: number }[] = [];
+  const add = (at: string, l: unknown) => {
+    if (isObj(l) && typeof l.host === 'string' && Number.isInteger(l.port) && (l.port as number) > 0) binds.push({ at, host: l.host, port: l.port as number });
+  };
+  if (Array.isArray(cfg.listen)) cfg.listen.forEach((l, i) => add(`listen[${i}]`, l));
+  if (Array.isArray(cfg.tls.listen)) cfg.tls.listen.forEach((l, i) => add(`tls.listen[${i}]`, l));
+  add('admin', cfg.admin);
+  if (cfg.demo.enabled) add('demo', cfg.demo);
+  binds.forEach((b, i) => {
+    const prev = binds.slice(0, i).find((p) => p.port === b.port && sameBind(p.host, b.host));
+    if (!prev) return;
+    const where = prev.host === b.host ? '' : ` (${prev.host}:${prev.port})`;
+    problems.push(`${b.at}: ${b.host}:${b.port} is already used by ${prev.at}${where}`);
+  });
+}
 
 /** Checks and completes the structured parts in place; returns the problems. */
 export function validateStructure(cfg: Config): string[] {
@@ -131,6 +194,12 @@ export function validateStructure(cfg: Config): string[] {
   });
   if (cfg.tls.listen.length > 0 && cfg.tls.certs.length === 0) problems.push('tls.certs: HTTPS listeners need at least one certificate');
   if (cfg.listen.length === 0 && cfg.tls.listen.length === 0) problems.push('listen: no listener configured');
+  checkBindClashes(cfg, problems);
+  // Each of these makes every request fail (0 headers allowed) or removes a deadline Node treats 0 as "none" for.
+  for (const k of ['maxHeaderCount', 'maxHeaderBytes', 'headerTimeoutMs', 'requestTimeoutMs', 'idleTimeoutMs'] as const) {
+    if (cfg.limits[k] === 0) problems.push(`limits.${k}: must be at least 1`);
+  }
+  if (cfg.limits.headerTimeoutMs > cfg.limits.requestTimeoutMs) problems.push(`limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (${cfg.limits.requestTimeoutMs})`);
   if (!isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
   if (cfg.upstream.caFile) { try { fs.accessSync(cfg.upstream.caFile, fs.constants.R_OK); } catch { problems.push(`upstream.caFile: cannot read ${cfg.upstream.caFile}`); } }
   for (const [i, c] of (Array.isArray(cfg.tls.certs) ? cfg.tls.certs : []).entries()) {

@@ -107,8 +107,12 @@ export class SqliteFilterStore implements FilterStore {
 
   flush(): void {
     if (this.queue.size === 0) return;
+    // The queue is emptied only once the transaction has committed: a failed
+    // flush (locked or read-only file, full disk) leaves every write queued
+    // for the next one. flush is synchronous, so no write can arrive between
+    // this snapshot and the clear; a write of a key after a failure replaces
+    // the queued one, so the newer write wins.
     const ops = [...this.queue.values()];
-    this.queue.clear();
     const ban = this.db.prepare('INSERT OR REPLACE INTO filter_bans (ip, reason, rule, since, expires_at) VALUES (?, ?, ?, ?, ?)');
     const unban = this.db.prepare('DELETE FROM filter_bans WHERE ip = ?');
     const wl = this.db.prepare('INSERT OR REPLACE INTO filter_whitelist (ip, note, since) VALUES (?, ?, ?)');
@@ -126,8 +130,10 @@ export class SqliteFilterStore implements FilterStore {
         else learn.run(op.domain, op.l.savedAt, JSON.stringify({ attack: op.l.attack, staticPaths: op.l.staticPaths, bodySizes: op.l.bodySizes }));
       }
       this.db.exec('COMMIT');
+      this.queue.clear();
     } catch (e) {
-      this.db.exec('ROLLBACK');
+      // A failed rollback (no transaction left, or the handle closed) must not hide why the write failed.
+      try { this.db.exec('ROLLBACK'); } catch { /* the original error says more */ }
       throw e;
     }
   }

@@ -1,0 +1,159 @@
+// Black-box: `scrubber check` and a real start on configs that look fine and
+// cannot work (issue 12, items 5 and 9). Sizes and durations may carry units
+// ("10MB", "10s", "1 minute") and mean what they say; anything that does not
+// parse, or is out of bounds, is refused with the key named, from the file and
+// from the environment alike, by `check` and by startup alike.
+import { describe, expect, it } from 'vitest';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { once } from 'node:events';
+import { loadConfigObject } from '../src/config/load.ts';
+import { tempDir } from './helpers/servers.ts';
+
+const BIN = path.resolve('bin/scrubber.js');
+const ok = { domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] };
+
+function writeConfig(config: unknown): string {
+  const file = path.join(tempDir(), 'c.json');
+  fs.writeFileSync(file, JSON.stringify(config));
+  return file;
+}
+
+function check(config: unknown, env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [BIN, 'check', '--config', writeConfig(config)], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { code: r.status, lines: r.stdout.trim().split('\n') };
+}
+
+/** The loaded value of a key, or the problems. */
+function load(raw: Record<string, unknown>, env: Record<string, string> = {}) {
+  const r = loadConfigObject({ ...ok, ...raw }, env);
+  return r.ok ? { config: r.config, problems: [] as string[] } : { config: null, problems: r.problems };
+}
+
+describe('sizes and durations with units', () => {
+  it('a size with a unit means that many bytes (SI and IEC), a duration that many ms', () => {
+    const c = load({
+      limits: { maxBodyBytes: '10MB', postBudgetBytes: '1 GiB', bufferBodyBytes: '64KiB', maxHeaderBytes: '16384', headerTimeoutMs: '10s', requestTimeoutMs: '2 minutes', idleTimeoutMs: '1500ms', minBodyRateGraceMs: '1m30s' },
+      upstream: { responseTimeoutMs: '1 minute', keepAliveTimeoutMs: 4000 },
+      filter: { challenge: { trustSeconds: '1h' } },
+    }).config!;
+    expect(c.limits.maxBodyBytes).toBe(10_000_000);
+    expect(c.limits.postBudgetBytes).toBe(1024 ** 3);
+    expect(c.limits.bufferBodyBytes).toBe(64 * 1024);
+    expect(c.limits.maxHeaderBytes).toBe(16384);
+    expect(c.limits.headerTimeoutMs).toBe(10_000);
+    expect(c.limits.requestTimeoutMs).toBe(120_000);
+    expect(c.limits.idleTimeoutMs).toBe(1500);
+    expect(c.limits.minBodyRateGraceMs).toBe(90_000);
+    expect(c.upstream.responseTimeoutMs).toBe(60_000);
+    expect(c.upstream.keepAliveTimeoutMs).toBe(4000);
+    expect(c.filter.challenge.trustSeconds).toBe(3600);
+  });
+
+  it('durations inside domain entries take units too, and refuse what does not parse', () => {
+    const d = (extra: Record<string, unknown>) => ({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], ...extra }] });
+    const c = loadConfigObject(d({ healthCheck: { intervalMs: '2 minutes', timeoutMs: '5s' }, maintenance: { enabled: true, retryAfterSeconds: '10 min' } }), {});
+    expect(c.ok && c.config.domains[0].healthCheck).toMatchObject({ intervalMs: 120_000, timeoutMs: 5000 });
+    expect(c.ok && c.config.domains[0].maintenance.retryAfterSeconds).toBe(600);
+    const bad = loadConfigObject(d({ healthCheck: { intervalMs: '2 moons', timeoutMs: 0 } }), {});
+    expect(bad.ok ? [] : bad.problems).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^domains\[0\]\.healthCheck\.intervalMs: .*moons/), 'domains[0].healthCheck.timeoutMs: must be at least 1']));
+  });
+
+  it('the same from the environment', () => {
+    const c = load({}, { SCRUBBER_LIMITS_MAX_BODY_BYTES: '10MiB', SCRUBBER_LIMITS_HEADER_TIMEOUT_MS: '10s', SCRUBBER_LIMITS_MAX_HEADER_COUNT: '50' }).config!;
+    expect(c.limits.maxBodyBytes).toBe(10 * 1024 * 1024);
+    expect(c.limits.headerTimeoutMs).toBe(10_000);
+    expect(c.limits.maxHeaderCount).toBe(50);
+  });
+
+  it('refuses what does not parse, is ambiguous or out of bounds, naming the key (never truncates)', () => {
+    const p = load({
+      limits: { maxBodyBytes: '10 potatoes', postBudgetBytes: '10m', bufferBodyBytes: 1e20, maxHeaderCount: '10abc', headerTimeoutMs: 'soon', requestTimeoutMs: '1.5.2s', minBodyRateBytesPerSec: '1.5B' },
+      upstream: { responseTimeoutMs: '30 days' },
+      filter: { challenge: { trustSeconds: '1500ms' }, scoreThreshold: '0.5abc' },
+      workers: '4x', admin: { port: '90x' },
+    }).problems;
+    for (const key of ['limits.maxBodyBytes', 'limits.postBudgetBytes', 'limits.bufferBodyBytes', 'limits.maxHeaderCount', 'limits.headerTimeoutMs',
+      'limits.requestTimeoutMs', 'limits.minBodyRateBytesPerSec', 'upstream.responseTimeoutMs', 'filter.challenge.trustSeconds', 'filter.scoreThreshold', 'workers', 'admin.port']) {
+      expect(p.some((l) => l.startsWith(`${key}:`)), `${key} in ${JSON.stringify(p)}`).toBe(true);
+    }
+    expect(p.find((l) => l.startsWith('limits.postBudgetBytes:'))).toMatch(/ambiguous/);
+  });
+
+  it('scrubber check and startup refuse "10MB"-style mistakes alike, from the file and the environment', async () => {
+    const bad = { ...ok, limits: { maxBodyBytes: '10 megs' } };
+    const r = check(bad);
+    expect(r.code).toBe(2);
+    expect(r.lines[0]).toMatch(/^limits\.maxBodyBytes: /);
+    const e = check(ok, { SCRUBBER_UPSTREAM_RESPONSE_TIMEOUT_MS: '1 fortnight' });
+    expect(e.code).toBe(2);
+    expect(e.lines[0]).toMatch(/^upstream\.responseTimeoutMs: /);
+    expect(check({ ...ok, limits: { maxBodyBytes: '10MB', headerTimeoutMs: '10s' } }).code).toBe(0);
+
+    const child = spawn(process.execPath, [BIN, '--config', writeConfig({ ...bad, state: { dir: tempDir() } })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => { err += d; });
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(err.trim().split('\n')[0]).toBe(r.lines[0]);
+  });
+});
+
+describe('scrubber check refuses configs that cannot work', () => {
+  it('maxHeaderCount 0 and headerTimeoutMs 0', () => {
+    const r = check({ ...ok, limits: { maxHeaderCount: 0, headerTimeoutMs: 0 } });
+    expect(r.code).toBe(2);
+    expect(r.lines.some((l) => l.startsWith('limits.maxHeaderCount:'))).toBe(true);
+    expect(r.lines.some((l) => l.startsWith('limits.headerTimeoutMs:'))).toBe(true);
+    // Node's own rule: the head deadline cannot be later than the whole request's.
+    expect(check({ ...ok, limits: { headerTimeoutMs: '3 minutes', requestTimeoutMs: '2 minutes' } }).lines).toContain('limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (120000)');
+  });
+
+  it('two listeners on one host:port, across listen and tls.listen', () => {
+    const r = check({ ...ok, listen: [{ host: '127.0.0.1', port: 8080 }, { host: '127.0.0.1', port: 8080 }] });
+    expect(r.code).toBe(2);
+    expect(r.lines).toContain('listen[1]: 127.0.0.1:8080 is already used by listen[0]');
+    const t = check({ ...ok, listen: [{ host: '0.0.0.0', port: 8443 }], tls: { listen: [{ host: '127.0.0.1', port: 8443 }], certs: [{ domains: ['a.test'], cert: BIN, key: BIN }] } });
+    expect(t.lines).toContain('tls.listen[0]: 127.0.0.1:8443 is already used by listen[0] (0.0.0.0:8443)');
+  });
+
+  it('a listener and the admin on one host:port', () => {
+    const r = check({ ...ok, listen: [{ host: '127.0.0.1', port: 8080 }], admin: { host: 'localhost', port: 8080 } });
+    expect(r.code).toBe(2);
+    expect(r.lines.some((l) => /^admin: localhost:8080 is already used by listen\[0\]/.test(l))).toBe(true);
+    const t = check({ ...ok, listen: [{ host: '127.0.0.1', port: 8080 }], admin: { host: '127.0.0.1', port: 8443 }, tls: { listen: [{ host: '127.0.0.1', port: 8443 }], certs: [{ domains: ['a.test'], cert: BIN, key: BIN }] } });
+    expect(t.lines.some((l) => l.startsWith('admin: 127.0.0.1:8443 is already used by tls.listen[0]'))).toBe(true);
+    // Port 0 is "any free port": never a clash; different addresses of one family neither.
+    expect(check({ ...ok, listen: [{ host: '127.0.0.1', port: 0 }, { host: '127.0.0.2', port: 8080 }, { host: '127.0.0.1', port: 8080 }], admin: { host: '127.0.0.1', port: 0 } }).code).toBe(0);
+  });
+
+  it('only real loopback addresses and "localhost" go without an admin token', () => {
+    for (const host of ['127.evil.example', '127.0.0.1.nip.io', 'localhost.evil.example']) {
+      const r = check({ ...ok, admin: { host, port: 9090 } });
+      expect(r.code, host).toBe(2);
+      expect(r.lines).toContain(`admin.token: required when admin.host (${host}) is not loopback`);
+    }
+    for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) expect(check({ ...ok, admin: { host, port: 9090 } }).code, host).toBe(0);
+  });
+
+  it('1e20 as a size', () => {
+    const r = check({ ...ok, limits: { maxBodyBytes: 1e20 } });
+    expect(r.code).toBe(2);
+    expect(r.lines[0]).toMatch(/^limits\.maxBodyBytes: /);
+  });
+
+  it('a duplicate domain name is reported even when that entry has another error', () => {
+    const r = check({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }, { name: 'a.test', upstreams: ['nope'] }] });
+    expect(r.code).toBe(2);
+    expect(r.lines).toContain('domains[1].upstreams[0]: "nope" is not "host:port"');
+    expect(r.lines).toContain('domains[1]: host a.test is already used by domains[0]');
+  });
+
+  it('16 upstreams is valid, 17 is not', () => {
+    const ups = (n: number) => Array.from({ length: n }, (_, i) => `127.0.0.1:${i + 1}`);
+    expect(check({ domains: [{ name: 'a.test', upstreams: ups(16) }] }).code).toBe(0);
+    expect(check({ domains: [{ name: 'a.test', upstreams: ups(17) }] }).lines).toContain('domains[0].upstreams: 17 upstreams, at most 16');
+  });
+});
