@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { startOrigin, startProxy, domain, type Origin, type Proxy } from './helpers/servers.ts';
-import type { ScrubberFilter } from '../src/detect/filter.ts';
+import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 
 const HOST = 'api.test';
 const TOKEN = 'whitelist-change-token';

@@ -7,7 +7,8 @@ import http from 'node:http';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import { once } from 'node:events';
-import { startProxy, startBlackhole, freePort, domain, sleep, type Proxy } from './helpers/servers.ts';
+import { startProxy, startBlackhole, freePort, domain, sleep, request, type Proxy } from './helpers/servers.ts';
+import type { Observation } from '../src/observe/observation.ts';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const accept = (key: string) => crypto.createHash('sha1').update(key + GUID).digest('base64');
@@ -214,6 +215,34 @@ describe('WebSocket upgrade', () => {
     expect(head.toLowerCase()).toContain('x-scrubber: upstream-timeout');
     expect(performance.now() - t).toBeGreaterThan(450);
     c.socket.destroy();
+  });
+
+  it('takes the same flow as other requests: observed, counted in the statistics, and held to the per-source cap', async () => {
+    const seen: Observation[] = [];
+    proxy.app.pipeline.onObserve((o) => { if (o.upgrade) seen.push(o); });
+    const c = await wsClient(proxy.port, 'ws.test', { localAddress: '127.0.70.1' });
+    expect(await c.head()).toMatch(/^HTTP\/1\.1 101/);
+    expect(seen.at(-1)).toMatchObject({ domain: 'ws.test', source: '127.0.70.1', status: 101, outcome: 'passed', upgrade: true });
+    c.socket.destroy();
+    const stats = JSON.parse((await request(`${proxy.adminUrl}/api/stats?domain=ws.test`)).body) as { buckets: { passed: { requests: number } }[] };
+    expect(stats.buckets.reduce((n, b) => n + b.passed.requests, 0)).toBeGreaterThan(0);
+
+    const capped = await startProxy({
+      upstream: { connectTimeoutMs: 300, responseTimeoutMs: 2000 }, limits: { maxInflightPerSource: 1 },
+      domains: [domain('ws-silent.test', [`127.0.0.1:${(silent.address() as net.AddressInfo).port}`])],
+    });
+    try {
+      const first = await wsClient(capped.port, 'ws-silent.test', { localAddress: '127.0.70.2' });
+      await sleep(100);
+      const second = await wsClient(capped.port, 'ws-silent.test', { localAddress: '127.0.70.2' });
+      const head = await second.head();
+      expect(head).toMatch(/^HTTP\/1\.1 503/);
+      expect(head.toLowerCase()).toContain('x-scrubber: overloaded');
+      // Another source is not held to the first one's cap.
+      const other = await wsClient(capped.port, 'ws-silent.test', { localAddress: '127.0.70.3' });
+      expect(await other.head(300)).toBe('');
+      for (const x of [first, second, other]) x.socket.destroy();
+    } finally { await capped.close(); }
   });
 
   it('an upstream that goes away closes the client side of the tunnel', async () => {

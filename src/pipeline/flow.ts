@@ -15,7 +15,7 @@ import type { Answer, Reply } from '../respond/reply.ts';
 import type { Outcome, ProxyReason } from '../observe/observation.ts';
 import type { ForwardOutcome } from '../upstream/forward.ts';
 import type { UpstreamQueue, Waiter } from '../limits/upstream-queue.ts';
-import type { Pipeline } from './pipeline.ts';
+import type { FlowContext } from './context.ts';
 import type { Runtime } from './runtime.ts';
 import { checkRequest } from '../http/hygiene.ts';
 import { route } from '../route/router.ts';
@@ -29,7 +29,7 @@ import { forwardUpgrade } from './upgrade.ts';
 type Body = Buffer | Readable | null;
 
 export class RequestFlow {
-  private readonly p: Pipeline;
+  private readonly p: FlowContext;
   private readonly rt: Runtime;
   private readonly head: RequestHead;
   private readonly req: IncomingMessage;
@@ -52,7 +52,7 @@ export class RequestFlow {
   private queuedMs = 0;
   private sentAt = 0;
 
-  constructor(p: Pipeline, head: RequestHead, req: IncomingMessage, reply: Reply, res: ServerResponse | null, upgrade: { socket: Duplex; head: Buffer } | null) {
+  constructor(p: FlowContext, head: RequestHead, req: IncomingMessage, reply: Reply, res: ServerResponse | null, upgrade: { socket: Duplex; head: Buffer } | null) {
     this.p = p;
     this.rt = p.runtime.current;
     this.head = head;

@@ -17,6 +17,7 @@ import { InflightCounter } from '../limits/inflight.ts';
 import { UpstreamQueue } from '../limits/upstream-queue.ts';
 import { headOf } from '../http/head.ts';
 import { RequestFlow } from './flow.ts';
+import type { FlowContext } from './context.ts';
 
 export interface PipelineDeps {
   runtime: RuntimeRef;
@@ -37,7 +38,7 @@ export interface ConnectionGuard {
   onClientError(source: string, kind: string): void;
 }
 
-export class Pipeline {
+export class Pipeline implements FlowContext {
   readonly runtime: RuntimeRef;
   readonly upstreams: Upstreams;
   readonly detector: Detector;
