@@ -1,0 +1,161 @@
+// How decisions are laid out in Redis, and how they are written and read back.
+// Kept apart from RedisBus (connection state, queueing, resync) so that the
+// on-Redis format is in one place: two nodes of different versions must agree
+// on it, and a change here is a change to what every node reads.
+//
+// Key layout (prefix defaults to "scrubber:"):
+//   <p>bans        hash    ip → JSON BanEntry
+//   <p>bans:exp    zset    ip scored by expiresAt (pruning the hash)
+//   <p>whitelist   hash    ip → JSON WhitelistEntry
+//   <p>attack      hash    domain → JSON { under, since, reason }
+//   <p>secret      string  the challenge secret (SET NX: the first node wins)
+//   <p>epoch       string  a random id set NX; a bus that finds it changed knows
+//                          Redis lost its data (restarted without persistence)
+//                          and writes back everything it knows
+//   <p>decisions   channel JSON { node, ds: Decision[] }, a node ignores its own
+//
+// This file imports nothing from the other redis-* files (they import it).
+import type { Redis } from 'ioredis';
+import type { BanEntry } from '../decisions/blacklist.ts';
+import type { WhitelistEntry } from '../decisions/lists.ts';
+import type { Decision, DecisionSnapshot } from '../decisions/bus.ts';
+
+export interface AttackState { domain: string; under: boolean; since: number; reason: string | null }
+
+/** The snapshot a RedisBus returns: DecisionSnapshot plus the attack state of every domain. */
+export interface RedisSnapshot extends DecisionSnapshot { attacks: AttackState[] }
+
+export interface RedisKeys { bans: string; exp: string; wl: string; attack: string; secret: string; epoch: string; channel: string }
+
+export const redisKeys = (p: string): RedisKeys =>
+  ({ bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions` });
+
+/** Deletes expired bans from the hash and the zset, in bounded steps (one call never holds Redis long).
+ *  KEYS: bans hash, bans:exp zset; ARGV: now (ms). */
+export const PRUNE_LUA = `
+local n = 0
+for i = 1, 50 do
+  local ips = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 500)
+  if #ips == 0 then break end
+  redis.call('HDEL', KEYS[1], unpack(ips))
+  redis.call('ZREM', KEYS[2], unpack(ips))
+  n = n + #ips
+end
+return n`;
+
+/** The slot a decision takes in the pending queue: a later decision on the same ban / whitelist entry / domain
+ *  replaces an earlier one (only the newest needs writing). */
+export const pendingKey = (d: Decision): string => {
+  switch (d.kind) {
+    case 'ban': return `b:${d.entry.ip}`;
+    case 'unban': return `b:${d.ip}`;
+    case 'whitelist': return `w:${d.entry.ip}`;
+    case 'unwhitelist': return `w:${d.ip}`;
+    case 'attack': return `a:${d.domain}`;
+  }
+};
+
+/** Decisions not yet written, one per pendingKey; Map order is oldest first. Each carries a sequence number so
+ *  that a flush removes only what it wrote, not a newer decision on the same key queued while it was writing. */
+export class PendingWrites {
+  private readonly m = new Map<string, { d: Decision; seq: number }>();
+  private seq = 0;
+  private readonly max: number;
+  constructor(max: number) { this.max = max; }
+
+  get size(): number { return this.m.size; }
+
+  /** Queues d; an older decision on its key is replaced (and d goes last). True when the queue was full and its
+   *  oldest decision was dropped. */
+  put(d: Decision): boolean {
+    const key = pendingKey(d);
+    this.m.delete(key); // newest of a key goes last
+    this.m.set(key, { d, seq: ++this.seq });
+    if (this.m.size <= this.max) return false;
+    this.m.delete(this.m.keys().next().value as string);
+    return true;
+  }
+
+  /** Queues d unless a decision on its key is already queued (that one is newer). */
+  putIfAbsent(d: Decision): void {
+    const key = pendingKey(d);
+    if (!this.m.has(key)) this.m.set(key, { d, seq: ++this.seq });
+  }
+
+  /** The oldest n, as [key, seq, decision]; they stay queued until done(). */
+  take(n: number): [string, number, Decision][] {
+    const batch: [string, number, Decision][] = [];
+    for (const [key, { d, seq }] of this.m) {
+      batch.push([key, seq, d]);
+      if (batch.length >= n) break;
+    }
+    return batch;
+  }
+
+  /** What take() returned was written: remove it, except where a newer decision replaced it meanwhile. */
+  done(batch: [string, number, Decision][]): void {
+    for (const [key, seq] of batch) if (this.m.get(key)?.seq === seq) this.m.delete(key);
+  }
+}
+
+/** Adds a batch to a MULTI: each decision's writes, then one PUBLISH of them all on the channel. Bans that expired
+ *  while queued are left out. Returns the decisions added (none: nothing to exec). */
+export function writeBatch(m: ReturnType<Redis['multi']>, k: RedisKeys, nodeId: string, batch: Decision[], now: number): Decision[] {
+  const ds: Decision[] = [];
+  for (const d of batch) {
+    if (d.kind === 'ban' && d.entry.expiresAt <= now) continue; // expired while queued
+    writeDecision(m, k, d);
+    ds.push(d);
+  }
+  if (ds.length) m.publish(k.channel, JSON.stringify({ node: nodeId, ds }));
+  return ds;
+}
+
+/** A message from the channel, or null when it is not one (the sender's node id is checked by the caller). */
+export function parseMessage(msg: string): { node: string; ds: Decision[] } | null {
+  const m = parse<{ node: string; ds: Decision[] }>(msg);
+  return m && Array.isArray(m.ds) ? m : null;
+}
+
+// A ban without end (Infinity) is scored +inf, so pruning never reaches it.
+const score = (expiresAt: number): string | number => (Number.isFinite(expiresAt) ? expiresAt : '+inf');
+
+/** Adds the commands that put one decision in force to a MULTI. */
+export function writeDecision(m: ReturnType<Redis['multi']>, k: RedisKeys, d: Decision): void {
+  switch (d.kind) {
+    case 'ban':
+      m.hset(k.bans, d.entry.ip, JSON.stringify(d.entry));
+      m.zadd(k.exp, score(d.entry.expiresAt), d.entry.ip);
+      break;
+    case 'unban':
+      m.hdel(k.bans, d.ip);
+      m.zrem(k.exp, d.ip);
+      break;
+    case 'whitelist': m.hset(k.wl, d.entry.ip, JSON.stringify(d.entry)); break;
+    case 'unwhitelist': m.hdel(k.wl, d.ip); break;
+    case 'attack': m.hset(k.attack, d.domain, attackJson(d)); break;
+  }
+}
+
+/** The three hashes as HGETALL returns them, turned into a snapshot. Entries that do not parse are skipped
+ *  (one bad value must not hide the rest); a ban stored without expiresAt (JSON has no Infinity) never ends. */
+export function parseState(bans: Record<string, string>, wl: Record<string, string>, attack: Record<string, string>, now: number): RedisSnapshot {
+  const out: RedisSnapshot = { bans: [], whitelist: [], attacks: [] };
+  for (const v of Object.values(bans)) {
+    const e = parse<BanEntry>(v);
+    if (e && (e.expiresAt ?? Infinity) > now) { if (e.expiresAt == null) e.expiresAt = Infinity; out.bans.push(e); }
+  }
+  for (const v of Object.values(wl)) { const e = parse<WhitelistEntry>(v); if (e) out.whitelist.push(e); }
+  for (const [domain, v] of Object.entries(attack)) {
+    const a = parse<{ under: boolean; since: number; reason: string | null }>(v);
+    if (a) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: a.reason ?? null });
+  }
+  return out;
+}
+
+/** A domain's attack state as stored in <p>attack; also the form in which a node remembers it (compared as a string). */
+export const attackJson = (d: Extract<Decision, { kind: 'attack' }>): string => JSON.stringify({ under: d.under, since: d.since, reason: d.reason });
+
+export function parse<T>(s: string): T | null {
+  try { return JSON.parse(s) as T; } catch { return null; }
+}

@@ -1,0 +1,98 @@
+// Catching up after a cut. A RedisBus remembers what it knows to be in force
+// (published here, received, or read in a snapshot); when the connection comes
+// back, what Redis holds is compared with that and only the difference is
+// delivered, as ordinary decisions. The same memory answers snapshot() while
+// Redis is away and, when Redis returns empty, is written back to rebuild it.
+// Kept apart from RedisBus so the diff can be read (and reasoned about) without
+// the connection handling around it.
+import crypto from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { BanEntry } from '../decisions/blacklist.ts';
+import type { WhitelistEntry } from '../decisions/lists.ts';
+import type { Decision } from '../decisions/bus.ts';
+import { attackJson, parse, type AttackState, type RedisSnapshot } from './redis-keys.ts';
+
+/** What one node knows is in force: the base a resync diffs against. */
+export class Known {
+  readonly bans = new Map<string, BanEntry>();
+  readonly wl = new Map<string, WhitelistEntry>();
+  /** domain → attackJson (a string, so "changed?" is one comparison). */
+  readonly attack = new Map<string, string>();
+
+  remember(d: Decision): void {
+    switch (d.kind) {
+      case 'ban': this.bans.set(d.entry.ip, d.entry); break;
+      case 'unban': this.bans.delete(d.ip); break;
+      case 'whitelist': this.wl.set(d.entry.ip, d.entry); break;
+      case 'unwhitelist': this.wl.delete(d.ip); break;
+      case 'attack': this.attack.set(d.domain, attackJson(d)); break;
+    }
+  }
+
+  /** A snapshot the caller puts in force becomes what this node knows. */
+  adopt(snap: RedisSnapshot): void {
+    for (const e of snap.bans) this.bans.set(e.ip, e);
+    for (const e of snap.whitelist) this.wl.set(e.ip, e);
+    for (const a of snap.attacks) this.attack.set(a.domain, attackJson({ kind: 'attack', ...a }));
+  }
+
+  forgetExpired(now: number): void {
+    for (const [ip, e] of this.bans) if (e.expiresAt <= now) this.bans.delete(ip);
+  }
+
+  /** What this node knows, as a snapshot (Redis out of reach). */
+  snapshot(now: number): RedisSnapshot {
+    const out: RedisSnapshot = { bans: [], whitelist: [], attacks: [] };
+    for (const e of this.bans.values()) if (e.expiresAt > now) out.bans.push(e);
+    for (const e of this.wl.values()) out.whitelist.push(e);
+    for (const [domain, v] of this.attack) out.attacks.push({ domain, ...parse<Omit<AttackState, 'domain'>>(v)! });
+    return out;
+  }
+
+  /** Everything in force, as decisions (to write back into a Redis that lost its data). */
+  decisions(now: number): Decision[] {
+    const out: Decision[] = [];
+    for (const e of this.bans.values()) if (e.expiresAt > now) out.push({ kind: 'ban', entry: e });
+    for (const e of this.wl.values()) out.push({ kind: 'whitelist', entry: e });
+    for (const [domain, v] of this.attack) out.push({ kind: 'attack', domain, ...parse<Omit<AttackState, 'domain'>>(v)! });
+    return out;
+  }
+
+  /** The decisions that turn what this node knows into what Redis holds (`snap`). A ban known here that expired
+   *  by itself is not unbanned: every node lets it run out on its own. */
+  diff(snap: RedisSnapshot, now: number): Decision[] {
+    const out: Decision[] = [];
+    const seenBans = new Set<string>();
+    for (const e of snap.bans) {
+      seenBans.add(e.ip);
+      if (!sameBan(this.bans.get(e.ip), e)) out.push({ kind: 'ban', entry: e });
+    }
+    for (const [ip, e] of this.bans) {
+      if (!seenBans.has(ip) && e.expiresAt > now) out.push({ kind: 'unban', ip });
+    }
+    const seenWl = new Set<string>();
+    for (const e of snap.whitelist) {
+      seenWl.add(e.ip);
+      if (!sameWl(this.wl.get(e.ip), e)) out.push({ kind: 'whitelist', entry: e });
+    }
+    for (const ip of this.wl.keys()) if (!seenWl.has(ip)) out.push({ kind: 'unwhitelist', ip });
+    for (const a of snap.attacks) {
+      const d: Decision = { kind: 'attack', domain: a.domain, under: a.under, since: a.since, reason: a.reason };
+      if (this.attack.get(a.domain) !== attackJson(d)) out.push(d);
+    }
+    return out;
+  }
+}
+
+const sameBan = (a: BanEntry | undefined, b: BanEntry): boolean =>
+  !!a && a.reason === b.reason && a.rule === b.rule && a.since === b.since && a.expiresAt === b.expiresAt;
+const sameWl = (a: WhitelistEntry | undefined, b: WhitelistEntry): boolean =>
+  !!a && a.origin === b.origin && a.note === b.note && a.since === b.since;
+
+/** Reads Redis's epoch (setting one if there is none). `wiped` is true when it differs from `prev`, the one this
+ *  bus saw last: Redis lost its data in between. */
+export async function checkEpoch(cmd: Redis, key: string, prev: string | null): Promise<{ epoch: string | null; wiped: boolean }> {
+  await cmd.set(key, crypto.randomBytes(8).toString('hex'), 'NX');
+  const cur = await cmd.get(key);
+  return { epoch: cur, wiped: prev !== null && cur !== prev };
+}
