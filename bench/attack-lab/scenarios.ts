@@ -273,7 +273,7 @@ export const SCENARIOS = {
         let cached = false, referer: string | null = null;
         await sleep(rand(1500));
         while (Date.now() < ctx.endAt) {
-          const page = Math.random() < p.searchShare ? `/search?q=${pick(['shoes', 'red dress', 'gift', 'sale', 'jacket', 'socks'])}+${randStr(2)}` : pick(PAGES);
+          const page = Math.random() < p.searchShare ? `/search?q=${encodeURIComponent(pick(['shoes', 'red dress', 'gift', 'sale', 'jacket', 'socks']))}+${randStr(2)}` : pick(PAGES);
           const h = browserHeaders(ua);
           if (referer) { h.referer = `http://${SITE_HOST}${referer}`; h['sec-fetch-site'] = 'same-origin'; }
           const o = await hit(ctx, { addr, agent, path: page, headers: h, follow: 3, jar });
