@@ -123,4 +123,36 @@ describe('adaptive limit', () => {
     const tr = simulate(lim, [{ ms: 180_000, demand: 400, capacity: 32 }]);
     expect(Math.max(...last(tr, 60_000).map((x) => x.limit))).toBeLessThanOrEqual(32 * 2.5);
   });
+
+  it('on a worker-pool origin with mixed costs (the lab\'s shape), holds the origin near its slots at full throughput', () => {
+    // slots workers, a FIFO queue in the origin, costs from assets (1 ms) to a search (120 ms), contention.
+    const MIX = [1, 1, 1, 1, 1, 8, 1, 1, 1, 1, 8, 120, 1, 1, 8, 5, 1, 1, 1, 8];
+    const run = (slots: number, demand: number, ms: number) => {
+      const lim = make();
+      const queue: { start: number; cost: number }[] = [], busy: { start: number; end: number }[] = [];
+      let inflight = 0, k = 0, served = 0, sat = false;
+      const limits: number[] = [];
+      for (let now = 0; now < ms; now++) {
+        for (let i = busy.length - 1; i >= 0; i--) if (busy[i].end <= now) {
+          const b = busy.splice(i, 1)[0];
+          lim.onSample(now, now - b.start, inflight, false, Math.max(0, demand - inflight));
+          inflight--;
+          if (now >= ms - 5000) served++;
+        }
+        while (inflight < Math.min(demand, lim.limit)) { inflight++; queue.push({ start: now, cost: MIX[k++ % MIX.length] }); }
+        while (busy.length < slots && queue.length) { const q = queue.shift()!; busy.push({ start: q.start, end: now + Math.max(1, Math.round(q.cost * (1 + 0.5 * busy.length / slots))) }); }
+        if (now >= ms - 5000 && now % 100 === 0) { limits.push(lim.limit); sat ||= lim.saturated; }
+      }
+      return { perSecond: served / 5, limit: mean(limits), sat };
+    };
+    const meanCost = MIX.reduce((a, b) => a + b, 0) / MIX.length;
+    const eight = run(8, 400, 20_000);
+    expect(eight.limit).toBeGreaterThanOrEqual(8);
+    expect(eight.limit).toBeLessThanOrEqual(20);
+    expect(eight.perSecond).toBeGreaterThan((8 * 1000) / (meanCost * 1.5) * 0.9);
+    expect(eight.sat).toBe(true);
+    const roomy = run(100, 60, 10_000);
+    expect(roomy.sat).toBe(false);
+    expect(roomy.limit).toBeGreaterThanOrEqual(60);
+  });
 });
