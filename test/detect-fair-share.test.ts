@@ -1,6 +1,6 @@
 // Fair share of the origin per source, on a fake clock.
 import { describe, it, expect } from 'vitest';
-import { FairShare, type FairShareOptions } from '../src/detect/fair-share.ts';
+import { FairShare, SessionsSeen, scaledCap, type FairShareOptions } from '../src/detect/fair-share.ts';
 
 // A person's pages: mostly cheap pages, now and then the expensive search (origin ms per request).
 const COSTS = [8, 8, 120, 8, 8, 5, 8, 8, 8, 40];
@@ -85,5 +85,37 @@ describe('fair share', () => {
     expect(fs.used(100_000, 'r0')).toBe(0);
     expect(fs.used(99_999, 'r99999')).toBe(5);
     expect(fs.typical(100_000)).toBe(5);
+  });
+});
+
+describe('sessions seen behind an address', () => {
+  it('counts distinct sessions that came back, within the window, and feeds the fair share', () => {
+    const seen = new SessionsSeen({ windowMs: 60_000 });
+    for (let i = 0; i < 40; i++) { seen.record(0, 'nat', `tok${i}`); seen.record(1000, 'nat', `tok${i}`); }
+    for (let i = 0; i < 500; i++) seen.record(2000, 'nat', `farmed${i}`); // fetched once, never used
+    seen.record(0, 'solo', 'a'); seen.record(10, 'solo', 'a');
+    expect(seen.count(5000, 'nat')).toBeLessThanOrEqual(40);
+    expect(seen.count(5000, 'solo')).toBe(1);
+    expect(seen.count(5000, 'unknown')).toBe(1);
+    expect(seen.count(120_000, 'nat')).toBe(1);
+    const fs = new FairShare({ sessionsBehind: (s) => seen.count(5000, s) });
+    fs.record(0, 'x', 1);
+    expect(fs.assess(0, 'x', true).sessions).toBe(1);
+  });
+  it('a NAT keeps its 40 sessions counted when no farming pushes them out', () => {
+    const seen = new SessionsSeen();
+    for (let r = 0; r < 3; r++) for (let i = 0; i < 40; i++) seen.record(r * 1000, 'nat', `tok${i}`);
+    expect(seen.count(3000, 'nat')).toBe(40);
+  });
+  it('keeps memory bounded', () => {
+    const seen = new SessionsSeen({ maxSources: 100, maxPerSource: 8 });
+    for (let i = 0; i < 10_000; i++) seen.record(i, `s${i % 500}`, `t${i}`);
+    expect(seen.size).toBe(100);
+  });
+  it('raises a per-source cap by the sessions behind it, bounded', () => {
+    expect(scaledCap(64, 1)).toBe(64);
+    expect(scaledCap(64, 40)).toBe(2560);
+    expect(scaledCap(10, 1000, 64)).toBe(640);
+    expect(scaledCap(10, 0)).toBe(10);
   });
 });

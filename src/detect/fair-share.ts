@@ -184,3 +184,67 @@ function median(xs: number[]): number {
   const m = xs.length >> 1;
   return xs.length % 2 ? xs[m] : (xs[m - 1] + xs[m]) / 2;
 }
+
+export interface SessionsSeenOptions {
+  /** A session counts while it was seen within this window. */
+  windowMs?: number;
+  /** A session counts once it came back this many times (a token fetched and never used is no person). */
+  minRequests?: number;
+  /** Sessions remembered per source at most (oldest forgotten). */
+  maxPerSource?: number;
+  maxSources?: number;
+}
+
+/**
+ * Distinct sessions (valid challenge cookies, the site's session cookie) seen
+ * from each source: what tells a NAT of many people from one client. Feeds
+ * FairShare's sessionsBehind and the per-source caps (scaledCap).
+ * Farming: a bot on one address can fetch many challenge cookies; only
+ * sessions that came back minRequests times count, the count per source is
+ * bounded (maxPerSource), and the fair share per session still applies — the
+ * caller should also bound how fast one address is issued new tokens.
+ * Memory: maxSources × maxPerSource entries at most. Pure: time is passed in.
+ */
+export class SessionsSeen {
+  readonly opts: Required<SessionsSeenOptions>;
+  private readonly sources = new Map<string, Map<string, { last: number; n: number }>>();
+
+  constructor(options: SessionsSeenOptions = {}) {
+    this.opts = { windowMs: 10 * 60_000, minRequests: 2, maxPerSource: 256, maxSources: 20_000, ...stripUndefined(options) };
+  }
+
+  get size(): number { return this.sources.size; }
+
+  /** A request from source carrying session (an opaque id: the token, or a hash of the session cookie). */
+  record(now: number, source: string, session: string): void {
+    let m = this.sources.get(source);
+    if (m) this.sources.delete(source);
+    else {
+      if (this.sources.size >= this.opts.maxSources) this.sources.delete(this.sources.keys().next().value!);
+      m = new Map();
+    }
+    this.sources.set(source, m);
+    const e = m.get(session);
+    if (e) { m.delete(session); e.last = now; e.n++; m.set(session, e); return; }
+    if (m.size >= this.opts.maxPerSource) m.delete(m.keys().next().value!);
+    m.set(session, { last: now, n: 1 });
+  }
+
+  /** Sessions seen from source within the window that came back minRequests times; at least 1. */
+  count(now: number, source: string): number {
+    const m = this.sources.get(source);
+    if (!m) return 1;
+    let n = 0;
+    for (const e of m.values()) if (now - e.last <= this.opts.windowMs && e.n >= this.opts.minRequests) n++;
+    return Math.max(1, n);
+  }
+}
+
+/** A per-source cap (connections, requests in flight, rate) raised for the sessions seen behind the address, up to maxFactor times. */
+export function scaledCap(base: number, sessions: number, maxFactor = 64): number {
+  return Math.round(base * Math.min(maxFactor, Math.max(1, sessions)));
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
