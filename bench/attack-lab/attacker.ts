@@ -8,6 +8,9 @@ const o = JSON.parse(process.argv[2]) as { scenario: keyof typeof SCENARIOS; par
 const sc = SCENARIOS[o.scenario] as unknown as Scenario<Record<string, number>>;
 const ctx: AttackContext = { port: o.port, t0: o.t0, endAt: o.endAt, seconds: [], blocked: new Set(), sources: new Set(), note: [] };
 
+// A proxy started mid-attack: from now on the attack goes to it.
+process.on('message', (m: { cmd: string; port?: number }) => { if (m.cmd === 'port' && m.port) ctx.port = m.port; });
+
 async function main() {
   await sleep(Math.max(0, o.startAt - Date.now()));
   // A hard stop in case a scenario overruns: the attack never outlives its window by more than 3 s.

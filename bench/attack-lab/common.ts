@@ -6,6 +6,14 @@ export const ATTACK_MIN_OCTET = 200;
 export const SITE_HOST = 'shop.example';
 
 export function legitAddress(i: number): string { return `127.${LEGIT_OCTET}.${(i + 1) >> 8}.${(i + 1) & 255}`; }
+/** Where the legitimate groups live in 127.1.0.0/16: browser users from 0, the flash crowd from CROWD_BASE, API clients from API_BASE; the NAT is one address. */
+export const CROWD_BASE = 1000;
+export const API_BASE = 3000;
+export const NAT_ADDRESS = `127.${LEGIT_OCTET}.250.1`;
+/** Legitimate groups, reported apart: browser users on their own addresses, people behind one NAT, cookie-less API clients, the flash crowd. */
+export type LegitGroup = 'browser' | 'nat' | 'api' | 'crowd';
+/** What the lab's mobile app and partner scripts send (no cookie jar, no redirects followed). */
+export const API_USER_AGENTS = ['MyShopApp/4.1.2 (iPhone; iOS 17.4; Scale/3.00)', 'okhttp/4.12.0', 'python-requests/2.31.0', 'MyShopApp/4.1.0 (Android 14; Pixel 8)'] as const;
 /** i-th address of an attacker range starting at second octet `octet` (skips .0 and .255 for readability). */
 export function attackAddress(octet: number, i: number): string {
   const per = 254 * 256;
@@ -33,8 +41,12 @@ export interface OriginSecond {
 }
 export interface OriginReport { seconds: OriginSecond[]; perSource: { legit: number; attack: number; attackSourcesSeen: number; legitSourcesSeen: number } }
 
-export interface LegitSecond { total: number; ok: number; fail: number; lat: number[]; failReasons: Record<string, number> }
-export interface LegitReport { seconds: LegitSecond[]; users: number; blockedSources: string[]; requests: number }
+export interface LegitSecond { total: number; ok: number; fail: number; lat: number[]; failReasons: Record<string, number>; groups?: Partial<Record<LegitGroup, { total: number; ok: number }>> }
+export interface LegitReport {
+  seconds: LegitSecond[]; users: number; blockedSources: string[]; requests: number;
+  /** Users per group, and browser-like users that got the proxy's cookie challenge once / more than once. */
+  groupUsers?: Partial<Record<LegitGroup, number>>; challengedOnce?: number; challengedMore?: number;
+}
 
 export interface AttackSecond { sent: number; ok: number; limited: number; errors: number; other: number; open: number }
 export interface AttackReport { seconds: AttackSecond[]; sources: number; blockedSources: string[]; note: string }
@@ -68,7 +80,10 @@ export const ORIGIN_CAPACITY = {
   queue: 128,
   maxWaitMs: 2000,
   maxConnections: 1000,
-  costMs: { page: 8, asset: 1, search: 120, loginGet: 5, loginPost: 40, notFound: 4 },
+  costMs: { page: 8, asset: 1, search: 120, loginGet: 5, loginPost: 40, notFound: 4, api: 6, apiSearch: 120, apiCart: 40 },
+  /** Service time grows with the slots busy (a database shared by the workers): cost × (1 + contention × (busy − 1) / slots).
+   *  With the queue in front, latency grows with load before the origin is full and far more after. */
+  contention: 0.5,
 };
 
 /** What the site owner tells the proxy the origin can take at once: Scrubber's domains[].maxInflight and

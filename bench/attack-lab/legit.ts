@@ -7,12 +7,34 @@
 // A logical request (with its redirects) succeeds when it ends in 2xx/3xx
 // within 3 s. Per second (of the request's start) it records successes,
 // failures and latencies.
-// Child with IPC: node bench/attack-lab/legit.ts '{"port","t0","durationS","users"}'
+// Besides the browser users on their own addresses, a scenario may add
+// (each reported as its own group):
+//   - natUsers: browser users all behind one address (a corporate NAT);
+//   - crowdUsers: a flash crowd of new visitors arriving at crowdFromS over
+//     crowdOverS seconds (no history, each on its own address);
+//   - apiClients: a mobile app / partner scripts calling JSON endpoints, with
+//     no cookie jar and no redirect following (a 3xx is a failure for them).
+// The proxy's cookie challenges (3xx with X-Scrubber: challenge) are counted
+// per browser user: a visitor should be challenged once at most.
+// Child with IPC: node bench/attack-lab/legit.ts '{"port","t0","durationS","users","natUsers","crowdUsers","crowdFromS","crowdOverS","apiClients"}'
+//   parent → {cmd:'port', port}: from now on, requests go to that port (a proxy started mid-attack).
 import http from 'node:http';
-import { bucketOf, at, emptyLegitSecond, legitAddress, pick, rand, sleep, SITE_HOST, USER_AGENTS, PAGES, type LegitSecond, type LegitReport } from './common.ts';
+import { bucketOf, at, emptyLegitSecond, legitAddress, pick, rand, sleep, SITE_HOST, USER_AGENTS, API_USER_AGENTS, PAGES, CROWD_BASE, API_BASE, NAT_ADDRESS, type LegitSecond, type LegitReport, type LegitGroup } from './common.ts';
 
-const opts = JSON.parse(process.argv[2]) as { port: number; t0: number; durationS: number; users: number };
+const opts = JSON.parse(process.argv[2]) as { port: number; t0: number; durationS: number; users: number; natUsers?: number; crowdUsers?: number; crowdFromS?: number; crowdOverS?: number; apiClients?: number };
 const END = opts.t0 + opts.durationS * 1000;
+let port = opts.port;
+process.on('message', (m: { cmd: string; port?: number }) => { if (m.cmd === 'port' && m.port) port = m.port; });
+
+function record(group: LegitGroup, started: number, ok: boolean, reason: string): void {
+  const s = at(seconds, Math.max(0, bucketOf(opts.t0, started)), emptyLegitSecond);
+  s.total++;
+  if (ok) s.ok++; else { s.fail++; s.failReasons[reason] = (s.failReasons[reason] ?? 0) + 1; }
+  s.lat.push(Date.now() - started);
+  const g = ((s.groups ??= {})[group] ??= { total: 0, ok: 0 });
+  g.total++;
+  if (ok) g.ok++;
+}
 const TIMEOUT_MS = 3000;
 const seconds: LegitSecond[] = [];
 const blocked = new Set<string>();
@@ -24,13 +46,17 @@ type Kind = 'document' | 'style' | 'script' | 'image' | 'form';
 
 class User {
   addr: string; ua: string; agent: http.Agent;
+  group: LegitGroup;
+  /** Cookie challenges (3xx with X-Scrubber: challenge) this user got. */
+  challenges = 0;
   cookies = new Map<string, string>();
   cache = new Set<string>();
   current = '/';
   /** Page views left on the current connections. */
   visitsLeft: number;
-  constructor(i: number) {
-    this.addr = legitAddress(i);
+  constructor(i: number, group: LegitGroup = 'browser', addr = legitAddress(i)) {
+    this.group = group;
+    this.addr = addr;
     this.ua = USER_AGENTS[i % USER_AGENTS.length];
     this.agent = this.newAgent();
     this.visitsLeft = 2 + rand(4);
@@ -66,7 +92,8 @@ class User {
 
   once(method: string, path: string, kind: Kind, referer: string | null, body: string | undefined, signal: { req?: http.ClientRequest }): Promise<Resp> {
     return new Promise((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: opts.port, method, path, agent: this.agent, headers: this.headers(kind, referer, body) }, (res) => {
+      const req = http.request({ host: '127.0.0.1', port, method, path, agent: this.agent, headers: this.headers(kind, referer, body) }, (res) => {
+        if (res.statusCode && res.statusCode >= 300 && res.statusCode < 400 && res.headers['x-scrubber'] === 'challenge') this.challenges++;
         for (const c of res.headers['set-cookie'] ?? []) { const [kv] = c.split(';'); const i = kv.indexOf('='); if (i > 0) this.cookies.set(kv.slice(0, i).trim(), kv.slice(i + 1).trim()); }
         const keep = kind === 'document' || kind === 'form';
         let text = '';
@@ -84,7 +111,6 @@ class User {
   /** One logical request: redirects followed, 3 s budget; recorded in the start second. */
   async fetch(method: string, path: string, kind: Kind, referer: string | null, body?: string): Promise<Resp | null> {
     const started = Date.now();
-    const s = at(seconds, Math.max(0, bucketOf(opts.t0, started)), emptyLegitSecond);
     const signal: { req?: http.ClientRequest } = {};
     let timedOut = false;
     const timer = setTimeout(() => { timedOut = true; signal.req?.destroy(new Error('timeout')); }, TIMEOUT_MS);
@@ -118,9 +144,7 @@ class User {
     }
     const ok = !reason && elapsed <= TIMEOUT_MS;
     if (!ok && !reason) reason = 'slow';
-    s.total++;
-    if (ok) s.ok++; else { s.fail++; s.failReasons[reason] = (s.failReasons[reason] ?? 0) + 1; }
-    s.lat.push(elapsed);
+    record(this.group, started, ok, this.group === 'browser' ? reason : `${this.group}: ${reason}`);
     return ok ? result : null;
   }
 
@@ -136,8 +160,8 @@ class User {
     }));
   }
 
-  async run(): Promise<void> {
-    await sleep(rand(2000)); // users arrive spread out
+  async run(arriveWithinMs = 2000): Promise<void> {
+    await sleep(rand(arriveWithinMs)); // users arrive spread out
     let referer: string | null = null;
     while (Date.now() < END - 500) {
       const r = Math.random();
@@ -154,12 +178,67 @@ class User {
   }
 }
 
+/** A mobile app or partner script: JSON endpoints, no cookie jar, redirects not followed. */
+class ApiClient {
+  addr: string; ua: string; agent: http.Agent;
+  constructor(i: number) {
+    this.addr = legitAddress(API_BASE + i);
+    this.ua = API_USER_AGENTS[i % API_USER_AGENTS.length];
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 2, localAddress: this.addr });
+  }
+  call(method: string, path: string, body?: string): Promise<void> {
+    const started = Date.now();
+    requests++;
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (ok: boolean, reason: string) => { if (done) return; done = true; clearTimeout(timer); record('api', started, ok && Date.now() - started <= TIMEOUT_MS, ok ? 'api: slow' : `api: ${reason}`); resolve(); };
+      const headers: http.OutgoingHttpHeaders = { host: SITE_HOST, 'user-agent': this.ua, accept: 'application/json', 'accept-encoding': 'gzip' };
+      if (body !== undefined) { headers['content-type'] = 'application/json'; headers['content-length'] = Buffer.byteLength(body); }
+      const req = http.request({ host: '127.0.0.1', port, method, path, agent: this.agent, headers }, (res) => {
+        res.resume();
+        res.on('end', () => {
+          const st = res.statusCode ?? 0;
+          if (st === 403 || st === 429) blocked.add(this.addr);
+          finish(st >= 200 && st < 300, st >= 300 && st < 400 ? `${st} redirect (no cookie jar)` : res.headers['x-lab-overloaded'] ? 'origin 503' : res.headers['x-scrubber'] ? `proxy ${st} ${res.headers['x-scrubber']}` : String(st));
+        });
+        res.on('error', () => finish(false, 'error'));
+      });
+      const timer = setTimeout(() => { req.destroy(); finish(false, 'timeout'); }, TIMEOUT_MS);
+      req.on('error', (e: NodeJS.ErrnoException) => finish(false, e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' ? 'refused/reset' : `error ${e.code ?? e.message}`));
+      req.end(body);
+    });
+  }
+  async run(): Promise<void> {
+    await sleep(rand(1500));
+    while (Date.now() < END - 500) {
+      const r = Math.random();
+      if (r < 0.1) await this.call('GET', `/api/search?q=${pick(['shoes', 'gift', 'sale'])}`);
+      else if (r < 0.2) await this.call('POST', '/api/cart', JSON.stringify({ product: 1 + rand(40), qty: 1 }));
+      else await this.call('GET', `/api/products/${1 + rand(40)}`);
+      await sleep(Math.min(500 + rand(1000), Math.max(0, END - Date.now())));
+    }
+  }
+}
+
 async function main() {
   await sleep(Math.max(0, opts.t0 - Date.now()));
   const users = Array.from({ length: opts.users }, (_, i) => new User(i));
-  await Promise.all(users.map((u) => u.run()));
-  for (const u of users) u.agent.destroy();
-  const report: LegitReport = { seconds: seconds.map((s) => s ?? emptyLegitSecond()), users: users.length, blockedSources: [...blocked], requests };
+  const nat = Array.from({ length: opts.natUsers ?? 0 }, (_, i) => new User(i, 'nat', NAT_ADDRESS));
+  const crowd = Array.from({ length: opts.crowdUsers ?? 0 }, (_, i) => new User(CROWD_BASE + i, 'crowd'));
+  const api = Array.from({ length: opts.apiClients ?? 0 }, (_, i) => new ApiClient(i));
+  const crowdFrom = opts.t0 + (opts.crowdFromS ?? 0) * 1000;
+  await Promise.all([
+    ...users.map((u) => u.run()), ...nat.map((u) => u.run()), ...api.map((c) => c.run()),
+    ...crowd.map(async (u) => { await sleep(Math.max(0, crowdFrom - Date.now())); await u.run((opts.crowdOverS ?? 3) * 1000); }),
+  ]);
+  const browsers = [...users, ...nat, ...crowd];
+  for (const u of browsers) u.agent.destroy();
+  for (const c of api) c.agent.destroy();
+  const report: LegitReport = {
+    seconds: seconds.map((s) => s ?? emptyLegitSecond()), users: users.length + nat.length + crowd.length + api.length, blockedSources: [...blocked], requests,
+    groupUsers: { browser: users.length, nat: nat.length, crowd: crowd.length, api: api.length },
+    challengedOnce: browsers.filter((u) => u.challenges === 1).length, challengedMore: browsers.filter((u) => u.challenges > 1).length,
+  };
   process.send!({ event: 'report', report }, () => process.exit(0));
 }
 main().catch((e) => { console.error('legit population failed:', e); process.exit(1); });

@@ -5,7 +5,11 @@
 // 503 when the queue is full or a request waited too long. POSTs hold their
 // slot while their body is read (thread-per-request servers do), and the
 // server has a connection cap (like MaxRequestWorkers), so slowloris and slow
-// POST hurt it as they hurt real servers.
+// POST hurt it as they hurt real servers. Latency grows with load: a request's
+// service time grows with the slots busy when it starts (contention), and it
+// waits in the queue when all are busy.
+// A small JSON API (/api/products/N, /api/search, POST /api/cart) serves the
+// lab's cookie-less API clients.
 // It counts what arrived and what it served per second and per source (the
 // last X-Forwarded-For address, else the TCP peer).
 // Run as a child with IPC: node bench/attack-lab/origin.ts PORT
@@ -67,6 +71,9 @@ const server = http.createServer((req, res) => {
   const isPost = req.method === 'POST';
   if (ASSETS[p]) { [type, body] = ASSETS[p]; cost = C.costMs.asset; headers['cache-control'] = 'public, max-age=3600'; }
   else if (p === '/search') { cost = C.costMs.search; body = pageHtml('Search', `<p>Results for ${(url.searchParams.get('q') ?? '').replace(/[<>&]/g, '')}: none</p>`); }
+  else if (p === '/api/search') { cost = C.costMs.apiSearch; type = 'application/json'; body = JSON.stringify({ q: url.searchParams.get('q') ?? '', results: [] }); }
+  else if (/^\/api\/products\/\d+$/.test(p)) { cost = C.costMs.api; type = 'application/json'; body = JSON.stringify({ id: Number(p.split('/')[3]), name: 'Shoe', price: 42 }); }
+  else if (p === '/api/cart' && isPost) { cost = C.costMs.apiCart; type = 'application/json'; body = JSON.stringify({ ok: true }); }
   else if (p === '/login' && isPost) { cost = C.costMs.loginPost; status = 303; headers.location = '/account'; headers['set-cookie'] = `sid=${Math.random().toString(36).slice(2)}; Path=/; HttpOnly`; body = ''; }
   else if (p === '/login') { cost = C.costMs.loginGet; body = pageHtml('Log in', '<form method="post" action="/login"><input name="user"><input name="password" type="password"></form>'); }
   else if (p === '/' || p === '/about' || p === '/cart' || p === '/account' || /^\/products\/\d+$/.test(p)) { cost = C.costMs.page; body = pageHtml(p); }
@@ -80,6 +87,7 @@ const server = http.createServer((req, res) => {
     if (isPost) req.resume();
   };
   inSlot((done) => {
+    const loaded = cost * (1 + C.contention * (active - 1) / C.slots);
     const respond = (extraCost: number) => setTimeout(() => {
       done();
       if (res.destroyed) return;
@@ -87,7 +95,7 @@ const server = http.createServer((req, res) => {
       perSource.set(source, (perSource.get(source) ?? 0) + 1);
       res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...headers });
       res.end(body);
-    }, cost + extraCost);
+    }, loaded + extraCost);
     if (isPost) {
       // The client left while this POST waited in the queue: its 'close' has already been emitted, so a listener
       // added now would never run and the slot would be lost for good (eight such losses wedge the origin for the

@@ -1,7 +1,14 @@
-// `npm run attack-lab [scenario…] [-- --smoke] [-- --targets none,scrubber,nginx,haproxy --warmup S --attack S --cooldown S --users N]`
+// `npm run attack-lab [scenario…] [-- --smoke] [-- --targets none,scrubber-default,scrubber-tuned,nginx,haproxy --warmup S --attack S --cooldown S --users N]`
 // Each scenario runs legit-only warm-up, attack, cool-down against every
-// target in turn (no protection, Scrubber, nginx, HAProxy), with the same
+// target in turn (no protection, Scrubber in its default config, Scrubber
+// tuned — told the origin's capacity —, nginx, HAProxy), with the same
 // origin, the same legitimate population and the same attack generator.
+// `--target` is the same as `--targets`; `scrubber` means both Scrubber configs.
+// A scenario may start the target mid-attack (param lateStartS: until then
+// the traffic goes to the unprotected origin, as when a site owner connects
+// the proxy while under attack), skip the warm-up, or add legitimate groups
+// (people behind one NAT, cookie-less API clients, a flash crowd), each
+// reported on its own.
 // Results: a table per scenario on the terminal, bench/results/attack-lab.md,
 // an SVG chart and the raw series (JSON) per scenario under bench/results/attack-lab/.
 // Exit code: 0 when the harness ran (targets met or not), non-zero when it failed.
@@ -19,7 +26,7 @@ const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     smoke: { type: 'boolean', default: false },
-    targets: { type: 'string' }, warmup: { type: 'string' }, attack: { type: 'string' }, cooldown: { type: 'string' }, users: { type: 'string' },
+    targets: { type: 'string' }, target: { type: 'string' }, warmup: { type: 'string' }, attack: { type: 'string' }, cooldown: { type: 'string' }, users: { type: 'string' },
   },
 });
 const smoke = args.smoke!;
@@ -27,10 +34,12 @@ const W = Number(args.warmup ?? (smoke ? 2 : 4));
 const A = Number(args.attack ?? (smoke ? 5 : 15));
 const C = Number(args.cooldown ?? (smoke ? 1 : 3));
 const USERS = Number(args.users ?? 120);
-const ALL_TARGETS = ['none', 'scrubber', 'nginx', 'haproxy'] as const;
+const ALL_TARGETS = ['none', 'scrubber-default', 'scrubber-tuned', 'nginx', 'haproxy'] as const;
 type TargetName = (typeof ALL_TARGETS)[number];
-const targetNames = (args.targets ? args.targets.split(',') : [...ALL_TARGETS]) as TargetName[];
-for (const t of targetNames) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target ${t} (known: ${ALL_TARGETS.join(', ')})`);
+const targetArg = args.targets ?? args.target;
+const targetNames = (targetArg ? [...new Set(targetArg.split(',').flatMap((t) => (t === 'scrubber' ? ['scrubber-default', 'scrubber-tuned'] : [t])))] : [...ALL_TARGETS]) as TargetName[];
+for (const t of targetNames) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target ${t} (known: ${ALL_TARGETS.join(', ')}, scrubber = both Scrubber configs)`);
+const isScrubber = (t: string) => t.startsWith('scrubber');
 const scenarioNames = (positionals.length ? positionals : smoke ? ['flood', 'hulk'] : Object.keys(SCENARIOS)) as ScenarioName[];
 for (const s of scenarioNames) if (!(s in SCENARIOS)) { console.error(`unknown scenario ${s} (known: ${Object.keys(SCENARIOS).join(', ')})`); process.exit(2); }
 // The target gets core 0 to itself; origin and generators share core 1.
@@ -40,10 +49,11 @@ interface Target { name: TargetName; label: string; port: number; stop(): Promis
 
 async function startTarget(name: TargetName, originPort: number): Promise<Target> {
   if (name === 'none') return { name, label: 'no protection', port: originPort, stop: async () => {} };
-  if (name === 'scrubber') {
-    const s = await startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target, domainExtra: { maxInflight: ORIGIN_MAXCONN } });
+  if (isScrubber(name)) {
+    // default: the config a new user writes (upstream and name, nothing else); tuned: told the origin's capacity.
+    const s = await startScrubber({ name, upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target, domainExtra: name === 'scrubber-tuned' ? { maxInflight: ORIGIN_MAXCONN } : {} });
     return {
-      name, label: 'scrubber', port: s.port,
+      name, label: name, port: s.port,
       stop: async () => { await s.child.stop(5000); fs.rmSync(s.dir, { recursive: true, force: true }); },
       bans: async () => {
         const r = await fetch(`${s.adminUrl}/api/blacklist`).catch(() => null);
@@ -78,6 +88,10 @@ function originCall<T>(cmd: Record<string, unknown>, event: string): Promise<T> 
 
 interface RunResult {
   target: string; skipped?: string;
+  /** Legit success per group during the attack; users challenged more than once (browser-like groups). */
+  groups: Record<string, number | null>; challengedMore: number | null; challengedUsers: number | null;
+  /** Second (since T0) the target took the traffic, for a target started mid-attack. */
+  switchAt: number | null;
   legitSuccess: number | null; legitP95: number | null; legitRps: number; legitFailReasons: Record<string, number>;
   falsePositives: number | null; legitSources: number;
   attackBlocked: number | null; attackSources: number; blockedVia: string;
@@ -89,28 +103,49 @@ interface RunResult {
 const range = (a: number, b: number) => Array.from({ length: Math.max(0, b - a) }, (_, i) => a + i);
 const p95 = (xs: number[]) => { if (!xs.length) return null; const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(s.length * 0.95) - 1)]; };
 
+/** The scenario's warm-up: its own when it sets one (0 = none), else the run's. */
+const warmupOf = (sc: Scenario<Record<string, number>>) => (args.warmup == null && sc.warmupS != null ? sc.warmupS : W);
+const paramsOf = (sc: Scenario<Record<string, number>>) => ({ ...sc.defaults, ...(smoke ? sc.smoke ?? {} : {}) });
+
 async function runOne(scName: ScenarioName, tName: TargetName, originPort: number): Promise<RunResult> {
   const sc = SCENARIOS[scName] as unknown as Scenario<Record<string, number>>;
-  const t = await startTarget(tName, originPort);
-  if (t.skipped) return { target: tName, skipped: t.skipped } as RunResult;
+  const W = warmupOf(sc);
+  const params = paramsOf(sc);
+  const late = tName === 'none' ? 0 : params.lateStartS ?? 0;
+  let t: Target | null = late ? null : await startTarget(tName, originPort);
+  if (t?.skipped) return { target: tName, skipped: t.skipped } as RunResult;
+  let switchAt: number | null = null;
   try {
     const T0 = Date.now() + 700;
     await originCall({ cmd: 'reset', t0: T0 }, 'reset');
     const total = W + A + C;
-    const legit = startNode(path.join(import.meta.dirname, 'legit.ts'), [JSON.stringify({ port: t.port, t0: T0, durationS: total, users: USERS })], { name: 'legit', cpu: CPU.others, ipc: true, stdout: 'inherit' });
-    const params = { ...(smoke ? sc.smoke ?? {} : {}) };
-    const attacker = startNode(path.join(import.meta.dirname, 'attacker.ts'), [JSON.stringify({ scenario: scName, params, port: t.port, t0: T0, startAt: T0 + W * 1000, endAt: T0 + (W + A) * 1000 })], { name: `attacker ${scName}`, cpu: CPU.others, ipc: true, stdout: 'inherit' });
+    const port = t ? t.port : originPort;
+    const extras: Record<string, number> = {};
+    for (const k of ['natUsers', 'apiClients', 'crowdUsers'] as const) { const v = params[k] ?? sc.legit?.[k]; if (v) extras[k] = v; }
+    const legit = startNode(path.join(import.meta.dirname, 'legit.ts'), [JSON.stringify({ port, t0: T0, durationS: total, users: USERS, ...extras, crowdFromS: W, crowdOverS: 3 })], { name: 'legit', cpu: CPU.others, ipc: true, stdout: 'inherit' });
+    const attacker = startNode(path.join(import.meta.dirname, 'attacker.ts'), [JSON.stringify({ scenario: scName, params, port, t0: T0, startAt: T0 + W * 1000, endAt: T0 + (W + A) * 1000 })], { name: `attacker ${scName}`, cpu: CPU.others, ipc: true, stdout: 'inherit' });
     const watchdog = setTimeout(() => { console.error(`  ${scName}/${tName}: generators overran, stopping them`); legit.stop(); attacker.stop(); }, (total + 15) * 1000 + 700);
-    const [lr, ar] = await Promise.all([childReport<LegitReport>(legit, 'legit population'), childReport<AttackReport>(attacker, `attacker ${scName}`)]).finally(() => clearTimeout(watchdog));
+    const reports = Promise.all([childReport<LegitReport>(legit, 'legit population'), childReport<AttackReport>(attacker, `attacker ${scName}`)]).finally(() => clearTimeout(watchdog));
+    if (late) {
+      // The site owner connects the proxy while under attack: start it, then move every client to it.
+      await new Promise((r) => setTimeout(r, Math.max(0, T0 + (W + late) * 1000 - Date.now())));
+      t = await startTarget(tName, originPort);
+      if (!t.skipped) {
+        for (const c of [legit, attacker]) if (c.proc.connected) c.proc.send({ cmd: 'port', port: t.port });
+        switchAt = Math.floor((Date.now() - T0) / 1000);
+      }
+    }
+    const [lr, ar] = await reports;
+    if (!t || t.skipped) return { target: tName, skipped: t?.skipped ?? 'not started' } as RunResult;
     const bans = t.bans ? await t.bans() : null;
     const or = await originCall<OriginReport>({ cmd: 'report' }, 'report');
-    return metrics(tName, t, lr, ar, or, bans);
+    return metrics(tName, t, lr, ar, or, bans, W, switchAt);
   } finally {
-    await t.stop();
+    await t?.stop();
   }
 }
 
-function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport, or: OriginReport, bans: string[] | null): RunResult {
+function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport, or: OriginReport, bans: string[] | null, W: number, switchAt: number | null): RunResult {
   const total = W + A + C;
   const win = range(W, W + A);
   const ls = (i: number) => lr.seconds[i];
@@ -125,21 +160,31 @@ function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport
   let ttm: number | null = null, ttmNote = '';
   if (peak === 0) ttmNote = 'n/a (no attack request reached the origin)';
   else {
-    for (const s of win) if (win.filter((i) => i >= s).every((i) => originAttack[i] < 0.1 * peak)) { ttm = s - W; break; }
+    // Started mid-attack: counted from the second the target took the traffic.
+    const from = switchAt ?? W;
+    for (const s of win) if (s >= from && win.filter((i) => i >= s).every((i) => originAttack[i] < 0.1 * peak)) { ttm = s - from; break; }
     if (ttm == null) ttmNote = 'not mitigated';
+    else if (switchAt != null) ttmNote = `after the proxy started (at +${switchAt - W} s)`;
+  }
+  const groups: Record<string, number | null> = {};
+  for (const g of Object.keys(lr.groupUsers ?? {})) {
+    if (!lr.groupUsers![g as keyof typeof lr.groupUsers]) continue;
+    let ok = 0, tot = 0;
+    for (const i of win) { const x = ls(i)?.groups?.[g as keyof NonNullable<LegitReport['groupUsers']>]; if (x) { ok += x.ok; tot += x.total; } }
+    groups[g] = tot ? ok / tot : null;
   }
   const as = (i: number) => ar.seconds[i];
   const mean = (f: (i: number) => number) => win.reduce((n, i) => n + f(i), 0) / win.length;
   const isLegit = (ip: string) => classify(ip) === 'legit', isAttack = (ip: string) => classify(ip) === 'attack';
   let falsePositives: number | null = null, attackBlocked: number | null = null, blockedVia = '';
-  if (tName === 'scrubber') {
+  if (isScrubber(tName)) {
     if (bans) { falsePositives = bans.filter(isLegit).length; attackBlocked = bans.filter(isAttack).length; blockedVia = 'blacklist API'; }
     else blockedVia = 'no blacklist API (filter not available)';
   } else if (tName !== 'none') {
     falsePositives = lr.blockedSources.length; attackBlocked = ar.blockedSources.length; blockedVia = '403/429/refused seen by clients';
   }
   return {
-    target: t.label,
+    target: t.label, groups, challengedMore: lr.challengedMore ?? null, challengedUsers: lr.challengedOnce != null ? lr.challengedOnce + (lr.challengedMore ?? 0) : null, switchAt,
     legitSuccess: lTot ? lOk / lTot : null, legitP95: p95(win.flatMap((i) => ls(i)?.lat ?? [])), legitRps: lr.requests / total, legitFailReasons: fails,
     falsePositives, legitSources: lr.users, attackBlocked, attackSources: ar.sources, blockedVia,
     attackPeak: peak, attackEnd: end, endVsPeak: peak ? end / peak : null, ttm, ttmNote,
@@ -149,24 +194,31 @@ function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport
   };
 }
 
-const HEAD = ['target', 'legit success', 'legit p95 ms', 'legit blocked', 'attack sources blocked', 'attack at origin: peak → end req/s', 'end/peak', 'time to mitigate', 'generator sent/s (ok, 403/429, err)', 'legit req/s'];
+const HEAD = ['target', 'legit success', 'by group', 'challenged (more than once)', 'legit p95 ms', 'legit blocked', 'attack sources blocked', 'attack at origin: peak → end req/s', 'end/peak', 'time to mitigate', 'generator sent/s (ok, 403/429, err)', 'legit req/s'];
 function row(r: RunResult): string[] {
-  if (r.skipped) return [r.target, `skipped: ${r.skipped}`, '', '', '', '', '', '', '', ''];
+  if (r.skipped) return [r.target, `skipped: ${r.skipped}`, '', '', '', '', '', '', '', '', '', ''];
+  const groups = Object.entries(r.groups).map(([g, v]) => `${g} ${pct(v)}`).join(', ');
   return [
-    r.target, pct(r.legitSuccess), fmt(r.legitP95), r.falsePositives == null ? '–' : `${r.falsePositives}/${r.legitSources}`,
+    r.target, pct(r.legitSuccess), groups, r.challengedUsers == null ? '–' : `${r.challengedUsers} (${r.challengedMore})`, fmt(r.legitP95), r.falsePositives == null ? '–' : `${r.falsePositives}/${r.legitSources}`,
     r.attackBlocked == null ? '–' : `${r.attackBlocked}/${r.attackSources}`, `${fmt(r.attackPeak)} → ${fmt(r.attackEnd)}`, pct(r.endVsPeak, 0),
-    r.ttm != null ? `${r.ttm} s` : r.ttmNote, `${fmt(r.sentRate)} (${fmt(r.attackOkRate)}, ${fmt(r.attackLimitedRate)}, ${fmt(r.attackErrorRate)})${r.attackOpen ? `, ${r.attackOpen} conns open` : ''}`, fmt(r.legitRps),
+    r.ttm != null ? `${r.ttm} s${r.ttmNote ? ' ' + r.ttmNote : ''}` : r.ttmNote, `${fmt(r.sentRate)} (${fmt(r.attackOkRate)}, ${fmt(r.attackLimitedRate)}, ${fmt(r.attackErrorRate)})${r.attackOpen ? `, ${r.attackOpen} conns open` : ''}`, fmt(r.legitRps),
   ];
 }
 
 function verdicts(results: RunResult[]): string[] {
-  const s = results.find((r) => r.target === 'scrubber' && !r.skipped);
-  if (!s) return ['scrubber not run'];
+  const ss = results.filter((r) => isScrubber(r.target) && !r.skipped);
+  if (!ss.length) return ['scrubber not run'];
+  return ss.flatMap((s) => verdictsOf(s, results).map((l) => `${s.target} ${l}`));
+}
+
+function verdictsOf(s: RunResult, results: RunResult[]): string[] {
   const v = (ok: boolean | null, what: string) => `${ok == null ? 'unknown' : ok ? 'met' : 'NOT MET'}: ${what}`;
   const out = [
     v(s.legitSuccess == null ? null : s.legitSuccess >= 0.99, `legit success ≥ 99% (${pct(s.legitSuccess)})`),
+    ...Object.entries(s.groups).filter(([g]) => g !== 'browser').map(([g, x]) => v(x == null ? null : x >= 0.99, `${g} success ≥ 99% (${pct(x)})`)),
+    ...(s.challengedMore != null && s.challengedUsers ? [v(s.challengedMore === 0, `nobody challenged more than once (${s.challengedMore} of ${s.challengedUsers} challenged)`)] : []),
     v(s.falsePositives == null ? null : s.falsePositives === 0, `no legitimate source blocked (${s.falsePositives ?? '?'})`),
-    v(s.attackPeak === 0 ? true : s.ttm != null && s.ttm <= 10, `time to mitigate ≤ 10 s (${s.ttm != null ? s.ttm + ' s' : s.ttmNote})`),
+    v(s.attackPeak === 0 ? true : s.ttm != null && s.ttm <= (s.switchAt != null ? 10 : 5), `time to mitigate ≤ ${s.switchAt != null ? '10 s after the proxy started' : '5 s'} (${s.ttm != null ? s.ttm + ' s' : s.ttmNote})`),
     v(s.attackPeak === 0 ? true : (s.endVsPeak ?? 1) <= 0.05, `attack at the origin after mitigation ≤ 5% of peak (${pct(s.endVsPeak, 0)})`),
   ];
   for (const o of results.filter((r) => (r.target === 'nginx' || r.target === 'haproxy') && !r.skipped)) {
@@ -192,7 +244,8 @@ async function main() {
   const summary: Record<string, Record<string, string>> = {};
   for (const scName of scenarioNames) {
     const sc = SCENARIOS[scName] as unknown as Scenario<Record<string, number>>;
-    const params = { ...sc.defaults, ...(smoke ? sc.smoke ?? {} : {}) };
+    const params = paramsOf(sc);
+    const W = warmupOf(sc);
     console.log(`\n## ${scName}: ${sc.describe}\n   params ${JSON.stringify(params)}`);
     const results: RunResult[] = [];
     for (const tName of targetNames) {
@@ -205,7 +258,7 @@ async function main() {
     const ran = results.filter((r) => !r.skipped);
     console.log(textTable(HEAD, results.map(row)));
     const v = verdicts(results);
-    console.log(v.map((l) => `   scrubber ${l}`).join('\n'));
+    console.log(v.map((l) => `   ${l}`).join('\n'));
     const svg = chart(`${scName}: ${sc.describe}`, [
       { title: 'Origin load: requests arriving per second (legit + attack)', yLabel: 'req/s', series: ran.map((r) => ({ name: r.target, values: r.series.originTotal })) },
       { title: 'Attack requests reaching the origin per second', yLabel: 'req/s', series: ran.map((r) => ({ name: r.target, values: r.series.originAttack })) },
@@ -215,7 +268,7 @@ async function main() {
     fs.writeFileSync(path.join(chartDir, `${scName}.json`), JSON.stringify({ scenario: scName, params, W, A, C, results }, null, 1));
     for (const r of ran) (summary[scName] ??= {})[r.target] = `${pct(r.legitSuccess, 0)} / ${r.ttm != null ? r.ttm + ' s' : r.attackPeak === 0 ? 'n/a' : '∞'}`;
     const failLines = ran.filter((r) => Object.keys(r.legitFailReasons).length).map((r) => `- ${r.target}: legit failures during the attack: ${Object.entries(r.legitFailReasons).map(([k, n]) => `${k} ×${n}`).join(', ')}`);
-    sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](attack-lab/${scName}.svg)\n`);
+    sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`${W !== Number(args.warmup ?? (smoke ? 2 : 4)) ? `; warm-up ${W} s` : ''}${sc.legit ? `; legitimate extras ${JSON.stringify(sc.legit)}` : ''}.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](attack-lab/${scName}.svg)\n`);
   }
   await stopAll();
   const targetsRan = [...new Set(Object.values(summary).flatMap((o) => Object.keys(o)))];
@@ -225,7 +278,10 @@ async function main() {
     `\n\n` +
     `Origin capacity: ${ORIGIN_CAPACITY.slots} worker slots, queue ${ORIGIN_CAPACITY.queue}, 503 after ${ORIGIN_CAPACITY.maxWaitMs} ms of waiting, at most ${ORIGIN_CAPACITY.maxConnections} connections; costs (ms) ${JSON.stringify(ORIGIN_CAPACITY.costMs)}. ` +
     `nginx and HAProxy use their documented anti-DDoS settings (bench/lib/thirdparty.ts): ${DDOS_LIMITS.reqPerSec} req/s per source (burst ${DDOS_LIMITS.burst}), ${DDOS_LIMITS.connPerSource} connections per source, ${DDOS_LIMITS.headerTimeoutS} s header/body timeouts. ` +
-    `Scrubber and HAProxy are both told what the origin takes at once (Scrubber \`maxInflight\`, HAProxy server \`maxconn\`: ${ORIGIN_MAXCONN}) and queue the rest in front of it; open-source nginx has no upstream queue (\`max_conns\` alone answers 502 past it), so it runs without.\n\n` +
+    `*scrubber-default* runs the config a new user writes (domain and upstream, \`filter.mode: auto\`, no \`maxInflight\`): it must find the origin's limit by itself. ` +
+    `*scrubber-tuned* and HAProxy are told what the origin takes at once (Scrubber \`maxInflight\`, HAProxy server \`maxconn\`: ${ORIGIN_MAXCONN}) and queue the rest in front of it; open-source nginx has no upstream queue (\`max_conns\` alone answers 502 past it), so it runs without. ` +
+    `Scenarios may set their own warm-up (0: the attack starts with the users) or start each target mid-attack (\`lateStartS\`: the traffic goes to the unprotected origin until then; time to mitigate is then counted from the switch). ` +
+    `*by group*: legit success of the browser users, the people behind one NAT (\`nat\`), the cookie-less API clients (\`api\`) and the flash crowd (\`crowd\`); *challenged*: browser-like users that got the cookie challenge, and in brackets those that got it more than once.\n\n` +
     `How to read: *legit success* counts legitimate requests started during the attack that ended 2xx/3xx within 3 s (redirects followed). *legit blocked*: legitimate sources on Scrubber's blacklist, or (nginx/HAProxy) that got 403/429 or refused connections. ` +
     `*attack at origin*: attack requests arriving at the origin per second, peak during the attack → mean of its last 3 s. *time to mitigate*: from attack start until attack traffic at the origin stays below 10% of its peak. ` +
     `*generator*: what the attack generator sent per second, and what came back (2xx/3xx, 403/429, errors), so that a weak generator is visible.\n\n` +

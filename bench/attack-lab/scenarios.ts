@@ -4,9 +4,10 @@
 // every target is 127.0.0.1.
 import http from 'node:http';
 import net from 'node:net';
-import { attackAddress, at, bucketOf, emptyAttackSecond, pick, rand, sleep, SITE_HOST, USER_AGENTS, PAGES, type AttackSecond } from './common.ts';
+import { attackAddress, at, bucketOf, emptyAttackSecond, pick, rand, sleep, SITE_HOST, USER_AGENTS, API_USER_AGENTS, PAGES, type AttackSecond } from './common.ts';
 
 export interface AttackContext {
+  /** Where requests go; changes when a proxy is started mid-attack (attacker.ts gets {cmd:'port'}). */
   port: number;
   t0: number;
   /** Absolute ms (Date.now()) when the attack stops. */
@@ -32,16 +33,19 @@ function count(ctx: AttackContext, addr: string, o: Outcome, code?: string): voi
   }
 }
 
-interface Hit { addr: string; agent: http.Agent | false; method?: string; path: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number; follow?: number }
+interface Hit { addr: string; agent: http.Agent | false; method?: string; path: string; headers?: http.OutgoingHttpHeaders; body?: Buffer | string; timeoutMs?: number; follow?: number; jar?: Map<string, string> }
 
-/** One request (following redirects without keeping cookies when follow > 0). */
+/** One request (following redirects when follow > 0; keeping cookies in `jar` when there is one). */
 function hit(ctx: AttackContext, h: Hit): Promise<Outcome> {
   ctx.sources.add(h.addr);
   now(ctx).sent++;
   return new Promise((resolve) => {
     let done = false;
     const finish = (o: Outcome, code?: string) => { if (done) return; done = true; count(ctx, h.addr, o, code); resolve(o); };
-    const req = http.request({ host: '127.0.0.1', port: ctx.port, method: h.method ?? 'GET', path: h.path, agent: h.agent, localAddress: h.agent ? undefined : h.addr, headers: { host: SITE_HOST, ...h.headers } }, (res) => {
+    const headers: http.OutgoingHttpHeaders = { host: SITE_HOST, ...h.headers };
+    if (h.jar?.size) headers.cookie = [...h.jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    const req = http.request({ host: '127.0.0.1', port: ctx.port, method: h.method ?? 'GET', path: h.path, agent: h.agent, localAddress: h.agent ? undefined : h.addr, headers }, (res) => {
+      if (h.jar) for (const c of res.headers['set-cookie'] ?? []) { const [kv] = c.split(';'); const i = kv.indexOf('='); if (i > 0) h.jar.set(kv.slice(0, i).trim(), kv.slice(i + 1).trim()); }
       res.resume();
       res.on('end', () => {
         const st = res.statusCode ?? 0;
@@ -93,9 +97,18 @@ const browserHeaders = (ua: string): http.OutgoingHttpHeaders => ({
   'sec-fetch-dest': 'document', 'sec-fetch-mode': 'navigate', 'sec-fetch-site': 'none',
 });
 
+/** Legitimate groups a scenario adds to the browser users (legit.ts). */
+export interface LegitExtras { natUsers?: number; crowdUsers?: number; apiClients?: number }
+
 export interface Scenario<P> {
   describe: string;
   octet: number;
+  /** Legitimate traffic besides the browser users: NAT, flash crowd, API clients. */
+  legit?: LegitExtras;
+  /** Legit-only seconds before the attack, when not the run's (0: the attack starts with the users, on a proxy with no history). */
+  warmupS?: number;
+  /** When set, the lab reports legit success per group and this scenario's special targets. Param `lateStartS` in
+   *  the defaults starts each target that many seconds into the attack (traffic goes to the origin until then). */
   defaults: P;
   /** Scales the defaults down for --smoke. */
   smoke?: Partial<P>;
@@ -228,22 +241,75 @@ export const SCENARIOS = {
     describe: 'rotating sources: each address sends a handful of page requests and is never seen again',
     octet: 206,
     defaults: { rate: 1000, requestsPerSource: 5, maxInflight: 400 },
+    async run(ctx, p) { await rotate(ctx, p, this.octet, pageHit); },
+  }),
+  'mid-attack': scenario({
+    describe: 'proxy started during the attack: a rotating flood hits the unprotected origin, the target is put in front 4 s into it (no warm-up, no history)',
+    octet: 209,
+    warmupS: 2,
+    defaults: { rate: 1000, requestsPerSource: 5, maxInflight: 400, lateStartS: 4 },
+    smoke: { lateStartS: 2 },
+    async run(ctx, p) { await rotate(ctx, p, this.octet, pageHit); },
+  }),
+  'rotating-cold': scenario({
+    describe: 'rotating sources with no warm-up: the flood starts with the users, on a proxy with no history at all',
+    octet: 210,
+    warmupS: 0,
+    defaults: { rate: 1000, requestsPerSource: 5, maxInflight: 400 },
+    async run(ctx, p) { await rotate(ctx, p, this.octet, pageHit); },
+  }),
+  'patient-bots': scenario({
+    describe: 'patient browser-perfect bots: each a browser (assets once, cookie jar, redirects followed, browser headers) navigating about five times faster than a person, mostly on the expensive search',
+    octet: 211,
+    // A person thinks 1–3.5 s between pages (legit.ts); a bot 0.2–0.7 s. 150 bots × ~2 pages/s, 70% searches: far more than 8 slots.
+    defaults: { bots: 150, thinkMinMs: 200, thinkSpreadMs: 500, searchShare: 0.7 },
+    smoke: { bots: 80 },
     async run(ctx, p) {
-      let srcNo = -1, left = 0;
-      let agent: http.Agent | null = null, addr = '';
-      const all: http.Agent[] = [];
-      await paced(ctx, p.rate, p.maxInflight, (n) => {
-        if (left === 0) {
-          srcNo++; left = p.requestsPerSource; addr = attackAddress(this.octet, srcNo);
-          const old = agent; if (old) setTimeout(() => old.destroy(), 3000);
-          agent = new http.Agent({ keepAlive: true, maxSockets: 2, localAddress: addr }); all.push(agent);
+      const assets = ['/static/site.css', '/static/app.js', '/static/logo.png', '/static/hero.png', '/favicon.ico'];
+      const bot = async (i: number) => {
+        const addr = attackAddress(this.octet, i), ua = USER_AGENTS[i % USER_AGENTS.length];
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: addr });
+        const jar = new Map<string, string>();
+        let cached = false, referer: string | null = null;
+        await sleep(rand(1500));
+        while (Date.now() < ctx.endAt) {
+          const page = Math.random() < p.searchShare ? `/search?q=${encodeURIComponent(pick(['shoes', 'red dress', 'gift', 'sale', 'jacket', 'socks']))}+${randStr(2)}` : pick(PAGES);
+          const h = browserHeaders(ua);
+          if (referer) { h.referer = `http://${SITE_HOST}${referer}`; h['sec-fetch-site'] = 'same-origin'; }
+          const o = await hit(ctx, { addr, agent, path: page, headers: h, follow: 3, jar });
+          if (o === 'ok' && !cached) {
+            await Promise.all(assets.map((a) => hit(ctx, { addr, agent, path: a, jar, headers: { ...browserHeaders(ua), accept: '*/*', 'sec-fetch-dest': 'image', 'sec-fetch-mode': 'no-cors', 'sec-fetch-site': 'same-origin', referer: `http://${SITE_HOST}${page}` } })));
+            cached = true;
+          }
+          referer = page.split('?')[0];
+          await sleep(Math.min(p.thinkMinMs + rand(p.thinkSpreadMs), Math.max(0, ctx.endAt - Date.now())));
         }
-        left--;
-        return hit(ctx, { addr, agent: agent!, path: pick(PAGES), headers: browserHeaders(USER_AGENTS[n % USER_AGENTS.length]) });
-      });
-      for (const a of all) a.destroy();
-      ctx.note.push(`${srcNo + 1} distinct addresses`);
+        agent.destroy();
+      };
+      await Promise.all(Array.from({ length: p.bots }, (_, i) => bot(i)));
     },
+  }),
+  nat: scenario({
+    describe: 'people behind one NAT: 40 browser users share one address, next to a rotating flood',
+    octet: 212,
+    legit: { natUsers: 40 },
+    defaults: { rate: 600, requestsPerSource: 5, maxInflight: 300 },
+    async run(ctx, p) { await rotate(ctx, p, this.octet, pageHit); },
+  }),
+  'api-clients': scenario({
+    describe: 'cookie-less API clients (JSON, no cookie jar, no redirects) next to a rotating flood that copies their headers on the expensive /api/search',
+    octet: 213,
+    legit: { apiClients: 40 },
+    defaults: { rate: 600, requestsPerSource: 5, maxInflight: 300 },
+    async run(ctx, p) { await rotate(ctx, p, this.octet, apiHit); },
+  }),
+  'flash-crowd': scenario({
+    describe: 'flash crowd, no attack: 300 new visitors (new addresses, no history) arrive within 3 s of the "attack" start and browse',
+    octet: 214,
+    legit: { crowdUsers: 300 },
+    defaults: { crowdUsers: 300 },
+    smoke: { crowdUsers: 150 },
+    async run(ctx) { await sleep(Math.max(0, ctx.endAt - Date.now())); ctx.note.push('no attack'); },
   }),
   'scan-404': scenario({
     describe: '404 scanning: a vulnerability scanner walking a word list of paths that do not exist',
@@ -259,3 +325,29 @@ export const SCENARIOS = {
 } satisfies Record<string, Scenario<never> | Scenario<any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 export type ScenarioName = keyof typeof SCENARIOS;
+
+type Maker = (ctx: AttackContext, addr: string, agent: http.Agent, n: number) => Promise<Outcome>;
+const pageHit: Maker = (ctx, addr, agent, n) => hit(ctx, { addr, agent, path: pick(PAGES), headers: browserHeaders(USER_AGENTS[n % USER_AGENTS.length]) });
+/** Copies the lab's API clients (legit.ts): JSON, an app's User-Agent, no cookies; on the expensive search mostly. */
+const apiHit: Maker = (ctx, addr, agent, n) => hit(ctx, {
+  addr, agent, path: Math.random() < 0.8 ? `/api/search?q=${randStr(5)}` : `/api/products/${1 + rand(40)}`,
+  headers: { 'user-agent': API_USER_AGENTS[n % API_USER_AGENTS.length], accept: 'application/json', 'accept-encoding': 'gzip' },
+});
+
+/** Rotating sources: each address sends requestsPerSource requests (keep-alive, 2 connections) and is never seen again. */
+async function rotate(ctx: AttackContext, p: { rate: number; requestsPerSource: number; maxInflight: number }, octet: number, make: Maker): Promise<void> {
+  let srcNo = -1, left = 0;
+  let agent: http.Agent | null = null, addr = '';
+  const all: http.Agent[] = [];
+  await paced(ctx, p.rate, p.maxInflight, (n) => {
+    if (left === 0) {
+      srcNo++; left = p.requestsPerSource; addr = attackAddress(octet, srcNo);
+      const old = agent; if (old) setTimeout(() => old.destroy(), 3000);
+      agent = new http.Agent({ keepAlive: true, maxSockets: 2, localAddress: addr }); all.push(agent);
+    }
+    left--;
+    return make(ctx, addr, agent!, n);
+  });
+  for (const a of all) a.destroy();
+  ctx.note.push(`${srcNo + 1} distinct addresses`);
+}

@@ -1,0 +1,263 @@
+// A domain's (or upstream's) concurrency limit, learned from latency instead
+// of configured: the idea of TCP congestion control and of Netflix's
+// concurrency-limits (Gradient2), written for a proxy in front of an origin
+// nobody told us the capacity of.
+//
+// Every answer from the origin is a sample: how long it took (dispatch to
+// response headers; the time spent in our own queue is not the origin's) and
+// how many requests were in flight. Samples are gathered in short windows;
+// each window gives a short-term RTT (a percentile of the window, so a few
+// slow outliers do not move it) and is compared with the no-load RTT (what the
+// origin answers in when it is not queueing):
+//   gradient = clamp((tolerance × noLoad + slackMs) / short, 0.5, 1)
+//   target   = limit × gradient + √limit        (√limit: room to probe upwards)
+//   limit    = limit × (1 − smoothing) + target × smoothing
+// While latency stays near no-load the limit grows by about smoothing × √limit
+// per window; when latency climbs the limit shrinks, by at most half a window.
+//
+// The no-load RTT must not learn from loaded samples, or the limit creeps up
+// for ever under a long attack (Gradient2's long-term average does). So it
+//   - follows a lower sample at once (halfway per window);
+//   - follows a higher one only when the origin was not loaded by us (the
+//     window used less than half the limit: "application limited"), or when
+//     the limit is already at its floor; otherwise only by a tiny step;
+//   - is re-measured by a probe, the way BBR's PROBE_RTT does: while the limit
+//     has been binding (requests waiting in our queue) for a while, the limit
+//     drops to a quarter for as long as it takes to see a few requests that
+//     were dispatched at that lower concurrency. That is what lets a proxy
+//     started in the middle of an attack, whose first samples are all loaded,
+//     find the origin's real no-load latency within a second or two.
+//
+// `saturated` is the sign of attack that needs no history: requests waiting in
+// front of the limit while the origin answers well above its no-load latency
+// (or fails often) — demand beyond what the origin can serve.
+//
+// Pure: time is passed in; no timers; memory is one window of samples.
+
+export interface AdaptiveLimitOptions {
+  /** Limit before anything is learned. */
+  initialLimit?: number;
+  minLimit?: number;
+  /** The explicit ceiling: domains[].maxInflight when set. */
+  maxLimit?: number;
+  /** Latency may reach tolerance × no-load before the limit shrinks. */
+  tolerance?: number;
+  /** Absolute latency allowance (ms) on top of tolerance × no-load, so that sub-millisecond origins are not judged on jitter. */
+  slackMs?: number;
+  /** Weight of a window's target in the new limit (0..1). */
+  smoothing?: number;
+  windowMs?: number;
+  minWindowSamples?: number;
+  /** Samples kept per window at most (bounded memory); a full window closes. */
+  maxWindowSamples?: number;
+  /** Which percentile of a window is its short-term RTT (0..1). */
+  percentile?: number;
+  /** short ≥ saturationRatio × no-load + slackMs, with the limit binding, means saturated. Below tolerance on purpose:
+   *  once the limit holds the origin at its knee, latency sits near tolerance × no-load and the excess waits in our queue. */
+  saturationRatio?: number;
+  /** saturated stays true this long after the last saturated window (no flapping on a probe or a lull). */
+  saturatedHoldMs?: number;
+  /** Share of a window's samples that are drops (timeouts, 503, refused) above which the limit backs off and the origin counts as saturated. */
+  dropShare?: number;
+  /** The limit is multiplied by this after a window with too many drops. */
+  dropBackoff?: number;
+  /** The limit during a probe, as a share of the limit. */
+  probeFraction?: number;
+  /** First probe after the limit has been binding this long. */
+  firstProbeAfterMs?: number;
+  /** Later probes after this long with the limit binding and no fresh no-load evidence. */
+  probeIntervalMs?: number;
+  /** A probe ends after this long even with too few samples. */
+  probeMaxMs?: number;
+}
+
+export interface AdaptiveLimitState {
+  limit: number;
+  noLoadRttMs: number | null;
+  shortRttMs: number | null;
+  saturated: boolean;
+  probing: boolean;
+  windows: number;
+}
+
+const DEFAULTS: Required<AdaptiveLimitOptions> = {
+  initialLimit: 20,
+  minLimit: 8,
+  maxLimit: 1000,
+  tolerance: 1.5,
+  slackMs: 1,
+  smoothing: 0.2,
+  windowMs: 100,
+  minWindowSamples: 5,
+  maxWindowSamples: 1000,
+  percentile: 0.5,
+  saturationRatio: 1.4,
+  saturatedHoldMs: 2000,
+  dropShare: 0.1,
+  dropBackoff: 0.9,
+  probeFraction: 0.25,
+  firstProbeAfterMs: 1000,
+  probeIntervalMs: 10_000,
+  probeMaxMs: 2000,
+};
+
+export class AdaptiveLimit {
+  readonly opts: Required<AdaptiveLimitOptions>;
+  private estimate: number;
+  private noLoad: number | null = null;
+  private short: number | null = null;
+  private sat = false;
+  private lastSaturatedAt: number | null = null;
+  private windows = 0;
+
+  private winStart: number | null = null;
+  private rtts: number[] = [];
+  private winDrops = 0;
+  private winMaxInflight = 0;
+  private winQueued = 0;
+
+  /** Since when the limit has been binding with no fresh no-load evidence (null: not binding). */
+  private bindingSince: number | null = null;
+  private probes = 0;
+  private probeStart: number | null = null;
+  private probeRtts: number[] = [];
+
+  constructor(options: AdaptiveLimitOptions = {}) {
+    const o = { ...DEFAULTS, ...options };
+    for (const [k, v] of Object.entries(options)) if (v === undefined) (o as Record<string, unknown>)[k] = (DEFAULTS as Record<string, unknown>)[k];
+    if (!(o.minLimit >= 1)) throw new Error('adaptive limit: minLimit must be ≥ 1');
+    if (!(o.maxLimit >= o.minLimit)) throw new Error('adaptive limit: maxLimit must be ≥ minLimit');
+    this.opts = o;
+    this.estimate = clamp(o.initialLimit, o.minLimit, o.maxLimit);
+  }
+
+  /** The current limit: requests allowed in flight at once (an integer ≥ minLimit, ≤ maxLimit). */
+  get limit(): number {
+    const l = Math.floor(this.estimate);
+    if (this.probeStart !== null) return Math.max(this.opts.minLimit, Math.ceil(l * this.opts.probeFraction));
+    return l;
+  }
+
+  /** The origin is saturated: latency far above its no-load latency (or failing) while our limit is binding. */
+  get saturated(): boolean { return this.sat; }
+
+  /** saturated, unless no window has closed for saturatedHoldMs (the traffic stopped). */
+  saturatedAt(now: number): boolean {
+    return this.sat && this.lastSaturatedAt !== null && now - this.lastSaturatedAt <= this.opts.saturatedHoldMs;
+  }
+
+  get noLoadRttMs(): number | null { return this.noLoad; }
+  get shortRttMs(): number | null { return this.short; }
+
+  state(): AdaptiveLimitState {
+    return { limit: this.limit, noLoadRttMs: this.noLoad, shortRttMs: this.short, saturated: this.sat, probing: this.probeStart !== null, windows: this.windows };
+  }
+
+  /** The explicit ceiling changed (config reload). */
+  setMaxLimit(max: number): void {
+    this.opts.maxLimit = Math.max(this.opts.minLimit, max);
+    this.estimate = Math.min(this.estimate, this.opts.maxLimit);
+  }
+
+  /**
+   * One answered (or failed) origin request.
+   * @param now      ms clock
+   * @param rttMs    dispatch to response headers (or to failure)
+   * @param inflight requests in flight to the origin when it completed (itself included)
+   * @param dropped  a failure that says the origin is overloaded: timeout, 503, connection refused/reset
+   * @param queued   requests waiting in front of the limit at that moment, when the caller knows it
+   */
+  onSample(now: number, rttMs: number, inflight: number, dropped = false, queued?: number): void {
+    if (!Number.isFinite(rttMs) || rttMs < 0) return;
+    if (this.winStart === null) this.winStart = now;
+    if (dropped) this.winDrops++;
+    else if (this.rtts.length < this.opts.maxWindowSamples) this.rtts.push(rttMs);
+    if (inflight > this.winMaxInflight) this.winMaxInflight = inflight;
+    if (queued !== undefined && queued > this.winQueued) this.winQueued = queued;
+
+    if (this.probeStart !== null && !dropped && now - rttMs >= this.probeStart && this.probeRtts.length < this.opts.maxWindowSamples) this.probeRtts.push(rttMs);
+    this.maybeEndProbe(now);
+
+    const n = this.rtts.length + this.winDrops;
+    const elapsed = now - this.winStart;
+    if ((elapsed >= this.opts.windowMs && n >= this.opts.minWindowSamples) || this.rtts.length >= this.opts.maxWindowSamples || (elapsed >= this.opts.windowMs * 20 && n > 0)) this.closeWindow(now);
+  }
+
+  private maybeEndProbe(now: number): void {
+    if (this.probeStart === null) return;
+    const enough = this.probeRtts.length >= this.opts.minWindowSamples;
+    if (!enough && now - this.probeStart < this.opts.probeMaxMs) return;
+    if (this.probeRtts.length) {
+      const p = percentile(this.probeRtts, this.opts.percentile);
+      if (this.noLoad === null || p < this.noLoad) this.noLoad = p;
+    }
+    this.probeStart = null;
+    this.probeRtts = [];
+    this.bindingSince = null;
+  }
+
+  private closeWindow(now: number): void {
+    const o = this.opts;
+    const total = this.rtts.length + this.winDrops;
+    const dropRatio = total ? this.winDrops / total : 0;
+    const limitNow = this.limit;
+    const appLimited = this.winMaxInflight < limitNow / 2;
+    const binding = this.winQueued > 0 || this.winMaxInflight >= Math.max(1, limitNow * 0.9);
+    const s = this.rtts.length ? percentile(this.rtts, o.percentile) : null;
+    this.windows++;
+
+    if (s !== null) {
+      this.short = s;
+      if (this.noLoad === null) this.noLoad = s;
+      else if (s < this.noLoad) this.noLoad += 0.5 * (s - this.noLoad);
+      else if (appLimited || this.estimate <= o.minLimit) this.noLoad += 0.05 * (s - this.noLoad);
+      else this.noLoad += 0.0002 * (s - this.noLoad);
+    }
+
+    // During a probe the estimate is left alone: the probe's samples are not what the limit produces.
+    if (this.probeStart === null) {
+      if (dropRatio > o.dropShare) this.estimate *= o.dropBackoff;
+      else if (s !== null && this.noLoad !== null && !appLimited) {
+        const gradient = clamp((o.tolerance * this.noLoad + o.slackMs) / Math.max(s, 1e-6), 0.5, 1);
+        const target = this.estimate * gradient + Math.sqrt(this.estimate);
+        this.estimate = this.estimate * (1 - o.smoothing) + target * o.smoothing;
+      }
+      this.estimate = clamp(this.estimate, o.minLimit, o.maxLimit);
+    }
+
+    // A probe's windows say nothing about the demand: saturation is judged outside them.
+    if (this.probeStart === null) {
+      const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + o.slackMs;
+      if (binding && (slow || dropRatio > o.dropShare)) this.lastSaturatedAt = now;
+      this.sat = this.lastSaturatedAt !== null && now - this.lastSaturatedAt <= o.saturatedHoldMs;
+    }
+
+    // Probe scheduling: binding with no evidence of what the unloaded origin answers in.
+    if (this.probeStart === null) {
+      if (!binding) this.bindingSince = null;
+      else {
+        this.bindingSince ??= now;
+        const wait = this.probes === 0 ? o.firstProbeAfterMs : o.probeIntervalMs;
+        if (now - this.bindingSince >= wait && this.estimate * o.probeFraction < this.estimate - 1) {
+          this.probes++;
+          this.probeStart = now;
+          this.probeRtts = [];
+        }
+      }
+    }
+
+    this.winStart = now;
+    this.rtts = [];
+    this.winDrops = 0;
+    this.winMaxInflight = 0;
+    this.winQueued = 0;
+  }
+}
+
+function clamp(x: number, lo: number, hi: number): number { return x < lo ? lo : x > hi ? hi : x; }
+
+/** The p-th percentile (0..1) of xs; sorts xs in place. */
+export function percentile(xs: number[], p: number): number {
+  xs.sort((a, b) => a - b);
+  return xs[Math.min(xs.length - 1, Math.max(0, Math.ceil(p * xs.length) - 1))];
+}
