@@ -16,34 +16,13 @@ import os from 'node:os';
 import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Decision, DecisionBus } from '../decisions/bus.ts';
-import { PRUNE_LUA, PendingWrites, parseMessage, parseState, redisKeys, writeBatch, type RedisKeys, type RedisSnapshot } from './redis-keys.ts';
+import { PRUNE_LUA, PendingWrites, parseMessage, parseState, redisKeys, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
 import { Known, checkEpoch } from './redis-resync.ts';
 
 // Re-exported: these were declared here first and callers import them from this file.
-export type { AttackState, RedisSnapshot } from './redis-keys.ts';
+export type { AttackState, RedisSnapshot, RedisBusOptions } from './redis-keys.ts';
 
-interface BusLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-}
 
-export interface RedisBusOptions {
-  /** redis://host:port/db */
-  url: string;
-  /** Key and channel prefix; default "scrubber:". */
-  prefix?: string;
-  /** This node's id (decisions it published come back on the channel and are ignored); default host:pid:random. */
-  nodeId?: string;
-  logger?: BusLogger;
-  /** Most decisions kept while Redis is out of reach; default 100 000 (the oldest are dropped beyond). */
-  maxPending?: number;
-  /** How long snapshot() and secret() wait for a connection before answering from what this node knows; default 2000 ms. */
-  waitMs?: number;
-  /** Heartbeat period; default 1000 ms. */
-  heartbeatMs?: number;
-  /** A heartbeat PING not answered within this marks the bus unhealthy and reconnects; default 1500 ms. */
-  heartbeatTimeoutMs?: number;
-}
 
 const FLUSH_BATCH = 2000;
 const PRUNE_EVERY_MS = 10_000;

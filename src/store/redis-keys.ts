@@ -159,3 +159,26 @@ export const attackJson = (d: Extract<Decision, { kind: 'attack' }>): string => 
 export function parse<T>(s: string): T | null {
   try { return JSON.parse(s) as T; } catch { return null; }
 }
+
+export interface BusLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface RedisBusOptions {
+  /** redis://host:port/db */
+  url: string;
+  /** Key and channel prefix; default "scrubber:". */
+  prefix?: string;
+  /** This node's id (decisions it published come back on the channel and are ignored); default host:pid:random. */
+  nodeId?: string;
+  logger?: BusLogger;
+  /** Most decisions kept while Redis is out of reach; default 100 000 (the oldest are dropped beyond). */
+  maxPending?: number;
+  /** How long snapshot() and secret() wait for a connection before answering from what this node knows; default 2000 ms. */
+  waitMs?: number;
+  /** Heartbeat period; default 1000 ms. */
+  heartbeatMs?: number;
+  /** A heartbeat PING not answered within this marks the bus unhealthy and reconnects; default 1500 ms. */
+  heartbeatTimeoutMs?: number;
+}
