@@ -215,21 +215,59 @@ describe('forwarded exactly as sent, framed without ambiguity', () => {
   });
 });
 
+// Found by test/protocol-abuse-generated.test.ts, not in issue 12's list:
+// Node's parser takes a request line without an HTTP version as HTTP/0.9
+// (req.httpVersion "0.9") yet goes on to parse headers and a body, and the
+// pipeline forwards it upstream as an HTTP/1.1 request with them. RFC 9112 §3
+// has no such form (HTTP/0.9 has no headers at all); a front end that reads
+// "GET /\r\n" as a whole 0.9 request and the rest as the next one disagrees
+// with Scrubber about where requests start. It must be refused (400, or 505).
+describe('request line without a version (defect found here)', () => {
+  // fix: refuse req.httpVersion other than 1.0 / 1.1 in src/http/hygiene.ts (not yet in issue 12)
+  it.fails('"GET /" followed by headers is refused and never forwarded', async () => {
+    const r = await exchange('GET /\r\n' + H + C + '\r\n');
+    expect(r.statuses[0]).toBeGreaterThanOrEqual(400);
+    expect(origin.seen).toEqual([]);
+  });
+
+  // same fix
+  it.fails('"POST /" with headers and a Content-Length body is refused and never forwarded', async () => {
+    const r = await exchange('POST /\r\n' + H + 'Content-Length: 3\r\n' + C + '\r\nabc');
+    expect(r.statuses[0]).toBeGreaterThanOrEqual(400);
+    expect(origin.seen).toEqual([]);
+  });
+});
+
+// Also found by the generated test: pipelined requests are handed upstream in
+// parallel, so a GET pipelined behind a POST with a body reaches the upstream
+// first. RFC 9112 §9.3.2 lets a server process pipelined requests in parallel
+// only when they all have safe methods.
+describe('pipelined requests after an unsafe method (defect found here)', () => {
+  // fix: forward a connection's pipelined requests one after another (at least after a non-safe method); not yet in issue 12
+  it.fails('a GET pipelined behind a POST reaches the upstream after the POST', async () => {
+    const r = await exchange(POST.replace('/', '/first') + 'Content-Length: 3\r\n\r\nabcGET /second HTTP/1.1\r\n' + H + C + '\r\n');
+    expect(r.statuses).toEqual([200, 200]);
+    expect(origin.seen.map((s) => s.target)).toEqual(['/first', '/second']);
+  });
+});
+
 // Issue 12's defects: each test says what must hold; they fail on today's code.
 describe('issue 12 defects (it.fails until fixed)', () => {
   // fixed by issue 12 item 2
   it.fails('Expect: 100-continue: the client gets 100 then the upstream\'s 200, and the POST reaches it', async () => {
     const r = await exchange(POST + 'Content-Length: 3\r\nExpect: 100-continue\r\n' + C + '\r\nabc');
-    expect(r.statuses).toEqual([100, 200]);
+    // 100 from the proxy (or none), then the upstream's answer.
+    expect(r.statuses.filter((s) => s !== 100)).toEqual([200]);
     expect(complete(origin).map((s) => [s.method, s.target, s.body.toString()])).toEqual([['POST', '/', 'abc']]);
     expectCleanUpstream();
   });
 
   // fixed by issue 12 item 3
-  it.fails('OPTIONS * reaches the upstream as OPTIONS * (no proxy-made 502)', async () => {
+  it.fails('OPTIONS * is answered without a proxy-made 5xx (forwarded as OPTIONS *, or answered by the proxy)', async () => {
     const r = await exchange('OPTIONS * HTTP/1.1\r\n' + H + C + '\r\n');
-    expect(r.statuses).toEqual([200]);
-    expect(origin.seen.map((s) => [s.method, s.target])).toEqual([['OPTIONS', '*']]);
+    expect(r.statuses).toHaveLength(1);
+    expect(r.statuses[0]).toBeLessThan(500);
+    if (origin.seen.length) expect(origin.seen.map((s) => [s.method, s.target])).toEqual([['OPTIONS', '*']]);
   });
 
   // fixed by issue 12 item 7

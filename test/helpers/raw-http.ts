@@ -41,14 +41,18 @@ export function header(r: SeenRequest, name: string): string[] {
   return r.headers.filter(([k]) => k.toLowerCase() === n).map(([, v]) => v);
 }
 
-/** Parses one request at the start of `buf`; null when more bytes are needed. */
-function parseOne(buf: Buffer): { req: SeenRequest; used: number } | { need: true; req?: SeenRequest } | { fatal: string } {
+/**
+ * Parses one request at the start of `buf` strictly (RFC 9112, CRLF only);
+ * `lenientLine` splits the request line on runs of spaces, as §3 allows.
+ * Also the reference reader for what a client sent (test/protocol-abuse-generated).
+ */
+export function parseRequest(buf: Buffer, lenientLine = false): { req: SeenRequest; used: number } | { need: true; req?: SeenRequest } | { fatal: string } {
   const end = buf.indexOf('\r\n\r\n');
   if (end < 0) return buf.length > MAX_BUFFER ? { fatal: 'head too large' } : { need: true };
   const head = buf.subarray(0, end).toString('latin1');
   const lines = head.split('\r\n');
   const anomalies: string[] = [];
-  const parts = lines[0].split(' ');
+  const parts = lenientLine ? lines[0].split(/ +/) : lines[0].split(' ');
   if (parts.length !== 3) anomalies.push(`request line: ${JSON.stringify(lines[0])}`);
   const [method = '', target = '', version = ''] = parts;
   const headers: [string, string][] = [];
@@ -120,7 +124,7 @@ export async function startRawOrigin(host = '127.0.0.1'): Promise<RawOrigin> {
       raw.push(chunk);
       buf = Buffer.concat([buf, chunk]);
       for (;;) {
-        const r = parseOne(buf);
+        const r = parseRequest(buf);
         if ('fatal' in r) {
           seen.push({ method: '', target: '', version: '', headers: [], body: buf, framing: 'none', anomalies: [r.fatal], incomplete: true });
           s.destroy();
