@@ -2,6 +2,7 @@
 // convict reads it (defaults, types, SCRUBBER_* environment overrides);
 // the structured parts (listeners, domains, certificates) are checked element
 // by element in validate.ts, because convict does not look inside arrays.
+import type { ChallengeRule } from '../challenge/policy.ts';
 import os from 'node:os';
 import { DEFAULT_RULES, type Rule } from '../detect/rules.ts';
 
@@ -28,6 +29,8 @@ export interface DomainConfig {
   maxInflight: number;
   /** false: the cookie challenge is never sent for this domain (APIs, clients that keep no cookies). */
   challenge: boolean;
+  /** Which requests may get the cookie challenge (first match wins, then: only browser navigations). */
+  challengePolicy: ChallengeRule[];
 }
 
 export interface Config {
@@ -205,6 +208,7 @@ export const domainDefaults = {
   proxyErrorPages: false,
   maxInflight: 0,
   challenge: true,
+  challengePolicy: [],
   healthCheck: { type: 'tcp', path: '/', intervalMs: 120000, timeoutMs: 5000, fall: 3, rise: 2 },
   maintenance: { enabled: false, redirect: null, retryAfterSeconds: 600 },
 } as const;

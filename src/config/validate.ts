@@ -2,6 +2,7 @@
 // convict does not look into). Each problem is one line naming the key, e.g.
 // `domains[1].upstreams: 17 upstreams, at most 16`. Defaults are filled in so
 // the rest of the program sees complete objects.
+import { validateChallengePolicy, type ChallengeRule } from '../challenge/policy.ts';
 import fs from 'node:fs';
 import net from 'node:net';
 import { validateFilterConfig } from '../detect/config.ts';
@@ -56,7 +57,7 @@ const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
 function checkDomain(d: unknown, i: number, names: Map<string, string>, problems: string[]): DomainConfig | null {
   const at = `domains[${i}]`;
   if (!isObj(d)) { problems.push(`${at}: must be an object`); return null; }
-  unknownKeys(d, ['name', 'aliases', 'upstreams', 'backup', 'upstreamTls', 'healthCheck', 'maintenance', 'proxyErrorPages', 'maxInflight', 'challenge'], at, problems);
+  unknownKeys(d, ['name', 'aliases', 'upstreams', 'backup', 'upstreamTls', 'healthCheck', 'maintenance', 'proxyErrorPages', 'maxInflight', 'challenge', 'challengePolicy'], at, problems);
   const start = problems.length;
   if (typeof d.name !== 'string' || !HOSTNAME.test(d.name) && net.isIP(d.name) === 0) problems.push(`${at}.name: must be a host name`);
   const aliases = d.aliases ?? [];
@@ -66,6 +67,7 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
   if (d.upstreamTls !== undefined && typeof d.upstreamTls !== 'boolean') problems.push(`${at}.upstreamTls: must be true or false`);
   if (d.proxyErrorPages !== undefined && typeof d.proxyErrorPages !== 'boolean') problems.push(`${at}.proxyErrorPages: must be true or false`);
   if (d.challenge !== undefined && typeof d.challenge !== 'boolean') problems.push(`${at}.challenge: must be true or false`);
+  if (d.challengePolicy !== undefined) problems.push(...validateChallengePolicy(d.challengePolicy, `${at}.challengePolicy`));
   if (d.maxInflight !== undefined && !(Number.isInteger(d.maxInflight) && (d.maxInflight as number) >= 0)) problems.push(`${at}.maxInflight: must be a whole number >= 0 (0 = no cap)`);
 
   const hc = { ...domainDefaults.healthCheck } as Obj;
@@ -116,6 +118,7 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
     proxyErrorPages: (d.proxyErrorPages as boolean | undefined) ?? false,
     maxInflight: (d.maxInflight as number | undefined) ?? 0,
     challenge: (d.challenge as boolean | undefined) ?? true,
+    challengePolicy: (d.challengePolicy as ChallengeRule[] | undefined) ?? [],
     healthCheck: hc as unknown as DomainConfig['healthCheck'],
     maintenance: mt as unknown as DomainConfig['maintenance'],
   };

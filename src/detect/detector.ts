@@ -22,6 +22,7 @@ import { Knowledge, DomainKnowledge } from './knowledge.ts';
 import { answerEvents, requestEvents, staticRequest } from './extract.ts';
 import { stepAttack } from './attack-mode.ts';
 import { Counters } from './counters.ts';
+import { challengeDecision, compileChallengePolicy, type ChallengePolicy } from '../challenge/policy.ts';
 
 export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge'; answer: Answer };
 const PASS: Verdict = { kind: 'pass' };
@@ -49,6 +50,7 @@ export class Detector {
   readonly counters = new Counters();
   private readonly pending = newPending();
   private readonly verdict = newVerdict();
+  private readonly policies = new WeakMap<DomainConfig, ChallengePolicy>();
   private readonly d: DetectorDeps;
   private lastStep: number;
   private lastLearnedSave: number;
@@ -87,7 +89,8 @@ export class Detector {
     if (this.whitelisted(source, s)) return PASS;
     s.domain = domain.name;
     requestEvents(head, s, this.pending);
-    const challenge = s.trustUntil <= now && domain.challenge && this.challengeActive(k) && this.mustChallenge(head, s, domain.name, k, now);
+    const challenge = s.trustUntil <= now && domain.challenge && this.challengeActive(k) && this.mayChallenge(head, domain)
+      && this.mustChallenge(head, s, domain.name, k, now);
     if (this.evaluate(source, s, now, domain.name)) { this.counters.droppedRequests++; return DROP; }
     if (!challenge) return PASS;
     if (upgrade) { this.counters.upgradesRefused++; return DROP; }
@@ -216,6 +219,14 @@ export class Detector {
     }
     if (s.challengedAt > 0) { this.pending[E.challengeIgnored] += 1; this.counters.challengesIgnored++; }
     return true;
+  }
+
+  /** The domain's challenge policy: a client that cannot follow a cookie round trip (an API call, an app) is never
+   *  sent one; it is judged by the rules alone. Compiled once per domain config (a reload brings new objects). */
+  private mayChallenge(head: RequestHead, domain: DomainConfig): boolean {
+    let policy = this.policies.get(domain);
+    if (!policy) { policy = compileChallengePolicy(domain.challengePolicy); this.policies.set(domain, policy); }
+    return challengeDecision(policy, { method: head.method, path: head.url, accept: head.headers.accept, userAgent: head.headers['user-agent'] }) === 'challenge';
   }
 
   private challengeActive(k: DomainKnowledge): boolean {
