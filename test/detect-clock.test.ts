@@ -26,7 +26,7 @@ function setup(filter: Record<string, unknown>) {
   const f = createFilter(r.config, { db: openStore(r.config.state.dir), log: createLogger('silent'), now: () => clock.now });
   const domain = r.config.domains[0];
   const head = (source: string, url = '/', headers: Record<string, string> = BROWSER): RequestHead => ({
-    method: 'GET', url, rawHeaders: Object.entries(headers).flat(), headers, authority: HOST, source, client: source, tls: false, newConnection: false, headBytes: 200,
+    method: 'GET', version: '1.1', url, rawHeaders: Object.entries(headers).flat(), headers, authority: HOST, source, client: source, tls: false, newConnection: false, headBytes: 200,
   });
   const obs = (source: string, o: Partial<Observation> = {}): Observation => ({
     domain: HOST, source, client: source, method: 'GET', path: '/', status: 200, bytesIn: 200, bytesOut: 2000, durationMs: 5,
@@ -108,7 +108,7 @@ describe('extraction (pure: head or observation in, events out)', () => {
   it('a request head: one request, an odd header profile, a new User-Agent', () => {
     const s = new SourceState(1);
     const p = newPending();
-    const h = (ua: string, extra: Record<string, string> = {}): RequestHead => ({ method: 'GET', url: '/', rawHeaders: [], headers: { 'user-agent': ua, ...extra }, authority: HOST, source: 's', client: 's', tls: false, newConnection: false, headBytes: 0 });
+    const h = (ua: string, extra: Record<string, string> = {}): RequestHead => ({ method: 'GET', version: '1.1', url: '/', rawHeaders: [], headers: { 'user-agent': ua, ...extra }, authority: HOST, source: 's', client: 's', tls: false, newConnection: false, headBytes: 0 });
     requestEvents(h('curl/8.0'), s, p);
     expect([p[E.request], p[E.badHeaders], p[E.uaChange]]).toEqual([1, 2, 0]);
     requestEvents(h('python-requests/2.31', { accept: '*/*', 'accept-language': 'en' }), s, p);

@@ -7,6 +7,8 @@ import { connectionInfo } from '../listen/connections.ts';
 
 export interface RequestHead {
   method: string;
+  /** "1.1", "1.0" or "2.0" as parsed; Node's parser also yields "0.9" for a request line without a version. */
+  version: string;
   /** The request target as sent (origin-form, or "*"). */
   url: string;
   /** Name/value pairs as they came, for forwarding (order and case kept). */
@@ -36,7 +38,7 @@ export function headOf(req: IncomingMessage): RequestHead {
   let headBytes = method.length + url.length + 14;
   for (let i = 0; i < raw.length; i++) headBytes += raw[i].length + 2;
   return {
-    method, url, rawHeaders: raw, headers: req.headers, authority: req.headers.host ?? (req.headers[':authority'] as string | undefined),
+    method, version: req.httpVersion, url, rawHeaders: raw, headers: req.headers, authority: req.headers.host ?? (req.headers[':authority'] as string | undefined),
     source: conn.source, client: conn.client, tls: conn.tls, newConnection: conn.requests === 1, headBytes,
   };
 }

@@ -27,6 +27,7 @@ import { bufferBody } from '../limits/body-buffer.ts';
 import { forwardUpgrade } from './upgrade.ts';
 
 type Body = Buffer | Readable | null;
+const BAD_VERSION = { status: 400, reason: 'bad-request' } as const;
 
 export class RequestFlow {
   private readonly p: FlowContext;
@@ -67,7 +68,9 @@ export class RequestFlow {
   start(): void {
     const { head, rt } = this;
     const config = rt.config;
-    const problem = checkRequest(head.method, head.url, head.rawHeaders, config.limits.maxHeaderCount);
+    // A request line without a version is HTTP/0.9 to Node's parser, which still reads headers and a body after it:
+    // a front end that takes "GET /" as a whole request would disagree with us on where the next one starts.
+    const problem = head.version === '0.9' ? BAD_VERSION : checkRequest(head.method, head.url, head.rawHeaders, config.limits.maxHeaderCount);
     if (problem) {
       this.reply.sendBuiltin(problem.status, problem.reason);
       return this.observe('proxy', problem.status, head.headBytes, 0, problem.reason);
