@@ -28,11 +28,15 @@ export interface DomainConfig {
   maxInflight: number;
   /** false: the cookie challenge is never sent for this domain (APIs, clients that keep no cookies). */
   challenge: boolean;
+  /** TLS passthrough: routed by the ClientHello's SNI and spliced to the upstreams (TLS servers) undecrypted. */
+  passthrough: boolean;
+  /** Passthrough only: "v2" sends the PROXY protocol v2 header to the upstream first. */
+  proxyProtocol: 'none' | 'v2';
 }
 
 export interface Config {
   listen: HostPort[];
-  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[] };
+  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[]; handshakeTimeoutMs: number };
   admin: { host: string; port: number; token: string };
   upstream: {
     connectTimeoutMs: number;
@@ -101,6 +105,7 @@ export const schema = {
       format: 'json-array',
       default: [],
     },
+    handshakeTimeoutMs: { doc: 'Deadline from accept to a finished TLS handshake (for a passthrough domain: to a complete ClientHello); then the connection is closed and counted against its source as slow.', format: nat, default: 10000 },
   },
   admin: {
     host: { doc: 'Admin API / dashboard address. A non-loopback host needs a token.', format: String, default: '127.0.0.1' },
@@ -205,6 +210,8 @@ export const domainDefaults = {
   proxyErrorPages: false,
   maxInflight: 0,
   challenge: true,
+  passthrough: false,
+  proxyProtocol: 'none',
   healthCheck: { type: 'tcp', path: '/', intervalMs: 120000, timeoutMs: 5000, fall: 3, rise: 2 },
   maintenance: { enabled: false, redirect: null, retryAfterSeconds: 600 },
 } as const;

@@ -20,6 +20,14 @@ export function connectionInfo(socket: net.Socket): ConnectionInfo {
   return info;
 }
 
+/** The TLS socket made from a raw one carries the raw one's facts (counted at accept, before the handshake). */
+export function adoptConnectionInfo(tlsSocket: net.Socket, raw: net.Socket): ConnectionInfo {
+  const info = connectionInfo(raw);
+  info.tls = true;
+  (tlsSocket as Tagged)[INFO] = info;
+  return info;
+}
+
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {
   private open = new Map<string, Set<net.Socket>>();
