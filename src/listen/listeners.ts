@@ -210,6 +210,9 @@ export class Listeners {
       const front = this.createFront(s);
       this.fronts.push(front);
       await bind(front, hp);
+      // node:http starts its connection tracking (headersTimeout, requestTimeout, closeIdleConnections) on
+      // 'listening'; this server never listens itself, its front does.
+      s.emit('listening');
     }
   }
 
