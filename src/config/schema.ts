@@ -36,7 +36,7 @@ export interface DomainConfig {
 
 export interface Config {
   listen: HostPort[];
-  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[]; handshakeTimeoutMs: number };
+  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[]; handshakeTimeoutMs: number; http2: boolean };
   admin: { host: string; port: number; token: string };
   upstream: {
     connectTimeoutMs: number;
@@ -105,6 +105,7 @@ export const schema = {
       format: 'json-array',
       default: [],
     },
+    http2: { doc: 'Offer HTTP/2 by ALPN on the TLS listeners (h2 and http/1.1); false: HTTP/1.1 only. Changing it needs a restart.', format: Boolean, default: true },
     handshakeTimeoutMs: { doc: 'Deadline from accept to a finished TLS handshake (for a passthrough domain: to a complete ClientHello); then the connection is closed and counted against its source as slow.', format: nat, default: 10000 },
   },
   admin: {

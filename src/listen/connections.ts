@@ -28,6 +28,12 @@ export function adoptConnectionInfo(tlsSocket: net.Socket, raw: net.Socket): Con
   return info;
 }
 
+/** Puts a connection's facts on another object standing for it (an HTTP/2 stream's socket facade). */
+export function tagConnectionInfo<T extends object>(o: T, info: ConnectionInfo): T {
+  (o as { [INFO]?: ConnectionInfo })[INFO] = info;
+  return o;
+}
+
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {
   private open = new Map<string, Set<net.Socket>>();

@@ -10,6 +10,7 @@
 // back, handed to the https.Server to be terminated.
 import http from 'node:http';
 import https from 'node:https';
+import http2 from 'node:http2';
 import tls from 'node:tls';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -19,9 +20,13 @@ import type { Pipeline } from '../pipeline/pipeline.ts';
 import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
 import { MAX_HELLO, parseClientHello } from './sni.ts';
 import { splice, Tunnels, type PassthroughEvent } from './passthrough.ts';
+import { asHttp1Head } from './h2.ts';
 import { handleUpgrade } from '../pipeline/upgrade.ts';
 
-type Server = http.Server | https.Server;
+type TlsServer = https.Server | http2.Http2SecureServer;
+type Server = http.Server | TlsServer;
+/** The node:http settings an Http2SecureServer with allowHTTP1 also honours for its HTTP/1.1 connections. */
+type Http1Settings = { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeadersCount: number; blockList: net.BlockList };
 
 const CLIENT_ERRORS: Record<string, string> = {
   HPE_HEADER_OVERFLOW: '431 Request Header Fields Too Large',
@@ -50,6 +55,9 @@ type Raw = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
 /** What a passthrough connection learns of the connection it rides on (tls.TLSSocket keeps the raw socket here). */
 type Wrapped = net.Socket & { _parent?: Raw };
 
+/** Concurrent streams per HTTP/2 connection (Node's default is unbounded). */
+const H2_MAX_STREAMS = 100;
+
 function passthroughHosts(config: Config): Map<string, DomainConfig> {
   const m = new Map<string, DomainConfig>();
   for (const d of config.domains) if (d.passthrough) for (const h of [d.name, ...d.aliases]) m.set(h.replace(/\.$/, ''), d);
@@ -72,6 +80,8 @@ export class Listeners {
   private passthrough: Map<string, DomainConfig>;
   /** TLS connections accepted whose handshake (or ClientHello, for passthrough) is not finished. */
   private readonly handshaking = new Set<net.Socket>();
+  /** Open HTTP/2 sessions, told to go away on close. */
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** Session ticket keys: one set for the life of the process, kept across reloads so that resumption survives them. */
   private readonly ticketKeys = crypto.randomBytes(48);
 
@@ -85,12 +95,13 @@ export class Listeners {
 
   private configure(server: Server, config: Config): void {
     const l = config.limits;
-    (server as Server & { blockList: net.BlockList }).blockList = this.pipeline.filter.blockList;
-    server.headersTimeout = l.headerTimeoutMs;
-    server.requestTimeout = l.requestTimeoutMs;
-    server.keepAliveTimeout = l.idleTimeoutMs;
+    const s = server as unknown as Http1Settings;
+    s.blockList = this.pipeline.filter.blockList;
+    s.headersTimeout = l.headerTimeoutMs;
+    s.requestTimeout = l.requestTimeoutMs;
+    s.keepAliveTimeout = l.idleTimeoutMs;
     // One more than the limit, so that "too many" is seen instead of silently cut.
-    server.maxHeadersCount = l.maxHeaderCount + 1;
+    s.maxHeadersCount = l.maxHeaderCount + 1;
   }
 
   private create(tlsServer: boolean, config: Config): Server {
@@ -101,20 +112,36 @@ export class Listeners {
       connectionsCheckingInterval: 500,
       noDelay: true,
     };
-    const server: Server = tlsServer
-      ? https.createServer({
-        ...opts,
-        SNICallback: (name, cb) => cb(null, sniLookup(() => this.certs, name)),
-        ALPNProtocols: ['http/1.1'],
-        ticketKeys: this.ticketKeys,
-        // Our own deadline (tls.handshakeTimeoutMs, from accept) acts first; this is a backstop.
-        handshakeTimeout: 2 * config.tls.handshakeTimeoutMs + 1000,
-      })
-      : http.createServer(opts);
+    const tlsOpts: tls.TlsOptions = {
+      SNICallback: (name, cb) => cb(null, sniLookup(() => this.certs, name)),
+      ticketKeys: this.ticketKeys,
+      // Our own deadline (tls.handshakeTimeoutMs, from accept) acts first; this is a backstop.
+      handshakeTimeout: 2 * config.tls.handshakeTimeoutMs + 1000,
+    };
+    let server: Server;
+    if (!tlsServer) server = http.createServer(opts);
+    else if (!config.tls.http2) server = https.createServer({ ...opts, ...tlsOpts, ALPNProtocols: ['http/1.1'] });
+    else {
+      // h2 and http/1.1 by ALPN; the HTTP/1.1 connections get node:http's own handling (and the options above).
+      server = http2.createSecureServer({
+        ...opts, ...tlsOpts, allowHTTP1: true,
+        settings: { maxConcurrentStreams: H2_MAX_STREAMS, maxHeaderListSize: config.limits.maxHeaderBytes },
+        maxHeaderListPairs: config.limits.maxHeaderCount + 5,
+      } as http2.SecureServerOptions);
+      server.on('session', (session: http2.ServerHttp2Session) => {
+        this.sessions.add(session);
+        session.once('close', () => this.sessions.delete(session));
+      });
+    }
     this.configure(server, config);
     if (tlsServer) server.on('secureConnection', (socket: tls.TLSSocket) => this.onSecure(socket));
     else server.on('connection', (socket: net.Socket) => this.onConnection(socket));
-    server.on('request', this.pipeline.handle);
+    if (tlsServer && config.tls.http2) {
+      server.on('request', (req: http2.Http2ServerRequest | http.IncomingMessage, res: http2.Http2ServerResponse | http.ServerResponse) => {
+        if (req.httpVersionMajor === 2) this.pipeline.handle(asHttp1Head(req as http2.Http2ServerRequest), res as unknown as http.ServerResponse);
+        else this.pipeline.handle(req as http.IncomingMessage, res as http.ServerResponse);
+      });
+    } else server.on('request', this.pipeline.handle);
     server.on('upgrade', (req, socket, head) => handleUpgrade(this.pipeline, req, socket, head));
     server.on('connect', (_req, socket) => socket.end('HTTP/1.1 405 Method Not Allowed\r\nx-scrubber: method-not-allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
@@ -140,14 +167,14 @@ export class Listeners {
 
   private onConnection(socket: net.Socket): void { this.admit(socket); }
 
-  private createFront(server: https.Server): net.Server {
+  private createFront(server: TlsServer): net.Server {
     const front = net.createServer({ noDelay: true });
     (front as net.Server & { blockList: net.BlockList }).blockList = this.pipeline.filter.blockList;
     front.on('connection', (raw: Raw) => this.onTlsAccept(raw, server));
     return front;
   }
 
-  private onTlsAccept(raw: Raw, server: https.Server): void {
+  private onTlsAccept(raw: Raw, server: TlsServer): void {
     connectionInfo(raw).tls = true;
     if (!this.admit(raw)) return;
     this.handshaking.add(raw);
@@ -205,7 +232,7 @@ export class Listeners {
     });
     for (const hp of config.listen) { const s = this.create(false, config); this.servers.push(s); await bind(s, hp); }
     for (const hp of config.tls.listen) {
-      const s = this.create(true, config) as https.Server;
+      const s = this.create(true, config) as TlsServer;
       this.servers.push(s);
       const front = this.createFront(s);
       this.fronts.push(front);
@@ -231,7 +258,7 @@ export class Listeners {
   }
 
   addresses(): { host: string; port: number; tls: boolean }[] {
-    const plain = this.servers.filter((s) => !(s instanceof https.Server));
+    const plain = this.servers.filter((s) => s instanceof http.Server && !(s instanceof https.Server));
     return [...plain, ...this.fronts].map((s) => { const a = s.address() as net.AddressInfo; return { host: a.address, port: a.port, tls: !plain.includes(s as Server) }; });
   }
 
@@ -243,10 +270,16 @@ export class Listeners {
     for (const s of this.servers) if (!s.listening) s.close(() => {});
     // Half-done handshakes carry no request to finish.
     for (const s of this.handshaking) s.destroy();
-    for (const s of this.servers) s.closeIdleConnections();
-    const t = setTimeout(() => { for (const s of this.servers) s.closeAllConnections(); this.tunnels.destroyAll(); }, drainMs);
+    for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.();
+    // GOAWAY: streams in flight finish, no new ones; an idle session closes at once.
+    for (const s of this.sessions) s.close();
+    const t = setTimeout(() => {
+      for (const s of this.servers) (s as Partial<http.Server>).closeAllConnections?.();
+      for (const s of this.sessions) s.destroy();
+      this.tunnels.destroyAll();
+    }, drainMs);
     // Keep-alive connections that finish a request while draining are closed at once.
-    const idle = setInterval(() => { for (const s of this.servers) s.closeIdleConnections(); }, 100);
+    const idle = setInterval(() => { for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.(); }, 100);
     await closed;
     clearTimeout(t);
     clearInterval(idle);
