@@ -41,7 +41,7 @@ export interface App {
 /** Filter work (ban expiry, attack-mode steps, saving) runs on this period. */
 const TICK_MS = 250;
 /** Keys bound at start: a reload that changes them would silently not apply. */
-const RESTART_KEYS = ['listen', 'tls.listen', 'admin', 'state', 'workers'];
+const RESTART_KEYS = ['listen', 'tls.listen', 'tls.http2', 'admin', 'state', 'workers'];
 
 export async function startApp(config: Config, opts: { configFile?: string; log?: Logger } = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.log.level);

@@ -31,11 +31,15 @@ export interface DomainConfig {
   challenge: boolean;
   /** Which requests may get the cookie challenge (first match wins, then: only browser navigations). */
   challengePolicy: ChallengeRule[];
+  /** TLS passthrough: routed by the ClientHello's SNI and spliced to the upstreams (TLS servers) undecrypted. */
+  passthrough: boolean;
+  /** Passthrough only: "v2" sends the PROXY protocol v2 header to the upstream first. */
+  proxyProtocol: 'none' | 'v2';
 }
 
 export interface Config {
   listen: HostPort[];
-  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[] };
+  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[]; handshakeTimeoutMs: number; http2: boolean };
   admin: { host: string; port: number; token: string };
   upstream: {
     connectTimeoutMs: number;
@@ -104,6 +108,8 @@ export const schema = {
       format: 'json-array',
       default: [],
     },
+    http2: { doc: 'Offer HTTP/2 by ALPN on the TLS listeners (h2 and http/1.1); false: HTTP/1.1 only. Changing it needs a restart.', format: Boolean, default: true },
+    handshakeTimeoutMs: { doc: 'Deadline from accept to a finished TLS handshake (for a passthrough domain: to a complete ClientHello); then the connection is closed and counted against its source as slow.', format: nat, default: 10000 },
   },
   admin: {
     host: { doc: 'Admin API / dashboard address. A non-loopback host needs a token.', format: String, default: '127.0.0.1' },
@@ -209,6 +215,8 @@ export const domainDefaults = {
   maxInflight: 0,
   challenge: true,
   challengePolicy: [],
+  passthrough: false,
+  proxyProtocol: 'none',
   healthCheck: { type: 'tcp', path: '/', intervalMs: 120000, timeoutMs: 5000, fall: 3, rise: 2 },
   maintenance: { enabled: false, redirect: null, retryAfterSeconds: 600 },
 } as const;

@@ -57,7 +57,7 @@ const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
 function checkDomain(d: unknown, i: number, names: Map<string, string>, problems: string[]): DomainConfig | null {
   const at = `domains[${i}]`;
   if (!isObj(d)) { problems.push(`${at}: must be an object`); return null; }
-  unknownKeys(d, ['name', 'aliases', 'upstreams', 'backup', 'upstreamTls', 'healthCheck', 'maintenance', 'proxyErrorPages', 'maxInflight', 'challenge', 'challengePolicy'], at, problems);
+  unknownKeys(d, ['name', 'aliases', 'upstreams', 'backup', 'upstreamTls', 'healthCheck', 'maintenance', 'proxyErrorPages', 'maxInflight', 'challenge', 'challengePolicy', 'passthrough', 'proxyProtocol'], at, problems);
   const start = problems.length;
   if (typeof d.name !== 'string' || !HOSTNAME.test(d.name) && net.isIP(d.name) === 0) problems.push(`${at}.name: must be a host name`);
   const aliases = d.aliases ?? [];
@@ -68,6 +68,10 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
   if (d.proxyErrorPages !== undefined && typeof d.proxyErrorPages !== 'boolean') problems.push(`${at}.proxyErrorPages: must be true or false`);
   if (d.challenge !== undefined && typeof d.challenge !== 'boolean') problems.push(`${at}.challenge: must be true or false`);
   if (d.challengePolicy !== undefined) problems.push(...validateChallengePolicy(d.challengePolicy, `${at}.challengePolicy`));
+  if (d.passthrough !== undefined && typeof d.passthrough !== 'boolean') problems.push(`${at}.passthrough: must be true or false`);
+  if (d.proxyProtocol !== undefined && d.proxyProtocol !== 'none' && d.proxyProtocol !== 'v2') problems.push(`${at}.proxyProtocol: must be "none" or "v2"`);
+  if (d.proxyProtocol === 'v2' && d.passthrough !== true) problems.push(`${at}.proxyProtocol: only for passthrough domains`);
+  if (d.passthrough === true && isObj(d.healthCheck) && d.healthCheck.type === 'http') problems.push(`${at}.healthCheck.type: a passthrough domain's upstreams speak TLS: tcp or https`);
   if (d.maxInflight !== undefined && !(Number.isInteger(d.maxInflight) && (d.maxInflight as number) >= 0)) problems.push(`${at}.maxInflight: must be a whole number >= 0 (0 = no cap)`);
 
   const hc = { ...domainDefaults.healthCheck } as Obj;
@@ -119,6 +123,8 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
     maxInflight: (d.maxInflight as number | undefined) ?? 0,
     challenge: (d.challenge as boolean | undefined) ?? true,
     challengePolicy: (d.challengePolicy as ChallengeRule[] | undefined) ?? [],
+    passthrough: (d.passthrough as boolean | undefined) ?? false,
+    proxyProtocol: (d.proxyProtocol as 'none' | 'v2' | undefined) ?? 'none',
     healthCheck: hc as unknown as DomainConfig['healthCheck'],
     maintenance: mt as unknown as DomainConfig['maintenance'],
   };
@@ -195,7 +201,9 @@ export function validateStructure(cfg: Config): string[] {
     if (typeof c.cert !== 'string' || !c.cert) problems.push(`${at}.cert: must be a file path`);
     if (typeof c.key !== 'string' || !c.key) problems.push(`${at}.key: must be a file path`);
   });
-  if (cfg.tls.listen.length > 0 && cfg.tls.certs.length === 0) problems.push('tls.certs: HTTPS listeners need at least one certificate');
+  // A listener that only passes TLS through needs no certificate of its own.
+  const onlyPassthrough = Array.isArray(cfg.domains) && cfg.domains.length > 0 && cfg.domains.every((d) => isObj(d) && d.passthrough === true);
+  if (cfg.tls.listen.length > 0 && cfg.tls.certs.length === 0 && !onlyPassthrough) problems.push('tls.certs: HTTPS listeners need at least one certificate');
   if (cfg.listen.length === 0 && cfg.tls.listen.length === 0) problems.push('listen: no listener configured');
   checkBindClashes(cfg, problems);
   // Each of these makes every request fail (0 headers allowed) or removes a deadline Node treats 0 as "none" for.
@@ -219,5 +227,7 @@ export function validateStructure(cfg: Config): string[] {
   const names = new Map<string, string>();
   const domains = cfg.domains.map((d, i) => checkDomain(d, i, names, problems));
   if (!problems.length) cfg.domains = domains as DomainConfig[];
+  const passthrough = cfg.domains.findIndex((d) => (d as DomainConfig | null)?.passthrough === true);
+  if (passthrough >= 0 && cfg.tls.listen.length === 0) problems.push(`domains[${passthrough}].passthrough: needs a TLS listener (tls.listen)`);
   return problems;
 }

@@ -20,6 +20,20 @@ export function connectionInfo(socket: net.Socket): ConnectionInfo {
   return info;
 }
 
+/** The TLS socket made from a raw one carries the raw one's facts (counted at accept, before the handshake). */
+export function adoptConnectionInfo(tlsSocket: net.Socket, raw: net.Socket): ConnectionInfo {
+  const info = connectionInfo(raw);
+  info.tls = true;
+  (tlsSocket as Tagged)[INFO] = info;
+  return info;
+}
+
+/** Puts a connection's facts on another object standing for it (an HTTP/2 stream's socket facade). */
+export function tagConnectionInfo<T extends object>(o: T, info: ConnectionInfo): T {
+  (o as { [INFO]?: ConnectionInfo })[INFO] = info;
+  return o;
+}
+
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {
   private open = new Map<string, Set<net.Socket>>();

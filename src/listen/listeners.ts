@@ -1,17 +1,32 @@
 // The listening sockets: plain HTTP and HTTPS (certificate chosen by SNI).
-// Every server shares the filter's BlockList, so a banned source is refused at
-// accept, before any HTTP parsing.
+// Every listener shares the filter's BlockList, so a banned source is refused
+// at accept, before any HTTP parsing or TLS handshake.
+//
+// A TLS listener is a plain TCP server in front of an https.Server that never
+// listens itself: at accept the connection is counted against its source and
+// given a handshake deadline; when some domain is passthrough, the ClientHello
+// is read (not answered) to learn its SNI, and the connection is either
+// spliced undecrypted to that domain's upstreams or, with the bytes read put
+// back, handed to the https.Server to be terminated.
 import http from 'node:http';
 import https from 'node:https';
+import http2 from 'node:http2';
 import tls from 'node:tls';
 import fs from 'node:fs';
-import type net from 'node:net';
-import type { Config, HostPort } from '../config/schema.ts';
+import net from 'node:net';
+import crypto from 'node:crypto';
+import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
-import { connectionInfo, SourceConnections } from './connections.ts';
+import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
+import { MAX_HELLO, parseClientHello } from './sni.ts';
+import { splice, Tunnels, type PassthroughEvent } from './passthrough.ts';
+import { asHttp1Head } from './h2.ts';
 import { rawResponse } from '../respond/reply.ts';
 
-type Server = http.Server | https.Server;
+type TlsServer = https.Server | http2.Http2SecureServer;
+type Server = http.Server | TlsServer;
+/** The node:http settings an Http2SecureServer with allowHTTP1 also honours for its HTTP/1.1 connections. */
+type Http1Settings = { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeadersCount: number; blockList: net.BlockList };
 
 const CLIENT_ERRORS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'headers-too-large'],
@@ -35,27 +50,58 @@ function sniLookup(certs: () => Map<string, tls.SecureContext>, name: string): t
   return m.get(n) ?? m.get('*.' + n.slice(n.indexOf('.') + 1)) ?? m.values().next().value;
 }
 
+const DEADLINE = Symbol('scrubber.handshakeDeadline');
+type Raw = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
+/** What a passthrough connection learns of the connection it rides on (tls.TLSSocket keeps the raw socket here). */
+type Wrapped = net.Socket & { _parent?: Raw };
+
+/** Concurrent streams per HTTP/2 connection (Node's default is unbounded). */
+const H2_MAX_STREAMS = 100;
+
+function passthroughHosts(config: Config): Map<string, DomainConfig> {
+  const m = new Map<string, DomainConfig>();
+  for (const d of config.domains) if (d.passthrough) for (const h of [d.name, ...d.aliases]) m.set(h.replace(/\.$/, ''), d);
+  return m;
+}
+
 export class Listeners {
+  /** The HTTP servers: plain ones listen; the https ones are fed by the TLS fronts. */
   readonly servers: Server[] = [];
+  /** The TCP listeners of the TLS ports. */
+  readonly fronts: net.Server[] = [];
   readonly connections: SourceConnections;
+  readonly tunnels = new Tunnels();
   certs = new Map<string, tls.SecureContext>();
+  /** Told of every passthrough connection's fate (for statistics and attack mode); set by the app. */
+  onPassthrough: ((e: PassthroughEvent) => void) | null = null;
 
   private readonly pipeline: Pipeline;
+  private config: Config;
+  private passthrough: Map<string, DomainConfig>;
+  /** TLS connections accepted whose handshake (or ClientHello, for passthrough) is not finished. */
+  private readonly handshaking = new Set<net.Socket>();
+  /** Open HTTP/2 sessions, told to go away on close. */
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  /** Session ticket keys: one set for the life of the process, kept across reloads so that resumption survives them. */
+  private readonly ticketKeys = crypto.randomBytes(48);
 
   constructor(pipeline: Pipeline, config: Config) {
     this.pipeline = pipeline;
+    this.config = config;
     this.connections = new SourceConnections(config.limits.maxConnectionsPerSource);
     this.certs = loadCertificates(config);
+    this.passthrough = passthroughHosts(config);
   }
 
   private configure(server: Server, config: Config): void {
     const l = config.limits;
-    (server as Server & { blockList: net.BlockList }).blockList = this.pipeline.filter.blockList;
-    server.headersTimeout = l.headerTimeoutMs;
-    server.requestTimeout = l.requestTimeoutMs;
-    server.keepAliveTimeout = l.idleTimeoutMs;
+    const s = server as unknown as Http1Settings;
+    s.blockList = this.pipeline.filter.blockList;
+    s.headersTimeout = l.headerTimeoutMs;
+    s.requestTimeout = l.requestTimeoutMs;
+    s.keepAliveTimeout = l.idleTimeoutMs;
     // One more than the limit, so that "too many" is seen instead of silently cut.
-    server.maxHeadersCount = l.maxHeaderCount + 1;
+    s.maxHeadersCount = l.maxHeaderCount + 1;
   }
 
   private create(tlsServer: boolean, config: Config): Server {
@@ -66,12 +112,36 @@ export class Listeners {
       connectionsCheckingInterval: 500,
       noDelay: true,
     };
-    const server: Server = tlsServer
-      ? https.createServer({ ...opts, SNICallback: (name, cb) => cb(null, sniLookup(() => this.certs, name)), ALPNProtocols: ['http/1.1'] })
-      : http.createServer(opts);
+    const tlsOpts: tls.TlsOptions = {
+      SNICallback: (name, cb) => cb(null, sniLookup(() => this.certs, name)),
+      ticketKeys: this.ticketKeys,
+      // Our own deadline (tls.handshakeTimeoutMs, from accept) acts first; this is a backstop.
+      handshakeTimeout: 2 * config.tls.handshakeTimeoutMs + 1000,
+    };
+    let server: Server;
+    if (!tlsServer) server = http.createServer(opts);
+    else if (!config.tls.http2) server = https.createServer({ ...opts, ...tlsOpts, ALPNProtocols: ['http/1.1'] });
+    else {
+      // h2 and http/1.1 by ALPN; the HTTP/1.1 connections get node:http's own handling (and the options above).
+      server = http2.createSecureServer({
+        ...opts, ...tlsOpts, allowHTTP1: true,
+        settings: { maxConcurrentStreams: H2_MAX_STREAMS, maxHeaderListSize: config.limits.maxHeaderBytes },
+        maxHeaderListPairs: config.limits.maxHeaderCount + 5,
+      } as http2.SecureServerOptions);
+      server.on('session', (session: http2.ServerHttp2Session) => {
+        this.sessions.add(session);
+        session.once('close', () => this.sessions.delete(session));
+      });
+    }
     this.configure(server, config);
-    server.on(tlsServer ? 'secureConnection' : 'connection', (socket: net.Socket) => this.onConnection(socket));
-    server.on('request', this.pipeline.handle);
+    if (tlsServer) server.on('secureConnection', (socket: tls.TLSSocket) => this.onSecure(socket));
+    else server.on('connection', (socket: net.Socket) => this.onConnection(socket));
+    if (tlsServer && config.tls.http2) {
+      server.on('request', (req: http2.Http2ServerRequest | http.IncomingMessage, res: http2.Http2ServerResponse | http.ServerResponse) => {
+        if (req.httpVersionMajor === 2) this.pipeline.handle(asHttp1Head(req as http2.Http2ServerRequest), res as unknown as http.ServerResponse);
+        else this.pipeline.handle(req as http.IncomingMessage, res as http.ServerResponse);
+      });
+    } else server.on('request', this.pipeline.handle);
     server.on('upgrade', this.pipeline.handleUpgrade);
     server.on('connect', (_req, socket) => socket.end(rawResponse(405, 'method-not-allowed')));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
@@ -86,44 +156,129 @@ export class Listeners {
     return server;
   }
 
-  private onConnection(socket: net.Socket): void {
+  /** Accept-time admission, for plain and TLS connections alike: per-source cap, then the filter. */
+  private admit(socket: net.Socket): boolean {
     const info = connectionInfo(socket);
     socket.on('error', () => {});
-    if (!this.connections.admit(socket, info.source) || !this.pipeline.filter.onConnection(socket, info.source)) socket.destroy();
+    if (!this.connections.admit(socket, info.source) || !this.pipeline.filter.onConnection(socket, info.source)) { socket.destroy(); return false; }
+    return true;
+  }
+
+  private onConnection(socket: net.Socket): void { this.admit(socket); }
+
+  private createFront(server: TlsServer): net.Server {
+    const front = net.createServer({ noDelay: true });
+    (front as net.Server & { blockList: net.BlockList }).blockList = this.pipeline.filter.blockList;
+    front.on('connection', (raw: Raw) => this.onTlsAccept(raw, server));
+    return front;
+  }
+
+  private onTlsAccept(raw: Raw, server: TlsServer): void {
+    connectionInfo(raw).tls = true;
+    if (!this.admit(raw)) return;
+    this.handshaking.add(raw);
+    raw.once('close', () => { this.handshaking.delete(raw); if (raw[DEADLINE]) clearTimeout(raw[DEADLINE]); });
+    const ms = this.config.tls.handshakeTimeoutMs;
+    if (ms > 0) {
+      raw[DEADLINE] = setTimeout(() => {
+        // A handshake that never finishes costs the proxy a socket and a timer: the source is told off as slow.
+        this.pipeline.filter.onClientError?.(connectionInfo(raw).source, 'HPE_HEADERS_TIMEOUT');
+        raw.destroy();
+      }, ms);
+    }
+    if (this.passthrough.size === 0) { server.emit('connection', raw); return; }
+    let seen: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const r = parseClientHello(seen);
+      if (r.kind === 'more' && seen.length <= MAX_HELLO + 64) return;
+      raw.off('data', onData);
+      raw.pause();
+      const domain = r.kind === 'done' && r.sni !== null ? this.passthrough.get(r.sni.replace(/\.$/, '')) : undefined;
+      if (domain) this.pass(raw, seen, domain);
+      else {
+        // Not ours to pass: the TLS server reads the ClientHello again (it answers garbage itself).
+        raw.unshift(seen);
+        server.emit('connection', raw);
+      }
+    };
+    raw.on('data', onData);
+  }
+
+  private pass(raw: Raw, head: Buffer, domain: DomainConfig): void {
+    const group = this.pipeline.upstreams.groups.get(domain.name);
+    if (!group) { raw.destroy(); return; }
+    // The ClientHello is in: the client did its part; connect time is the upstream's (connectTimeoutMs, attempts).
+    if (raw[DEADLINE]) clearTimeout(raw[DEADLINE]);
+    this.handshaking.delete(raw);
+    const source = connectionInfo(raw).source;
+    splice(raw, { domain, group, upstream: this.config.upstream, head, source, done: (e) => this.onPassthrough?.(e) }, this.tunnels);
+  }
+
+  private onSecure(socket: tls.TLSSocket): void {
+    const raw = (socket as Wrapped)._parent;
+    if (!raw) { this.admit(socket); return; }
+    if (raw[DEADLINE]) clearTimeout(raw[DEADLINE]);
+    this.handshaking.delete(raw);
+    adoptConnectionInfo(socket, raw);
+    socket.on('error', () => {});
   }
 
   async listen(config: Config): Promise<void> {
-    const bind = (server: Server, hp: HostPort) => new Promise<void>((resolve, reject) => {
+    const bind = (server: net.Server, hp: HostPort) => new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(hp.port, hp.host, () => { server.off('error', reject); resolve(); });
     });
     for (const hp of config.listen) { const s = this.create(false, config); this.servers.push(s); await bind(s, hp); }
-    for (const hp of config.tls.listen) { const s = this.create(true, config); this.servers.push(s); await bind(s, hp); }
+    for (const hp of config.tls.listen) {
+      const s = this.create(true, config) as TlsServer;
+      this.servers.push(s);
+      const front = this.createFront(s);
+      this.fronts.push(front);
+      await bind(front, hp);
+      // node:http starts its connection tracking (headersTimeout, requestTimeout, closeIdleConnections) on
+      // 'listening'; this server never listens itself, its front does.
+      s.emit('listening');
+    }
   }
 
   /** Applies a reloaded config to the running servers (listen addresses need a restart). */
   reconfigure(config: Config): void {
+    this.config = config;
     this.certs = loadCertificates(config);
+    this.passthrough = passthroughHosts(config);
     this.connections.cap = config.limits.maxConnectionsPerSource;
     for (const s of this.servers) this.configure(s, config);
   }
 
   /** Swaps the BlockList on every listener (the filter rebuilds it when entries expire). */
   setBlockList(list: net.BlockList): void {
-    for (const s of this.servers) (s as Server & { blockList: net.BlockList }).blockList = list;
+    for (const s of [...this.servers, ...this.fronts]) (s as net.Server & { blockList: net.BlockList }).blockList = list;
   }
 
   addresses(): { host: string; port: number; tls: boolean }[] {
-    return this.servers.map((s) => { const a = s.address() as net.AddressInfo; return { host: a.address, port: a.port, tls: s instanceof https.Server }; });
+    const plain = this.servers.filter((s) => s instanceof http.Server && !(s instanceof https.Server));
+    return [...plain, ...this.fronts].map((s) => { const a = s.address() as net.AddressInfo; return { host: a.address, port: a.port, tls: !plain.includes(s as Server) }; });
   }
 
   /** Stops accepting, lets in-flight requests finish for up to drainMs, then cuts what is left. */
   async close(drainMs: number): Promise<void> {
-    const closed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    for (const s of this.servers) s.closeIdleConnections();
-    const t = setTimeout(() => { for (const s of this.servers) s.closeAllConnections(); }, drainMs);
+    const listening = [...this.servers.filter((s) => s.listening), ...this.fronts];
+    const closed = Promise.all(listening.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // The https servers never listened: close() only stops their timers and idle connections.
+    for (const s of this.servers) if (!s.listening) s.close(() => {});
+    // Half-done handshakes carry no request to finish.
+    for (const s of this.handshaking) s.destroy();
+    for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.();
+    // GOAWAY: streams in flight finish, no new ones; an idle session closes at once.
+    for (const s of this.sessions) s.close();
+    const t = setTimeout(() => {
+      for (const s of this.servers) (s as Partial<http.Server>).closeAllConnections?.();
+      for (const s of this.sessions) s.destroy();
+      this.tunnels.destroyAll();
+    }, drainMs);
     // Keep-alive connections that finish a request while draining are closed at once.
-    const idle = setInterval(() => { for (const s of this.servers) s.closeIdleConnections(); }, 100);
+    const idle = setInterval(() => { for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.(); }, 100);
     await closed;
     clearTimeout(t);
     clearInterval(idle);

@@ -10,7 +10,8 @@ export interface Runtime {
 }
 
 export function buildRuntime(config: Config): Runtime {
-  return { config, routes: buildRouteTable(config.domains) };
+  // A passthrough domain is never answered over plain or terminated HTTP: its Host is unknown here (421).
+  return { config, routes: buildRouteTable(config.domains.filter((d) => !d.passthrough)) };
 }
 
 /** The one place the current runtime lives; every stage reads it from here. */

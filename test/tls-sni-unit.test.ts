@@ -1,0 +1,120 @@
+// The ClientHello SNI reader and the PROXY v2 header builder, on bytes.
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import net from 'node:net';
+import tls from 'node:tls';
+import { once } from 'node:events';
+import { parseClientHello } from '../src/listen/sni.ts';
+import { proxyV2Header, PROXY_V2_SIGNATURE } from '../src/listen/proxy-protocol.ts';
+
+/** A real ClientHello as Node's TLS client writes it. */
+async function realHello(servername?: string): Promise<Buffer> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const got = new Promise<Buffer>((resolve) => server.once('connection', (s) => s.once('data', (b: Buffer) => { resolve(b); s.destroy(); })));
+  const c = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', servername, rejectUnauthorized: false });
+  c.on('error', () => {});
+  const b = await got;
+  c.destroy();
+  server.close();
+  return b;
+}
+
+/** Re-frames a single-record hello into records of at most n bytes of handshake data each. */
+function fragment(hello: Buffer, n: number): Buffer {
+  const body = hello.subarray(5, 5 + hello.readUInt16BE(3));
+  const out: Buffer[] = [];
+  for (let i = 0; i < body.length; i += n) {
+    const part = body.subarray(i, i + n);
+    const h = Buffer.from([0x16, 0x03, 0x01, 0, 0]);
+    h.writeUInt16BE(part.length, 3);
+    out.push(h, part);
+  }
+  return Buffer.concat(out);
+}
+
+describe('ClientHello SNI', () => {
+  it('reads the server name of a real ClientHello, lower-cased', async () => {
+    expect(parseClientHello(await realHello('Pass.Test'))).toEqual({ kind: 'done', sni: 'pass.test' });
+  });
+
+  it('a hello without SNI is done with no name', async () => {
+    const h = await realHello();
+    expect(parseClientHello(h)).toEqual({ kind: 'done', sni: null });
+  });
+
+  it('asks for more on every strict prefix, and never errs on one', async () => {
+    const h = await realHello('a-much-longer-name.example.test');
+    for (let i = 0; i < h.length; i++) expect(parseClientHello(h.subarray(0, i)).kind).toBe('more');
+    expect(parseClientHello(h)).toEqual({ kind: 'done', sni: 'a-much-longer-name.example.test' });
+  });
+
+  it('reassembles a hello split across many TLS records (and their prefixes)', async () => {
+    const h = await realHello('split.test');
+    for (const n of [1, 3, 7, 100]) {
+      const f = fragment(h, n);
+      expect(parseClientHello(f)).toEqual({ kind: 'done', sni: 'split.test' });
+      if (n >= 7) for (let i = 0; i < f.length; i += 5) expect(parseClientHello(f.subarray(0, i)).kind).toBe('more');
+    }
+  });
+
+  it('trailing bytes after the hello do not matter', async () => {
+    const h = await realHello('x.test');
+    expect(parseClientHello(Buffer.concat([h, Buffer.from('junk')]))).toEqual({ kind: 'done', sni: 'x.test' });
+  });
+
+  it('refuses what is not a ClientHello', () => {
+    expect(parseClientHello(Buffer.from('GET / HTTP/1.1\r\n\r\n')).kind).toBe('error');
+    expect(parseClientHello(Buffer.from([0x47])).kind).toBe('error');
+    expect(parseClientHello(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0, 0, 0])).kind).toBe('error'); // ServerHello
+    expect(parseClientHello(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x00])).kind).toBe('error'); // empty record
+    expect(parseClientHello(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0xff, 0xff, 0xff])).kind).toBe('error'); // 16 MB hello
+    expect(parseClientHello(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0, 0, 1, 0])).kind).toBe('error'); // truncated body
+  });
+
+  it('never throws on garbage, and a corrupted real hello gives an answer', async () => {
+    const h = await realHello('fuzz.test');
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 600 }), (b) => { expect(['more', 'done', 'error']).toContain(parseClientHello(b).kind); }), { numRuns: 2000 });
+    fc.assert(fc.property(fc.nat(h.length - 1), fc.integer({ min: 0, max: 255 }), (i, v) => {
+      const c = Buffer.from(h); c[i] = v;
+      expect(['more', 'done', 'error']).toContain(parseClientHello(c).kind);
+    }), { numRuns: 2000 });
+  });
+});
+
+describe('PROXY protocol v2 header', () => {
+  it('TCP over IPv4: signature, 0x21, 0x11, length 12, addresses, ports', () => {
+    const h = proxyV2Header({ address: '192.0.2.1', port: 51000 }, { address: '127.0.0.1', port: 443 });
+    expect(h.toString('hex')).toBe(
+      '0d0a0d0a000d0a515549540a' + '21' + '11' + '000c' + 'c0000201' + '7f000001' + 'c738' + '01bb');
+    expect(h.subarray(0, 12)).toEqual(PROXY_V2_SIGNATURE);
+    expect(PROXY_V2_SIGNATURE.toString('latin1')).toBe('\r\n\r\n\0\r\nQUIT\n');
+  });
+
+  it('IPv4-mapped IPv6 is written as IPv4', () => {
+    const h = proxyV2Header({ address: '::ffff:10.1.2.3', port: 1 }, { address: '::ffff:127.0.0.1', port: 2 });
+    expect(h[13]).toBe(0x11);
+    expect(h.subarray(16, 20)).toEqual(Buffer.from([10, 1, 2, 3]));
+  });
+
+  it('TCP over IPv6: 0x21, length 36', () => {
+    const h = proxyV2Header({ address: '2001:db8::1', port: 1234 }, { address: '::1', port: 8443 });
+    expect(h.subarray(12, 16).toString('hex')).toBe('2121' + '0024');
+    expect(h.subarray(16, 32).toString('hex')).toBe('20010db8000000000000000000000001');
+    expect(h.subarray(32, 48).toString('hex')).toBe('00000000000000000000000000000001');
+    expect(h.readUInt16BE(48)).toBe(1234);
+    expect(h.readUInt16BE(50)).toBe(8443);
+    expect(h.length).toBe(52);
+  });
+
+  it('mixed families are both written as IPv6', () => {
+    const h = proxyV2Header({ address: '192.0.2.1', port: 1 }, { address: '::1', port: 2 });
+    expect(h[13]).toBe(0x21);
+    expect(h.subarray(16, 32).toString('hex')).toBe('00000000000000000000ffffc0000201');
+  });
+
+  it('an unknown address gives LOCAL', () => {
+    expect(proxyV2Header({ address: '', port: 0 }, { address: '127.0.0.1', port: 1 }).subarray(12).toString('hex')).toBe('20000000');
+  });
+});
