@@ -85,6 +85,11 @@ export function classify(err: unknown): ErrorClass {
   return 'other';
 }
 
+/** Bytes libuv still has to hand to the kernel for this response's socket (0 when unknown). */
+function writeQueue(res: ServerResponse): number {
+  return (res.socket as { _handle?: { writeQueueSize?: number } } | null)?._handle?.writeQueueSize ?? 0;
+}
+
 /** Runs the request; `done` is called exactly once, after the client response is finished or abandoned. */
 export function forward(fr: ForwardRequest, group: UpstreamGroup, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
   if (fr.method === 'OPTIONS' && fr.path === '*') return answerOptionsStar(fr, done);
@@ -122,6 +127,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private sendTimer: NodeJS.Timeout | null = null;
   /** res.writableLength at the last send check, plus what was written since: less now means bytes left. */
   private sendMark = 0;
+  /** libuv's write queue at the last check: it shrinks as a partly written chunk goes out (writableLength does not). */
+  private queueMark = 0;
   private readonly onDrain = () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
   private readonly onResponseTimeout = () => {
     this.responseTimer = null;
@@ -142,7 +149,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const res = this.fr.res;
     const len = res.writableLength;
     if (res.destroyed || len === 0) return;
-    if (len < this.sendMark) { this.armSend(); return; }
+    if (len < this.sendMark || writeQueue(res) < this.queueMark) { this.armSend(); return; }
     // Not one byte taken by the client in a whole sendTimeoutMs: it stopped reading. Cutting it frees its buffer,
     // and (through res 'close') the upstream request if that is still streaming.
     this.slowReader = true;
@@ -209,6 +216,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   private armSend(): void {
     this.sendMark = this.fr.res.writableLength;
+    this.queueMark = writeQueue(this.fr.res);
     this.sendTimer = setTimeout(this.checkSend, this.fr.sendTimeoutMs ?? SEND_TIMEOUT_MS);
   }
 
