@@ -9,6 +9,9 @@ import type { Dispatcher } from 'undici';
 import type { Upstream, UpstreamGroup } from './upstreams.ts';
 import { toClientHeaders } from './headers.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
+import { SendDeadline, SEND_TIMEOUT_MS } from './send-deadline.ts';
+
+export { SEND_TIMEOUT_MS };
 
 /**
  * How much of an upstream response is read ahead of a slow client (nginx's proxy_buffering, bounded): a response
@@ -16,12 +19,6 @@ import { BodyLimitError } from '../limits/body-meter.ts';
  * client reads; a longer one pauses the upstream once this much waits for the client.
  */
 export const READ_AHEAD_BYTES = 1024 * 1024;
-/**
- * A client that takes no byte of its response for this long is cut (nginx's send_timeout, with nginx's default):
- * long enough for a mobile client to ride out TCP retransmission back-off, short enough that a client that stopped
- * reading does not keep its buffered response and its connection for ever.
- */
-export const SEND_TIMEOUT_MS = 60_000;
 
 export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | '5xx' | null;
 
@@ -85,11 +82,6 @@ export function classify(err: unknown): ErrorClass {
   return 'other';
 }
 
-/** Bytes libuv still has to hand to the kernel for this response's socket (0 when unknown). */
-function writeQueue(res: ServerResponse): number {
-  return (res.socket as { _handle?: { writeQueueSize?: number } } | null)?._handle?.writeQueueSize ?? 0;
-}
-
 /** Runs the request; `done` is called exactly once, after the client response is finished or abandoned. */
 export function forward(fr: ForwardRequest, group: UpstreamGroup, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
   if (fr.method === 'OPTIONS' && fr.path === '*') return answerOptionsStar(fr, done);
@@ -124,11 +116,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private slowReader = false;
   /** The proxy's own response deadline: undici's timers are coarse (up to a second late). */
   private responseTimer: NodeJS.Timeout | null = null;
-  private sendTimer: NodeJS.Timeout | null = null;
-  /** res.writableLength at the last send check, plus what was written since: less now means bytes left. */
-  private sendMark = 0;
-  /** libuv's write queue at the last check: it shrinks as a partly written chunk goes out (writableLength does not). */
-  private queueMark = 0;
+  private readonly send: SendDeadline;
   private readonly onDrain = () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
   private readonly onResponseTimeout = () => {
     this.responseTimer = null;
@@ -143,18 +131,6 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // Fail first (the 504 and the upstream's report), then cut: abort() calls back into onResponseError.
     this.fail(Object.assign(new Error('no response headers within responseTimeoutMs'), { code: 'UND_ERR_HEADERS_TIMEOUT' }));
     controller?.abort(new Error('response timeout'));
-  };
-  private readonly checkSend = () => {
-    this.sendTimer = null;
-    const res = this.fr.res;
-    const len = res.writableLength;
-    if (res.destroyed || len === 0) return;
-    if (len < this.sendMark || writeQueue(res) < this.queueMark) { this.armSend(); return; }
-    // Not one byte taken by the client in a whole sendTimeoutMs: it stopped reading. Cutting it frees its buffer,
-    // and (through res 'close') the upstream request if that is still streaming.
-    this.slowReader = true;
-    this.fr.onSlowReader?.();
-    res.destroy();
   };
 
   private readonly fr: ForwardRequest;
@@ -181,8 +157,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.finish(null, false);
       this.controller?.abort(new Error('client closed'));
     });
-    fr.res.on('close', () => this.stopSendTimer());
-    fr.res.on('finish', () => this.stopSendTimer());
+    // Not one byte taken by the client in a whole send deadline: it stopped reading. Cutting it frees its buffer,
+    // and (through res 'close' above) the upstream request if that is still streaming.
+    this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, () => { this.slowReader = true; fr.onSlowReader?.(); });
     if (fr.body && !Buffer.isBuffer(fr.body)) {
       fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
       // The deadline counts from the end of a streamed body (no 'data' listener here: it would consume the stream).
@@ -212,16 +189,6 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   private stopResponseTimer(): void {
     if (this.responseTimer) { clearTimeout(this.responseTimer); this.responseTimer = null; }
-  }
-
-  private armSend(): void {
-    this.sendMark = this.fr.res.writableLength;
-    this.queueMark = writeQueue(this.fr.res);
-    this.sendTimer = setTimeout(this.checkSend, this.fr.sendTimeoutMs ?? SEND_TIMEOUT_MS);
-  }
-
-  private stopSendTimer(): void {
-    if (this.sendTimer) { clearTimeout(this.sendTimer); this.sendTimer = null; }
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
@@ -265,20 +232,14 @@ class Forwarding implements Dispatcher.DispatchHandler {
       controller.pause();
       res.once('drain', this.onDrain);
     }
-    this.watchSend(chunk.length);
-  }
-
-  /** Keeps the send deadline running while anything waits for the client; `added` bytes were just written. */
-  private watchSend(added: number): void {
-    if (this.sendTimer) { this.sendMark += added; return; }
-    if (this.fr.res.writableLength > 0 && !this.fr.res.destroyed) this.armSend();
+    this.send.wrote(chunk.length);
   }
 
   onResponseEnd(): void {
     this.fr.res.end();
     // The upstream is done (its connection goes back to the pool now); the client may still be reading what was
     // read ahead, under the send deadline.
-    this.watchSend(0);
+    this.send.wrote(0);
     this.finish(null, false);
   }
 
