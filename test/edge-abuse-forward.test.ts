@@ -1,6 +1,7 @@
-// Slow readers (issue 12, item 6): a client that does not read its response must not hold an upstream
-// connection (the response is read ahead, bounded), and one that reads nothing at all is cut after the
-// send deadline, with the outcome saying so. Real upstreams, raw clients that never read.
+// Forwarding under abuse (issue 12). Slow readers (item 6): a client that does not read its response must not
+// hold an upstream connection (the response is read ahead, bounded), and one that reads nothing at all is cut
+// after the send deadline, with the outcome saying so. A request undici refuses to send (item 3) is the proxy's
+// failure, not the upstream's. Real upstreams, raw clients that never read.
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
@@ -8,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, startProxy, request, domain, sleep, until, type Origin, type Proxy } from './helpers/servers.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 import { Upstreams } from '../src/upstream/upstreams.ts';
-import { forward, type ForwardOutcome } from '../src/upstream/forward.ts';
+import { errors } from 'undici';
+import { classify, forward, type ForwardOutcome } from '../src/upstream/forward.ts';
 import { toUpstreamHeaders } from '../src/upstream/headers.ts';
 
 const KIB = 1024;
@@ -90,7 +92,7 @@ describe('through the proxy: upstream.maxConnections 8', () => {
   });
 });
 
-describe('forward() on its own: the send deadline', () => {
+describe('forward() on its own', () => {
   let origin: Awaited<ReturnType<typeof bigOrigin>>;
   let upstreams: Upstreams;
   let front: http.Server;
@@ -104,11 +106,17 @@ describe('forward() on its own: the send deadline', () => {
     upstreams = new Upstreams();
     upstreams.apply(r.config);
     front = http.createServer((req, res) => {
+      // X-Path: a target the pipeline would never hand over, to reach undici's own validation.
+      const path = typeof req.headers['x-path'] === 'string' ? req.headers['x-path'] : req.url ?? '/';
       forward({
-        req, res, path: req.url ?? '/', method: req.method ?? 'GET', body: null,
+        req, res, path, method: req.method ?? 'GET', body: null,
         headers: toUpstreamHeaders(req.rawHeaders, { client: '127.0.0.1', proto: 'http', host: 'site.test' }),
         responseTimeoutMs: 2000, connectAttempts: 1, sendTimeoutMs: 300, onSlowReader: () => { slowCalls++; },
-      }, upstreams.groups.get('site.test')!, (o) => outcomes.push(o));
+      }, upstreams.groups.get('site.test')!, (o, sendPage) => {
+        outcomes.push(o);
+        // As the pipeline does: the proxy's page, named by X-Scrubber.
+        if (sendPage && o.proxyReason && !res.headersSent) res.writeHead(o.status, { 'x-scrubber': o.proxyReason, 'content-length': 0 }).end();
+      });
     }).listen(0, '127.0.0.1');
     await once(front, 'listening');
     port = (front.address() as net.AddressInfo).port;
@@ -141,5 +149,27 @@ describe('forward() on its own: the send deadline', () => {
     s.destroy();
     expect(outcomes[0]).toMatchObject({ status: 200, slowReader: false, clientAborted: false });
     expect(slowCalls).toBe(0);
+  });
+
+  it('a request undici refuses to write is a 400 of the proxy: no upstreamError, no health report, nothing sent', async () => {
+    outcomes.length = 0;
+    const up = upstreams.groups.get('site.test')!.main[0];
+    const seenBefore = origin.seen.length;
+    for (let i = 0; i < 5; i++) {
+      const r = await request(`http://127.0.0.1:${port}/`, { headers: { 'x-path': 'no-slash here' } });
+      expect(r.status).toBe(400);
+      expect(r.headers['x-scrubber']).toBe('bad-request');
+    }
+    expect(outcomes.map((o) => [o.status, o.proxyReason, o.upstreamError])).toEqual(Array(5).fill([400, 'bad-request', null]));
+    expect(up.health).toMatchObject({ healthy: true, failures: 0 });
+    expect(origin.seen.length).toBe(seenBefore);
+  });
+});
+
+describe('classify (pure)', () => {
+  it('undici\'s request-validation errors are not upstream failures', () => {
+    expect(classify(new errors.InvalidArgumentError('path must be an absolute URL or start with a slash'))).toBe('invalid');
+    expect(classify(new errors.NotSupportedError('expect header not supported'))).toBe('invalid');
+    expect(classify(Object.assign(new Error('x'), { code: 'ECONNRESET' }))).toBe('reset');
   });
 });
