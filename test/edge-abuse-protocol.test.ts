@@ -105,6 +105,21 @@ describe('hygiene (item 8)', () => {
   });
 });
 
+describe('pipelined data after Connection: close (item 8)', () => {
+  // The first request is executed by the upstream; the bytes after it must be ignored (RFC 9112 §9.6: a server
+  // that sent close must not process further requests), not turned into a destroyed socket that loses the
+  // answer. Today llhttp reports HPE_CLOSED_CONNECTION for those bytes, and the listener's 'clientError' handler
+  // destroys the socket because a response is in flight. The fix is in src/listen/listeners.ts (see the report):
+  // marked it.fails until then.
+  it.fails('the client gets the answer to its first request; the pipelined one is not forwarded', async () => {
+    const r = await rawExchange(proxy.port, 'GET /first HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\nGET /second HTTP/1.1\r\nHost: site.test\r\n\r\n', { timeoutMs: 2000 });
+    expect(origin.seen.map((x) => x.url)).toEqual(['/first']);
+    expect(statusOf(r.text)).toBe(200);
+    expect(r.text).toContain('ok from');
+    expect(r.closed).toBe(true);
+  });
+});
+
 describe('a failure the proxy caused is not the upstream\'s (item 3)', () => {
   it('OPTIONS * is answered, and 40 of them in 2 s leave the upstream healthy and the domain not under attack', async () => {
     const r = await rawExchange(proxy.port, 'OPTIONS * HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n', { timeoutMs: 1500 });
