@@ -16,7 +16,7 @@ export const VIA = '1.1 scrubber';
  * X-Forwarded-For, or the framing: they are never removed through Connection.
  */
 const PROTECTED = new Set([
-  'host', 'content-length', 'content-type', 'transfer-encoding', 'x-forwarded-for', 'x-forwarded-proto',
+  'host', 'content-length', 'transfer-encoding', 'x-forwarded-for', 'x-forwarded-proto',
   'x-forwarded-host', 'forwarded', 'via', 'upgrade', 'connection',
 ]);
 
