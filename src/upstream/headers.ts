@@ -17,7 +17,7 @@ export const VIA = '1.1 scrubber';
  */
 const PROTECTED = new Set([
   'host', 'content-length', 'transfer-encoding', 'x-forwarded-for', 'x-forwarded-proto',
-  'x-forwarded-host', 'forwarded', 'via', 'upgrade', 'connection',
+  'x-forwarded-host', 'via', 'upgrade', 'connection',
 ]);
 
 /**
