@@ -82,7 +82,10 @@ export function classify(err: unknown): ErrorClass {
   return 'other';
 }
 
-/** Runs the request; `done` is called exactly once, after the client response is finished or abandoned. */
+/**
+ * Runs the request; `done` is called exactly once, when the upstream part is over: the response has been read
+ * whole (the client may still be taking the read-ahead, under the send deadline) or abandoned.
+ */
 export function forward(fr: ForwardRequest, group: UpstreamGroup, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
   if (fr.method === 'OPTIONS' && fr.path === '*') return answerOptionsStar(fr, done);
   new Forwarding(fr, group.order(), done).start();
