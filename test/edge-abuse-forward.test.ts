@@ -10,7 +10,7 @@ import { startOrigin, startProxy, request, domain, sleep, until, type Origin, ty
 import { loadConfigObject } from '../src/config/load.ts';
 import { Upstreams } from '../src/upstream/upstreams.ts';
 import { errors } from 'undici';
-import { classify, forward, type ForwardOutcome } from '../src/upstream/forward.ts';
+import { classify, forward, readAheadBudget, type ForwardOutcome } from '../src/upstream/forward.ts';
 import { toUpstreamHeaders } from '../src/upstream/headers.ts';
 
 const KIB = 1024;
@@ -149,6 +149,25 @@ describe('forward() on its own', () => {
     s.destroy();
     expect(outcomes[0]).toMatchObject({ status: 200, slowReader: false, clientAborted: false });
     expect(slowCalls).toBe(0);
+  });
+
+  it('all responses together read ahead no more than the process-wide budget, and give it back', async () => {
+    outcomes.length = 0;
+    const limit = readAheadBudget.limit;
+    readAheadBudget.limit = 2 * 1024 * KIB;
+    try {
+      const seen = origin.seen.length;
+      const rs = Array.from({ length: 4 }, (_, i) => nonReader(port, '/big/16384', i + 10));
+      expect(await until(() => origin.seen.length === seen + 4, 3000)).toBe(true);
+      let most = 0;
+      for (let i = 0; i < 30; i++) { most = Math.max(most, readAheadBudget.held); await sleep(10); }
+      expect(most).toBeGreaterThan(1024 * KIB);
+      expect(most).toBeLessThanOrEqual(2 * 1024 * KIB);
+      for (const r of rs) r.destroy();
+      expect(await until(() => readAheadBudget.held === 0, 2000)).toBe(true);
+    } finally {
+      readAheadBudget.limit = limit;
+    }
   });
 
   it('a request undici refuses to write is a 400 of the proxy: no upstreamError, no health report, nothing sent', async () => {

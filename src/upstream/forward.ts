@@ -9,9 +9,9 @@ import type { Dispatcher } from 'undici';
 import type { Upstream, UpstreamGroup } from './upstreams.ts';
 import { toClientHeaders } from './headers.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
-import { SendDeadline, SEND_TIMEOUT_MS } from './send-deadline.ts';
+import { ReadAhead, SendDeadline, SEND_TIMEOUT_MS, readAheadBudget } from './slow-client.ts';
 
-export { SEND_TIMEOUT_MS };
+export { SEND_TIMEOUT_MS, readAheadBudget };
 
 /**
  * How much of an upstream response is read ahead of a slow client (nginx's proxy_buffering, bounded): a response
@@ -120,6 +120,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   /** The proxy's own response deadline: undici's timers are coarse (up to a second late). */
   private responseTimer: NodeJS.Timeout | null = null;
   private readonly send: SendDeadline;
+  private readonly readAhead: ReadAhead;
   private readonly onDrain = () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
   private readonly onResponseTimeout = () => {
     this.responseTimer = null;
@@ -162,6 +163,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     });
     // Not one byte taken by the client in a whole send deadline: it stopped reading. Cutting it frees its buffer,
     // and (through res 'close' above) the upstream request if that is still streaming.
+    this.readAhead = new ReadAhead(fr.res, fr.readAheadBytes ?? READ_AHEAD_BYTES);
     this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, () => { this.slowReader = true; fr.onSlowReader?.(); });
     if (fr.body && !Buffer.isBuffer(fr.body)) {
       fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
@@ -227,10 +229,11 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.bytesOut += chunk.length;
     const { res } = this.fr;
     res.write(chunk);
-    // Read ahead: the upstream is paused only once more than readAheadBytes wait for the client (write() already
-    // says false past 16 KiB, which would tie the upstream connection to the client's pace). 'drain' comes when
-    // the client has taken it all; undici may hand over a chunk it had parsed after pause(): one listener is enough.
-    if (res.writableLength > (this.fr.readAheadBytes ?? READ_AHEAD_BYTES) && !this.waitingDrain) {
+    // Read ahead: the upstream is paused only once more than readAheadBytes (or the process-wide budget) wait for
+    // the client; write() alone says false past 16 KiB, which ties the upstream connection to the client's pace.
+    // 'drain' comes when the client has taken it all; undici may hand over a chunk it had parsed after pause():
+    // one listener is enough.
+    if (!this.readAhead.mayContinue() && !this.waitingDrain) {
       this.waitingDrain = true;
       controller.pause();
       res.once('drain', this.onDrain);
