@@ -16,20 +16,49 @@ export interface BanEntry {
 }
 
 /**
- * A BlockList that counts what it refuses. Node consults `server.blockList.check()`
- * at accept and emits no event for a refusal, so this is the only place the
- * connections dropped at accept can be counted, and it costs one increment.
+ * A BlockList that counts what it refuses, and keeps the two families apart.
+ * Node consults `server.blockList.check()` at accept and emits no event for a refusal, so this is the only place
+ * the connections dropped at accept can be counted, and it costs one increment. A plain net.BlockList matches an
+ * IPv4 peer against IPv6 ranges over the IPv4-mapped space: the ban of ::1 (the source ::/64) dropped every IPv4
+ * client. Here each family has its own list, and an IPv4-mapped peer (::ffff:a.b.c.d, on a dual-stack listener) is
+ * checked as the IPv4 address it is.
  */
 export class CountingBlockList extends net.BlockList {
   private readonly tally: { refused: number };
+  private readonly v4 = new net.BlockList();
+  private readonly v6 = new net.BlockList();
   constructor(tally: { refused: number }) { super(); this.tally = tally; }
+
+  private of(type: net.IPVersion | undefined): net.BlockList { return type === 'ipv6' ? this.v6 : this.v4; }
+
+  override addAddress(address: string | net.SocketAddress, type?: net.IPVersion): void {
+    if (typeof address === 'string') this.of(type).addAddress(address, type);
+    else this.of(address.family).addAddress(address);
+  }
+
+  override addRange(start: string | net.SocketAddress, end: string | net.SocketAddress, type?: net.IPVersion): void {
+    const family = typeof start === 'string' ? type : start.family;
+    this.of(family).addRange(start as string, end as string, family);
+  }
+
+  override addSubnet(net_: string | net.SocketAddress, prefix: number, type?: net.IPVersion): void {
+    if (typeof net_ === 'string') this.of(type).addSubnet(net_, prefix, type);
+    else this.of(net_.family).addSubnet(net_, prefix);
+  }
+
   override check(address: net.SocketAddress): boolean;
   override check(address: string, type?: net.IPVersion): boolean;
   override check(address: string | net.SocketAddress, type?: net.IPVersion): boolean {
-    const hit = typeof address === 'string' ? super.check(address, type) : super.check(address);
+    let a = typeof address === 'string' ? address : address.address;
+    let family: net.IPVersion = typeof address === 'string' ? (type ?? (net.isIPv6(a) ? 'ipv6' : 'ipv4')) : address.family;
+    if (family === 'ipv6' && a.startsWith('::ffff:') && a.includes('.')) { a = a.slice(7); family = 'ipv4'; }
+    const hit = this.of(family).check(a, family);
     if (hit) this.tally.refused++;
     return hit;
   }
+
+  /** What the lists hold, both families (for inspection; net.BlockList's own `rules` would be empty). */
+  allRules(): string[] { return [...this.v4.rules, ...this.v6.rules]; }
 }
 
 export class Blacklist {

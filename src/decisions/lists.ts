@@ -8,6 +8,9 @@ import { sourceKey } from '../listen/source.ts';
 export const MIN_PREFIX_V4 = 16;
 export const MIN_PREFIX_V6 = 48;
 
+const V4_MAPPED = ipaddr.IPv6.parse('::ffff:0:0');
+const V4_COMPAT = ipaddr.IPv6.parse('::');
+
 export interface ParsedRange { kind: 'ipv4' | 'ipv6'; network: string; prefix: number; text: string }
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -29,6 +32,11 @@ export function parseWhitelistEntry(input: string): Parsed<ParsedRange> {
     prefix = Math.max(0, prefix - 96);
   }
   const kind = addr.kind();
+  // net.BlockList matches IPv4 peers against IPv6 ranges over the IPv4-mapped space (::/80 held every IPv4
+  // address): a range that takes in ::ffff:0:0/96 or the old IPv4-compatible ::/96 whole is refused.
+  if (kind === 'ipv6' && prefix <= 96 && (V4_MAPPED.match(addr as ipaddr.IPv6, prefix) || V4_COMPAT.match(addr as ipaddr.IPv6, prefix))) {
+    return { ok: false, error: `${text} covers the IPv4-mapped or IPv4-compatible IPv6 space: whitelist IPv4 addresses as IPv4` };
+  }
   const min = kind === 'ipv4' ? MIN_PREFIX_V4 : MIN_PREFIX_V6;
   if (prefix < min) return { ok: false, error: `${text} is broader than /${min}: whitelist ranges must be /${min} or narrower (${kind === 'ipv4' ? 'IPv4' : 'IPv6'})` };
   const network = kind === 'ipv4'
@@ -65,10 +73,13 @@ export function blockTarget(source: string): { address: string; prefix: number; 
 
 export interface WhitelistEntry { ip: string; origin: 'config' | 'api'; note: string; since: number }
 
-/** The whitelist: entries from the config and from the API, matched through a net.BlockList. */
+/**
+ * The whitelist: entries from the config and from the API, matched through one net.BlockList per family, so that
+ * an address is only ever tested against ranges of its own family (a BlockList matches IPv4 against IPv6 ranges).
+ */
 export class Whitelist {
   private entries = new Map<string, WhitelistEntry & { range: ParsedRange }>();
-  private list = new net.BlockList();
+  private lists = { ipv4: new net.BlockList(), ipv6: new net.BlockList() };
   /** IPv6 entries narrower than a /64, by the /64 source they fall in (an IPv6 source is a whole /64). */
   private narrowV6 = new Set<string>();
   /** Bumped on every change: sources cache their verdict per version. */
@@ -104,13 +115,13 @@ export class Whitelist {
   }
 
   private rebuild(): void {
-    const list = new net.BlockList();
+    const lists = { ipv4: new net.BlockList(), ipv6: new net.BlockList() };
     const narrow = new Set<string>();
     for (const { range } of this.entries.values()) {
-      list.addSubnet(range.network, range.prefix, range.kind);
+      lists[range.kind].addSubnet(range.network, range.prefix, range.kind);
       if (range.kind === 'ipv6' && range.prefix > 64) narrow.add(sourceKey(range.network));
     }
-    this.list = list;
+    this.lists = lists;
     this.narrowV6 = narrow;
     this.version++;
   }
@@ -119,7 +130,7 @@ export class Whitelist {
   covers(source: string): boolean {
     const t = blockTarget(source);
     if (!t) return false;
-    if (this.list.check(t.address, t.type)) return true;
+    if (this.lists[t.type].check(t.address, t.type)) return true;
     return t.prefix === 64 && this.narrowV6.has(source);
   }
 }

@@ -11,13 +11,19 @@ export function checkRequest(method: string, url: string, rawHeaders: string[], 
   if (!(url.startsWith('/') || (url === '*' && method === 'OPTIONS'))) return { status: 400, reason: 'bad-request' };
   let hosts = 0;
   let cl: string | null = null;
+  let codings = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const n = rawHeaders[i].length;
     // Cheap length filter before the case-insensitive compare.
     if (n === 4 && rawHeaders[i].toLowerCase() === 'host') hosts++;
     else if (n === 17 && rawHeaders[i].toLowerCase() === 'transfer-encoding') {
-      // Anything but a final "chunked" leaves the body length to the reader's guess: refuse.
-      if (!/(^|,)\s*chunked\s*$/i.test(rawHeaders[i + 1])) return { status: 400, reason: 'bad-request' };
+      // Only a single plain "chunked": anything else leaves the body length to the reader's guess, and a coding
+      // before it (gzip, chunked) would be dropped on the way, since the upstream request is re-framed.
+      if (++codings > 1 || rawHeaders[i + 1].trim().toLowerCase() !== 'chunked') return { status: 400, reason: 'bad-request' };
+    } else if (n === 7 && rawHeaders[i].toLowerCase() === 'upgrade') {
+      // h2c would turn the connection into an HTTP/2 tunnel to the upstream: every request inside it would pass
+      // the per-request checks by. Refused in any position of the token list.
+      if (/(^|,)\s*h2c\s*(,|$)/i.test(rawHeaders[i + 1])) return { status: 400, reason: 'bad-request' };
     } else if (n === 14 && rawHeaders[i].toLowerCase() === 'content-length') {
       // Two different Content-Length values are a smuggling attempt.
       if (cl !== null && cl !== rawHeaders[i + 1]) return { status: 400, reason: 'bad-request' };

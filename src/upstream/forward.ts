@@ -9,6 +9,16 @@ import type { Dispatcher } from 'undici';
 import type { Upstream, UpstreamGroup } from './upstreams.ts';
 import { toClientHeaders } from './headers.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
+import { ReadAhead, SendDeadline, SEND_TIMEOUT_MS, readAheadBudget } from './slow-client.ts';
+
+export { SEND_TIMEOUT_MS, readAheadBudget };
+
+/**
+ * How much of an upstream response is read ahead of a slow client (nginx's proxy_buffering, bounded): a response
+ * that fits is taken off the upstream at its own speed, so its connection goes back to the pool however slowly the
+ * client reads; a longer one pauses the upstream once this much waits for the client.
+ */
+export const READ_AHEAD_BYTES = 1024 * 1024;
 
 export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | '5xx' | null;
 
@@ -16,11 +26,13 @@ export interface ForwardOutcome {
   status: number;
   bytesOut: number;
   /** Set when the proxy answered instead of the upstream. */
-  proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'body-too-slow' | null;
+  proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'body-too-slow' | 'bad-request' | null;
   upstreamError: UpstreamErrorKind;
   upstream: Upstream | null;
   contentType: string | null;
   clientAborted: boolean;
+  /** The client took no byte of its response for sendTimeoutMs and was cut: a signal against its source. */
+  slowReader: boolean;
 }
 
 export interface ForwardRequest {
@@ -38,6 +50,12 @@ export interface ForwardRequest {
   /** A client that leaves before the answer does not cut the upstream request: it runs until the upstream
    *  answers (then it is cut), so a capped domain counts the work its application is really doing. */
   finishOnClientAbort?: boolean;
+  /** Bytes of response read ahead of the client (default READ_AHEAD_BYTES). */
+  readAheadBytes?: number;
+  /** No progress sending to the client for this long → the client connection is cut (default SEND_TIMEOUT_MS). */
+  sendTimeoutMs?: number;
+  /** Called when the send deadline cuts a client, also after `done` (the upstream part may be over by then). */
+  onSlowReader?: () => void;
 }
 
 const REPLACEABLE = new Set([502, 503, 504]);
@@ -46,12 +64,17 @@ const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', '
 const RESET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-type ErrorClass = 'connect-timeout' | 'connect' | 'reset' | 'response-timeout' | 'body' | 'other';
+// undici's own refusals of a request before anything is sent (a path it cannot write, a header it does not
+// support, a header value it will not put on the wire): the upstream never saw them, so they are not its failures.
+const INVALID_ERRORS = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_CHAR', 'ERR_INVALID_HTTP_TOKEN']);
+
+type ErrorClass = 'connect-timeout' | 'connect' | 'reset' | 'response-timeout' | 'body' | 'invalid' | 'other';
 
 /** Pure: what kind of failure an undici/net error is. */
 export function classify(err: unknown): ErrorClass {
   if (err instanceof BodyLimitError) return 'body';
   const code = (err as { code?: string }).code ?? '';
+  if (INVALID_ERRORS.has(code)) return 'invalid';
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT') return 'connect-timeout';
   if (CONNECT_ERRORS.has(code)) return 'connect';
   if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'response-timeout';
@@ -59,9 +82,26 @@ export function classify(err: unknown): ErrorClass {
   return 'other';
 }
 
-/** Runs the request; `done` is called exactly once, after the client response is finished or abandoned. */
+/**
+ * Runs the request; `done` is called exactly once, when the upstream part is over: the response has been read
+ * whole (the client may still be taking the read-ahead, under the send deadline) or abandoned.
+ */
 export function forward(fr: ForwardRequest, group: UpstreamGroup, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
+  if (fr.method === 'OPTIONS' && fr.path === '*') return answerOptionsStar(fr, done);
   new Forwarding(fr, group.order(), done).start();
+}
+
+/**
+ * `OPTIONS *` asks about the server, not a resource (RFC 9110 §9.3.7), and undici cannot write a `*` target: the
+ * proxy answers it, for the methods it forwards. Sending it on used to fail in undici and count as an upstream reset.
+ */
+function answerOptionsStar(fr: ForwardRequest, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
+  const { res } = fr;
+  // A body nobody reads would be taken for the next request on this connection.
+  if (fr.body && !Buffer.isBuffer(fr.body) && !fr.req.complete) res.shouldKeepAlive = false;
+  res.writeHead(200, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'content-length': 0, 'x-scrubber': 'options' });
+  res.end();
+  done({ status: 200, bytesOut: 0, proxyReason: null, upstreamError: null, upstream: null, contentType: null, clientAborted: false, slowReader: false }, false);
 }
 
 class Forwarding implements Dispatcher.DispatchHandler {
@@ -76,7 +116,26 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private lastError: ErrorClass | null = null;
   private clientGone = false;
   private waitingDrain = false;
-  private readonly onDrain = () => { this.waitingDrain = false; this.controller?.resume(); };
+  private slowReader = false;
+  /** The proxy's own response deadline: undici's timers are coarse (up to a second late). */
+  private responseTimer: NodeJS.Timeout | null = null;
+  private readonly send: SendDeadline;
+  private readonly readAhead: ReadAhead;
+  private readonly onDrain = () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
+  private readonly onResponseTimeout = () => {
+    this.responseTimer = null;
+    // A body still coming from the client (its pace is the edge's business, limits.minBodyRate) is not an upstream
+    // that fails to answer.
+    const body = this.fr.body;
+    if (body && !Buffer.isBuffer(body) && !body.readableEnded && !body.destroyed) {
+      this.responseTimer = setTimeout(this.onResponseTimeout, this.fr.responseTimeoutMs);
+      return;
+    }
+    const controller = this.controller;
+    // Fail first (the 504 and the upstream's report), then cut: abort() calls back into onResponseError.
+    this.fail(Object.assign(new Error('no response headers within responseTimeoutMs'), { code: 'UND_ERR_HEADERS_TIMEOUT' }));
+    controller?.abort(new Error('response timeout'));
+  };
 
   private readonly fr: ForwardRequest;
   private readonly order: Upstream[];
@@ -102,7 +161,15 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.finish(null, false);
       this.controller?.abort(new Error('client closed'));
     });
-    if (fr.body && !Buffer.isBuffer(fr.body)) fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
+    // Not one byte taken by the client in a whole send deadline: it stopped reading. Cutting it frees its buffer,
+    // and (through res 'close' above) the upstream request if that is still streaming.
+    this.readAhead = new ReadAhead(fr.res, fr.readAheadBytes ?? READ_AHEAD_BYTES);
+    this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, () => { this.slowReader = true; fr.onSlowReader?.(); });
+    if (fr.body && !Buffer.isBuffer(fr.body)) {
+      fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
+      // The deadline counts from the end of a streamed body (no 'data' listener here: it would consume the stream).
+      fr.body.once('end', () => { this.responseTimer?.refresh(); });
+    }
   }
 
   private get upstream(): Upstream { return this.order[this.idx]; }
@@ -110,19 +177,28 @@ class Forwarding implements Dispatcher.DispatchHandler {
   start(): void {
     const { fr } = this;
     this.controller = null;
+    this.stopResponseTimer();
     this.upstream.pool.dispatch({
       path: fr.path, method: fr.method, headers: fr.headers, body: fr.body,
-      headersTimeout: fr.responseTimeoutMs, idempotent: SAFE_METHODS.has(fr.method),
+      // Only a backstop: the proxy's own timer (armed when the request goes on a connection, as undici's is) fires first.
+      headersTimeout: fr.responseTimeoutMs > 0 ? fr.responseTimeoutMs + 2000 : 0, idempotent: SAFE_METHODS.has(fr.method),
     }, this);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.finished) controller.abort(new Error('client closed'));
+    if (this.finished) { controller.abort(new Error('client closed')); return; }
+    this.stopResponseTimer();
+    if (this.fr.responseTimeoutMs > 0) this.responseTimer = setTimeout(this.onResponseTimeout, this.fr.responseTimeoutMs);
+  }
+
+  private stopResponseTimer(): void {
+    if (this.responseTimer) { clearTimeout(this.responseTimer); this.responseTimer = null; }
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     if (statusCode < 200 || this.finished) return; // 1xx interim responses are not relayed
+    this.stopResponseTimer();
     if (this.clientGone) {
       // The client left while the upstream worked on its request: the slot is free now, the answer goes nowhere.
       this.upstream.report(true);
@@ -151,16 +227,25 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bytesOut += chunk.length;
-    // undici may hand over a chunk it had already parsed after pause(): one drain listener is enough.
-    if (!this.fr.res.write(chunk) && !this.waitingDrain) {
+    const { res } = this.fr;
+    res.write(chunk);
+    // Read ahead: the upstream is paused only once more than readAheadBytes (or the process-wide budget) wait for
+    // the client; write() alone says false past 16 KiB, which ties the upstream connection to the client's pace.
+    // 'drain' comes when the client has taken it all; undici may hand over a chunk it had parsed after pause():
+    // one listener is enough.
+    if (!this.readAhead.mayContinue() && !this.waitingDrain) {
       this.waitingDrain = true;
       controller.pause();
-      this.fr.res.once('drain', this.onDrain);
+      res.once('drain', this.onDrain);
     }
+    this.send.wrote(chunk.length);
   }
 
   onResponseEnd(): void {
     this.fr.res.end();
+    // The upstream is done (its connection goes back to the pool now); the client may still be reading what was
+    // read ahead, under the send deadline.
+    this.send.wrote(0);
     this.finish(null, false);
   }
 
@@ -176,6 +261,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
       // Mid-body failure: the status line is gone, so the only honest signal is a cut connection.
       this.fr.res.destroy();
       this.finish('reset', false);
+      return;
+    }
+    if (kind === 'invalid') {
+      // Refused by undici before a byte went out: the upstream is not at fault (no report, no upstreamError).
+      this.lastError = 'invalid';
+      this.finish(null, true, 'bad-request');
       return;
     }
     if (kind === 'body') {
@@ -199,9 +290,10 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.finish(kind === 'response-timeout' ? 'timeout' : kind === 'reset' || kind === 'other' ? 'reset' : 'connect', true);
   }
 
-  private finish(upstreamError: UpstreamErrorKind, sendPage: boolean, bodyReason?: 'body-too-large' | 'body-too-slow' | 'upstream-page'): void {
+  private finish(upstreamError: UpstreamErrorKind, sendPage: boolean, bodyReason?: 'body-too-large' | 'body-too-slow' | 'upstream-page' | 'bad-request'): void {
     if (this.finished) return;
     this.finished = true;
+    this.stopResponseTimer();
     this.fr.res.off('drain', this.onDrain);
     const clientAborted = this.clientGone;
     const proxyReason: ForwardOutcome['proxyReason'] = !sendPage || clientAborted ? null
@@ -209,10 +301,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
         : this.lastError === 'connect-timeout' ? 'connect-timeout'
           : this.lastError === 'connect' ? 'connect-refused' : 'upstream-error');
     const status = proxyReason === null || proxyReason === 'upstream-page' ? this.status
-      : proxyReason === 'upstream-timeout' ? 504 : proxyReason === 'body-too-large' ? 413 : proxyReason === 'body-too-slow' ? 408 : 502;
+      : proxyReason === 'upstream-timeout' ? 504 : proxyReason === 'body-too-large' ? 413 : proxyReason === 'body-too-slow' ? 408
+        : proxyReason === 'bad-request' ? 400 : 502;
+    const ours = proxyReason === 'body-too-large' || proxyReason === 'body-too-slow' || proxyReason === 'bad-request';
     this.done({
-      status, bytesOut: this.bytesOut, proxyReason, upstreamError: proxyReason === 'body-too-large' || proxyReason === 'body-too-slow' ? null : upstreamError,
-      upstream: this.order[this.idx] ?? null, contentType: this.contentType, clientAborted,
+      status, bytesOut: this.bytesOut, proxyReason, upstreamError: ours ? null : upstreamError,
+      upstream: this.order[this.idx] ?? null, contentType: this.contentType, clientAborted, slowReader: this.slowReader,
     }, proxyReason !== null);
   }
 }

@@ -10,6 +10,25 @@ const HOP_BY_HOP = new Set([
 export const VIA = '1.1 scrubber';
 
 /**
+ * Headers the proxy sets, frames by or routes by. A Connection header may name
+ * any header as hop-by-hop (RFC 9110 §7.6.1), but honouring that for these
+ * would let a client strip Host (the upstream then sees its own ip:port), its
+ * X-Forwarded-For, or the framing: they are never removed through Connection.
+ */
+const PROTECTED = new Set([
+  'host', 'content-length', 'transfer-encoding', 'x-forwarded-for', 'x-forwarded-proto',
+  'x-forwarded-host', 'via', 'upgrade', 'connection',
+]);
+
+/**
+ * Client → upstream only. The proxy answers `Expect: 100-continue` itself (Node's
+ * server sends the 100 when there is no 'checkContinue' listener) and then sends
+ * the whole body; undici refuses the header outright, so forwarding it failed
+ * every such request with a 502.
+ */
+const REQUEST_ONLY_DROP = new Set(['expect']);
+
+/**
  * Header names listed in Connection values ("close, X-Foo" → {"x-foo"}); null
  * when they name nothing beyond the hop-by-hop set, as nearly every request
  * and response does ("keep-alive", "close"), so the hot path allocates nothing.
@@ -21,7 +40,7 @@ function connectionTokens(values: string[]): Set<string> | null {
     if (lv === 'keep-alive' || lv === 'close' || lv === 'upgrade') continue;
     for (const t of lv.split(',')) {
       const n = t.trim();
-      if (n && !HOP_BY_HOP.has(n)) (s ??= new Set()).add(n);
+      if (n && !HOP_BY_HOP.has(n) && !PROTECTED.has(n)) (s ??= new Set()).add(n);
     }
   }
   return s;
@@ -48,7 +67,7 @@ export function toUpstreamHeaders(raw: string[], info: ForwardedInfo, keepUpgrad
     const lower = name.toLowerCase();
     if (lower === 'x-forwarded-for') { xff.push(raw[i + 1]); continue; }
     if (lower === 'via') { via.push(raw[i + 1]); continue; }
-    if (lower === 'x-forwarded-proto' || lower === 'x-forwarded-host') continue;
+    if (lower === 'x-forwarded-proto' || lower === 'x-forwarded-host' || REQUEST_ONLY_DROP.has(lower)) continue;
     if (HOP_BY_HOP.has(lower) || (named !== null && named.has(lower))) {
       if (keepUpgrade && lower === 'upgrade') out.push(name, raw[i + 1]);
       continue;

@@ -1,0 +1,102 @@
+// What a response does about a slow client, nginx's way but bounded:
+// - ReadAhead: the upstream response is read ahead of the client, up to a
+//   per-response cap and within one process-wide budget, so the upstream
+//   connection is not tied to the client's pace (proxy_buffering);
+// - SendDeadline: while bytes wait for the client, the client must take some
+//   of them every `ms`, or its connection is cut (send_timeout). Progress is
+//   judged on two counters, because neither is enough alone: writableLength
+//   drops only when a whole write request has gone to the kernel (a 64 KiB
+//   chunk to a client at 1 KiB/s takes a minute), and libuv's write queue
+//   shrinks as a partly written request goes out.
+import type { ServerResponse } from 'node:http';
+
+/**
+ * All responses' read-ahead together may hold at most `limit` bytes: a crowd of clients that do not read (each
+ * holding up to the per-response cap) cannot take the process's memory. Past it a response falls back to plain
+ * backpressure (the upstream waits for the client). Mutable, so a config key can set it.
+ */
+export const readAheadBudget = { limit: 64 * 1024 * 1024, held: 0 };
+
+/** One response's share of the read-ahead budget. */
+export class ReadAhead {
+  private held = 0;
+  private readonly res: ServerResponse;
+  private readonly cap: number;
+
+  constructor(res: ServerResponse, cap: number) {
+    this.res = res;
+    this.cap = cap;
+    // 'drain' means everything written has gone to the kernel: nothing is held any more.
+    const release = () => { readAheadBudget.held -= this.held; this.held = 0; };
+    res.on('drain', release);
+    res.on('finish', release);
+    res.on('close', release);
+  }
+
+  /** After a write: whether the upstream may keep sending. When false, a 'drain' will come (write() said false). */
+  mayContinue(): boolean {
+    const want = this.res.writableLength;
+    // Up to the stream's own high-water mark nothing is read ahead (and no 'drain' would be emitted).
+    if (want <= this.held || want <= this.res.writableHighWaterMark) return true;
+    if (want > this.cap || readAheadBudget.held + (want - this.held) > readAheadBudget.limit) return false;
+    readAheadBudget.held += want - this.held;
+    this.held = want;
+    return true;
+  }
+}
+
+/**
+ * nginx's default send_timeout: long enough for a mobile client to ride out TCP
+ * retransmission back-off, short enough that a client that stopped reading does
+ * not keep its buffered response and its connection for ever.
+ */
+export const SEND_TIMEOUT_MS = 60_000;
+
+/** Bytes libuv still has to hand to the kernel for this response's socket (0 when unknown). */
+function writeQueue(res: ServerResponse): number {
+  return (res.socket as { _handle?: { writeQueueSize?: number } } | null)?._handle?.writeQueueSize ?? 0;
+}
+
+export class SendDeadline {
+  private timer: NodeJS.Timeout | null = null;
+  /** res.writableLength at the last check, plus what was written since: less now means bytes left. */
+  private lengthMark = 0;
+  private queueMark = 0;
+  private readonly res: ServerResponse;
+  private readonly ms: number;
+  private readonly onStalled: () => void;
+
+  /** `onStalled` runs once, when a whole `ms` passed without the client taking a byte; then the response is destroyed. */
+  constructor(res: ServerResponse, ms: number, onStalled: () => void) {
+    this.res = res;
+    this.ms = ms;
+    this.onStalled = onStalled;
+    res.on('close', () => this.stop());
+    res.on('finish', () => this.stop());
+  }
+
+  /** After each write (`added` bytes) and at the end: keeps the deadline running while anything waits. */
+  wrote(added: number): void {
+    if (this.timer) { this.lengthMark += added; return; }
+    if (this.res.writableLength > 0 && !this.res.destroyed) this.arm();
+  }
+
+  stop(): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+  }
+
+  private arm(): void {
+    this.lengthMark = this.res.writableLength;
+    this.queueMark = writeQueue(this.res);
+    this.timer = setTimeout(this.check, this.ms);
+  }
+
+  private readonly check = () => {
+    this.timer = null;
+    const len = this.res.writableLength;
+    if (this.res.destroyed || len === 0) return;
+    if (len < this.lengthMark || writeQueue(this.res) < this.queueMark) { this.arm(); return; }
+    this.onStalled();
+    this.res.destroy();
+  };
+}
