@@ -254,7 +254,7 @@ describe('pipelined requests after an unsafe method (defect found here)', () => 
 // Issue 12's defects: each test says what must hold; they fail on today's code.
 describe('issue 12 defects (it.fails until fixed)', () => {
   // fixed by issue 12 item 2
-  it.fails('Expect: 100-continue: the client gets 100 then the upstream\'s 200, and the POST reaches it', async () => {
+  it('Expect: 100-continue: the client gets 100 then the upstream\'s 200, and the POST reaches it', async () => {
     const r = await exchange(POST + 'Content-Length: 3\r\nExpect: 100-continue\r\n' + C + '\r\nabc');
     // 100 from the proxy (or none), then the upstream's answer.
     expect(r.statuses.filter((s) => s !== 100)).toEqual([200]);
@@ -263,7 +263,7 @@ describe('issue 12 defects (it.fails until fixed)', () => {
   });
 
   // fixed by issue 12 item 3
-  it.fails('OPTIONS * is answered without a proxy-made 5xx (forwarded as OPTIONS *, or answered by the proxy)', async () => {
+  it('OPTIONS * is answered without a proxy-made 5xx (forwarded as OPTIONS *, or answered by the proxy)', async () => {
     const r = await exchange('OPTIONS * HTTP/1.1\r\n' + H + C + '\r\n');
     expect(r.statuses).toHaveLength(1);
     expect(r.statuses[0]).toBeLessThan(500);
@@ -271,7 +271,7 @@ describe('issue 12 defects (it.fails until fixed)', () => {
   });
 
   // fixed by issue 12 item 7
-  it.fails('Connection: keep-alive, Host cannot strip Host: the upstream gets Host: site.test', async () => {
+  it('Connection: keep-alive, Host cannot strip Host: the upstream gets Host: site.test', async () => {
     const r = await exchange(GET + 'Connection: keep-alive, Host\r\n\r\n', 800);
     expect(r.statuses).toEqual([200]);
     expect(origin.seen).toHaveLength(1);
@@ -279,7 +279,7 @@ describe('issue 12 defects (it.fails until fixed)', () => {
   });
 
   // fixed by issue 12 item 8
-  it.fails('Upgrade: h2c is refused and never tunnelled to the upstream', async () => {
+  it('Upgrade: h2c is refused and never tunnelled to the upstream', async () => {
     const r = await exchange(GET + 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n', 800);
     expect(r.statuses.length).toBe(1);
     expect(r.statuses[0]).not.toBe(101);
@@ -287,7 +287,7 @@ describe('issue 12 defects (it.fails until fixed)', () => {
   });
 
   // fixed by issue 12 item 8
-  it.fails('Transfer-Encoding: gzip, chunked is refused, or forwarded with its gzip coding kept', async () => {
+  it('Transfer-Encoding: gzip, chunked is refused, or forwarded with its gzip coding kept', async () => {
     const r = await exchange(POST + 'Transfer-Encoding: gzip, chunked\r\n' + C + '\r\n3\r\nabc\r\n0\r\n\r\n');
     if (r.statuses[0] >= 400) expect(origin.seen).toEqual([]);
     else {
@@ -298,7 +298,7 @@ describe('issue 12 defects (it.fails until fixed)', () => {
   });
 
   // fixed by issue 12 item 8
-  it.fails('pipelined bytes after Connection: close: the first request is answered, the second never forwarded', async () => {
+  it('pipelined bytes after Connection: close: the first request is answered, the second never forwarded', async () => {
     const r = await exchange('GET /a HTTP/1.1\r\n' + H + C + '\r\nGET /b HTTP/1.1\r\n' + H + '\r\n');
     expect(r.statuses).toEqual([200]);
     expect(r.closed).toBe(true);
@@ -306,7 +306,7 @@ describe('issue 12 defects (it.fails until fixed)', () => {
   });
 
   // fixed by issue 12 item 8 (the same defect: HTTP/1.0 without keep-alive means close)
-  it.fails('HTTP/1.0 without keep-alive, a second request behind it: the first is answered, the second never forwarded', async () => {
+  it('HTTP/1.0 without keep-alive, a second request behind it: the first is answered, the second never forwarded', async () => {
     const r = await exchange('GET /1 HTTP/1.0\r\n' + H + '\r\nGET /2 HTTP/1.0\r\n' + H + '\r\n');
     expect(r.statuses).toEqual([200]);
     expect(origin.seen.map((s) => [s.method, s.target])).toEqual([['GET', '/1']]);

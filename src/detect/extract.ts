@@ -37,7 +37,7 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
   const assetPath = isAssetPath(url, end);
   const asset = isStaticType(o.contentType) || (o.status === 304 && assetPath);
   const ph = hashRange(url, 0, end);
-  if (o.proxyReason === 'body-too-slow') p[E.slow] += 1;
+  if (o.proxyReason === 'body-too-slow' || o.slowReader === true) p[E.slow] += 1;
   if (o.method === 'POST' || o.method === 'PUT' || o.method === 'PATCH') {
     p[E.post] += 1;
     if (k.bodySizes.oversized(ph, o.bytesIn)) p[E.oversizedBody] += 1;

@@ -147,6 +147,9 @@ export class Listeners {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Counted, never logged per request: attack traffic is not access-logged.
       const source = connectionInfo(socket).source;
+      // Bytes pipelined after a request that asked to close (RFC 9112 §9.6: never processed): the answer in flight
+      // still goes out, then Node closes the connection. Destroying it here would lose an answer the upstream executed.
+      if (err.code === 'HPE_CLOSED_CONNECTION' && (socket as net.Socket & { _httpMessage?: unknown })._httpMessage) return;
       this.pipeline.filter.onClientError?.(source, err.code ?? 'unknown');
       if (socket.writable && !(socket as net.Socket & { _httpMessage?: unknown })._httpMessage) {
         const [status, reason] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad-request'];

@@ -37,6 +37,8 @@ export interface Observation {
   /** Time from handing it to the upstream to the end of the answer; 0 when it never went upstream.
    *  Unlike durationMs, it leaves out the client's upload (read at the edge first) and the queue. */
   upstreamMs: number;
+  /** The client read its answer so slowly that the send deadline cut it (it held an upstream connection). */
+  slowReader?: boolean;
   /** An upgrade (WebSocket) request: its "answer" is a tunnel. */
   upgrade?: boolean;
 }

@@ -1,7 +1,7 @@
 // What a request's flow needs of the pipeline it runs in: the current runtime,
 // detection, the limits that span requests, the upstreams, and where its
 // observation goes. The Pipeline implements it; the flow knows only this.
-import type { Duplex } from 'node:stream';
+import type { Tunnels } from '../upstream/tunnel.ts';
 import type { DomainConfig } from '../config/schema.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
 import type { Detector } from '../detect/detector.ts';
@@ -19,7 +19,7 @@ export interface FlowContext {
   readonly pages: Pages;
   readonly budget: BodyBudget;
   readonly perSource: InflightCounter;
-  readonly tunnels: Set<Duplex>;
+  readonly tunnels: Tunnels;
   inFlight: number;
   queueFor(domain: DomainConfig): UpstreamQueue;
   observe(o: Observation): void;

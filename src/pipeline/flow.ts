@@ -184,7 +184,7 @@ export class RequestFlow {
       void this.reply.send({ status: out.status, reason: out.proxyReason, page: true, close }, this.domain!.name).catch(() => this.reply.destroy());
       return this.observe('proxy', out.status, bytesIn, 0, out.proxyReason, out);
     }
-    this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out);
+    this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
   };
 
   private forwardUpgrade(): void {
@@ -227,7 +227,7 @@ export class RequestFlow {
     this.observe('proxy', a.status, this.head.headBytes, 0, a.reason);
   }
 
-  private observe(outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: ProxyReason | null, f?: Pick<ForwardOutcome, 'contentType' | 'upstreamError'>): void {
+  private observe(outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: ProxyReason | null, f?: Pick<ForwardOutcome, 'contentType' | 'upstreamError'>, slowReader = false): void {
     if (this.settled) return;
     this.settled = true;
     const h = this.head;
@@ -236,7 +236,7 @@ export class RequestFlow {
       domain: this.domain?.name ?? null, source: h.source, client: h.client, method: h.method, path: h.url, status,
       bytesIn, bytesOut, durationMs: now - this.started, contentType: f?.contentType ?? null, outcome, proxyReason,
       upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: h.newConnection,
-      queuedMs: this.queuedMs, upstreamMs: this.sentAt > 0 ? now - this.sentAt : 0, upgrade: this.res === null,
+      queuedMs: this.queuedMs, upstreamMs: this.sentAt > 0 ? now - this.sentAt : 0, upgrade: this.res === null, slowReader,
     });
   }
 }

@@ -17,6 +17,7 @@ import { InflightCounter } from '../limits/inflight.ts';
 import { UpstreamQueue } from '../limits/upstream-queue.ts';
 import { headOf } from '../http/head.ts';
 import { RequestFlow } from './flow.ts';
+import { Tunnels } from '../upstream/tunnel.ts';
 import type { FlowContext } from './context.ts';
 
 export interface PipelineDeps {
@@ -49,7 +50,7 @@ export class Pipeline implements FlowContext {
   /** Per domain: requests in flight to its upstreams, and those waiting their turn (domains[].maxInflight). */
   readonly queues = new Map<string, UpstreamQueue>();
   /** Open upgrade tunnels, so that shutdown can close them. */
-  readonly tunnels = new Set<Duplex>();
+  readonly tunnels = new Tunnels();
   /** Requests between their head and their observation: nothing may leak (tests check it after aborts). */
   inFlight = 0;
   private readonly observers: ((o: Observation) => void)[];
@@ -110,6 +111,6 @@ export class Pipeline implements FlowContext {
 
   /** Shutdown: every tunnel goes (they have no request to finish). */
   closeTunnels(): void {
-    for (const s of this.tunnels) s.destroy();
+    this.tunnels.closeAll();
   }
 }

@@ -15,6 +15,10 @@ import type { Pages } from '../respond/pages.ts';
 import type { ProxyReason, UpstreamError } from '../observe/observation.ts';
 import { classify } from '../upstream/forward.ts';
 import { rawResponse } from '../respond/reply.ts';
+import type { Tunnels } from '../upstream/tunnel.ts';
+
+/** A tunnel with no byte either way for this long is closed (a peer that vanished without a FIN, a half-open one). */
+const TUNNEL_IDLE_MS = 300_000;
 
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'proxy-connection', 'trailer']);
 
@@ -26,7 +30,7 @@ export interface UpgradeRequest {
   domain: string;
   order: Upstream[];
   pages: Pages;
-  tunnels: Set<Duplex>;
+  tunnels: Tunnels;
   connectTimeoutMs: number;
   connectAttempts: number;
   responseTimeoutMs: number;
@@ -71,10 +75,17 @@ class UpgradeForwarding {
     const u = this.u;
     const up = u.order[this.idx];
     const mod = up.tls ? https : http;
-    const preq = mod.request({
-      host: up.host, port: up.port, method: u.req.method, path: u.req.url, headers: u.headers, setHost: false, agent: false,
-      ...(up.tls ? { ...up.tlsOptions, servername: u.domain } : {}),
-    });
+    let preq: http.ClientRequest;
+    try {
+      preq = mod.request({
+        host: up.host, port: up.port, method: u.req.method, path: u.req.url, headers: u.headers, setHost: false, agent: false,
+        ...(up.tls ? { ...up.tlsOptions, servername: u.domain } : {}),
+      });
+    } catch (err) {
+      // Node refused to write the request (a character it will not send): the proxy's doing, not the upstream's.
+      this.refuseInvalid(err);
+      return;
+    }
     this.current = preq;
     let settled = false;
     let connected = false;
@@ -104,15 +115,9 @@ class UpgradeForwarding {
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
       const raw = pres.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      const client = u.socket;
-      client.write(head + '\r\n');
-      if (phead.length) client.write(phead);
-      if (u.head.length) psocket.write(u.head);
-      psocket.pipe(client).pipe(psocket);
-      u.tunnels.add(client);
-      // Either side gone: the other goes too, so no half-dead tunnel lingers.
-      psocket.once('close', () => client.destroy());
-      client.once('close', () => { psocket.destroy(); u.tunnels.delete(client); });
+      u.socket.write(head + '\r\n');
+      // Idle timeout, a bounded half-close, and shutdown's closeAll: a tunnel never lingers.
+      u.tunnels.add(u.socket, psocket, { idleTimeoutMs: TUNNEL_IDLE_MS, clientHead: u.head, upstreamHead: phead });
       this.report({ status: pres.statusCode ?? 101, bytesOut: 0, proxyReason: null, upstreamError: null, contentType: null, clientAborted: false });
     });
 
@@ -142,9 +147,16 @@ class UpgradeForwarding {
     preq.end();
   }
 
+  private refuseInvalid(_err: unknown): void {
+    this.done = true;
+    this.report({ status: 400, bytesOut: 0, proxyReason: 'bad-request', upstreamError: null, contentType: null, clientAborted: false });
+    if (!this.u.socket.destroyed) this.u.socket.end(rawResponse(400, 'bad-request'));
+  }
+
   private fail(err: unknown): void {
     const u = this.u;
     const kind = classify(err);
+    if (kind === 'invalid') return this.refuseInvalid(err);
     const up = u.order[this.idx];
     if (kind === 'connect-timeout' && this.attempt < u.connectAttempts) { this.attempt++; this.start(); return; }
     up.report(false);
