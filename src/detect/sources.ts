@@ -72,14 +72,6 @@ export class SourceState {
     return 1;
   }
 
-  /** Forgets the buckets (after a ban: the source starts over when it expires). */
-  reset(): void {
-    this.levels.fill(0);
-    this.score = 0;
-    this.trustUntil = 0;
-    this.goodSince = 0;
-    this.challengedAt = 0;
-  }
 }
 
 export interface SourceStore {
