@@ -1,6 +1,7 @@
 // TLS floods: a deadline on the handshake (counted against the source as
 // slow), per-source caps and bans applied at accept before any handshake, and
 // session resumption so that returning visitors pay less.
+import { capturedClientHello } from './helpers/certs.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import https from 'node:https';
 import net from 'node:net';
@@ -42,19 +43,7 @@ async function start(opts: { passthrough: boolean; handshakeTimeoutMs?: number; 
   return { proxy, port: proxy.app.listeners.addresses().find((x) => x.tls)!.port, raw };
 }
 
-/** A real ClientHello, captured from Node's TLS client. */
-async function clientHello(servername: string): Promise<Buffer> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const got = new Promise<Buffer>((resolve) => server.once('connection', (s) => s.once('data', (b: Buffer) => { resolve(b); s.destroy(); })));
-  const c = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', servername, rejectUnauthorized: false });
-  c.on('error', () => {});
-  const b = await got;
-  c.destroy();
-  server.close();
-  return b;
-}
+const clientHello = capturedClientHello;
 
 /** Opens a TCP connection, writes `send` (if any) and waits until the proxy closes it; ms until then, or -1 on timeout. */
 function stall(port: number, opts: { send?: Buffer; localAddress?: string; waitMs?: number } = {}): Promise<number> {

@@ -1,4 +1,5 @@
 // The ClientHello SNI reader and the PROXY v2 header builder, on bytes.
+import { capturedClientHello } from './helpers/certs.ts';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import net from 'node:net';
@@ -7,19 +8,7 @@ import { once } from 'node:events';
 import { parseClientHello } from '../src/listen/sni.ts';
 import { proxyV2Header, PROXY_V2_SIGNATURE } from '../src/listen/proxy-protocol.ts';
 
-/** A real ClientHello as Node's TLS client writes it. */
-async function realHello(servername?: string): Promise<Buffer> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const got = new Promise<Buffer>((resolve) => server.once('connection', (s) => s.once('data', (b: Buffer) => { resolve(b); s.destroy(); })));
-  const c = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', servername, rejectUnauthorized: false });
-  c.on('error', () => {});
-  const b = await got;
-  c.destroy();
-  server.close();
-  return b;
-}
+const realHello = capturedClientHello;
 
 /** Re-frames a single-record hello into records of at most n bytes of handshake data each. */
 function fragment(hello: Buffer, n: number): Buffer {

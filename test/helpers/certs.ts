@@ -2,6 +2,9 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
+import tls from 'node:tls';
+import { once } from 'node:events';
 import { tempDir } from './servers.ts';
 
 export interface TestPki { dir: string; ca: string; leaf(name: string): { cert: string; key: string } }
@@ -21,4 +24,18 @@ export function makePki(): TestPki {
       return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`) };
     },
   };
+}
+
+/** A real ClientHello, as Node's TLS client writes it (captured by a plain TCP listener that never answers). */
+export async function capturedClientHello(servername?: string): Promise<Buffer> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const got = new Promise<Buffer>((resolve) => server.once('connection', (s) => s.once('data', (b: Buffer) => { resolve(b); s.destroy(); })));
+  const c = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', servername, rejectUnauthorized: false });
+  c.on('error', () => {});
+  const b = await got;
+  c.destroy();
+  server.close();
+  return b;
 }
