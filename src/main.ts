@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { describeKeys, loadConfigFile } from './config/load.ts';
 import { startApp } from './app/app.ts';
+import { startPrimary } from './app/primary.ts';
 import { createLogger } from './log.ts';
 import { StoreError, storeError } from './store/db.ts';
 
@@ -51,8 +52,9 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const log = createLogger(loaded.config.log.level);
-  let app;
-  try { app = await startApp(loaded.config, { configFile: file, log }); } catch (e) {
+  let app: { reload(): unknown; close(): Promise<void> };
+  // Several workers: this process accepts and hands connections to worker processes, each source always to the same one.
+  try { app = loaded.config.workers > 1 ? await startPrimary(loaded.config, { configFile: file, log }) : await startApp(loaded.config, { configFile: file, log }); } catch (e) {
     console.error(startFailure(e, loaded.config.state.dir));
     // Whatever the failed start had already opened (listeners, timers) must not keep the process alive.
     process.exit(1);

@@ -11,9 +11,13 @@ import { probe } from '../upstream/health.ts';
 import { BUCKET_SECONDS, attackPeriods } from '../stats/buckets.ts';
 import { monthOf, monthRange } from '../stats/billing.ts';
 import { findDomain, parseRange } from './query.ts';
-import type { UpstreamQueue } from '../limits/upstream-queue.ts';
+import type { QueueView } from '../stats/metrics.ts';
 
-export interface StatsRouteDeps { stats: Stats; filter: Filter; upstreams: Upstreams; config(): Config; now(): number; queues: ReadonlyMap<string, UpstreamQueue> }
+export interface StatsRouteDeps {
+  stats: Stats; filter: Pick<Filter, 'snapshot' | 'attackState'>; upstreams: Upstreams; config(): Config; now(): number; queues: ReadonlyMap<string, QueueView>;
+  /** With worker processes: brings in what they counted since their last report, so that an answer is up to date. */
+  sync?(): Promise<void>;
+}
 
 function requireDomain(r: AdminRequest, config: Config): DomainConfig {
   const name = r.url.searchParams.get('domain');
@@ -28,23 +32,26 @@ const upstreamView = (u: Upstream, role: 'main' | 'backup') => ({ address: u.add
 
 export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): void {
   admin.route('GET', '/metrics', async ({ res }) => {
+    await deps.sync?.();
     const text = await deps.stats.registry.metrics();
     res.writeHead(200, { 'content-type': deps.stats.registry.contentType, 'cache-control': 'no-store' });
     res.end(text);
   });
 
-  admin.route('GET', '/api/stats', (r) => {
+  admin.route('GET', '/api/stats', async (r) => {
     const d = requireDomain(r, deps.config());
+    await deps.sync?.();
     const range = parseRange(r.url.searchParams.get('from'), r.url.searchParams.get('to'), Math.floor(deps.now() / 1000));
     if ('error' in range) throw new HttpError(400, range.error);
     const buckets = deps.stats.buckets(d.name, range.from - (range.from % BUCKET_SECONDS), range.to);
     return { domain: d.name, bucketSeconds: BUCKET_SECONDS, from: range.from, to: range.to, attackPeriods: attackPeriods(buckets), buckets };
   });
 
-  admin.route('GET', '/api/billing', (r) => {
+  admin.route('GET', '/api/billing', async (r) => {
     const d = requireDomain(r, deps.config());
     const month = r.url.searchParams.get('month') || monthOf(deps.now());
     if (!monthRange(month)) throw new HttpError(400, `month: "${month}" is not YYYY-MM`);
+    await deps.sync?.();
     return { domain: d.name, ...deps.stats.billing(d.name, month) };
   });
 
@@ -62,7 +69,8 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
     return { domain: d.name, path: hc.path, timeoutMs: hc.timeoutMs, probedAt: new Date(deps.now()).toISOString(), upstreams: results };
   });
 
-  admin.route('GET', '/api/domains', () => {
+  admin.route('GET', '/api/domains', async () => {
+    await deps.sync?.();
     const snap = deps.filter.snapshot();
     const attacked = new Set(snap.underAttack);
     return {

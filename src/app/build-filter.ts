@@ -12,7 +12,8 @@ import { Detector } from '../detect/detector.ts';
 import { Filter } from '../detect/filter.ts';
 
 export interface FilterDeps {
-  db: Db;
+  /** The embedded store, when no `store` is given (a worker process has none: its primary stores for it). */
+  db?: Db;
   log: Logger;
   /** The clock of every decision (tests pass a fake one). */
   now?: () => number;
@@ -24,7 +25,7 @@ export interface FilterDeps {
 
 export function createFilter(config: Config, deps: FilterDeps): Filter {
   const now = deps.now ?? Date.now;
-  const store = deps.store ?? new SqliteFilterStore(deps.db);
+  const store = deps.store ?? new SqliteFilterStore(deps.db!);
   const f = config.filter;
   const decisions = new Decisions(
     { repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources },

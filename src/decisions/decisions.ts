@@ -105,6 +105,11 @@ export class Decisions {
     return e;
   }
 
+  /** A ban decided by another process of this node (a worker): recorded, stored and published as if made here. */
+  adopt(e: BanEntry): void {
+    if (!this.whitelist.covers(e.ip)) this.record(e);
+  }
+
   /** The bookkeeping every ban shares, wherever it was decided. */
   private record(e: BanEntry): BanEntry {
     this.blacklist.add(e);

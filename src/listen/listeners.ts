@@ -84,6 +84,8 @@ export class Listeners {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** Session ticket keys: one set for the life of the process, kept across reloads so that resumption survives them. */
   private readonly ticketKeys = crypto.randomBytes(48);
+  /** Connections handed over by the primary (worker process): the servers never accepted them, so drain counts here. */
+  private readonly adopted = new Set<net.Socket>();
 
   constructor(pipeline: Pipeline, config: Config) {
     this.pipeline = pipeline;
@@ -245,6 +247,29 @@ export class Listeners {
     }
   }
 
+  /** A worker process: the same servers, not bound; the primary accepts and hands each connection over (accept()). */
+  prepare(config: Config): void {
+    for (const _ of config.listen) this.servers.push(this.create(false, config));
+    for (const _ of config.tls.listen) {
+      const s = this.create(true, config) as TlsServer;
+      this.servers.push(s);
+      this.fronts.push(this.createFront(s));
+    }
+    // Timers of node:http (headersTimeout, requestTimeout) start on 'listening'; these servers never listen.
+    for (const s of this.servers) s.emit('listening');
+  }
+
+  /** A connection accepted by the primary for listener `index` (plain listeners first, then TLS ones). */
+  accept(index: number, socket: net.Socket): void {
+    const plain = this.servers.length - this.fronts.length;
+    const target: net.Server | undefined = index < plain ? this.servers[index] : this.fronts[index - plain];
+    if (!target) { socket.destroy(); return; }
+    socket.setNoDelay(true);
+    this.adopted.add(socket);
+    socket.once('close', () => this.adopted.delete(socket));
+    target.emit('connection', socket);
+  }
+
   /** Applies a reloaded config to the running servers (listen addresses need a restart). */
   reconfigure(config: Config): void {
     this.config = config;
@@ -283,6 +308,10 @@ export class Listeners {
     // Keep-alive connections that finish a request while draining are closed at once.
     const idle = setInterval(() => { for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.(); }, 100);
     await closed;
+    // Handed-over connections are no server's own: close() did not wait for them.
+    const deadline = Date.now() + drainMs;
+    while (this.adopted.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const s of this.adopted) s.destroy();
     clearTimeout(t);
     clearInterval(idle);
   }

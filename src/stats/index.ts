@@ -9,13 +9,13 @@ import type { Upstreams } from '../upstream/upstreams.ts';
 import type { Observation } from '../observe/observation.ts';
 import type { Registry } from 'prom-client';
 import { Recorder, type FilterView } from './recorder.ts';
-import { StatsStore } from './store.ts';
+import { StatsStore, type DomainDelta, type GlobalDelta } from './store.ts';
 import { createMetrics } from './metrics.ts';
 import { BUCKET_SECONDS, toBucketJson, type BucketJson } from './buckets.ts';
 import { bill, monthRange, type Bill } from './billing.ts';
-import type { UpstreamQueue } from '../limits/upstream-queue.ts';
+import type { QueueView } from './metrics.ts';
 
-export interface StatsDeps { db: Db; log: Logger; filter: FilterView; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, UpstreamQueue> }
+export interface StatsDeps { db: Db; log: Logger; filter: FilterView; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, QueueView> }
 
 export interface StatsOptions {
   /** How often the filter is sampled and deltas are written (default 5 s). */
@@ -27,6 +27,8 @@ export interface StatsOptions {
 export interface Stats {
   /** The hot path: one finished request. */
   record(o: Observation): void;
+  /** Deltas counted by a worker process (see Recorder.merge). */
+  ingest(domains: DomainDelta[], globals: GlobalDelta[]): void;
   close(): Promise<void>;
   /** Samples the filter and writes what is in memory (also done by the timer). */
   flush(): void;
@@ -73,6 +75,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const stats: Stats = {
     registry,
     record: (o: Observation) => recorder.record(o),
+    ingest: (domains, globals) => recorder.merge(domains, globals),
     flush,
     buckets(domain, from, to) {
       if (!closed) flush();

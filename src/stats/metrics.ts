@@ -7,7 +7,6 @@ import type { FilterView, Recorder } from './recorder.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
 import { F, G, type Field } from './buckets.ts';
 import { FIELDS } from './buckets.ts';
-import type { UpstreamQueue } from '../limits/upstream-queue.ts';
 
 const idx = (f: Field) => FIELDS.indexOf(f);
 
@@ -27,7 +26,10 @@ const DOMAIN_COUNTERS: [string, string, number][] = [
   ['scrubber_upstream_5xx_total', 'Upstream responses with a 5xx status.', F.err5xx],
 ];
 
-export interface MetricsDeps { recorder: Recorder; filter: FilterView; upstreams: Upstreams; queues: ReadonlyMap<string, UpstreamQueue> }
+/** What is read of a domain's upstream queue (one process's queue, or the sum over the workers). */
+export interface QueueView { readonly active: number; readonly queued: number }
+
+export interface MetricsDeps { recorder: Recorder; filter: FilterView; upstreams: Upstreams; queues: ReadonlyMap<string, QueueView> }
 
 export function createMetrics(deps: MetricsDeps): Registry {
   const registry = new Registry();

@@ -94,6 +94,20 @@ export class Recorder {
     }
   }
 
+  /** Deltas counted by another process (a worker): written with this one's, and added to the totals since start. */
+  merge(domains: DomainDelta[], globals: GlobalDelta[]): void {
+    const t = bucketOf(this.now());
+    for (const d of domains) {
+      this.finished.push(d);
+      const a = this.acc(d.domain, t);
+      for (let i = 0; i < d.c.length; i++) a.total[i] += d.c[i];
+    }
+    for (const g of globals) {
+      this.finishedGlobal.push(g);
+      for (let i = 0; i < g.g.length; i++) if (i !== G.blacklistSize) this.globalTotal[i] += g.g[i];
+    }
+  }
+
   /** The deltas not yet written; call commit() once they are stored. */
   pending(): { domains: DomainDelta[]; globals: GlobalDelta[] } {
     const domains = [...this.finished];

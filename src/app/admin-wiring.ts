@@ -1,0 +1,50 @@
+// What one process and the primary of several share: the check a reloaded
+// config must pass, and the admin API over the filter and the statistics.
+import type { Config } from '../config/schema.ts';
+import { loadConfigFile, type LoadResult } from '../config/load.ts';
+import type { Filter } from '../detect/filter.ts';
+import { loadCertificates } from '../listen/listeners.ts';
+import { AdminServer, HttpError } from '../admin/server.ts';
+import { registerFilterRoutes } from '../admin/routes-lists.ts';
+import { registerStatsRoutes, type StatsRouteDeps } from '../admin/routes-stats.ts';
+import { registerDashboard } from '../admin/dashboard.ts';
+
+/** Keys bound at start: a reload that changes them would silently not apply. */
+const RESTART_KEYS = ['listen', 'tls.listen', 'tls.http2', 'admin', 'state', 'workers'];
+
+export type ReloadResult = { ok: true } | { ok: false; problems: string[] };
+
+function pick(c: Config, key: string): unknown {
+  return key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], c);
+}
+
+/** The config a reload may apply, or why not: invalid, a key that needs a restart, an unreadable certificate. */
+export function checkReload(next: LoadResult | undefined, configFile: string | undefined, current: Config): { ok: true; config: Config } | { ok: false; problems: string[] } {
+  const r = next ?? (configFile ? loadConfigFile(configFile) : { ok: false as const, problems: ['(file): no config file to reload from'] });
+  if (!r.ok) return r;
+  const moved = RESTART_KEYS.filter((k) => JSON.stringify(pick(r.config, k)) !== JSON.stringify(pick(current, k)));
+  if (moved.length) return { ok: false, problems: moved.map((k) => `${k}: changing it needs a restart`) };
+  try { loadCertificates(r.config); } catch (e) { return { ok: false, problems: [`tls.certs: ${(e as Error).message}`] }; }
+  return { ok: true, config: r.config };
+}
+
+export interface AdminWiring extends Omit<StatsRouteDeps, 'filter'> {
+  filter: Filter;
+  /** The filter as statistics and the dashboard read it (the primary's adds up its workers). */
+  view?: StatsRouteDeps['filter'];
+  reload(): ReloadResult;
+  healthy(): boolean;
+}
+
+export function wireAdmin(admin: AdminServer, w: AdminWiring): void {
+  // Degraded, still 200: a node cut off from Redis keeps protecting on what it knows (SPEC §9).
+  admin.route('GET', '/healthz', () => (w.healthy() ? { status: 'ok' } : { status: 'degraded', redis: 'unreachable' }), { auth: false });
+  admin.route('POST', '/api/reload', () => {
+    const r = w.reload();
+    if (!r.ok) throw new HttpError(400, r.problems.join('; '));
+    return { status: 'reloaded' };
+  });
+  registerFilterRoutes(admin, w.filter);
+  registerStatsRoutes(admin, { stats: w.stats, filter: w.view ?? w.filter, upstreams: w.upstreams, config: w.config, now: w.now, queues: w.queues, sync: w.sync });
+  registerDashboard(admin);
+}

@@ -1,0 +1,66 @@
+// The part of the object graph that serves traffic: the runtime, the
+// upstreams, the filter, the request pipeline and the listeners, wired
+// together. One process builds it once (app.ts); with worker processes each
+// worker builds its own (worker.ts) and the primary builds none.
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../log.ts';
+import type { DecisionBus } from '../decisions/bus.ts';
+import type { FilterStore } from '../store/filter-store.ts';
+import type { Db } from '../store/db.ts';
+import type { Filter } from '../detect/filter.ts';
+import type { Observation } from '../observe/observation.ts';
+import { Pipeline } from '../pipeline/pipeline.ts';
+import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
+import { Listeners } from '../listen/listeners.ts';
+import { Upstreams } from '../upstream/upstreams.ts';
+import { createFilter } from './build-filter.ts';
+
+export interface Edge {
+  runtime: RuntimeRef;
+  upstreams: Upstreams;
+  filter: Filter;
+  pipeline: Pipeline;
+  listeners: Listeners;
+  /** Where every finished request is told; statistics add themselves. */
+  observers: ((o: Observation) => void)[];
+}
+
+export interface EdgeDeps { log: Logger; now: () => number; store: FilterStore; bus: DecisionBus; secret: Buffer; db?: Db }
+
+/** Upstreams that log their health changes (one line per change, never per request). */
+export function loggedUpstreams(log: Logger, config: Config): Upstreams {
+  const upstreams = new Upstreams((u) => {
+    if (u.healthy) log.info({ domain: u.domain.name, upstream: u.address }, 'upstream up');
+    else log.warn({ domain: u.domain.name, upstream: u.address }, 'upstream down');
+  });
+  upstreams.apply(config);
+  return upstreams;
+}
+
+export function buildEdge(config: Config, deps: EdgeDeps): Edge {
+  const runtime: RuntimeRef = { current: buildRuntime(config) };
+  const upstreams = loggedUpstreams(deps.log, config);
+  const filter = createFilter(config, { db: deps.db, log: deps.log, now: deps.now, store: deps.store, bus: deps.bus, secret: deps.secret });
+  const detector = filter.detector;
+  const observers: ((o: Observation) => void)[] = [(o) => detector.observe(o)];
+  const pipeline = new Pipeline({
+    runtime, upstreams, detector, observers,
+    guard: {
+      get blockList() { return filter.blockList; },
+      onConnection: (_socket, source) => detector.onConnection(source),
+      onClientError: (source, kind) => detector.onClientError(source, kind),
+    },
+  });
+  const listeners = new Listeners(pipeline, config);
+  filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
+  return { runtime, upstreams, filter, pipeline, listeners, observers };
+}
+
+/** A reloaded config (already checked): one new runtime, and the parts that span requests follow it. */
+export function applyConfig(edge: Edge, config: Config): void {
+  edge.runtime.current = buildRuntime(config);
+  edge.upstreams.apply(config);
+  edge.pipeline.reconfigure(config);
+  edge.listeners.reconfigure(config);
+  edge.filter.reconfigure(config);
+}

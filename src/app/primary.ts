@@ -1,0 +1,144 @@
+// The primary of several worker processes (`workers` > 1, SPEC §9): it
+// accepts every connection and hands it to the worker that owns its source
+// (cluster/), and it is the one place that stores and shares what was decided:
+// bans decided by any worker are recorded here once, stored, published to
+// Redis and passed to every other worker; operators' decisions (admin API)
+// and other nodes' (Redis) go down to every worker the same way. Statistics:
+// workers send what they counted each second; the primary adds it up, stores
+// it, and answers /metrics, /api/stats and billing as one proxy.
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config/schema.ts';
+import type { LoadResult } from '../config/load.ts';
+import type { Logger } from '../log.ts';
+import type { Decision, DecisionBus } from '../decisions/bus.ts';
+import { LocalBus } from '../decisions/bus.ts';
+import { AdminServer } from '../admin/server.ts';
+import { openStore } from '../store/db.ts';
+import { SqliteFilterStore, type FilterStore } from '../store/filter-store.ts';
+import { RedisBus } from '../store/redis-bus.ts';
+import { createStats } from '../stats/index.ts';
+import { startDemoOrigin } from '../demo/origin.ts';
+import { WorkerPool } from '../cluster/pool.ts';
+import { Dispatcher } from '../cluster/dispatcher.ts';
+import { WorkersView } from '../cluster/aggregate.ts';
+import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
+import { createFilter } from './build-filter.ts';
+import { loggedUpstreams } from './edge.ts';
+import { checkReload, wireAdmin, type ReloadResult } from './admin-wiring.ts';
+import { TICK_MS } from './app.ts';
+
+export interface Primary {
+  readonly config: Config;
+  readonly pool: WorkerPool;
+  reload(next?: LoadResult): ReloadResult;
+  close(): Promise<void>;
+}
+
+const ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-entry.ts');
+
+/** Every decision in force here goes down to the workers too: those made here (admin) and those from other nodes. */
+class FanoutBus implements DecisionBus {
+  private readonly inner: DecisionBus;
+  private readonly down: (d: Decision) => void;
+  constructor(inner: DecisionBus, down: (d: Decision) => void) { this.inner = inner; this.down = down; }
+  get healthy(): boolean { return this.inner.healthy; }
+  publish(d: Decision): void { this.inner.publish(d); this.down(d); }
+  subscribe(fn: (d: Decision) => void): void { this.inner.subscribe((d) => { fn(d); this.down(d); }); }
+  snapshot(now: number) { return this.inner.snapshot(now); }
+  secret(local: Buffer) { return this.inner.secret(local); }
+  close() { return this.inner.close(); }
+}
+
+export async function startPrimary(config: Config, opts: { configFile?: string; log: Logger }): Promise<Primary> {
+  const log = opts.log;
+  const now = Date.now;
+  let current = config;
+  const demo: http.Server | null = config.demo.enabled ? await startDemoOrigin(config.demo.host, config.demo.port) : null;
+  const db = openStore(config.state.dir);
+  const store = new SqliteFilterStore(db);
+  const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }) }) : new LocalBus();
+  let pool: WorkerPool | null = null;
+  const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
+  const secret = await bus.secret(store.secret());
+  // The primary's own detector sees no traffic: what it would save of domains would overwrite what the workers learned.
+  const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, { putLearned() {} });
+  const filter = createFilter(config, { log, now, store: ownStore, bus, secret });
+  await filter.decisions.join(now());
+  const upstreams = loggedUpstreams(log, config);
+  const view = new WorkersView(filter);
+  const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues });
+
+  const init = (index: number): WorkerInit => {
+    // A (re)started worker reads what the store has: every queued write goes in first.
+    store.flush();
+    return {
+      index, workers: current.workers, config: current,
+      bans: filter.bans(), whitelist: filter.whitelistEntries().filter((w) => w.origin === 'api'),
+      offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
+    };
+  };
+  const onMessage = (index: number, m: FromWorker) => {
+    if (m.t === 'decision') {
+      if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry);
+      else if (m.d.kind === 'attack') filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason);
+    } else if (m.t === 'offender') store.putOffender(m.ip, m.r);
+    else if (m.t === 'learned') store.putLearned(m.domain, m.l);
+    else if (m.t === 'stopped') view.gone(index);
+  };
+  pool = new WorkerPool({
+    entry: ENTRY, count: config.workers, log, init, onMessage,
+    onReport: (index, r) => {
+      view.take(index, r);
+      stats.ingest(r.domains.map((d) => ({ domain: d.domain, t: d.t, c: Float64Array.from(d.c) })), r.globals.map((g) => ({ t: g.t, g: Float64Array.from(g.g) })));
+    },
+  });
+  const workers = pool;
+  const dispatcher = new Dispatcher(workers, filter.blockList);
+  filter.decisions.watch({ setBlockList: (l) => dispatcher.setBlockList(l) });
+  const timer = setInterval(() => filter.tick(), TICK_MS);
+  timer.unref();
+  await workers.start();
+
+  const admin = new AdminServer();
+  const primary: Primary = {
+    get config() { return current; },
+    pool: workers,
+    reload(next) {
+      const r = checkReload(next, opts.configFile, current);
+      if (!r.ok) { log.warn({ problems: r.problems }, 'config reload refused; the running config stays'); return r; }
+      current = r.config;
+      upstreams.apply(r.config);
+      filter.reconfigure(r.config);
+      workers.broadcast({ t: 'reload', config: r.config });
+      log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');
+      return { ok: true };
+    },
+    async close() {
+      log.info('draining');
+      await dispatcher.close();
+      // Each worker finishes its requests and sends its last counts before it exits.
+      await workers.stop(current.shutdown.drainTimeoutMs);
+      clearInterval(timer);
+      await admin.close();
+      await filter.close();
+      await stats.close();
+      await upstreams.close();
+      demo?.closeAllConnections();
+      await new Promise<void>((r) => (demo ? demo.close(() => r()) : r()));
+      db.close();
+      log.info('stopped');
+    },
+  };
+  admin.token = config.admin.token;
+  wireAdmin(admin, {
+    filter, view, stats, upstreams, now, queues: view.queues, config: () => current,
+    reload: () => primary.reload(), healthy: () => bus.healthy, sync: () => workers.collect(),
+  });
+  admin.route('GET', '/api/workers', () => ({ workers: workers.list() }));
+  await admin.listen(config.admin.host, config.admin.port);
+  await dispatcher.listen(config);
+  log.info({ listen: dispatcher.addresses(), admin: admin.address(), workers: config.workers }, 'scrubber started');
+  return primary;
+}

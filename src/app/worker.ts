@@ -1,0 +1,80 @@
+// One worker process of several (primary.ts): the same edge as one process
+// (edge.ts) with its listeners unbound, fed the connections the primary hands
+// over. Its decisions go up the WorkerBus, its store writes up the WorkerStore,
+// its counts up as a report each second (and when the primary asks, so that an
+// admin answer is up to date).
+import type net from 'node:net';
+import type { Logger } from '../log.ts';
+import { Recorder } from '../stats/recorder.ts';
+import { WorkerBus, WorkerStore, type SendUp } from '../cluster/worker-links.ts';
+import { workerConfig, type ToWorker, type WorkerInit, type WorkerReport } from '../cluster/protocol.ts';
+import { applyConfig, buildEdge } from './edge.ts';
+import { TICK_MS } from './app.ts';
+
+/** How often a worker sends what it counted (the primary's totals lag by at most this much, unless it asks). */
+const REPORT_MS = 1000;
+
+export interface Worker {
+  handle(m: ToWorker, socket?: net.Socket): void;
+}
+
+/** `exit` says 'stopped' to the primary and ends the process once that is sent. */
+export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: () => void): Worker {
+  const now = Date.now;
+  const config = workerConfig(init.config, init.workers);
+  const bus = new WorkerBus(send);
+  const store = new WorkerStore(init, send);
+  const edge = buildEdge(config, { log, now, store, bus, secret: store.secret() });
+  const { filter, pipeline, listeners, upstreams } = edge;
+  const recorder = new Recorder(now);
+  let requests = 0;
+  edge.observers.push((o) => { requests++; recorder.record(o); });
+  listeners.prepare(config);
+
+  const report = (): WorkerReport => {
+    const p = recorder.pending();
+    const r: WorkerReport = {
+      domains: p.domains.map((d) => ({ domain: d.domain, t: d.t, c: Array.from(d.c) })),
+      globals: p.globals.map((g) => ({ t: g.t, g: Array.from(g.g) })),
+      counters: filter.snapshot().counters,
+      attack: [...filter.detector.knowledge.entries()].map(([name, k]) => [name, { ...k.traffic.state }]),
+      queues: [...pipeline.queues].map(([d, q]) => [d, q.active, q.queued]),
+      requests,
+    };
+    // pending() hands out the live arrays: copied above, now they may start again from zero.
+    recorder.commit();
+    requests = 0;
+    return r;
+  };
+  const tick = setInterval(() => filter.tick(), TICK_MS);
+  const reporter = setInterval(() => send({ t: 'report', id: 0, r: report() }), REPORT_MS);
+  let stopping = false;
+
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    const drainMs = edge.runtime.current.config.shutdown.drainTimeoutMs;
+    const cut = setTimeout(() => pipeline.closeTunnels(), drainMs);
+    await listeners.close(drainMs);
+    clearTimeout(cut);
+    clearInterval(tick);
+    clearInterval(reporter);
+    await filter.close();
+    await upstreams.close();
+    // The last counts, then goodbye (exit() sends it): nothing counted is lost on a clean stop.
+    send({ t: 'report', id: 0, r: report() });
+    exit();
+  };
+
+  return {
+    handle(m, socket) {
+      if (m.t === 'conn') { if (socket && !stopping) listeners.accept(m.l, socket); else socket?.destroy(); }
+      else if (m.t === 'decision') bus.deliver(m.d);
+      else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
+      else if (m.t === 'reload') {
+        applyConfig(edge, workerConfig(m.config, init.workers));
+        log.info({ domains: m.config.domains.length }, 'config reloaded');
+      } else if (m.t === 'stop') void stop();
+    },
+  };
+}

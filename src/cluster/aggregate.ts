@@ -1,0 +1,76 @@
+// What the primary shows of its workers as one proxy: their counters added up
+// (each worker's are monotonic from its own start, so the primary adds deltas
+// and a replaced worker's fresh zeros lose nothing), domains under attack in
+// any worker, and their upstream queues summed. Bans are the primary's own
+// count: every ban, wherever decided, is recorded once by its Decisions.
+import type { AttackState } from '../detect/attack-mode.ts';
+import type { Filter, FilterSnapshot } from '../detect/filter.ts';
+import type { QueueView } from '../stats/metrics.ts';
+import type { WorkerReport } from './protocol.ts';
+
+interface Seen { counters: Record<string, number>; attack: Map<string, AttackState>; queues: Map<string, QueueView> }
+
+const isBanCounter = (k: string) => k === 'bans' || k === 'bansExpired' || k.startsWith('bans.');
+
+export class WorkersView {
+  private readonly primary: Filter;
+  private readonly seen = new Map<number, Seen>();
+  private readonly totals: Record<string, number> = {};
+  /** Each domain's queue summed over the workers, as of their last reports. */
+  readonly queues = new Map<string, QueueView>();
+
+  constructor(primary: Filter) { this.primary = primary; }
+
+  take(index: number, r: WorkerReport): void {
+    const last = this.seen.get(index)?.counters ?? {};
+    for (const [k, v] of Object.entries(r.counters)) {
+      const before = last[k] ?? 0;
+      // A counter that went down belongs to a new worker under this index: all of it is new.
+      this.totals[k] = (this.totals[k] ?? 0) + (v >= before ? v - before : v);
+    }
+    this.seen.set(index, {
+      counters: r.counters,
+      attack: new Map(r.attack),
+      queues: new Map(r.queues.map(([d, active, queued]) => [d, { active, queued }])),
+    });
+    this.queues.clear();
+    for (const s of this.seen.values()) {
+      for (const [d, q] of s.queues) {
+        const sum = this.queues.get(d) ?? { active: 0, queued: 0 };
+        this.queues.set(d, { active: sum.active + q.active, queued: sum.queued + q.queued });
+      }
+    }
+  }
+
+  /** A worker that died: its gauges go (its counters stay in the totals). */
+  gone(index: number): void {
+    const s = this.seen.get(index);
+    if (s) { s.attack.clear(); s.queues.clear(); }
+  }
+
+  snapshot(): FilterSnapshot {
+    const p = this.primary.snapshot();
+    const counters: Record<string, number> = {};
+    for (const [k, v] of Object.entries(this.totals)) if (!isBanCounter(k)) counters[k] = v;
+    for (const [k, v] of Object.entries(p.counters)) if (isBanCounter(k)) counters[k] = v;
+    // Refused at accept happens here in the primary; refused just after (a ban not yet at the primary) in a worker.
+    const refusedHere = this.primary.decisions.blacklist.tally.refused;
+    const droppedConnections = refusedHere + (this.totals.droppedConnections ?? 0);
+    counters.droppedConnections = droppedConnections;
+    const under = new Set(p.underAttack);
+    for (const s of this.seen.values()) for (const [d, a] of s.attack) if (a.under) under.add(d);
+    return { blacklistSize: p.blacklistSize, underAttack: [...under], droppedConnections, counters };
+  }
+
+  /** A domain's attack state: the worker that found it under attack first, else the one that learned most. */
+  attackState(domain: string): Readonly<AttackState> | undefined {
+    let best: AttackState | undefined;
+    for (const s of this.seen.values()) {
+      const a = s.attack.get(domain);
+      if (!a) continue;
+      if (!best) best = a;
+      else if (a.under !== best.under) { if (a.under) best = a; } else if (a.under ? a.since < best.since : a.learned > best.learned) best = a;
+    }
+    return best ?? this.primary.attackState(domain);
+  }
+}

@@ -1,0 +1,119 @@
+// The worker processes of the primary: forked at start, each told what is in
+// force (WorkerInit) before it takes a connection; a worker that dies is
+// forked again under the same index, so it owns the same sources. Connections
+// are handed over with their socket (child.send with a handle; the primary's
+// copy is closed once the worker has it).
+import { fork, type ChildProcess } from 'node:child_process';
+import type net from 'node:net';
+import type { Logger } from '../log.ts';
+import { shardOf, type FromWorker, type ToWorker, type WorkerInit, type WorkerReport } from './protocol.ts';
+
+export interface PoolDeps {
+  /** The worker's entry module. */
+  entry: string;
+  count: number;
+  log: Logger;
+  /** What a worker starts from, taken at each (re)start so that it holds every decision made so far. */
+  init(index: number): WorkerInit;
+  onMessage(index: number, m: FromWorker): void;
+  onReport(index: number, r: WorkerReport): void;
+}
+
+interface Worker { index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number }
+
+/** After this many quick deaths in a row the pause before the next fork stops growing. */
+const MAX_BACKOFF_MS = 5000;
+
+export class WorkerPool {
+  private readonly d: PoolDeps;
+  private readonly workers: (Worker | null)[];
+  private stopping = false;
+  private nextCollect = 1;
+  private readonly collects = new Map<number, { waiting: Set<number>; done: () => void }>();
+
+  constructor(deps: PoolDeps) { this.d = deps; this.workers = new Array(deps.count).fill(null); }
+
+  /** Forks every worker; resolves once all are ready (rejects when one fails to start). */
+  async start(): Promise<void> { await Promise.all(this.workers.map((_, i) => this.spawn(i, 0))); }
+
+  private spawn(index: number, restarts: number): Promise<void> {
+    const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), requests: 0 };
+    this.workers[index] = w;
+    return new Promise<void>((resolve, reject) => {
+      child.on('message', (m: FromWorker) => {
+        if (m.t === 'ready') { w.ready = true; resolve(); return; }
+        if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
+        if (m.t === 'report') { w.requests += m.r.requests; this.d.onReport(index, m.r); this.answered(m.id, index); return; }
+        this.d.onMessage(index, m);
+      });
+      child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
+      child.once('exit', (code, signal) => {
+        w.ready = false;
+        for (const c of this.collects.values()) if (c.waiting.delete(index) && c.waiting.size === 0) c.done();
+        if (this.workers[index] === w && !this.stopping) {
+          reject(new Error(`worker ${index} exited (${signal ?? code}) before it was ready`));
+          // Quick deaths in a row wait longer each time, so a worker that cannot start does not spin the machine.
+          const quick = Date.now() - w.startedAt < 10_000;
+          const wait = quick ? Math.min(100 * 2 ** Math.min(w.restarts, 6), MAX_BACKOFF_MS) : 100;
+          this.d.log.error({ worker: index, pid: child.pid, code, signal, restartInMs: wait }, 'worker died; starting a new one');
+          setTimeout(() => { if (!this.stopping) this.spawn(index, w.restarts + 1).catch((e) => this.d.log.error({ err: (e as Error).message }, 'worker restart failed')); }, wait);
+        }
+      });
+      this.send(w, { t: 'init', init: this.d.init(index) });
+    });
+  }
+
+  private send(w: Worker, m: ToWorker, handle?: net.Socket): void {
+    if (!w.child.connected) { handle?.destroy(); return; }
+    const done = (e: Error | null) => { if (e) handle?.destroy(); };
+    if (handle) w.child.send(m, handle, { keepOpen: false }, done);
+    else w.child.send(m, done);
+  }
+
+  /** Hands a connection to the worker that owns its source; while that one is being replaced, to the next ready one. */
+  dispatch(listener: number, source: string, socket: net.Socket): void {
+    const n = this.workers.length;
+    const home = shardOf(source, n);
+    for (let k = 0; k < n; k++) {
+      const w = this.workers[(home + k) % n];
+      if (w?.ready) { this.send(w, { t: 'conn', l: listener }, socket); return; }
+    }
+    socket.destroy();
+  }
+
+  /** To every worker alive, ready or still starting (a starting one applies it after its init). */
+  broadcast(m: ToWorker): void { for (const w of this.workers) if (w) this.send(w, m); }
+
+  /** Asks every ready worker for what it counted since its last report; resolves when all answered (or timeoutMs). */
+  collect(timeoutMs = 500): Promise<void> {
+    const ready = this.workers.filter((w): w is Worker => w?.ready === true);
+    if (!ready.length) return Promise.resolve();
+    const id = this.nextCollect++;
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(() => { this.collects.delete(id); resolve(); }, timeoutMs);
+      this.collects.set(id, { waiting: new Set(ready.map((w) => w.index)), done: () => { clearTimeout(t); this.collects.delete(id); resolve(); } });
+      for (const w of ready) this.send(w, { t: 'collect', id });
+    });
+  }
+
+  private answered(id: number, index: number): void {
+    const c = this.collects.get(id);
+    if (c && c.waiting.delete(index) && c.waiting.size === 0) c.done();
+  }
+
+  list(): { index: number; pid: number | undefined; ready: boolean; restarts: number; requests: number }[] {
+    return this.workers.filter((w): w is Worker => w !== null).map((w) => ({ index: w.index, pid: w.child.pid, ready: w.ready, restarts: w.restarts, requests: w.requests }));
+  }
+
+  /** Tells every worker to drain and stop; past drainMs and a grace second, what is left is killed. */
+  async stop(drainMs: number): Promise<void> {
+    this.stopping = true;
+    const alive = this.workers.filter((w): w is Worker => w !== null && w.child.exitCode === null && w.child.signalCode === null);
+    const exited = alive.map((w) => new Promise<void>((r) => w.child.once('exit', () => r())));
+    for (const w of alive) this.send(w, { t: 'stop' });
+    const kill = setTimeout(() => { for (const w of alive) w.child.kill('SIGKILL'); }, drainMs + 3000);
+    await Promise.all(exited);
+    clearTimeout(kill);
+  }
+}

@@ -1,0 +1,82 @@
+// Several worker processes, one proxy (SPEC §9). The primary process accepts
+// every connection, refuses banned sources at accept (its BlockList), and hands
+// each socket to the worker that owns its source: a source (an IPv4 address, an
+// IPv6 /64) is always judged by one worker, so its history, scores, trust and
+// per-source caps are exact without any shared table. Workers tell the primary
+// what they decide (bans, attack mode) and what they counted; the primary owns
+// the store, Redis, the admin API and the totals, and tells every worker what
+// was decided anywhere. This file is the messages and the pure parts.
+import type { Config } from '../config/schema.ts';
+import type { Decision } from '../decisions/bus.ts';
+import type { BanEntry } from '../decisions/blacklist.ts';
+import type { WhitelistEntry } from '../decisions/lists.ts';
+import type { OffenderRecord } from '../decisions/ban-time.ts';
+import type { LearnedDomain } from '../store/filter-store.ts';
+import type { AttackState } from '../detect/attack-mode.ts';
+
+/** What a (re)started worker starts from: what is in force and what was learned, as the primary's store has it. */
+export interface WorkerInit {
+  index: number;
+  workers: number;
+  config: Config;
+  bans: BanEntry[];
+  whitelist: WhitelistEntry[];
+  offenders: [string, OffenderRecord][];
+  learned: [string, LearnedDomain][];
+  /** The challenge secret, base64: a cookie issued by one worker (or node) passes on every other. */
+  secret: string;
+}
+
+/** One worker's counts since its last report (statistics deltas) and its state now (gauges). */
+export interface WorkerReport {
+  domains: { domain: string; t: number; c: number[] }[];
+  globals: { t: number; g: number[] }[];
+  /** The filter's monotonic counters (they restart at 0 with the worker: the primary adds up deltas). */
+  counters: Record<string, number>;
+  attack: [string, AttackState][];
+  queues: [string, number, number][];
+  requests: number;
+}
+
+export type ToWorker =
+  | { t: 'init'; init: WorkerInit }
+  /** A connection for the listener at this index (plain listeners first, then TLS): the socket rides along. */
+  | { t: 'conn'; l: number }
+  | { t: 'decision'; d: Decision }
+  | { t: 'reload'; config: Config }
+  | { t: 'collect'; id: number }
+  | { t: 'stop' };
+
+export type FromWorker =
+  | { t: 'ready' }
+  | { t: 'failed'; error: string }
+  | { t: 'decision'; d: Decision }
+  | { t: 'offender'; ip: string; r: OffenderRecord }
+  | { t: 'learned'; domain: string; l: LearnedDomain }
+  | { t: 'report'; id: number; r: WorkerReport }
+  | { t: 'stopped' };
+
+/** FNV-1a of the source key: the same source goes to the same worker index for the life of the process. Pure. */
+export function shardOf(source: string, workers: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < source.length; i++) { h ^= source.charCodeAt(i); h = Math.imul(h, 0x01000193); }
+  return (h >>> 0) % workers;
+}
+
+/**
+ * The config a worker runs: limits that bound the whole process (the POST budget, a domain's upstream ceiling and
+ * queue, the upstream connection pool, the sources remembered) are shared out between the workers, so that N
+ * workers together hold what one process would. Per-source limits stay as they are: a source lives in one worker.
+ * Attack mode's minimum rate is shared out too: each worker sees its share of a domain's requests. Pure.
+ */
+export function workerConfig(c: Config, workers: number): Config {
+  const share = (v: number) => (v > 0 ? Math.max(1, Math.ceil(v / workers)) : v);
+  return {
+    ...c,
+    demo: { ...c.demo, enabled: false },
+    upstream: { ...c.upstream, maxConnections: share(c.upstream.maxConnections) },
+    limits: { ...c.limits, postBudgetBytes: share(c.limits.postBudgetBytes), maxQueued: share(c.limits.maxQueued) },
+    filter: { ...c.filter, maxSources: share(c.filter.maxSources), attack: { ...c.filter.attack, minRps: c.filter.attack.minRps / workers } },
+    domains: c.domains.map((d) => ({ ...d, maxInflight: share(d.maxInflight) })),
+  };
+}
