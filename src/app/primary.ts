@@ -134,9 +134,9 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   admin.token = config.admin.token;
   wireAdmin(admin, {
     filter, view, stats, upstreams, now, queues: view.queues, config: () => current,
-    reload: () => primary.reload(), healthy: () => bus.healthy, sync: () => workers.collect(),
+    reload: () => primary.reload(), healthy: () => bus.healthy, sync: async () => { await workers.collect(); stats.flush(); },
   });
-  admin.route('GET', '/api/workers', () => ({ workers: workers.list() }));
+  admin.route('GET', '/api/workers', async () => { await workers.collect(); return { workers: workers.list() }; });
   await admin.listen(config.admin.host, config.admin.port);
   await dispatcher.listen(config);
   log.info({ listen: dispatcher.addresses(), admin: admin.address(), workers: config.workers }, 'scrubber started');

@@ -1,0 +1,178 @@
+// Several worker processes, black-box (SPEC §9): the real `scrubber` CLI with
+// `workers: 2` on real sockets. The primary hands each source to one worker:
+// a flood from one address over many connections is banned and then dropped
+// at accept; the per-source connection cap counts every connection of the
+// source; /metrics, /api/stats and /api/workers add up both workers; SIGHUP
+// reloads both; a worker killed with -9 is replaced and the bans stay.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import http from 'node:http';
+import net from 'node:net';
+import { startOrigin, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
+
+const BIN = path.resolve('bin/scrubber.js');
+const HOST = 'site.test';
+
+interface Running { child: ChildProcess; logs: string; port: number; admin: number; file: string }
+let proxy: Running;
+let origin: Origin;
+let config: Record<string, unknown>;
+
+const api = async (method: string, p: string, body?: unknown) => {
+  const r = await request(`http://127.0.0.1:${proxy.admin}${p}`, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+  let json: any = null;
+  try { json = JSON.parse(r.body); } catch { /* /metrics is text */ }
+  return { status: r.status, json, text: r.body };
+};
+const workers = async () => (await api('GET', '/api/workers')).json.workers as { index: number; pid: number; ready: boolean; restarts: number; requests: number }[];
+
+function get(local: string, host = HOST, agent: http.Agent | false = false): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port: proxy.port, path: '/', localAddress: agent ? undefined : local, agent, headers: { host } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+    req.setTimeout(3000, () => req.destroy());
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+}
+
+/** True when a connection from `local` is refused at accept (closed with no answer). */
+const refused = async (local: string) => (await rawExchange(proxy.port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { localAddress: local, timeoutMs: 1500 })).text === '';
+
+async function metric(name: string): Promise<number> {
+  const text = (await api('GET', '/metrics')).text;
+  return text.split('\n').filter((l) => l.startsWith(name)).reduce((s, l) => s + Number(l.split(' ').pop()), 0);
+}
+
+beforeAll(async () => {
+  origin = await startOrigin((_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok'); });
+  const dir = tempDir('scrubber-workers-');
+  const port = await freePort(), admin = await freePort();
+  const file = path.join(dir, 'c.json');
+  config = {
+    listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin }, workers: 2,
+    state: { dir: path.join(dir, 'data') }, limits: { maxConnectionsPerSource: 4 }, shutdown: { drainTimeoutMs: 500 },
+    domains: [{ name: HOST, upstreams: [origin.address] }],
+  };
+  fs.writeFileSync(file, JSON.stringify(config));
+  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
+  proxy = { child, logs: '', port, admin, file };
+  child.stdout!.on('data', (d) => { proxy.logs += d; });
+  child.stderr!.on('data', (d) => { proxy.logs += d; });
+  for (let i = 0; i < 200 && !proxy.logs.includes('scrubber started'); i++) await sleep(50);
+  if (!proxy.logs.includes('scrubber started')) throw new Error(`did not start:\n${proxy.logs}`);
+}, 20_000);
+
+afterAll(async () => {
+  if (proxy?.child.exitCode === null) {
+    proxy.child.kill('SIGTERM');
+    await new Promise((r) => proxy.child.once('exit', r));
+  }
+  await origin?.close();
+});
+
+describe('workers: 2', () => {
+  it('runs two worker processes behind one admin API', async () => {
+    const w = await workers();
+    expect(w.map((x) => x.ready)).toEqual([true, true]);
+    expect(new Set(w.map((x) => x.pid)).size).toBe(2);
+    expect(w.every((x) => x.pid !== proxy.child.pid)).toBe(true);
+    expect((await api('GET', '/healthz')).json).toEqual({ status: 'ok' });
+  });
+
+  it('statistics, /metrics and /api/workers add up both workers', async () => {
+    const before = await metric('scrubber_requests_passed_total');
+    const sources = Array.from({ length: 12 }, (_, i) => `127.0.70.${i + 1}`);
+    for (const s of sources) for (let k = 0; k < 3; k++) expect(await get(s)).toBe(200);
+    const w = await workers();
+    // Twelve sources spread over both workers (the hash puts at least one on each).
+    expect(w.every((x) => x.requests > 0)).toBe(true);
+    expect(await metric('scrubber_requests_passed_total') - before).toBe(36);
+    const stats = (await api('GET', `/api/stats?domain=${HOST}`)).json as { buckets: { passed: { requests: number } }[] };
+    expect(stats.buckets.reduce((s, b) => s + b.passed.requests, 0)).toBeGreaterThanOrEqual(36);
+  });
+
+  it('a flood from one address over many connections is banned once and then dropped at accept', async () => {
+    const ip = '127.0.71.1';
+    const before = (await workers()).map((x) => x.requests);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: ip });
+    const t0 = Date.now();
+    let banned = false;
+    while (!banned && Date.now() - t0 < 8000) {
+      const statuses = await Promise.all(Array.from({ length: 40 }, () => get(ip, HOST, agent)));
+      banned = statuses.includes(0);
+    }
+    agent.destroy();
+    expect(banned).toBe(true);
+    const entry = (await api('GET', `/api/blacklist/${ip}`)).json;
+    expect(entry).toMatchObject({ listed: true, rule: 'rate-extreme' });
+    // Every request of the source went to one worker: it alone judged it, with the whole history.
+    const after = (await workers()).map((x) => x.requests);
+    expect(after.filter((n, i) => n > before[i]).length).toBe(1);
+    const droppedBefore = await metric('scrubber_connections_dropped_at_accept_total');
+    expect(await refused(ip)).toBe(true);
+    expect(await metric('scrubber_connections_dropped_at_accept_total')).toBeGreaterThan(droppedBefore);
+    expect(await get('127.0.71.2')).toBe(200);
+  }, 15_000);
+
+  it('the per-source connection cap counts every connection of the source', async () => {
+    const open = (local: string) => new Promise<{ s: net.Socket; answered: boolean }>((resolve) => {
+      const s = net.connect({ port: proxy.port, host: '127.0.0.1', localAddress: local });
+      s.on('error', () => {});
+      s.on('connect', () => s.write(`GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`));
+      s.once('data', () => resolve({ s, answered: true }));
+      s.on('close', () => resolve({ s, answered: false }));
+      setTimeout(() => resolve({ s, answered: false }), 2000);
+    });
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await open('127.0.72.1'));
+    expect(held.map((h) => h.answered)).toEqual([true, true, true, true]);
+    const fifth = await open('127.0.72.1');
+    expect(fifth.answered).toBe(false);
+    const other = await open('127.0.72.2');
+    expect(other.answered).toBe(true);
+    for (const h of [...held, fifth, other]) h.s.destroy();
+  });
+
+  it('SIGHUP reloads every worker', async () => {
+    const next = { ...config, domains: [...(config.domains as object[]), { name: 'other.test', upstreams: [origin.address] }] };
+    fs.writeFileSync(proxy.file, JSON.stringify(next));
+    const sources = Array.from({ length: 8 }, (_, i) => `127.0.74.${i + 1}`);
+    expect(await get(sources[0], 'other.test')).toBe(421);
+    proxy.child.kill('SIGHUP');
+    await sleep(1000);
+    for (const s of sources) expect(await get(s, 'other.test')).toBe(200);
+    expect(proxy.logs).toMatch(/"worker":0,[^\n]*"msg":"config reloaded"/);
+    expect(proxy.logs).toMatch(/"worker":1,[^\n]*"msg":"config reloaded"/);
+  });
+
+  it('a worker killed with -9 is replaced, and the bans stay in force', async () => {
+    expect((await api('PUT', '/api/blacklist/127.0.73.1', { ttlSeconds: 600, reason: 'test' })).status).toBe(200);
+    expect(await refused('127.0.73.1')).toBe(true);
+    const [victim] = await workers();
+    process.kill(victim.pid, 'SIGKILL');
+    let w = await workers();
+    for (let i = 0; i < 100 && !(w[victim.index].pid !== victim.pid && w[victim.index].ready); i++) { await sleep(50); w = await workers(); }
+    expect(w[victim.index]).toMatchObject({ ready: true, restarts: 1 });
+    expect(w[victim.index].pid).not.toBe(victim.pid);
+    expect(await refused('127.0.73.1')).toBe(true);
+    expect(await refused('127.0.71.1')).toBe(true);
+    const list = (await api('GET', '/api/blacklist')).json.entries.map((e: { ip: string }) => e.ip);
+    expect(list).toEqual(expect.arrayContaining(['127.0.71.1', '127.0.73.1']));
+    for (let i = 1; i <= 8; i++) expect(await get(`127.0.75.${i}`)).toBe(200);
+  }, 15_000);
+
+  it('an unban reaches every worker: the source is served again', async () => {
+    expect((await api('DELETE', '/api/blacklist/127.0.73.1')).status).toBe(200);
+    expect(await get('127.0.73.1')).toBe(200);
+  });
+
+  it('SIGTERM drains the workers and exits 0 with nothing counted lost', async () => {
+    const pids = (await workers()).map((w) => w.pid);
+    proxy.child.kill('SIGTERM');
+    const code = await new Promise((r) => proxy.child.once('exit', (c) => r(c)));
+    expect(code).toBe(0);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
