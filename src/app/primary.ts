@@ -117,7 +117,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
     },
     async close() {
       log.info('draining');
-      await dispatcher.close();
+      dispatcher.close();
       // Each worker finishes its requests and sends its last counts before it exits.
       await workers.stop(current.shutdown.drainTimeoutMs);
       clearInterval(timer);

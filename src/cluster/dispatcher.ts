@@ -45,8 +45,9 @@ export class Dispatcher {
     return this.servers.map(({ server, tls }) => { const a = server.address() as net.AddressInfo; return { host: a.address, port: a.port, tls }; });
   }
 
-  /** Stops accepting (connections already handed over are the workers' to drain). */
-  async close(): Promise<void> {
-    await Promise.all(this.servers.map(({ server }) => new Promise<void>((r) => server.close(() => r()))));
+  /** Stops accepting at once. Not awaited: a server whose sockets went to child processes calls back only once
+   *  the children closed every one of them, and draining those is the workers' job (they are told next). */
+  close(): void {
+    for (const { server } of this.servers) server.close();
   }
 }
