@@ -95,7 +95,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
     },
   });
   const workers = pool;
-  const dispatcher = new Dispatcher(workers, filter.blockList);
+  const dispatcher = new Dispatcher(workers, filter.blockList, (source) => filter.isWhitelistedSource(source));
   filter.decisions.watch({ setBlockList: (l) => dispatcher.setBlockList(l) });
   const timer = setInterval(() => filter.tick(), TICK_MS);
   timer.unref();

@@ -15,7 +15,10 @@ export class Dispatcher {
   private readonly pool: WorkerPool;
   private blockList: net.BlockList;
 
-  constructor(pool: WorkerPool, blockList: net.BlockList) { this.pool = pool; this.blockList = blockList; }
+  /** Whether a source may go to any worker (it is whitelisted: no history to keep in one place). */
+  private readonly spread: (source: string) => boolean;
+
+  constructor(pool: WorkerPool, blockList: net.BlockList, spread: (source: string) => boolean) { this.pool = pool; this.blockList = blockList; this.spread = spread; }
 
   /** Plain listeners first, then TLS ones: the index is how a worker finds its server for the connection. */
   async listen(config: Config): Promise<void> {
@@ -25,7 +28,8 @@ export class Dispatcher {
       server.blockList = this.blockList;
       server.on('connection', (socket) => {
         socket.on('error', () => {});
-        this.pool.dispatch(i, sourceKey(clientAddress(socket.remoteAddress)), socket);
+        const source = sourceKey(clientAddress(socket.remoteAddress));
+        this.pool.dispatch(i, source, socket, this.spread(source));
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);

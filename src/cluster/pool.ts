@@ -29,6 +29,7 @@ export class WorkerPool {
   private readonly workers: (Worker | null)[];
   private stopping = false;
   private nextCollect = 1;
+  private turn = 0;
   private readonly collects = new Map<number, { waiting: Set<number>; done: () => void }>();
 
   constructor(deps: PoolDeps) { this.d = deps; this.workers = new Array(deps.count).fill(null); }
@@ -71,10 +72,12 @@ export class WorkerPool {
     else w.child.send(m, done);
   }
 
-  /** Hands a connection to the worker that owns its source; while that one is being replaced, to the next ready one. */
-  dispatch(listener: number, source: string, socket: net.Socket): void {
+  /** Hands a connection to the worker that owns its source; while that one is being replaced, to the next ready one.
+   *  `spread`: a source with nothing to judge (whitelisted) goes round robin, so one trusted address (a monitor, a
+   *  load test, a partner's gateway) is not held to one core. */
+  dispatch(listener: number, source: string, socket: net.Socket, spread = false): void {
     const n = this.workers.length;
-    const home = shardOf(source, n);
+    const home = spread ? this.turn++ % n : shardOf(source, n);
     for (let k = 0; k < n; k++) {
       const w = this.workers[(home + k) % n];
       if (w?.ready) { this.send(w, { t: 'conn', l: listener }, socket); return; }
