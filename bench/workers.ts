@@ -1,0 +1,143 @@
+// `node bench/workers.ts [--duration S --warmup S --rounds N --connections N --workers 1,2 --ac-duration S --smoke]`
+// One worker process against several, side by side in one run (issue 11,
+// "Every core"): the same Scrubber (filter.mode always) in front of the same
+// origin, started with `workers: 1` (one process, as before) and `workers: 2`
+// (a primary that accepts and hands each source to a worker process).
+//   1. bench/lib/loadgen.ts: keep-alive connections over 1024 source addresses (each source to its own worker);
+//   2. autocannon from 127.0.0.1, whitelisted first (a whitelisted source goes round robin over the workers);
+//   3. flood ban time: one address floods over 32 connections; time until /api/blacklist lists it.
+// req/s and CPU per request (user+system of the primary and every worker, /proc) for each; nothing is pinned:
+// on a 2-core machine the load generator and the origin share the cores with the workers, so the CPU per request
+// is the fairer ratio there (both are printed). Results: terminal and bench/results/workers.md.
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+// @ts-ignore autocannon ships no type declarations; the few fields used are typed below.
+import autocannonUntyped from 'autocannon';
+import { startNode, startScrubber, stopAll, freePort, waitForPort, cpuSeconds, ROOT, sleep } from './lib/proc.ts';
+import { table, textTable, writeResult, fmt, machineLine } from './lib/report.ts';
+import type { Options as LoadOptions, Result as LoadResult } from './lib/loadgen.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    smoke: { type: 'boolean', default: false }, duration: { type: 'string' }, warmup: { type: 'string' }, rounds: { type: 'string' },
+    connections: { type: 'string' }, workers: { type: 'string' }, 'ac-duration': { type: 'string' },
+  },
+});
+const smoke = args.smoke!;
+const DURATION_MS = Number(args.duration ?? (smoke ? 2 : 6)) * 1000;
+const WARMUP_MS = Number(args.warmup ?? 1) * 1000;
+const ROUNDS = Number(args.rounds ?? (smoke ? 1 : 2));
+const CONNECTIONS = Number(args.connections ?? 64);
+const AC_DURATION = Number(args['ac-duration'] ?? (smoke ? 2 : 5));
+const COUNTS = (args.workers ?? '1,2').split(',').map(Number);
+const HOST = 'bench.test';
+const SOURCES = Array.from({ length: 1024 }, (_, i) => `127.3.${Math.floor(i / 250)}.${(i % 250) + 1}`);
+
+interface AcResult { requests: { average: number; total: number }; latency: { p50: number; p99: number }; '2xx': number; non2xx: number; errors: number }
+const autocannon = autocannonUntyped as (o: Record<string, unknown>) => Promise<AcResult>;
+
+interface Proxy { workers: number; port: number; adminUrl: string; pids: number[]; stop(): Promise<void> }
+interface Row { rps: number; cpuUsPerReq: number | null; p50: number; p99: number; bad: number }
+
+const cpuOf = (pids: number[]) => { let s = 0; for (const p of pids) { const c = cpuSeconds(p); if (c == null) return null; s += c; } return s; };
+
+async function startProxy(workers: number, originPort: number): Promise<Proxy> {
+  const s = await startScrubber({ name: `scrubber-w${workers}`, upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', extra: { workers } });
+  let pids = [s.child.pid];
+  if (workers > 1) {
+    const list = (await (await fetch(`${s.adminUrl}/api/workers`)).json()) as { workers: { pid: number }[] };
+    pids = [s.child.pid, ...list.workers.map((w) => w.pid)];
+  }
+  return { workers, port: s.port, adminUrl: s.adminUrl, pids, stop: () => s.child.stop() };
+}
+
+function runLoad(o: LoadOptions, pids: number[], onStart?: () => void): { done: Promise<{ r: LoadResult; cpu: number | null }>; stop: () => Promise<void> } {
+  const child = startNode(path.join(ROOT, 'bench/lib/loadgen.ts'), [JSON.stringify(o)], { name: 'loadgen', stdout: 'pipe', ipc: true });
+  let out = '';
+  child.proc.stdout!.on('data', (c) => { out += c; });
+  let c0: number | null = null, c1: number | null = null;
+  child.proc.on('message', (m: { event: string }) => {
+    if (m.event === 'measure-start') { c0 = cpuOf(pids); onStart?.(); }
+    if (m.event === 'measure-end') c1 = cpuOf(pids);
+  });
+  const done = child.exited.then(() => {
+    const line = out.trim().split('\n').pop();
+    const r = line ? (JSON.parse(line) as LoadResult) : ({ perSec: 0, count: 0, p50ms: 0, p99ms: 0, errors: 0, statusOther: 0 } as LoadResult);
+    return { r, cpu: c0 != null && c1 != null ? c1 - c0 : null };
+  });
+  return { done, stop: () => child.stop() };
+}
+
+async function loadgen(p: Proxy): Promise<Row> {
+  const { r, cpu } = await runLoad({ mode: 'http', port: p.port, connections: CONNECTIONS, sources: SOURCES, warmupMs: WARMUP_MS, durationMs: DURATION_MS, hostHeader: HOST, requestsPerConnection: 50 }, p.pids).done;
+  return { rps: r.perSec, cpuUsPerReq: cpu != null && r.count ? (cpu * 1e6) / r.count : null, p50: r.p50ms, p99: r.p99ms, bad: r.errors };
+}
+
+async function withAutocannon(p: Proxy): Promise<Row> {
+  const put = await fetch(`${p.adminUrl}/api/whitelist/127.0.0.1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"note":"bench/workers.ts"}' });
+  if (put.status !== 200) throw new Error(`whitelist: ${put.status}`);
+  await autocannon({ url: `http://127.0.0.1:${p.port}/`, connections: 10, duration: 1, headers: { host: HOST } });
+  const c0 = cpuOf(p.pids);
+  const r = await autocannon({ url: `http://127.0.0.1:${p.port}/`, connections: 10, duration: AC_DURATION, headers: { host: HOST } });
+  const c1 = cpuOf(p.pids);
+  await fetch(`${p.adminUrl}/api/whitelist/127.0.0.1`, { method: 'DELETE' });
+  return { rps: r.requests.average, cpuUsPerReq: c0 != null && c1 != null && r.requests.total ? ((c1 - c0) * 1e6) / r.requests.total : null, p50: r.latency.p50, p99: r.latency.p99, bad: r.non2xx + r.errors };
+}
+
+/** ms from the flood's first measured moment to the source being listed; null when not banned within 10 s. */
+async function floodBan(p: Proxy, ip: string): Promise<number | null> {
+  let t0 = 0;
+  const load = runLoad({ mode: 'http', port: p.port, connections: 32, sources: [ip], warmupMs: 0, durationMs: 10_000, hostHeader: HOST }, p.pids, () => { t0 = performance.now(); });
+  let at: number | null = null;
+  const deadline = Date.now() + 12_000;
+  while (at === null && Date.now() < deadline) {
+    const r = (await (await fetch(`${p.adminUrl}/api/blacklist/${ip}`)).json()) as { listed: boolean; since?: string };
+    if (r.listed && t0) at = performance.now() - t0;
+    else await sleep(10);
+  }
+  await load.stop();
+  return at;
+}
+
+async function main() {
+  console.log(`workers bench${smoke ? ' (smoke)' : ''}: workers ${COUNTS.join(' vs ')}; loadgen ${CONNECTIONS} connections over ${SOURCES.length} sources, ${ROUNDS} round(s) × ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s; autocannon 10 connections × ${AC_DURATION} s`);
+  const originPort = await freePort();
+  const origin = startNode(path.join(ROOT, 'bench/servers/fast-origin.ts'), [String(originPort)], { name: 'origin' });
+  await waitForPort(originPort, origin);
+  const proxies: Proxy[] = [];
+  for (const n of COUNTS) proxies.push(await startProxy(n, originPort));
+  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, (number | null)[]>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    const order = round % 2 ? proxies : [...proxies].reverse();
+    for (const p of order) {
+      const a = await loadgen(p);
+      lg.set(p.workers, [...(lg.get(p.workers) ?? []), a]);
+      const b = await withAutocannon(p);
+      ac.set(p.workers, [...(ac.get(p.workers) ?? []), b]);
+      const t = await floodBan(p, `127.8.${round}.${p.workers}`);
+      ban.set(p.workers, [...(ban.get(p.workers) ?? []), t]);
+      console.log(`  round ${round} workers ${p.workers}: loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req | flood banned after ${t == null ? 'not banned' : `${fmt(t)} ms`}`);
+    }
+  }
+  for (const p of proxies) await p.stop();
+  await stopAll();
+
+  const med = (rows: Row[]) => [...rows].sort((x, y) => x.rps - y.rps)[Math.floor((rows.length - 1) / 2)];
+  const medN = (xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
+  const base = COUNTS[0];
+  const head = ['workers', 'loadgen req/s', 'µs CPU/req', 'p99 ms', 'autocannon req/s', 'µs CPU/req', 'p99 ms', 'flood ban ms', `req/s vs ${base}`, `CPU/req vs ${base}`, `autocannon vs ${base}`];
+  const rows = COUNTS.map((n) => {
+    const a = med(lg.get(n)!), b = med(ac.get(n)!), a0 = med(lg.get(base)!), b0 = med(ac.get(base)!);
+    return [n, fmt(a.rps), fmt(a.cpuUsPerReq, 1), fmt(a.p99, 2), fmt(b.rps), fmt(b.cpuUsPerReq, 1), fmt(b.p99, 2), fmt(medN(ban.get(n)!)),
+      `${fmt(a.rps / a0.rps, 2)}×`, a.cpuUsPerReq && a0.cpuUsPerReq ? `${fmt(a.cpuUsPerReq / a0.cpuUsPerReq, 2)}×` : '–', `${fmt(b.rps / b0.rps, 2)}×`];
+  });
+  console.log(`\nmedian of ${ROUNDS} round(s):\n${textTable(head, rows)}`);
+  const md = `# Workers bench\n\n${machineLine()}${smoke ? ' — **smoke run**' : ''}\n\nCommand: \`node bench/workers.ts${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}\`. ` +
+    `Scrubber with filter.mode always, started once per worker count, same origin (bench/servers/fast-origin.ts); nothing pinned. ` +
+    `loadgen: bench/lib/loadgen.ts, ${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, 50 requests per connection, ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s. ` +
+    `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; time until GET /api/blacklist/{ip} says listed (polled every ~10 ms). ` +
+    `CPU: user+system of the primary and every worker over the measured window, divided by requests served. Median of ${ROUNDS} round(s), order alternating.\n\n${table(head, rows)}\n`;
+  console.log(`\nwritten ${writeResult('workers.md', md)}`);
+}
+
+main().catch(async (e) => { console.error('bench failed:', e); await stopAll(); process.exit(1); });
