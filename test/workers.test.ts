@@ -9,13 +9,18 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { startOrigin, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
+import { makePki } from './helpers/certs.ts';
+import { shardOf, workerConfig } from '../src/cluster/protocol.ts';
+import { loadConfigObject } from '../src/config/load.ts';
 
 const BIN = path.resolve('bin/scrubber.js');
 const HOST = 'site.test';
 
-interface Running { child: ChildProcess; logs: string; port: number; admin: number; file: string }
+interface Running { child: ChildProcess; logs: string; port: number; tlsPort: number; admin: number; file: string }
+let ca = '';
 let proxy: Running;
 let origin: Origin;
 let config: Record<string, unknown>;
@@ -48,16 +53,19 @@ async function metric(name: string): Promise<number> {
 beforeAll(async () => {
   origin = await startOrigin((_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok'); });
   const dir = tempDir('scrubber-workers-');
-  const port = await freePort(), admin = await freePort();
+  const port = await freePort(), admin = await freePort(), tlsPort = await freePort();
   const file = path.join(dir, 'c.json');
+  const pki = makePki();
+  ca = fs.readFileSync(pki.ca, 'utf8');
   config = {
     listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin }, workers: 2,
+    tls: { listen: [{ host: '127.0.0.1', port: tlsPort }], certs: [{ domains: [HOST], ...pki.leaf(HOST) }] },
     state: { dir: path.join(dir, 'data') }, limits: { maxConnectionsPerSource: 4 }, shutdown: { drainTimeoutMs: 500 },
     domains: [{ name: HOST, upstreams: [origin.address] }],
   };
   fs.writeFileSync(file, JSON.stringify(config));
   const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
-  proxy = { child, logs: '', port, admin, file };
+  proxy = { child, logs: '', port, tlsPort, admin, file };
   child.stdout!.on('data', (d) => { proxy.logs += d; });
   child.stderr!.on('data', (d) => { proxy.logs += d; });
   for (let i = 0; i < 200 && !proxy.logs.includes('scrubber started'); i++) await sleep(50);
@@ -79,6 +87,15 @@ describe('workers: 2', () => {
     expect(new Set(w.map((x) => x.pid)).size).toBe(2);
     expect(w.every((x) => x.pid !== proxy.child.pid)).toBe(true);
     expect((await api('GET', '/healthz')).json).toEqual({ status: 'ok' });
+  });
+
+  it('terminates TLS in the workers, for sources on either of them', async () => {
+    const get = (local: string) => new Promise<number>((resolve) => {
+      const req = https.request({ host: '127.0.0.1', port: proxy.tlsPort, path: '/', localAddress: local, servername: HOST, ca, agent: false, headers: { host: HOST } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+      req.on('error', () => resolve(0));
+      req.end();
+    });
+    for (let i = 1; i <= 6; i++) expect(await get(`127.0.76.${i}`)).toBe(200);
   });
 
   it('statistics, /metrics and /api/workers add up both workers', async () => {
@@ -174,5 +191,23 @@ describe('workers: 2', () => {
     const code = await new Promise((r) => proxy.child.once('exit', (c) => r(c)));
     expect(code).toBe(0);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
+
+describe('sharding (pure)', () => {
+  it('sends a source always to the same worker, and spreads many sources over all of them', () => {
+    expect(shardOf('203.0.113.7', 4)).toBe(shardOf('203.0.113.7', 4));
+    const seen = new Set(Array.from({ length: 200 }, (_, i) => shardOf(`10.0.${i >> 8}.${i & 255}`, 4)));
+    expect(seen.size).toBe(4);
+  });
+
+  it('shares out the limits that bound a whole process, and keeps the per-source ones', () => {
+    const r = loadConfigObject({ limits: { postBudgetBytes: 1000, maxConnectionsPerSource: 64 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], maxInflight: 5 }] });
+    if (!r.ok) throw new Error(r.problems.join('; '));
+    const w = workerConfig(r.config, 2);
+    expect(w.limits.postBudgetBytes).toBe(500);
+    expect(w.domains[0].maxInflight).toBe(3);
+    expect(w.limits.maxConnectionsPerSource).toBe(64);
+    expect(w.demo.enabled).toBe(false);
   });
 });
