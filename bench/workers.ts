@@ -5,7 +5,8 @@
 // (a primary that accepts and hands each source to a worker process).
 //   1. bench/lib/loadgen.ts: keep-alive connections over 1024 source addresses (each source to its own worker);
 //   2. autocannon from 127.0.0.1, whitelisted first (a whitelisted source goes round robin over the workers);
-//   3. flood ban time: one address floods over 32 connections; time until /api/blacklist lists it.
+//   3. flood ban time: one address floods over 32 connections; time until /api/blacklist lists it;
+//   4. a new connection per request (the primary's handover cost), and connections refused at accept.
 // req/s and CPU per request (user+system of the primary and every worker, /proc) for each; nothing is pinned:
 // on a 2-core machine the load generator and the origin share the cores with the workers, so the CPU per request
 // is the fairer ratio there (both are printed). Results: terminal and bench/results/workers.md.
@@ -73,6 +74,19 @@ async function loadgen(p: Proxy): Promise<Row> {
   return { rps: r.perSec, cpuUsPerReq: cpu != null && r.count ? (cpu * 1e6) / r.count : null, p50: r.p50ms, p99: r.p99ms, bad: r.errors };
 }
 
+/** A new connection per request (each from the next of 1024 sources): what handing a connection over costs. */
+async function churn(p: Proxy): Promise<Row> {
+  const { r, cpu } = await runLoad({ mode: 'http', port: p.port, connections: 32, sources: SOURCES, warmupMs: WARMUP_MS, durationMs: DURATION_MS, hostHeader: HOST, requestsPerConnection: 1 }, p.pids).done;
+  return { rps: r.perSec, cpuUsPerReq: cpu != null && r.count ? (cpu * 1e6) / r.count : null, p50: r.p50ms, p99: r.p99ms, bad: r.errors };
+}
+
+/** Connections from a banned source, refused at accept (by the primary, with workers). */
+async function refusals(p: Proxy, ip: string): Promise<Row> {
+  await fetch(`${p.adminUrl}/api/blacklist/${ip}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"ttlSeconds":600,"reason":"bench"}' });
+  const { r, cpu } = await runLoad({ mode: 'refuse', port: p.port, connections: 32, sources: [ip], warmupMs: WARMUP_MS, durationMs: DURATION_MS, hostHeader: HOST }, p.pids).done;
+  return { rps: r.perSec, cpuUsPerReq: cpu != null && r.count ? (cpu * 1e6) / r.count : null, p50: 0, p99: 0, bad: r.served };
+}
+
 async function withAutocannon(p: Proxy): Promise<Row> {
   const put = await fetch(`${p.adminUrl}/api/whitelist/127.0.0.1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"note":"bench/workers.ts"}' });
   if (put.status !== 200) throw new Error(`whitelist: ${put.status}`);
@@ -106,7 +120,7 @@ async function main() {
   await waitForPort(originPort, origin);
   const proxies: Proxy[] = [];
   for (const n of COUNTS) proxies.push(await startProxy(n, originPort));
-  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, (number | null)[]>();
+  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, (number | null)[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 ? proxies : [...proxies].reverse();
     for (const p of order) {
@@ -116,7 +130,12 @@ async function main() {
       ac.set(p.workers, [...(ac.get(p.workers) ?? []), b]);
       const t = await floodBan(p, `127.8.${round}.${p.workers}`);
       ban.set(p.workers, [...(ban.get(p.workers) ?? []), t]);
-      console.log(`  round ${round} workers ${p.workers}: loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req | flood banned after ${t == null ? 'not banned' : `${fmt(t)} ms`}`);
+      const c = await churn(p);
+      ch.set(p.workers, [...(ch.get(p.workers) ?? []), c]);
+      const f = await refusals(p, `127.9.${round}.${p.workers}`);
+      rf.set(p.workers, [...(rf.get(p.workers) ?? []), f]);
+      console.log(`  round ${round} workers ${p.workers}: loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req | flood banned after ${t == null ? 'not banned' : `${fmt(t)} ms`} | ` +
+        `new conn per request ${fmt(c.rps)}/s ${fmt(c.cpuUsPerReq, 1)} µs | refused at accept ${fmt(f.rps)}/s ${fmt(f.cpuUsPerReq, 1)} µs${f.bad ? ` (${f.bad} SERVED)` : ''}`);
     }
   }
   for (const p of proxies) await p.stop();
@@ -131,12 +150,19 @@ async function main() {
     return [n, fmt(a.rps), fmt(a.cpuUsPerReq, 1), fmt(a.p99, 2), fmt(b.rps), fmt(b.cpuUsPerReq, 1), fmt(b.p99, 2), fmt(medN(ban.get(n)!)),
       `${fmt(a.rps / a0.rps, 2)}×`, a.cpuUsPerReq && a0.cpuUsPerReq ? `${fmt(a.cpuUsPerReq / a0.cpuUsPerReq, 2)}×` : '–', `${fmt(b.rps / b0.rps, 2)}×`];
   });
-  console.log(`\nmedian of ${ROUNDS} round(s):\n${textTable(head, rows)}`);
+  const head2 = ['workers', 'new conn per request /s', 'µs CPU each', 'p99 ms', 'refused at accept /s', 'µs CPU each', `conn/s vs ${base}`];
+  const rows2 = COUNTS.map((n) => {
+    const c = med(ch.get(n)!), f = med(rf.get(n)!), c0 = med(ch.get(base)!);
+    return [n, fmt(c.rps), fmt(c.cpuUsPerReq, 1), fmt(c.p99, 2), fmt(f.rps), fmt(f.cpuUsPerReq, 1), `${fmt(c.rps / c0.rps, 2)}×`];
+  });
+  console.log(`\nmedian of ${ROUNDS} round(s):\n${textTable(head, rows)}\n\n${textTable(head2, rows2)}`);
   const md = `# Workers bench\n\n${machineLine()}${smoke ? ' — **smoke run**' : ''}\n\nCommand: \`node bench/workers.ts${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}\`. ` +
     `Scrubber with filter.mode always, started once per worker count, same origin (bench/servers/fast-origin.ts); nothing pinned. ` +
     `loadgen: bench/lib/loadgen.ts, ${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, 50 requests per connection, ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s. ` +
     `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; time until GET /api/blacklist/{ip} says listed (polled every ~10 ms). ` +
-    `CPU: user+system of the primary and every worker over the measured window, divided by requests served. Median of ${ROUNDS} round(s), order alternating.\n\n${table(head, rows)}\n`;
+    `CPU: user+system of the primary and every worker over the measured window, divided by requests served. Median of ${ROUNDS} round(s), order alternating.\n\n${table(head, rows)}\n\n` +
+    `New connection per request: 32 connections, each closed after one request and reopened from the next of the 1024 sources (with workers, every one is handed over by the primary). ` +
+    `Refused at accept: 32 connections at a time from one blacklisted address.\n\n${table(head2, rows2)}\n`;
   console.log(`\nwritten ${writeResult('workers.md', md)}`);
 }
 
