@@ -121,21 +121,24 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private responseTimer: NodeJS.Timeout | null = null;
   private readonly send: SendDeadline;
   private readonly readAhead: ReadAhead;
-  private readonly onDrain = () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
-  private readonly onResponseTimeout = () => {
+  /** Made on the first pause only: most responses never wait for their client. */
+  private onDrain: (() => void) | null = null;
+
+  /** @internal the response timer's callback (a module function with an argument: no closure per request). */
+  onResponseTimeout(): void {
     this.responseTimer = null;
     // A body still coming from the client (its pace is the edge's business, limits.minBodyRate) is not an upstream
     // that fails to answer.
     const body = this.fr.body;
     if (body && !Buffer.isBuffer(body) && !body.readableEnded && !body.destroyed) {
-      this.responseTimer = setTimeout(this.onResponseTimeout, this.fr.responseTimeoutMs);
+      this.responseTimer = setTimeout(responseTimeout, this.fr.responseTimeoutMs, this);
       return;
     }
     const controller = this.controller;
     // Fail first (the 504 and the upstream's report), then cut: abort() calls back into onResponseError.
     this.fail(Object.assign(new Error('no response headers within responseTimeoutMs'), { code: 'UND_ERR_HEADERS_TIMEOUT' }));
     controller?.abort(new Error('response timeout'));
-  };
+  }
 
   private readonly fr: ForwardRequest;
   private readonly order: Upstream[];
@@ -189,7 +192,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.controller = controller;
     if (this.finished) { controller.abort(new Error('client closed')); return; }
     this.stopResponseTimer();
-    if (this.fr.responseTimeoutMs > 0) this.responseTimer = setTimeout(this.onResponseTimeout, this.fr.responseTimeoutMs);
+    if (this.fr.responseTimeoutMs > 0) this.responseTimer = setTimeout(responseTimeout, this.fr.responseTimeoutMs, this);
   }
 
   private stopResponseTimer(): void {
@@ -236,6 +239,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (!this.readAhead.mayContinue() && !this.waitingDrain) {
       this.waitingDrain = true;
       controller.pause();
+      this.onDrain ??= () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
       res.once('drain', this.onDrain);
     }
     this.send.wrote(chunk.length);
@@ -294,7 +298,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.finished = true;
     this.stopResponseTimer();
-    this.fr.res.off('drain', this.onDrain);
+    if (this.onDrain) this.fr.res.off('drain', this.onDrain);
     const clientAborted = this.clientGone;
     const proxyReason: ForwardOutcome['proxyReason'] = !sendPage || clientAborted ? null
       : bodyReason ?? (upstreamError === 'timeout' ? 'upstream-timeout'
@@ -310,3 +314,5 @@ class Forwarding implements Dispatcher.DispatchHandler {
     }, proxyReason !== null);
   }
 }
+
+function responseTimeout(f: Forwarding): void { f.onResponseTimeout(); }

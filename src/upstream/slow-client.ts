@@ -20,17 +20,23 @@ export const readAheadBudget = { limit: 64 * 1024 * 1024, held: 0 };
 /** One response's share of the read-ahead budget. */
 export class ReadAhead {
   private held = 0;
+  private listening = false;
   private readonly res: ServerResponse;
   private readonly cap: number;
 
   constructor(res: ServerResponse, cap: number) {
     this.res = res;
     this.cap = cap;
+  }
+
+  /** Listened for only once something is held: most responses never go past the high-water mark, and three
+   *  listeners per response are a measurable share of a small request's cost. */
+  private listen(): void {
     // 'drain' means everything written has gone to the kernel: nothing is held any more.
     const release = () => { readAheadBudget.held -= this.held; this.held = 0; };
-    res.on('drain', release);
-    res.on('finish', release);
-    res.on('close', release);
+    this.res.on('drain', release);
+    this.res.on('finish', release);
+    this.res.on('close', release);
   }
 
   /** After a write: whether the upstream may keep sending. When false, a 'drain' will come (write() said false). */
@@ -39,6 +45,7 @@ export class ReadAhead {
     // Up to the stream's own high-water mark nothing is read ahead (and no 'drain' would be emitted).
     if (want <= this.held || want <= this.res.writableHighWaterMark) return true;
     if (want > this.cap || readAheadBudget.held + (want - this.held) > readAheadBudget.limit) return false;
+    if (this.held === 0 && !this.listening) { this.listening = true; this.listen(); }
     readAheadBudget.held += want - this.held;
     this.held = want;
     return true;
@@ -66,13 +73,13 @@ export class SendDeadline {
   private readonly ms: number;
   private readonly onStalled: () => void;
 
+  private listening = false;
+
   /** `onStalled` runs once, when a whole `ms` passed without the client taking a byte; then the response is destroyed. */
   constructor(res: ServerResponse, ms: number, onStalled: () => void) {
     this.res = res;
     this.ms = ms;
     this.onStalled = onStalled;
-    res.on('close', () => this.stop());
-    res.on('finish', () => this.stop());
   }
 
   /** After each write (`added` bytes) and at the end: keeps the deadline running while anything waits. */
@@ -88,15 +95,25 @@ export class SendDeadline {
   private arm(): void {
     this.lengthMark = this.res.writableLength;
     this.queueMark = writeQueue(this.res);
-    this.timer = setTimeout(this.check, this.ms);
+    // Listeners and timer only for a response that had to wait for its client (the minority): no closure per response.
+    if (!this.listening) {
+      this.listening = true;
+      const stop = () => this.stop();
+      this.res.on('close', stop);
+      this.res.on('finish', stop);
+    }
+    this.timer = setTimeout(check, this.ms, this);
   }
 
-  private readonly check = () => {
+  /** @internal the timer's callback */
+  check(): void {
     this.timer = null;
     const len = this.res.writableLength;
     if (this.res.destroyed || len === 0) return;
     if (len < this.lengthMark || writeQueue(this.res) < this.queueMark) { this.arm(); return; }
     this.onStalled();
     this.res.destroy();
-  };
+  }
 }
+
+function check(d: SendDeadline): void { d.check(); }
