@@ -164,10 +164,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.finish(null, false);
       this.controller?.abort(new Error('client closed'));
     });
-    // Not one byte taken by the client in a whole send deadline: it stopped reading. Cutting it frees its buffer,
-    // and (through res 'close' above) the upstream request if that is still streaming.
+    // A client that took no byte in a whole send deadline is cut: that frees its buffer and (res 'close') the upstream.
     this.readAhead = new ReadAhead(fr.res, fr.readAheadBytes ?? READ_AHEAD_BYTES);
-    this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, () => { this.slowReader = true; fr.onSlowReader?.(); });
+    this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, this);
     if (fr.body && !Buffer.isBuffer(fr.body)) {
       fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
       // The deadline counts from the end of a streamed body (no 'data' listener here: it would consume the stream).
@@ -176,6 +175,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   private get upstream(): Upstream { return this.order[this.idx]; }
+
+  /** @internal the send deadline cut the client (it took no byte for sendTimeoutMs). */
+  onStalled(): void { this.slowReader = true; this.fr.onSlowReader?.(); }
 
   start(): void {
     const { fr } = this;
