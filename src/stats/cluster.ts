@@ -14,7 +14,6 @@
 // This file is pure: the payload of an outbox row, the day keys of a range, and
 // rows rebuilt from what Redis returns. The Redis side is store/redis-stats.ts.
 import { FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS, toBucketJson, type BucketJson } from './buckets.ts';
-import type { DomainDelta, GlobalDelta } from './store.ts';
 import type { BillingSample } from './billing.ts';
 
 export const DAY_SECONDS = 86_400;
@@ -31,7 +30,7 @@ const nonZero = (names: readonly string[], values: Float64Array): Record<string,
   return out;
 };
 
-export function outboxPayload(domains: DomainDelta[], globals: GlobalDelta[]): OutboxPayload {
+export function outboxPayload(domains: { domain: string; t: number; c: Float64Array }[], globals: { t: number; g: Float64Array }[]): OutboxPayload {
   return {
     d: domains.map((x) => ({ domain: x.domain, t: x.t, c: nonZero(FIELDS, x.c) })),
     g: globals.map((x) => ({ t: x.t, c: nonZero(GLOBAL_FIELDS, x.g) })),

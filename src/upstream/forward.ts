@@ -176,8 +176,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   private get upstream(): Upstream { return this.order[this.idx]; }
 
-  /** @internal the send deadline cut the client (it took no byte for sendTimeoutMs). */
-  onStalled(): void { this.slowReader = true; this.fr.onSlowReader?.(); }
+  /** @internal the send deadline cut the client (no byte taken for sendTimeoutMs) */ onStalled(): void { this.slowReader = true; this.fr.onSlowReader?.(); }
 
   start(): void {
     const { fr } = this;
