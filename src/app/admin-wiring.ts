@@ -1,6 +1,10 @@
 // What one process and the primary of several share: the check a reloaded
 // config must pass, and the admin API over the filter and the statistics.
+import crypto from 'node:crypto';
 import type { Config } from '../config/schema.ts';
+import type { Logger } from '../log.ts';
+import type { StatsDeps } from '../stats/index.ts';
+import { RedisClusterStats } from '../store/redis-stats.ts';
 import { loadConfigFile, type LoadResult } from '../config/load.ts';
 import type { Filter } from '../detect/filter.ts';
 import { loadCertificates } from '../listen/listeners.ts';
@@ -26,6 +30,16 @@ export function checkReload(next: LoadResult | undefined, configFile: string | u
   if (moved.length) return { ok: false, problems: moved.map((k) => `${k}: changing it needs a restart`) };
   try { loadCertificates(r.config); } catch (e) { return { ok: false, problems: [`tls.certs: ${(e as Error).message}`] }; }
   return { ok: true, config: r.config };
+}
+
+/** With Redis, every statistics flush also feeds the cluster's totals (exactly once, through an outbox in the store). */
+export function clusterStats(config: Config, log: Logger, current: () => Config): StatsDeps['cluster'] {
+  const url = config.state.redis.url;
+  if (!url) return undefined;
+  return (st) => new RedisClusterStats({
+    url, store: st, nodeId: st.nodeId(() => crypto.randomUUID()), log: log.child({ mod: 'redis-stats' }),
+    retentionDays: () => current().stats.retentionDays,
+  });
 }
 
 export interface AdminWiring extends Omit<StatsRouteDeps, 'filter'> {

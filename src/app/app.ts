@@ -20,7 +20,7 @@ import { LocalBus, type DecisionBus } from '../decisions/bus.ts';
 import { RedisBus } from '../store/redis-bus.ts';
 import { SqliteFilterStore } from '../store/filter-store.ts';
 import { applyConfig, buildEdge } from './edge.ts';
-import { checkReload, wireAdmin, type ReloadResult } from './admin-wiring.ts';
+import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 
 export interface App {
   readonly config: Config;
@@ -50,7 +50,10 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const edge = buildEdge(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()) });
   const { filter, pipeline, listeners, upstreams, runtime } = edge;
   await filter.decisions.join(now());
-  const stats = createStats(config, { db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues });
+  const stats = createStats(config, {
+    db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues,
+    cluster: clusterStats(config, log, () => runtime.current.config),
+  });
   edge.observers.push((o) => stats.record(o));
   const timer = setInterval(() => filter.tick(), TICK_MS);
   timer.unref();

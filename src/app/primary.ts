@@ -26,7 +26,7 @@ import { WorkersView } from '../cluster/aggregate.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
 import { loggedUpstreams } from './edge.ts';
-import { checkReload, wireAdmin, type ReloadResult } from './admin-wiring.ts';
+import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
 
 export interface Primary {
@@ -68,7 +68,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   await filter.decisions.join(now());
   const upstreams = loggedUpstreams(log, config);
   const view = new WorkersView(filter);
-  const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues });
+  const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues, cluster: clusterStats(config, log, () => current) });
 
   const init = (index: number): WorkerInit => {
     // A (re)started worker reads what the store has: every queued write goes in first.
