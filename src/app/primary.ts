@@ -85,10 +85,9 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       else if (m.d.kind === 'attack') filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason);
     } else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, m.l);
-    else if (m.t === 'stopped') view.gone(index);
   };
   pool = new WorkerPool({
-    entry: ENTRY, count: config.workers, log, init, onMessage,
+    entry: ENTRY, count: config.workers, log, init, onMessage, onExit: (index) => view.gone(index),
     onReport: (index, r) => {
       view.take(index, r);
       stats.ingest(r.domains.map((d) => ({ domain: d.domain, t: d.t, c: Float64Array.from(d.c) })), r.globals.map((g) => ({ t: g.t, g: Float64Array.from(g.g) })));

@@ -30,6 +30,8 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   let requests = 0;
   edge.observers.push((o) => { requests++; recorder.record(o); });
   listeners.prepare(config);
+  // A ban made elsewhere (an operator, another node): the source starts over when it ends, as in one process.
+  filter.decisions.watch({ onBan: (s) => filter.detector.forget(s) });
 
   const report = (): WorkerReport => {
     const p = recorder.pending();

@@ -17,6 +17,8 @@ export interface PoolDeps {
   init(index: number): WorkerInit;
   onMessage(index: number, m: FromWorker): void;
   onReport(index: number, r: WorkerReport): void;
+  /** A worker process ended (its gauges are gone; its replacement reports afresh). */
+  onExit?(index: number): void;
 }
 
 interface Worker { index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number }
@@ -51,6 +53,7 @@ export class WorkerPool {
       child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
       child.once('exit', (code, signal) => {
         w.ready = false;
+        this.d.onExit?.(index);
         for (const c of this.collects.values()) if (c.waiting.delete(index) && c.waiting.size === 0) c.done();
         if (this.workers[index] === w && !this.stopping) {
           reject(new Error(`worker ${index} exited (${signal ?? code}) before it was ready`));
