@@ -159,6 +159,9 @@ export async function startScrubber(opts: { name?: string; root?: string; cpu?: 
     state: { dir: path.join(dir, 'state') },
     log: { level: 'warn' },
     filter: { mode: opts.mode },
+    // One process unless a bench asks for workers (extra.workers): the figures of the other benches are per worker,
+    // pinned to one core, as they were before worker processes existed.
+    workers: 1,
     domains: [{
       name: opts.domain, aliases: opts.aliases ?? ['127.0.0.1', 'localhost'], upstreams: [opts.upstream],
       healthCheck: { type: 'tcp', path: '/', intervalMs: 60000, timeoutMs: 2000, fall: 3, rise: 2 },
