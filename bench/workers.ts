@@ -38,7 +38,7 @@ interface AcResult { requests: { average: number; total: number }; latency: { p5
 const autocannon = autocannonUntyped as (o: Record<string, unknown>) => Promise<AcResult>;
 
 interface Proxy { workers: number; port: number; adminUrl: string; pids: number[]; stop(): Promise<void> }
-interface Row { rps: number; cpuUsPerReq: number | null; p50: number; p99: number; bad: number }
+interface Row { rps: number; cpuUsPerReq: number | null; p50: number; p99: number; bad: number; primaryUsPerReq?: number | null }
 
 const cpuOf = (pids: number[]) => { let s = 0; for (const p of pids) { const c = cpuSeconds(p); if (c == null) return null; s += c; } return s; };
 
@@ -52,26 +52,28 @@ async function startProxy(workers: number, originPort: number): Promise<Proxy> {
   return { workers, port: s.port, adminUrl: s.adminUrl, pids, stop: () => s.child.stop() };
 }
 
-function runLoad(o: LoadOptions, pids: number[], onStart?: () => void): { done: Promise<{ r: LoadResult; cpu: number | null }>; stop: () => Promise<void> } {
+function runLoad(o: LoadOptions, pids: number[], onStart?: () => void): { done: Promise<{ r: LoadResult; cpu: number | null; primaryCpu: number | null }>; stop: () => Promise<void> } {
   const child = startNode(path.join(ROOT, 'bench/lib/loadgen.ts'), [JSON.stringify(o)], { name: 'loadgen', stdout: 'pipe', ipc: true });
   let out = '';
   child.proc.stdout!.on('data', (c) => { out += c; });
-  let c0: number | null = null, c1: number | null = null;
+  let c0: number | null = null, c1: number | null = null, p0: number | null = null, p1: number | null = null;
   child.proc.on('message', (m: { event: string }) => {
-    if (m.event === 'measure-start') { c0 = cpuOf(pids); onStart?.(); }
-    if (m.event === 'measure-end') c1 = cpuOf(pids);
+    if (m.event === 'measure-start') { c0 = cpuOf(pids); p0 = cpuSeconds(pids[0]); onStart?.(); }
+    if (m.event === 'measure-end') { c1 = cpuOf(pids); p1 = cpuSeconds(pids[0]); }
   });
   const done = child.exited.then(() => {
     const line = out.trim().split('\n').pop();
     const r = line ? (JSON.parse(line) as LoadResult) : ({ perSec: 0, count: 0, p50ms: 0, p99ms: 0, errors: 0, statusOther: 0 } as LoadResult);
-    return { r, cpu: c0 != null && c1 != null ? c1 - c0 : null };
+    return { r, cpu: c0 != null && c1 != null ? c1 - c0 : null, primaryCpu: p0 != null && p1 != null ? p1 - p0 : null };
   });
   return { done, stop: () => child.stop() };
 }
 
 async function loadgen(p: Proxy): Promise<Row> {
-  const { r, cpu } = await runLoad({ mode: 'http', port: p.port, connections: CONNECTIONS, sources: SOURCES, warmupMs: WARMUP_MS, durationMs: DURATION_MS, hostHeader: HOST, requestsPerConnection: 50 }, p.pids).done;
-  return { rps: r.perSec, cpuUsPerReq: cpu != null && r.count ? (cpu * 1e6) / r.count : null, p50: r.p50ms, p99: r.p99ms, bad: r.errors };
+  const { r, cpu, primaryCpu } = await runLoad({ mode: 'http', port: p.port, connections: CONNECTIONS, sources: SOURCES, warmupMs: WARMUP_MS, durationMs: DURATION_MS, hostHeader: HOST, requestsPerConnection: 50 }, p.pids).done;
+  const per = (c: number | null) => (c != null && r.count ? (c * 1e6) / r.count : null);
+  // With workers, the primary's own share (accepting, handing over, adding up reports) is shown apart.
+  return { rps: r.perSec, cpuUsPerReq: per(cpu), primaryUsPerReq: p.workers > 1 ? per(primaryCpu) : null, p50: r.p50ms, p99: r.p99ms, bad: r.errors };
 }
 
 /** A new connection per request (each from the next of 1024 sources): what handing a connection over costs. */
@@ -98,19 +100,20 @@ async function withAutocannon(p: Proxy): Promise<Row> {
   return { rps: r.requests.average, cpuUsPerReq: c0 != null && c1 != null && r.requests.total ? ((c1 - c0) * 1e6) / r.requests.total : null, p50: r.latency.p50, p99: r.latency.p99, bad: r.non2xx + r.errors };
 }
 
-/** ms from the flood's first measured moment to the source being listed; null when not banned within 10 s. */
-async function floodBan(p: Proxy, ip: string): Promise<number | null> {
+/** From the flood's start: when the ban was decided (the entry's `since`, stamped by the deciding worker) and when
+ *  the admin API listed it (with workers: one IPC hop later, plus the poll's resolution); null when not banned. */
+async function floodBan(p: Proxy, ip: string): Promise<{ decided: number | null; listed: number | null }> {
   let t0 = 0;
-  const load = runLoad({ mode: 'http', port: p.port, connections: 32, sources: [ip], warmupMs: 0, durationMs: 10_000, hostHeader: HOST }, p.pids, () => { t0 = performance.now(); });
-  let at: number | null = null;
+  const load = runLoad({ mode: 'http', port: p.port, connections: 32, sources: [ip], warmupMs: 0, durationMs: 10_000, hostHeader: HOST }, p.pids, () => { t0 = Date.now(); });
+  let out: { decided: number | null; listed: number | null } = { decided: null, listed: null };
   const deadline = Date.now() + 12_000;
-  while (at === null && Date.now() < deadline) {
+  while (out.listed === null && Date.now() < deadline) {
     const r = (await (await fetch(`${p.adminUrl}/api/blacklist/${ip}`)).json()) as { listed: boolean; since?: string };
-    if (r.listed && t0) at = performance.now() - t0;
-    else await sleep(10);
+    if (r.listed && t0) out = { decided: Date.parse(r.since!) - t0, listed: Date.now() - t0 };
+    else await sleep(5);
   }
   await load.stop();
-  return at;
+  return out;
 }
 
 async function main() {
@@ -120,7 +123,7 @@ async function main() {
   await waitForPort(originPort, origin);
   const proxies: Proxy[] = [];
   for (const n of COUNTS) proxies.push(await startProxy(n, originPort));
-  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, (number | null)[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
+  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, { decided: number | null; listed: number | null }[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 ? proxies : [...proxies].reverse();
     for (const p of order) {
@@ -134,7 +137,7 @@ async function main() {
       ch.set(p.workers, [...(ch.get(p.workers) ?? []), c]);
       const f = await refusals(p, `127.9.${round}.${p.workers}`);
       rf.set(p.workers, [...(rf.get(p.workers) ?? []), f]);
-      console.log(`  round ${round} workers ${p.workers}: loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req | flood banned after ${t == null ? 'not banned' : `${fmt(t)} ms`} | ` +
+      console.log(`  round ${round} workers ${p.workers}: loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req${a.primaryUsPerReq != null ? ` (primary ${fmt(a.primaryUsPerReq, 1)})` : ''} | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req | flood ban decided after ${t.decided == null ? 'not banned' : `${fmt(t.decided)} ms, listed after ${fmt(t.listed)} ms`} | ` +
         `new conn per request ${fmt(c.rps)}/s ${fmt(c.cpuUsPerReq, 1)} µs | refused at accept ${fmt(f.rps)}/s ${fmt(f.cpuUsPerReq, 1)} µs${f.bad ? ` (${f.bad} SERVED)` : ''}`);
     }
   }
@@ -144,10 +147,10 @@ async function main() {
   const med = (rows: Row[]) => [...rows].sort((x, y) => x.rps - y.rps)[Math.floor((rows.length - 1) / 2)];
   const medN = (xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
   const base = COUNTS[0];
-  const head = ['workers', 'loadgen req/s', 'µs CPU/req', 'p99 ms', 'autocannon req/s', 'µs CPU/req', 'p99 ms', 'flood ban ms', `req/s vs ${base}`, `CPU/req vs ${base}`, `autocannon vs ${base}`];
+  const head = ['workers', 'loadgen req/s', 'µs CPU/req', 'of which primary', 'p99 ms', 'autocannon req/s', 'µs CPU/req', 'p99 ms', 'flood ban decided ms', 'listed ms', `req/s vs ${base}`, `CPU/req vs ${base}`, `autocannon vs ${base}`];
   const rows = COUNTS.map((n) => {
     const a = med(lg.get(n)!), b = med(ac.get(n)!), a0 = med(lg.get(base)!), b0 = med(ac.get(base)!);
-    return [n, fmt(a.rps), fmt(a.cpuUsPerReq, 1), fmt(a.p99, 2), fmt(b.rps), fmt(b.cpuUsPerReq, 1), fmt(b.p99, 2), fmt(medN(ban.get(n)!)),
+    return [n, fmt(a.rps), fmt(a.cpuUsPerReq, 1), fmt(a.primaryUsPerReq, 1), fmt(a.p99, 2), fmt(b.rps), fmt(b.cpuUsPerReq, 1), fmt(b.p99, 2), fmt(medN(ban.get(n)!.map((x) => x.decided))), fmt(medN(ban.get(n)!.map((x) => x.listed))),
       `${fmt(a.rps / a0.rps, 2)}×`, a.cpuUsPerReq && a0.cpuUsPerReq ? `${fmt(a.cpuUsPerReq / a0.cpuUsPerReq, 2)}×` : '–', `${fmt(b.rps / b0.rps, 2)}×`];
   });
   const head2 = ['workers', 'new conn per request /s', 'µs CPU each', 'p99 ms', 'refused at accept /s', 'µs CPU each', `conn/s vs ${base}`];
@@ -159,7 +162,7 @@ async function main() {
   const md = `# Workers bench\n\n${machineLine()}${smoke ? ' — **smoke run**' : ''}\n\nCommand: \`node bench/workers.ts${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}\`. ` +
     `Scrubber with filter.mode always, started once per worker count, same origin (bench/servers/fast-origin.ts); nothing pinned. ` +
     `loadgen: bench/lib/loadgen.ts, ${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, 50 requests per connection, ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s. ` +
-    `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; time until GET /api/blacklist/{ip} says listed (polled every ~10 ms). ` +
+    `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; ban decided = the entry's since (stamped where it was decided) minus the flood's start; listed = when GET /api/blacklist/{ip} first said listed (polled every ~5 ms; with workers one IPC hop after the decision). ` +
     `CPU: user+system of the primary and every worker over the measured window, divided by requests served. Median of ${ROUNDS} round(s), order alternating.\n\n${table(head, rows)}\n\n` +
     `New connection per request: 32 connections, each closed after one request and reopened from the next of the 1024 sources (with workers, every one is handed over by the primary). ` +
     `Refused at accept: 32 connections at a time from one blacklisted address.\n\n${table(head2, rows2)}\n`;
