@@ -21,7 +21,11 @@ export interface PoolDeps {
   onExit?(index: number): void;
 }
 
-interface Worker { index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number }
+interface Worker { index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number; handing: number }
+
+/** Connections handed to one worker and not yet taken: Node sends one descriptor at a time and waits for the worker's
+ *  acknowledgement, so a stalled worker would have the primary hold every new connection (and its descriptor). */
+const MAX_HANDING = 2000;
 
 /** After this many quick deaths in a row the pause before the next fork stops growing. */
 const MAX_BACKOFF_MS = 5000;
@@ -41,7 +45,7 @@ export class WorkerPool {
 
   private spawn(index: number, restarts: number): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
-    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), requests: 0 };
+    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), requests: 0, handing: 0 };
     this.workers[index] = w;
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
@@ -70,9 +74,10 @@ export class WorkerPool {
 
   private send(w: Worker, m: ToWorker, handle?: net.Socket): void {
     if (!w.child.connected) { handle?.destroy(); return; }
-    const done = (e: Error | null) => { if (e) handle?.destroy(); };
-    if (handle) w.child.send(m, handle, { keepOpen: false }, done);
-    else w.child.send(m, done);
+    if (!handle) { w.child.send(m, () => {}); return; }
+    if (w.handing >= MAX_HANDING) { handle.destroy(); return; }
+    w.handing++;
+    w.child.send(m, handle, { keepOpen: false }, (e) => { w.handing--; if (e) handle.destroy(); });
   }
 
   /** Hands a connection to the worker that owns its source; while that one is being replaced, to the next ready one.
