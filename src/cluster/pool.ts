@@ -121,7 +121,8 @@ export class WorkerPool {
   async stop(drainMs: number): Promise<void> {
     this.stopping = true;
     const alive = this.workers.filter((w): w is Worker => w !== null && w.child.exitCode === null && w.child.signalCode === null);
-    const exited = alive.map((w) => new Promise<void>((r) => w.child.once('exit', () => r())));
+    // 'close', not 'exit': it comes after the last messages (a worker's final counts) have been read.
+    const exited = alive.map((w) => new Promise<void>((r) => w.child.once('close', () => r())));
     for (const w of alive) this.send(w, { t: 'stop' });
     const kill = setTimeout(() => { for (const w of alive) w.child.kill('SIGKILL'); }, drainMs + 3000);
     await Promise.all(exited);
