@@ -54,3 +54,38 @@ function socketFacade(req: http2.Http2ServerRequest): net.Socket {
   Object.defineProperty(facade, 'destroyed', { get: () => session?.destroyed ?? true });
   return tagConnectionInfo(facade, info) as unknown as net.Socket;
 }
+
+/** Headers that say something about an HTTP/1.1 connection; on HTTP/2 node:http2 throws on them (keep-alive, upgrade...) or warns and drops them (connection). */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+function h2Headers(headers: unknown): Record<string, unknown> | undefined {
+  if (headers === undefined || headers === null || typeof headers !== 'object') return undefined;
+  const out: Record<string, unknown> = {};
+  // The pipeline always passes an object (forward.ts, reply.ts), never the raw [name, value] list form.
+  for (const [k, v] of Object.entries(headers as Record<string, unknown>)) if (!CONNECTION_SPECIFIC.has(k.toLowerCase())) out[k] = v;
+  return out;
+}
+
+/**
+ * The compat response with the HTTP/1.1 habits of the pipeline made harmless.
+ * The pipeline passes the upstream's reason phrase (undici always has one) and
+ * sets "Connection: close" on its own error answers; on HTTP/2 a status message
+ * and connection headers do not exist (RFC 9113 §8.2.2, §8.3.2) and the compat
+ * layer answers them with an UnsupportedWarning on stderr or a throw
+ * (ERR_HTTP2_INVALID_CONNECTION_HEADERS for keep-alive). They are dropped here:
+ * "close the connection" means nothing for one stream of a shared connection.
+ */
+export function asHttp1Reply(res: http2.Http2ServerResponse): http.ServerResponse {
+  const writeHead = res.writeHead.bind(res) as (status: number, headers?: unknown) => unknown;
+  const setHeader = res.setHeader.bind(res);
+  Object.defineProperty(res, 'writeHead', {
+    configurable: true,
+    value: (status: number, message?: unknown, headers?: unknown) => writeHead(status, h2Headers(typeof message === 'string' ? headers : message ?? headers)),
+  });
+  Object.defineProperty(res, 'setHeader', {
+    configurable: true,
+    value: (name: string, value: string | number | readonly string[]) => (CONNECTION_SPECIFIC.has(name.toLowerCase()) ? res : setHeader(name, value)),
+  });
+  Object.defineProperty(res, 'statusMessage', { configurable: true, get: () => '', set: () => {} });
+  return res as unknown as http.ServerResponse;
+}

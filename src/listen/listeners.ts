@@ -20,7 +20,8 @@ import type { Pipeline } from '../pipeline/pipeline.ts';
 import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
 import { MAX_HELLO, parseClientHello } from './sni.ts';
 import { splice, Tunnels, type PassthroughEvent } from './passthrough.ts';
-import { asHttp1Head } from './h2.ts';
+import { asHttp1Head, asHttp1Reply } from './h2.ts';
+import { guardSession, type H2Abuse } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
 
 type TlsServer = https.Server | http2.Http2SecureServer;
@@ -74,6 +75,8 @@ export class Listeners {
   certs = new Map<string, tls.SecureContext>();
   /** Told of every passthrough connection's fate (for statistics and attack mode); set by the app. */
   onPassthrough: ((e: PassthroughEvent) => void) | null = null;
+  /** HTTP/2 connections cut for abuse, by kind (h2-guard.ts). */
+  readonly h2Cut: Record<H2Abuse, number> = { HPE_H2_PING_FLOOD: 0, HPE_H2_SETTINGS_FLOOD: 0, HPE_H2_PROTOCOL: 0 };
 
   private readonly pipeline: Pipeline;
   private config: Config;
@@ -131,6 +134,13 @@ export class Listeners {
       server.on('session', (session: http2.ServerHttp2Session) => {
         this.sessions.add(session);
         session.once('close', () => this.sessions.delete(session));
+        // The source was counted at accept on the raw socket (the TLS socket has not adopted it yet).
+        const raw = (session.socket as Wrapped)._parent;
+        const source = connectionInfo(raw ?? session.socket).source;
+        guardSession(session, {
+          idleTimeoutMs: this.config.limits.idleTimeoutMs,
+          onAbuse: (kind) => { this.h2Cut[kind]++; this.pipeline.filter.onClientError?.(source, kind); },
+        });
       });
     }
     this.configure(server, config);
@@ -138,7 +148,7 @@ export class Listeners {
     else server.on('connection', (socket: net.Socket) => this.onConnection(socket));
     if (tlsServer && config.tls.http2) {
       server.on('request', (req: http2.Http2ServerRequest | http.IncomingMessage, res: http2.Http2ServerResponse | http.ServerResponse) => {
-        if (req.httpVersionMajor === 2) this.pipeline.handle(asHttp1Head(req as http2.Http2ServerRequest), res as unknown as http.ServerResponse);
+        if (req.httpVersionMajor === 2) this.pipeline.handle(asHttp1Head(req as http2.Http2ServerRequest), asHttp1Reply(res as http2.Http2ServerResponse));
         else this.pipeline.handle(req as http.IncomingMessage, res as http.ServerResponse);
       });
     } else server.on('request', this.pipeline.handle);
