@@ -46,9 +46,9 @@ export function guardSession(session: http2.ServerHttp2Session, o: GuardOptions)
   const cut = (kind: H2Abuse) => {
     if (!told) { told = true; o.onAbuse(kind); }
     if (session.destroyed) return;
-    // The final GOAWAY says why; nothing more it queued is processed.
-    // (A number as the first argument is the code; destroy(undefined, code) would send NO_ERROR.)
-    session.destroy(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    // The final GOAWAY says why; nothing more it queued is processed. (With no error, destroy(undefined, code)
+    // would send NO_ERROR: the error is what makes the code count.)
+    session.destroy(new Error(kind), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   };
   // Fixed windows: a client at the budget's edge gets at most twice it across a boundary, which is still cheap.
   const roll = () => {

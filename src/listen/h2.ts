@@ -5,7 +5,7 @@
 // forwarded as header lines; this gives the compat request the HTTP/1.1 shape
 // the pipeline reads. Temporary: the lead's request head replaces it.
 import type http from 'node:http';
-import type http2 from 'node:http2';
+import http2 from 'node:http2';
 import type net from 'node:net';
 import { connectionInfo, tagConnectionInfo } from './connections.ts';
 
@@ -87,5 +87,16 @@ export function asHttp1Reply(res: http2.Http2ServerResponse): http.ServerRespons
     value: (name: string, value: string | number | readonly string[]) => (CONNECTION_SPECIFIC.has(name.toLowerCase()) ? res : setHeader(name, value)),
   });
   Object.defineProperty(res, 'statusMessage', { configurable: true, get: () => '', set: () => {} });
+  // A response cut before its end (send deadline, upstream failure mid-body) must not look complete: destroy()
+  // alone resets the stream with NO_ERROR, which a client may take for a clean end of a truncated body.
+  const destroy = res.destroy.bind(res);
+  Object.defineProperty(res, 'destroy', {
+    configurable: true,
+    value: (err?: Error) => { if (!res.stream.closed && !res.stream.destroyed) res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR); destroy(err); return res; },
+  });
+  // One write request per chunk: by default the writes that queue behind one in flight go out as a single writev,
+  // and writableLength drops only when all of it is sent (a MiB at once), so the send deadline would see a client
+  // reading steadily as one taking nothing. Chunk by chunk, every chunk the client takes shows (as on HTTP/1.1).
+  (res.stream as unknown as { _writev: unknown })._writev = null;
   return res as unknown as http.ServerResponse;
 }

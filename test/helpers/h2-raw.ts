@@ -31,7 +31,7 @@ export class RawH2 {
   closed = false;
   /** Frames received, by type. */
   readonly got = new Map<number, number>();
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
 
   private constructor(socket: tls.TLSSocket) {
     this.socket = socket;
