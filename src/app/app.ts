@@ -8,6 +8,7 @@ import { loadConfigFile, type LoadResult } from '../config/load.ts';
 import { Pipeline } from '../pipeline/pipeline.ts';
 import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners, loadCertificates } from '../listen/listeners.ts';
+import { passthroughObservation, type PassthroughEvent } from '../listen/passthrough.ts';
 import { Upstreams } from '../upstream/upstreams.ts';
 import { AdminServer, HttpError } from '../admin/server.ts';
 import { registerFilterRoutes } from '../admin/routes-lists.ts';
@@ -72,6 +73,18 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const stats = createStats(config, { db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues });
   observers.push((o) => stats.record(o));
   const listeners = new Listeners(pipeline, config);
+  // A passthrough connection has no request the pipeline could observe. For attack mode each one counts in its
+  // domain's traffic as a request, a failed upstream connect as an upstream error (the source was already counted
+  // at accept, by the connection rules); statistics get it once it ended, or at once when no upstream took it.
+  listeners.onPassthrough = (e: PassthroughEvent) => {
+    const failed = e.outcome === 'connect-refused' || e.outcome === 'connect-timeout';
+    if (e.end === undefined) {
+      const t = detector.knowledge.of(e.domain).traffic;
+      t.requests++;
+      if (failed) t.upstreamErrors++;
+    }
+    if (e.end !== undefined || failed) stats.record(passthroughObservation(e));
+  };
   filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
   const timer = setInterval(() => filter.tick(), TICK_MS);
   timer.unref();

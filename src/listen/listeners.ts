@@ -19,7 +19,8 @@ import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
 import { MAX_HELLO, parseClientHello } from './sni.ts';
-import { splice, Tunnels, type PassthroughEvent } from './passthrough.ts';
+import { splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
+import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply } from './h2.ts';
 import { guardSession, type H2Abuse } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
@@ -71,9 +72,12 @@ export class Listeners {
   /** The TCP listeners of the TLS ports. */
   readonly fronts: net.Server[] = [];
   readonly connections: SourceConnections;
+  /** Passthrough connections, spliced (closed at the end of a drain). */
   readonly tunnels = new Tunnels();
+  /** Idle time after which a passthrough connection is closed (a property, so that tests can shorten it). */
+  passthroughIdleMs = PASSTHROUGH_IDLE_MS;
   certs = new Map<string, tls.SecureContext>();
-  /** Told of every passthrough connection's fate (for statistics and attack mode); set by the app. */
+  /** Told of every passthrough connection's connect outcome, and of its end (for statistics and attack mode); set by the app. */
   onPassthrough: ((e: PassthroughEvent) => void) | null = null;
   /** HTTP/2 connections cut for abuse, by kind (h2-guard.ts). */
   readonly h2Cut: Record<H2Abuse, number> = { HPE_H2_PING_FLOOD: 0, HPE_H2_SETTINGS_FLOOD: 0, HPE_H2_PROTOCOL: 0 };
@@ -224,8 +228,11 @@ export class Listeners {
     // The ClientHello is in: the client did its part; connect time is the upstream's (connectTimeoutMs, attempts).
     if (raw[DEADLINE]) clearTimeout(raw[DEADLINE]);
     this.handshaking.delete(raw);
-    const source = connectionInfo(raw).source;
-    splice(raw, { domain, group, upstream: this.config.upstream, head, source, done: (e) => this.onPassthrough?.(e) }, this.tunnels);
+    const { source, client } = connectionInfo(raw);
+    splice(raw, {
+      domain, group, upstream: this.config.upstream, head, source, client, idleTimeoutMs: this.passthroughIdleMs,
+      onEvent: (e) => this.onPassthrough?.(e),
+    }, this.tunnels);
   }
 
   private onSecure(socket: tls.TLSSocket): void {
@@ -288,7 +295,7 @@ export class Listeners {
     const t = setTimeout(() => {
       for (const s of this.servers) (s as Partial<http.Server>).closeAllConnections?.();
       for (const s of this.sessions) s.destroy();
-      this.tunnels.destroyAll();
+      this.tunnels.closeAll();
     }, drainMs);
     // Keep-alive connections that finish a request while draining are closed at once.
     const idle = setInterval(() => { for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.(); }, 100);
