@@ -12,11 +12,11 @@ import { connectionInfo, tagConnectionInfo } from './connections.ts';
 export function asHttp1Head(req: http2.Http2ServerRequest): http.IncomingMessage {
   const raw = req.rawHeaders;
   const out: string[] = [];
-  let host = false;
+  let host: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
-    if (name.length === 4 && name.toLowerCase() === 'host') host = true;
+    if (name.length === 4 && name.toLowerCase() === 'host') host = raw[i + 1];
     out.push(name, raw[i + 1]);
   }
   // HTTP/2 frames the body itself: a body without content-length is what HTTP/1.1 calls chunked, and the
@@ -26,9 +26,13 @@ export function asHttp1Head(req: http2.Http2ServerRequest): http.IncomingMessage
     req.headers['transfer-encoding'] = 'chunked';
   }
   const authority = req.headers[':authority'];
-  if (!host && typeof authority === 'string') {
+  if (host === null && typeof authority === 'string') {
     out.unshift('host', authority);
     req.headers.host = authority;
+  } else if (host !== null && typeof authority === 'string' && host.toLowerCase() !== authority.toLowerCase()) {
+    // A Host that names another site than :authority is malformed (RFC 9113 §8.3.1): as two Host lines, the flow's
+    // check refuses it (400) as it does on HTTP/1.1, rather than routing by one and logging the other.
+    out.push('host', authority);
   }
   // Own properties shadow the compat getters; the compat object's method and url keep reading the pseudo-headers.
   Object.defineProperty(req, 'rawHeaders', { value: out, configurable: true });
