@@ -46,6 +46,16 @@ export function loadCertificates(config: Config): Map<string, tls.SecureContext>
   return map;
 }
 
+/**
+ * The certificate for a ClientHello without SNI (a client that connects by IP address, some health checkers and
+ * load tools): the first configured one, as an unknown name gets. Without it Node fails such handshakes, since the
+ * SNI callback is only asked when there is a name.
+ */
+function defaultCertificate(config: Config): { cert: Buffer; key: Buffer } | Record<string, never> {
+  const c = config.tls.certs[0];
+  return c ? { cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) } : {};
+}
+
 function sniLookup(certs: () => Map<string, tls.SecureContext>, name: string): tls.SecureContext | undefined {
   const m = certs();
   const n = name.toLowerCase();
@@ -120,6 +130,7 @@ export class Listeners {
       noDelay: true,
     };
     const tlsOpts: tls.TlsOptions = {
+      ...defaultCertificate(config),
       SNICallback: (name, cb) => cb(null, sniLookup(() => this.certs, name)),
       ticketKeys: this.ticketKeys,
       // Our own deadline (tls.handshakeTimeoutMs, from accept) acts first; this is a backstop.
@@ -269,6 +280,8 @@ export class Listeners {
     this.passthrough = passthroughHosts(config);
     this.connections.cap = config.limits.maxConnectionsPerSource;
     for (const s of this.servers) this.configure(s, config);
+    const fallback = defaultCertificate(config);
+    if (fallback.cert) for (const s of this.servers) if (s instanceof tls.Server) s.setSecureContext({ ...fallback, ticketKeys: this.ticketKeys });
   }
 
   /** Swaps the BlockList on every listener (the filter rebuilds it when entries expire). */
