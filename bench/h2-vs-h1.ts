@@ -2,7 +2,9 @@
 // terminating the same certificate, in one run: h2load (Debian
 // nghttp2-client) drives all four, the upstream is HTTP/1.1 for both proxies
 // (the same origin, bench/servers/fast-origin.ts), and the ratios are printed
-// at the end. The proxy under test has core 0; h2load and the origin share
+// at the end. A third row, Node alone answering over TLS (node:http2 with
+// HTTP/1.1 by ALPN, bench/servers/node-tls-hello.ts), is the floor under
+// Scrubber: what Node's TLS and HTTP/2 layers cost before any proxying. The proxy under test has core 0; h2load and the origin share
 // core 1 (as in bench/throughput.ts).
 //
 //   node bench/h2-vs-h1.ts [--quick] [--duration 8] [--clients 32] [--streams 10] [--rounds 1]
@@ -126,8 +128,16 @@ const scrubber = await startScrubber({
 });
 const nginx = await startNginxTls(originPort, leaf.cert, leaf.key);
 
+// The floor under Scrubber: Node's own TLS and node:http2 answering by themselves (no proxying).
+const basePort = await freePort();
+const base = startNode(path.join(ROOT, 'bench/servers/node-tls-hello.ts'), [String(basePort), leaf.cert, leaf.key], { name: 'node-tls-hello', cpu: CPU.server });
+await waitForPort(basePort, base);
+
 const rows: { name: string; proto: string; r: Run }[] = [];
-const targets: { name: string; pid: number; port: number }[] = [{ name: 'scrubber', pid: scrubber.child.pid, port: tlsPort }];
+const targets: { name: string; pid: number; port: number }[] = [
+  { name: 'scrubber', pid: scrubber.child.pid, port: tlsPort },
+  { name: 'node alone', pid: base.pid, port: basePort },
+];
 if ('child' in nginx) targets.push({ name: 'nginx', pid: nginx.child.pid, port: nginx.port });
 else console.log(`nginx skipped: ${nginx.skipped}`);
 
@@ -151,6 +161,7 @@ const body = rows.map(({ name, proto, r }) => [name, proto, fmt(r.rps), fmt(r.me
 const ratios: string[] = [];
 const ratio = (a?: Run, b?: Run, f: (r: Run) => number | null = (r) => r.rps) => (a && b && f(a) && f(b) ? (f(a)! / f(b)!).toFixed(2) : '–');
 ratios.push(`Scrubber HTTP/2 ÷ HTTP/1.1: ${ratio(get('scrubber', 'HTTP/2'), get('scrubber', 'HTTP/1.1'))}× req/s, ${ratio(get('scrubber', 'HTTP/2'), get('scrubber', 'HTTP/1.1'), (r) => r.cpuUsPerReq)}× CPU per request`);
+ratios.push(`node:http2 alone (no proxying) HTTP/2 ÷ HTTP/1.1: ${ratio(get('node alone', 'HTTP/2'), get('node alone', 'HTTP/1.1'))}× req/s, ${ratio(get('node alone', 'HTTP/2'), get('node alone', 'HTTP/1.1'), (r) => r.cpuUsPerReq)}× CPU per request`);
 if (targets.length > 1) {
   ratios.push(`nginx HTTP/2 ÷ HTTP/1.1: ${ratio(get('nginx', 'HTTP/2'), get('nginx', 'HTTP/1.1'))}× req/s, ${ratio(get('nginx', 'HTTP/2'), get('nginx', 'HTTP/1.1'), (r) => r.cpuUsPerReq)}× CPU per request`);
   for (const p of ['HTTP/1.1', 'HTTP/2']) ratios.push(`Scrubber ÷ nginx over ${p}: ${ratio(get('scrubber', p), get('nginx', p))}× req/s, ${ratio(get('scrubber', p), get('nginx', p), (r) => r.cpuUsPerReq)}× CPU per request`);
@@ -159,7 +170,8 @@ console.log('\n' + textTable(header, body) + '\n\n' + ratios.join('\n'));
 const file = writeResult('h2-vs-h1.md', `# HTTP/2 vs HTTP/1.1 over TLS: Scrubber and nginx\n\n${machineLine()}\n\n` +
   `\`node bench/h2-vs-h1.ts${QUICK ? ' --quick' : ''} --duration ${DURATION} --clients ${CLIENTS} --streams ${STREAMS} --rounds ${ROUNDS}\`: h2load, ${CLIENTS} connections, ` +
   `HTTP/2 with ${STREAMS} concurrent streams each, HTTP/1.1 one request at a time per connection; the same certificate (RSA 2048) and origin; ` +
-  `proxy on core ${CPU.server}, h2load and origin on core ${CPU.client}. Scrubber with the filter off (one source address).\n\n` +
+  `proxy on core ${CPU.server}, h2load and origin on core ${CPU.client}. Scrubber with the filter off (one source address). ` +
+  `"node alone" answers by itself (no upstream): the floor under Scrubber.\n\n` +
   table(header, body) + '\n\n' + ratios.map((r) => `- ${r}`).join('\n') + '\n');
 console.log(`\nwritten: ${file}`);
 process.exit(0);
