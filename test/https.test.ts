@@ -61,7 +61,7 @@ describe('TLS termination', () => {
   });
 
   it('a client that sends no SNI (connects by IP address) gets the first certificate, before and after a reload, still with h2 by ALPN', async () => {
-    const noSni = () => new Promise<{ cn: string; alpn: string | false }>((resolve, reject) => {
+    const noSni = () => new Promise<{ cn: string; alpn: string | false | null }>((resolve, reject) => {
       // servername '' : Node's client then sends no server_name extension (as curl and h2load do for an IP address).
       const s = tlsConnect({ port: tlsPort, host: '127.0.0.1', servername: '', rejectUnauthorized: false, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
         resolve({ cn: String(s.getPeerCertificate().subject?.CN), alpn: s.alpnProtocol });

@@ -22,7 +22,7 @@ import { MAX_HELLO, parseClientHello } from './sni.ts';
 import { splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply } from './h2.ts';
-import { guardSession, type H2Abuse } from './h2-guard.ts';
+import { H2Sessions } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
 
 type TlsServer = https.Server | http2.Http2SecureServer;
@@ -89,16 +89,17 @@ export class Listeners {
   certs = new Map<string, tls.SecureContext>();
   /** Told of every passthrough connection's connect outcome, and of its end (for statistics and attack mode); set by the app. */
   onPassthrough: ((e: PassthroughEvent) => void) | null = null;
-  /** HTTP/2 connections cut for abuse, by kind (h2-guard.ts). */
-  readonly h2Cut: Record<H2Abuse, number> = { HPE_H2_PING_FLOOD: 0, HPE_H2_SETTINGS_FLOOD: 0, HPE_H2_PROTOCOL: 0 };
+  /** Open HTTP/2 sessions, guarded against abuse (h2-guard.ts) and told to go away on close. */
+  readonly h2 = new H2Sessions({
+    idleTimeoutMs: () => this.config.limits.idleTimeoutMs,
+    report: (source, kind) => this.pipeline.filter.onClientError?.(source, kind),
+  });
 
   private readonly pipeline: Pipeline;
   private config: Config;
   private passthrough: Map<string, DomainConfig>;
   /** TLS connections accepted whose handshake (or ClientHello, for passthrough) is not finished. */
   private readonly handshaking = new Set<net.Socket>();
-  /** Open HTTP/2 sessions, told to go away on close. */
-  private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** Session ticket keys: one set for the life of the process, kept across reloads so that resumption survives them. */
   private readonly ticketKeys = crypto.randomBytes(48);
 
@@ -146,17 +147,8 @@ export class Listeners {
         settings: { maxConcurrentStreams: H2_MAX_STREAMS, maxHeaderListSize: config.limits.maxHeaderBytes },
         maxHeaderListPairs: config.limits.maxHeaderCount + 5,
       } as http2.SecureServerOptions);
-      server.on('session', (session: http2.ServerHttp2Session) => {
-        this.sessions.add(session);
-        session.once('close', () => this.sessions.delete(session));
-        // The source was counted at accept on the raw socket (the TLS socket has not adopted it yet).
-        const raw = (session.socket as Wrapped)._parent;
-        const source = connectionInfo(raw ?? session.socket).source;
-        guardSession(session, {
-          idleTimeoutMs: this.config.limits.idleTimeoutMs,
-          onAbuse: (kind) => { this.h2Cut[kind]++; this.pipeline.filter.onClientError?.(source, kind); },
-        });
-      });
+      // The source was counted at accept on the raw socket (the TLS socket has not adopted it yet).
+      server.on('session', (session: http2.ServerHttp2Session) => this.h2.add(session, connectionInfo((session.socket as Wrapped)._parent ?? session.socket).source));
     }
     this.configure(server, config);
     if (tlsServer) server.on('secureConnection', (socket: tls.TLSSocket) => this.onSecure(socket));
@@ -303,11 +295,10 @@ export class Listeners {
     // Half-done handshakes carry no request to finish.
     for (const s of this.handshaking) s.destroy();
     for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.();
-    // GOAWAY: streams in flight finish, no new ones; an idle session closes at once.
-    for (const s of this.sessions) s.close();
+    this.h2.closeAll();
     const t = setTimeout(() => {
       for (const s of this.servers) (s as Partial<http.Server>).closeAllConnections?.();
-      for (const s of this.sessions) s.destroy();
+      this.h2.destroyAll();
       this.tunnels.closeAll();
     }, drainMs);
     // Keep-alive connections that finish a request while draining are closed at once.
