@@ -168,6 +168,7 @@ describe('floods and protocol abuse on one connection', () => {
     await c.flood(() => frame(T.WINDOW_UPDATE, 0, 0, Buffer.alloc(4)), 10);
     expect(c.closed).toBe(true);
     expect(c.goaway).toBe(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    expect(told).toContainEqual(['127.0.7.7', 'HPE_H2_PROTOCOL']);
   });
 
   it('a browser\'s few PINGs and one SETTINGS pass: Node\'s http2 client pings, the connection stays', async () => {
