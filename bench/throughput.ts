@@ -1,4 +1,7 @@
-// `npm run bench [-- --smoke] [-- --duration S --warmup S --rounds N --connections N --only a,b]`
+// `npm run bench [-- --smoke] [-- --duration S --warmup S --rounds N --connections N --only a,b] [-- --baseline DIR]`
+// --baseline DIR: also runs the Scrubber of another checkout (e.g. a `git worktree` of the
+// previous commit) as targets baseline / baseline-off, interleaved with this one, so a
+// change to the hot path is measured before and after in one run on the same load.
 // Throughput of Scrubber against the alternatives, side by side in one run,
 // on loopback, same origin, same load generator; then what refusing a
 // blacklisted connection costs, and memory with a million sources tracked.
@@ -14,7 +17,7 @@ const { values: args } = parseArgs({
   options: {
     smoke: { type: 'boolean', default: false },
     duration: { type: 'string' }, warmup: { type: 'string' }, rounds: { type: 'string' },
-    connections: { type: 'string' }, only: { type: 'string' },
+    connections: { type: 'string' }, only: { type: 'string' }, baseline: { type: 'string' },
   },
 });
 const smoke = args.smoke!;
@@ -81,6 +84,14 @@ async function startServers() {
     // The same proxy with the filter only observing: the difference is what filtering costs.
     const s = await startScrubber({ name: 'scrubber-off', upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'off', cpu: CPU.server });
     targets.push({ name: 'scrubber-off', port: s.port, pid: s.child.pid, note: 'filter.mode off (observe only)' });
+  }
+  if (args.baseline) {
+    const root = path.resolve(args.baseline);
+    for (const [name, mode] of [['baseline', 'always'], ['baseline-off', 'off']] as const) {
+      if (only && !only.has(name) && !only.has(name.replace('baseline', 'scrubber'))) continue;
+      const s = await startScrubber({ name, root, upstream: `127.0.0.1:${originPort}`, domain: HOST, mode, cpu: CPU.server });
+      targets.push({ name, port: s.port, pid: s.child.pid, note: `${root}, filter.mode ${mode}` });
+    }
   }
   for (const [name, script] of [['undici-floor', 'undici-forwarder.ts'], ['http-proxy-3', 'http-proxy3.ts']] as const) {
     if (!want(name)) continue;
@@ -166,6 +177,11 @@ async function main() {
   });
   const head = ['target', 'req/s', 'p50 ms', 'p99 ms', 'server CPU µs/req', 'vs undici floor', 'vs http-proxy-3', 'vs nginx', 'non-2xx / socket errors'];
   console.log(`\nmedian of ${ROUNDS} round(s):\n` + textTable(head, rows));
+  for (const [now, base] of [['scrubber', 'baseline'], ['scrubber-off', 'baseline-off']]) {
+    // CPU per request rather than req/s: the load generator shares the machine, CPU per request does not depend on it.
+    const a = median.get(now)?.cpuUsPerReq, b = median.get(base)?.cpuUsPerReq;
+    if (a && b) console.log(`${now} vs ${base}: CPU per request ${fmt(a, 1)} / ${fmt(b, 1)} µs = ${(a / b).toFixed(2)}× (rounds: ${rounds.get(now)!.map((m) => fmt(m.cpuUsPerReq, 1)).join(', ')} vs ${rounds.get(base)!.map((m) => fmt(m.cpuUsPerReq, 1)).join(', ')})`);
+  }
 
   const sc = median.get('scrubber');
   const targetsLines: string[] = [];

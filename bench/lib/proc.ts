@@ -149,7 +149,7 @@ export function rssBytes(pid: number): number | null {
 }
 
 /** Starts the real proxy (bin/scrubber.js) on a generated config in its own temp dir. */
-export async function startScrubber(opts: { name?: string; cpu?: number | null; upstream: string; domain: string; aliases?: string[]; mode: 'auto' | 'always' | 'off'; extra?: Record<string, unknown>; domainExtra?: Record<string, unknown> }): Promise<{ child: Child; port: number; adminPort: number; dir: string; adminUrl: string }> {
+export async function startScrubber(opts: { name?: string; root?: string; cpu?: number | null; upstream: string; domain: string; aliases?: string[]; mode: 'auto' | 'always' | 'off'; extra?: Record<string, unknown>; domainExtra?: Record<string, unknown> }): Promise<{ child: Child; port: number; adminPort: number; dir: string; adminUrl: string }> {
   const dir = tempDir('scrubber-bench-');
   const port = await freePort();
   const adminPort = await freePort();
@@ -171,7 +171,7 @@ export async function startScrubber(opts: { name?: string; cpu?: number | null; 
   const log = fs.openSync(path.join(dir, 'scrubber.log'), 'w');
   // BENCH_SCRUBBER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the proxy under the bench's load.
   const nodeArgs = (process.env.BENCH_SCRUBBER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = start(NODE, [...nodeArgs, '--no-warnings', path.join(ROOT, 'bin/scrubber.js'), '--config', file], { name: opts.name ?? 'scrubber', cpu: opts.cpu, stdout: log, stderr: log });
+  const child = start(NODE, [...nodeArgs, '--no-warnings', path.join(opts.root ?? ROOT, 'bin/scrubber.js'), '--config', file], { name: opts.name ?? 'scrubber', cpu: opts.cpu, stdout: log, stderr: log });
   fs.closeSync(log);
   try { await waitForPort(port, child); await waitForPort(adminPort, child); } catch (e) {
     throw new Error(`${(e as Error).message}\n--- ${path.join(dir, 'scrubber.log')}:\n${fs.readFileSync(path.join(dir, 'scrubber.log'), 'utf8').slice(-2000)}`);

@@ -7,6 +7,7 @@ import type { Config, DomainConfig } from '../config/schema.ts';
 import type { Filter } from '../detect/filter.ts';
 import type { Upstreams, Upstream } from '../upstream/upstreams.ts';
 import type { Stats } from '../stats/index.ts';
+import type { ClusterStats } from '../stats/cluster.ts';
 import { probe } from '../upstream/health.ts';
 import { BUCKET_SECONDS, attackPeriods } from '../stats/buckets.ts';
 import { monthOf, monthRange } from '../stats/billing.ts';
@@ -23,6 +24,20 @@ function requireDomain(r: AdminRequest, config: Config): DomainConfig {
   return d;
 }
 
+/** ?scope=node (default: this node's own figures) or ?scope=cluster (every node's, through Redis). */
+function requireScope(r: AdminRequest, stats: Stats): ClusterStats | null {
+  const scope = r.url.searchParams.get('scope') ?? 'node';
+  if (scope === 'node' || scope === '') return null;
+  if (scope !== 'cluster') throw new HttpError(400, `scope: "${scope}" is not node or cluster`);
+  if (!stats.cluster) throw new HttpError(400, 'scope: cluster needs state.redis.url (this node runs alone)');
+  return stats.cluster;
+}
+
+/** Redis out of reach is the service's trouble, not the caller's: 503, with what still works. */
+async function clusterCall<T>(fn: () => Promise<T>): Promise<T> {
+  try { return await fn(); } catch (e) { throw new HttpError(503, (e as Error).message); }
+}
+
 /** One upstream as the dashboard shows it. */
 const upstreamView = (u: Upstream, role: 'main' | 'backup') => ({ address: u.address, role, healthy: u.healthy });
 
@@ -33,19 +48,23 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
     res.end(text);
   });
 
-  admin.route('GET', '/api/stats', (r) => {
+  admin.route('GET', '/api/stats', async (r) => {
     const d = requireDomain(r, deps.config());
     const range = parseRange(r.url.searchParams.get('from'), r.url.searchParams.get('to'), Math.floor(deps.now() / 1000));
     if ('error' in range) throw new HttpError(400, range.error);
-    const buckets = deps.stats.buckets(d.name, range.from - (range.from % BUCKET_SECONDS), range.to);
-    return { domain: d.name, bucketSeconds: BUCKET_SECONDS, from: range.from, to: range.to, attackPeriods: attackPeriods(buckets), buckets };
+    const cluster = requireScope(r, deps.stats);
+    const from = range.from - (range.from % BUCKET_SECONDS);
+    const buckets = cluster ? await clusterCall(() => cluster.buckets(d.name, from, range.to)) : deps.stats.buckets(d.name, from, range.to);
+    return { domain: d.name, scope: cluster ? 'cluster' : 'node', bucketSeconds: BUCKET_SECONDS, from: range.from, to: range.to, attackPeriods: attackPeriods(buckets), buckets };
   });
 
-  admin.route('GET', '/api/billing', (r) => {
+  admin.route('GET', '/api/billing', async (r) => {
     const d = requireDomain(r, deps.config());
     const month = r.url.searchParams.get('month') || monthOf(deps.now());
     if (!monthRange(month)) throw new HttpError(400, `month: "${month}" is not YYYY-MM`);
-    return { domain: d.name, ...deps.stats.billing(d.name, month) };
+    const cluster = requireScope(r, deps.stats);
+    const bill = cluster ? await clusterCall(() => deps.stats.clusterBilling(d.name, month)) : deps.stats.billing(d.name, month);
+    return { domain: d.name, scope: cluster ? 'cluster' : 'node', ...bill };
   });
 
   admin.route('POST', '/api/probe', async (r) => {

@@ -22,7 +22,9 @@ import { createLogger, type Logger } from '../log.ts';
 import { startDemoOrigin } from '../demo/origin.ts';
 import { createFilter } from './build-filter.ts';
 import { LocalBus, type DecisionBus } from '../decisions/bus.ts';
+import crypto from 'node:crypto';
 import { RedisBus } from '../store/redis-bus.ts';
+import { RedisClusterStats } from '../store/redis-stats.ts';
 import { SqliteFilterStore } from '../store/filter-store.ts';
 
 export interface App {
@@ -70,7 +72,15 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       onClientError: (source, kind) => detector.onClientError(source, kind),
     },
   });
-  const stats = createStats(config, { db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues });
+  const redisUrl = config.state.redis.url;
+  const stats = createStats(config, {
+    db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues,
+    // With Redis, every flush also feeds the cluster's totals (exactly once, through an outbox in the store).
+    cluster: redisUrl ? (st) => new RedisClusterStats({
+      url: redisUrl, store: st, nodeId: st.nodeId(() => crypto.randomUUID()), log: log.child({ mod: 'redis-stats' }),
+      retentionDays: () => runtime.current.config.stats.retentionDays,
+    }) : undefined,
+  });
   observers.push((o) => stats.record(o));
   const listeners = new Listeners(pipeline, config);
   // A passthrough connection has no request the pipeline could observe. For attack mode each one counts in its

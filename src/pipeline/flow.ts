@@ -205,13 +205,17 @@ export class RequestFlow {
     return toUpstreamHeaders(h.rawHeaders, { client: h.client, proto: h.tls ? 'https' : 'http', host: this.host }, upgrade);
   }
 
+  /** Made only for a request that waits (body, queue): the common request allocates no closure for it. */
+  private goneFn: (() => void) | null = null;
+  private get gone(): () => void { return this.goneFn ??= () => this.onGone(); }
+
   /** The client left while its body was read or its turn awaited. */
-  private readonly gone = (): void => {
+  private onGone(): void {
     this.buffering?.cancel();
     if (this.waiter) this.queue!.cancel(this.waiter);
     this.release();
     this.observe('proxy', 0, this.head.headBytes + (this.meter?.bytes ?? 0), 0, null);
-  };
+  }
 
   private release(): void {
     if (!this.holding) return;

@@ -14,8 +14,13 @@ import { createMetrics } from './metrics.ts';
 import { BUCKET_SECONDS, toBucketJson, type BucketJson } from './buckets.ts';
 import { bill, monthRange, type Bill } from './billing.ts';
 import type { UpstreamQueue } from '../limits/upstream-queue.ts';
+import type { ClusterStats } from './cluster.ts';
 
-export interface StatsDeps { db: Db; log: Logger; filter: FilterView; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, UpstreamQueue> }
+export interface StatsDeps {
+  db: Db; log: Logger; filter: FilterView; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, UpstreamQueue>;
+  /** With Redis: makes the cluster's side over this node's store (its outbox is then filled on every flush). */
+  cluster?: (store: StatsStore) => ClusterStats;
+}
 
 export interface StatsOptions {
   /** How often the filter is sampled and deltas are written (default 5 s). */
@@ -34,6 +39,10 @@ export interface Stats {
   buckets(domain: string, from: number, to: number): BucketJson[];
   /** The month's bill of a domain ("YYYY-MM", UTC). */
   billing(domain: string, month: string): Bill;
+  /** Every node's totals (Redis); null when the node runs alone. */
+  readonly cluster: ClusterStats | null;
+  /** The month's bill over every node. */
+  clusterBilling(domain: string, month: string): Promise<Bill>;
   readonly registry: Registry;
 }
 
@@ -44,6 +53,8 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const now = opts.now ?? Date.now;
   const recorder = new Recorder(now);
   const store = new StatsStore(deps.db);
+  const cluster = deps.cluster?.(store) ?? null;
+  if (cluster) store.outbox = true;
   const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams, queues: deps.queues });
   let lastSample = now();
   let lastPrune = 0;
@@ -57,6 +68,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
     try {
       store.write(p.domains, p.globals);
       recorder.commit();
+      if (cluster && (p.domains.length || p.globals.length)) void cluster.push();
     } catch (e) {
       recorder.keepBounded();
       deps.log.warn({ err: (e as Error).message }, 'stats: writing to the store failed; kept in memory, will retry');
@@ -72,6 +84,14 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
 
   const stats: Stats = {
     registry,
+    cluster,
+    async clusterBilling(domain, month) {
+      const r = monthRange(month);
+      if (!r) throw new Error(`malformed month "${month}"`);
+      if (!cluster) throw new Error('no cluster: state.redis.url is not set');
+      if (!closed) flush();
+      return bill(month, await cluster.billingSamples(domain, r.from, r.to), now());
+    },
     record: (o: Observation) => recorder.record(o),
     flush,
     buckets(domain, from, to) {
@@ -92,6 +112,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
       clearInterval(timer);
       flush();
       closed = true;
+      await cluster?.close();
     },
   };
   return stats;

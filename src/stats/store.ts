@@ -5,6 +5,7 @@
 import type { Db } from '../store/db.ts';
 import type { StatementSync } from 'node:sqlite';
 import { FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS } from './buckets.ts';
+import { outboxPayload } from './cluster.ts';
 
 /** Kept for more than 13 months (SPEC: at least 13), so last year's same month can always be billed again. */
 export const DEFAULT_RETENTION_DAYS = 430;
@@ -20,12 +21,18 @@ export class StatsStore {
   private readonly selDomain: StatementSync;
   private readonly selGlobal: StatementSync;
   private readonly selBilling: StatementSync;
+  private readonly insOutbox: StatementSync;
+  /** With Redis: every write also leaves an outbox row for the cluster's totals (cluster.ts), in the same transaction. */
+  outbox = false;
 
   constructor(db: Db) {
     this.db = db;
     const cols = (fs: readonly string[]) => fs.map((f) => `${f} INTEGER NOT NULL DEFAULT 0`).join(', ');
     db.exec(`CREATE TABLE IF NOT EXISTS stats_domain_bucket (domain TEXT NOT NULL, t INTEGER NOT NULL, ${cols(FIELDS)}, PRIMARY KEY (domain, t)) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS stats_global_bucket (t INTEGER PRIMARY KEY, ${cols(GLOBAL_FIELDS)});`);
+      CREATE TABLE IF NOT EXISTS stats_global_bucket (t INTEGER PRIMARY KEY, ${cols(GLOBAL_FIELDS)});
+      CREATE TABLE IF NOT EXISTS stats_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS stats_node (id TEXT NOT NULL);`);
+    this.insOutbox = db.prepare('INSERT INTO stats_outbox (body) VALUES (?)');
     const qs = (n: number) => Array(n).fill('?').join(', ');
     this.upsertDomain = db.prepare(`INSERT INTO stats_domain_bucket (domain, t, ${FIELDS.join(', ')}) VALUES (?, ?, ${qs(FIELDS.length)})
       ON CONFLICT (domain, t) DO UPDATE SET ${FIELDS.map((f) => `${f} = ${f} + excluded.${f}`).join(', ')}`);
@@ -43,6 +50,7 @@ export class StatsStore {
     try {
       for (const d of domains) this.upsertDomain.run(d.domain, d.t, ...d.c);
       for (const g of globals) this.upsertGlobal.run(g.t, ...g.g);
+      if (this.outbox) this.insOutbox.run(JSON.stringify(outboxPayload(domains, globals)));
       this.db.exec('COMMIT');
     } catch (e) {
       this.db.exec('ROLLBACK');
@@ -55,6 +63,23 @@ export class StatsStore {
   globalRows(from: number, to: number): Row[] { return this.selGlobal.all(from, to) as Row[]; }
   billingSamples(domain: string, from: number, to: number): { t: number; bytesIn: number; bytesOut: number }[] {
     return this.selBilling.all(domain, from, to) as { t: number; bytesIn: number; bytesOut: number }[];
+  }
+
+  /** The oldest outbox rows, in the order they must be applied. */
+  outboxRows(limit: number): { seq: number; body: string }[] {
+    return this.db.prepare('SELECT seq, body FROM stats_outbox ORDER BY seq LIMIT ?').all(limit) as { seq: number; body: string }[];
+  }
+
+  outboxDone(upToSeq: number): void { this.db.prepare('DELETE FROM stats_outbox WHERE seq <= ?').run(upToSeq); }
+  get outboxSize(): number { return Number((this.db.prepare('SELECT count(*) AS n FROM stats_outbox').get() as { n: number }).n); }
+
+  /** This node's name in the cluster's "applied up to" record: kept in the store, so that a restart continues its sequence. */
+  nodeId(fresh: () => string): string {
+    const row = this.db.prepare('SELECT id FROM stats_node').get() as { id: string } | undefined;
+    if (row) return row.id;
+    const id = fresh();
+    this.db.prepare('INSERT INTO stats_node (id) VALUES (?)').run(id);
+    return id;
   }
 
   prune(nowS: number, retentionDays = DEFAULT_RETENTION_DAYS): void {

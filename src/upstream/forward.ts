@@ -121,21 +121,24 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private responseTimer: NodeJS.Timeout | null = null;
   private readonly send: SendDeadline;
   private readonly readAhead: ReadAhead;
-  private readonly onDrain = () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
-  private readonly onResponseTimeout = () => {
+  /** Made on the first pause only: most responses never wait for their client. */
+  private onDrain: (() => void) | null = null;
+
+  /** @internal the response timer's callback (a module function with an argument: no closure per request). */
+  onResponseTimeout(): void {
     this.responseTimer = null;
     // A body still coming from the client (its pace is the edge's business, limits.minBodyRate) is not an upstream
     // that fails to answer.
     const body = this.fr.body;
     if (body && !Buffer.isBuffer(body) && !body.readableEnded && !body.destroyed) {
-      this.responseTimer = setTimeout(this.onResponseTimeout, this.fr.responseTimeoutMs);
+      this.responseTimer = setTimeout(responseTimeout, this.fr.responseTimeoutMs, this);
       return;
     }
     const controller = this.controller;
     // Fail first (the 504 and the upstream's report), then cut: abort() calls back into onResponseError.
     this.fail(Object.assign(new Error('no response headers within responseTimeoutMs'), { code: 'UND_ERR_HEADERS_TIMEOUT' }));
     controller?.abort(new Error('response timeout'));
-  };
+  }
 
   private readonly fr: ForwardRequest;
   private readonly order: Upstream[];
@@ -161,10 +164,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.finish(null, false);
       this.controller?.abort(new Error('client closed'));
     });
-    // Not one byte taken by the client in a whole send deadline: it stopped reading. Cutting it frees its buffer,
-    // and (through res 'close' above) the upstream request if that is still streaming.
+    // A client that took no byte in a whole send deadline is cut: that frees its buffer and (res 'close') the upstream.
     this.readAhead = new ReadAhead(fr.res, fr.readAheadBytes ?? READ_AHEAD_BYTES);
-    this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, () => { this.slowReader = true; fr.onSlowReader?.(); });
+    this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, this);
     if (fr.body && !Buffer.isBuffer(fr.body)) {
       fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
       // The deadline counts from the end of a streamed body (no 'data' listener here: it would consume the stream).
@@ -173,6 +175,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   private get upstream(): Upstream { return this.order[this.idx]; }
+
+  /** @internal the send deadline cut the client (no byte taken for sendTimeoutMs) */ onStalled(): void { this.slowReader = true; this.fr.onSlowReader?.(); }
 
   start(): void {
     const { fr } = this;
@@ -189,7 +193,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.controller = controller;
     if (this.finished) { controller.abort(new Error('client closed')); return; }
     this.stopResponseTimer();
-    if (this.fr.responseTimeoutMs > 0) this.responseTimer = setTimeout(this.onResponseTimeout, this.fr.responseTimeoutMs);
+    if (this.fr.responseTimeoutMs > 0) this.responseTimer = setTimeout(responseTimeout, this.fr.responseTimeoutMs, this);
   }
 
   private stopResponseTimer(): void {
@@ -236,6 +240,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (!this.readAhead.mayContinue() && !this.waitingDrain) {
       this.waitingDrain = true;
       controller.pause();
+      this.onDrain ??= () => { this.waitingDrain = false; if (!this.finished) this.controller?.resume(); };
       res.once('drain', this.onDrain);
     }
     this.send.wrote(chunk.length);
@@ -294,7 +299,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.finished = true;
     this.stopResponseTimer();
-    this.fr.res.off('drain', this.onDrain);
+    if (this.onDrain) this.fr.res.off('drain', this.onDrain);
     const clientAborted = this.clientGone;
     const proxyReason: ForwardOutcome['proxyReason'] = !sendPage || clientAborted ? null
       : bodyReason ?? (upstreamError === 'timeout' ? 'upstream-timeout'
@@ -310,3 +315,5 @@ class Forwarding implements Dispatcher.DispatchHandler {
     }, proxyReason !== null);
   }
 }
+
+function responseTimeout(f: Forwarding): void { f.onResponseTimeout(); }

@@ -1,0 +1,131 @@
+// The Redis side of cluster-wide statistics (stats/cluster.ts says why it is
+// built this way). Key layout, under the same prefix as the decisions:
+//   {prefix}stats:d:{domain}:{day}  hash "<bucket>.<column>" → sum over nodes
+//   {prefix}stats:g:{day}           the same for the counters of no domain
+//   {prefix}stats:applied           hash node id → last outbox seq applied
+// One hash per day, so a month's bill is 31 reads, not 14,880.
+import { Redis } from 'ioredis';
+import type { StatsStore } from '../stats/store.ts';
+import { MAX_COLUMNS, billingSamplesOf, clusterBuckets, daysOf, rowsOf, type ClusterStats } from '../stats/cluster.ts';
+import type { BucketJson } from '../stats/buckets.ts';
+import type { BillingSample } from '../stats/billing.ts';
+
+// Applies one outbox row, unless this node already applied it (a crash between the push and the outbox delete).
+const APPLY_LUA = `
+local applied = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local seq = tonumber(ARGV[2])
+if seq <= applied then return 0 end
+local p = cjson.decode(ARGV[5])
+local maxc = {}
+for _, c in ipairs(cjson.decode(ARGV[6])) do maxc[c] = true end
+local ttl = tonumber(ARGV[4])
+local function day(t) return t - (t % 86400) end
+for _, d in ipairs(p.d) do
+  local key = ARGV[3] .. 'stats:d:' .. d.domain .. ':' .. string.format('%d', day(d.t))
+  for c, v in pairs(d.c) do redis.call('HINCRBYFLOAT', key, string.format('%d', d.t) .. '.' .. c, v) end
+  redis.call('EXPIRE', key, ttl)
+end
+for _, g in ipairs(p.g) do
+  local key = ARGV[3] .. 'stats:g:' .. string.format('%d', day(g.t))
+  for c, v in pairs(g.c) do
+    local f = string.format('%d', g.t) .. '.' .. c
+    if maxc[c] then
+      local cur = tonumber(redis.call('HGET', key, f) or '0')
+      if v > cur then redis.call('HSET', key, f, v) end
+    else
+      redis.call('HINCRBYFLOAT', key, f, v)
+    end
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+redis.call('HSET', KEYS[1], ARGV[1], seq)
+return 1
+`;
+
+/** Outbox rows pushed per round: a node back from a long cut catches up in steps, not one giant script. */
+const PUSH_BATCH = 200;
+
+export interface RedisClusterStatsOptions {
+  url: string;
+  store: StatsStore;
+  nodeId: string;
+  retentionDays(): number;
+  prefix?: string;
+  log: { warn(o: object, msg: string): void; info(o: object, msg: string): void };
+}
+
+export class RedisClusterStats implements ClusterStats {
+  private readonly redis: Redis;
+  private readonly o: RedisClusterStatsOptions;
+  private readonly prefix: string;
+  private pushing: Promise<void> | null = null;
+  private failing = false;
+  private closed = false;
+
+  constructor(o: RedisClusterStatsOptions) {
+    this.o = o;
+    this.prefix = o.prefix ?? 'scrubber:';
+    // Like the decision bus: our outbox holds what could not be sent; ioredis must not queue or retry by itself.
+    this.redis = new Redis(o.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 2000, commandTimeout: 10_000,
+      retryStrategy: (n: number) => Math.min(100 * n, 1000), connectionName: `scrubber-stats-${o.nodeId}` });
+    this.redis.on('error', () => {});
+    this.redis.on('ready', () => { void this.push(); });
+  }
+
+  get backlog(): number { return this.o.store.outboxSize; }
+
+  push(): Promise<void> {
+    // One push at a time, in seq order; a caller during a push waits for that one.
+    return (this.pushing ??= this.pushAll().finally(() => { this.pushing = null; }));
+  }
+
+  private async pushAll(): Promise<void> {
+    if (this.closed || this.redis.status !== 'ready') return;
+    const ttl = Math.ceil(this.o.retentionDays() * 86_400);
+    try {
+      for (;;) {
+        const rows = this.o.store.outboxRows(PUSH_BATCH);
+        if (!rows.length) break;
+        for (const r of rows) {
+          await this.redis.eval(APPLY_LUA, 1, `${this.prefix}stats:applied`, this.o.nodeId, r.seq, this.prefix, ttl, r.body, JSON.stringify(MAX_COLUMNS));
+          this.o.store.outboxDone(r.seq);
+        }
+      }
+      if (this.failing) { this.failing = false; this.o.log.info({}, 'redis: cluster statistics caught up'); }
+    } catch (err) {
+      if (!this.failing) this.o.log.warn({ err: (err as Error).message, backlog: this.backlog }, 'redis: pushing statistics failed; kept in the outbox, will retry');
+      this.failing = true;
+    }
+  }
+
+  private async days(kind: 'd' | 'g', domain: string, from: number, to: number): Promise<Record<string, string>[]> {
+    const keys = daysOf(from, to).map((day) => kind === 'd' ? `${this.prefix}stats:d:${domain}:${day}` : `${this.prefix}stats:g:${day}`);
+    const p = this.redis.pipeline();
+    for (const k of keys) p.hgetall(k);
+    const res = (await p.exec()) ?? [];
+    return res.map(([err, v]) => { if (err) throw err; return v as Record<string, string>; });
+  }
+
+  private ready(): void {
+    if (this.redis.status !== 'ready') throw new Error('Redis is unreachable: cluster statistics are not available (this node\'s own still are, without scope=cluster)');
+  }
+
+  async buckets(domain: string, from: number, to: number): Promise<BucketJson[]> {
+    this.ready();
+    await this.push();
+    const [d, g] = await Promise.all([this.days('d', domain, from, to), this.days('g', domain, from, to)]);
+    return clusterBuckets(rowsOf(d, from, to), rowsOf(g, from, to));
+  }
+
+  async billingSamples(domain: string, from: number, to: number): Promise<BillingSample[]> {
+    this.ready();
+    await this.push();
+    return billingSamplesOf(rowsOf(await this.days('d', domain, from, to), from, to));
+  }
+
+  async close(): Promise<void> {
+    await this.push();
+    this.closed = true;
+    this.redis.disconnect();
+  }
+}

@@ -1,0 +1,120 @@
+// Cluster-wide statistics (SPEC.md §9): two real proxies on one real Redis.
+// /api/stats and /api/billing with scope=cluster add up every node; with Redis
+// stopped they answer 503 while each node's own figures still work, and what
+// was counted meanwhile reaches the cluster when Redis is back. An outbox row
+// pushed but not yet deleted (a crash between the two) is not counted twice.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startOrigin, startProxy, request, domain, tempDir, sleep, type Origin, type Proxy } from './helpers/servers.ts';
+import { findRedisServer, startRedis, type RedisServer } from './helpers/redis.ts';
+import { openStore } from '../src/store/db.ts';
+import { StatsStore } from '../src/stats/store.ts';
+import { RedisClusterStats } from '../src/store/redis-stats.ts';
+import { newCounters, F, bucketOf } from '../src/stats/buckets.ts';
+
+const hasRedis = findRedisServer() !== null;
+const HOST = 'c.test';
+const sum = (buckets: any[], f: (b: any) => number) => buckets.reduce((a, b) => a + f(b), 0);
+const quiet = { warn() {}, info() {} };
+/** Bounded wait for an asynchronous condition. */
+async function until(cond: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) { if (await cond()) return true; await sleep(50); }
+  return cond();
+}
+
+describe.skipIf(!hasRedis)('statistics across nodes on one Redis', () => {
+  let redis: RedisServer;
+  let origin: Origin;
+  let a: Proxy, b: Proxy;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    origin = await startOrigin();
+    const cfg = () => ({ state: { dir: tempDir(), redis: { url: redis.url } }, stats: { flushIntervalMs: 200 }, domains: [domain(HOST, [origin.address])] });
+    a = await startProxy(cfg());
+    b = await startProxy(cfg());
+  }, 30_000);
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await redis?.close();
+    await origin?.close();
+  });
+
+  const send = async (p: Proxy, n: number) => {
+    for (let i = 0; i < n; i++) expect((await request(`${p.url}/x`, { headers: { host: HOST } })).status).toBe(200);
+  };
+  const passed = async (p: Proxy, scope: string) => {
+    const r = await request(`${p.adminUrl}/api/stats?domain=${HOST}&scope=${scope}`);
+    return { status: r.status, n: r.status === 200 ? sum(JSON.parse(r.body).buckets, (x) => x.passed.requests) : -1, body: r.body };
+  };
+
+  it('scope=cluster adds up both nodes; scope=node (the default) stays each node\'s own', async () => {
+    await send(a, 3);
+    await send(b, 2);
+    // Each node pushes on its own flush timer: both within a few hundred ms.
+    expect(await until(async () => (await passed(a, 'cluster')).n === 5, 5000)).toBe(true);
+    expect((await passed(b, 'cluster')).n).toBe(5);
+    expect((await passed(a, 'node')).n).toBe(3);
+    expect(sum(JSON.parse((await request(`${b.adminUrl}/api/stats?domain=${HOST}`)).body).buckets, (x) => x.passed.requests)).toBe(2);
+    const bill = JSON.parse((await request(`${a.adminUrl}/api/billing?domain=${HOST}&scope=cluster`)).body);
+    expect(bill.scope).toBe('cluster');
+    expect(bill.samplesWithTraffic).toBeGreaterThan(0);
+    const own = JSON.parse((await request(`${a.adminUrl}/api/billing?domain=${HOST}`)).body);
+    expect(sum(bill.samples, (s: any) => s.bytesOut)).toBeGreaterThan(sum(own.samples, (s: any) => s.bytesOut));
+  });
+
+  it('a bad scope is a 400 naming it', async () => {
+    const r = await request(`${a.adminUrl}/api/stats?domain=${HOST}&scope=everything`);
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toMatch(/scope/);
+  });
+
+  it('with Redis down: 503 for the cluster, the node\'s own still served; what was counted meanwhile arrives when Redis returns', async () => {
+    await redis.stop();
+    await send(a, 4);
+    await send(b, 1);
+    const down = await passed(a, 'cluster');
+    expect(down.status).toBe(503);
+    expect(JSON.parse(down.body).error).toMatch(/Redis/);
+    expect((await passed(a, 'node')).n).toBe(7);
+    // The test's Redis keeps nothing across a restart: the cluster then holds exactly what the nodes kept in their outbox.
+    await redis.restart();
+    expect(await until(async () => (await passed(a, 'cluster')).n === 5, 8000)).toBe(true);
+    expect((await passed(b, 'cluster')).n).toBe(5);
+  }, 20_000);
+});
+
+describe.skipIf(!hasRedis)('the statistics outbox', () => {
+  it('applies a row once even when it is pushed again (a crash between the push and the delete)', async () => {
+    const redis = await startRedis();
+    const db = openStore(tempDir());
+    try {
+      const store = new StatsStore(db);
+      store.outbox = true;
+      const t = bucketOf(Date.now());
+      const c = newCounters();
+      c[F.reqIn] = 10;
+      c[F.reqPassed] = 10;
+      store.write([{ domain: HOST, t, c }], []);
+      const row = store.outboxRows(10)[0];
+      const cluster = new RedisClusterStats({ url: redis.url, store, nodeId: 'node-1', retentionDays: () => 1, log: quiet });
+      await until(async () => { await cluster.push(); return store.outboxSize === 0; }, 5000);
+      // As if the process died after Redis applied the row and before the outbox forgot it.
+      db.prepare('INSERT INTO stats_outbox (seq, body) VALUES (?, ?)').run(row.seq, row.body);
+      await cluster.push();
+      expect(store.outboxSize).toBe(0);
+      const buckets = await cluster.buckets(HOST, t, t + 180);
+      expect(sum(buckets, (x) => x.incoming.requests)).toBe(10);
+      // A new row (the next seq) is added.
+      store.write([{ domain: HOST, t, c }], []);
+      const after = await cluster.buckets(HOST, t, t + 180);
+      expect(sum(after, (x) => x.incoming.requests)).toBe(20);
+      await cluster.close();
+    } finally {
+      db.close();
+      await redis.close();
+    }
+  });
+});
