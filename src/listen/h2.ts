@@ -1,9 +1,14 @@
-// HTTP/2 streams into the pipeline, until the protocol-neutral request head
-// exists (src/http/): the pipeline reads req.rawHeaders and req.headers.host
-// as HTTP/1.1 gives them. An HTTP/2 request carries its host in :authority and
-// its method, path and scheme in pseudo-headers, which must never be
-// forwarded as header lines; this gives the compat request the HTTP/1.1 shape
-// the pipeline reads. Temporary: the lead's request head replaces it.
+// HTTP/2 streams into the one request flow. The request head
+// (src/http/head.ts) and the pipeline read Node's HTTP/1.1 objects; the
+// compat layer's are close but not the same:
+// - the request carries its host in :authority and its method, path and
+//   scheme in pseudo-headers, which must never be forwarded as header lines;
+//   its socket throws on destroy() and is not `encrypted` (asHttp1Head);
+// - the response warns or throws on what HTTP/1.1 responses carry (a reason
+//   phrase, connection headers), resets a cut stream as if it had ended, and
+//   batches writes so that progress is invisible to the send deadline
+//   (asHttp1Reply).
+// Going to the native stream API would remove this layer (and its cost).
 import type http from 'node:http';
 import http2 from 'node:http2';
 import type net from 'node:net';
