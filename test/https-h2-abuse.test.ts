@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http2 from 'node:http2';
 import fs from 'node:fs';
-import { startOrigin, startProxy, domain, type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, domain, until, type Origin, type Proxy } from './helpers/servers.ts';
 import { makePki, type TestPki } from './helpers/certs.ts';
 import { RawH2, T, FLAG, frame, getHeaders, FILLER_HEADER, RST_CANCEL } from './helpers/h2-raw.ts';
 import { H2_BUDGET } from '../src/listen/h2-guard.ts';
@@ -219,6 +219,33 @@ describe('idle sessions', () => {
     expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
     expect(performance.now() - t0).toBeLessThan(2000);
     s.destroy();
+    await proxy.close();
+  });
+
+  it('PINGs within their budget do not keep a session with no request alive', async () => {
+    const { proxy, port, told } = await start({}, { idleTimeoutMs: 300 });
+    const c = await open(port, '127.0.9.2');
+    const t0 = performance.now();
+    // A PING every 200 ms: well within the budget, and bytes both ways all the time.
+    await c.flood(() => frame(T.PING, 0, 0, PING), 20, 4000, 200);
+    expect(c.closed).toBe(true);
+    expect(c.goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    expect(performance.now() - t0).toBeLessThan(3000);
+    expect(told.filter(([src]) => src === '127.0.9.2')).toEqual([]);
+    c.destroy();
+    await proxy.close();
+  });
+
+  it('slowloris on HTTP/2 (a header block never finished: no stream exists yet) is closed as idle', async () => {
+    const { proxy, port } = await start({}, { idleTimeoutMs: 300 });
+    const c = await open(port, '127.0.9.3');
+    const t0 = performance.now();
+    // Anything but a CONTINUATION after it would be a protocol error at once; the slow client sends nothing.
+    c.socket.write(frame(T.HEADERS, FLAG.END_STREAM, 1, HEADERS.subarray(0, 3)));
+    await until(() => c.closed, 4000);
+    expect(c.closed).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(3000);
+    c.destroy();
     await proxy.close();
   });
 

@@ -118,6 +118,36 @@ describe('a stream whose window never opens', () => {
   });
 });
 
+describe('a slow request body on HTTP/2 (slow POST)', () => {
+  it('a stream that declares a body and sends none is cut by the minimum body rate (408), counted as slow', async () => {
+    const a = pki.leaf('a.test');
+    const proxy = await startProxy({
+      tls: { listen: [{ host: '127.0.0.1', port: 0 }], certs: [{ domains: ['a.test'], ...a }] },
+      limits: { minBodyRateBytesPerSec: 1024, minBodyRateGraceMs: 300 },
+      domains: [domain('a.test', [origin.address])],
+    });
+    const seen: string[] = [];
+    proxy.app.pipeline.onObserve((o) => { if (o.proxyReason) seen.push(o.proxyReason); });
+    const port = proxy.app.listeners.addresses().find((x) => x.tls)!.port;
+    const s = h2connect(port);
+    for (const headers of [{ 'content-length': '100000' }, {}]) {
+      // With and without a declared length (then the body is "chunked" to the pipeline); a byte, then nothing.
+      const r = s.request({ ':method': 'POST', ':path': '/', ...headers }, { endStream: false });
+      r.write('x');
+      const t0 = performance.now();
+      const [h] = await once(r, 'response') as [http2.IncomingHttpHeaders];
+      r.resume();
+      expect(h[':status']).toBe(408);
+      expect(h['x-scrubber']).toBe('body-too-slow');
+      expect(performance.now() - t0).toBeLessThan(5000);
+      r.close();
+    }
+    expect(seen).toEqual(['body-too-slow', 'body-too-slow']);
+    s.destroy();
+    await proxy.close();
+  });
+});
+
 describe('HTTP/1.1 habits on an HTTP/2 response', () => {
   let proxy: Proxy;
   let port: number;

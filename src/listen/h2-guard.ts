@@ -19,7 +19,7 @@
 //   budget per connection, it is cut.
 // - an idle session: node:http2 has no keep-alive timeout; an HTTP/1.1
 //   connection gets limits.idleTimeoutMs between requests, so does a session
-//   with no open stream.
+//   with no open stream (checked by the sweep: closed within a second past it).
 // Every connection cut here or by nghttp2 is counted against its source (as a
 // malformed request: a browser never does any of it). A stream whose window
 // never opens (slow read) is the send deadline's (src/upstream/slow-client.ts),
@@ -38,11 +38,12 @@ export type H2Abuse = 'HPE_H2_PING_FLOOD' | 'HPE_H2_SETTINGS_FLOOD' | 'HPE_H2_RE
 /** Session errors that are the client's doing (nghttp2 refused what it sent), not a network failure. */
 const PROTOCOL_ERRORS = new Set(['ERR_HTTP2_ERROR', 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES', 'ERR_HTTP2_TOO_MANY_CUSTOM_FRAMES', 'ERR_HTTP2_MAX_PENDING_SETTINGS_ACK']);
 
-/** How often the open sessions are checked for refused streams (a client that sends only those makes no event). */
+/** How often the open sessions are checked for refused streams (a client that sends only those makes no event) and
+ *  for idleness. */
 const SWEEP_MS = 1000;
 
 export interface H2SessionsOptions {
-  /** No open stream and no frame for this long → GOAWAY (0 = never); read per new session, so reloads apply. */
+  /** No open stream for this long → GOAWAY (0 = never); read per new session, so reloads apply. */
   idleTimeoutMs(): number;
   /** A connection was cut for abuse: tell the filter. */
   report(source: string, kind: H2Abuse): void;
@@ -52,7 +53,7 @@ export interface H2SessionsOptions {
 export class H2Sessions {
   /** Connections cut, by kind. */
   readonly cut: Record<H2Abuse, number> = { HPE_H2_PING_FLOOD: 0, HPE_H2_SETTINGS_FLOOD: 0, HPE_H2_REFUSED_STREAMS: 0, HPE_H2_PROTOCOL: 0 };
-  /** Each open session and its check for refused streams. */
+  /** Each open session and its periodic check (refused streams, idleness). */
   private readonly open = new Map<http2.ServerHttp2Session, () => void>();
   private timer: NodeJS.Timeout | null = null;
   private readonly o: H2SessionsOptions;
@@ -78,13 +79,15 @@ export class H2Sessions {
   };
 }
 
-/** Wires the budgets on one session; returns its check for refused streams. */
+/** Wires the budgets on one session; returns its periodic check. */
 function guard(session: http2.ServerHttp2Session, idleTimeoutMs: number, onAbuse: (kind: H2Abuse) => void): () => void {
   let windowStart = Date.now();
   let pings = 0;
   let settings = 0;
   let open = 0;
   let streams = 0;
+  /** Since when no stream has been open (0 while one is). */
+  let quietSince = Date.now();
   /** Refused streams counted at the start of the current window. */
   let refusedMark = 0;
   let told = false;
@@ -109,6 +112,12 @@ function guard(session: http2.ServerHttp2Session, idleTimeoutMs: number, onAbuse
     if (session.destroyed) return;
     const last = session.state.lastProcStreamID ?? 0;
     if (last % 2 === 1 && last > lastId) { lastId = last; checkRefused(); }
+    // Idle means no request, whatever else the client sends: PINGs within their budget, or a header block it never
+    // finishes (slowloris on HTTP/2: no stream exists until the block ends), would keep a byte-based timer alive.
+    if (idleTimeoutMs > 0 && open === 0 && !session.closed && Date.now() - quietSince >= idleTimeoutMs) session.close();
+    // Told to go away (here or by a drain) a sweep ago with no stream open, and still there: close() waits for a
+    // header block the client never finishes. Nothing is left to finish.
+    else if (session.closed && open === 0) session.destroy();
   };
   session.on('ping', () => { roll(); if (++pings > H2_BUDGET.pings) cut('HPE_H2_PING_FLOOD'); });
   session.on('remoteSettings', () => { roll(); if (++settings > H2_BUDGET.settings) cut('HPE_H2_SETTINGS_FLOOD'); });
@@ -116,14 +125,9 @@ function guard(session: http2.ServerHttp2Session, idleTimeoutMs: number, onAbuse
   session.on('stream', (stream: http2.ServerHttp2Stream) => {
     streams++;
     open++;
-    stream.once('close', () => { open--; });
+    stream.once('close', () => { if (--open === 0) quietSince = Date.now(); });
     if ((stream.id ?? 0) > lastId) lastId = stream.id ?? 0;
     checkRefused();
   });
-  if (idleTimeoutMs > 0) {
-    // Node's session timer counts any byte either way; fired with a stream open (an upstream still working),
-    // it re-arms on the next byte.
-    session.setTimeout(idleTimeoutMs, () => { if (open === 0 && !session.closed) session.close(); });
-  }
   return check;
 }

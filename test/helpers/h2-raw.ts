@@ -50,8 +50,8 @@ export class RawH2 {
     return c;
   }
 
-  /** Writes `next(i)` in a loop (i = batches written so far) until the server closes, `max` batches or `ms` pass. */
-  async flood(next: (i: number) => Buffer | null, max: number, ms = 3000): Promise<number> {
+  /** Writes `next(i)` every `gapMs` (i = batches written so far) until the server closes, `max` batches or `ms` pass. */
+  async flood(next: (i: number) => Buffer | null, max: number, ms = 3000, gapMs = 2): Promise<number> {
     const t0 = Date.now();
     let i = 0;
     while (i < max && !this.closed && Date.now() - t0 < ms) {
@@ -59,7 +59,7 @@ export class RawH2 {
       if (!b) break;
       this.socket.write(b);
       i++;
-      await new Promise((r) => setTimeout(r, 2));
+      await new Promise((r) => setTimeout(r, gapMs));
     }
     await new Promise((r) => setTimeout(r, 300));
     return i;
