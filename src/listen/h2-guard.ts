@@ -108,10 +108,16 @@ function guard(session: http2.ServerHttp2Session, idleTimeoutMs: number, onAbuse
     if (now - windowStart >= H2_BUDGET.windowMs) { windowStart = now; pings = settings = 0; refusedMark = refused(); }
   };
   const checkRefused = () => { roll(); if (refused() - refusedMark > H2_BUDGET.refusedStreams) cut('HPE_H2_REFUSED_STREAMS'); };
+  /** A stream surfaced since the last sweep: its id already told of the refused ones before it. */
+  let surfaced = false;
   const check = () => {
     if (session.destroyed) return;
-    const last = session.state.lastProcStreamID ?? 0;
-    if (last % 2 === 1 && last > lastId) { lastId = last; checkRefused(); }
+    if (!surfaced) {
+      // Only a session whose client made no stream we saw lately is asked (session.state is a native call).
+      const last = session.state.lastProcStreamID ?? 0;
+      if (last % 2 === 1 && last > lastId) { lastId = last; checkRefused(); }
+    }
+    surfaced = false;
     // Idle means no request, whatever else the client sends: PINGs within their budget, or a header block it never
     // finishes (slowloris on HTTP/2: no stream exists until the block ends), would keep a byte-based timer alive.
     if (idleTimeoutMs > 0 && open === 0 && !session.closed && Date.now() - quietSince >= idleTimeoutMs) session.close();
@@ -127,6 +133,7 @@ function guard(session: http2.ServerHttp2Session, idleTimeoutMs: number, onAbuse
     open++;
     stream.once('close', () => { if (--open === 0) quietSince = Date.now(); });
     if ((stream.id ?? 0) > lastId) lastId = stream.id ?? 0;
+    surfaced = true;
     checkRefused();
   });
   return check;
