@@ -102,6 +102,18 @@ describe('HTTP/2 by ALPN', () => {
     expect(big.status).toBe(413);
     s.close();
   });
+
+  it('routes by :authority; a Host that names another site than :authority is refused (400), one that agrees passes', async () => {
+    const s = await h2session();
+    const routed = await h2req(s, { ':path': '/r', ':authority': `a.test:${port}` });
+    expect(JSON.parse(routed.body)).toMatchObject({ url: '/r', host: `a.test:${port}` });
+    const other = await h2req(s, { ':path': '/', ':authority': 'a.test', host: 'nope.test' });
+    expect(other.status).toBe(400);
+    expect(other.headers['x-scrubber']).toBe('bad-request');
+    const same = await h2req(s, { ':path': '/', ':authority': 'a.test', host: 'A.test' });
+    expect(same.status).toBe(200);
+    s.close();
+  });
 });
 
 describe('HTTP/1.1 on the h2-capable listener', () => {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { once } from 'node:events';
 import type net from 'node:net';
 import type tls from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import { startOrigin, startProxy, request, domain, type Origin, type Proxy } from './helpers/servers.ts';
 import { makePki, type TestPki } from './helpers/certs.ts';
 
@@ -56,6 +57,21 @@ function tlsGet(servername: string): Promise<{ body: string; cn: string }> {
 describe('TLS termination', () => {
   it('chooses the certificate by SNI and tells the upstream the request came over https', async () => {
     expect(await tlsGet('a.test')).toEqual({ body: 'https', cn: 'a.test' });
+    expect(await tlsGet('b.test')).toEqual({ body: 'https', cn: 'b.test' });
+  });
+
+  it('a client that sends no SNI (connects by IP address) gets the first certificate, before and after a reload, still with h2 by ALPN', async () => {
+    const noSni = () => new Promise<{ cn: string; alpn: string | false | null }>((resolve, reject) => {
+      // servername '' : Node's client then sends no server_name extension (as curl and h2load do for an IP address).
+      const s = tlsConnect({ port: tlsPort, host: '127.0.0.1', servername: '', rejectUnauthorized: false, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
+        resolve({ cn: String(s.getPeerCertificate().subject?.CN), alpn: s.alpnProtocol });
+        s.destroy();
+      });
+      s.on('error', reject);
+    });
+    expect(await noSni()).toEqual({ cn: 'a.test', alpn: 'h2' });
+    expect(proxy.app.reload({ ok: true, config: proxy.app.config })).toEqual({ ok: true });
+    expect(await noSni()).toEqual({ cn: 'a.test', alpn: 'h2' });
     expect(await tlsGet('b.test')).toEqual({ body: 'https', cn: 'b.test' });
   });
 

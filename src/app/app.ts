@@ -55,6 +55,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
     cluster: clusterStats(config, log, () => runtime.current.config),
   });
   edge.observers.push((o) => stats.record(o));
+  edge.passthroughs.push((o) => stats.record(o));
   const timer = setInterval(() => filter.tick(), TICK_MS);
   timer.unref();
 

@@ -12,6 +12,7 @@ import type { Observation } from '../observe/observation.ts';
 import { Pipeline } from '../pipeline/pipeline.ts';
 import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners } from '../listen/listeners.ts';
+import { passthroughObservation, type PassthroughEvent } from '../listen/passthrough.ts';
 import { Upstreams } from '../upstream/upstreams.ts';
 import { createFilter } from './build-filter.ts';
 
@@ -23,6 +24,8 @@ export interface Edge {
   listeners: Listeners;
   /** Where every finished request is told; statistics add themselves. */
   observers: ((o: Observation) => void)[];
+  /** Where every passthrough connection is told once it ended (or failed to reach an upstream): statistics only. */
+  passthroughs: ((o: Observation) => void)[];
 }
 
 export interface EdgeDeps { log: Logger; now: () => number; store: FilterStore; bus: DecisionBus; secret: Buffer; db?: Db }
@@ -52,8 +55,21 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
     },
   });
   const listeners = new Listeners(pipeline, config);
+  const passthroughs: ((o: Observation) => void)[] = [];
+  // A passthrough connection has no request the pipeline could observe. For attack mode each one counts in its
+  // domain's traffic as a request, a failed upstream connect as an upstream error (the source was already counted
+  // at accept, by the connection rules); statistics get it once it ended, or at once when no upstream took it.
+  listeners.onPassthrough = (e: PassthroughEvent) => {
+    const failed = e.outcome === 'connect-refused' || e.outcome === 'connect-timeout';
+    if (e.end === undefined) {
+      const t = detector.knowledge.of(e.domain).traffic;
+      t.requests++;
+      if (failed) t.upstreamErrors++;
+    }
+    if (e.end !== undefined || failed) { const o = passthroughObservation(e); for (const fn of passthroughs) fn(o); }
+  };
   filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
-  return { runtime, upstreams, filter, pipeline, listeners, observers };
+  return { runtime, upstreams, filter, pipeline, listeners, observers, passthroughs };
 }
 
 /** A reloaded config (already checked): one new runtime, and the parts that span requests follow it. */

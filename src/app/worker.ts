@@ -29,6 +29,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   const recorder = new Recorder(now);
   let requests = 0;
   edge.observers.push((o) => { requests++; recorder.record(o); });
+  edge.passthroughs.push((o) => recorder.record(o));
   listeners.prepare(config);
   // A ban made elsewhere (an operator, another node): the source starts over when it ends, as in one process.
   filter.decisions.watch({ onBan: (s) => filter.detector.forget(s) });

@@ -1,22 +1,27 @@
-// HTTP/2 streams into the pipeline, until the protocol-neutral request head
-// exists (src/http/): the pipeline reads req.rawHeaders and req.headers.host
-// as HTTP/1.1 gives them. An HTTP/2 request carries its host in :authority and
-// its method, path and scheme in pseudo-headers, which must never be
-// forwarded as header lines; this gives the compat request the HTTP/1.1 shape
-// the pipeline reads. Temporary: the lead's request head replaces it.
+// HTTP/2 streams into the one request flow. The request head
+// (src/http/head.ts) and the pipeline read Node's HTTP/1.1 objects; the
+// compat layer's are close but not the same:
+// - the request carries its host in :authority and its method, path and
+//   scheme in pseudo-headers, which must never be forwarded as header lines;
+//   its socket throws on destroy() and is not `encrypted` (asHttp1Head);
+// - the response warns or throws on what HTTP/1.1 responses carry (a reason
+//   phrase, connection headers), resets a cut stream as if it had ended, and
+//   batches writes so that progress is invisible to the send deadline
+//   (asHttp1Reply).
+// Going to the native stream API would remove this layer (and its cost).
 import type http from 'node:http';
-import type http2 from 'node:http2';
+import http2 from 'node:http2';
 import type net from 'node:net';
 import { connectionInfo, tagConnectionInfo } from './connections.ts';
 
 export function asHttp1Head(req: http2.Http2ServerRequest): http.IncomingMessage {
   const raw = req.rawHeaders;
   const out: string[] = [];
-  let host = false;
+  let host: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
-    if (name.length === 4 && name.toLowerCase() === 'host') host = true;
+    if (name.length === 4 && name.toLowerCase() === 'host') host = raw[i + 1];
     out.push(name, raw[i + 1]);
   }
   // HTTP/2 frames the body itself: a body without content-length is what HTTP/1.1 calls chunked, and the
@@ -26,9 +31,13 @@ export function asHttp1Head(req: http2.Http2ServerRequest): http.IncomingMessage
     req.headers['transfer-encoding'] = 'chunked';
   }
   const authority = req.headers[':authority'];
-  if (!host && typeof authority === 'string') {
+  if (host === null && typeof authority === 'string') {
     out.unshift('host', authority);
     req.headers.host = authority;
+  } else if (host !== null && typeof authority === 'string' && host.toLowerCase() !== authority.toLowerCase()) {
+    // A Host that names another site than :authority is malformed (RFC 9113 §8.3.1): as two Host lines, the flow's
+    // check refuses it (400) as it does on HTTP/1.1, rather than routing by one and logging the other.
+    out.push('host', authority);
   }
   // Own properties shadow the compat getters; the compat object's method and url keep reading the pseudo-headers.
   Object.defineProperty(req, 'rawHeaders', { value: out, configurable: true });
@@ -53,4 +62,50 @@ function socketFacade(req: http2.Http2ServerRequest): net.Socket {
   };
   Object.defineProperty(facade, 'destroyed', { get: () => session?.destroyed ?? true });
   return tagConnectionInfo(facade, info) as unknown as net.Socket;
+}
+
+/** Headers that say something about an HTTP/1.1 connection; on HTTP/2 node:http2 throws on them (keep-alive, upgrade...) or warns and drops them (connection). */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+function h2Headers(headers: unknown): Record<string, unknown> | undefined {
+  if (headers === undefined || headers === null || typeof headers !== 'object') return undefined;
+  const out: Record<string, unknown> = {};
+  // The pipeline always passes an object (forward.ts, reply.ts), never the raw [name, value] list form.
+  for (const [k, v] of Object.entries(headers as Record<string, unknown>)) if (!CONNECTION_SPECIFIC.has(k.toLowerCase())) out[k] = v;
+  return out;
+}
+
+/**
+ * The compat response with the HTTP/1.1 habits of the pipeline made harmless.
+ * The pipeline passes the upstream's reason phrase (undici always has one) and
+ * sets "Connection: close" on its own error answers; on HTTP/2 a status message
+ * and connection headers do not exist (RFC 9113 §8.2.2, §8.3.2) and the compat
+ * layer answers them with an UnsupportedWarning on stderr or a throw
+ * (ERR_HTTP2_INVALID_CONNECTION_HEADERS for keep-alive). They are dropped here:
+ * "close the connection" means nothing for one stream of a shared connection.
+ */
+export function asHttp1Reply(res: http2.Http2ServerResponse): http.ServerResponse {
+  const writeHead = res.writeHead.bind(res) as (status: number, headers?: unknown) => unknown;
+  const setHeader = res.setHeader.bind(res);
+  Object.defineProperty(res, 'writeHead', {
+    configurable: true,
+    value: (status: number, message?: unknown, headers?: unknown) => writeHead(status, h2Headers(typeof message === 'string' ? headers : message ?? headers)),
+  });
+  Object.defineProperty(res, 'setHeader', {
+    configurable: true,
+    value: (name: string, value: string | number | readonly string[]) => (CONNECTION_SPECIFIC.has(name.toLowerCase()) ? res : setHeader(name, value)),
+  });
+  Object.defineProperty(res, 'statusMessage', { configurable: true, get: () => '', set: () => {} });
+  // A response cut before its end (send deadline, upstream failure mid-body) must not look complete: destroy()
+  // alone resets the stream with NO_ERROR, which a client may take for a clean end of a truncated body.
+  const destroy = res.destroy.bind(res);
+  Object.defineProperty(res, 'destroy', {
+    configurable: true,
+    value: (err?: Error) => { if (!res.stream.closed && !res.stream.destroyed) res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR); destroy(err); return res; },
+  });
+  // One write request per chunk: by default the writes that queue behind one in flight go out as a single writev,
+  // and writableLength drops only when all of it is sent (a MiB at once), so the send deadline would see a client
+  // reading steadily as one taking nothing. Chunk by chunk, every chunk the client takes shows (as on HTTP/1.1).
+  (res.stream as unknown as { _writev: unknown })._writev = null;
+  return res as unknown as http.ServerResponse;
 }

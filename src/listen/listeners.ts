@@ -19,8 +19,10 @@ import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
 import { MAX_HELLO, parseClientHello } from './sni.ts';
-import { splice, Tunnels, type PassthroughEvent } from './passthrough.ts';
-import { asHttp1Head } from './h2.ts';
+import { splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
+import { Tunnels } from '../upstream/tunnel.ts';
+import { asHttp1Head, asHttp1Reply } from './h2.ts';
+import { H2Sessions } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
 
 type TlsServer = https.Server | http2.Http2SecureServer;
@@ -42,6 +44,16 @@ export function loadCertificates(config: Config): Map<string, tls.SecureContext>
     for (const d of c.domains) map.set(d.toLowerCase(), ctx);
   }
   return map;
+}
+
+/**
+ * The certificate for a ClientHello without SNI (a client that connects by IP address, some health checkers and
+ * load tools): the first configured one, as an unknown name gets. Without it Node fails such handshakes, since the
+ * SNI callback is only asked when there is a name.
+ */
+function defaultCertificate(config: Config): { cert: Buffer; key: Buffer } | Record<string, never> {
+  const c = config.tls.certs[0];
+  return c ? { cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) } : {};
 }
 
 function sniLookup(certs: () => Map<string, tls.SecureContext>, name: string): tls.SecureContext | undefined {
@@ -70,18 +82,24 @@ export class Listeners {
   /** The TCP listeners of the TLS ports. */
   readonly fronts: net.Server[] = [];
   readonly connections: SourceConnections;
+  /** Passthrough connections, spliced (closed at the end of a drain). */
   readonly tunnels = new Tunnels();
+  /** Idle time after which a passthrough connection is closed (a property, so that tests can shorten it). */
+  passthroughIdleMs = PASSTHROUGH_IDLE_MS;
   certs = new Map<string, tls.SecureContext>();
-  /** Told of every passthrough connection's fate (for statistics and attack mode); set by the app. */
+  /** Told of every passthrough connection's connect outcome, and of its end (for statistics and attack mode); set by the app. */
   onPassthrough: ((e: PassthroughEvent) => void) | null = null;
+  /** Open HTTP/2 sessions, guarded against abuse (h2-guard.ts) and told to go away on close. */
+  readonly h2 = new H2Sessions({
+    idleTimeoutMs: () => this.config.limits.idleTimeoutMs,
+    report: (source, kind) => this.pipeline.filter.onClientError?.(source, kind),
+  });
 
   private readonly pipeline: Pipeline;
   private config: Config;
   private passthrough: Map<string, DomainConfig>;
   /** TLS connections accepted whose handshake (or ClientHello, for passthrough) is not finished. */
   private readonly handshaking = new Set<net.Socket>();
-  /** Open HTTP/2 sessions, told to go away on close. */
-  private readonly sessions = new Set<http2.ServerHttp2Session>();
   /** Session ticket keys: one set for the life of the process, kept across reloads so that resumption survives them. */
   private readonly ticketKeys = crypto.randomBytes(48);
   /** Connections handed over by the primary (worker process): the servers never accepted them, so drain counts here. */
@@ -115,6 +133,7 @@ export class Listeners {
       noDelay: true,
     };
     const tlsOpts: tls.TlsOptions = {
+      ...defaultCertificate(config),
       SNICallback: (name, cb) => cb(null, sniLookup(() => this.certs, name)),
       ticketKeys: this.ticketKeys,
       // Our own deadline (tls.handshakeTimeoutMs, from accept) acts first; this is a backstop.
@@ -130,17 +149,15 @@ export class Listeners {
         settings: { maxConcurrentStreams: H2_MAX_STREAMS, maxHeaderListSize: config.limits.maxHeaderBytes },
         maxHeaderListPairs: config.limits.maxHeaderCount + 5,
       } as http2.SecureServerOptions);
-      server.on('session', (session: http2.ServerHttp2Session) => {
-        this.sessions.add(session);
-        session.once('close', () => this.sessions.delete(session));
-      });
+      // The source was counted at accept on the raw socket (the TLS socket has not adopted it yet).
+      server.on('session', (session: http2.ServerHttp2Session) => this.h2.add(session, connectionInfo((session.socket as Wrapped)._parent ?? session.socket).source));
     }
     this.configure(server, config);
     if (tlsServer) server.on('secureConnection', (socket: tls.TLSSocket) => this.onSecure(socket));
     else server.on('connection', (socket: net.Socket) => this.onConnection(socket));
     if (tlsServer && config.tls.http2) {
       server.on('request', (req: http2.Http2ServerRequest | http.IncomingMessage, res: http2.Http2ServerResponse | http.ServerResponse) => {
-        if (req.httpVersionMajor === 2) this.pipeline.handle(asHttp1Head(req as http2.Http2ServerRequest), res as unknown as http.ServerResponse);
+        if (req.httpVersionMajor === 2) this.pipeline.handle(asHttp1Head(req as http2.Http2ServerRequest), asHttp1Reply(res as http2.Http2ServerResponse));
         else this.pipeline.handle(req as http.IncomingMessage, res as http.ServerResponse);
       });
     } else server.on('request', this.pipeline.handle);
@@ -216,8 +233,11 @@ export class Listeners {
     // The ClientHello is in: the client did its part; connect time is the upstream's (connectTimeoutMs, attempts).
     if (raw[DEADLINE]) clearTimeout(raw[DEADLINE]);
     this.handshaking.delete(raw);
-    const source = connectionInfo(raw).source;
-    splice(raw, { domain, group, upstream: this.config.upstream, head, source, done: (e) => this.onPassthrough?.(e) }, this.tunnels);
+    const { source, client } = connectionInfo(raw);
+    splice(raw, {
+      domain, group, upstream: this.config.upstream, head, source, client, idleTimeoutMs: this.passthroughIdleMs,
+      onEvent: (e) => this.onPassthrough?.(e),
+    }, this.tunnels);
   }
 
   private onSecure(socket: tls.TLSSocket): void {
@@ -277,6 +297,8 @@ export class Listeners {
     this.passthrough = passthroughHosts(config);
     this.connections.cap = config.limits.maxConnectionsPerSource;
     for (const s of this.servers) this.configure(s, config);
+    const fallback = defaultCertificate(config);
+    if (fallback.cert) for (const s of this.servers) if (s instanceof tls.Server) s.setSecureContext({ ...fallback, ticketKeys: this.ticketKeys });
   }
 
   /** Swaps the BlockList on every listener (the filter rebuilds it when entries expire). */
@@ -298,12 +320,11 @@ export class Listeners {
     // Half-done handshakes carry no request to finish.
     for (const s of this.handshaking) s.destroy();
     for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.();
-    // GOAWAY: streams in flight finish, no new ones; an idle session closes at once.
-    for (const s of this.sessions) s.close();
+    this.h2.closeAll();
     const t = setTimeout(() => {
       for (const s of this.servers) (s as Partial<http.Server>).closeAllConnections?.();
-      for (const s of this.sessions) s.destroy();
-      this.tunnels.destroyAll();
+      this.h2.destroyAll();
+      this.tunnels.closeAll();
     }, drainMs);
     // Keep-alive connections that finish a request while draining are closed at once.
     const idle = setInterval(() => { for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.(); }, 100);

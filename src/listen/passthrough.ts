@@ -4,24 +4,41 @@
 // when the domain asks for it. Connect failover follows SPEC.md §3: a connect
 // that times out is repeated (connectAttempts), then the next upstream is
 // tried; a refused upstream fails over at once. Filtering is at connection
-// level only (done at accept by the listener).
+// level only (done at accept by the listener); what became of the connection
+// is told back (onEvent) for attack mode and statistics.
 //
-// A minimal splice of its own: src/upstream/tunnel.ts is the shared one.
+// The splice is the shared one (src/upstream/tunnel.ts), as for WebSockets: an
+// idle timeout, a bounded half-close, byte counts, and shutdown closes them all.
 import net from 'node:net';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import type { Upstream, UpstreamGroup } from '../upstream/upstreams.ts';
+import type { Observation } from '../observe/observation.ts';
+import type { Tunnels, TunnelEnd } from '../upstream/tunnel.ts';
 import { proxyV2Header } from './proxy-protocol.ts';
+
+/**
+ * No byte either way for this long → both sides closed. As for WebSocket tunnels (src/pipeline/upgrade.ts): the
+ * TLS inside may be an HTTP/2 connection a browser keeps open between page views, or a long poll; what it carries is
+ * not ours to see, so only a connection that says nothing for minutes is taken for abandoned.
+ */
+export const PASSTHROUGH_IDLE_MS = 300_000;
 
 export type PassthroughOutcome = 'spliced' | 'connect-refused' | 'connect-timeout' | 'client-gone';
 
 export interface PassthroughEvent {
   domain: string;
   source: string;
+  /** The client's address (the source is its /64 for IPv6). */
+  client: string;
   outcome: PassthroughOutcome;
   /** The upstream that took the connection (spliced only). */
   upstream: string | null;
   /** Connect attempts made, all upstreams together. */
   attempts: number;
+  /** From accept to the connect outcome (ms). */
+  connectMs: number;
+  /** Set on the second event of a spliced connection, when it ended. */
+  end?: { bytesUp: number; bytesDown: number; durationMs: number; why: TunnelEnd };
 }
 
 export interface SpliceOptions {
@@ -31,15 +48,10 @@ export interface SpliceOptions {
   /** Everything read from the client so far (at least the ClientHello). */
   head: Buffer;
   source: string;
-  /** Called once the upstream accepted (the handshake deadline no longer applies) or all failed. */
-  done(e: PassthroughEvent): void;
-}
-
-/** Open spliced connections (client side), so that a drain can cut them. */
-export class Tunnels {
-  readonly open = new Set<net.Socket>();
-  get size(): number { return this.open.size; }
-  destroyAll(): void { for (const s of this.open) s.destroy(); }
+  client: string;
+  idleTimeoutMs: number;
+  /** Called once at the connect outcome (spliced, or failed), and once more, with `end`, when a spliced one ends. */
+  onEvent(e: PassthroughEvent): void;
 }
 
 export function splice(client: net.Socket, opts: SpliceOptions, tunnels: Tunnels): void {
@@ -50,11 +62,14 @@ export function splice(client: net.Socket, opts: SpliceOptions, tunnels: Tunnels
   let attempts = 0;
   let current: net.Socket | null = null;
   let finished = false;
-  const finish = (outcome: PassthroughOutcome, up: Upstream | null) => {
-    if (finished) return;
+  const t0 = Date.now();
+  const finish = (outcome: PassthroughOutcome, up: Upstream | null): PassthroughEvent | null => {
+    if (finished) return null;
     finished = true;
     client.off('close', onClientGone);
-    opts.done({ domain: opts.domain.name, source: opts.source, outcome, upstream: up?.address ?? null, attempts });
+    const e: PassthroughEvent = { domain: opts.domain.name, source: opts.source, client: opts.client, outcome, upstream: up?.address ?? null, attempts, connectMs: Date.now() - t0 };
+    opts.onEvent(e);
+    return e;
   };
   const onClientGone = () => { current?.destroy(); finish('client-gone', null); };
   client.once('close', onClientGone);
@@ -84,30 +99,43 @@ export function splice(client: net.Socket, opts: SpliceOptions, tunnels: Tunnels
       sock.removeAllListeners('error');
       up.report(true);
       if (client.destroyed) { sock.destroy(); return onClientGone(); }
-      finish('spliced', up);
-      join(client, sock, opts, tunnels);
+      const e = finish('spliced', up);
+      if (e) join(client, sock, opts, tunnels, e);
     });
   };
   if (order.length === 0) { client.destroy(); finish('connect-refused', null); return; }
   tryNext();
 }
 
-function join(client: net.Socket, up: net.Socket, opts: SpliceOptions, tunnels: Tunnels): void {
-  tunnels.open.add(client);
-  const close = () => { client.destroy(); up.destroy(); tunnels.open.delete(client); };
-  client.on('error', close);
-  up.on('error', close);
-  client.on('close', close);
-  up.on('close', close);
+function join(client: net.Socket, up: net.Socket, opts: SpliceOptions, tunnels: Tunnels, e: PassthroughEvent): void {
+  // Nothing of the upstream's own choosing goes first: the PROXY header (the client's address), then the ClientHello.
   if (opts.domain.proxyProtocol === 'v2') {
     up.write(proxyV2Header(
       { address: client.remoteAddress ?? '', port: client.remotePort ?? 0 },
       { address: client.localAddress ?? '', port: client.localPort ?? 0 },
     ));
   }
-  up.write(opts.head);
-  // pipe() carries backpressure both ways and a half-close (FIN) across.
-  client.pipe(up);
-  up.pipe(client);
+  tunnels.add(client, up, {
+    idleTimeoutMs: opts.idleTimeoutMs,
+    clientHead: opts.head,
+    onEnd: (t, why) => opts.onEvent({ ...e, end: { bytesUp: t.bytesUp, bytesDown: t.bytesDown, durationMs: Date.now() - t.startedAt, why } }),
+  });
+  // The listener paused the client to read its ClientHello; a 'data' listener does not undo an explicit pause.
   client.resume();
+}
+
+/**
+ * What statistics record of a passthrough connection: one "request" of its domain with no status (none is visible),
+ * passed with its bytes once it ended, or the proxy's failure to reach any upstream.
+ */
+export function passthroughObservation(e: PassthroughEvent): Observation {
+  const failed = e.outcome === 'connect-refused' || e.outcome === 'connect-timeout';
+  return {
+    domain: e.domain, source: e.source, client: e.client, method: '', path: '', status: 0,
+    bytesIn: e.end?.bytesUp ?? 0, bytesOut: e.end?.bytesDown ?? 0, durationMs: e.end?.durationMs ?? e.connectMs,
+    contentType: null, outcome: failed ? 'proxy' : 'passed', proxyReason: failed ? e.outcome as 'connect-refused' | 'connect-timeout' : null,
+    // As forward.ts counts them: a connect that timed out is a connect failure too ('timeout' is a slow answer).
+    upstreamError: failed ? 'connect' : null,
+    newConnection: true, queuedMs: 0, upstreamMs: e.end?.durationMs ?? 0,
+  };
 }
