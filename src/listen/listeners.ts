@@ -24,6 +24,9 @@ import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply } from './h2.ts';
 import { H2Sessions } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
+import { defaultCertificate, loadCertificates, sniLookup } from './certs.ts';
+
+export { loadCertificates };
 
 type TlsServer = https.Server | http2.Http2SecureServer;
 type Server = http.Server | TlsServer;
@@ -35,32 +38,6 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'request-timeout'],
   HPE_HEADERS_TIMEOUT: [408, 'request-timeout'],
 };
-
-/** Loads the certificates of the config into SNI contexts; throws with the file name when one is unreadable. */
-export function loadCertificates(config: Config): Map<string, tls.SecureContext> {
-  const map = new Map<string, tls.SecureContext>();
-  for (const c of config.tls.certs) {
-    const ctx = tls.createSecureContext({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) });
-    for (const d of c.domains) map.set(d.toLowerCase(), ctx);
-  }
-  return map;
-}
-
-/**
- * The certificate for a ClientHello without SNI (a client that connects by IP address, some health checkers and
- * load tools): the first configured one, as an unknown name gets. Without it Node fails such handshakes, since the
- * SNI callback is only asked when there is a name.
- */
-function defaultCertificate(config: Config): { cert: Buffer; key: Buffer } | Record<string, never> {
-  const c = config.tls.certs[0];
-  return c ? { cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) } : {};
-}
-
-function sniLookup(certs: () => Map<string, tls.SecureContext>, name: string): tls.SecureContext | undefined {
-  const m = certs();
-  const n = name.toLowerCase();
-  return m.get(n) ?? m.get('*.' + n.slice(n.indexOf('.') + 1)) ?? m.values().next().value;
-}
 
 const DEADLINE = Symbol('scrubber.handshakeDeadline');
 type Raw = net.Socket & { [DEADLINE]?: NodeJS.Timeout };

@@ -1,0 +1,31 @@
+// The certificates of the TLS listeners: loaded from the config (and again on
+// reload), chosen by SNI, with a default for a ClientHello that names no host.
+import tls from 'node:tls';
+import fs from 'node:fs';
+import type { Config } from '../config/schema.ts';
+
+/** Loads the certificates of the config into SNI contexts; throws with the file name when one is unreadable. */
+export function loadCertificates(config: Config): Map<string, tls.SecureContext> {
+  const map = new Map<string, tls.SecureContext>();
+  for (const c of config.tls.certs) {
+    const ctx = tls.createSecureContext({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) });
+    for (const d of c.domains) map.set(d.toLowerCase(), ctx);
+  }
+  return map;
+}
+
+/**
+ * The certificate for a ClientHello without SNI (a client that connects by IP address, some health checkers and
+ * load tools): the first configured one, as an unknown name gets. Without it Node fails such handshakes, since the
+ * SNI callback is only asked when there is a name.
+ */
+export function defaultCertificate(config: Config): { cert: Buffer; key: Buffer } | Record<string, never> {
+  const c = config.tls.certs[0];
+  return c ? { cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) } : {};
+}
+
+export function sniLookup(certs: () => Map<string, tls.SecureContext>, name: string): tls.SecureContext | undefined {
+  const m = certs();
+  const n = name.toLowerCase();
+  return m.get(n) ?? m.get('*.' + n.slice(n.indexOf('.') + 1)) ?? m.values().next().value;
+}
