@@ -12,7 +12,6 @@ import http from 'node:http';
 import https from 'node:https';
 import http2 from 'node:http2';
 import tls from 'node:tls';
-import fs from 'node:fs';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
