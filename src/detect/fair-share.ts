@@ -215,8 +215,9 @@ export class SessionsSeen {
 
   get size(): number { return this.sources.size; }
 
-  /** A request from source carrying session (an opaque id: the token, or a hash of the session cookie). */
-  record(now: number, source: string, session: string): void {
+  /** A request from source carrying session (an opaque id: the token, or a hash of the session cookie). Returns how
+   *  many times the session was seen (minRequests: it just started to count). */
+  record(now: number, source: string, session: string): number {
     let m = this.sources.get(source);
     if (m) this.sources.delete(source);
     else {
@@ -225,9 +226,10 @@ export class SessionsSeen {
     }
     this.sources.set(source, m);
     const e = m.get(session);
-    if (e) { m.delete(session); e.last = now; e.n++; m.set(session, e); return; }
+    if (e) { m.delete(session); e.last = now; e.n++; m.set(session, e); return e.n; }
     if (m.size >= this.opts.maxPerSource) m.delete(m.keys().next().value!);
     m.set(session, { last: now, n: 1 });
+    return 1;
   }
 
   /** Sessions seen from source within the window that came back minRequests times; at least 1. */

@@ -1,0 +1,80 @@
+// The pure parts of "a NAT is many people": how far a trust token may spread
+// before it counts as copied, how the people behind one address are counted,
+// and how the rules' events are shared among them. Fake clock throughout.
+import { describe, expect, it } from 'vitest';
+import { networkOf, TokenSpread } from '../src/challenge/cookie.ts';
+import { SharedAddresses, shareEvents } from '../src/detect/shared-address.ts';
+import { EVENT_INDEX, EVENTS } from '../src/detect/rules.ts';
+
+describe('networkOf', () => {
+  it('is the /24 of an IPv4 source and the /48 of an IPv6 one', () => {
+    expect(networkOf('192.0.2.77')).toBe('192.0.2');
+    expect(networkOf('2001:db8:1:2::/64')).toBe('2001:db8:1::/48');
+    expect(networkOf('2001:db8::/64')).toBe('2001:db8:0::/48');
+  });
+});
+
+describe('TokenSpread', () => {
+  it('honours a token from a few networks (NAT pool, IPv4 and IPv6) and refuses it everywhere once it spread further', () => {
+    const t = new TokenSpread({ maxNetworks: 3, maxTokens: 10 });
+    expect(t.use('id1', '127.0.0.5')).toBe(true);
+    expect(t.use('id1', '127.0.0.6')).toBe(true); // same /24: a NAT pool
+    expect(t.use('id1', '2001:db8:1:2::/64')).toBe(true);
+    expect(t.use('id1', '198.51.100.1')).toBe(true);
+    expect(t.use('id1', '203.0.113.9')).toBe(false); // a fourth network: copied
+    expect(t.use('id1', '127.0.0.5')).toBe(false); // and from then on refused where it was fine
+    expect(t.revoked).toBe(1);
+    expect(t.use('id2', '203.0.113.9')).toBe(true); // other tokens are not affected
+  });
+
+  it('remembers at most maxTokens tokens', () => {
+    const t = new TokenSpread({ maxNetworks: 1, maxTokens: 100 });
+    for (let i = 0; i < 1000; i++) t.use(`id${i}`, `10.0.${i % 250}.1`);
+    expect(t.size).toBe(100);
+  });
+});
+
+describe('SharedAddresses', () => {
+  const opts = { sessionCookies: ['sid'], maxFactor: 32, cookieMaxFactor: 4 };
+  it('counts distinct challenge clients that came back, up to maxFactor; one client is 1 however often it comes', () => {
+    let now = 0;
+    const s = new SharedAddresses(opts, () => now);
+    for (let r = 0; r < 50; r++) s.note(now, '127.0.0.1', 'same-client', undefined);
+    expect(s.factor(now, '127.0.0.1')).toBe(1);
+    for (let i = 0; i < 40; i++) { s.note(now, '127.0.0.2', `c${i}`, undefined); s.note(now, '127.0.0.2', `c${i}`, undefined); }
+    now += 1500; // past the cache
+    expect(s.factor(now, '127.0.0.2')).toBe(32);
+    expect(s.behind('127.0.0.2')).toBe(32);
+    expect(s.factor(now, '127.0.0.3')).toBe(1);
+  });
+
+  it('counts the site session cookie too, but only up to cookieMaxFactor (it cannot be verified); the larger count wins', () => {
+    const s = new SharedAddresses(opts, () => 0);
+    for (let i = 0; i < 10; i++) for (let k = 0; k < 2; k++) s.note(0, '127.0.0.4', null, `theme=dark; sid=session-value-${i}; x=1`);
+    expect(s.factor(0, '127.0.0.4')).toBe(4);
+    // Short values are no session ids; unknown names are ignored.
+    for (let i = 0; i < 10; i++) for (let k = 0; k < 2; k++) s.note(0, '127.0.0.5', null, `sid=${i}; other=abcdefghijkl${i}`);
+    expect(s.factor(0, '127.0.0.5')).toBe(1);
+  });
+
+  it('forgets sessions not seen within the window', () => {
+    const s = new SharedAddresses(opts, () => 0);
+    for (let i = 0; i < 5; i++) { s.note(0, '127.0.0.6', `c${i}`, undefined); s.note(0, '127.0.0.6', `c${i}`, undefined); }
+    expect(s.factor(0, '127.0.0.6')).toBe(5);
+    expect(s.factor(11 * 60_000, '127.0.0.6')).toBe(1);
+  });
+});
+
+describe('shareEvents', () => {
+  it('divides what people do among them, never what no person does', () => {
+    const p = new Float64Array(EVENTS.length);
+    p[EVENT_INDEX.request] = 1; p[EVENT_INDEX.uaChange] = 1; p[EVENT_INDEX.slow] = 1; p[EVENT_INDEX.challengeIgnored] = 1;
+    shareEvents(p, 4);
+    expect(p[EVENT_INDEX.request]).toBe(0.25);
+    expect(p[EVENT_INDEX.uaChange]).toBe(0.25);
+    expect(p[EVENT_INDEX.slow]).toBe(1);
+    expect(p[EVENT_INDEX.challengeIgnored]).toBe(1);
+    shareEvents(p, 1);
+    expect(p[EVENT_INDEX.request]).toBe(0.25);
+  });
+});
