@@ -68,7 +68,7 @@ class Browser {
   readonly statuses: (number | string)[] = [];
   challenges = 0;
   readonly agent: http.Agent;
-  constructor(readonly local: string) { this.agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: local }); }
+  constructor(local: string) { this.agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: local }); }
   cookie(): Record<string, string> { return this.jar.size ? { cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ') } : {}; }
   async get(path: string, headers: Record<string, string>): Promise<Res> {
     for (let hop = 0; ; hop++) {

@@ -17,7 +17,7 @@ import { scaledCap } from '../detect/fair-share.ts';
 
 export interface ConnectionInfo {
   source: string; client: string; tls: boolean; requests: number;
-  /** Requests (HTTP/2: streams) being answered on it now; kept by the pipeline. */
+  /** Requests (HTTP/2: streams) being answered on it now: counted in by headOf, out when the flow observes the answer. */
   active: number;
   /** When its last request ended (performance.now()). */
   idleSince: number;
@@ -51,11 +51,10 @@ export function tagConnectionInfo<T extends object>(o: T, info: ConnectionInfo):
   return o;
 }
 
-/** A request began on the connection (the pipeline calls it; done() once it is answered). */
-export function requestStarted(info: ConnectionInfo): () => void {
-  info.active++;
-  let ended = false;
-  return () => { if (ended) return; ended = true; info.active--; info.idleSince = performance.now(); };
+/** A request on the connection was answered (once per request: headOf counted it in). */
+export function requestEnded(info: ConnectionInfo, now: number): void {
+  if (info.active > 0) info.active--;
+  info.idleSince = now;
 }
 
 /** Idle: has served a request (a brand-new connection is about to send one) and is answering none now. */

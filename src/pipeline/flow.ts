@@ -9,6 +9,7 @@
 // back exactly once, in release(), whatever way the request ends.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import type { DomainConfig } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
 import type { Answer, Reply } from '../respond/reply.ts';
@@ -26,6 +27,7 @@ import { BodyLimitError, BodyMeter } from '../limits/body-meter.ts';
 import { bufferBody } from '../limits/body-buffer.ts';
 import { forwardUpgrade } from './upgrade.ts';
 import { exemptRefusal } from '../challenge/policy.ts';
+import { connectionInfo, requestEnded } from '../listen/connections.ts';
 
 type Body = Buffer | Readable | null;
 const BAD_VERSION = { status: 400, reason: 'bad-request' } as const;
@@ -243,6 +245,8 @@ export class RequestFlow {
     this.settled = true;
     const h = this.head;
     const now = performance.now();
+    // Its connection is idle again (one a connection cap may close to make room), unless it became a tunnel.
+    if (!(this.res === null && outcome === 'passed')) requestEnded(connectionInfo(this.req.socket as Socket), now);
     this.p.observe({
       domain: this.domain?.name ?? null, source: h.source, client: h.client, method: h.method, path: h.url, status,
       bytesIn, bytesOut, durationMs: now - this.started, contentType: f?.contentType ?? null, outcome, proxyReason,

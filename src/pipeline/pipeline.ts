@@ -18,7 +18,6 @@ import { UpstreamQueue } from '../limits/upstream-queue.ts';
 import { headOf } from '../http/head.ts';
 import { RequestFlow } from './flow.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
-import { connectionInfo, requestStarted } from '../listen/connections.ts';
 import type { FlowContext } from './context.ts';
 
 export interface PipelineDeps {
@@ -72,16 +71,11 @@ export class Pipeline implements FlowContext {
   }
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const head = headOf(req);
-    // The connection is busy until this answer ends: a connection cap that must make room closes idle ones only.
-    res.once('close', requestStarted(connectionInfo(req.socket as net.Socket)));
-    new RequestFlow(this, head, req, new HttpReply(res, this.pages), res, null).start();
+    new RequestFlow(this, headOf(req), req, new HttpReply(res, this.pages), res, null).start();
   };
 
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => {});
-    // A tunnel is never idle: its connection stays busy until it closes.
-    requestStarted(connectionInfo(req.socket as net.Socket));
     new RequestFlow(this, headOf(req), req, new SocketReply(socket, this.pages), null, { socket, head }).start();
   };
 
