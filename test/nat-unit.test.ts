@@ -78,3 +78,18 @@ describe('shareEvents', () => {
     expect(p[EVENT_INDEX.request]).toBe(0.25);
   });
 });
+
+describe('CookieChallenge.client', () => {
+  it('honours a token for its domain only, until it expires, also once it was verified before (cache)', async () => {
+    const { createSecretKey } = await import('node:crypto');
+    const { CookieChallenge, signToken } = await import('../src/challenge/cookie.ts');
+    const secret = createSecretKey(Buffer.alloc(32, 3));
+    const c = new CookieChallenge(secret, 't', { maxNetworks: 4, maxTokens: 100 });
+    const token = signToken(secret, 'AAAAAAAAAAA', 'a.test', 10_000);
+    const head = (source: string) => ({ source, headers: { cookie: `x=1; t=${token}` } }) as unknown as Parameters<typeof c.client>[0];
+    expect(c.client(head('192.0.2.1'), 'a.test', 1000)).toBe('AAAAAAAAAAA');
+    expect(c.client(head('192.0.2.1'), 'a.test', 2000)).toBe('AAAAAAAAAAA');
+    expect(c.client(head('192.0.2.1'), 'b.test', 2000)).toBeNull();
+    expect(c.client(head('192.0.2.1'), 'a.test', 10_001)).toBeNull();
+  });
+});

@@ -28,6 +28,7 @@ import { cookieValue } from '../detect/signals.ts';
 const MAC_CHARS = 22;
 const ID_CHARS = 11;
 const ID = /^[A-Za-z0-9_-]{11}$/;
+const MAX_VERIFIED = 50_000;
 
 // A KeyObject made once (createSecretKey, in the filter) spares createHmac importing the raw key bytes on every
 // request of an untrusted source under attack; a Buffer is still accepted (tests, one-off checks).
@@ -119,6 +120,9 @@ export class CookieChallenge implements Challenge {
   private readonly secret: KeyObject;
   private cookieName: string;
   readonly spread: TokenSpread;
+  /** Tokens already verified (token → client id): a trusted browser sends its cookie with every asset, and an HMAC
+   *  per request would cost more than the look-up. Bounded: emptied when full. */
+  private readonly verified = new Map<string, string>();
 
   constructor(secret: KeyObject, cookieName: string, spread: TokenSpreadOptions = { maxNetworks: 4, maxTokens: 100_000 }) {
     this.secret = secret;
@@ -136,7 +140,12 @@ export class CookieChallenge implements Challenge {
   client(head: RequestHead, domain: string, now: number): string | null {
     const token = cookieValue(head.headers.cookie, this.cookieName);
     if (token === null) return null;
-    const id = verifyToken(this.secret, token, domain, now);
+    const key = `${domain} ${token}`; // a token is valid for its domain only
+    let id = this.verified.get(key) ?? null;
+    if (id === null) {
+      id = verifyToken(this.secret, token, domain, now);
+      if (id !== null) { if (this.verified.size >= MAX_VERIFIED) this.verified.clear(); this.verified.set(key, id); }
+    } else if (parseInt(token, 36) * 1000 <= now) { this.verified.delete(key); return null; } // expiry: the first field
     return id !== null && this.spread.use(id, head.source) ? id : null;
   }
 
