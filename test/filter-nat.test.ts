@@ -103,7 +103,8 @@ describe('people behind one NAT address', () => {
     expect(proxy.app.filter.banOf(nat)).toBeUndefined();
     // Nobody met the challenge more than once; enough met it (each with a token of their own) to count the people.
     expect(users.filter((u) => u.challenges > 1)).toEqual([]);
-    expect(proxy.app.pipeline.detector.shared.behind(nat)).toBeGreaterThanOrEqual(20);
+    // People are asked (and counted) until the address is no busier than the people counted: several, here.
+    expect(proxy.app.pipeline.detector.shared.behind(nat)).toBeGreaterThanOrEqual(6);
     // 40 people × up to 4 connections: past the configured cap of 64, which the people counted raised.
     expect(peakConnections).toBeGreaterThan(64);
   }, 30_000);

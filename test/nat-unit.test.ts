@@ -3,8 +3,9 @@
 // and how the rules' events are shared among them. Fake clock throughout.
 import { describe, expect, it } from 'vitest';
 import { networkOf, TokenSpread } from '../src/challenge/cookie.ts';
-import { SharedAddresses, shareEvents } from '../src/detect/shared-address.ts';
-import { EVENT_INDEX, EVENTS } from '../src/detect/rules.ts';
+import { SharedAddresses } from '../src/detect/shared-address.ts';
+import { compileRules, DEFAULT_RULES, EVENT_INDEX } from '../src/detect/rules.ts';
+import { applyEvents, fills, newPending, newVerdict } from '../src/detect/engine.ts';
 
 describe('networkOf', () => {
   it('is the /24 of an IPv4 source and the /48 of an IPv6 one', () => {
@@ -65,17 +66,30 @@ describe('SharedAddresses', () => {
   });
 });
 
-describe('shareEvents', () => {
-  it('divides what people do among them, never what no person does', () => {
-    const p = new Float64Array(EVENTS.length);
-    p[EVENT_INDEX.request] = 1; p[EVENT_INDEX.uaChange] = 1; p[EVENT_INDEX.slow] = 1; p[EVENT_INDEX.challengeIgnored] = 1;
-    shareEvents(p, 4);
-    expect(p[EVENT_INDEX.request]).toBe(0.25);
-    expect(p[EVENT_INDEX.uaChange]).toBe(0.25);
-    expect(p[EVENT_INDEX.slow]).toBe(1);
-    expect(p[EVENT_INDEX.challengeIgnored]).toBe(1);
-    shareEvents(p, 1);
-    expect(p[EVENT_INDEX.request]).toBe(0.25);
+describe('applyEvents for an address of several people', () => {
+  const rules = compileRules(DEFAULT_RULES);
+  const flood = DEFAULT_RULES.findIndex((r) => r.name === 'flood');
+  const slow = DEFAULT_RULES.findIndex((r) => r.name === 'slow');
+  it('judges the same levels against buckets that many times larger, leaking that many times faster: recognised late, a NAT is not judged by what it looked like before', () => {
+    const levels = new Array(rules.count).fill(0);
+    const p = newPending(), v = newVerdict();
+    p[EVENT_INDEX.request] = 300;
+    applyEvents(levels, 0, 0, p, rules, v, 1);
+    expect(v.overflow).toBeGreaterThanOrEqual(0); // one client: 300 requests at once overflow 'flood' (200)
+    applyEvents(levels, 0, 0, p, rules, v, 4);
+    expect(v.overflow).toBe(-1); // the same, for four people: 300 / 800
+    expect(fills(levels, 0, 0, rules, 4)[flood]).toBeCloseTo(300 / 800);
+    // Leak: 1 s at 4 people forgives 4 × 20 requests.
+    applyEvents(levels, 0, 1000, p, rules, v, 4);
+    expect(levels[flood]).toBeCloseTo(220);
+  });
+
+  it('never shares what no person does (slow requests)', () => {
+    const levels = new Array(rules.count).fill(0);
+    const p = newPending(), v = newVerdict();
+    p[EVENT_INDEX.slow] = 4;
+    applyEvents(levels, 0, 0, p, rules, v, 32);
+    expect(v.overflow).toBe(slow);
   });
 });
 

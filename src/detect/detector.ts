@@ -14,7 +14,7 @@ import type { Challenge } from '../challenge/challenge.ts';
 import type { Answer } from '../respond/reply.ts';
 import type { FilterStore } from '../store/filter-store.ts';
 import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
-import { applyEvents, fills, newPending, newVerdict } from './engine.ts';
+import { applyEvents, enforcedOverflow, fills, newPending, newVerdict, scaleOf } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
 import { enforced } from '../decisions/ban-time.ts';
 import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
@@ -23,7 +23,7 @@ import { answerEvents, requestEvents, staticRequest } from './extract.ts';
 import { stepAttack } from './attack-mode.ts';
 import { Counters } from './counters.ts';
 import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
-import { SharedAddresses, shareEvents, sharedOptions, busierThanOne } from './shared-address.ts';
+import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
 
 export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge'; answer: Answer } | { kind: 'refuse'; answer: Answer }; // refuse: drop, after a 429
 const PASS: Verdict = { kind: 'pass' };
@@ -35,6 +35,8 @@ const SLOW_CODES = new Set(['HPE_HEADERS_TIMEOUT', 'ERR_HTTP_REQUEST_TIMEOUT']);
 const LEARNED_SAVE_MS = 60_000;
 /** A browser follows the challenge's 302 within this; until then the source's other newcomers ignored nothing. */
 const CHALLENGE_GRACE_MS = 1000;
+/** How long, from an attack's start, a source with a history is not banned by attack rules while its people are counted. */
+const NAT_GRACE_MS = 15_000;
 
 export interface DetectorDeps { decisions: Decisions; challenge: Challenge; store: FilterStore; log: Logger; now: () => number }
 
@@ -167,42 +169,35 @@ export class Detector {
   /** Runs the rules over the pending events; bans when enforced. True when the source was banned. */
   private evaluate(source: string, s: SourceState, now: number, domain: string | null): boolean {
     const v = this.verdict;
-    shareEvents(this.pending, this.shared.factor(now, source));
-    applyEvents(s.levels, s.last, now, this.pending, this.rules, v);
+    const people = this.shared.factor(now, source);
+    applyEvents(s.levels, s.last, now, this.pending, this.rules, v, people);
     s.last = now;
     s.score = v.score;
     // Fast path: nothing overflows and the score is under the lowest line it could have.
     if (v.overflow < 0 && v.score < this.cfg.scoreThreshold * this.cfg.attack.tighten) return false;
     const st = domain !== null ? this.knowledge.peek(domain)?.traffic.state : undefined;
     const under = domain !== null ? st?.under === true : this.knowledge.anyUnderAttack();
-    const mode = this.cfg.mode;
+    // A source with a history that breaks attack rules in the first seconds of an attack may be many people behind one
+    // address, not counted yet (no cookies before the attack): its people are asked for their own (mustChallenge) first.
+    const mode = this.cfg.mode, graced = under && st !== undefined && s.goodSince > 0 && s.goodSince < st.since && now - st.since < NAT_GRACE_MS;
+    const enforcedNow = (r: number) => enforced(mode, this.rules.rules[r].enforce, under) && !(graced && this.rules.rules[r].enforce === 'attack');
     if (v.overflow >= 0) {
       // The fullest overflowing rule may wait for attack mode while another one that also overflows is enforced
       // always (a flood fills 'flood' faster than 'rate-extreme'): the fullest enforced one decides.
-      const r = enforced(mode, this.rules.rules[v.overflow].enforce, under) ? v.overflow : this.enforcedOverflow(s.levels, mode, under);
+      const r = enforcedNow(v.overflow) ? v.overflow : enforcedOverflow(s.levels, this.rules, people, enforcedNow);
       if (r >= 0) {
         const rule = this.rules.rules[r];
-        return this.ban(source, rule.name, explainOverflow(rule, s.levels[r] / rule.capacity), rule.banSeconds, now);
+        return this.ban(source, rule.name, explainOverflow(rule, s.levels[r] / (rule.capacity * scaleOf(this.rules, r, people))), rule.banSeconds, now);
       }
       this.counters.overflowsNotEnforced++;
     }
     const line = scoreLine(this.cfg.scoreThreshold, st?.upstreamFailing === true, this.cfg.attack.tighten);
     if (v.score >= line) {
-      if (!enforced(mode, 'attack', under)) { this.counters.scoreNotEnforced++; return false; }
+      if (!enforced(mode, 'attack', under) || graced) { this.counters.scoreNotEnforced++; return false; }
       const top = v.top >= 0 ? this.rules.rules[v.top] : null;
-      return this.ban(source, 'score', explainScore(v.score, line, fills(s.levels, now, now, this.rules), this.rules), top?.banSeconds ?? 1800, now);
+      return this.ban(source, 'score', explainScore(v.score, line, fills(s.levels, now, now, this.rules, people), this.rules), top?.banSeconds ?? 1800, now);
     }
     return false;
-  }
-
-  /** The fullest overflowing rule enforced now, or -1 (levels are already leaked to now by applyEvents). Off the hot path. */
-  private enforcedOverflow(levels: number[], mode: Config['filter']['mode'], under: boolean): number {
-    let best = -1, bestFill = 1;
-    for (let r = 0; r < this.rules.count; r++) {
-      const fill = levels[r] / this.rules.capacity[r];
-      if (fill > bestFill && enforced(mode, this.rules.rules[r].enforce, under)) { best = r; bestFill = fill; }
-    }
-    return best;
   }
 
   private ban(source: string, rule: string, reason: string, baseSeconds: number, now: number): true {
@@ -218,7 +213,7 @@ export class Detector {
   private mustChallenge(head: RequestHead, s: SourceState, k: DomainKnowledge, now: number): boolean {
     if (staticRequest(head.url, k)) return false;
     // A source that browsed like a browser before the attack began has a history.
-    if (s.goodSince > 0 && s.goodSince < (k.traffic.state.under ? k.traffic.state.since : Infinity) && !busierThanOne(s.levels, this.rules)) return false;
+    if (s.goodSince > 0 && s.goodSince < (k.traffic.state.under ? k.traffic.state.since : Infinity) && !busierThanOne(s.levels, this.rules, this.shared.factor(now, head.source))) return false;
     if (s.challengedAt > 0 && now - s.challengedAt > CHALLENGE_GRACE_MS) { this.pending[E.challengeIgnored] += 1; this.counters.challengesIgnored++; }
     return true;
   }
@@ -249,10 +244,12 @@ export class Detector {
   private banSuspects(domain: string, now: number): void {
     const line = scoreLine(this.cfg.scoreThreshold, true, this.cfg.attack.tighten) / 2;
     const found: { source: string; s: SourceState }[] = [];
-    for (const [source, s] of this.sources.entries()) if (s.domain === domain && s.score >= line && !this.whitelisted(source, s)) found.push({ source, s });
+    // Not a source with a history (people behind a NAT are asked for cookies first; the rules still judge it after).
+    const since = this.knowledge.peek(domain)?.traffic.state.since ?? now;
+    for (const [source, s] of this.sources.entries()) if (s.domain === domain && s.score >= line && !(s.goodSince > 0 && s.goodSince < since) && !this.whitelisted(source, s)) found.push({ source, s });
     found.sort((a, b) => b.s.score - a.s.score);
     for (const { source, s } of found.slice(0, this.cfg.attack.suspects)) {
-      const f = fills(s.levels, s.last, now, this.rules);
+      const f = fills(s.levels, s.last, now, this.rules, this.shared.factor(now, source));
       let top = 0;
       for (let i = 1; i < f.length; i++) if (this.rules.weight[i] * Math.min(1, f[i]) > this.rules.weight[top] * Math.min(1, f[top])) top = i;
       this.ban(source, 'suspect', `suspect while the upstream fails or is crowded: ${explainScore(s.score, line, f, this.rules)}`, this.rules.rules[top]?.banSeconds ?? 1800, now);

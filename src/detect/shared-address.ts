@@ -20,7 +20,8 @@
 // Memory: two SessionsSeen tables (bounded) and a cache of counts, cleared
 // when it grows past MAX_CACHED. Time is passed in, or read from the injected clock (behind).
 import { SessionsSeen } from './fair-share.ts';
-import { EVENT_INDEX, type CompiledRules } from './rules.ts';
+import type { CompiledRules } from './rules.ts';
+import { scaleOf } from './engine.ts';
 
 export interface SharedAddressOptions {
   /** Cookie names whose values are taken as the site's sessions. */
@@ -110,25 +111,15 @@ export class SharedAddresses {
   }
 }
 
-/** Events no person produces, whoever shares their address: never divided among the people behind it. */
-const PER_CLIENT = new Set<number>([EVENT_INDEX.slow, EVENT_INDEX.badRequest, EVENT_INDEX.oversizedBody, EVENT_INDEX.challengeIgnored]);
-
-/** The rules measure a person: the events of an address with `factor` people behind it count 1/factor each
- *  (the same as every bucket being factor times larger and leaking factor times faster). */
-export function shareEvents(pending: Float64Array, factor: number): void {
-  if (factor <= 1) return;
-  for (let i = 0; i < pending.length; i++) if (pending[i] !== 0 && !PER_CLIENT.has(i)) pending[i] /= factor;
-}
-
 /** The options from the config (filter.nat); typed by shape, since the config schema takes its defaults from here. */
 export function sharedOptions(config: { filter: { maxSources: number; nat: { sessionCookies: string[]; maxFactor: number; cookieMaxFactor: number } } }): SharedAddressOptions {
   const n = config.filter.nat;
   return { sessionCookies: n.sessionCookies, maxFactor: n.maxFactor, cookieMaxFactor: n.cookieMaxFactor, maxSources: Math.min(20_000, config.filter.maxSources) };
 }
 
-/** Some bucket is a quarter full (as of the source's last request, already shared among the people counted): the
- *  address is busier than one person, so a source with a history gets its people asked for a token each, and counted. */
-export function busierThanOne(levels: readonly number[], rules: CompiledRules, line = 0.25): boolean {
-  for (let r = 0; r < rules.count; r++) if (levels[r] >= line * rules.capacity[r]) return true;
+/** Some bucket is a quarter full (as of the source's last request, for the people already counted): the address is
+ *  busier than them, so a source with a history gets its people asked for a trust cookie each, and counted. */
+export function busierThanOne(levels: readonly number[], rules: CompiledRules, people: number, line = 0.25): boolean {
+  for (let r = 0; r < rules.count; r++) if (levels[r] >= line * rules.capacity[r] * scaleOf(rules, r, people)) return true;
   return false;
 }
