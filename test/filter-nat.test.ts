@@ -67,21 +67,27 @@ class Browser {
   readonly jar = new Map<string, string>();
   readonly statuses: (number | string)[] = [];
   challenges = 0;
+  port: number | undefined;
   readonly agent: http.Agent;
-  constructor(local: string) { this.agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: local }); }
+  readonly ua: string;
+  constructor(local: string, ua = PAGE['user-agent']) { this.agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: local }); this.ua = ua; }
   cookie(): Record<string, string> { return this.jar.size ? { cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ') } : {}; }
   async get(path: string, headers: Record<string, string>): Promise<Res> {
     for (let hop = 0; ; hop++) {
-      const r = await hit(path, { agent: this.agent, headers: { ...headers, ...this.cookie() } });
+      const r = await hit(path, { agent: this.agent, port: this.port, headers: { ...headers, 'user-agent': this.ua, ...this.cookie() } });
       for (const c of r.headers['set-cookie'] ?? []) { const [kv] = c.split(';'); const i = kv.indexOf('='); this.jar.set(kv.slice(0, i), kv.slice(i + 1)); }
       if (r.status === 302 && hop < 3) { this.challenges++; path = r.headers.location!; continue; }
       this.statuses.push(r.status || r.error || 'error');
       return r;
     }
   }
-  async visit(n: number): Promise<void> {
+  private cached = false;
+  /** A page and its four assets (with `cache`, the assets only the first time, as a browser keeps them). */
+  async visit(n: number, cache = false): Promise<void> {
     await this.get(`/p/${n}`, PAGE);
-    await Promise.all([0, 1, 2, 3].map((a) => this.get(`/s/${n}-${a}.png`, ASSET)));
+    if (cache && this.cached) return;
+    this.cached = true;
+    await Promise.all([0, 1, 2, 3].map((a) => this.get(cache ? `/s/site-${a}.png` : `/s/${n}-${a}.png`, ASSET)));
   }
 }
 
@@ -120,6 +126,34 @@ describe('people behind one NAT address', () => {
     expect(proxy.app.filter.banOf('127.0.51.1')).toBeDefined();
     expect(proxy.app.pipeline.detector.shared.behind('127.0.51.1')).toBe(1);
   }, 10_000);
+});
+
+describe('a NAT address with a history when an attack starts (auto mode)', () => {
+  let auto: Proxy;
+  beforeAll(async () => { auto = await startProxy({ filter: { timeScale: 0.01 }, domains: [domain(HOST, [origin.address])] }); });
+  afterAll(async () => { await auto?.close(); });
+
+  it('is not banned for looking like one busy client: its people are asked for cookies of their own, counted, and served', async () => {
+    const nat = '127.0.55.1';
+    const agents = ['Firefox/140.0', 'Chrome/141.0.0.0 Safari/537.36', 'Version/18.5 Safari/605.1.15', 'Edg/141.0.0.0', 'OPR/120.0.0.0', 'Chrome/140.0.0.0 Mobile Safari/537.36'];
+    const users = Array.from({ length: 30 }, (_, i) => { const b = new Browser(nat, `Mozilla/5.0 (X11; Linux x86_64) ${agents[i % agents.length]} u${i % 12}`); b.port = auto.port; return b; });
+    let attackAt = 0;
+    // Calm at first (auto mode: nothing enforced but what no person does), then an attack starts.
+    const attack = setTimeout(() => { attackAt = Date.now(); auto.app.filter.detector.remoteAttack(HOST, true, Date.now(), 'test'); }, 4000);
+    await Promise.all(users.map(async (u, i) => {
+      await sleep((i * 53) % 1000);
+      for (let v = 0; v < 7; v++) { await u.visit(i * 7 + v, true); await sleep(900 + ((i * 97 + v * 31) % 500)); }
+    }));
+    clearTimeout(attack);
+    for (const u of users) u.agent.destroy();
+    expect(attackAt).toBeGreaterThan(0);
+    expect(auto.app.filter.attackState(HOST)?.under).toBe(true);
+    expect(auto.app.filter.banOf(nat)).toBeUndefined();
+    expect(users.flatMap((u) => u.statuses).filter((st) => st !== 200)).toEqual([]);
+    expect(users.filter((u) => u.challenges > 1)).toEqual([]);
+    expect(users.filter((u) => u.challenges === 1).length).toBeGreaterThan(0);
+    expect(auto.app.pipeline.detector.shared.behind(nat)).toBeGreaterThan(1);
+  }, 30_000);
 });
 
 describe('the connection cap', () => {
