@@ -217,7 +217,7 @@ describe('rules enforced in auto mode before any attack mode', () => {
     const ban = filter.banOf(ip);
     console.log(`[rate-extreme] banned after ${ms} ms, ${sent} requests (${Math.round(sent / (ms / 1000))}/s), rule=${ban?.rule}`);
     expect(ban?.rule).toBe('rate-extreme');
-    // 250 requests beyond 50/s: the flood is caught once it has sent a few hundred, never after thousands.
+    // 500 requests beyond 50/s: the flood is caught once it has sent several hundred, never after thousands.
     expect(sent).toBeLessThan(1500);
     expect(filter.attackState(HOST)?.under ?? false).toBe(false);
   });
