@@ -107,3 +107,20 @@ describe('CookieChallenge.client', () => {
     expect(c.client(head('192.0.2.1'), 'a.test', 10_001)).toBeNull();
   });
 });
+
+describe('config: filter.nat and filter.challenge.maxNetworksPerToken', () => {
+  const base = { domains: [{ name: 'a.test', upstreams: ['127.0.0.1:9'] }] };
+  it('has defaults, and refuses bad values with a problem naming the key', async () => {
+    const { loadConfigObject } = await import('../src/config/load.ts');
+    const ok = loadConfigObject(base, {});
+    expect(ok.ok && ok.config.filter.nat.maxFactor).toBe(32);
+    expect(ok.ok && ok.config.filter.nat.sessionCookies).toContain('PHPSESSID');
+    expect(ok.ok && ok.config.filter.challenge.maxNetworksPerToken).toBe(4);
+    const bad = loadConfigObject({ ...base, filter: { nat: { sessionCookies: ['ok', 'bad name'], maxFactor: 4, cookieMaxFactor: 8 }, challenge: { maxNetworksPerToken: 0 } } }, {});
+    expect(bad.ok).toBe(false);
+    const problems = bad.ok ? [] : bad.problems.join('\n');
+    expect(problems).toContain('filter.nat.sessionCookies[1]');
+    expect(problems).toContain('filter.nat.cookieMaxFactor: must not exceed filter.nat.maxFactor (4)');
+    expect(problems).toContain('filter.challenge.maxNetworksPerToken: must be at least 1');
+  });
+});
