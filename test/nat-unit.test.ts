@@ -124,3 +124,15 @@ describe('config: filter.nat and filter.challenge.maxNetworksPerToken', () => {
     expect(problems).toContain('filter.challenge.maxNetworksPerToken: must be at least 1');
   });
 });
+
+describe('SharedAddresses memory', () => {
+  it('stays bounded when every request of many sources makes up a new session value', () => {
+    const s = new SharedAddresses({ sessionCookies: ['sid'], maxFactor: 32, cookieMaxFactor: 8 }, () => 0);
+    const before = process.memoryUsage().heapUsed;
+    for (let src = 0; src < 8000; src++) for (let k = 0; k < 40; k++) s.note(0, `10.${src >> 8}.${src & 255}.1`, `id${src}-${k}-xxxxxxx`, `sid=made-up-${src}-${k}-xxxxxxxx`);
+    const grown = (process.memoryUsage().heapUsed - before) / 1e6;
+    console.log(`[shared-address memory] 8000 sources × 40 made-up sessions of each kind: heap +${grown.toFixed(1)} MB`);
+    expect(grown).toBeLessThan(150);
+    expect(s.factor(0, '10.31.63.1')).toBe(1); // seen once each: no person
+  });
+});

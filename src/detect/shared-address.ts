@@ -17,8 +17,9 @@
 // A single client with no cookies counts as 1, whatever it sends: a flood from
 // one address meets the caps and rules exactly as before.
 //
-// Memory: two SessionsSeen tables (bounded) and a cache of counts, cleared
-// when it grows past MAX_CACHED. Time is passed in, or read from the injected clock (behind).
+// Memory: two SessionsSeen tables of at most MAX_SOURCES sources × (2 ×
+// factor) sessions (some 45 MB at worst with the defaults), and a cache of
+// counts, cleared when it grows past MAX_CACHED. Time is passed in, or read from the injected clock (behind).
 import { SessionsSeen } from './fair-share.ts';
 import type { CompiledRules } from './rules.ts';
 import { scaleOf } from './engine.ts';
@@ -39,6 +40,7 @@ export const DEFAULT_SESSION_COOKIES = ['sid', 'session', 'sessionid', 'session_
 /** How long a counted factor is reused: counting walks up to maxPerSource sessions, and caps ask on every connection and request. */
 const CACHE_MS = 1000;
 const MAX_CACHED = 20_000;
+const MAX_SOURCES = 5000;
 /** Only the tail of a cookie value is kept: enough to tell random ids apart, bounded whatever the client sends (a JWT's tail is its signature). */
 const VALUE_TAIL = 24;
 
@@ -55,8 +57,12 @@ export class SharedAddresses {
     this.opts = opts;
     this.now = now;
     this.names = new Set(opts.sessionCookies);
-    this.tokens = new SessionsSeen({ maxSources: opts.maxSources });
-    this.cookies = new SessionsSeen({ maxSources: opts.maxSources });
+    // Memory: a client that sends a new made-up session value per request fills its source's table to maxPerSource; so
+    // that the worst case stays under 50 MB, few sources are kept (sessions matter for the NATs among them) and no
+    // more sessions per source than the factor can use (entries seen once take slots too, hence twice as many).
+    const maxSources = Math.min(opts.maxSources ?? MAX_SOURCES, MAX_SOURCES);
+    this.tokens = new SessionsSeen({ maxSources, maxPerSource: Math.max(8, 2 * opts.maxFactor) });
+    this.cookies = new SessionsSeen({ maxSources, maxPerSource: Math.max(8, 2 * opts.cookieMaxFactor) });
   }
 
   reconfigure(opts: SharedAddressOptions): void {
@@ -114,7 +120,7 @@ export class SharedAddresses {
 /** The options from the config (filter.nat); typed by shape, since the config schema takes its defaults from here. */
 export function sharedOptions(config: { filter: { maxSources: number; nat: { sessionCookies: string[]; maxFactor: number; cookieMaxFactor: number } } }): SharedAddressOptions {
   const n = config.filter.nat;
-  return { sessionCookies: n.sessionCookies, maxFactor: n.maxFactor, cookieMaxFactor: n.cookieMaxFactor, maxSources: Math.min(20_000, config.filter.maxSources) };
+  return { sessionCookies: n.sessionCookies, maxFactor: n.maxFactor, cookieMaxFactor: n.cookieMaxFactor, maxSources: config.filter.maxSources };
 }
 
 /** Some bucket is a quarter full (as of the source's last request, for the people already counted): the address is
