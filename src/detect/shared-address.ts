@@ -65,6 +65,9 @@ export class SharedAddresses {
     this.cookies = new SessionsSeen({ maxSources, maxPerSource: Math.max(8, 2 * opts.cookieMaxFactor) });
   }
 
+  /** Sources remembered (the larger of the two tables). */
+  get sources(): number { return Math.max(this.tokens.size, this.cookies.size); }
+
   reconfigure(opts: SharedAddressOptions): void {
     this.opts = opts;
     this.names = new Set(opts.sessionCookies);
