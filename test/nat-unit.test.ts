@@ -42,25 +42,44 @@ describe('SharedAddresses', () => {
     const s = new SharedAddresses(opts, () => now);
     for (let r = 0; r < 50; r++) s.note(now, '127.0.0.1', 'same-client', undefined);
     expect(s.factor(now, '127.0.0.1')).toBe(1);
-    for (let i = 0; i < 40; i++) { s.note(now, '127.0.0.2', `c${i}`, undefined); s.note(now, '127.0.0.2', `c${i}`, undefined); }
+    // People's requests interleave: each person's second request comes after others'.
+    for (let k = 0; k < 2; k++) for (let i = 0; i < 40; i++) s.note(now, '127.0.0.2', `c${i}`, undefined);
     now += 1500; // past the cache
     expect(s.factor(now, '127.0.0.2')).toBe(32);
     expect(s.behind('127.0.0.2')).toBe(32);
     expect(s.factor(now, '127.0.0.3')).toBe(1);
   });
 
+  it('counts more people than it has slots for without collapsing (those that came back are kept)', () => {
+    const s = new SharedAddresses({ sessionCookies: [], maxFactor: 64, cookieMaxFactor: 8 }, () => 0);
+    for (let k = 0; k < 4; k++) for (let i = 0; i < 300; i++) s.note(k * 1000, '127.0.0.9', `p${i}`, undefined);
+    expect(s.factor(4000, '127.0.0.9')).toBe(64);
+  });
+
   it('counts the site session cookie too, but only up to cookieMaxFactor (it cannot be verified); the larger count wins', () => {
     const s = new SharedAddresses(opts, () => 0);
-    for (let i = 0; i < 10; i++) for (let k = 0; k < 2; k++) s.note(0, '127.0.0.4', null, `theme=dark; sid=session-value-${i}; x=1`);
+    for (let k = 0; k < 2; k++) for (let i = 0; i < 10; i++) s.note(0, '127.0.0.4', null, `theme=dark; sid=session-value-${i}; x=1`);
     expect(s.factor(0, '127.0.0.4')).toBe(4);
     // Short values are no session ids; unknown names are ignored.
-    for (let i = 0; i < 10; i++) for (let k = 0; k < 2; k++) s.note(0, '127.0.0.5', null, `sid=${i}; other=abcdefghijkl${i}`);
+    for (let k = 0; k < 2; k++) for (let i = 0; i < 10; i++) s.note(0, '127.0.0.5', null, `sid=${i}; other=abcdefghijkl${i}; xsid=abcdefghijkl${i}`);
     expect(s.factor(0, '127.0.0.5')).toBe(1);
+  });
+
+  it('records the same sessions of a source again only after half a second (a page\'s assets carry the same cookies)', () => {
+    const s = new SharedAddresses(opts, () => 0);
+    s.note(0, '127.0.0.7', 'only', undefined);
+    s.note(100, '127.0.0.7', 'only', undefined);
+    s.note(100, '127.0.0.7', 'other', undefined);
+    s.note(100, '127.0.0.7', 'other', undefined);
+    expect(s.factor(100, '127.0.0.7')).toBe(1); // neither came back as far as counting goes
+    s.note(700, '127.0.0.7', 'other', undefined);
+    s.note(800, '127.0.0.7', 'only', undefined);
+    expect(s.factor(800, '127.0.0.7')).toBe(2);
   });
 
   it('forgets sessions not seen within the window', () => {
     const s = new SharedAddresses(opts, () => 0);
-    for (let i = 0; i < 5; i++) { s.note(0, '127.0.0.6', `c${i}`, undefined); s.note(0, '127.0.0.6', `c${i}`, undefined); }
+    for (let k = 0; k < 2; k++) for (let i = 0; i < 5; i++) s.note(0, '127.0.0.6', `c${i}`, undefined);
     expect(s.factor(0, '127.0.0.6')).toBe(5);
     expect(s.factor(11 * 60_000, '127.0.0.6')).toBe(1);
   });
@@ -128,10 +147,10 @@ describe('config: filter.nat and filter.challenge.maxNetworksPerToken', () => {
 describe('SharedAddresses memory', () => {
   it('stays bounded when every request of many sources makes up a new session value', () => {
     const s = new SharedAddresses({ sessionCookies: ['sid'], maxFactor: 32, cookieMaxFactor: 8 }, () => 0);
-    for (let src = 0; src < 8000; src++) for (let k = 0; k < 40; k++) s.note(0, `10.${src >> 8}.${src & 255}.1`, `id${src}-${k}-xxxxxxx`, `sid=made-up-${src}-${k}-xxxxxxxx`);
-    // At most 5000 sources, each with at most 2 × the factor sessions (by construction): some 45 MB at worst
-    // (measured with --expose-gc: 44 MB retained for 8000 sources × 80 made-up sessions of each kind).
-    expect(s.sources).toBe(5000);
+    for (let src = 0; src < 8000; src++) for (let k = 0; k < 40; k++) s.note(k * 600, `10.${src >> 8}.${src & 255}.1`, `id${src}-${k}-xxxxxxx`, `sid=made-up-${src}-${k}-xxxxxxxx`);
+    // At most 2000 sources, each with at most 128 (64) sessions (by construction): some 60 MB at worst
+    // (measured with --expose-gc for 8000 sources × 200 made-up sessions of each kind).
+    expect(s.sources).toBe(2000);
     expect(s.factor(0, '10.31.63.1')).toBe(1); // seen once each: no person
   });
 });

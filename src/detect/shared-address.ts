@@ -17,9 +17,8 @@
 // A single client with no cookies counts as 1, whatever it sends: a flood from
 // one address meets the caps and rules exactly as before.
 //
-// Memory: two SessionsSeen tables of at most MAX_SOURCES sources × (2 ×
-// factor) sessions (some 45 MB at worst with the defaults), and a cache of
-// counts, cleared when it grows past MAX_CACHED. Time is passed in, or read from the injected clock (behind).
+// Memory: two SessionsSeen tables of at most MAX_SOURCES sources × 128 (64)
+// sessions (some 60 MB at worst), and caches cleared past MAX_CACHED. Time is passed in, or read from the injected clock (behind).
 import { SessionsSeen } from './fair-share.ts';
 import type { CompiledRules } from './rules.ts';
 import { scaleOf } from './engine.ts';
@@ -40,16 +39,22 @@ export const DEFAULT_SESSION_COOKIES = ['sid', 'session', 'sessionid', 'session_
 /** How long a counted factor is reused: counting walks up to maxPerSource sessions, and caps ask on every connection and request. */
 const CACHE_MS = 1000;
 const MAX_CACHED = 20_000;
-const MAX_SOURCES = 5000;
+const MAX_SOURCES = 2000;
+const NOTE_MS = 500;
 /** Only the tail of a cookie value is kept: enough to tell random ids apart, bounded whatever the client sends (a JWT's tail is its signature). */
 const VALUE_TAIL = 24;
 
 export class SharedAddresses {
   private opts: SharedAddressOptions;
   private names: Set<string>;
+  /** "name=" for each session cookie name. */
+  private needles: string[];
   private readonly tokens: SessionsSeen;
   private readonly cookies: SessionsSeen;
   private readonly cache = new Map<string, { at: number; f: number }>();
+  /** The sessions each source last showed, and when they were recorded: the same again within NOTE_MS is not recorded
+   *  again (a page's assets carry the same cookies; recording each would cost more than the rest of detection). */
+  private readonly last = new Map<string, { at: number; client: string | null; header: string | undefined }>();
 
   private readonly now: () => number;
 
@@ -57,12 +62,13 @@ export class SharedAddresses {
     this.opts = opts;
     this.now = now;
     this.names = new Set(opts.sessionCookies);
+    this.needles = [...this.names].map((c) => c + '=');
     // Memory: a client that sends a new made-up session value per request fills its source's table to maxPerSource; so
-    // that the worst case stays under 50 MB, few sources are kept (sessions matter for the NATs among them) and no
-    // more sessions per source than the factor can use (entries seen once take slots too, hence twice as many).
+    // that the worst case stays some 60 MB, few sources are kept: the most recently active, which a NAT's address is
+    // (a request every few milliseconds), while one person's is forgotten between clicks at no loss (it counts 1).
     const maxSources = Math.min(opts.maxSources ?? MAX_SOURCES, MAX_SOURCES);
-    this.tokens = new SessionsSeen({ maxSources, maxPerSource: Math.max(8, 2 * opts.maxFactor) });
-    this.cookies = new SessionsSeen({ maxSources, maxPerSource: Math.max(8, 2 * opts.cookieMaxFactor) });
+    this.tokens = new SessionsSeen({ maxSources, maxPerSource: 128 });
+    this.cookies = new SessionsSeen({ maxSources, maxPerSource: 64 });
   }
 
   /** Sources remembered (the larger of the two tables). */
@@ -71,34 +77,38 @@ export class SharedAddresses {
   reconfigure(opts: SharedAddressOptions): void {
     this.opts = opts;
     this.names = new Set(opts.sessionCookies);
+    this.needles = [...this.names].map((c) => c + '=');
     this.cache.clear();
   }
 
   /** What a request from source showed: its challenge token's client id (verified by the caller) and its Cookie header. */
   note(now: number, source: string, clientId: string | null, cookieHeader: string | undefined): void {
+    if (clientId === null && !cookieHeader) return;
+    const l = this.last.get(source);
+    if (l !== undefined && now - l.at < NOTE_MS && l.client === clientId && l.header === cookieHeader) return;
+    if (l !== undefined) { l.at = now; l.client = clientId; l.header = cookieHeader; }
+    else { if (this.last.size >= MAX_CACHED) this.last.clear(); this.last.set(source, { at: now, client: clientId, header: cookieHeader }); }
+    const cookie = cookieHeader && this.needles.length > 0 ? this.siteSession(cookieHeader) : null;
     // A session that just started to count makes the cached factor stale: people arriving together are counted at once.
     if (clientId !== null && this.tokens.record(now, source, clientId) === this.tokens.opts.minRequests) this.cache.delete(source);
-    if (cookieHeader && this.names.size > 0) {
-      const v = this.siteSession(cookieHeader);
-      if (v !== null && this.cookies.record(now, source, v) === this.cookies.opts.minRequests) this.cache.delete(source);
-    }
+    if (cookie !== null && this.cookies.record(now, source, cookie) === this.cookies.opts.minRequests) this.cache.delete(source);
   }
 
-  /** The site's session cookie value (its tail) in a Cookie header, or null. */
+  /** The site's session cookie value (its tail) in a Cookie header, or null. One indexOf per configured name, no
+   *  split of the header: this runs on every request that carries cookies. */
   private siteSession(header: string): string | null {
-    let start = 0;
-    while (start < header.length) {
+    for (let n = 0; n < this.needles.length; n++) {
+      const needle = this.needles[n];
+      let at = header.indexOf(needle);
+      // "xsid=" is not "sid=": the name starts the header or follows "; " (or ";").
+      while (at > 0 && header.charCodeAt(at - 1) !== 32 && header.charCodeAt(at - 1) !== 59) at = header.indexOf(needle, at + 1);
+      if (at < 0) continue;
+      const start = at + needle.length;
       let end = header.indexOf(';', start);
       if (end < 0) end = header.length;
-      const eq = header.indexOf('=', start);
-      if (eq > start && eq < end) {
-        const name = header.slice(start, eq).trim();
-        if (this.names.has(name)) {
-          const v = header.slice(eq + 1, end).trim();
-          if (v.length >= 8) return name + '=' + v.slice(-VALUE_TAIL); // shorter is no random session id
-        }
-      }
-      start = end + 1;
+      while (end > start && header.charCodeAt(end - 1) === 32) end--;
+      if (end - start < 8) continue; // shorter is no random session id
+      return n + ':' + header.slice(Math.max(start, end - VALUE_TAIL), end);
     }
     return null;
   }
@@ -108,12 +118,12 @@ export class SharedAddresses {
 
   /** How many people the source's traffic looks like (≥ 1), within maxFactor. */
   factor(now: number, source: string): number {
+    if (!this.tokens.has(source) && !this.cookies.has(source)) return 1; // most sources: no session ever seen
     const c = this.cache.get(source);
     if (c && now - c.at < CACHE_MS) return c.f;
     const t = this.tokens.count(now, source);
     const k = Math.min(this.cookies.count(now, source), this.opts.cookieMaxFactor);
     const f = Math.max(1, Math.min(this.opts.maxFactor, Math.max(t, k)));
-    if (f === 1) return f; // most sources: nothing worth caching (two map look-ups found nothing)
     if (this.cache.size >= MAX_CACHED) this.cache.clear();
     this.cache.set(source, { at: now, f });
     return f;
