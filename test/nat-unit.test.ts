@@ -148,7 +148,7 @@ describe('SharedAddresses memory', () => {
   it('stays bounded when every request of many sources makes up a new session value', () => {
     const s = new SharedAddresses({ sessionCookies: ['sid'], maxFactor: 32, cookieMaxFactor: 8 }, () => 0);
     for (let src = 0; src < 8000; src++) for (let k = 0; k < 40; k++) s.note(k * 600, `10.${src >> 8}.${src & 255}.1`, `id${src}-${k}-xxxxxxx`, `sid=made-up-${src}-${k}-xxxxxxxx`);
-    // At most 2000 sources, each with at most 128 (64) sessions (by construction): some 60 MB at worst
+    // At most 2000 sources, each with at most 128 (64) sessions (by construction): some 35 MB at worst
     // (measured with --expose-gc for 8000 sources × 200 made-up sessions of each kind).
     expect(s.sources).toBe(2000);
     expect(s.factor(0, '10.31.63.1')).toBe(1); // seen once each: no person

