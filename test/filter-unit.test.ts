@@ -267,17 +267,17 @@ describe('lists', () => {
 
 describe('challenge token', () => {
   const secret = Buffer.alloc(32, 7);
-  it('is valid for its source and domain until it expires, and not otherwise', () => {
-    const t = signToken(secret, '192.0.2.1', 'site.test', 10_000);
-    expect(verifyToken(secret, t, '192.0.2.1', 'site.test', 5_000)).toBe(true);
-    expect(verifyToken(secret, t, '192.0.2.2', 'site.test', 5_000)).toBe(false);
-    expect(verifyToken(secret, t, '192.0.2.1', 'other.test', 5_000)).toBe(false);
-    expect(verifyToken(secret, t, '192.0.2.1', 'site.test', 10_001)).toBe(false);
-    expect(verifyToken(Buffer.alloc(32, 8), t, '192.0.2.1', 'site.test', 5_000)).toBe(false);
-    // A forged expiry breaks the signature.
-    const [, mac] = t.split('.');
-    expect(verifyToken(secret, `${(99999).toString(36)}.${mac}`, '192.0.2.1', 'site.test', 5_000)).toBe(false);
-    expect(verifyToken(secret, 'garbage', '192.0.2.1', 'site.test', 5_000)).toBe(false);
+  it('is valid for its domain until it expires, and not otherwise; it carries its client id', () => {
+    const t = signToken(secret, 'AAAAAAAAAAA', 'site.test', 10_000);
+    expect(verifyToken(secret, t, 'site.test', 5_000)).toBe('AAAAAAAAAAA');
+    expect(verifyToken(secret, t, 'other.test', 5_000)).toBeNull();
+    expect(verifyToken(secret, t, 'site.test', 10_001)).toBeNull();
+    expect(verifyToken(Buffer.alloc(32, 8), t, 'site.test', 5_000)).toBeNull();
+    // A forged expiry or client id breaks the signature.
+    const [exp, id, mac] = t.split('.');
+    expect(verifyToken(secret, `${(99999).toString(36)}.${id}.${mac}`, 'site.test', 5_000)).toBeNull();
+    expect(verifyToken(secret, `${exp}.BBBBBBBBBBB.${mac}`, 'site.test', 5_000)).toBeNull();
+    expect(verifyToken(secret, 'garbage', 'site.test', 5_000)).toBeNull();
   });
 });
 

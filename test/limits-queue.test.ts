@@ -3,7 +3,7 @@
 // order, round robin between sources, timeout, push-out when full, cancel,
 // reconfigure), then end to end through the proxy with real origins and
 // clients bound to distinct 127.x addresses: the cap holds at the origin, a
-// waiter times out with 503 queue-timeout, a source with one request is not
+// waiter times out with queue-timeout (429 when it cannot use a page), a source with one request is not
 // stuck behind a source with twelve, a reload that raises the cap lets
 // waiters go, and bad values are refused by the config loader.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -299,7 +299,7 @@ describe('upstream queue through the proxy', () => {
     });
   });
 
-  it('queue timeout: a waiter gets 503 queue-timeout with Retry-After: 1 after queueTimeoutMs, never reaching the origin', async () => {
+  it('queue timeout: a waiter gets queue-timeout with Retry-After: 1 after queueTimeoutMs, never reaching the origin', async () => {
     const site = await startSite(1500);
     await withProxy(site, { queueTimeoutMs: 300 }, 1, {}, async (p) => {
       const first = get(p, '/first');
@@ -307,7 +307,8 @@ describe('upstream queue through the proxy', () => {
       const t0 = performance.now();
       const second = await get(p, '/second');
       const waited = performance.now() - t0;
-      expect(second.status).toBe(503);
+      // No Accept: no browser navigation, so it cannot use the 503 page and is told 429 (a browser gets the page).
+      expect(second.status).toBe(429);
       expect(second.headers['x-scrubber']).toBe('queue-timeout');
       expect(second.headers['retry-after']).toBe('1');
       // About queueTimeoutMs, not the 1.5 s the first request holds the slot.

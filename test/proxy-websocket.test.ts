@@ -236,7 +236,7 @@ describe('WebSocket upgrade', () => {
       await sleep(100);
       const second = await wsClient(capped.port, 'ws-silent.test', { localAddress: '127.0.70.2' });
       const head = await second.head();
-      expect(head).toMatch(/^HTTP\/1\.1 503/);
+      expect(head).toMatch(/^HTTP\/1\.1 429/); // an upgrade cannot use the 503 page: told 429 + Retry-After
       expect(head.toLowerCase()).toContain('x-scrubber: overloaded');
       // Another source is not held to the first one's cap.
       const other = await wsClient(capped.port, 'ws-silent.test', { localAddress: '127.0.70.3' });

@@ -32,7 +32,7 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
     f.whitelist, { store, log: deps.log, bus: deps.bus }, now());
   // The key is imported once: the HMAC runs on the request path of every untrusted source under attack.
   const secret = createSecretKey(deps.secret ?? store.secret());
-  const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName);
+  const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName, { maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
   const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now });
   decisions.watch({ onRemoteAttack: (domain, under, since, reason) => detector.remoteAttack(domain, under, since, reason) });
   return new Filter({ detector, decisions, store, log: deps.log, now });

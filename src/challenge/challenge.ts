@@ -11,6 +11,9 @@ export interface Challenge {
   readonly kind: string;
   /** The request carries a valid proof for its source and domain. Pure (now passed in). */
   passed(head: RequestHead, domain: string, now: number): boolean;
+  /** The client id of a valid proof the request carries, or null: trust is per client, and the ids tell the people
+   *  behind one address apart. Pure (now passed in) but for the challenge's own bounded bookkeeping. */
+  client?(head: RequestHead, domain: string, now: number): string | null;
   /** The answer that makes a client prove itself; passing it earns trust for trustMs. */
   issue(head: RequestHead, domain: string, now: number, trustMs: number): Answer;
   reconfigure?(config: Config): void;

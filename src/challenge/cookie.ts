@@ -1,8 +1,24 @@
 // The cookie challenge: a 302 to the same URL that sets a signed, expiring
-// token bound to the source and the domain. Browsers come back with it; most
-// flooding tools never keep cookies. No JavaScript is asked of anyone.
-// Token: "<expiry seconds, base36>.<HMAC-SHA256(secret, source|domain|expiry), base64url, 128 bits>".
-import { createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
+// token. Browsers come back with it; most flooding tools never keep cookies.
+// No JavaScript is asked of anyone.
+//
+// Token: "<expiry seconds, base36>.<client id, 64 random bits, base64url>.<HMAC-SHA256(secret, domain|id|expiry), 128 bits>".
+//
+// What the token is bound to, and why. Not to the address: a client behind a
+// carrier NAT pool changes address between connections, a phone moves from
+// Wi-Fi to the mobile network, and a dual-stack browser switches between IPv4
+// and IPv6 (happy eyeballs) — binding to the exact address, or to a /24 or a
+// /16, would challenge every one of those again, and no prefix covers IPv4
+// and IPv6 together. Not to the User-Agent either: it costs nothing to copy,
+// so it would add no protection, only spurious re-challenges when a browser
+// updates. The token is bound to the domain and carries its own client id and
+// expiry, all under the HMAC, so it cannot be forged or extended.
+// What stops a token copied to a botnet is its spread (TokenSpread below):
+// one client uses a token from a few networks; a token seen from more than
+// maxNetworks distinct networks (IPv4 /24, IPv6 /48) is no longer honoured,
+// anywhere, until it expires. The client id also tells people behind one
+// NAT address apart (SessionsSeen, fair-share.ts).
+import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
 import type { Answer } from '../respond/reply.ts';
@@ -10,48 +26,134 @@ import type { Challenge } from './challenge.ts';
 import { cookieValue } from '../detect/signals.ts';
 
 const MAC_CHARS = 22;
+const ID_CHARS = 11;
+const ID = /^[A-Za-z0-9_-]{11}$/;
+const MAX_VERIFIED = 50_000;
 
 // A KeyObject made once (createSecretKey, in the filter) spares createHmac importing the raw key bytes on every
 // request of an untrusted source under attack; a Buffer is still accepted (tests, one-off checks).
-function mac(secret: KeyObject | Buffer, source: string, domain: string, exp: string): string {
-  return createHmac('sha256', secret).update(`${source}|${domain}|${exp}`).digest('base64url').slice(0, MAC_CHARS);
+function mac(secret: KeyObject | Buffer, domain: string, id: string, exp: string): string {
+  return createHmac('sha256', secret).update(`${domain}|${id}|${exp}`).digest('base64url').slice(0, MAC_CHARS);
 }
 
-export function signToken(secret: KeyObject | Buffer, source: string, domain: string, expiresAtMs: number): string {
+/** A new client id: 64 random bits. */
+export function newClientId(): string { return randomBytes(8).toString('base64url'); }
+
+export function signToken(secret: KeyObject | Buffer, id: string, domain: string, expiresAtMs: number): string {
   const exp = Math.ceil(expiresAtMs / 1000).toString(36);
-  return `${exp}.${mac(secret, source, domain, exp)}`;
+  return `${exp}.${id}.${mac(secret, domain, id, exp)}`;
 }
 
-/** Whether the token is ours, for this source and domain, and not expired. Pure (now passed in). */
-export function verifyToken(secret: KeyObject | Buffer, token: string, source: string, domain: string, nowMs: number): boolean {
-  const dot = token.indexOf('.');
-  if (dot < 1 || token.length !== dot + 1 + MAC_CHARS) return false;
-  const exp = token.slice(0, dot);
+/** The token's client id when it is ours, for this domain and not expired; else null. Pure (now passed in). */
+export function verifyToken(secret: KeyObject | Buffer, token: string, domain: string, nowMs: number): string | null {
+  const a = token.indexOf('.');
+  const b = a < 0 ? -1 : token.indexOf('.', a + 1);
+  if (a < 1 || b !== a + 1 + ID_CHARS || token.length !== b + 1 + MAC_CHARS) return null;
+  const exp = token.slice(0, a), id = token.slice(a + 1, b);
+  if (!ID.test(id)) return null;
   const expMs = parseInt(exp, 36) * 1000;
-  if (!Number.isFinite(expMs) || expMs <= nowMs) return false;
-  const want = Buffer.from(mac(secret, source, domain, exp));
-  const got = Buffer.from(token.slice(dot + 1));
-  return got.length === want.length && timingSafeEqual(got, want);
+  if (!Number.isFinite(expMs) || expMs <= nowMs) return null;
+  const want = Buffer.from(mac(secret, domain, id, exp));
+  const got = Buffer.from(token.slice(b + 1));
+  return got.length === want.length && timingSafeEqual(got, want) ? id : null;
 }
 
-/** The cookie challenge: passed by a request that brings back a valid token for its source and domain. */
+/** The network an address belongs to for the spread of a token: IPv4 /24, IPv6 /48 (sources are IPv4 or "v6prefix/64"). */
+export function networkOf(source: string): string {
+  if (!source.includes(':')) { const i = source.lastIndexOf('.'); return i < 0 ? source : source.slice(0, i); }
+  // The source key of an IPv6 peer is its /64 in canonical form; the first three groups make the /48.
+  const groups = source.replace(/\/\d+$/, '').split(':');
+  const head: string[] = [];
+  for (const g of groups) { if (g === '' || head.length === 3) break; head.push(g); }
+  while (head.length < 3) head.push('0');
+  return head.join(':') + '::/48';
+}
+
+export interface TokenSpreadOptions {
+  /** Distinct networks (IPv4 /24, IPv6 /48) a token may be used from; beyond, it is refused everywhere. */
+  maxNetworks: number;
+  /** Tokens remembered at most (least recently used forgotten first). */
+  maxTokens: number;
+}
+
+/**
+ * Where each honoured token was used from, to stop a token copied to many
+ * machines: one client moves between a few networks (home, phone, IPv4 and
+ * IPv6); a token seen from more than maxNetworks of them has been shared, and
+ * is refused from then on (until it expires, the entry stays marked).
+ * Memory: maxTokens entries of at most maxNetworks + 1 short strings. Pure.
+ */
+export class TokenSpread {
+  opts: TokenSpreadOptions;
+  private readonly tokens = new Map<string, { nets: string[]; revoked: boolean }>();
+  /** Tokens refused for their spread (a counter for the operator). */
+  revoked = 0;
+
+  constructor(opts: TokenSpreadOptions) { this.opts = opts; }
+
+  /** The token of client id was presented from source: false when it has been used from too many networks. */
+  use(id: string, source: string): boolean {
+    let e = this.tokens.get(id);
+    if (e) this.tokens.delete(id);
+    else {
+      if (this.tokens.size >= this.opts.maxTokens) this.tokens.delete(this.tokens.keys().next().value!);
+      e = { nets: [], revoked: false };
+    }
+    this.tokens.set(id, e);
+    if (e.revoked) return false;
+    const net = networkOf(source);
+    if (e.nets.includes(net)) return true;
+    e.nets.push(net);
+    if (e.nets.length <= this.opts.maxNetworks) return true;
+    e.revoked = true;
+    e.nets = [];
+    this.revoked++;
+    return false;
+  }
+
+  get size(): number { return this.tokens.size; }
+}
+
+/** The cookie challenge: passed by a request that brings back a valid, not over-shared token for its domain. */
 export class CookieChallenge implements Challenge {
   readonly kind = 'cookie';
   private readonly secret: KeyObject;
   private cookieName: string;
+  readonly spread: TokenSpread;
+  /** Tokens already verified (token → client id): a trusted browser sends its cookie with every asset, and an HMAC
+   *  per request would cost more than the look-up. Bounded: emptied when full. */
+  private readonly verified = new Map<string, string>();
 
-  constructor(secret: KeyObject, cookieName: string) { this.secret = secret; this.cookieName = cookieName; }
-
-  reconfigure(config: Config): void { this.cookieName = config.filter.challenge.cookieName; }
-
-  passed(head: RequestHead, domain: string, now: number): boolean {
-    const token = cookieValue(head.headers.cookie, this.cookieName);
-    return token !== null && verifyToken(this.secret, token, head.source, domain, now);
+  constructor(secret: KeyObject, cookieName: string, spread: TokenSpreadOptions = { maxNetworks: 4, maxTokens: 100_000 }) {
+    this.secret = secret;
+    this.cookieName = cookieName;
+    this.spread = new TokenSpread(spread);
   }
+
+  reconfigure(config: Config): void {
+    const c = config.filter.challenge;
+    this.cookieName = c.cookieName;
+    this.spread.opts = { ...this.spread.opts, maxNetworks: c.maxNetworksPerToken };
+  }
+
+  /** The client id of the request's token when it is valid for the domain and honoured from this source; else null. */
+  client(head: RequestHead, domain: string, now: number): string | null {
+    const token = cookieValue(head.headers.cookie, this.cookieName);
+    if (token === null) return null;
+    const key = `${domain} ${token}`; // a token is valid for its domain only
+    let id = this.verified.get(key) ?? null;
+    if (id === null) {
+      id = verifyToken(this.secret, token, domain, now);
+      if (id !== null) { if (this.verified.size >= MAX_VERIFIED) this.verified.clear(); this.verified.set(key, id); }
+    } else if (parseInt(token, 36) * 1000 <= now) { this.verified.delete(key); return null; } // expiry: the first field
+    return id !== null && this.spread.use(id, head.source) ? id : null;
+  }
+
+  passed(head: RequestHead, domain: string, now: number): boolean { return this.client(head, domain, now) !== null; }
 
   /** Same URL again, with the cookie; marked as ours and never cached. */
   issue(head: RequestHead, domain: string, now: number, trustMs: number): Answer {
-    const token = signToken(this.secret, head.source, domain, now + trustMs);
+    const token = signToken(this.secret, newClientId(), domain, now + trustMs);
     const maxAge = Math.max(1, Math.ceil(trustMs / 1000));
     return {
       status: 302, reason: 'challenge', body: '',

@@ -34,6 +34,8 @@
 //   userAgent  regular expression, case-insensitive, tried on User-Agent
 //   action     "exempt" | "challenge"
 
+import type { Answer } from '../respond/reply.ts';
+
 export type ChallengeAction = 'challenge' | 'exempt';
 
 export interface ChallengeRule {
@@ -160,6 +162,18 @@ export function validateChallengePolicy(value: unknown, key: string): string[] {
   return problems;
 }
 
+/** Each domain's compiled policy, made once per domain config object (a reload brings new objects). */
+export class DomainPolicies {
+  private readonly compiled = new WeakMap<object, ChallengePolicy>();
+
+  /** Whether the request may get the cookie challenge under its domain's policy. */
+  challengeable(domain: { challengePolicy?: readonly ChallengeRule[] }, head: { method: string; url: string; headers: { accept?: string; 'user-agent'?: string } }): boolean {
+    let policy = this.compiled.get(domain);
+    if (!policy) { policy = compileChallengePolicy(domain.challengePolicy); this.compiled.set(domain, policy); }
+    return challengeDecision(policy, { method: head.method, path: head.url, accept: head.headers.accept, userAgent: head.headers['user-agent'] }) === 'challenge';
+  }
+}
+
 export interface Refusal { status: 429; headers: Record<string, string>; body: string }
 
 /**
@@ -184,4 +198,11 @@ export function refusal429(accept: string | null | undefined, retryAfterS = 10, 
     },
     body,
   };
+}
+
+/** refusal429 as an answer of the proxy (X-Scrubber: reason), closing the connection when asked (a banned source's). */
+export function exemptRefusal(accept: string | null | undefined, retryAfterS: number, reason: 'rate-limited' | 'overloaded' | 'queue-timeout' | 'queue-full' = 'rate-limited', close = true): Answer {
+  const r = refusal429(accept, retryAfterS, reason);
+  const { 'x-scrubber': _x, 'content-length': _l, ...headers } = r.headers; // the reply writes these two itself
+  return { status: 429, reason, headers, body: r.body, close };
 }

@@ -5,6 +5,7 @@
 import type { ChallengeRule } from '../challenge/policy.ts';
 import os from 'node:os';
 import { DEFAULT_RULES, type Rule } from '../detect/rules.ts';
+import { DEFAULT_SESSION_COOKIES } from '../detect/shared-address.ts';
 
 export interface HostPort { host: string; port: number }
 
@@ -77,7 +78,8 @@ export interface Config {
     timeScale: number;
     repeatGrowth: number;
     repeatHalfLifeHours: number;
-    challenge: { enabled: boolean; cookieName: string; trustSeconds: number };
+    challenge: { enabled: boolean; cookieName: string; trustSeconds: number; maxNetworksPerToken: number };
+    nat: { sessionCookies: string[]; maxFactor: number; cookieMaxFactor: number };
     attack: {
       minRps: number; rateFactor: number; latencyFactor: number; minLatencyMs: number; errorRatio: number;
       enterSeconds: number; exitSeconds: number; learnSeconds: number; tighten: number; suspects: number;
@@ -136,8 +138,8 @@ export const schema = {
     idleTimeoutMs: { doc: 'Idle client keep-alive connections are closed after this.', format: nat, default: 5000 },
     minBodyRateBytesPerSec: { doc: 'Slowest accepted request-body rate (after the grace period); slower is cut (408).', format: nat, default: 1024 },
     minBodyRateGraceMs: { doc: 'Time before the minimum body rate is enforced.', format: nat, default: 5000 },
-    maxConnectionsPerSource: { doc: 'Concurrent client connections per source address (IPv6 per /64).', format: nat, default: 64 },
-    maxInflightPerSource: { doc: 'Requests from one source (IPv6 per /64) in flight to the upstream at once; past it the proxy answers 503 (X-Scrubber: overloaded, Retry-After: 1). 0 = no cap.', format: nat, default: 24 },
+    maxConnectionsPerSource: { doc: 'Concurrent client connections per source address (IPv6 per /64), times the people seen behind it (filter.nat); at the cap its idle keep-alive connections are closed before a new one is refused.', format: nat, default: 64 },
+    maxInflightPerSource: { doc: 'Requests from one source (IPv6 per /64) in flight to the upstream at once, times the people seen behind it (filter.nat); past it the proxy answers 503 (X-Scrubber: overloaded, Retry-After: 1), or 429 to a request the challenge policy exempts. 0 = no cap.', format: nat, default: 24 },
     bufferBodyBytes: { doc: 'Request bodies are read at the edge, up to this many bytes, before the request goes upstream (a slow POST then holds no upstream slot); a longer body streams on after them. 0 = stream at once.', format: nat, default: 1024 * 1024 },
     queueTimeoutMs: { doc: 'Longest wait in a domain\'s upstream queue (domains[].maxInflight); then 503 (X-Scrubber: queue-timeout).', format: nat, default: 5000 },
     maxQueued: { doc: 'Most requests waiting in one domain\'s upstream queue; past it the worst-ranked waiter (or the newcomer) gets 503 (X-Scrubber: queue-full).', format: nat, default: 10000 },
@@ -162,7 +164,13 @@ export const schema = {
     challenge: {
       enabled: { doc: 'While a domain is under attack (or mode always), untrusted sources get a 302 that sets a signed cookie before they reach the upstream.', format: Boolean, default: true },
       cookieName: { doc: 'Name of the challenge cookie.', format: String, default: 'scrubber_trust' },
-      trustSeconds: { doc: 'How long a source that returned the cookie passes without a new challenge (also the cookie lifetime).', format: nat, default: 3600 },
+      trustSeconds: { doc: 'How long a client that returned the cookie passes without a new challenge (also the cookie lifetime). The cookie is bound to the domain and a client id, not to the address: it survives a NAT pool, a network change, IPv4 and IPv6.', format: nat, default: 3600 },
+      maxNetworksPerToken: { doc: 'A challenge cookie used from more distinct networks (IPv4 /24, IPv6 /48) than this has been copied: it is no longer honoured anywhere.', format: nat, default: 4 },
+    },
+    nat: {
+      sessionCookies: { doc: 'Cookies whose distinct values count the people behind one address (with the distinct challenge cookies); per-source caps and rule allowances grow with them. [] = only challenge cookies.', format: 'json-array', default: DEFAULT_SESSION_COOKIES },
+      maxFactor: { doc: 'Most the per-source caps (connections, requests in flight) and rule allowances are multiplied by, for the people seen behind one address.', format: nat, default: 32 },
+      cookieMaxFactor: { doc: 'Most the site\'s own session cookies alone (unverifiable: a client can make them up) may multiply them by; challenge cookies are signed and count up to maxFactor.', format: nat, default: 8 },
     },
     attack: {
       minRps: { doc: 'Attack mode (auto): a domain below this many requests/s is never under attack by rate.', format: Number, default: 20 },

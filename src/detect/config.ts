@@ -31,5 +31,11 @@ export function validateFilterConfig(f: Config['filter']): string[] {
   if (!(f.attack.tighten > 0 && f.attack.tighten <= 1)) problems.push('filter.attack.tighten: must be in (0, 1]');
   if (!TOKEN.test(f.challenge.cookieName)) problems.push('filter.challenge.cookieName: must be a cookie name (letters, digits, !#$%&\'*+-.^_`|~)');
   if (!(f.challenge.trustSeconds > 0)) problems.push('filter.challenge.trustSeconds: must be at least 1');
+  if (!(f.challenge.maxNetworksPerToken >= 1)) problems.push('filter.challenge.maxNetworksPerToken: must be at least 1 (the networks one client uses: home, phone, IPv4 and IPv6)');
+  const n = f.nat;
+  if (!Array.isArray(n.sessionCookies)) problems.push('filter.nat.sessionCookies: must be an array of cookie names, e.g. ["sid", "PHPSESSID"]');
+  else n.sessionCookies.forEach((c, i) => { if (typeof c !== 'string' || !TOKEN.test(c)) problems.push(`filter.nat.sessionCookies[${i}]: must be a cookie name (letters, digits, !#$%&'*+-.^_\`|~)`); });
+  for (const k of ['maxFactor', 'cookieMaxFactor'] as const) if (!(Number.isInteger(n[k]) && n[k] >= 1)) problems.push(`filter.nat.${k}: must be a whole number of at least 1 (1 = an address is one client)`);
+  if (n.cookieMaxFactor > n.maxFactor) problems.push(`filter.nat.cookieMaxFactor: must not exceed filter.nat.maxFactor (${n.maxFactor})`);
   return problems;
 }

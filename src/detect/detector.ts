@@ -14,7 +14,7 @@ import type { Challenge } from '../challenge/challenge.ts';
 import type { Answer } from '../respond/reply.ts';
 import type { FilterStore } from '../store/filter-store.ts';
 import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
-import { applyEvents, fills, newPending, newVerdict } from './engine.ts';
+import { applyEvents, enforcedOverflow, fills, newPending, newVerdict, scaleOf } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
 import { enforced } from '../decisions/ban-time.ts';
 import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
@@ -22,9 +22,10 @@ import { Knowledge, DomainKnowledge } from './knowledge.ts';
 import { answerEvents, requestEvents, staticRequest } from './extract.ts';
 import { stepAttack } from './attack-mode.ts';
 import { Counters } from './counters.ts';
-import { challengeDecision, compileChallengePolicy, type ChallengePolicy } from '../challenge/policy.ts';
+import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
+import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
 
-export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge'; answer: Answer };
+export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge'; answer: Answer } | { kind: 'refuse'; answer: Answer }; // refuse: drop, after a 429
 const PASS: Verdict = { kind: 'pass' };
 const DROP: Verdict = { kind: 'drop' };
 
@@ -32,14 +33,12 @@ const DROP: Verdict = { kind: 'drop' };
 const SLOW_CODES = new Set(['HPE_HEADERS_TIMEOUT', 'ERR_HTTP_REQUEST_TIMEOUT']);
 /** How often what was learned of each domain's traffic is saved (and on close): a crash loses at most this much learning. */
 const LEARNED_SAVE_MS = 60_000;
+/** A browser follows the challenge's 302 within this; until then the source's other newcomers ignored nothing. */
+const CHALLENGE_GRACE_MS = 1000;
+/** How long, from an attack's start, a source with a history is not banned by attack rules while its people are counted. */
+const NAT_GRACE_MS = 15_000;
 
-export interface DetectorDeps {
-  decisions: Decisions;
-  challenge: Challenge;
-  store: FilterStore;
-  log: Logger;
-  now: () => number;
-}
+export interface DetectorDeps { decisions: Decisions; challenge: Challenge; store: FilterStore; log: Logger; now: () => number }
 
 export class Detector {
   private cfg: Config['filter'];
@@ -48,9 +47,10 @@ export class Detector {
   private sources: SourceStore;
   readonly knowledge = new Knowledge();
   readonly counters = new Counters();
+  readonly shared: SharedAddresses;
   private readonly pending = newPending();
   private readonly verdict = newVerdict();
-  private readonly policies = new WeakMap<DomainConfig, ChallengePolicy>();
+  private readonly policies = new DomainPolicies();
   private readonly d: DetectorDeps;
   private lastStep: number;
   private lastLearnedSave: number;
@@ -61,6 +61,7 @@ export class Detector {
     this.rules = compileRules(this.cfg.rules);
     this.rulesKey = JSON.stringify(this.cfg.rules);
     this.sources = new LruSourceStore(this.cfg.maxSources, this.rules.count);
+    this.shared = new SharedAddresses(sharedOptions(config), deps.now);
     const now = deps.now();
     this.lastStep = this.lastLearnedSave = now;
     const configured = new Set(config.domains.map((d) => d.name));
@@ -81,20 +82,24 @@ export class Detector {
   /** Before forwarding a request to its domain. An upgrade cannot follow a challenge: it passes or is dropped. */
   judge(head: RequestHead, domain: DomainConfig, upgrade: boolean): Verdict {
     const source = head.source;
-    if (this.d.decisions.has(source)) { this.counters.droppedRequests++; return DROP; }
     const now = this.d.now();
+    if (this.d.decisions.has(source)) { this.counters.droppedRequests++; return this.refusal(head, domain, now); }
     const k = this.knowledge.of(domain.name);
     k.traffic.requests++;
     const s = this.sources.touch(source);
     if (this.whitelisted(source, s)) return PASS;
     s.domain = domain.name;
+    // Trust is per client (its token), not per address: one person's token does not vouch for the others behind a NAT.
+    const client = head.headers.cookie !== undefined ? this.d.challenge.client?.(head, domain.name, now) ?? null : null;
+    this.shared.note(now, source, client, head.headers.cookie);
     requestEvents(head, s, this.pending);
-    const challenge = s.trustUntil <= now && domain.challenge && this.challengeActive(k) && this.mayChallenge(head, domain)
-      && this.mustChallenge(head, s, domain.name, k, now);
-    if (this.evaluate(source, s, now, domain.name)) { this.counters.droppedRequests++; return DROP; }
+    const challenge = client === null && domain.challenge && this.challengeActive(k) && !this.exempt(head, domain)
+      && this.mustChallenge(head, s, k, now);
+    if (client !== null) { s.challengedAt = 0; if (s.trustUntil <= now) { s.trustUntil = now + this.trustMs(); this.counters.challengesPassed++; } }
+    if (this.evaluate(source, s, now, domain.name)) { this.counters.droppedRequests++; return this.refusal(head, domain, now); }
     if (!challenge) return PASS;
     if (upgrade) { this.counters.upgradesRefused++; return DROP; }
-    s.challengedAt = now;
+    s.challengedAt ||= now; // the oldest challenge not answered since
     this.counters.challenges++;
     return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs()) };
   }
@@ -164,41 +169,35 @@ export class Detector {
   /** Runs the rules over the pending events; bans when enforced. True when the source was banned. */
   private evaluate(source: string, s: SourceState, now: number, domain: string | null): boolean {
     const v = this.verdict;
-    applyEvents(s.levels, s.last, now, this.pending, this.rules, v);
+    const people = this.shared.factor(now, source);
+    applyEvents(s.levels, s.last, now, this.pending, this.rules, v, people);
     s.last = now;
     s.score = v.score;
     // Fast path: nothing overflows and the score is under the lowest line it could have.
     if (v.overflow < 0 && v.score < this.cfg.scoreThreshold * this.cfg.attack.tighten) return false;
     const st = domain !== null ? this.knowledge.peek(domain)?.traffic.state : undefined;
     const under = domain !== null ? st?.under === true : this.knowledge.anyUnderAttack();
-    const mode = this.cfg.mode;
+    // A source with a history that breaks attack rules in the first seconds of an attack may be many people behind one
+    // address, not counted yet (no cookies before the attack): its people are asked for their own (mustChallenge) first.
+    const mode = this.cfg.mode, graced = under && st !== undefined && s.goodSince > 0 && s.goodSince < st.since && now - st.since < NAT_GRACE_MS;
+    const enforcedNow = (r: number) => enforced(mode, this.rules.rules[r].enforce, under) && !(graced && this.rules.rules[r].enforce === 'attack');
     if (v.overflow >= 0) {
       // The fullest overflowing rule may wait for attack mode while another one that also overflows is enforced
       // always (a flood fills 'flood' faster than 'rate-extreme'): the fullest enforced one decides.
-      const r = enforced(mode, this.rules.rules[v.overflow].enforce, under) ? v.overflow : this.enforcedOverflow(s.levels, mode, under);
+      const r = enforcedNow(v.overflow) ? v.overflow : enforcedOverflow(s.levels, this.rules, people, enforcedNow);
       if (r >= 0) {
         const rule = this.rules.rules[r];
-        return this.ban(source, rule.name, explainOverflow(rule, s.levels[r] / rule.capacity), rule.banSeconds, now);
+        return this.ban(source, rule.name, explainOverflow(rule, s.levels[r] / (rule.capacity * scaleOf(this.rules, r, people))), rule.banSeconds, now);
       }
       this.counters.overflowsNotEnforced++;
     }
     const line = scoreLine(this.cfg.scoreThreshold, st?.upstreamFailing === true, this.cfg.attack.tighten);
     if (v.score >= line) {
-      if (!enforced(mode, 'attack', under)) { this.counters.scoreNotEnforced++; return false; }
+      if (!enforced(mode, 'attack', under) || graced) { this.counters.scoreNotEnforced++; return false; }
       const top = v.top >= 0 ? this.rules.rules[v.top] : null;
-      return this.ban(source, 'score', explainScore(v.score, line, fills(s.levels, now, now, this.rules), this.rules), top?.banSeconds ?? 1800, now);
+      return this.ban(source, 'score', explainScore(v.score, line, fills(s.levels, now, now, this.rules, people), this.rules), top?.banSeconds ?? 1800, now);
     }
     return false;
-  }
-
-  /** The fullest overflowing rule enforced now, or -1 (levels are already leaked to now by applyEvents). Off the hot path. */
-  private enforcedOverflow(levels: number[], mode: Config['filter']['mode'], under: boolean): number {
-    let best = -1, bestFill = 1;
-    for (let r = 0; r < this.rules.count; r++) {
-      const fill = levels[r] / this.rules.capacity[r];
-      if (fill > bestFill && enforced(mode, this.rules.rules[r].enforce, under)) { best = r; bestFill = fill; }
-    }
-    return best;
   }
 
   private ban(source: string, rule: string, reason: string, baseSeconds: number, now: number): true {
@@ -208,26 +207,25 @@ export class Detector {
     return true;
   }
 
-  private mustChallenge(head: RequestHead, s: SourceState, domain: string, k: DomainKnowledge, now: number): boolean {
+  /** A navigation with no valid token. challengedAt is cleared when one comes back: at a NAT, the next person (or
+   *  one arriving in the same instant) ignored nothing; a client that never returns its cookie keeps it set.
+   *  A source with a history passes, unless it is as busy as several people (a NAT): then each is asked, and counted. */
+  private mustChallenge(head: RequestHead, s: SourceState, k: DomainKnowledge, now: number): boolean {
     if (staticRequest(head.url, k)) return false;
     // A source that browsed like a browser before the attack began has a history.
-    if (s.goodSince > 0 && s.goodSince < (k.traffic.state.under ? k.traffic.state.since : Infinity)) return false;
-    if (this.d.challenge.passed(head, domain, now)) {
-      s.trustUntil = now + this.trustMs();
-      this.counters.challengesPassed++;
-      return false;
-    }
-    if (s.challengedAt > 0) { this.pending[E.challengeIgnored] += 1; this.counters.challengesIgnored++; }
+    if (s.goodSince > 0 && s.goodSince < (k.traffic.state.under ? k.traffic.state.since : Infinity) && !busierThanOne(s.levels, this.rules, this.shared.factor(now, head.source))) return false;
+    if (s.challengedAt > 0 && now - s.challengedAt > CHALLENGE_GRACE_MS) { this.pending[E.challengeIgnored] += 1; this.counters.challengesIgnored++; }
     return true;
   }
 
-  /** The domain's challenge policy: a client that cannot follow a cookie round trip (an API call, an app) is never
-   *  sent one; it is judged by the rules alone. Compiled once per domain config (a reload brings new objects). */
-  private mayChallenge(head: RequestHead, domain: DomainConfig): boolean {
-    let policy = this.policies.get(domain);
-    if (!policy) { policy = compileChallengePolicy(domain.challengePolicy); this.policies.set(domain, policy); }
-    return challengeDecision(policy, { method: head.method, path: head.url, accept: head.headers.accept, userAgent: head.headers['user-agent'] }) === 'challenge';
+  /** A banned source's request: dropped, or, when the policy exempts it, told with 429 + Retry-After (the ban's) first. */
+  private refusal(head: RequestHead, domain: DomainConfig, now: number): Verdict {
+    const ban = this.exempt(head, domain) ? this.d.decisions.banOf(head.source) : undefined;
+    return ban ? { kind: 'refuse', answer: exemptRefusal(head.headers.accept, (ban.expiresAt - now) / 1000) } : DROP;
   }
+
+  /** The policy exempts it (an API call, an app: no cookie round trip): judged by the rules alone, refused with a 429. */
+  exempt(head: RequestHead, domain: DomainConfig): boolean { return !this.policies.challengeable(domain, head); }
 
   private challengeActive(k: DomainKnowledge): boolean {
     const c = this.cfg;
@@ -246,10 +244,12 @@ export class Detector {
   private banSuspects(domain: string, now: number): void {
     const line = scoreLine(this.cfg.scoreThreshold, true, this.cfg.attack.tighten) / 2;
     const found: { source: string; s: SourceState }[] = [];
-    for (const [source, s] of this.sources.entries()) if (s.domain === domain && s.score >= line && !this.whitelisted(source, s)) found.push({ source, s });
+    // Not a source with a history (people behind a NAT are asked for cookies first; the rules still judge it after).
+    const since = this.knowledge.peek(domain)?.traffic.state.since ?? now;
+    for (const [source, s] of this.sources.entries()) if (s.domain === domain && s.score >= line && !(s.goodSince > 0 && s.goodSince < since) && !this.whitelisted(source, s)) found.push({ source, s });
     found.sort((a, b) => b.s.score - a.s.score);
     for (const { source, s } of found.slice(0, this.cfg.attack.suspects)) {
-      const f = fills(s.levels, s.last, now, this.rules);
+      const f = fills(s.levels, s.last, now, this.rules, this.shared.factor(now, source));
       let top = 0;
       for (let i = 1; i < f.length; i++) if (this.rules.weight[i] * Math.min(1, f[i]) > this.rules.weight[top] * Math.min(1, f[top])) top = i;
       this.ban(source, 'suspect', `suspect while the upstream fails or is crowded: ${explainScore(s.score, line, f, this.rules)}`, this.rules.rules[top]?.banSeconds ?? 1800, now);

@@ -2,7 +2,21 @@
 // and a verdict out, no clock, no I/O. Every rule leaks lazily from the
 // source's last event, so an idle source costs nothing and one event costs a
 // loop over the (dozen or so) rules, with no allocation.
-import { EVENTS, type CompiledRules } from './rules.ts';
+//
+// People behind one address (a NAT): the rules measure one person, so for a
+// source that stands for `people` of them every bucket is that many times
+// larger and leaks that many times faster — at judgment, not when events are
+// counted, so an address recognised as a NAT only now (its people came back
+// with their trust cookies) is judged by what it is, not by what its levels
+// reached while it looked like one client. Events no person produces (slow or
+// malformed requests, oversized bodies, ignored challenges) are never shared.
+import { EVENTS, EVENT_INDEX, type CompiledRules } from './rules.ts';
+
+const PER_CLIENT = new Uint8Array(EVENTS.length);
+for (const e of ['slow', 'badRequest', 'oversizedBody', 'challengeIgnored'] as const) PER_CLIENT[EVENT_INDEX[e]] = 1;
+
+/** How many times rule r's bucket is scaled for a source of `people` people. */
+export const scaleOf = (rules: CompiledRules, r: number, people: number): number => (people > 1 && PER_CLIENT[rules.ruleEvent[r]] === 0 ? people : 1);
 
 /** Reused by the caller: the engine writes into it instead of allocating. */
 export interface Verdict {
@@ -23,15 +37,16 @@ export const newPending = (): Float64Array => new Float64Array(EVENTS.length);
  * Leaks every bucket by the time since `last`, adds the pending event weights
  * to the rules that count them, then judges. Clears `pending`.
  */
-export function applyEvents(levels: number[], last: number, now: number, pending: Float64Array, rules: CompiledRules, out: Verdict): void {
+export function applyEvents(levels: number[], last: number, now: number, pending: Float64Array, rules: CompiledRules, out: Verdict, people = 1): void {
   const dt = now > last ? now - last : 0;
   let score = 0, top = -1, topPart = 0, overflow = -1, overflowFill = 1;
   for (let r = 0; r < rules.count; r++) {
-    let level = levels[r] - dt * rules.leakPerMs[r];
+    const k = people > 1 ? scaleOf(rules, r, people) : 1;
+    let level = levels[r] - dt * rules.leakPerMs[r] * k;
     if (level < 0) level = 0;
     level += pending[rules.ruleEvent[r]];
     levels[r] = level;
-    const fill = level / rules.capacity[r];
+    const fill = level / (rules.capacity[r] * k);
     if (fill > overflowFill) { overflow = r; overflowFill = fill; }
     const part = rules.weight[r] * (fill < 1 ? fill : 1);
     score += part;
@@ -43,8 +58,18 @@ export function applyEvents(levels: number[], last: number, now: number, pending
   out.top = top;
 }
 
+/** The fullest overflowing rule that `enforcedNow` accepts, or -1 (levels already leaked to now by applyEvents). Off the hot path. */
+export function enforcedOverflow(levels: number[], rules: CompiledRules, people: number, enforcedNow: (r: number) => boolean): number {
+  let best = -1, bestFill = 1;
+  for (let r = 0; r < rules.count; r++) {
+    const fill = levels[r] / (rules.capacity[r] * scaleOf(rules, r, people));
+    if (fill > bestFill && enforcedNow(r)) { best = r; bestFill = fill; }
+  }
+  return best;
+}
+
 /** Current fill of each rule's bucket, leaked to `now` (for reasons and suspects; not on the hot path). */
-export function fills(levels: number[], last: number, now: number, rules: CompiledRules): number[] {
+export function fills(levels: number[], last: number, now: number, rules: CompiledRules, people = 1): number[] {
   const dt = now > last ? now - last : 0;
-  return rules.rules.map((_, r) => Math.max(0, levels[r] - dt * rules.leakPerMs[r]) / rules.capacity[r]);
+  return rules.rules.map((_, r) => { const k = scaleOf(rules, r, people); return Math.max(0, levels[r] - dt * rules.leakPerMs[r] * k) / (rules.capacity[r] * k); });
 }

@@ -215,8 +215,12 @@ export class SessionsSeen {
 
   get size(): number { return this.sources.size; }
 
-  /** A request from source carrying session (an opaque id: the token, or a hash of the session cookie). */
-  record(now: number, source: string, session: string): void {
+  /** Whether any session of source is remembered. */
+  has(source: string): boolean { return this.sources.has(source); }
+
+  /** A request from source carrying session (an opaque id: the token, or a hash of the session cookie). Returns how
+   *  many times the session was seen (minRequests: it just started to count). */
+  record(now: number, source: string, session: string): number {
     let m = this.sources.get(source);
     if (m) this.sources.delete(source);
     else {
@@ -225,9 +229,14 @@ export class SessionsSeen {
     }
     this.sources.set(source, m);
     const e = m.get(session);
-    if (e) { m.delete(session); e.last = now; e.n++; m.set(session, e); return; }
-    if (m.size >= this.opts.maxPerSource) m.delete(m.keys().next().value!);
+    if (e) { m.delete(session); e.last = now; e.n++; m.set(session, e); return e.n; }
+    if (m.size >= this.opts.maxPerSource) {
+      const victim = evictable(m, this.opts.minRequests, now);
+      if (victim === null) return 1; // full of newcomers still due back: this one waits for a slot
+      m.delete(victim);
+    }
     m.set(session, { last: now, n: 1 });
+    return 1;
   }
 
   /** Sessions seen from source within the window that came back minRequests times; at least 1. */
@@ -238,6 +247,20 @@ export class SessionsSeen {
     for (const e of m.values()) if (now - e.last <= this.opts.windowMs && e.n >= this.opts.minRequests) n++;
     return Math.max(1, n);
   }
+}
+
+/** The session to forget from a full table: the least recently seen of the first few that never came back, once it
+ *  had ADMIT_MS to come back; else, when none of those is a newcomer, the least recently seen; null: keep them all.
+ *  With more people than slots, forgetting the oldest at once would drop each before its return and the count would
+ *  collapse; instead newcomers wait for a slot while those admitted come back and count. */
+const ADMIT_MS = 10_000;
+function evictable(m: Map<string, { n: number; last: number }>, minRequests: number, now: number): string | null {
+  let k = 0;
+  for (const [session, e] of m) {
+    if (e.n < minRequests) return now - e.last >= ADMIT_MS ? session : null;
+    if (++k >= 16) break;
+  }
+  return m.keys().next().value!;
 }
 
 /** A per-source cap (connections, requests in flight, rate) raised for the sessions seen behind the address, up to maxFactor times. */

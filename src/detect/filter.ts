@@ -11,6 +11,7 @@ import type { BanEntry } from '../decisions/blacklist.ts';
 import type { ParsedRange, WhitelistEntry } from '../decisions/lists.ts';
 import type { AttackState } from './attack-mode.ts';
 import type { Detector } from './detector.ts';
+import { sharedOptions } from './shared-address.ts';
 
 /** What statistics and the dashboard read from the filter. */
 export interface FilterSnapshot {
@@ -89,6 +90,7 @@ export class Filter {
   reconfigure(config: Config): void {
     const f = config.filter;
     this.detector.reconfigure(config);
+    this.detector.shared.reconfigure(sharedOptions(config));
     this.decisions.reconfigure({ repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources }, f.whitelist, this.now());
   }
 

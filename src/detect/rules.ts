@@ -49,10 +49,12 @@ export interface Rule {
 export const DEFAULT_RULES: Rule[] = [
   { name: 'flood', label: 'request flood', on: 'request', capacity: 200, leakPerSecond: 20, banSeconds: 1800, weight: 0.45, enforce: 'attack' },
   // The same event at a rate no person reaches: a page load is a few dozen requests, a heavy one ~150, then think
-  // time; 50/s forgiven is some twenty busy people behind one NAT address. 250 beyond that is a single-source flood
-  // (300 req/s is caught in one second). Enforced without waiting for attack mode, so a flood is banned before the
-  // upstream has to show it is hurt. Weight 0: 'flood' already scores the request rate.
-  { name: 'rate-extreme', label: 'request rate far beyond any person', on: 'request', capacity: 250, leakPerSecond: 50, banSeconds: 1800, weight: 0, enforce: 'always' },
+  // time; 50/s forgiven is some twenty busy people behind one NAT address. The bucket holds the burst of some forty
+  // people behind one address arriving together, before any of them could be counted (a page and its assets each:
+  // ~250 requests in two seconds); 500 beyond the leak is a single-source flood (1000 req/s is caught in half a
+  // second, 300 req/s in two). Enforced without waiting for attack mode, so a flood is banned before the upstream has
+  // to show it is hurt. Weight 0: 'flood' already scores the request rate.
+  { name: 'rate-extreme', label: 'request rate far beyond any person', on: 'request', capacity: 500, leakPerSecond: 50, banSeconds: 1800, weight: 0, enforce: 'always' },
   // A browser holds at most 6 requests in flight per host, so it never meets the cap (limits.maxInflightPerSource);
   // a source refused by it again and again keeps more requests open than people do. Weight 0: a refusal is a symptom.
   { name: 'over-cap', label: 'keeps more requests in flight than the per-source cap', on: 'overCap', capacity: 40, leakPerSecond: 2, banSeconds: 1800, weight: 0, enforce: 'always' },

@@ -32,6 +32,7 @@ export interface RequestHead {
 export function headOf(req: IncomingMessage): RequestHead {
   const conn = connectionInfo(req.socket as Socket);
   conn.requests++;
+  conn.active++;
   const method = req.method ?? 'GET';
   const url = req.url ?? '/';
   const raw = req.rawHeaders;

@@ -4,19 +4,24 @@
 // of a few dozen. A flooder opens as many connections as it likes: without a
 // cap, one source can fill every worker slot of the upstream in the first
 // second of an attack, before any detector has seen enough to ban it.
+// One address can be many people (a NAT): the cap is multiplied by how many
+// people its traffic shows (scale; SharedAddresses counts their sessions).
 // Only sources with a request in flight are kept, so memory is bounded by the
 // number of requests in flight, whatever the number of sources.
+import { scaledCap } from '../detect/fair-share.ts';
+
 export class InflightCounter {
   /** Most requests in flight per source; 0 = no cap. */
   limit: number;
   private readonly counts = new Map<string, number>();
+  private readonly scale: (source: string) => number;
 
-  constructor(limit: number) { this.limit = limit; }
+  constructor(limit: number, scale: (source: string) => number = () => 1) { this.limit = limit; this.scale = scale; }
 
-  /** Takes a slot for `source`; false (and nothing taken) when it already has `limit` in flight. */
+  /** Takes a slot for `source`; false (and nothing taken) when it already has its cap (limit × people behind it) in flight. */
   acquire(source: string): boolean {
     const n = this.counts.get(source) ?? 0;
-    if (this.limit > 0 && n >= this.limit) return false;
+    if (this.limit > 0 && n >= this.limit && n >= scaledCap(this.limit, this.scale(source))) return false;
     this.counts.set(source, n + 1);
     return true;
   }

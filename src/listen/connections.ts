@@ -1,10 +1,27 @@
 // Per-connection facts (computed once at accept) and the per-source cap on
 // concurrent connections.
+//
+// The cap is per source address, and one address can be many people (a NAT):
+// it is raised by the number of people the address's traffic shows (scale,
+// SharedAddresses), and when it is reached the source's idle keep-alive
+// connections are closed first, longest idle first, before a new one is
+// refused. A browser keeps up to six connections per host open after a page
+// has loaded and reopens one at no cost when it needs it; forty people behind
+// one address would otherwise fill the cap with connections nobody uses.
+// A flooder's connections are busy, so they are not idle, and it still meets
+// the cap.
 import type net from 'node:net';
 import { clientAddress } from '../upstream/headers.ts';
 import { sourceKey } from './source.ts';
+import { scaledCap } from '../detect/fair-share.ts';
 
-export interface ConnectionInfo { source: string; client: string; tls: boolean; requests: number }
+export interface ConnectionInfo {
+  source: string; client: string; tls: boolean; requests: number;
+  /** Requests (HTTP/2: streams) being answered on it now: counted in by headOf, out when the flow observes the answer. */
+  active: number;
+  /** When its last request ended (performance.now()). */
+  idleSince: number;
+}
 
 const INFO = Symbol('scrubber.connection');
 type Tagged = net.Socket & { [INFO]?: ConnectionInfo };
@@ -14,7 +31,7 @@ export function connectionInfo(socket: net.Socket): ConnectionInfo {
   let info = s[INFO];
   if (!info) {
     const client = clientAddress(socket.remoteAddress);
-    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0 };
+    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0, active: 0, idleSince: 0 };
     s[INFO] = info;
   }
   return info;
@@ -34,16 +51,35 @@ export function tagConnectionInfo<T extends object>(o: T, info: ConnectionInfo):
   return o;
 }
 
+/** A request on the connection was answered (once per request: headOf counted it in). */
+export function requestEnded(info: ConnectionInfo, now: number): void {
+  if (info.active > 0) info.active--;
+  info.idleSince = now;
+}
+
+/** Idle: has served a request (a brand-new connection is about to send one) and is answering none now. */
+const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && !s.destroyed; };
+
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {
   private open = new Map<string, Set<net.Socket>>();
   cap: number;
-  constructor(cap: number) { this.cap = cap; }
+  /** How many people the source looks like (≥ 1): the cap is multiplied by it. */
+  private readonly scale: (source: string) => number;
+  /** Idle connections closed to make room (a counter for tests and the operator). */
+  idleClosed = 0;
+  constructor(cap: number, scale: (source: string) => number = () => 1) { this.cap = cap; this.scale = scale; }
 
-  /** Registers the socket; false (and nothing registered) when its source is at the cap. */
+  /** The cap for a source: the configured one, times the people behind its address. */
+  capOf(source: string): number { return this.cap > 0 ? scaledCap(this.cap, this.scale(source)) : 0; }
+
+  /** Registers the socket; false (and nothing registered) when its source is at the cap with no idle connection to close. */
   admit(socket: net.Socket, source: string): boolean {
     let set = this.open.get(source);
-    if (this.cap > 0 && set && set.size >= this.cap) return false;
+    if (this.cap > 0 && set && set.size >= this.cap) {
+      const cap = this.capOf(source);
+      if (set.size >= cap && !this.closeIdle(set, set.size - cap + 1)) return false;
+    }
     if (!set) { set = new Set(); this.open.set(source, set); }
     set.add(socket);
     socket.once('close', () => {
@@ -55,11 +91,26 @@ export class SourceConnections {
     return true;
   }
 
-  /** Destroys every open connection of a source (a ban takes effect on them at once). */
+  /** Closes the n longest-idle connections of the set (forgotten at once, so the newcomer takes a freed place); false when it has fewer idle ones. */
+  private closeIdle(set: Set<net.Socket>, n: number): boolean {
+    const idles: net.Socket[] = [];
+    for (const s of set) if (idle(s)) idles.push(s);
+    if (idles.length < n) return false;
+    idles.sort((a, b) => (a as Tagged)[INFO]!.idleSince - (b as Tagged)[INFO]!.idleSince);
+    for (let i = 0; i < n; i++) { set.delete(idles[i]); idles[i].destroy(); }
+    this.idleClosed += n;
+    return true;
+  }
+
+  /** Destroys every open connection of a source (a ban takes effect on them at once). The request that brought the
+   *  ban may still be answering (a 429 to a client that cannot use a page): its connection goes on the next turn. */
   closeSource(source: string): number {
     const set = this.open.get(source);
     if (!set) return 0;
-    for (const s of set) s.destroy();
+    for (const s of set) {
+      if ((s as Tagged)[INFO]?.active) setImmediate(() => s.destroy());
+      else s.destroy();
+    }
     return set.size;
   }
 

@@ -84,7 +84,7 @@ export class Listeners {
   constructor(pipeline: Pipeline, config: Config) {
     this.pipeline = pipeline;
     this.config = config;
-    this.connections = new SourceConnections(config.limits.maxConnectionsPerSource);
+    this.connections = new SourceConnections(config.limits.maxConnectionsPerSource, (source) => pipeline.detector.shared.behind(source));
     this.certs = loadCertificates(config);
     this.passthrough = passthroughHosts(config);
   }

@@ -9,6 +9,7 @@
 // back exactly once, in release(), whatever way the request ends.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import type { DomainConfig } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
 import type { Answer, Reply } from '../respond/reply.ts';
@@ -25,6 +26,8 @@ import { declaredBodySize } from '../limits/budget.ts';
 import { BodyLimitError, BodyMeter } from '../limits/body-meter.ts';
 import { bufferBody } from '../limits/body-buffer.ts';
 import { forwardUpgrade } from './upgrade.ts';
+import { exemptRefusal } from '../challenge/policy.ts';
+import { connectionInfo, requestEnded } from '../listen/connections.ts';
 
 type Body = Buffer | Readable | null;
 const BAD_VERSION = { status: 400, reason: 'bad-request' } as const;
@@ -90,6 +93,11 @@ export class RequestFlow {
       void this.reply.send(v.answer, domain.name);
       return this.observe('challenged', v.answer.status, head.headBytes, 0, null);
     }
+    if (v.kind === 'refuse') {
+      // Banned, but it cannot use a page: it is told 429 + Retry-After, then its connections go (closeSource).
+      void this.reply.send(v.answer, domain.name).catch(() => this.reply.destroy());
+      return this.observe('blocked', v.answer.status, head.headBytes, 0, null);
+    }
 
     if (domain.maintenance.enabled) {
       const m = domain.maintenance;
@@ -104,9 +112,7 @@ export class RequestFlow {
     // One source may not hold more than its share of the upstream, from its first request on: past the cap it gets
     // our 503 at once (detection counts it as 'overCap': a source that keeps hitting the cap is flooding). A body
     // we will not read would desynchronise the connection, so then it is closed.
-    if (!this.p.perSource.acquire(head.source)) {
-      return this.refuse({ status: 503, reason: 'overloaded', page: true, headers: { 'retry-after': '1' }, close: declared > 0 });
-    }
+    if (!this.p.perSource.acquire(head.source)) return this.refuseBusy('overloaded', declared > 0);
     if (!this.p.budget.reserve(declared)) {
       this.p.perSource.release(head.source);
       return this.refuse({ status: 413, reason: 'post-budget', page: true, close: true });
@@ -154,7 +160,7 @@ export class RequestFlow {
         this.waited();
         const close = this.meter !== null && !this.req.complete;
         this.release();
-        this.refuse({ status: 503, reason: why, page: true, headers: { 'retry-after': '1' }, close });
+        this.refuseBusy(why, close);
       });
   }
 
@@ -226,6 +232,13 @@ export class RequestFlow {
     if (m && !m.writableFinished) { this.req.unpipe(m); m.destroy(); }
   }
 
+  /** Past the per-source cap, or no turn in the queue: a page for a browser; for a request the challenge policy exempts
+   *  (an API client, which cannot use a page), 429 + Retry-After, JSON when it asked for JSON. */
+  private refuseBusy(reason: 'overloaded' | 'queue-timeout' | 'queue-full', close: boolean): void {
+    if (this.p.detector.exempt(this.head, this.domain!)) return this.refuse(exemptRefusal(this.head.headers.accept, 1, reason, close));
+    this.refuse({ status: 503, reason, page: true, headers: { 'retry-after': '1' }, close });
+  }
+
   private refuse(a: Answer): void {
     void this.reply.send(a, this.domain?.name ?? null).catch(() => this.reply.destroy());
     this.observe('proxy', a.status, this.head.headBytes, 0, a.reason);
@@ -236,6 +249,8 @@ export class RequestFlow {
     this.settled = true;
     const h = this.head;
     const now = performance.now();
+    // Its connection is idle again (one a connection cap may close to make room), unless it became a tunnel.
+    if (!(this.res === null && outcome === 'passed')) requestEnded(connectionInfo(this.req.socket as Socket), now);
     this.p.observe({
       domain: this.domain?.name ?? null, source: h.source, client: h.client, method: h.method, path: h.url, status,
       bytesIn, bytesOut, durationMs: now - this.started, contentType: f?.contentType ?? null, outcome, proxyReason,

@@ -66,7 +66,8 @@ export class Pipeline implements FlowContext {
     const config = deps.runtime.current.config;
     this.pages = new Pages(config.pages.dir, config.pages.brand);
     this.budget = new BodyBudget(config.limits.postBudgetBytes);
-    this.perSource = new InflightCounter(config.limits.maxInflightPerSource);
+    // The per-source cap counts people, not addresses: raised by the sessions seen behind a shared address.
+    this.perSource = new InflightCounter(config.limits.maxInflightPerSource, (source) => deps.detector.shared.behind(source));
   }
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
