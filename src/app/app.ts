@@ -6,6 +6,7 @@ import type http from 'node:http';
 import type { Config } from '../config/schema.ts';
 import { loadConfigFile, type LoadResult } from '../config/load.ts';
 import { Pipeline } from '../pipeline/pipeline.ts';
+import { OriginGuard } from '../limits/origin-guard.ts';
 import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners, loadCertificates } from '../listen/listeners.ts';
 import { Upstreams } from '../upstream/upstreams.ts';
@@ -57,12 +58,15 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   // With Redis, decisions (bans, lists, attack state, the challenge secret) are shared with the other nodes.
   const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }) }) : new LocalBus();
   const store = new SqliteFilterStore(db);
-  const filter = createFilter(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()) });
+  // The origin guard and the filter know of each other: the filter asks whether an origin is saturated (attack mode),
+  // the guard reports a source persistently over its share (the filter bans it when its mode allows).
+  const origin = new OriginGuard(config, { now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason) });
+  const filter = createFilter(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()), saturated: (d, t) => origin.takeSaturated(d, t) });
   await filter.decisions.join(now());
   const detector = filter.detector;
   const observers: ((o: Observation) => void)[] = [(o) => detector.observe(o)];
   const pipeline = new Pipeline({
-    runtime, upstreams, detector, observers,
+    runtime, upstreams, detector, observers, origin,
     guard: {
       get blockList() { return filter.blockList; },
       onConnection: (_socket, source) => detector.onConnection(source),

@@ -2,8 +2,15 @@
 // latency) and switch filtering on when it departs from it, with hysteresis
 // so it does not flap. An upstream that starts failing (503/504, timeouts,
 // refused connections) is a sign of attack by itself, and tightens the filter.
-// So is a domain whose requests wait in its upstream queue (domains[].maxInflight):
-// the queue keeps the origin from failing, so failures alone would never show it.
+// So is a saturated origin: requests waiting behind the domain's adaptive limit
+// while the origin answers well above its own unloaded latency
+// (limits/adaptive-limit.ts). That sign needs no learned baseline and no
+// capacity from the operator, so a proxy started in the middle of an attack
+// engages by itself; the queue keeps the origin from failing, so failures
+// alone would never show it. A flash crowd the origin can serve does not
+// saturate it (latency stays near its unloaded latency, or nothing waits).
+// With no adaptive limit (limits.adaptive.enabled false), a domain with a
+// fixed maxInflight whose requests wait in its queue is the same sign.
 // stepAttack is pure: one second of counts in, the new state out.
 
 export interface AttackParams {
@@ -51,7 +58,12 @@ export interface Sample {
   /** Requests that had to wait in the domain's upstream queue (it was at maxInflight). */
   queued: number;
   seconds: number;
+  /** The origin was saturated over this second (its adaptive limit says so); null: the domain has no adaptive limit. */
+  saturated?: boolean | null;
 }
+
+/** Fewer upstream failures than this in a second are chance, whatever their share (one 503 in five requests). */
+const MIN_FAILURES = 3;
 
 export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, reason: '' });
 
@@ -69,8 +81,10 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   // A latency baseline needs some calm traffic first; before that only minLatencyMs counts.
   const latencyLine = Math.max(p.minLatencyMs, st.learned > 0 ? p.latencyFactor * st.baselineLatencyMs : 0);
   const latencyHot = s.answered >= 5 && latency > latencyLine;
-  const failing = s.requests >= 5 && s.upstreamErrors / s.requests >= p.errorRatio;
-  const crowded = s.requests >= 5 && s.queued / s.requests >= p.errorRatio;
+  const failing = s.requests >= 5 && s.upstreamErrors >= MIN_FAILURES && s.upstreamErrors / s.requests >= p.errorRatio;
+  // With an adaptive limit, waiting alone proves nothing (the limit may still be growing towards a flash crowd):
+  // the limit's own judgement (waiting and slow) replaces it.
+  const crowded = s.saturated != null ? s.saturated : s.requests >= 5 && s.queued / s.requests >= p.errorRatio;
   const hot = rateHot || latencyHot || failing || crowded;
   const out: Step = { entered: false, exited: false, failingStarted: false };
 
@@ -79,7 +93,7 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   if (!st.under && st.hot >= p.enterSeconds) {
     st.under = true;
     st.since = now;
-    st.reason = failing ? 'upstream failing' : crowded ? 'upstream at capacity (requests queued)' : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
+    st.reason = failing ? 'upstream failing' : crowded ? (s.saturated ? 'origin saturated (requests waiting, latency far above its unloaded latency)' : 'upstream at capacity (requests queued)') : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
     out.entered = true;
   } else if (st.under && st.calm >= p.exitSeconds) {
     st.under = false;
@@ -112,8 +126,8 @@ export class DomainTraffic {
 
   constructor(state: AttackState = newAttackState()) { this.state = state; }
 
-  take(seconds: number): Sample {
-    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, queued: this.queued, seconds };
+  take(seconds: number, saturated: boolean | null = null): Sample {
+    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, queued: this.queued, seconds, saturated };
     this.requests = this.answered = this.latencySumMs = this.upstreamErrors = this.queued = 0;
     return s;
   }

@@ -39,6 +39,8 @@ export interface DetectorDeps {
   store: FilterStore;
   log: Logger;
   now: () => number;
+  /** Whether the domain's origin was saturated over the last second (its adaptive limit); null: it has none. */
+  saturated?: (domain: string, now: number) => boolean | null;
 }
 
 export class Detector {
@@ -105,8 +107,8 @@ export class Detector {
     const k = o.domain !== null ? this.knowledge.of(o.domain) : null;
     if (k) {
       const t = k.traffic;
-      // Latency as the proxy and the application add it (queue and upstream), not the client's own upload time.
-      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.queuedMs + o.upstreamMs; }
+      // The application's latency: not the client's upload, nor our queue (waiting is judged with latency by the adaptive limit).
+      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.upstreamMs; }
       if (upstreamInTrouble(o)) t.upstreamErrors++;
       if (o.queuedMs > 0) t.queued++;
       // The filter's own answers say nothing new about the source.
@@ -266,7 +268,7 @@ export class Detector {
       this.lastStep = now;
       for (const [name, k] of this.knowledge.entries()) {
         const t = k.traffic;
-        const step = stepAttack(t.state, t.take(secs), this.cfg.attack, now);
+        const step = stepAttack(t.state, t.take(secs, this.d.saturated?.(name, now) ?? null), this.cfg.attack, now);
         if (step.entered) { this.counters.attacksStarted++; this.d.log.warn({ domain: name, reason: t.state.reason }, 'domain under attack: filtering on'); }
         if (step.exited) this.d.log.info({ domain: name }, 'attack over: filtering relaxed');
         if (step.entered || step.exited) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null);

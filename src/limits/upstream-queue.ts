@@ -82,6 +82,12 @@ export class UpstreamQueue {
     this.pump();
   }
 
+  /** The limit moved (the adaptive limit learned a new one): a raised one lets waiters go at once. */
+  setLimit(limit: number): void {
+    this.limit = limit;
+    this.pump();
+  }
+
   /** A waiter whose client went away: out of the queue, nothing called. */
   cancel(w: Waiter): void { if (w.waiting) this.remove(w); }
 
