@@ -99,7 +99,9 @@ export class OriginGuard {
       const f = this.config.filter.fairShare;
       const share = new FairShare({ maxSources: Math.min(SHARE_SOURCES, this.config.filter.maxSources), overShareRatio: f.overShareRatio, persistMs: f.banAfterSeconds * 1000 });
       if (this.sessionsBehind) share.setSessionsBehind(this.sessionsBehind);
-      d = new DomainOrigin(domain.name, new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued), share);
+      // The queue serves the least used of the sources at the head of its line first (fair share of origin time).
+      const usage = (source: string) => (this.config.filter.fairShare.enabled ? share.used(this.deps.now(), source) : 0);
+      d = new DomainOrigin(domain.name, new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued, usage), share);
       this.apply(d, domain);
       this.domains.set(domain.name, d);
       this.queues.set(domain.name, d.queue);
