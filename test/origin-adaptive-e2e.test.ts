@@ -158,7 +158,7 @@ describe('adaptive upstream limit, default config, real sockets', () => {
     expect(after.length).toBeGreaterThan(30);
     expect(after.filter((p) => p.ok).length / after.length).toBeGreaterThanOrEqual(0.95);
     expect(v.challenged).toBeLessThanOrEqual(12);
-    const bans = f.bans().map((b) => b.source);
+    const bans = f.bans().map((b) => b.ip);
     expect(bans.filter((s) => s.startsWith('127.0.71.'))).toEqual([]);
   }, 30_000);
 
