@@ -11,13 +11,15 @@
 //     redirects followed, assets) must be served.
 //   - A flash crowd of new visitors that the origin can serve: attack mode
 //     never starts and nobody is challenged.
+//   - Long polls (the application holds each request for seconds before its
+//     headers) more than the limit: they must not hold the domain's limit.
 // Every loop is bounded in count and in time.
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import type net from 'node:net';
 import { once } from 'node:events';
 import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
-import { startProxy, domain, sleep, type Proxy } from './helpers/servers.ts';
+import { startProxy, domain, sleep, until, type Proxy } from './helpers/servers.ts';
 
 const HOST = 'shop.test';
 const CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';
@@ -161,6 +163,34 @@ describe('adaptive upstream limit, default config, real sockets', () => {
     const bans = f.bans().map((b) => b.ip);
     expect(bans.filter((s) => s.startsWith('127.0.71.'))).toEqual([]);
   }, 30_000);
+
+  it('long polls beyond the limit do not hold it: an ordinary request behind them is answered within about a second', async () => {
+    const held: http.ServerResponse[] = [];
+    const polls = http.createServer((req, res) => {
+      req.resume();
+      if (req.url!.startsWith('/poll')) { held.push(res); setTimeout(() => { res.writeHead(200, { 'content-length': 2 }); res.end('{}'); }, 4000); return; }
+      res.writeHead(200, { 'content-type': 'text/html', 'content-length': 2 });
+      res.end('ok');
+    });
+    polls.listen(0, '127.0.0.1');
+    await once(polls, 'listening');
+    try {
+      proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${(polls.address() as net.AddressInfo).port}`])] });
+      // 30 long polls from 6 addresses (under the per-source cap): more than the limit's 20 to start with.
+      const waiting = Array.from({ length: 30 }, (_, i) => get(proxy!.port, `/poll?i=${i}`, { local: `127.0.73.${(i % 6) + 1}`, agent: false, timeoutMs: 8000 }));
+      expect(await until(() => held.length >= 20, 2000)).toBe(true);
+      const t = Date.now();
+      const r = await get(proxy.port, '/page', { local: '127.0.73.50', agent: false, timeoutMs: 6000 });
+      const took = Date.now() - t;
+      expect(r.status).toBe(200);
+      expect(took).toBeLessThan(2500);
+      expect((await Promise.all(waiting)).map((x) => x.status)).toEqual(Array(30).fill(200));
+      expect(proxy.app.pipeline.queues.get(HOST)!.queued).toBe(0);
+    } finally {
+      polls.closeAllConnections();
+      polls.close();
+    }
+  }, 20_000);
 
   it('a flash crowd of new visitors that the origin can serve: attack mode never starts, nobody is challenged, every page is served', async () => {
     origin = await startPoolOrigin(8, 10, 5000);

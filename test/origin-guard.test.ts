@@ -173,6 +173,48 @@ describe('origin guard: the adaptive limit drives the fair queue', () => {
   });
 });
 
+describe('origin guard: requests that outlive every answer', () => {
+  beforeEach(() => { vi.useFakeTimers(); });
+  afterEach(() => { vi.clearAllTimers(); vi.useRealTimers(); });
+
+  it('while requests wait, those in flight far longer than answers take give their places back; not while nothing waits', () => {
+    const sim = newSim();
+    const { d, guard } = sim;
+    const gone: number[] = [];
+    const hold = (sentAt: number, id: number) => {
+      expect(d.queue.tryEnter()).toBe(true);
+      const h = { sentAt, outlived: () => { gone.push(id); d.holders.delete(h); d.queue.leave(); } };
+      d.holders.add(h);
+    };
+    // Twenty long polls sent at 0..19 ms (performance.now() clock), the limit full.
+    for (let i = 0; i < 20; i++) hold(i, i);
+    guard.tick(5000);
+    expect(gone).toEqual([]); // nothing waits: nothing to give back
+    let ran = 0;
+    d.queue.wait('127.0.0.9', 1, () => ran++, () => {});
+    guard.tick(900);
+    expect(gone).toEqual([]); // under a second: any answer might take that long
+    guard.tick(1012);
+    expect(gone).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(ran).toBe(1);
+    expect(d.queue.active).toBe(9);
+  });
+
+  it('an origin that answers slowly under load moves the line with it (the limit still holds an overloaded origin)', () => {
+    const sim = newSim();
+    // Answers take about 400 ms now: the line is 10 × that, not the one-second floor.
+    for (let t = 0; t < 3000; t += 5) sim.guard.sample(sim.d, 'a', 400, false), (sim.t += 5);
+    expect(sim.d.limit!.shortRttMs).toBeGreaterThan(300);
+    const gone: number[] = [];
+    for (let i = 0; i < sim.d.queue.limit; i++) { sim.d.queue.tryEnter(); const h = { sentAt: 0, outlived: () => gone.push(i) }; sim.d.holders.add(h); }
+    sim.d.queue.wait('x', 1, () => {}, () => {});
+    sim.guard.tick(2000);
+    expect(gone).toEqual([]);
+    sim.guard.tick(4100);
+    expect(gone.length).toBeGreaterThan(0);
+  });
+});
+
 describe('the fair queue with a usage measure', () => {
   beforeEach(() => { vi.useFakeTimers(); });
   afterEach(() => { vi.clearAllTimers(); vi.useRealTimers(); });

@@ -77,7 +77,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   observers.push((o) => stats.record(o));
   const listeners = new Listeners(pipeline, config);
   filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
-  const timer = setInterval(() => filter.tick(), TICK_MS);
+  const timer = setInterval(() => { filter.tick(); origin.tick(performance.now()); }, TICK_MS);
   timer.unref();
 
   const refuse = (problems: string[]) => { log.warn({ problems }, 'config reload refused; the running config stays'); return { ok: false as const, problems }; };

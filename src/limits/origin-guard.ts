@@ -28,6 +28,19 @@ import { FairShare, type ShareVerdict } from '../detect/fair-share.ts';
 const SHARE_SOURCES = 20_000;
 /** The learned limit's ceiling when domains[].maxInflight gives none. */
 const MAX_LEARNED = 1000;
+/** A request in flight this long without an answer (and 10 × what answers take now) gives its place in the limit
+ *  back while requests wait: long polls and long jobs must not hold a domain's limit, nor be read as latency. */
+const OUTLIVED_MIN_MS = 1000;
+const OUTLIVED_FACTOR = 10;
+
+/** A request holding a place in a domain's limit (the flow), as the guard sees it. */
+export interface SlotHolder {
+  /** performance.now() when it was sent upstream. */
+  readonly sentAt: number;
+  /** Gives its place back now; it goes on without one. */
+  outlived(): void;
+}
+
 /** A second is saturated when at least this share of its judged windows was. */
 const SATURATED_SHARE = 0.5;
 
@@ -44,6 +57,8 @@ export class DomainOrigin {
   /** null: limits.adaptive is off (the queue holds domains[].maxInflight, or nothing). */
   limit: AdaptiveLimit | null = null;
   readonly share: FairShare;
+  /** Requests holding a place in the limit now (the flows add and remove themselves). */
+  readonly holders = new Set<SlotHolder>();
   /** The limit's window counters when attack mode last asked (see takeSaturated). */
   private judgedSeen = 0;
   private saturatedSeen = 0;
@@ -152,6 +167,20 @@ export class OriginGuard {
     const now = this.deps.now();
     if (!d.saturatedAt(now)) return 0;
     return d.share.assess(now, source, true).rankPenalty;
+  }
+
+  /**
+   * The periodic work (a timer at the edge, with performance.now()): while requests wait, those in flight far
+   * longer than the origin answers give their places back. Under saturation answers are slow, so the line moves
+   * with them: the limit still holds an overloaded origin; only what no answer takes is let go.
+   */
+  tick(perfNow: number): void {
+    for (const d of this.domains.values()) {
+      if (d.queue.queued === 0 || d.holders.size === 0) continue;
+      const l = d.limit;
+      const line = Math.max(OUTLIVED_MIN_MS, OUTLIVED_FACTOR * Math.max(l?.shortRttMs ?? 0, l?.noLoadRttMs ?? 0));
+      for (const h of d.holders) if (perfNow - h.sentAt > line) h.outlived();
+    }
   }
 
   /** A reload: new ceilings, queue settings, adaptive on or off. A removed domain's part keeps counting its last requests out. */

@@ -54,7 +54,8 @@ export class RequestFlow {
   private settled = false;
   private queuedAt = 0;
   private queuedMs = 0;
-  private sentAt = 0;
+  /** performance.now() when it went upstream (the origin guard reads it: see outlived). */
+  sentAt = 0;
 
   constructor(p: FlowContext, head: RequestHead, req: IncomingMessage, reply: Reply, res: ServerResponse | null, upgrade: { socket: Duplex; head: Buffer } | null) {
     this.p = p;
@@ -174,6 +175,7 @@ export class RequestFlow {
     const config = this.rt.config;
     this.sentAt = performance.now();
     this.slot = true;
+    this.origin!.holders.add(this);
     forward({
       req: this.req, res: this.res!, path: head.url, method: head.method, headers: this.upstreamHeaders(false), body,
       responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
@@ -186,6 +188,7 @@ export class RequestFlow {
   upstreamAnswered(status: number): void {
     if (!this.slot) return;
     this.slot = false;
+    this.origin!.holders.delete(this);
     this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, status === 503 || status === 504);
     this.origin!.queue.leave();
   }
@@ -196,6 +199,7 @@ export class RequestFlow {
     if (this.slot) {
       // No answer came: a timeout, a refused or reset connection is the origin failing; a client that left is not.
       this.slot = false;
+      this.origin!.holders.delete(this);
       const e = out.upstreamError;
       if (e === 'timeout' || e === 'connect' || e === 'reset') this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, true);
       this.origin!.queue.leave();
@@ -207,6 +211,15 @@ export class RequestFlow {
     }
     this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
   };
+
+  /** Waited for its answer far longer than the origin answers (a long poll, a long job): it gives its place in the
+   *  limit back while it goes on (OriginGuard.tick), and its answer, whenever it comes, is no latency sample. */
+  outlived(): void {
+    if (!this.slot) return;
+    this.slot = false;
+    this.origin!.holders.delete(this);
+    this.origin!.queue.leave();
+  }
 
   private forwardUpgrade(): void {
     const config = this.rt.config;
