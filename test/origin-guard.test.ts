@@ -61,7 +61,8 @@ function run(sim: Sim, actors: Actor[], slots: number, ms: number): boolean[] {
       if (c.at > sim.t) continue;
       next.splice(i, 1);
       if (d.queue.tryEnter()) dispatch(c, sim.t)();
-      else d.queue.wait(c.source, guard.rankFloor(d, c.source) ? 2 : 1, dispatch(c, sim.t), () => next.push({ ...c, at: sim.t + 1000 }));
+      // Rotating sources are unknown (1); the others have browsed for a while (0); over their share, behind everyone (2).
+      else d.queue.wait(c.source, guard.rankFloor(d, c.source) ? 2 : c.actor.rotate ? 1 : 0, dispatch(c, sim.t), () => next.push({ ...c, at: sim.t + 1000 }));
     }
     if ((sim.t + 1) % 1000 === 0) seconds.push(guard.takeSaturated('site.test', sim.t) === true);
   }
@@ -219,13 +220,13 @@ describe('the fair queue with a usage measure', () => {
   beforeEach(() => { vi.useFakeTimers(); });
   afterEach(() => { vi.clearAllTimers(); vi.useRealTimers(); });
 
-  it('serves the least used of the first sources in line; without a measure, plain round robin', () => {
+  it('serves the least used of the first sources with a history in line; among unknown ones, and without a measure, plain round robin', () => {
     const used: Record<string, number> = { bot1: 900, bot2: 800, person: 10, bot3: 700 };
-    for (const [usage, want] of [[(s: string) => used[s], ['person', 'bot3', 'bot2', 'bot1']], [null, ['bot1', 'bot2', 'person', 'bot3']]] as const) {
+    for (const [usage, cls, want] of [[(s: string) => used[s], 0, ['person', 'bot3', 'bot2', 'bot1']], [null, 0, ['bot1', 'bot2', 'person', 'bot3']], [(s: string) => used[s], 1, ['bot1', 'bot2', 'person', 'bot3']]] as const) {
       const q = new UpstreamQueue(1, 1000, 100, usage);
       const log: string[] = [];
       q.tryEnter();
-      for (const s of ['bot1', 'bot2', 'person', 'bot3']) q.wait(s, 1, () => log.push(s), () => {});
+      for (const s of ['bot1', 'bot2', 'person', 'bot3']) q.wait(s, cls, () => log.push(s), () => {});
       for (let i = 0; i < 4; i++) q.leave();
       expect(log).toEqual(want);
     }

@@ -10,7 +10,8 @@
 // alone would never show it. A flash crowd the origin can serve does not
 // saturate it (latency stays near its unloaded latency, or nothing waits);
 // one that overloads it for a moment is told from a flood by its kind: the
-// sources waiting fetch pages with their assets, as people's browsers do.
+// sources waiting fetch pages with their assets at a person's pace, as
+// people's browsers do (a bot that fetches assets but never pauses does not).
 // With no adaptive limit (limits.adaptive.enabled false), a domain with a
 // fixed maxInflight whose requests wait in its queue is the same sign.
 // stepAttack is pure: one second of counts in, the new state out.
@@ -62,7 +63,7 @@ export interface Sample {
   seconds: number;
   /** The origin was saturated over this second (its adaptive limit says so); null: the domain has no adaptive limit. */
   saturated?: boolean | null;
-  /** Of `queued`, requests of sources that had fetched a page and its assets (they browse like people). */
+  /** Of `queued`, requests of sources that had fetched a page and its assets at a person's pace (their score low): people browsing. */
   queuedBrowsing?: number;
 }
 

@@ -134,8 +134,8 @@ export class Detector {
     }
     const goodLine = 0.3 * this.cfg.scoreThreshold;
     answerEvents(o, s, k, p, s.goodSince > 0 && s.score < goodLine);
-    // A request that waited, of a source that has fetched a page and assets (this one included): people, for attack mode.
-    if (o.queuedMs > 0 && s.pages > 0 && s.assets > 0) k.traffic.queuedBrowsing++;
+    // A request that waited, of a source that fetched a page and assets at a person's pace (its score low): a crowd, not a flood.
+    if (o.queuedMs > 0 && s.pages > 0 && s.assets > 0 && s.score < goodLine) k.traffic.queuedBrowsing++;
     if (this.evaluate(o.source, s, now, o.domain)) return;
     // A source that loaded a page and its assets without raising its score has a history: under a later attack it passes unchallenged.
     if (s.goodSince === 0 && s.pages >= 1 && s.assets >= 2 && s.score < goodLine) s.goodSince = now;

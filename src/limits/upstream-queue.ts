@@ -10,12 +10,14 @@
 //     unknown ones (1), before suspicious ones (2);
 //   - then round robin between the sources of a class, so a flooder with 24
 //     requests waiting goes no faster than a visitor with one;
-//   - with a usage measure (each source's recent origin time, FairShare), the
-//     next source is the least used of the first PICK_AMONG in line: people
-//     who ask the origin for little go before sources that each ask for a lot
-//     (browser-perfect bots outnumbering the people), to whom a per-source
-//     round robin would give most turns. An approximation of weighted fair
-//     queueing that costs a few lookups per dispatch, not a sorted heap.
+//   - among sources with a history (class 0), with a usage measure (each
+//     source's recent origin time, FairShare), the next source is the least
+//     used of the first PICK_AMONG in line: people who ask the origin for
+//     little go before sources that each ask for a lot (browser-perfect bots
+//     outnumbering the people), to whom a per-source round robin would give
+//     most turns. An approximation of weighted fair queueing that costs a few
+//     lookups per dispatch, not a sorted heap. Not among unknown sources: a
+//     newcomer's zero says nothing (a rotating flood is all newcomers).
 // A request waits at most timeoutMs; a full queue makes room for a better
 // class by refusing the waiter of the worst class whose turn is next.
 //
@@ -124,9 +126,10 @@ export class UpstreamQueue {
 
   /** Takes the next waiter in turn: best class, the source whose turn it is, its oldest request. */
   private next(): Waiter | null {
-    for (const m of this.classes) {
+    for (let c = 0; c < CLASSES; c++) {
+      const m = this.classes[c];
       if (m.size === 0) continue;
-      const source = this.pick(m);
+      const source = c === 0 ? this.pick(m) : m.keys().next().value!;
       const list = m.get(source)!;
       const w = list.shift()!;
       // The source goes to the back of the line; a source with nothing left leaves it.
