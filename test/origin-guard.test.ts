@@ -201,6 +201,17 @@ describe('origin guard: requests that outlive every answer', () => {
     expect(d.queue.active).toBe(9);
   });
 
+  it('a saturated origin keeps every request it was given counted, however long it takes', () => {
+    const sim = newSim();
+    run(sim, [{ prefix: 'a', count: 400, thinkMs: 0, costMs: 10, rotate: true }], 8, 5000);
+    expect(sim.d.limit!.saturated).toBe(true);
+    const gone: number[] = [];
+    sim.d.holders.add({ sentAt: 0, outlived: () => gone.push(1) });
+    expect(sim.d.queue.queued).toBeGreaterThan(0);
+    sim.guard.tick(60_000);
+    expect(gone).toEqual([]);
+  });
+
   it('an origin that answers slowly under load moves the line with it (the limit still holds an overloaded origin)', () => {
     const sim = newSim();
     // Answers take about 400 ms now: the line is 10 × that, not the one-second floor.

@@ -171,13 +171,14 @@ export class OriginGuard {
 
   /**
    * The periodic work (a timer at the edge, with performance.now()): while requests wait, those in flight far
-   * longer than the origin answers give their places back. Under saturation answers are slow, so the line moves
-   * with them: the limit still holds an overloaded origin; only what no answer takes is let go.
+   * longer than the origin answers give their places back. Never while the origin is saturated: then a request
+   * may wait long in the application's own backlog, and letting another one in is what the limit is there to
+   * prevent (long polls hold no origin work, so they do not saturate it: nothing answers slowly).
    */
   tick(perfNow: number): void {
     for (const d of this.domains.values()) {
-      if (d.queue.queued === 0 || d.holders.size === 0) continue;
       const l = d.limit;
+      if (d.queue.queued === 0 || d.holders.size === 0 || l?.saturated) continue;
       const line = Math.max(OUTLIVED_MIN_MS, OUTLIVED_FACTOR * Math.max(l?.shortRttMs ?? 0, l?.noLoadRttMs ?? 0));
       for (const h of d.holders) if (perfNow - h.sentAt > line) h.outlived();
     }
