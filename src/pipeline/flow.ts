@@ -5,8 +5,11 @@
 // Plain requests and upgrades take the same steps; only the last one differs
 // (a streamed response, or a tunnel). Stages decide (pure functions, the
 // detector's verdict); the flow enforces, and answers through its Reply.
-// The slots a request holds (POST budget, per-source cap, queue) are given
-// back exactly once, in release(), whatever way the request ends.
+// The slots a request holds (POST budget, per-source cap) are given back
+// exactly once, in release(), whatever way the request ends; its place in the
+// domain's upstream limit (`slot`) exactly once too: at the upstream's response
+// headers (upstreamAnswered), at its failure (forwarded), or when it outlived
+// every answer (outlived) — each a sample for the origin guard but the last.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
 import type { DomainConfig } from '../config/schema.ts';
