@@ -17,11 +17,11 @@ import { tempDir } from './helpers/servers.ts';
 const HOST = 'sat.test';
 const BROWSER = { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0', accept: 'text/html,*/*', 'accept-language': 'en' };
 
-function setup(filter: Record<string, unknown> = {}, saturated = true) {
+function setup(filter: Record<string, unknown> = {}, saturated = true, heavy?: (domain: string, source: string) => boolean) {
   const r = loadConfigObject({ log: { level: 'silent' }, state: { dir: tempDir() }, filter, domains: [{ name: HOST, upstreams: ['127.0.0.1:9'] }] }, {});
   if (!r.ok) throw new Error(r.problems.join('\n'));
   const clock = { now: 1_700_000_000_000 };
-  const f = createFilter(r.config, { db: openStore(r.config.state.dir), log: createLogger('silent'), now: () => clock.now, saturated: () => saturated });
+  const f = createFilter(r.config, { db: openStore(r.config.state.dir), log: createLogger('silent'), now: () => clock.now, saturated: () => saturated, heavy });
   const domain = r.config.domains[0];
   const head = (source: string, url: string): RequestHead => ({
     method: 'GET', version: '1.1', url, rawHeaders: Object.entries(BROWSER).flat(), headers: BROWSER, authority: HOST, source, client: source, tls: false, newConnection: false, headBytes: 200,
@@ -54,6 +54,21 @@ describe('attack mode on a saturated origin', () => {
       second();
       expect(under(), `second ${s}`).toBe(false);
     }
+  });
+
+  it('browser-like sources at a modest pace that each take over their share of the origin are no crowd: attack mode starts', () => {
+    const { request, second, under } = setup({}, true, (_d, source) => source.startsWith('10.4.'));
+    let at = -1;
+    for (let s = 0; s < 6 && at < 0; s++) {
+      for (let i = s % 2; i < 30; i += 2) {
+        const ip = `10.4.0.${i + 1}`;
+        request(ip, `/search?q=${s}`);
+        for (const a of ['site.css', 'app.js', 'logo.png']) request(ip, `/static/${a}`);
+      }
+      second();
+      if (under()) at = s;
+    }
+    expect(at).toBe(1);
   });
 
   it('a bot that fetches the assets but never pauses is no crowd: attack mode starts', () => {

@@ -161,6 +161,9 @@ describe('origin guard: the adaptive limit drives the fair queue', () => {
     expect(sim.d.saturatedAt(sim.t)).toBe(true);
     expect(sim.guard.rankFloor(sim.d, 'b0')).toBe(2);
     expect(sim.guard.rankFloor(sim.d, 'p3')).toBe(0);
+    // What attack mode asks of the sources whose requests waited: heavy ones are no crowd.
+    expect(sim.guard.heavy('site.test', 'b0')).toBe(true);
+    expect(sim.guard.heavy('site.test', 'p3')).toBe(false);
     const banned = new Set(sim.bans.map((b) => b.source));
     expect([...banned].sort()).toEqual(['b0', 'b1', 'b2', 'b3', 'b4', 'b5']);
     expect(sim.bans[0].reason).toMatch(/origin time in 20\.0 s, \d+\.\d× a typical source's .* while the origin was saturated/);

@@ -61,7 +61,8 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   // The origin guard and the filter know of each other: the filter asks whether an origin is saturated (attack mode),
   // the guard reports a source persistently over its share (the filter bans it when its mode allows).
   const origin = new OriginGuard(config, { now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason) });
-  const filter = createFilter(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()), saturated: (d, t) => origin.takeSaturated(d, t) });
+  const filter = createFilter(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()), saturated: (d, t) => origin.takeSaturated(d, t),
+    heavy: (d, source) => origin.heavy(d, source) });
   await filter.decisions.join(now());
   const detector = filter.detector;
   const observers: ((o: Observation) => void)[] = [(o) => detector.observe(o)];

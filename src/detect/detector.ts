@@ -41,6 +41,7 @@ export interface DetectorDeps {
   now: () => number;
   /** Whether the domain's origin was saturated over the last second (its adaptive limit); null: it has none. */
   saturated?: (domain: string, now: number) => boolean | null;
+  /** The source takes over its share of the domain's origin time (OriginGuard.heavy): no member of a crowd. */ heavy?: (domain: string, source: string) => boolean;
 }
 
 export class Detector {
@@ -134,8 +135,8 @@ export class Detector {
     }
     const goodLine = 0.3 * this.cfg.scoreThreshold;
     answerEvents(o, s, k, p, s.goodSince > 0 && s.score < goodLine);
-    // A request that waited, of a source that fetched a page and assets at a person's pace (its score low): a crowd, not a flood.
-    if (o.queuedMs > 0 && s.pages > 0 && s.assets > 0 && s.score < goodLine) k.traffic.queuedBrowsing++;
+    // A request that waited, of a source that fetched a page and assets at a person's pace (score low, a modest share of the origin): a crowd.
+    if (o.queuedMs > 0 && s.pages > 0 && s.assets > 0 && s.score < goodLine && this.d.heavy?.(o.domain!, o.source) !== true) k.traffic.queuedBrowsing++;
     if (this.evaluate(o.source, s, now, o.domain)) return;
     // A source that loaded a page and its assets without raising its score has a history: under a later attack it passes unchallenged.
     if (s.goodSince === 0 && s.pages >= 1 && s.assets >= 2 && s.score < goodLine) s.goodSince = now;

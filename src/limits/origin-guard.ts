@@ -132,6 +132,19 @@ export class OriginGuard {
     return this.domains.get(domain)?.takeSaturated(now) ?? null;
   }
 
+  /**
+   * Whether a source takes over its share of the domain's origin (overShareRatio × the typical source's time, the
+   * last 20 s), saturated or not: attack mode asks it of the sources whose requests waited, since a crowd is many
+   * people each asking little, and a swarm of browser-like bots, fewer sources each asking a lot.
+   */
+  heavy(domain: string, source: string): boolean {
+    const d = this.domains.get(domain);
+    if (!d || !this.config.filter.fairShare.enabled) return false;
+    const now = this.deps.now();
+    const typical = d.share.typical(now);
+    return typical !== null && d.share.used(now, source) >= this.config.filter.fairShare.overShareRatio * typical;
+  }
+
   /** People behind one address (a NAT) count as that many sources in the share (fed by whoever counts sessions). */
   setSessionsBehind(f: (source: string) => number): void {
     this.sessionsBehind = f;
