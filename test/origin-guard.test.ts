@@ -102,6 +102,25 @@ describe('origin guard: the adaptive limit drives the fair queue', () => {
     expect(c.guard.takeSaturated('site.test', c.t)).toBeNull();
   });
 
+  it('a reload moves the ceiling, the floor and the fair-share lines, keeps what was learned, and can turn the learned limit off', () => {
+    const sim = newSim(config({}, { maxInflight: 4 }));
+    expect(sim.d.queue.limit).toBe(4);
+    const learned = sim.d.limit;
+    // The ceiling raised: a limit held down by it goes up to the start value at once.
+    sim.guard.reconfigure(config({ limits: { adaptive: { minLimit: 2 } }, filter: { fairShare: { overShareRatio: 6, banAfterSeconds: 30 } } }, { maxInflight: 50 }));
+    expect(sim.d.limit).toBe(learned);
+    expect(sim.d.queue.limit).toBe(20);
+    expect(sim.d.limit!.opts.minLimit).toBe(2);
+    expect(sim.d.share.opts.overShareRatio).toBe(6);
+    expect(sim.d.share.opts.persistMs).toBe(30_000);
+    sim.guard.reconfigure(config({ limits: { adaptive: { enabled: false } } }, { maxInflight: 7 }));
+    expect(sim.d.limit).toBeNull();
+    expect(sim.d.queue.limit).toBe(7);
+    // A domain that is gone keeps counting its last requests out, with no cap.
+    sim.guard.reconfigure(config({}, { name: 'other.test' }));
+    expect(sim.d.queue.limit).toBe(0);
+  });
+
   it('started in the middle of a rotating flood, says saturated soon enough for attack mode within 5 s, and holds the origin near its slots', () => {
     const sim = newSim();
     // 400 clients keeping a request each outstanding, a new address for every request; an origin of 8 workers.

@@ -200,9 +200,13 @@ export class OriginGuard {
   /** A reload: new ceilings, queue settings, adaptive on or off. A removed domain's part keeps counting its last requests out. */
   reconfigure(config: Config): void {
     this.config = config;
+    const f = config.filter.fairShare;
     for (const [name, d] of this.domains) {
       const domain = config.domains.find((x) => x.name === name);
       d.queue.reconfigure(d.queue.limit, config.limits.queueTimeoutMs, config.limits.maxQueued);
+      // What was learned stays (origin times, the limit); the lines it is judged by follow the new config.
+      d.share.opts.overShareRatio = f.overShareRatio;
+      d.share.opts.persistMs = f.banAfterSeconds * 1000;
       if (domain) this.apply(d, domain);
       else { d.limit = null; d.queue.setLimit(0); }
     }
@@ -219,7 +223,11 @@ export class OriginGuard {
     }
     const ceiling = domain.maxInflight > 0 ? domain.maxInflight : MAX_LEARNED;
     if (!d.limit) d.limit = new AdaptiveLimit({ initialLimit: a.initialLimit, minLimit: Math.min(a.minLimit, ceiling), maxLimit: ceiling });
-    else d.limit.setMaxLimit(ceiling);
+    else {
+      d.limit.opts.minLimit = Math.min(a.minLimit, ceiling);
+      d.limit.opts.initialLimit = a.initialLimit;
+      d.limit.setMaxLimit(ceiling);
+    }
     d.queue.setLimit(d.limit.limit);
   }
 }
