@@ -13,6 +13,9 @@
 //     never starts and nobody is challenged.
 //   - Long polls (the application holds each request for seconds before its
 //     headers) more than the limit: they must not hold the domain's limit.
+//   - Browser-perfect bots (cookies kept, redirects followed) on an expensive
+//     search, each taking many times a person's share of a saturated origin:
+//     the people keep being served, the bots are banned by their share.
 // Every loop is bounded in count and in time.
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
@@ -28,7 +31,7 @@ const PAGE_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q
 interface PoolOrigin { port: number; close(): Promise<void>; perSecond: Map<number, { attack: number; legit: number }>; rejected: number; maxQueue: number }
 
 /** An application of `slots` workers: pages cost pageMs, assets 2 ms, times (1 + 0.5 × (busy − 1) / slots); a queue in front (503 past maxWaitMs). */
-async function startPoolOrigin(slots: number, pageMs: number, maxWaitMs: number): Promise<PoolOrigin> {
+async function startPoolOrigin(slots: number, pageMs: number, maxWaitMs: number, searchMs = pageMs): Promise<PoolOrigin> {
   let active = 0;
   const queue: { run: () => void; at: number; reject: () => void }[] = [];
   const o = { perSecond: new Map<number, { attack: number; legit: number }>(), rejected: 0, maxQueue: 0 } as PoolOrigin;
@@ -48,7 +51,7 @@ async function startPoolOrigin(slots: number, pageMs: number, maxWaitMs: number)
     o.perSecond.set(sec, c);
     if (xff.startsWith('127.0.9')) c.attack++; else c.legit++;
     const asset = req.url!.startsWith('/static/');
-    const cost = asset ? 2 : pageMs;
+    const cost = asset ? 2 : req.url!.startsWith('/search') ? searchMs : pageMs;
     const job = () => setTimeout(() => {
       release();
       const body = asset ? 'body{margin:0}' : `<!doctype html><title>${req.url}</title><link rel="stylesheet" href="/static/a.css">`;
@@ -191,6 +194,41 @@ describe('adaptive upstream limit, default config, real sockets', () => {
       polls.close();
     }
   }, 20_000);
+
+  it('browser-perfect bots taking many times a person\'s share of a saturated origin: people are served, the bots are banned by fair share', async () => {
+    // Two workers; a search costs 60 ms, a page 10.
+    origin = await startPoolOrigin(2, 10, 5000, 60);
+    proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${origin.port}`])], filter: { mode: 'always', timeScale: 0.01, fairShare: { banAfterSeconds: 3 } } });
+    const f = proxy.app.filter as ScrubberFilter;
+    const end = Date.now() + 9000;
+    const people: Visits = { pages: [], challenged: 0 };
+    const users = Array.from({ length: 16 }, (_, i) => browse(proxy!.port, `127.0.74.${i + 1}`, end, i, 700, people));
+    // Four bots, each three browsers' worth of searches back to back, with the cookie jar a browser keeps.
+    const bot = async (b: number) => {
+      const local = `127.0.75.${b + 1}`;
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 3, localAddress: local });
+      const jar = new Map<string, string>();
+      const loop = async () => {
+        for (let n = 0; n < 400 && Date.now() < end && !f.banOf(local); n++) {
+          const r = await get(proxy!.port, `/search?q=${n}`, { local, agent, accept: PAGE_ACCEPT, cookie: [...jar].map(([k, x]) => `${k}=${x}`).join('; ') });
+          for (const c of r.cookies) { const i = c.indexOf('='); jar.set(c.slice(0, i), c.slice(i + 1)); }
+          if (r.status === 0) await sleep(50);
+        }
+      };
+      await Promise.all([loop(), loop(), loop()]);
+      agent.destroy();
+    };
+    await Promise.all([...users, ...Array.from({ length: 4 }, (_, b) => bot(b))]);
+
+    const banned = f.bans();
+    const bots = banned.filter((b) => b.ip.startsWith('127.0.75.'));
+    expect(bots.length, JSON.stringify(banned)).toBeGreaterThanOrEqual(3);
+    expect(bots.every((b) => b.rule === 'fair-share')).toBe(true);
+    expect(bots[0].reason).toMatch(/origin time .*× a typical source's .* while the origin was saturated/);
+    expect(banned.filter((b) => b.ip.startsWith('127.0.74.'))).toEqual([]);
+    expect(people.pages.length).toBeGreaterThan(80);
+    expect(people.pages.filter((p) => p.ok).length / people.pages.length).toBeGreaterThanOrEqual(0.95);
+  }, 30_000);
 
   it('a flash crowd of new visitors that the origin can serve: attack mode never starts, nobody is challenged, every page is served', async () => {
     origin = await startPoolOrigin(8, 10, 5000);
