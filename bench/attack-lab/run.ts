@@ -54,7 +54,13 @@ async function startTarget(name: TargetName, originPort: number): Promise<Target
     const s = await startScrubber({ name, upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target, domainExtra: name === 'scrubber-tuned' ? { maxInflight: ORIGIN_MAXCONN } : {} });
     return {
       name, label: name, port: s.port,
-      stop: async () => { await s.child.stop(5000); fs.rmSync(s.dir, { recursive: true, force: true }); },
+      stop: async () => {
+        await s.child.stop(5000);
+        // Why attack mode started (or that it did not): the proxy's own words, on the terminal.
+        const log = fs.readFileSync(path.join(s.dir, 'scrubber.log'), 'utf8').split('\n').filter((l) => l.includes('under attack'));
+        console.log(`   ${name}: ${log.length ? log.slice(0, 3).map((l) => { try { const j = JSON.parse(l); return `attack mode at ${new Date(j.time).toISOString().slice(11, 19)}: ${j.reason}`; } catch { return l; } }).join('; ') : 'attack mode never started'}`);
+        fs.rmSync(s.dir, { recursive: true, force: true });
+      },
       bans: async () => {
         const r = await fetch(`${s.adminUrl}/api/blacklist`).catch(() => null);
         if (!r || r.status !== 200) return null;

@@ -102,7 +102,8 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
         return {
           name: d.name, aliases: d.aliases, underAttack: attacked.has(d.name), maintenance: d.maintenance.enabled,
           upstreams: g ? [...g.main.map((u) => upstreamView(u, 'main')), ...g.backup.map((u) => upstreamView(u, 'backup'))] : [],
-          queue: { maxInflight: d.maxInflight, inFlight: q?.active ?? 0, waiting: q?.queued ?? 0 },
+          // limit: what the queue holds the domain to now (learned by the adaptive limit, or maxInflight; 0 = none).
+          queue: { maxInflight: d.maxInflight, limit: q?.limit ?? 0, inFlight: q?.active ?? 0, waiting: q?.queued ?? 0 },
           // What attack mode judges by: the learned normal rate and latency (kept across restarts).
           attack: {
             under: a?.under ?? false, since: a?.under && a.since ? new Date(a.since).toISOString() : null, reason: a?.under ? a.reason : null,

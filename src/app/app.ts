@@ -56,7 +56,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   });
   edge.observers.push((o) => stats.record(o));
   edge.passthroughs.push((o) => stats.record(o));
-  const timer = setInterval(() => filter.tick(), TICK_MS);
+  const timer = setInterval(() => { filter.tick(); edge.origin.tick(performance.now()); }, TICK_MS);
   timer.unref();
 
   const app: App = {

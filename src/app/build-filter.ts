@@ -21,6 +21,10 @@ export interface FilterDeps {
   bus?: DecisionBus;
   /** The challenge secret (a shared one, when several nodes must accept each other's cookies). */
   secret?: Buffer;
+  /** Whether a domain's origin was saturated over the last second (OriginGuard.takeSaturated); null: no adaptive limit. */
+  saturated?: (domain: string, now: number) => boolean | null;
+  /** Whether a source takes over its share of a domain's origin (OriginGuard.heavy). */
+  heavy?: (domain: string, source: string) => boolean;
 }
 
 export function createFilter(config: Config, deps: FilterDeps): Filter {
@@ -33,7 +37,7 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   // The key is imported once: the HMAC runs on the request path of every untrusted source under attack.
   const secret = createSecretKey(deps.secret ?? store.secret());
   const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName, { maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
-  const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now });
+  const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy });
   decisions.watch({ onRemoteAttack: (domain, under, since, reason) => detector.remoteAttack(domain, under, since, reason) });
-  return new Filter({ detector, decisions, store, log: deps.log, now });
+  return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode });
 }

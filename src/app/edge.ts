@@ -14,6 +14,7 @@ import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners } from '../listen/listeners.ts';
 import { passthroughObservation, type PassthroughEvent } from '../listen/passthrough.ts';
 import { Upstreams } from '../upstream/upstreams.ts';
+import { OriginGuard } from '../limits/origin-guard.ts';
 import { createFilter } from './build-filter.ts';
 
 export interface Edge {
@@ -24,6 +25,8 @@ export interface Edge {
   listeners: Listeners;
   /** Where every finished request is told; statistics add themselves. */
   observers: ((o: Observation) => void)[];
+  /** Each domain's upstream queue, its learned limit and the sources' shares of its origin (stepped by the owner's tick). */
+  origin: OriginGuard;
   /** Where every passthrough connection is told once it ended (or failed to reach an upstream): statistics only. */
   passthroughs: ((o: Observation) => void)[];
 }
@@ -43,11 +46,17 @@ export function loggedUpstreams(log: Logger, config: Config): Upstreams {
 export function buildEdge(config: Config, deps: EdgeDeps): Edge {
   const runtime: RuntimeRef = { current: buildRuntime(config) };
   const upstreams = loggedUpstreams(deps.log, config);
-  const filter = createFilter(config, { db: deps.db, log: deps.log, now: deps.now, store: deps.store, bus: deps.bus, secret: deps.secret });
+  // The origin guard and the filter know of each other: the filter asks whether an origin is saturated (attack mode),
+  // the guard reports a source persistently over its share (the filter bans it when its mode allows).
+  const origin = new OriginGuard(config, { now: deps.now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason) });
+  const filter = createFilter(config, {
+    db: deps.db, log: deps.log, now: deps.now, store: deps.store, bus: deps.bus, secret: deps.secret,
+    saturated: (d, t) => origin.takeSaturated(d, t), heavy: (d, source) => origin.heavy(d, source),
+  });
   const detector = filter.detector;
   const observers: ((o: Observation) => void)[] = [(o) => detector.observe(o)];
   const pipeline = new Pipeline({
-    runtime, upstreams, detector, observers,
+    runtime, upstreams, detector, observers, origin,
     guard: {
       get blockList() { return filter.blockList; },
       onConnection: (_socket, source) => detector.onConnection(source),
@@ -69,7 +78,7 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
     if (e.end !== undefined || failed) { const o = passthroughObservation(e); for (const fn of passthroughs) fn(o); }
   };
   filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
-  return { runtime, upstreams, filter, pipeline, listeners, observers, passthroughs };
+  return { runtime, upstreams, filter, pipeline, listeners, observers, passthroughs, origin };
 }
 
 /** A reloaded config (already checked): one new runtime, and the parts that span requests follow it. */

@@ -41,7 +41,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       globals: p.globals.map((g) => ({ t: g.t, g: Array.from(g.g) })),
       counters: filter.snapshot().counters,
       attack: [...filter.detector.knowledge.entries()].map(([name, k]) => [name, { ...k.traffic.state }]),
-      queues: [...pipeline.queues].map(([d, q]) => [d, q.active, q.queued]),
+      queues: [...pipeline.queues].map(([d, q]) => [d, q.active, q.queued, q.limit]),
       requests,
     };
     // pending() hands out the live arrays: copied above, now they may start again from zero.
@@ -49,7 +49,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
     requests = 0;
     return r;
   };
-  const tick = setInterval(() => filter.tick(), TICK_MS);
+  const tick = setInterval(() => { filter.tick(); edge.origin.tick(performance.now()); }, TICK_MS);
   const reporter = setInterval(() => send({ t: 'report', id: 0, r: report() }), REPORT_MS);
   let stopping = false;
 

@@ -31,13 +31,14 @@ export class WorkersView {
     this.seen.set(index, {
       counters: r.counters,
       attack: new Map(r.attack),
-      queues: new Map(r.queues.map(([d, active, queued]) => [d, { active, queued }])),
+      queues: new Map(r.queues.map(([d, active, queued, limit]) => [d, { active, queued, limit: limit ?? 0 }])),
     });
     this.queues.clear();
     for (const s of this.seen.values()) {
       for (const [d, q] of s.queues) {
-        const sum = this.queues.get(d) ?? { active: 0, queued: 0 };
-        this.queues.set(d, { active: sum.active + q.active, queued: sum.queued + q.queued });
+        // Each worker learns its own limit on its share of the traffic: the domain's is their sum.
+        const sum = this.queues.get(d) ?? { active: 0, queued: 0, limit: 0 };
+        this.queues.set(d, { active: sum.active + q.active, queued: sum.queued + q.queued, limit: (sum.limit ?? 0) + (q.limit ?? 0) });
       }
     }
   }

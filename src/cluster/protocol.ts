@@ -34,7 +34,8 @@ export interface WorkerReport {
   /** The filter's monotonic counters (they restart at 0 with the worker: the primary adds up deltas). */
   counters: Record<string, number>;
   attack: [string, AttackState][];
-  queues: [string, number, number][];
+  /** domain, in flight, waiting, the limit the worker's queue holds it to now */
+  queues: [string, number, number, number][];
   requests: number;
 }
 

@@ -67,6 +67,7 @@ export interface Config {
     bufferBodyBytes: number;
     queueTimeoutMs: number;
     maxQueued: number;
+    adaptive: { enabled: boolean; initialLimit: number; minLimit: number };
   };
   pages: { dir: string; brand: string };
   filter: {
@@ -80,6 +81,7 @@ export interface Config {
     repeatHalfLifeHours: number;
     challenge: { enabled: boolean; cookieName: string; trustSeconds: number; maxNetworksPerToken: number };
     nat: { sessionCookies: string[]; maxFactor: number; cookieMaxFactor: number };
+    fairShare: { enabled: boolean; overShareRatio: number; banAfterSeconds: number };
     attack: {
       minRps: number; rateFactor: number; latencyFactor: number; minLatencyMs: number; errorRatio: number;
       enterSeconds: number; exitSeconds: number; learnSeconds: number; tighten: number; suspects: number;
@@ -143,6 +145,11 @@ export const schema = {
     bufferBodyBytes: { doc: 'Request bodies are read at the edge, up to this many bytes, before the request goes upstream (a slow POST then holds no upstream slot); a longer body streams on after them. 0 = stream at once.', format: nat, default: 1024 * 1024 },
     queueTimeoutMs: { doc: 'Longest wait in a domain\'s upstream queue (domains[].maxInflight); then 503 (X-Scrubber: queue-timeout).', format: nat, default: 5000 },
     maxQueued: { doc: 'Most requests waiting in one domain\'s upstream queue; past it the worst-ranked waiter (or the newcomer) gets 503 (X-Scrubber: queue-full).', format: nat, default: 10000 },
+    adaptive: {
+      enabled: { doc: 'Each domain\'s upstream concurrency limit is learned from the origin\'s latency (domains[].maxInflight, when set, is its ceiling); requests beyond it wait in the fair queue. false: only domains with maxInflight are capped, at exactly that.', format: Boolean, default: true },
+      initialLimit: { doc: 'Adaptive limit: requests in flight allowed to a domain\'s upstreams before anything is learned.', format: nat, default: 20 },
+      minLimit: { doc: 'Adaptive limit: it never goes below this (an origin is never starved to fewer requests at once).', format: nat, default: 8 },
+    },
   },
   pages: {
     dir: { doc: 'Folder of proxy-generated pages (502.html, 503.html, 504.html, maintenance.html, <domain>/<status>.html).', format: String, default: 'errors-pages' },
@@ -172,12 +179,17 @@ export const schema = {
       maxFactor: { doc: 'Most the per-source caps (connections, requests in flight) and rule allowances are multiplied by, for the people seen behind one address.', format: nat, default: 32 },
       cookieMaxFactor: { doc: 'Most the site\'s own session cookies alone (unverifiable: a client can make them up) may multiply them by; challenge cookies are signed and count up to maxFactor.', format: nat, default: 8 },
     },
+    fairShare: {
+      enabled: { doc: 'While a domain\'s origin is saturated, a source using many times the origin time of a typical source waits behind the others in the upstream queue, and one that keeps at it is banned (rule "fair-share").', format: Boolean, default: true },
+      overShareRatio: { doc: 'Fair share: a source over this multiple of the typical source\'s origin time (last 20 s) is over its share; at half of it, it loses its place among sources with a history.', format: Number, default: 4 },
+      banAfterSeconds: { doc: 'Fair share: a source over its share this long while the origin stays saturated is banned (in auto mode: while the domain is under attack).', format: nat, default: 15 },
+    },
     attack: {
       minRps: { doc: 'Attack mode (auto): a domain below this many requests/s is never under attack by rate.', format: Number, default: 20 },
       rateFactor: { doc: 'Attack mode: request rate above this multiple of the learned baseline is a sign of attack.', format: Number, default: 4 },
       latencyFactor: { doc: 'Attack mode: mean upstream latency above this multiple of the baseline (and above minLatencyMs) is a sign of attack.', format: Number, default: 4 },
-      minLatencyMs: { doc: 'Attack mode: latency below this is never a sign of attack.', format: Number, default: 500 },
-      errorRatio: { doc: 'Attack mode: share of requests failing upstream (503/504, timeouts, refused, queue refusals), or waiting in the domain\'s upstream queue, that is a sign of attack.', format: Number, default: 0.3 },
+      minLatencyMs: { doc: 'Attack mode: upstream latency below this is never a sign of attack by latency alone (a saturated origin is judged against its own unloaded latency by the adaptive limit, whatever this).', format: Number, default: 500 },
+      errorRatio: { doc: 'Attack mode: share of requests failing upstream (503/504, timeouts, refused, queue refusals; at least 3 in a second) that is a sign of attack; with limits.adaptive off, also the share waiting in a fixed maxInflight queue. A healthy origin fails far below 1%; one in ten is an origin overloaded or broken.', format: Number, default: 0.1 },
       enterSeconds: { doc: 'Attack mode starts after this many consecutive seconds with a sign of attack.', format: nat, default: 2 },
       exitSeconds: { doc: 'Attack mode ends after this many consecutive calm seconds.', format: nat, default: 60 },
       learnSeconds: { doc: 'Time constant of the learned baseline (rate, latency); the first min(learnSeconds, 30) s only learn.', format: nat, default: 300 },

@@ -210,6 +210,9 @@ export function validateStructure(cfg: Config): string[] {
   for (const k of ['maxHeaderCount', 'maxHeaderBytes', 'headerTimeoutMs', 'requestTimeoutMs', 'idleTimeoutMs'] as const) {
     if (cfg.limits[k] === 0) problems.push(`limits.${k}: must be at least 1`);
   }
+  const ad = cfg.limits.adaptive;
+  if (ad.minLimit < 1) problems.push('limits.adaptive.minLimit: must be at least 1');
+  if (ad.initialLimit < ad.minLimit) problems.push(`limits.adaptive.initialLimit: must be at least limits.adaptive.minLimit (${ad.minLimit})`);
   if (cfg.limits.headerTimeoutMs > cfg.limits.requestTimeoutMs) problems.push(`limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (${cfg.limits.requestTimeoutMs})`);
   if (!isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
   if (cfg.upstream.caFile) { try { fs.accessSync(cfg.upstream.caFile, fs.constants.R_OK); } catch { problems.push(`upstream.caFile: cannot read ${cfg.upstream.caFile}`); } }

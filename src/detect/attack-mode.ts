@@ -2,8 +2,18 @@
 // latency) and switch filtering on when it departs from it, with hysteresis
 // so it does not flap. An upstream that starts failing (503/504, timeouts,
 // refused connections) is a sign of attack by itself, and tightens the filter.
-// So is a domain whose requests wait in its upstream queue (domains[].maxInflight):
-// the queue keeps the origin from failing, so failures alone would never show it.
+// So is a saturated origin: requests waiting behind the domain's adaptive limit
+// while the origin answers well above its own unloaded latency
+// (limits/adaptive-limit.ts). That sign needs no learned baseline and no
+// capacity from the operator, so a proxy started in the middle of an attack
+// engages by itself; the queue keeps the origin from failing, so failures
+// alone would never show it. A flash crowd the origin can serve does not
+// saturate it (latency stays near its unloaded latency, or nothing waits);
+// one that overloads it for a moment is told from a flood by its kind: the
+// sources waiting fetch pages with their assets at a person's pace, as
+// people's browsers do (a bot that fetches assets but never pauses does not).
+// With no adaptive limit (limits.adaptive.enabled false), a domain with a
+// fixed maxInflight whose requests wait in its queue is the same sign.
 // stepAttack is pure: one second of counts in, the new state out.
 
 export interface AttackParams {
@@ -51,7 +61,16 @@ export interface Sample {
   /** Requests that had to wait in the domain's upstream queue (it was at maxInflight). */
   queued: number;
   seconds: number;
+  /** The origin was saturated over this second (its adaptive limit says so); null: the domain has no adaptive limit. */
+  saturated?: boolean | null;
+  /** Of `queued`, requests of sources that had fetched a page and its assets at a person's pace (their score low): people browsing. */
+  queuedBrowsing?: number;
 }
+
+/** Fewer upstream failures than this in a second are chance, whatever their share (one 503 in five requests). */
+const MIN_FAILURES = 3;
+/** A saturated second is a crowd, not an attack, when at least this share of the requests that waited came from sources browsing like people. */
+const BROWSING_SHARE = 0.5;
 
 export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, reason: '' });
 
@@ -69,8 +88,14 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   // A latency baseline needs some calm traffic first; before that only minLatencyMs counts.
   const latencyLine = Math.max(p.minLatencyMs, st.learned > 0 ? p.latencyFactor * st.baselineLatencyMs : 0);
   const latencyHot = s.answered >= 5 && latency > latencyLine;
-  const failing = s.requests >= 5 && s.upstreamErrors / s.requests >= p.errorRatio;
-  const crowded = s.requests >= 5 && s.queued / s.requests >= p.errorRatio;
+  const failing = s.requests >= 5 && s.upstreamErrors >= MIN_FAILURES && s.upstreamErrors / s.requests >= p.errorRatio;
+  // With an adaptive limit, waiting alone proves nothing (the limit may still be growing towards a flash crowd):
+  // the limit's own judgement (waiting and slow) replaces it. A saturated origin whose waiting demand mostly comes
+  // from sources that fetch pages with their assets is a crowd of people (new visitors arriving at once): the fair
+  // queue serves them in turn, and a challenge would only send each of them a redirect. Sources that browse like
+  // people but take more than their share of the origin are the fair share's to deal with, not attack mode's.
+  const browsing = s.queued >= 5 && (s.queuedBrowsing ?? 0) >= BROWSING_SHARE * s.queued;
+  const crowded = s.saturated != null ? s.saturated && !browsing : s.requests >= 5 && s.queued / s.requests >= p.errorRatio;
   const hot = rateHot || latencyHot || failing || crowded;
   const out: Step = { entered: false, exited: false, failingStarted: false };
 
@@ -79,7 +104,7 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   if (!st.under && st.hot >= p.enterSeconds) {
     st.under = true;
     st.since = now;
-    st.reason = failing ? 'upstream failing' : crowded ? 'upstream at capacity (requests queued)' : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
+    st.reason = failing ? 'upstream failing' : crowded ? (s.saturated ? 'origin saturated (requests waiting, latency far above its unloaded latency)' : 'upstream at capacity (requests queued)') : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
     out.entered = true;
   } else if (st.under && st.calm >= p.exitSeconds) {
     st.under = false;
@@ -108,13 +133,14 @@ export class DomainTraffic {
   latencySumMs = 0;
   upstreamErrors = 0;
   queued = 0;
+  queuedBrowsing = 0;
   readonly state: AttackState;
 
   constructor(state: AttackState = newAttackState()) { this.state = state; }
 
-  take(seconds: number): Sample {
-    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, queued: this.queued, seconds };
-    this.requests = this.answered = this.latencySumMs = this.upstreamErrors = this.queued = 0;
+  take(seconds: number, saturated: boolean | null = null): Sample {
+    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, queued: this.queued, seconds, saturated, queuedBrowsing: this.queuedBrowsing };
+    this.requests = this.answered = this.latencySumMs = this.upstreamErrors = this.queued = this.queuedBrowsing = 0;
     return s;
   }
 }

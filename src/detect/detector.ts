@@ -5,14 +5,10 @@
 // domain (attack-mode.ts) is stepped by tick(). Time comes from the injected
 // clock, so every decision here can be tested on a fake one.
 import type { Config, DomainConfig } from '../config/schema.ts';
-import type { Logger } from '../log.ts';
 import type { RequestHead } from '../http/head.ts';
 import type { Observation } from '../observe/observation.ts';
 import { isQueueRefusal, upstreamInTrouble } from '../observe/observation.ts';
 import type { Decisions } from '../decisions/decisions.ts';
-import type { Challenge } from '../challenge/challenge.ts';
-import type { Answer } from '../respond/reply.ts';
-import type { FilterStore } from '../store/filter-store.ts';
 import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
 import { applyEvents, enforcedOverflow, fills, newPending, newVerdict, scaleOf } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
@@ -25,20 +21,9 @@ import { Counters } from './counters.ts';
 import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
 import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
 
-export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge'; answer: Answer } | { kind: 'refuse'; answer: Answer }; // refuse: drop, after a 429
-const PASS: Verdict = { kind: 'pass' };
-const DROP: Verdict = { kind: 'drop' };
+import { PASS, DROP, SLOW_CODES, LEARNED_SAVE_MS, CHALLENGE_GRACE_MS, NAT_GRACE_MS, type Verdict, type DetectorDeps } from './verdict.ts';
 
-/** Client errors that mean "too slow" (slowloris); those from the parser mean "not HTTP"; the rest (resets) are ordinary. */
-const SLOW_CODES = new Set(['HPE_HEADERS_TIMEOUT', 'ERR_HTTP_REQUEST_TIMEOUT']);
-/** How often what was learned of each domain's traffic is saved (and on close): a crash loses at most this much learning. */
-const LEARNED_SAVE_MS = 60_000;
-/** A browser follows the challenge's 302 within this; until then the source's other newcomers ignored nothing. */
-const CHALLENGE_GRACE_MS = 1000;
-/** How long, from an attack's start, a source with a history is not banned by attack rules while its people are counted. */
-const NAT_GRACE_MS = 15_000;
-
-export interface DetectorDeps { decisions: Decisions; challenge: Challenge; store: FilterStore; log: Logger; now: () => number }
+export type { Verdict, DetectorDeps };
 
 export class Detector {
   private cfg: Config['filter'];
@@ -110,8 +95,8 @@ export class Detector {
     const k = o.domain !== null ? this.knowledge.of(o.domain) : null;
     if (k) {
       const t = k.traffic;
-      // Latency as the proxy and the application add it (queue and upstream), not the client's own upload time.
-      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.queuedMs + o.upstreamMs; }
+      // The application's latency: not the client's upload, nor our queue (waiting is judged with latency by the adaptive limit).
+      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.upstreamMs; }
       if (upstreamInTrouble(o)) t.upstreamErrors++;
       if (o.queuedMs > 0) t.queued++;
       // The filter's own answers say nothing new about the source.
@@ -137,6 +122,8 @@ export class Detector {
     }
     const goodLine = 0.3 * this.cfg.scoreThreshold;
     answerEvents(o, s, k, p, s.goodSince > 0 && s.score < goodLine);
+    // A request that waited, of a source that fetched a page and assets at a person's pace (score low, a modest share of the origin): a crowd.
+    if (o.queuedMs > 0 && s.pages > 0 && s.assets > 0 && s.score < goodLine && this.d.heavy?.(o.domain!, o.source) !== true) k.traffic.queuedBrowsing++;
     if (this.evaluate(o.source, s, now, o.domain)) return;
     // A source that loaded a page and its assets without raising its score has a history: under a later attack it passes unchallenged.
     if (s.goodSince === 0 && s.pages >= 1 && s.assets >= 2 && s.score < goodLine) s.goodSince = now;
@@ -266,7 +253,7 @@ export class Detector {
       this.lastStep = now;
       for (const [name, k] of this.knowledge.entries()) {
         const t = k.traffic;
-        const step = stepAttack(t.state, t.take(secs), this.cfg.attack, now);
+        const step = stepAttack(t.state, t.take(secs, this.d.saturated?.(name, now) ?? null), this.cfg.attack, now);
         if (step.entered) { this.counters.attacksStarted++; this.d.log.warn({ domain: name, reason: t.state.reason }, 'domain under attack: filtering on'); }
         if (step.exited) this.d.log.info({ domain: name }, 'attack over: filtering relaxed');
         if (step.entered || step.exited) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null);

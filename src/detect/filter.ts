@@ -13,6 +13,9 @@ import type { AttackState } from './attack-mode.ts';
 import type { Detector } from './detector.ts';
 import { sharedOptions } from './shared-address.ts';
 
+/** A fair-share ban's base time (the blacklist clamps and grows it like any other): as long as a flood's. */
+const FAIR_SHARE_BAN_SECONDS = 1800;
+
 /** What statistics and the dashboard read from the filter. */
 export interface FilterSnapshot {
   blacklistSize: number;
@@ -30,6 +33,7 @@ export interface FilterParts {
   store: FilterStore;
   log: Logger;
   now: () => number;
+  mode: Config['filter']['mode'];
 }
 
 export class Filter {
@@ -40,6 +44,7 @@ export class Filter {
   private readonly now: () => number;
   private lastFlush: number;
   private lastExpire = 0;
+  private mode: Config['filter']['mode'];
 
   constructor(p: FilterParts) {
     this.detector = p.detector;
@@ -48,6 +53,7 @@ export class Filter {
     this.log = p.log;
     this.now = p.now;
     this.lastFlush = p.now();
+    this.mode = p.mode;
   }
 
   get blockList(): net.BlockList { return this.decisions.blacklist.blockList; }
@@ -67,6 +73,19 @@ export class Filter {
   whitelistEntry(text: string): WhitelistEntry | undefined { return this.decisions.whitelistEntry(text); }
   addWhitelist(range: ParsedRange, note: string): WhitelistEntry { return this.decisions.addWhitelist(range, note, this.now()); }
   removeWhitelist(text: string): boolean { return this.decisions.removeWhitelist(text); }
+
+  /**
+   * A source persistently over its share of a saturated origin (limits/origin-guard.ts): banned like a rule that is
+   * enforced in attack — never in mode off, in auto only while the domain is under attack; never a whitelisted one.
+   * Whatever its headers and cookies: taking the origin from everyone else is the offence.
+   */
+  banOverShare(source: string, domain: string, reason: string): boolean {
+    if (this.mode === 'off' || this.decisions.has(source) || this.decisions.isWhitelisted(source)) return false;
+    if (this.mode === 'auto' && this.attackState(domain)?.under !== true) return false;
+    this.detector.forget(source);
+    this.decisions.ban(source, 'fair-share', reason, FAIR_SHARE_BAN_SECONDS, this.now());
+    return true;
+  }
 
   snapshot(): FilterSnapshot {
     const c = this.detector.counters;
@@ -89,6 +108,7 @@ export class Filter {
 
   reconfigure(config: Config): void {
     const f = config.filter;
+    this.mode = f.mode;
     this.detector.reconfigure(config);
     this.detector.shared.reconfigure(sharedOptions(config));
     this.decisions.reconfigure({ repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources }, f.whitelist, this.now());

@@ -109,6 +109,10 @@ export class AdaptiveLimit {
   private sat = false;
   private lastSaturatedAt: number | null = null;
   private windows = 0;
+  /** Windows judged for saturation (outside probes), and those found saturated: a caller that steps once a second
+   *  reads the share of its second that was saturated, which one slow window (a pause, a burst) cannot fake. */
+  judgedWindows = 0;
+  saturatedWindows = 0;
 
   private winStart: number | null = null;
   private rtts: number[] = [];
@@ -155,7 +159,10 @@ export class AdaptiveLimit {
 
   /** The explicit ceiling changed (config reload). */
   setMaxLimit(max: number): void {
+    // A limit held down by the old ceiling was never learned: a raised ceiling lets it up at once (to the start value at most).
+    const pinned = this.estimate >= this.opts.maxLimit;
     this.opts.maxLimit = Math.max(this.opts.minLimit, max);
+    if (pinned) this.estimate = Math.max(this.estimate, this.opts.initialLimit);
     this.estimate = Math.min(this.estimate, this.opts.maxLimit);
   }
 
@@ -228,7 +235,8 @@ export class AdaptiveLimit {
     // A probe's windows say nothing about the demand: saturation is judged outside them.
     if (this.probeStart === null) {
       const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + o.slackMs;
-      if (binding && (slow || dropRatio > o.dropShare)) this.lastSaturatedAt = now;
+      this.judgedWindows++;
+      if (binding && (slow || dropRatio > o.dropShare)) { this.lastSaturatedAt = now; this.saturatedWindows++; }
       this.sat = this.lastSaturatedAt !== null && now - this.lastSaturatedAt <= o.saturatedHoldMs;
     }
 

@@ -9,7 +9,15 @@
 //   - by class first: sources with a history of browsing (class 0) before
 //     unknown ones (1), before suspicious ones (2);
 //   - then round robin between the sources of a class, so a flooder with 24
-//     requests waiting goes no faster than a visitor with one.
+//     requests waiting goes no faster than a visitor with one;
+//   - among sources with a history (class 0), with a usage measure (each
+//     source's recent origin time, FairShare), the next source is the least
+//     used of the first PICK_AMONG in line: people who ask the origin for
+//     little go before sources that each ask for a lot (browser-perfect bots
+//     outnumbering the people), to whom a per-source round robin would give
+//     most turns. An approximation of weighted fair queueing that costs a few
+//     lookups per dispatch, not a sorted heap. Not among unknown sources: a
+//     newcomer's zero says nothing (a rotating flood is all newcomers).
 // A request waits at most timeoutMs; a full queue makes room for a better
 // class by refusing the waiter of the worst class whose turn is next.
 //
@@ -28,6 +36,8 @@ export interface Waiter {
 }
 
 export const CLASSES = 3;
+/** The next source is the least used among this many at the head of its class's line. */
+export const PICK_AMONG = 8;
 
 export class UpstreamQueue {
   /** Most requests in flight to the upstreams; 0 = no cap (nothing ever waits). */
@@ -39,10 +49,14 @@ export class UpstreamQueue {
   /** Per class: source → its waiters, oldest first. A Map keeps insertion order: the first key is next in turn. */
   private readonly classes: Map<string, Waiter[]>[] = Array.from({ length: CLASSES }, () => new Map());
 
-  constructor(limit: number, timeoutMs: number, maxQueued: number) {
+  /** A source's recent use of the origin (ms); null: plain round robin. */
+  private readonly usage: ((source: string) => number) | null;
+
+  constructor(limit: number, timeoutMs: number, maxQueued: number, usage: ((source: string) => number) | null = null) {
     this.limit = limit;
     this.timeoutMs = timeoutMs;
     this.maxQueued = maxQueued;
+    this.usage = usage;
   }
 
   /** True when a request may go now without waiting (the caller then owes one leave()). */
@@ -82,6 +96,12 @@ export class UpstreamQueue {
     this.pump();
   }
 
+  /** The limit moved (the adaptive limit learned a new one): a raised one lets waiters go at once. */
+  setLimit(limit: number): void {
+    this.limit = limit;
+    this.pump();
+  }
+
   /** A waiter whose client went away: out of the queue, nothing called. */
   cancel(w: Waiter): void { if (w.waiting) this.remove(w); }
 
@@ -106,10 +126,11 @@ export class UpstreamQueue {
 
   /** Takes the next waiter in turn: best class, the source whose turn it is, its oldest request. */
   private next(): Waiter | null {
-    for (const m of this.classes) {
-      const first = m.entries().next();
-      if (first.done) continue;
-      const [source, list] = first.value;
+    for (let c = 0; c < CLASSES; c++) {
+      const m = this.classes[c];
+      if (m.size === 0) continue;
+      const source = c === 0 ? this.pick(m) : m.keys().next().value!;
+      const list = m.get(source)!;
       const w = list.shift()!;
       // The source goes to the back of the line; a source with nothing left leaves it.
       m.delete(source);
@@ -118,6 +139,21 @@ export class UpstreamQueue {
       return w;
     }
     return null;
+  }
+
+  /** The source whose turn it is: the first in line, or the least used of the first PICK_AMONG (first wins ties). */
+  private pick(m: Map<string, Waiter[]>): string {
+    const keys = m.keys();
+    let best = keys.next().value!;
+    if (this.usage === null || m.size === 1) return best;
+    let least = this.usage(best);
+    for (let k = 1; k < PICK_AMONG; k++) {
+      const n = keys.next();
+      if (n.done) break;
+      const u = this.usage(n.value);
+      if (u < least) { least = u; best = n.value; }
+    }
+    return best;
   }
 
   /** The waiter next in turn in the worst class that is worse than `cls` (its source's oldest request), or null. */

@@ -9,7 +9,7 @@ import type { Observation } from '../observe/observation.ts';
 import type { Pages } from '../respond/pages.ts';
 import type { BodyBudget } from '../limits/budget.ts';
 import type { InflightCounter } from '../limits/inflight.ts';
-import type { UpstreamQueue } from '../limits/upstream-queue.ts';
+import type { DomainOrigin, OriginGuard } from '../limits/origin-guard.ts';
 import type { RuntimeRef } from './runtime.ts';
 
 export interface FlowContext {
@@ -21,6 +21,7 @@ export interface FlowContext {
   readonly perSource: InflightCounter;
   readonly tunnels: Tunnels;
   inFlight: number;
-  queueFor(domain: DomainConfig): UpstreamQueue;
+  readonly origin: OriginGuard;
+  originFor(domain: DomainConfig): DomainOrigin;
   observe(o: Observation): void;
 }

@@ -5,8 +5,11 @@
 // Plain requests and upgrades take the same steps; only the last one differs
 // (a streamed response, or a tunnel). Stages decide (pure functions, the
 // detector's verdict); the flow enforces, and answers through its Reply.
-// The slots a request holds (POST budget, per-source cap, queue) are given
-// back exactly once, in release(), whatever way the request ends.
+// The slots a request holds (POST budget, per-source cap) are given back
+// exactly once, in release(), whatever way the request ends; its place in the
+// domain's upstream limit (`slot`) exactly once too: at the upstream's response
+// headers (upstreamAnswered), at its failure (forwarded), or when it outlived
+// every answer (outlived) — each a sample for the origin guard but the last.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable, Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -15,7 +18,8 @@ import type { RequestHead } from '../http/head.ts';
 import type { Answer, Reply } from '../respond/reply.ts';
 import type { Outcome, ProxyReason } from '../observe/observation.ts';
 import type { ForwardOutcome } from '../upstream/forward.ts';
-import type { UpstreamQueue, Waiter } from '../limits/upstream-queue.ts';
+import type { Waiter } from '../limits/upstream-queue.ts';
+import type { DomainOrigin } from '../limits/origin-guard.ts';
 import type { FlowContext } from './context.ts';
 import type { Runtime } from './runtime.ts';
 import { checkRequest } from '../http/hygiene.ts';
@@ -45,7 +49,9 @@ export class RequestFlow {
   private readonly started = performance.now();
   private domain: DomainConfig | null = null;
   private host = '';
-  private queue: UpstreamQueue | null = null;
+  private origin: DomainOrigin | null = null;
+  /** Holds a place in the domain's upstream queue: given back at the upstream's response headers, or when it fails. */
+  private slot = false;
   private declared = 0;
   private holding = false;
   private meter: BodyMeter | null = null;
@@ -54,7 +60,8 @@ export class RequestFlow {
   private settled = false;
   private queuedAt = 0;
   private queuedMs = 0;
-  private sentAt = 0;
+  /** performance.now() when it went upstream (the origin guard reads it: see outlived). */
+  sentAt = 0;
 
   constructor(p: FlowContext, head: RequestHead, req: IncomingMessage, reply: Reply, res: ServerResponse | null, upgrade: { socket: Duplex; head: Buffer } | null) {
     this.p = p;
@@ -121,7 +128,7 @@ export class RequestFlow {
     this.holding = true;
     // Upgrades hold their per-source slot until the upstream answers the handshake; the tunnel then holds none.
     if (this.res === null) return this.forwardUpgrade();
-    const queue = this.queue = this.p.queueFor(domain);
+    const queue = (this.origin = this.p.originFor(domain)).queue;
     // The common case, no body and room upstream: straight on, nothing more allocated.
     if (declared === 0 && queue.tryEnter()) return this.forward(null);
     // From here the request may wait (for its body, for its turn): a client that leaves meanwhile frees everything.
@@ -151,10 +158,12 @@ export class RequestFlow {
 
   /** Takes a place in the domain's upstream queue, fair between sources and ordered by their standing. */
   private enterQueue(body: Body): void {
-    const queue = this.queue!;
+    const queue = this.origin!.queue;
     if (queue.tryEnter()) { this.res!.off('close', this.gone); return this.forward(body); }
     this.queuedAt = performance.now();
-    this.waiter = queue.wait(this.head.source, this.p.detector.rank(this.head.source),
+    // A source over its share of a saturated origin waits behind the others, whatever its standing.
+    const source = this.head.source;
+    this.waiter = queue.wait(source, Math.max(this.p.detector.rank(source), this.p.origin.rankFloor(this.origin!, source)),
       () => { this.waited(); this.forward(body); },
       (why) => {
         this.waited();
@@ -174,17 +183,36 @@ export class RequestFlow {
     const { head, domain } = this;
     const config = this.rt.config;
     this.sentAt = performance.now();
+    this.slot = true;
+    this.origin!.holders.add(this);
     forward({
       req: this.req, res: this.res!, path: head.url, method: head.method, headers: this.upstreamHeaders(false), body,
       responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
-      replaceErrorPages: domain!.proxyErrorPages, finishOnClientAbort: domain!.maxInflight > 0,
+      replaceErrorPages: domain!.proxyErrorPages, finishOnClientAbort: this.origin!.queue.limit > 0, listener: this,
     }, this.p.upstreams.groups.get(domain!.name)!, this.forwarded);
+  }
+
+  /** The upstream answered: its work is done, so the slot goes to the next waiter (a long body or a stream then holds
+   *  none), and the time it took is a sample of the origin's latency. An application's 503/504 says it is overloaded. */
+  upstreamAnswered(status: number): void {
+    if (!this.slot) return;
+    this.slot = false;
+    this.origin!.holders.delete(this);
+    this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, status === 503 || status === 504);
+    this.origin!.queue.leave();
   }
 
   private readonly forwarded = (out: ForwardOutcome, sendPage: boolean): void => {
     const bytesIn = this.head.headBytes + (this.meter?.bytes ?? 0);
     this.release();
-    this.queue!.leave();
+    if (this.slot) {
+      // No answer came: a timeout, a refused or reset connection is the origin failing; a client that left is not.
+      this.slot = false;
+      this.origin!.holders.delete(this);
+      const e = out.upstreamError;
+      if (e === 'timeout' || e === 'connect' || e === 'reset') this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, true);
+      this.origin!.queue.leave();
+    }
     if (sendPage && out.proxyReason) {
       const close = this.meter !== null && !this.req.complete;
       void this.reply.send({ status: out.status, reason: out.proxyReason, page: true, close }, this.domain!.name).catch(() => this.reply.destroy());
@@ -192,6 +220,15 @@ export class RequestFlow {
     }
     this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
   };
+
+  /** Waited for its answer far longer than the origin answers (a long poll, a long job): it gives its place in the
+   *  limit back while it goes on (OriginGuard.tick), and its answer, whenever it comes, is no latency sample. */
+  outlived(): void {
+    if (!this.slot) return;
+    this.slot = false;
+    this.origin!.holders.delete(this);
+    this.origin!.queue.leave();
+  }
 
   private forwardUpgrade(): void {
     const config = this.rt.config;
@@ -218,7 +255,7 @@ export class RequestFlow {
   /** The client left while its body was read or its turn awaited. */
   private onGone(): void {
     this.buffering?.cancel();
-    if (this.waiter) this.queue!.cancel(this.waiter);
+    if (this.waiter) this.origin!.queue.cancel(this.waiter);
     this.release();
     this.observe('proxy', 0, this.head.headBytes + (this.meter?.bytes ?? 0), 0, null);
   }

@@ -14,7 +14,8 @@ import { Pages } from '../respond/pages.ts';
 import { HttpReply, SocketReply } from '../respond/reply.ts';
 import { BodyBudget } from '../limits/budget.ts';
 import { InflightCounter } from '../limits/inflight.ts';
-import { UpstreamQueue } from '../limits/upstream-queue.ts';
+import type { UpstreamQueue } from '../limits/upstream-queue.ts';
+import type { DomainOrigin, OriginGuard } from '../limits/origin-guard.ts';
 import { headOf } from '../http/head.ts';
 import { RequestFlow } from './flow.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
@@ -27,6 +28,8 @@ export interface PipelineDeps {
   /** Where every finished request is told (detection, statistics). */
   observers: ((o: Observation) => void)[];
   guard: ConnectionGuard;
+  /** Each domain's upstream queue, its learned limit and the sources' shares of its origin. */
+  origin: OriginGuard;
 }
 
 /** What the listeners ask before a connection becomes requests (layer 4). */
@@ -47,8 +50,9 @@ export class Pipeline implements FlowContext {
   readonly budget: BodyBudget;
   /** Requests in flight to the upstream per source (limits.maxInflightPerSource). */
   readonly perSource: InflightCounter;
-  /** Per domain: requests in flight to its upstreams, and those waiting their turn (domains[].maxInflight). */
-  readonly queues = new Map<string, UpstreamQueue>();
+  /** Per domain: requests in flight to its upstreams, and those waiting their turn (for statistics and the admin API). */
+  readonly queues: ReadonlyMap<string, UpstreamQueue>;
+  readonly origin: OriginGuard;
   /** Open upgrade tunnels, so that shutdown can close them. */
   readonly tunnels = new Tunnels();
   /** Requests between their head and their observation: nothing may leak (tests check it after aborts). */
@@ -63,6 +67,8 @@ export class Pipeline implements FlowContext {
     this.detector = deps.detector;
     this.observers = deps.observers;
     this.filter = deps.guard;
+    this.origin = deps.origin;
+    this.queues = deps.origin.queues;
     const config = deps.runtime.current.config;
     this.pages = new Pages(config.pages.dir, config.pages.brand);
     this.budget = new BodyBudget(config.limits.postBudgetBytes);
@@ -92,23 +98,11 @@ export class Pipeline implements FlowContext {
     this.pages.configure(config.pages.dir, config.pages.brand);
     this.budget.limit = config.limits.postBudgetBytes;
     this.perSource.limit = config.limits.maxInflightPerSource;
-    // A removed domain's queue keeps counting its last requests out, with no cap.
-    for (const [name, q] of this.queues) {
-      const d = config.domains.find((x) => x.name === name);
-      q.reconfigure(d?.maxInflight ?? 0, config.limits.queueTimeoutMs, config.limits.maxQueued);
-    }
+    this.origin.reconfigure(config);
   }
 
-  /** The domain's upstream queue, made on first use. */
-  queueFor(domain: DomainConfig): UpstreamQueue {
-    let q = this.queues.get(domain.name);
-    if (!q) {
-      const l = this.runtime.current.config.limits;
-      q = new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued);
-      this.queues.set(domain.name, q);
-    }
-    return q;
-  }
+  /** The domain's queue, limit and shares, made on first use. */
+  originFor(domain: DomainConfig): DomainOrigin { return this.origin.of(domain); }
 
   /** Shutdown: every tunnel goes (they have no request to finish). */
   closeTunnels(): void {

@@ -27,7 +27,8 @@ const DOMAIN_COUNTERS: [string, string, number][] = [
 ];
 
 /** What is read of a domain's upstream queue (one process's queue, or the sum over the workers). */
-export interface QueueView { readonly active: number; readonly queued: number }
+/** limit: what the queue holds its domain to now (learned, or maxInflight; 0 = none). */
+export interface QueueView { readonly active: number; readonly queued: number; readonly limit?: number }
 
 export interface MetricsDeps { recorder: Recorder; filter: FilterView; upstreams: Upstreams; queues: ReadonlyMap<string, QueueView> }
 

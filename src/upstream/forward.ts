@@ -56,6 +56,8 @@ export interface ForwardRequest {
   sendTimeoutMs?: number;
   /** Called when the send deadline cuts a client, also after `done` (the upstream part may be over by then). */
   onSlowReader?: () => void;
+  /** Told when the upstream's response headers arrive: the origin's part is done (an object, so nothing is bound per request). */
+  listener?: { upstreamAnswered(status: number): void };
 }
 
 const REPLACEABLE = new Set([502, 503, 504]);
@@ -203,6 +205,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     if (statusCode < 200 || this.finished) return; // 1xx interim responses are not relayed
     this.stopResponseTimer();
+    this.fr.listener?.upstreamAnswered(statusCode);
     if (this.clientGone) {
       // The client left while the upstream worked on its request: the slot is free now, the answer goes nowhere.
       this.upstream.report(true);

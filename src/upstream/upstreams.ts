@@ -152,9 +152,11 @@ export class Upstreams {
     this.groups = groups;
   }
 
+  /** Shutdown, after the listeners drained: what is still in flight upstream has no client left to answer (a request
+   *  kept running for its application's sake, see finishOnClientAbort), so it is cut rather than awaited. */
   async close(): Promise<void> {
     for (const u of this.byKey.values()) u.stopChecks();
-    await Promise.all([...this.byKey.values()].map((u) => u.pool.close().catch(() => {})));
+    await Promise.all([...this.byKey.values()].map((u) => u.pool.destroy().catch(() => {})));
     this.byKey.clear();
   }
 }

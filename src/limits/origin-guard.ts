@@ -1,0 +1,239 @@
+// What stands between the sources and each domain's origin: its upstream queue
+// (fair between sources, ordered by standing), the concurrency limit of that
+// queue learned from the origin's latency (AdaptiveLimit, on by default, with
+// domains[].maxInflight as its ceiling), and each source's share of the
+// origin's time (FairShare).
+//
+// Why together: they are fed by the same event — the origin answered (or
+// failed) a request, after so many ms, with so many in flight and so many
+// waiting — and they answer the questions of the same moments: may a request
+// go now (the queue, whose limit follows the learned one), where does a
+// waiting one stand (a source over its share of a saturated origin goes
+// behind the others), is the origin saturated (a sign of attack that needs no
+// history: attack mode asks once a second), and is a source persistently over
+// its share (it is banned — the filter decides whether now).
+//
+// Sockets and timers stay at the edges: the flow reports samples, the queue
+// keeps its own timeouts; every decision here takes its time from the
+// injected clock, so it can be stepped on a fake one.
+//
+// Memory: per domain, one AdaptiveLimit window and a FairShare bounded to
+// SHARE_SOURCES sources (least recently seen evicted).
+import type { Config, DomainConfig } from '../config/schema.ts';
+import { AdaptiveLimit } from './adaptive-limit.ts';
+import { UpstreamQueue } from './upstream-queue.ts';
+import { FairShare, type ShareVerdict } from '../detect/fair-share.ts';
+
+/** Sources whose origin time each domain remembers (about 0.5 KB each). */
+const SHARE_SOURCES = 20_000;
+/** The learned limit's ceiling when domains[].maxInflight gives none. */
+const MAX_LEARNED = 1000;
+/** A request in flight this long without an answer (and 10 × what answers take now) gives its place in the limit
+ *  back while requests wait: long polls and long jobs must not hold a domain's limit, nor be read as latency. */
+const OUTLIVED_MIN_MS = 1000;
+const OUTLIVED_FACTOR = 10;
+
+/** A request holding a place in a domain's limit (the flow), as the guard sees it. */
+export interface SlotHolder {
+  /** performance.now() when it was sent upstream. */
+  readonly sentAt: number;
+  /** Gives its place back now; it goes on without one. */
+  outlived(): void;
+}
+
+/** A second is saturated when at least this share of its judged windows was. */
+const SATURATED_SHARE = 0.5;
+
+export interface OriginGuardDeps {
+  now: () => number;
+  /** A source over its share of a saturated origin for banAfterSeconds: ban it (the filter decides whether it may now). */
+  onOverShare: (source: string, domain: string, reason: string) => void;
+}
+
+/** One domain's queue, learned limit and shares. */
+export class DomainOrigin {
+  readonly name: string;
+  readonly queue: UpstreamQueue;
+  /** null: limits.adaptive is off (the queue holds domains[].maxInflight, or nothing). */
+  limit: AdaptiveLimit | null = null;
+  readonly share: FairShare;
+  /** Requests holding a place in the limit now (the flows add and remove themselves). */
+  readonly holders = new Set<SlotHolder>();
+  /** The limit's window counters when attack mode last asked (see takeSaturated). */
+  private judgedSeen = 0;
+  private saturatedSeen = 0;
+  /** domains[].maxInflight, 0 when none: the learned limit's ceiling. */
+  ceiling = 0;
+
+  constructor(name: string, queue: UpstreamQueue, share: FairShare) {
+    this.name = name;
+    this.queue = queue;
+    this.share = share;
+  }
+
+  /** The origin is saturated now (held a little: the queue order does not flap between windows). */
+  saturatedAt(now: number): boolean { return this.limit !== null && this.limit.saturatedAt(now); }
+
+  /**
+   * Whether the origin was saturated since the last call (attack mode steps once a second): most of the windows
+   * judged in between were, or — with too little traffic to close a window — the limit still says so. null: no
+   * adaptive limit.
+   */
+  takeSaturated(now: number): boolean | null {
+    const l = this.limit;
+    if (!l) return null;
+    const judged = l.judgedWindows - this.judgedSeen, sat = l.saturatedWindows - this.saturatedSeen;
+    this.judgedSeen = l.judgedWindows;
+    this.saturatedSeen = l.saturatedWindows;
+    const saturated = judged > 0 ? sat >= SATURATED_SHARE * judged : l.saturatedAt(now);
+    // Held at the operator's ceiling (domains[].maxInflight), waiting is demand beyond the capacity they declared:
+    // attack mode then judges the share of requests that waited, as with a fixed limit.
+    if (saturated) return true;
+    return this.ceiling > 0 && l.limit >= this.ceiling ? null : false;
+  }
+}
+
+export class OriginGuard {
+  private readonly domains = new Map<string, DomainOrigin>();
+  /** Each domain's queue by name (statistics and the admin API read them). */
+  readonly queues = new Map<string, UpstreamQueue>();
+  private readonly deps: OriginGuardDeps;
+  private config: Config;
+  private sessionsBehind: ((source: string) => number) | null = null;
+
+  constructor(config: Config, deps: OriginGuardDeps) {
+    this.config = config;
+    this.deps = deps;
+  }
+
+  /** The domain's part, made on first use. */
+  of(domain: DomainConfig): DomainOrigin {
+    let d = this.domains.get(domain.name);
+    if (!d) {
+      const l = this.config.limits;
+      const f = this.config.filter.fairShare;
+      const share = new FairShare({ maxSources: Math.min(SHARE_SOURCES, this.config.filter.maxSources), overShareRatio: f.overShareRatio, persistMs: f.banAfterSeconds * 1000 });
+      if (this.sessionsBehind) share.setSessionsBehind(this.sessionsBehind);
+      // The queue serves the least used of the sources at the head of its line first (fair share of origin time).
+      const usage = (source: string) => (this.config.filter.fairShare.enabled ? share.used(this.deps.now(), source) : 0);
+      d = new DomainOrigin(domain.name, new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued, usage), share);
+      this.apply(d, domain);
+      this.domains.set(domain.name, d);
+      this.queues.set(domain.name, d.queue);
+    }
+    return d;
+  }
+
+  peek(name: string): DomainOrigin | undefined { return this.domains.get(name); }
+  entries(): IterableIterator<[string, DomainOrigin]> { return this.domains.entries(); }
+
+  /** For attack mode, once a second per domain: see DomainOrigin.takeSaturated. */
+  takeSaturated(domain: string, now: number): boolean | null {
+    return this.domains.get(domain)?.takeSaturated(now) ?? null;
+  }
+
+  /**
+   * Whether a source takes over its share of the domain's origin (overShareRatio × the typical source's time, the
+   * last 20 s), saturated or not: attack mode asks it of the sources whose requests waited, since a crowd is many
+   * people each asking little, and a swarm of browser-like bots, fewer sources each asking a lot.
+   */
+  heavy(domain: string, source: string): boolean {
+    const d = this.domains.get(domain);
+    if (!d || !this.config.filter.fairShare.enabled) return false;
+    const now = this.deps.now();
+    const typical = d.share.typical(now);
+    return typical !== null && d.share.used(now, source) >= this.config.filter.fairShare.overShareRatio * typical;
+  }
+
+  /** People behind one address (a NAT) count as that many sources in the share (fed by whoever counts sessions). */
+  setSessionsBehind(f: (source: string) => number): void {
+    this.sessionsBehind = f;
+    for (const d of this.domains.values()) d.share.setSessionsBehind(f);
+  }
+
+  /**
+   * The origin answered a request of `source` (response headers) or failed it, rttMs after it was dispatched.
+   * `dropped`: a failure that says the origin is overloaded (503/504, timeout, refused, reset). The queue's limit
+   * follows the learned one; a source persistently over its share of the saturated origin is reported for a ban.
+   */
+  sample(d: DomainOrigin, source: string, rttMs: number, dropped: boolean): void {
+    const now = this.deps.now();
+    const l = d.limit;
+    if (l) {
+      l.onSample(now, rttMs, d.queue.active, dropped, d.queue.queued);
+      const n = l.limit;
+      if (n !== d.queue.limit) d.queue.setLimit(n);
+    }
+    if (!this.config.filter.fairShare.enabled) return;
+    d.share.record(now, source, rttMs);
+    // Judged at every answer, saturated or not: a source's time over its share counts only while the origin is saturated.
+    const v = d.share.assess(now, source, d.saturatedAt(now));
+    if (v.persistent) this.deps.onOverShare(source, d.name, overShareReason(v, d.share.opts.windowMs, this.config.filter.fairShare.banAfterSeconds));
+  }
+
+  /**
+   * The class a waiting request of `source` takes in the fair queue at the least: a source over its share of a
+   * saturated origin goes behind the others (2), one at half of it loses the place of sources with a history (1).
+   */
+  rankFloor(d: DomainOrigin, source: string): number {
+    if (!this.config.filter.fairShare.enabled) return 0;
+    const now = this.deps.now();
+    if (!d.saturatedAt(now)) return 0;
+    return d.share.assess(now, source, true).rankPenalty;
+  }
+
+  /**
+   * The periodic work (a timer at the edge, with performance.now()): while requests wait, those in flight far
+   * longer than the origin answers give their places back. Never while the origin is saturated: then a request
+   * may wait long in the application's own backlog, and letting another one in is what the limit is there to
+   * prevent (long polls hold no origin work, so they do not saturate it: nothing answers slowly).
+   */
+  tick(perfNow: number): void {
+    for (const d of this.domains.values()) {
+      const l = d.limit;
+      if (d.queue.queued === 0 || d.holders.size === 0 || l?.saturated) continue;
+      const line = Math.max(OUTLIVED_MIN_MS, OUTLIVED_FACTOR * Math.max(l?.shortRttMs ?? 0, l?.noLoadRttMs ?? 0));
+      for (const h of d.holders) if (perfNow - h.sentAt > line) h.outlived();
+    }
+  }
+
+  /** A reload: new ceilings, queue settings, adaptive on or off. A removed domain's part keeps counting its last requests out. */
+  reconfigure(config: Config): void {
+    this.config = config;
+    const f = config.filter.fairShare;
+    for (const [name, d] of this.domains) {
+      const domain = config.domains.find((x) => x.name === name);
+      d.queue.reconfigure(d.queue.limit, config.limits.queueTimeoutMs, config.limits.maxQueued);
+      // What was learned stays (origin times, the limit); the lines it is judged by follow the new config.
+      d.share.opts.overShareRatio = f.overShareRatio;
+      d.share.opts.persistMs = f.banAfterSeconds * 1000;
+      if (domain) this.apply(d, domain);
+      else { d.limit = null; d.queue.setLimit(0); }
+    }
+  }
+
+  /** The queue's limit: learned (maxInflight its ceiling), or maxInflight exactly when adaptive limits are off. */
+  private apply(d: DomainOrigin, domain: DomainConfig): void {
+    const a = this.config.limits.adaptive;
+    d.ceiling = domain.maxInflight;
+    if (!a.enabled) {
+      d.limit = null;
+      d.queue.setLimit(domain.maxInflight);
+      return;
+    }
+    const ceiling = domain.maxInflight > 0 ? domain.maxInflight : MAX_LEARNED;
+    if (!d.limit) d.limit = new AdaptiveLimit({ initialLimit: a.initialLimit, minLimit: Math.min(a.minLimit, ceiling), maxLimit: ceiling });
+    else {
+      d.limit.opts.minLimit = Math.min(a.minLimit, ceiling);
+      d.limit.opts.initialLimit = a.initialLimit;
+      d.limit.setMaxLimit(ceiling);
+    }
+    d.queue.setLimit(d.limit.limit);
+  }
+}
+
+function overShareReason(v: ShareVerdict, windowMs: number, seconds: number): string {
+  const s = (ms: number) => (ms / 1000).toFixed(1);
+  return `took ${s(v.usedMs)} s of origin time in ${s(windowMs)} s, ${v.ratio.toFixed(1)}× a typical source's ${s(v.typicalMs ?? 0)} s` +
+    `${v.sessions > 1 ? ` (per session, ${v.sessions} sessions)` : ''}, for ${seconds} s while the origin was saturated`;
+}
