@@ -8,7 +8,6 @@ import type { Config, DomainConfig } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
 import type { Observation } from '../observe/observation.ts';
 import { isQueueRefusal, upstreamInTrouble } from '../observe/observation.ts';
-import type { Decisions } from '../decisions/decisions.ts';
 import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
 import { applyEvents, enforcedOverflow, fills, newPending, newVerdict, scaleOf } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
