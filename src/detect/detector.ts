@@ -164,7 +164,7 @@ export class Detector {
   /** Runs the rules over the pending events; bans when enforced. True when the source was banned. */
   private evaluate(source: string, s: SourceState, now: number, domain: string | null): boolean {
     const v = this.verdict;
-    applyEvents(s.levels, s.last, now, this.pending, this.rules, v);
+    applyEvents(s.t.f32, s.last, now, this.pending, this.rules, v, s.levelsAt);
     s.last = now;
     s.score = v.score;
     // Fast path: nothing overflows and the score is under the lowest line it could have.
@@ -192,7 +192,7 @@ export class Detector {
   }
 
   /** The fullest overflowing rule enforced now, or -1 (levels are already leaked to now by applyEvents). Off the hot path. */
-  private enforcedOverflow(levels: number[], mode: Config['filter']['mode'], under: boolean): number {
+  private enforcedOverflow(levels: Float32Array, mode: Config['filter']['mode'], under: boolean): number {
     let best = -1, bestFill = 1;
     for (let r = 0; r < this.rules.count; r++) {
       const fill = levels[r] / this.rules.capacity[r];

@@ -19,18 +19,22 @@ export const newVerdict = (): Verdict => ({ overflow: -1, score: 0, top: -1 });
 /** Event weights gathered for one evaluation (indexed like EVENTS). */
 export const newPending = (): Float64Array => new Float64Array(EVENTS.length);
 
+/** A source's bucket levels: its record's Float32 words in the source table, from an offset. */
+export type Levels = { [i: number]: number };
+
 /**
  * Leaks every bucket by the time since `last`, adds the pending event weights
- * to the rules that count them, then judges. Clears `pending`.
+ * to the rules that count them, then judges. Clears `pending`. The levels are
+ * levels[at .. at + rules.count): read in place in the source table, no view made.
  */
-export function applyEvents(levels: number[], last: number, now: number, pending: Float64Array, rules: CompiledRules, out: Verdict): void {
+export function applyEvents(levels: Levels, last: number, now: number, pending: Float64Array, rules: CompiledRules, out: Verdict, at = 0): void {
   const dt = now > last ? now - last : 0;
   let score = 0, top = -1, topPart = 0, overflow = -1, overflowFill = 1;
   for (let r = 0; r < rules.count; r++) {
-    let level = levels[r] - dt * rules.leakPerMs[r];
+    let level = levels[at + r] - dt * rules.leakPerMs[r];
     if (level < 0) level = 0;
     level += pending[rules.ruleEvent[r]];
-    levels[r] = level;
+    levels[at + r] = level;
     const fill = level / rules.capacity[r];
     if (fill > overflowFill) { overflow = r; overflowFill = fill; }
     const part = rules.weight[r] * (fill < 1 ? fill : 1);
@@ -44,7 +48,7 @@ export function applyEvents(levels: number[], last: number, now: number, pending
 }
 
 /** Current fill of each rule's bucket, leaked to `now` (for reasons and suspects; not on the hot path). */
-export function fills(levels: number[], last: number, now: number, rules: CompiledRules): number[] {
+export function fills(levels: Levels, last: number, now: number, rules: CompiledRules): number[] {
   const dt = now > last ? now - last : 0;
   return rules.rules.map((_, r) => Math.max(0, levels[r] - dt * rules.leakPerMs[r]) / rules.capacity[r]);
 }
