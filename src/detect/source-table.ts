@@ -38,6 +38,7 @@ const SPILLED = -0x7fffffff;
 /** When the clock is this far past the base, the base moves up to it (times written ahead of the clock never move it). */
 const REBASE_AFTER = 2 ** 30;
 const HEADER_WORDS = 16;
+const PARSED_MAX = 8192;
 /** Header (Int32 words; the time base and the eviction count are Float64 at words 0 and 2). */
 const H = { head: 4, tail: 5, free: 6, used: 7, size: 8, capacity: 9, wlBase: 10, timeSet: 11 } as const;
 
@@ -78,6 +79,7 @@ export class SourceTable {
   private shift = 0;
   private readonly owned: boolean;
   private readonly strings = new Map<string, number>();
+  private readonly parsed = new Map<string, number>();
   private readonly stringOf = new Map<number, string>();
   /** Exact times the Int32 offsets cannot hold, by word index. */
   private readonly spill = new Map<number, number>();
@@ -142,8 +144,23 @@ export class SourceTable {
   /** The source's slot, or -1; its recency is unchanged. */
   find(key: string): number {
     if (key === this.lastKey) return this.lastSlot;
-    const v4 = ipv4(key);
+    const v4 = this.parse(key);
     return v4 >= 0 ? this.probe(v4 | 0) : (this.strings.get(key) ?? -1);
+  }
+
+  /**
+   * ipv4(key), remembered for the last few thousand keys: a Map lookup (the string caches its hash) costs a
+   * third of parsing the digits again, and the same sources come back request after request. Bounded, so
+   * a flood of new addresses costs a parse and a set each, and the memory of a few thousand entries.
+   */
+  private parse(key: string): number {
+    let v = this.parsed.get(key);
+    if (v === undefined) {
+      v = ipv4(key);
+      if (this.parsed.size >= PARSED_MAX) this.parsed.clear();
+      this.parsed.set(key, v);
+    }
+    return v;
   }
 
   /** The source's slot, made the most recent; a fresh record when absent (the least recent one goes when full). */
@@ -213,7 +230,7 @@ export class SourceTable {
     const b = slot * this.stride;
     this.i32.fill(0, b, b + this.stride);
     this.i32[b + W.trustUntil] = this.i32[b + W.goodSince] = this.i32[b + W.last] = this.i32[b + W.challengedAt] = NEVER;
-    const v4 = ipv4(key);
+    const v4 = this.parse(key);
     if (v4 >= 0) { this.i32[b + W.key] = v4 | 0; this.index(slot, v4 | 0); }
     else { this.strings.set(key, slot); this.stringOf.set(slot, key); }
     this.u8[(b + W.marks) * 4 + 3] = F_LIVE | (v4 >= 0 ? 0 : F_STRING_KEY);
@@ -286,16 +303,27 @@ export class SourceTable {
 
   // ---- values ---------------------------------------------------------------------------------
 
+  /** Kept tiny so that it inlines into the getters and their callers (a call would box the double it returns). */
   getTime(w: number): number {
     const x = this.i32[w];
-    return x === NEVER ? 0 : x === SPILLED ? this.spill.get(w)! : this.hf[0] + x;
+    return x > SPILLED ? this.hf[0] + x : x === NEVER ? 0 : this.spilled(w);
   }
+
+  private spilled(w: number): number { return this.spill.get(w)!; }
 
   /** `now` says the value is the clock's reading: only those move the base along. */
   setTime(w: number, v: number, now: boolean): void {
+    // The common case, kept small enough to inline: an integer near the base (not 0, which means never).
+    const x = v - this.hf[0];
+    if ((x | 0) === x && x > SPILLED && x !== 0 && (!now || x <= REBASE_AFTER) && this.i32[w] !== SPILLED) { this.i32[w] = x; return; }
+    this.setTimeSlow(w, v, now);
+  }
+
+  private setTimeSlow(w: number, v: number, now: boolean): void {
     if (this.i32[w] === SPILLED) this.spill.delete(w);
     if (v === 0) { this.i32[w] = NEVER; return; }
-    if (this.h[H.timeSet] === 0) { this.hf[0] = Math.floor(v); this.h[H.timeSet] = 1; }
+    // The first time far from 0 sets the base (times written before it, relative to 0, move with it).
+    if (this.h[H.timeSet] === 0) { this.h[H.timeSet] = 1; this.rebase(Math.floor(v)); }
     else if (now && v - this.hf[0] > REBASE_AFTER) this.rebase(Math.floor(v));
     const x = v - this.hf[0];
     if (Number.isInteger(x) && x > SPILLED && x <= 0x7fffffff) this.i32[w] = x;

@@ -117,9 +117,13 @@ export class LruSourceStore implements SourceStore {
     this.table = new SourceTable(rules, max, buffer);
   }
 
+  /** The view made last: a request's judge() and observe() ask for the same source (a view names a slot, not a source). */
+  private last: SourceState | null = null;
+
   touch(source: string): SourceState {
-    const t = this.table;
-    return new SourceState(t, t.touch(source) * t.stride);
+    const t = this.table, b = t.touch(source) * t.stride;
+    if (this.last?.b !== b) this.last = new SourceState(t, b);
+    return this.last;
   }
 
   peek(source: string): SourceState | undefined {
