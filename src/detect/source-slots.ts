@@ -3,7 +3,7 @@
 // them (a doubly linked list in the records), and an open-addressing index
 // from key to slot. A JS object per source (the former SourceState in an
 // lru-cache) cost ~700 bytes with its Map entry and key string; a record costs
-// 4 × (30 + rules) bytes (188 with the 17 default rules), the index 4–8 more,
+// 4 × (30 + rules) bytes (188 with the 17 default rules), the index 8–16 more,
 // and an IPv4 key nothing (it is the record's key word). Other keys (IPv6
 // /64s, test names) are strings in a Map beside it.
 //
