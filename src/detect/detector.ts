@@ -156,7 +156,7 @@ export class Detector {
   private evaluate(source: string, s: SourceState, now: number, domain: string | null): boolean {
     const v = this.verdict;
     const people = this.shared.factor(now, source);
-    applyEvents(s.levels, s.last, now, this.pending, this.rules, v, people);
+    applyEvents(s.t.f32, s.last, now, this.pending, this.rules, v, people, s.levelsAt);
     s.last = now;
     s.score = v.score;
     // Fast path: nothing overflows and the score is under the lowest line it could have.

@@ -33,19 +33,23 @@ export const newVerdict = (): Verdict => ({ overflow: -1, score: 0, top: -1 });
 /** Event weights gathered for one evaluation (indexed like EVENTS). */
 export const newPending = (): Float64Array => new Float64Array(EVENTS.length);
 
+/** A source's bucket levels: its record's Float32 words in the source table, from an offset. */
+export type Levels = { [i: number]: number };
+
 /**
  * Leaks every bucket by the time since `last`, adds the pending event weights
- * to the rules that count them, then judges. Clears `pending`.
+ * to the rules that count them, then judges. Clears `pending`. The levels are
+ * levels[at .. at + rules.count): read in place in the source table, no view made.
  */
-export function applyEvents(levels: number[], last: number, now: number, pending: Float64Array, rules: CompiledRules, out: Verdict, people = 1): void {
+export function applyEvents(levels: Levels, last: number, now: number, pending: Float64Array, rules: CompiledRules, out: Verdict, people = 1, at = 0): void {
   const dt = now > last ? now - last : 0;
   let score = 0, top = -1, topPart = 0, overflow = -1, overflowFill = 1;
   for (let r = 0; r < rules.count; r++) {
     const k = people > 1 ? scaleOf(rules, r, people) : 1;
-    let level = levels[r] - dt * rules.leakPerMs[r] * k;
+    let level = levels[at + r] - dt * rules.leakPerMs[r] * k;
     if (level < 0) level = 0;
     level += pending[rules.ruleEvent[r]];
-    levels[r] = level;
+    levels[at + r] = level;
     const fill = level / (rules.capacity[r] * k);
     if (fill > overflowFill) { overflow = r; overflowFill = fill; }
     const part = rules.weight[r] * (fill < 1 ? fill : 1);
@@ -59,7 +63,7 @@ export function applyEvents(levels: number[], last: number, now: number, pending
 }
 
 /** The fullest overflowing rule that `enforcedNow` accepts, or -1 (levels already leaked to now by applyEvents). Off the hot path. */
-export function enforcedOverflow(levels: number[], rules: CompiledRules, people: number, enforcedNow: (r: number) => boolean): number {
+export function enforcedOverflow(levels: Levels, rules: CompiledRules, people: number, enforcedNow: (r: number) => boolean): number {
   let best = -1, bestFill = 1;
   for (let r = 0; r < rules.count; r++) {
     const fill = levels[r] / (rules.capacity[r] * scaleOf(rules, r, people));
@@ -69,7 +73,7 @@ export function enforcedOverflow(levels: number[], rules: CompiledRules, people:
 }
 
 /** Current fill of each rule's bucket, leaked to `now` (for reasons and suspects; not on the hot path). */
-export function fills(levels: number[], last: number, now: number, rules: CompiledRules, people = 1): number[] {
+export function fills(levels: Levels, last: number, now: number, rules: CompiledRules, people = 1): number[] {
   const dt = now > last ? now - last : 0;
   return rules.rules.map((_, r) => { const k = scaleOf(rules, r, people); return Math.max(0, levels[r] - dt * rules.leakPerMs[r] * k) / (rules.capacity[r] * k); });
 }

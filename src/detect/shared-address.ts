@@ -139,7 +139,7 @@ export function sharedOptions(config: { filter: { maxSources: number; nat: { ses
 
 /** Some bucket is a quarter full (as of the source's last request, for the people already counted): the address is
  *  busier than them, so a source with a history gets its people asked for a trust cookie each, and counted. */
-export function busierThanOne(levels: readonly number[], rules: CompiledRules, people: number, line = 0.25): boolean {
+export function busierThanOne(levels: ArrayLike<number>, rules: CompiledRules, people: number, line = 0.25): boolean {
   for (let r = 0; r < rules.count; r++) if (levels[r] >= line * rules.capacity[r] * scaleOf(rules, r, people)) return true;
   return false;
 }

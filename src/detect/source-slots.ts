@@ -1,0 +1,293 @@
+// The source table's storage (source-table.ts adds the values): one
+// fixed-size record of numbers per source in one ArrayBuffer, an exact LRU of
+// them (a doubly linked list in the records), and an open-addressing index
+// from key to slot. A JS object per source (the former SourceState in an
+// lru-cache) cost ~700 bytes with its Map entry and key string; a record costs
+// 4 × (30 + rules) bytes (188 with the 17 default rules), the index 8–16 more,
+// and an IPv4 key nothing (it is the record's key word). Other keys (IPv6
+// /64s, test names) are strings in a Map beside it.
+//
+// Everything that grows with the number of sources lives in `buffer`, so a
+// later version can put it in a SharedArrayBuffer (pass one of bytesFor(max)
+// bytes: the table then has its full size and never grows). This one is
+// single-threaded: nothing here locks, and the string keys stay in this
+// thread. An owned buffer starts small and doubles up to `max`.
+
+/** Record layout, in 4-byte words. The path and User-Agent rings and the levels are Int32/Float32 arrays inside it. */
+export const W = {
+  trustUntil: 0, goodSince: 1, last: 2, challengedAt: 3, score: 4, prev: 5, next: 6, key: 7,
+  /** Bytes: domain id (u16 at +0), pages (u8, +2), assets (u8, +3); both counts saturate at 255 (only 0, 1, 2 matter). */
+  counts: 8,
+  /** Bytes: whitelist version (u16 at +0, relative to the table's base; 0 = none), ring positions (+2), flags (+3). */
+  marks: 9,
+  paths: 10, uas: 26, levels: 30,
+} as const;
+export const PATH_WORDS = 16;
+export const UA_WORDS = 4;
+export const F_WHITELISTED = 1;
+const F_STRING_KEY = 2;
+const F_LIVE = 4;
+
+/** Time offsets meaning "0" (never), and "see the spill map" (source-table.ts). */
+export const NEVER = -0x80000000;
+export const SPILLED = -0x7fffffff;
+const HEADER_WORDS = 16;
+const PARSED_MAX = 8192;
+/** Header (Int32 words; the time base and the eviction count are Float64 at words 0 and 2). */
+export const H = { head: 4, tail: 5, free: 6, used: 7, size: 8, capacity: 9, wlBase: 10, timeSet: 11 } as const;
+
+const indexSize = (capacity: number) => 2 ** Math.max(4, Math.ceil(Math.log2(capacity * 2)));
+
+/** A canonical dotted quad as an unsigned 32-bit number, or -1 (anything else, including "010.0.0.1"). */
+export function ipv4(s: string): number {
+  const n = s.length;
+  if (n < 7 || n > 15) return -1;
+  let v = 0, part = 0, digits = 0, dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i) - 48;
+    if (c === -2) {
+      if (digits === 0 || dots === 3) return -1;
+      v = v * 256 + part; part = 0; digits = 0; dots++;
+      continue;
+    }
+    if (c < 0 || c > 9 || (digits === 1 && part === 0)) return -1;
+    part = part * 10 + c;
+    if (++digits > 3 || part > 255) return -1;
+  }
+  return dots === 3 && digits > 0 ? v * 256 + part : -1;
+}
+
+export class SourceSlots {
+  readonly rules: number;
+  /** Words per record. */
+  readonly stride: number;
+  readonly max: number;
+  buffer!: ArrayBufferLike;
+  i32!: Int32Array;
+  f32!: Float32Array;
+  u16!: Uint16Array;
+  u8!: Uint8Array;
+  protected h!: Int32Array;
+  protected hf!: Float64Array;
+  private idx!: Int32Array;
+  private shift = 0;
+  private readonly owned: boolean;
+  private readonly strings = new Map<string, number>();
+  private readonly parsed = new Map<string, number>();
+  private readonly stringOf = new Map<number, string>();
+  /** Exact times the Int32 offsets cannot hold, by word index (source-table.ts); they go with their slot. */
+  protected readonly spill = new Map<number, number>();
+  /** The last key touched and its slot: judge() and observe() of one request ask for the same source. */
+  private lastKey: string | null = null;
+  private lastSlot = -1;
+
+  /** Bytes of a buffer holding `max` sources of `rules` rules (for a caller that brings its own, e.g. shared, buffer). */
+  static bytesFor(rules: number, max: number): number {
+    return (max * (W.levels + rules) + indexSize(max) + 1 + HEADER_WORDS) * 4;
+  }
+
+  constructor(rules: number, max: number, buffer?: ArrayBufferLike) {
+    this.rules = rules;
+    this.stride = W.levels + rules;
+    this.max = Math.max(1, max);
+    this.owned = buffer === undefined;
+    this.layout(buffer ?? new ArrayBuffer(SourceSlots.bytesFor(rules, Math.min(this.max, 1024))), buffer ? this.max : Math.min(this.max, 1024));
+    this.reset();
+  }
+
+  private layout(buffer: ArrayBufferLike, capacity: number): void {
+    if (buffer.byteLength < SourceSlots.bytesFor(this.rules, capacity)) throw new Error(`source table: buffer of ${buffer.byteLength} bytes, ${SourceSlots.bytesFor(this.rules, capacity)} needed`);
+    this.buffer = buffer;
+    this.i32 = new Int32Array(buffer);
+    this.f32 = new Float32Array(buffer);
+    this.u16 = new Uint16Array(buffer);
+    this.u8 = new Uint8Array(buffer);
+    // Records from word 0 (a slot's record is at slot × stride), then the index, then the header.
+    const n = indexSize(capacity);
+    const at = capacity * this.stride;
+    this.idx = this.i32.subarray(at, at + n);
+    this.shift = 32 - Math.log2(n);
+    // (Float64 words must start at a multiple of 8 bytes.)
+    const hd = (at + n + 1) & ~1;
+    this.h = this.i32.subarray(hd, hd + HEADER_WORDS);
+    this.hf = new Float64Array(buffer, hd * 4, 2);
+    this.h[H.capacity] = capacity;
+  }
+
+  private reset(): void {
+    const h = this.h;
+    h[H.head] = h[H.tail] = h[H.free] = -1;
+    h[H.used] = h[H.size] = h[H.wlBase] = h[H.timeSet] = 0;
+    this.hf[0] = 0;
+    this.hf[1] = 0;
+    this.idx.fill(0);
+    this.strings.clear(); this.stringOf.clear(); this.spill.clear();
+    this.lastKey = null;
+  }
+
+  get size(): number { return this.h[H.size]; }
+  get evicted(): number { return this.hf[1]; }
+  get capacity(): number { return this.h[H.capacity]; }
+
+  // ---- keys -----------------------------------------------------------------------------------
+
+  /** The source's slot, or -1; its recency is unchanged. */
+  find(key: string): number {
+    if (key === this.lastKey) return this.lastSlot;
+    const v4 = this.parse(key);
+    return v4 >= 0 ? this.probe(v4 | 0) : (this.strings.get(key) ?? -1);
+  }
+
+  /**
+   * ipv4(key), remembered for the last few thousand keys: a Map lookup (the string caches its hash) costs a
+   * third of parsing the digits again, and the same sources come back request after request. Bounded, so
+   * a flood of new addresses costs a parse and a set each, and the memory of a few thousand entries.
+   */
+  private parse(key: string): number {
+    let v = this.parsed.get(key);
+    if (v === undefined) {
+      v = ipv4(key);
+      if (this.parsed.size >= PARSED_MAX) this.parsed.clear();
+      this.parsed.set(key, v);
+    }
+    return v;
+  }
+
+  /** The source's slot, made the most recent; a fresh record when absent (the least recent one goes when full). */
+  touch(key: string): number {
+    let slot = this.find(key);
+    if (slot >= 0) { if (slot !== this.h[H.tail]) { this.unlink(slot); this.append(slot); } }
+    else slot = this.insert(key);
+    this.lastKey = key;
+    this.lastSlot = slot;
+    return slot;
+  }
+
+  remove(key: string): void {
+    const slot = this.find(key);
+    if (slot < 0) return;
+    this.unlink(slot);
+    this.release(slot);
+    this.i32[slot * this.stride + W.next] = this.h[H.free];
+    this.h[H.free] = slot;
+    this.h[H.size]--;
+  }
+
+  keyOf(s: number): string {
+    if (this.u8[(s * this.stride + W.marks) * 4 + 3] & F_STRING_KEY) return this.stringOf.get(s)!;
+    const k = this.i32[s * this.stride + W.key] >>> 0;
+    return `${k >>> 24}.${(k >>> 16) & 255}.${(k >>> 8) & 255}.${k & 255}`;
+  }
+
+  /** Live slots, most recently seen first (lru-cache's order). */
+  *slots(): IterableIterator<number> {
+    for (let s = this.h[H.tail]; s >= 0; s = this.i32[s * this.stride + W.prev]) yield s;
+  }
+
+  clear(): void {
+    this.i32.fill(0, 0, this.capacity * this.stride);
+    const evicted = this.evicted;
+    this.reset();
+    this.hf[1] = evicted;
+  }
+
+  private hash(k: number): number { return Math.imul(k, 0x9e3779b1) >>> this.shift; }
+
+  private probe(k: number): number {
+    const idx = this.idx, i32 = this.i32, mask = idx.length - 1;
+    for (let p = this.hash(k); ; p = (p + 1) & mask) {
+      const e = idx[p];
+      if (e === 0) return -1;
+      if (i32[(e - 1) * this.stride + W.key] === k) return e - 1;
+    }
+  }
+
+  private insert(key: string): number {
+    if (this.h[H.free] < 0 && this.h[H.used] === this.capacity) this.grow();
+    // (After grow(): the header and the views are new.)
+    const h = this.h;
+    let slot = h[H.free];
+    if (slot >= 0) h[H.free] = this.i32[slot * this.stride + W.next];
+    else if (h[H.used] < this.capacity) slot = h[H.used]++;
+    else {
+      // Full: the least recently seen source goes.
+      slot = h[H.head];
+      this.unlink(slot);
+      this.release(slot);
+      this.hf[1]++;
+      h[H.size]--;
+    }
+    const b = slot * this.stride;
+    this.i32.fill(0, b, b + this.stride);
+    this.i32[b + W.trustUntil] = this.i32[b + W.goodSince] = this.i32[b + W.last] = this.i32[b + W.challengedAt] = NEVER;
+    const v4 = this.parse(key);
+    if (v4 >= 0) { this.i32[b + W.key] = v4 | 0; this.index(slot, v4 | 0); }
+    else { this.strings.set(key, slot); this.stringOf.set(slot, key); }
+    this.u8[(b + W.marks) * 4 + 3] = F_LIVE | (v4 >= 0 ? 0 : F_STRING_KEY);
+    this.append(slot);
+    h[H.size]++;
+    return slot;
+  }
+
+  private index(slot: number, k: number): void {
+    const idx = this.idx, mask = idx.length - 1;
+    let p = this.hash(k);
+    while (idx[p] !== 0) p = (p + 1) & mask;
+    idx[p] = slot + 1;
+  }
+
+  /** Takes a slot's key out of the index (backward-shift deletion: no tombstones) and its spilled times out of the map. */
+  private release(slot: number): void {
+    const b = slot * this.stride;
+    if (slot === this.lastSlot) this.lastKey = null;
+    if (this.spill.size > 0) for (let w = 0; w < 4; w++) this.spill.delete(b + w);
+    const flags = this.u8[(b + W.marks) * 4 + 3];
+    this.u8[(b + W.marks) * 4 + 3] = 0;
+    if (flags & F_STRING_KEY) {
+      this.strings.delete(this.stringOf.get(slot)!);
+      this.stringOf.delete(slot);
+      return;
+    }
+    const idx = this.idx, i32 = this.i32, mask = idx.length - 1;
+    let p = this.hash(i32[b + W.key]);
+    while (idx[p] !== slot + 1) p = (p + 1) & mask;
+    for (let q = (p + 1) & mask; idx[q] !== 0; q = (q + 1) & mask) {
+      // An entry may fill the hole unless its home lies cyclically in (p, q].
+      const home = this.hash(i32[(idx[q] - 1) * this.stride + W.key]);
+      if (p <= q ? (home <= p || home > q) : (home <= p && home > q)) { idx[p] = idx[q]; p = q; }
+    }
+    idx[p] = 0;
+  }
+
+  /** Doubles an owned buffer (up to max); nothing when the table is at its size. */
+  private grow(): void {
+    const cap = this.capacity;
+    if (!this.owned || cap >= this.max) return;
+    const next = Math.min(this.max, cap * 2);
+    const old = this.i32, header = this.h;
+    this.layout(new ArrayBuffer(SourceSlots.bytesFor(this.rules, next)), next);
+    this.i32.set(old.subarray(0, cap * this.stride));
+    this.h.set(header);
+    this.h[H.capacity] = next;
+    for (let s = 0; s < cap; s++) {
+      const b = s * this.stride;
+      if ((this.u8[(b + W.marks) * 4 + 3] & (F_LIVE | F_STRING_KEY)) === F_LIVE) this.index(s, this.i32[b + W.key]);
+    }
+  }
+
+  // ---- recency (the list runs from head, least recent, to tail, most recent) ---------------------
+
+  private unlink(slot: number): void {
+    const i32 = this.i32, b = slot * this.stride, prev = i32[b + W.prev], next = i32[b + W.next];
+    if (prev >= 0) i32[prev * this.stride + W.next] = next; else this.h[H.head] = next;
+    if (next >= 0) i32[next * this.stride + W.prev] = prev; else this.h[H.tail] = prev;
+  }
+
+  private append(slot: number): void {
+    const i32 = this.i32, b = slot * this.stride, tail = this.h[H.tail];
+    i32[b + W.prev] = tail;
+    i32[b + W.next] = -1;
+    if (tail >= 0) i32[tail * this.stride + W.next] = slot; else this.h[H.head] = slot;
+    this.h[H.tail] = slot;
+  }
+}

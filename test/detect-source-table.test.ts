@@ -1,0 +1,135 @@
+// The compact source table against a plain model of what it replaced (an LRU
+// of objects with number fields): random operations on both, every field,
+// the size, the eviction count and the recency order compared after each.
+// Times cover what the Int32 offsets cannot hold (fractions, weeks apart).
+import { describe, expect, it } from 'vitest';
+import { LruSourceStore, SourceState, RING, UA_SLOTS } from '../src/detect/sources.ts';
+import { SourceTable, ipv4 } from '../src/detect/source-table.ts';
+
+interface Model {
+  levels: number[]; last: number; trustUntil: number; challengedAt: number; goodSince: number; score: number;
+  pages: number; assets: number; domain: string | null; wlVersion: number; whitelisted: boolean; paths: number[]; pathPos: number; uas: number[]; uaPos: number;
+}
+const fresh = (rules: number): Model => ({
+  levels: new Array<number>(rules).fill(0), last: 0, trustUntil: 0, challengedAt: 0, goodSince: 0, score: 0, pages: 0, assets: 0,
+  domain: null, wlVersion: -1, whitelisted: false, paths: new Array<number>(RING * 2).fill(0), pathPos: 0, uas: new Array<number>(UA_SLOTS).fill(0), uaPos: 0,
+});
+
+/** The former SourceState's ring logic, verbatim. */
+function modelUa(m: Model, h: number): boolean {
+  for (let i = 0; i < UA_SLOTS; i++) if (m.uas[i] === h) return false;
+  const first = m.uas[0] === 0;
+  m.uas[m.uaPos] = h;
+  m.uaPos = (m.uaPos + 1) % UA_SLOTS;
+  return !first;
+}
+function modelPath(m: Model, ph: number, kh: number): number {
+  for (let i = 0; i < RING * 2; i += 2) {
+    if (m.paths[i] === ph) { if (m.paths[i + 1] === kh) return 0; m.paths[i + 1] = kh; return kh !== 0 ? 2 : 0; }
+  }
+  m.paths[m.pathPos] = ph; m.paths[m.pathPos + 1] = kh;
+  m.pathPos = (m.pathPos + 2) % (RING * 2);
+  return 1;
+}
+
+function same(s: SourceState, m: Model): void {
+  expect([...s.levels]).toEqual(m.levels);
+  expect([s.last, s.trustUntil, s.challengedAt, s.goodSince, s.score, s.pages, s.assets, s.domain, s.wlVersion, s.whitelisted])
+    .toEqual([m.last, m.trustUntil, m.challengedAt, m.goodSince, m.score, m.pages, m.assets, m.domain, m.wlVersion, m.whitelisted]);
+}
+
+/** A small deterministic PRNG, so that a failure replays. */
+function rng(seed: number) {
+  return () => { seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) | 0; return ((seed ^ (seed >>> 13)) >>> 0) / 2 ** 32; };
+}
+
+describe('the compact source table', () => {
+  it('parses only canonical dotted quads as numbers', () => {
+    expect(ipv4('0.0.0.0')).toBe(0);
+    expect(ipv4('255.255.255.255')).toBe(2 ** 32 - 1);
+    expect(ipv4('10.1.2.3')).toBe(0x0a010203);
+    for (const s of ['010.0.0.1', '1.2.3', '1.2.3.4.5', '256.0.0.1', '1..2.3', '1.2.3.', 'a.b.c.d', '2001:db8::/64', '', '1.2.3.04', '1234.1.1.1']) expect(ipv4(s)).toBe(-1);
+  });
+
+  it.each([1_700_000_000_000, 0])('behaves as an LRU of plain records through growth, eviction, deletion and clearing (clock from %i)', (start) => {
+    const rules = 5, max = 1500; // starts at 1024 records, grows once, then evicts
+    const store = new LruSourceStore(max, rules);
+    const model = new Map<string, Model>();
+    let evicted = 0;
+    const rand = rng(7);
+    const pool = [
+      ...Array.from({ length: 2400 }, (_, i) => `10.${i >> 8}.${i & 255}.${(i * 7) & 255}`),
+      ...Array.from({ length: 300 }, (_, i) => `2001:db8:${i.toString(16)}::/64`),
+      '0.0.0.0', '255.255.255.255', '010.0.0.1', 's', '',
+    ];
+    const mtouch = (k: string): Model => {
+      let m = model.get(k);
+      if (m) model.delete(k);
+      else {
+        m = fresh(rules);
+        if (model.size >= max) { model.delete(model.keys().next().value!); evicted++; }
+      }
+      model.set(k, m);
+      return m;
+    };
+    let now = start;
+    for (let op = 0; op < 50_000; op++) {
+      const k = pool[Math.floor(rand() * rand() * pool.length)];
+      const r = rand();
+      // The clock: mostly ms steps, sometimes a jump of days (the offsets' base must move along).
+      now += rand() < 0.001 ? Math.floor(rand() * 20 * 86_400_000) : Math.floor(rand() * 50);
+      if (r < 0.04) { store.delete(k); model.delete(k); continue; }
+      if (r < 0.0005) { store.clear(); model.clear(); continue; }
+      if (r < 0.1) {
+        const s = store.peek(k), m = model.get(k);
+        expect(s === undefined).toBe(m === undefined);
+        if (s && m) same(s, m);
+        continue;
+      }
+      const s = store.touch(k), m = mtouch(k);
+      same(s, m);
+      const f = Math.floor(rand() * 12);
+      if (f === 0) { const i = Math.floor(rand() * rules), v = rand() * 300; s.levels[i] = v; m.levels[i] = Math.fround(v); }
+      else if (f === 1) { s.last = m.last = now; }
+      else if (f === 2) { const v = rand() < 0.2 ? now + 0.25 : rand() < 0.2 ? now + 40 * 86_400_000 : now + 3600_000; s.trustUntil = m.trustUntil = v; }
+      else if (f === 3) { s.challengedAt = m.challengedAt = rand() < 0.1 ? 0 : now; }
+      else if (f === 4) { s.goodSince = m.goodSince = rand() < 0.1 ? 0 : now - Math.floor(rand() * 60 * 86_400_000); }
+      else if (f === 5) { const v = rand() * 3; s.score = v; m.score = Math.fround(v); }
+      else if (f === 6) { s.pages++; m.pages = Math.min(255, m.pages + 1); s.assets += 7; m.assets = Math.min(255, m.assets + 7); }
+      else if (f === 7) { const d = rand() < 0.2 ? null : `d${Math.floor(rand() * 4)}.test`; s.domain = m.domain = d; }
+      else if (f === 8) { const v = Math.floor(rand() * 3) + Math.floor(op / 1000); s.wlVersion = m.wlVersion = v; s.whitelisted = m.whitelisted = rand() < 0.5; }
+      else if (f === 9) { const h = rand() < 0.5 ? 1 + Math.floor(rand() * 6) : Math.floor(rand() * 2 ** 32) || 1; expect(s.newUserAgent(h)).toBe(modelUa(m, h)); }
+      else {
+        const ph = rand() < 0.7 ? Math.floor(rand() * 12) * 0x10000001 >>> 0 : Math.floor(rand() * 2 ** 32);
+        const kh = rand() < 0.4 ? 0 : Math.floor(rand() * 3) * 0x9e3779b1 >>> 0;
+        expect(s.notePath(ph, kh)).toBe(modelPath(m, ph, kh));
+      }
+      same(s, m);
+      if (op % 997 === 0) {
+        expect(store.size).toBe(model.size);
+        expect(store.evicted).toBe(evicted);
+        const order = [...store.entries()];
+        expect(order.map(([key]) => key)).toEqual([...model.keys()].reverse());
+        for (const [key, st] of order) same(st, model.get(key)!);
+      }
+    }
+    expect(store.size).toBe(model.size);
+    expect(store.evicted).toBe(evicted);
+    expect(evicted).toBeGreaterThan(1000);
+  });
+
+  it('lives in a buffer it is given, at its full size, and refuses one too small', () => {
+    const bytes = SourceTable.bytesFor(17, 1000);
+    const store = new LruSourceStore(1000, 17, new SharedArrayBuffer(bytes));
+    for (let i = 0; i < 1500; i++) store.touch(`10.0.${i >> 8}.${i & 255}`).score = i;
+    expect(store.size).toBe(1000);
+    expect(store.evicted).toBe(500);
+    expect(store.peek('10.0.5.219')?.score).toBe(1499);
+    expect(() => new LruSourceStore(1000, 17, new ArrayBuffer(bytes - 4))).toThrow(/needed/);
+  });
+
+  it('costs about 200 bytes a source with the 17 default rules', () => {
+    const perSource = SourceTable.bytesFor(17, 1_000_000) / 1_000_000;
+    expect(perSource).toBeLessThan(200);
+  });
+});
