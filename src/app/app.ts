@@ -56,7 +56,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   });
   edge.observers.push((o) => stats.record(o));
   edge.passthroughs.push((o) => stats.record(o));
-  const timer = setInterval(() => { filter.tick(); edge.origin.tick(performance.now()); }, TICK_MS);
+  const timer = setInterval(() => { filter.tick(); edge.originTick.step(); }, TICK_MS);
   timer.unref();
 
   const app: App = {
@@ -77,6 +77,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       await listeners.close(drainMs);
       clearTimeout(cut);
       clearInterval(timer);
+      edge.originTick.stop();
       await app.admin.close();
       await filter.close();
       await stats.close();

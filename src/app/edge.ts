@@ -15,6 +15,7 @@ import { Listeners } from '../listen/listeners.ts';
 import { passthroughObservation, type PassthroughEvent } from '../listen/passthrough.ts';
 import { Upstreams } from '../upstream/upstreams.ts';
 import { OriginGuard } from '../limits/origin-guard.ts';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFilter } from './build-filter.ts';
 
 export interface Edge {
@@ -27,6 +28,8 @@ export interface Edge {
   observers: ((o: Observation) => void)[];
   /** Each domain's upstream queue, its learned limit and the sources' shares of its origin (stepped by the owner's tick). */
   origin: OriginGuard;
+  /** Steps the origin guard (every tick), telling it the proxy's own event-loop delay; stop() ends the measuring. */
+  originTick: { step(): void; stop(): void };
   /** Where every passthrough connection is told once it ended (or failed to reach an upstream): statistics only. */
   passthroughs: ((o: Observation) => void)[];
 }
@@ -78,7 +81,24 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
     if (e.end !== undefined || failed) { const o = passthroughObservation(e); for (const fn of passthroughs) fn(o); }
   };
   filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
-  return { runtime, upstreams, filter, pipeline, listeners, observers, passthroughs, origin };
+  return { runtime, upstreams, filter, pipeline, listeners, observers, passthroughs, origin, originTick: ownLagTicker(origin) };
+}
+
+/**
+ * The proxy's own event-loop delay (p90 since the last step), for the adaptive limits: their samples are timed in
+ * this loop, so a proxy busy with its own work would otherwise read its lag as the origin's and shrink the limit.
+ */
+function ownLagTicker(origin: OriginGuard): { step(): void; stop(): void } {
+  const h = monitorEventLoopDelay({ resolution: 5 });
+  h.enable();
+  return {
+    step() {
+      const lag = h.count > 0 ? h.percentile(90) / 1e6 : 0;
+      h.reset();
+      origin.tick(performance.now(), lag);
+    },
+    stop() { h.disable(); },
+  };
 }
 
 /** A reloaded config (already checked): one new runtime, and the parts that span requests follow it. */

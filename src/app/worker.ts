@@ -49,7 +49,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
     requests = 0;
     return r;
   };
-  const tick = setInterval(() => { filter.tick(); edge.origin.tick(performance.now()); }, TICK_MS);
+  const tick = setInterval(() => { filter.tick(); edge.originTick.step(); }, TICK_MS);
   const reporter = setInterval(() => send({ t: 'report', id: 0, r: report() }), REPORT_MS);
   let stopping = false;
 
@@ -61,6 +61,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
     await listeners.close(drainMs);
     clearTimeout(cut);
     clearInterval(tick);
+    edge.originTick.stop();
     clearInterval(reporter);
     await filter.close();
     await upstreams.close();

@@ -103,7 +103,7 @@ export class FairShare {
   setSessionsBehind(f: (source: string) => number): void { this.sessionsBehind = f; }
 
   /** A request of `source` used the origin for originMs (answered or failed). */
-  record(now: number, source: string, originMs: number): void {
+  record(now: number, source: string, originMs: number, calm = false): void {
     if (!(originMs >= 0)) return;
     let e = this.entries.get(source);
     if (e) this.entries.delete(source); // re-inserted last: the Map's order is recency
@@ -113,6 +113,8 @@ export class FairShare {
     }
     this.entries.set(source, e);
     e.lastSeen = now;
+    // Not saturated: no time counts as over the share (what assess() would do, without its verdict object).
+    if (calm) e.overSince = null;
     const b = Math.floor(now / this.opts.bucketMs);
     const i = b % this.slots;
     if (e.epochs[i] !== b) { e.epochs[i] = b; e.ms[i] = 0; }

@@ -113,6 +113,11 @@ export class AdaptiveLimit {
    *  reads the share of its second that was saturated, which one slow window (a pause, a burst) cannot fake. */
   judgedWindows = 0;
   saturatedWindows = 0;
+  /** The proxy's own event-loop delay lately (ms), told by the owner: every sample is timed in that loop, so a busy
+   *  proxy reads its own lag as the origin's. It is added to the allowance, as slackMs is: what the proxy itself
+   *  adds must not shrink the origin's limit, while an origin that is really saturated (tens or hundreds of ms over
+   *  its unloaded latency) still is. */
+  ownLagMs = 0;
 
   private winStart: number | null = null;
   private rtts: number[] = [];
@@ -225,7 +230,7 @@ export class AdaptiveLimit {
     if (this.probeStart === null) {
       if (dropRatio > o.dropShare) this.estimate *= o.dropBackoff;
       else if (s !== null && this.noLoad !== null && !appLimited) {
-        const gradient = clamp((o.tolerance * this.noLoad + o.slackMs) / Math.max(s, 1e-6), 0.5, 1);
+        const gradient = clamp((o.tolerance * this.noLoad + o.slackMs + this.ownLagMs) / Math.max(s, 1e-6), 0.5, 1);
         const target = this.estimate * gradient + Math.sqrt(this.estimate);
         this.estimate = this.estimate * (1 - o.smoothing) + target * o.smoothing;
       }
@@ -234,7 +239,7 @@ export class AdaptiveLimit {
 
     // A probe's windows say nothing about the demand: saturation is judged outside them.
     if (this.probeStart === null) {
-      const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + o.slackMs;
+      const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + o.slackMs + this.ownLagMs;
       this.judgedWindows++;
       if (binding && (slow || dropRatio > o.dropShare)) { this.lastSaturatedAt = now; this.saturatedWindows++; }
       this.sat = this.lastSaturatedAt !== null && now - this.lastSaturatedAt <= o.saturatedHoldMs;

@@ -165,9 +165,12 @@ export class OriginGuard {
       if (n !== d.queue.limit) d.queue.setLimit(n);
     }
     if (!this.config.filter.fairShare.enabled) return;
-    d.share.record(now, source, rttMs);
-    // Judged at every answer, saturated or not: a source's time over its share counts only while the origin is saturated.
-    const v = d.share.assess(now, source, d.saturatedAt(now));
+    // Judged at every answer, saturated or not: a source's time over its share counts only while the origin is
+    // saturated (the common, calm case resets it in record(), with no verdict made).
+    const saturated = d.saturatedAt(now);
+    d.share.record(now, source, rttMs, !saturated);
+    if (!saturated) return;
+    const v = d.share.assess(now, source, true);
     if (v.persistent) this.deps.onOverShare(source, d.name, overShareReason(v, d.share.opts.windowMs, this.config.filter.fairShare.banAfterSeconds));
   }
 
@@ -188,9 +191,11 @@ export class OriginGuard {
    * may wait long in the application's own backlog, and letting another one in is what the limit is there to
    * prevent (long polls hold no origin work, so they do not saturate it: nothing answers slowly).
    */
-  tick(perfNow: number): void {
+  /** Every 250 ms; `ownLagMs` is the proxy's own event-loop delay lately (see AdaptiveLimit.ownLagMs). */
+  tick(perfNow: number, ownLagMs = 0): void {
     for (const d of this.domains.values()) {
       const l = d.limit;
+      if (l) l.ownLagMs = ownLagMs;
       if (d.queue.queued === 0 || d.holders.size === 0 || l?.saturated) continue;
       const line = Math.max(OUTLIVED_MIN_MS, OUTLIVED_FACTOR * Math.max(l?.shortRttMs ?? 0, l?.noLoadRttMs ?? 0));
       for (const h of d.holders) if (perfNow - h.sentAt > line) h.outlived();
