@@ -19,7 +19,7 @@ import { startDemoOrigin } from '../demo/origin.ts';
 import { LocalBus, type DecisionBus } from '../decisions/bus.ts';
 import { RedisBus } from '../store/redis-bus.ts';
 import { SqliteFilterStore } from '../store/filter-store.ts';
-import { applyConfig, buildEdge } from './edge.ts';
+import { applyConfig, buildEdge, closeState } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 
 export interface App {
@@ -78,14 +78,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       clearTimeout(cut);
       clearInterval(timer);
       edge.originTick.stop();
-      await app.admin.close();
-      await filter.close();
-      await stats.close();
-      await upstreams.close();
-      demo?.closeAllConnections();
-      await new Promise<void>((r) => (demo ? demo.close(() => r()) : r()));
-      db.close();
-      log.info('stopped');
+      await closeState({ admin: app.admin, filter, stats, upstreams, demo, db, log });
     },
   };
 

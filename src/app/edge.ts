@@ -109,3 +109,16 @@ export function applyConfig(edge: Edge, config: Config): void {
   edge.listeners.reconfigure(config);
   edge.filter.reconfigure(config);
 }
+
+/** The last steps of a stop, the same for one process and for the primary: what holds state is closed in the order
+ *  that loses nothing (the filter and statistics write before the store closes). */
+export async function closeState(p: { admin: { close(): Promise<void> }; filter: Filter; stats: { close(): Promise<void> }; upstreams: Upstreams; demo: import('node:http').Server | null; db: Db; log: Logger }): Promise<void> {
+  await p.admin.close();
+  await p.filter.close();
+  await p.stats.close();
+  await p.upstreams.close();
+  p.demo?.closeAllConnections();
+  await new Promise<void>((r) => (p.demo ? p.demo.close(() => r()) : r()));
+  p.db.close();
+  p.log.info('stopped');
+}

@@ -25,7 +25,7 @@ import { Dispatcher } from '../cluster/dispatcher.ts';
 import { WorkersView } from '../cluster/aggregate.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
-import { loggedUpstreams } from './edge.ts';
+import { closeState, loggedUpstreams } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
 
@@ -120,14 +120,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       // Each worker finishes its requests and sends its last counts before it exits.
       await workers.stop(current.shutdown.drainTimeoutMs);
       clearInterval(timer);
-      await admin.close();
-      await filter.close();
-      await stats.close();
-      await upstreams.close();
-      demo?.closeAllConnections();
-      await new Promise<void>((r) => (demo ? demo.close(() => r()) : r()));
-      db.close();
-      log.info('stopped');
+      await closeState({ admin, filter, stats, upstreams, demo, db, log });
     },
   };
   admin.token = config.admin.token;
