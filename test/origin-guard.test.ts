@@ -7,6 +7,7 @@
 // requests it is given (cost × max(1, in flight / slots)). Then the
 // decisions that use it: stepAttack with a saturated sample, and the filter's
 // banOverShare (mode, attack state, whitelist).
+import type { SlotHolder } from '../src/limits/holders.ts';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { OriginGuard, type DomainOrigin } from '../src/limits/origin-guard.ts';
 import { UpstreamQueue } from '../src/limits/upstream-queue.ts';
@@ -206,7 +207,7 @@ describe('origin guard: requests that outlive every answer', () => {
     const gone: number[] = [];
     const hold = (sentAt: number, id: number) => {
       expect(d.queue.tryEnter()).toBe(true);
-      const h = { sentAt, outlived: () => { gone.push(id); d.holders.delete(h); d.queue.leave(); } };
+      const h: SlotHolder = { sentAt, prevHolder: null, nextHolder: null, outlived: () => { gone.push(id); d.holders.delete(h); d.queue.leave(); } };
       d.holders.add(h);
     };
     // Twenty long polls sent at 0..19 ms (performance.now() clock), the limit full.
@@ -228,7 +229,7 @@ describe('origin guard: requests that outlive every answer', () => {
     run(sim, [{ prefix: 'a', count: 400, thinkMs: 0, costMs: 10, rotate: true }], 8, 5000);
     expect(sim.d.limit!.saturated).toBe(true);
     const gone: number[] = [];
-    sim.d.holders.add({ sentAt: 0, outlived: () => gone.push(1) });
+    sim.d.holders.add({ sentAt: 0, prevHolder: null, nextHolder: null, outlived: () => gone.push(1) });
     expect(sim.d.queue.queued).toBeGreaterThan(0);
     sim.guard.tick(60_000);
     expect(gone).toEqual([]);
@@ -240,7 +241,7 @@ describe('origin guard: requests that outlive every answer', () => {
     for (let t = 0; t < 3000; t += 5) sim.guard.sample(sim.d, 'a', 400, false), (sim.t += 5);
     expect(sim.d.limit!.shortRttMs).toBeGreaterThan(300);
     const gone: number[] = [];
-    for (let i = 0; i < sim.d.queue.limit; i++) { sim.d.queue.tryEnter(); const h = { sentAt: 0, outlived: () => gone.push(i) }; sim.d.holders.add(h); }
+    for (let i = 0; i < sim.d.queue.limit; i++) { sim.d.queue.tryEnter(); const h: SlotHolder = { sentAt: 0, prevHolder: null, nextHolder: null, outlived: () => gone.push(i) }; sim.d.holders.add(h); }
     sim.d.queue.wait('x', 1, () => {}, () => {});
     sim.guard.tick(2000);
     expect(gone).toEqual([]);

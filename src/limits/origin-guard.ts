@@ -19,6 +19,7 @@
 //
 // Memory: per domain, one AdaptiveLimit window and a FairShare bounded to
 // SHARE_SOURCES sources (least recently seen evicted).
+import { HolderList, type SlotHolder } from './holders.ts';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { AdaptiveLimit } from './adaptive-limit.ts';
 import { UpstreamQueue } from './upstream-queue.ts';
@@ -33,13 +34,7 @@ const MAX_LEARNED = 1000;
 const OUTLIVED_MIN_MS = 1000;
 const OUTLIVED_FACTOR = 10;
 
-/** A request holding a place in a domain's limit (the flow), as the guard sees it. */
-export interface SlotHolder {
-  /** performance.now() when it was sent upstream. */
-  readonly sentAt: number;
-  /** Gives its place back now; it goes on without one. */
-  outlived(): void;
-}
+export type { SlotHolder };
 
 /** A second is saturated when at least this share of its judged windows was. */
 const SATURATED_SHARE = 0.5;
@@ -58,7 +53,7 @@ export class DomainOrigin {
   limit: AdaptiveLimit | null = null;
   readonly share: FairShare;
   /** Requests holding a place in the limit now (the flows add and remove themselves). */
-  readonly holders = new Set<SlotHolder>();
+  readonly holders = new HolderList();
   /** The limit's window counters when attack mode last asked (see takeSaturated). */
   private judgedSeen = 0;
   private saturatedSeen = 0;
@@ -198,7 +193,7 @@ export class OriginGuard {
       if (l) l.ownLagMs = ownLagMs;
       if (d.queue.queued === 0 || d.holders.size === 0 || l?.saturated) continue;
       const line = Math.max(OUTLIVED_MIN_MS, OUTLIVED_FACTOR * Math.max(l?.shortRttMs ?? 0, l?.noLoadRttMs ?? 0));
-      for (const h of d.holders) if (perfNow - h.sentAt > line) h.outlived();
+      d.holders.forEach((h) => { if (perfNow - h.sentAt > line) h.outlived(); });
     }
   }
 

@@ -62,6 +62,9 @@ export class RequestFlow {
   private queuedMs = 0;
   /** performance.now() when it went upstream (the origin guard reads it: see outlived). */
   sentAt = 0;
+  /** Links of the domain's HolderList (limits/holders.ts). */
+  prevHolder: RequestFlow | null = null;
+  nextHolder: RequestFlow | null = null;
 
   constructor(p: FlowContext, head: RequestHead, req: IncomingMessage, reply: Reply, res: ServerResponse | null, upgrade: { socket: Duplex; head: Buffer } | null) {
     this.p = p;
