@@ -17,6 +17,7 @@ import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { start, startNode, startScrubber, stopAll, freePort, waitForPort, cpuSeconds, tools, tempDir, ROOT, type Child } from './lib/proc.ts';
 import { table, textTable, writeResult, fmt, machineLine } from './lib/report.ts';
+import { nginxTempPaths } from './lib/thirdparty.ts';
 import { makePki } from '../test/helpers/certs.ts';
 
 const { values: args } = parseArgs({
@@ -48,11 +49,7 @@ error_log ${dir}/error.log error;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path ${dir}/body;
-    proxy_temp_path ${dir}/proxy;
-    fastcgi_temp_path ${dir}/fastcgi;
-    uwsgi_temp_path ${dir}/uwsgi;
-    scgi_temp_path ${dir}/scgi;
+    ${nginxTempPaths(dir)}
     keepalive_requests 100000;
     http2_max_requests 100000;
     upstream origin { server 127.0.0.1:${upstreamPort}; keepalive 128; }

@@ -14,6 +14,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { start, tools, freePort, waitForPort, tempDir, type Child } from './proc.ts';
 
+/** nginx writes temporary files beside its config, never in the system's folders (it runs unprivileged here). */
+export const nginxTempPaths = (dir: string): string => ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+  .map((k) => `${k === 'body' ? 'client_body' : k}_temp_path ${dir}/${k};`).join('\n    ');
+
 export type Flavour = 'plain' | 'ddos';
 
 /** Per-source limits shared by both, so nginx and HAProxy get the same thresholds. */
@@ -47,11 +51,7 @@ error_log ${dir}/error.log error;
 events { worker_connections 16000; multi_accept on; }
 http {
     access_log off;
-    client_body_temp_path ${dir}/body;
-    proxy_temp_path ${dir}/proxy;
-    fastcgi_temp_path ${dir}/fastcgi;
-    uwsgi_temp_path ${dir}/uwsgi;
-    scgi_temp_path ${dir}/scgi;
+    ${nginxTempPaths(dir)}
     keepalive_requests 100000;
     ${ddosHttp}
     upstream origin { server 127.0.0.1:${upstreamPort}; keepalive 128; }
