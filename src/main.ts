@@ -1,5 +1,6 @@
 // The CLI: `scrubber [--config FILE]`, `scrubber check --config FILE`,
 // `scrubber keys`. Signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
+import './app/v8-flags.ts';
 import { parseArgs } from 'node:util';
 import { describeKeys, loadConfigFile } from './config/load.ts';
 import { startApp } from './app/app.ts';

@@ -1,6 +1,7 @@
 // The entry of a worker process (forked by the primary, cluster/pool.ts).
 // Messages that arrive before the worker is built (decisions made while it
 // starts) wait and are applied in order once it is.
+import './v8-flags.ts';
 import type net from 'node:net';
 import { createLogger } from '../log.ts';
 import type { FromWorker, ToWorker } from '../cluster/protocol.ts';
