@@ -28,6 +28,21 @@ describe('TokenSpread', () => {
     expect(t.use('id2', '203.0.113.9')).toBe(true); // other tokens are not affected
   });
 
+  it('forgets the least recently used token first, to the second (a token in use every request is not moved every time)', () => {
+    const t = new TokenSpread({ maxNetworks: 4, maxTokens: 2 });
+    t.use('a', '10.0.0.1', 0);
+    t.use('b', '10.0.1.1', 0);
+    t.use('a', '10.0.0.1', 500); // within the second: its place is unchanged, so a is still the oldest
+    t.use('c', '10.0.2.1', 600);
+    expect(t.use('a', '10.9.9.1', 700) && t.use('a', '10.9.8.1', 700) && t.use('a', '10.9.7.1', 700) && t.use('a', '10.9.6.1', 700)).toBe(true); // a was forgotten: four fresh networks pass
+    const u = new TokenSpread({ maxNetworks: 1, maxTokens: 2 });
+    u.use('a', '10.0.0.1', 0);
+    u.use('b', '10.0.1.1', 0);
+    u.use('a', '10.0.0.1', 1000); // a second later: a becomes the most recent
+    u.use('c', '10.0.2.1', 1000); // b goes
+    expect(u.use('a', '10.0.5.1', 1000)).toBe(false); // a remembered: a second network is one too many
+  });
+
   it('remembers at most maxTokens tokens', () => {
     const t = new TokenSpread({ maxNetworks: 1, maxTokens: 100 });
     for (let i = 0; i < 1000; i++) t.use(`id${i}`, `10.0.${i % 250}.1`);

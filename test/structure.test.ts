@@ -46,4 +46,12 @@ describe('the shape of src/', () => {
       .flatMap((f) => importsOf(f).filter((g) => g.startsWith(path.join(SRC, 'admin') + path.sep) || g.startsWith(path.join(SRC, 'app') + path.sep)).map((g) => `${path.relative(SRC, f)} → ${path.relative(SRC, g)}`));
     expect(bad).toEqual([]);
   });
+
+  // app/v8-flags.ts must run before any other module allocates (see its header): the first import of every entry.
+  it('sets the V8 flags first in every process entry (the CLI and the worker process)', () => {
+    for (const entry of ['main.ts', 'app/worker-entry.ts']) {
+      const first = fs.readFileSync(path.join(SRC, entry), 'utf8').split('\n').find((l) => /^import\s/.test(l));
+      expect(first, entry).toMatch(/^import '\.{1,2}\/(app\/)?v8-flags\.ts';$/);
+    }
+  });
 });

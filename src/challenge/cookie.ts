@@ -29,6 +29,8 @@ const MAC_CHARS = 22;
 const ID_CHARS = 11;
 const ID = /^[A-Za-z0-9_-]{11}$/;
 const MAX_VERIFIED = 50_000;
+/** How stale a token's place in the recency order may get (TokenSpread.use). */
+const REORDER_MS = 1000;
 
 // A KeyObject made once (createSecretKey, in the filter) spares createHmac importing the raw key bytes on every
 // request of an untrusted source under attack; a Buffer is still accepted (tests, one-off checks).
@@ -85,22 +87,27 @@ export interface TokenSpreadOptions {
  */
 export class TokenSpread {
   opts: TokenSpreadOptions;
-  private readonly tokens = new Map<string, { nets: string[]; revoked: boolean }>();
+  private readonly tokens = new Map<string, { nets: string[]; revoked: boolean; at: number; last: string }>();
   /** Tokens refused for their spread (a counter for the operator). */
   revoked = 0;
 
   constructor(opts: TokenSpreadOptions) { this.opts = opts; }
 
   /** The token of client id was presented from source: false when it has been used from too many networks. */
-  use(id: string, source: string): boolean {
+  use(id: string, source: string, now = 0): boolean {
     let e = this.tokens.get(id);
-    if (e) this.tokens.delete(id);
-    else {
+    if (e) {
+      // Re-inserted last (the Map's order is recency) at most once a second: a browser sends its token with every
+      // asset, and a delete and a set per request cost more than the rest of the check.
+      if (now - e.at >= REORDER_MS) { this.tokens.delete(id); this.tokens.set(id, e); e.at = now; }
+    } else {
       if (this.tokens.size >= this.opts.maxTokens) this.tokens.delete(this.tokens.keys().next().value!);
-      e = { nets: [], revoked: false };
+      e = { nets: [], revoked: false, at: now, last: '' };
+      this.tokens.set(id, e);
     }
-    this.tokens.set(id, e);
     if (e.revoked) return false;
+    if (source === e.last) return true; // the address it came from last time: its network is already counted
+    e.last = source;
     const net = networkOf(source);
     if (e.nets.includes(net)) return true;
     e.nets.push(net);
@@ -122,7 +129,7 @@ export class CookieChallenge implements Challenge {
   readonly spread: TokenSpread;
   /** Tokens already verified (token → client id): a trusted browser sends its cookie with every asset, and an HMAC
    *  per request would cost more than the look-up. Bounded: emptied when full. */
-  private readonly verified = new Map<string, string>();
+  private readonly verified = new Map<string, { domain: string; id: string; expiresAt: number }>();
 
   constructor(secret: KeyObject, cookieName: string, spread: TokenSpreadOptions = { maxNetworks: 4, maxTokens: 100_000 }) {
     this.secret = secret;
@@ -140,13 +147,19 @@ export class CookieChallenge implements Challenge {
   client(head: RequestHead, domain: string, now: number): string | null {
     const token = cookieValue(head.headers.cookie, this.cookieName);
     if (token === null) return null;
-    const key = `${domain} ${token}`; // a token is valid for its domain only
-    let id = this.verified.get(key) ?? null;
-    if (id === null) {
+    // Keyed by the token alone (a token is valid for its domain only: a hit for another domain is verified, and fails):
+    // a key built per request would be a new string to hash on every request.
+    const v = this.verified.get(token);
+    let id: string | null;
+    if (v === undefined || v.domain !== domain) {
       id = verifyToken(this.secret, token, domain, now);
-      if (id !== null) { if (this.verified.size >= MAX_VERIFIED) this.verified.clear(); this.verified.set(key, id); }
-    } else if (parseInt(token, 36) * 1000 <= now) { this.verified.delete(key); return null; } // expiry: the first field
-    return id !== null && this.spread.use(id, head.source) ? id : null;
+      if (id !== null) {
+        if (this.verified.size >= MAX_VERIFIED) this.verified.clear();
+        this.verified.set(token, { domain, id, expiresAt: parseInt(token, 36) * 1000 }); // expiry: the first field
+      }
+    } else if (v.expiresAt <= now) { this.verified.delete(token); return null; }
+    else id = v.id;
+    return id !== null && this.spread.use(id, head.source, now) ? id : null;
   }
 
   passed(head: RequestHead, domain: string, now: number): boolean { return this.client(head, domain, now) !== null; }

@@ -62,6 +62,7 @@ export interface ShareVerdict {
 
 interface Entry {
   firstSeen: number;
+  /** When the source was last seen, to the bucket (record() reorders at most once a bucket). */
   lastSeen: number;
   /** Bucket number (time / bucketMs) each slot holds. */
   epochs: Float64Array;
@@ -106,13 +107,15 @@ export class FairShare {
   record(now: number, source: string, originMs: number, calm = false): void {
     if (!(originMs >= 0)) return;
     let e = this.entries.get(source);
-    if (e) this.entries.delete(source); // re-inserted last: the Map's order is recency
-    else {
+    if (e) {
+      // Re-inserted last (the Map's order is recency), at most once a bucket: a delete and a set on every answer cost
+      // more than the rest of record(), and eviction needs the order only to the bucket.
+      if (now - e.lastSeen >= this.opts.bucketMs) { this.entries.delete(source); this.entries.set(source, e); e.lastSeen = now; }
+    } else {
       if (this.entries.size >= this.opts.maxSources) this.entries.delete(this.entries.keys().next().value!);
       e = { firstSeen: now, lastSeen: now, epochs: new Float64Array(this.slots).fill(-1), ms: new Float64Array(this.slots), overSince: null };
+      this.entries.set(source, e);
     }
-    this.entries.set(source, e);
-    e.lastSeen = now;
     // Not saturated: no time counts as over the share (what assess() would do, without its verdict object).
     if (calm) e.overSince = null;
     const b = Math.floor(now / this.opts.bucketMs);
