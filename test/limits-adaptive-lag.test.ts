@@ -25,20 +25,20 @@ describe('the adaptive limit and the proxy\'s own lag', () => {
 
   it('without the lag told, a busy proxy shrinks the limit of an origin that is not loaded at all', () => {
     const lim = new AdaptiveLimit({ initialLimit: 20 });
-    run(lim, 1, 64, () => 0.3);
+    run(lim, 1, 10, () => 0.3); // the no-load latency learned, the limit not yet grown (10 in flight: never binding)
     expect(run(lim, 10, 64, busyProxy, 1000)).toBeLessThan(20);
   });
 
   it('with the lag told, the limit grows to the demand', () => {
     const lim = new AdaptiveLimit({ initialLimit: 20 });
-    run(lim, 1, 64, () => 0.3);
+    run(lim, 1, 10, () => 0.3); // the no-load latency learned, the limit not yet grown (10 in flight: never binding)
     lim.ownLagMs = 4;
     expect(run(lim, 10, 64, busyProxy, 1000)).toBeGreaterThanOrEqual(64);
   });
 
   it('a saturated origin still shrinks it, lag told or not', () => {
     const lim = new AdaptiveLimit({ initialLimit: 20 });
-    run(lim, 1, 64, () => 0.3);
+    run(lim, 1, 10, () => 0.3); // the no-load latency learned, the limit not yet grown (10 in flight: never binding)
     lim.ownLagMs = 4;
     // Past 16 in flight the origin queues: 100 ms and more.
     expect(run(lim, 10, 64, (n) => (n > 16 ? 100 + (n - 16) * 10 : 0.3) + 4, 1000)).toBeLessThanOrEqual(24);

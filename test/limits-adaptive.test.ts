@@ -40,6 +40,24 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const make = (o: AdaptiveLimitOptions = {}) => new AdaptiveLimit(o);
 
 describe('adaptive limit', () => {
+  it('slow start: in front of a busy healthy origin it stops holding requests back within two seconds (its first probe, then doubling by half)', () => {
+    for (const baseMs of [1, 2, 10]) {
+      const lim = make();
+      const tr = simulate(lim, [{ ms: 10_000, demand: 150, capacity: 1000, baseMs }]);
+      const free = tr.find((x) => x.limit >= 150);
+      expect(free?.t, `base ${baseMs} ms`).toBeLessThanOrEqual(2000); // without slow start: 1.5, 3 and 7.5 s
+    }
+  });
+
+  it('slow start ends at the first window slower than the allowance: an origin saturated from the start is not flooded', () => {
+    for (const capacity of [8, 32]) {
+      const lim = make();
+      const tr = simulate(lim, [{ ms: 10_000, demand: 400, capacity }]);
+      expect(Math.max(...tr.map((x) => x.limit)), `capacity ${capacity}`).toBeLessThanOrEqual(capacity * 5);
+      expect(mean(last(tr, 3000).map((x) => x.limit)), `capacity ${capacity}`).toBeLessThanOrEqual(capacity * 2.5);
+    }
+  });
+
   it('converges near the origin\'s real capacity under a demand far above it', () => {
     for (const capacity of [8, 32, 100]) {
       const lim = make();

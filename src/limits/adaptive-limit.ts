@@ -15,6 +15,16 @@
 // While latency stays near no-load the limit grows by about smoothing × √limit
 // per window; when latency climbs the limit shrinks, by at most half a window.
 //
+// Until the first sign of a knee (a rise in delay, a window slower than the
+// allowance, or drops), it grows as TCP's slow start does: multiplied (by 1.5,
+// SLOW_START_GROWTH) by every window in which it was binding, from the first
+// probe on (before it, the no-load latency may be a loaded one). A proxy (re)started in
+// front of a busy, healthy site must not hold that site to the initial limit for
+// the seconds √limit growth takes (from 20 to 130 took about 3 s on the
+// throughput bench, every request queued meanwhile); an origin that is already
+// saturated ends slow start at its first window, since its latency climbs as
+// soon as more is let through.
+//
 // The no-load RTT must not learn from loaded samples, or the limit creeps up
 // for ever under a long attack (Gradient2's long-term average does). So it
 //   - follows a lower sample at once (halfway per window);
@@ -127,6 +137,9 @@ export class AdaptiveLimit {
 
   /** Since when the limit has been binding with no fresh no-load evidence (null: not binding). */
   private bindingSince: number | null = null;
+  /** Slow start: no window has yet been slower than the allowance or had drops. */
+  private slowStart = true;
+  private slowStartMinMs = Infinity;
   private probes = 0;
   private probeStart: number | null = null;
   private probeRtts: number[] = [];
@@ -228,11 +241,20 @@ export class AdaptiveLimit {
 
     // During a probe the estimate is left alone: the probe's samples are not what the limit produces.
     if (this.probeStart === null) {
-      if (dropRatio > o.dropShare) this.estimate *= o.dropBackoff;
+      if (dropRatio > o.dropShare) { this.estimate *= o.dropBackoff; this.slowStart = false; }
       else if (s !== null && this.noLoad !== null && !appLimited) {
         const gradient = clamp((o.tolerance * this.noLoad + o.slackMs + this.ownLagMs) / Math.max(s, 1e-6), 0.5, 1);
-        const target = this.estimate * gradient + Math.sqrt(this.estimate);
-        this.estimate = this.estimate * (1 - o.smoothing) + target * o.smoothing;
+        // Slow start ends as HyStart does, on the first rise in delay (an eighth over the lowest window of slow start),
+        // not only past the allowance: by then the origin's own queue would already hold several windows' worth.
+        this.slowStartMinMs = Math.min(this.slowStartMinMs, s);
+        if (gradient < 1 || s > this.slowStartMinMs * 1.125 + o.slackMs + this.ownLagMs) this.slowStart = false;
+        // Only once a probe has measured the unloaded origin: before it, the no-load latency may be a loaded one (a
+        // proxy started mid-attack), and growing fast past the demand would leave no queue to probe from.
+        if (this.slowStart && binding && this.probes > 0) this.estimate *= SLOW_START_GROWTH;
+        else {
+          const target = this.estimate * gradient + Math.sqrt(this.estimate);
+          this.estimate = this.estimate * (1 - o.smoothing) + target * o.smoothing;
+        }
       }
       this.estimate = clamp(this.estimate, o.minLimit, o.maxLimit);
     }
@@ -266,6 +288,10 @@ export class AdaptiveLimit {
     this.winQueued = 0;
   }
 }
+
+/** Slow start's growth per binding window: 1.5 rather than TCP's 2, since the window that shows the knee comes after
+ *  the step that crossed it; from 20, still past 150 in five windows (half a second). */
+const SLOW_START_GROWTH = 1.5;
 
 function clamp(x: number, lo: number, hi: number): number { return x < lo ? lo : x > hi ? hi : x; }
 
