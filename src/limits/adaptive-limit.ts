@@ -124,7 +124,7 @@ export class AdaptiveLimit {
   judgedWindows = 0;
   saturatedWindows = 0;
   /** The proxy's own event-loop delay lately (ms), told by the owner: every sample is timed in that loop, so a busy
-   *  proxy reads its own lag as the origin's. It is added to the allowance, as slackMs is: what the proxy itself
+   *  proxy reads its own lag as the origin's. Twice it (LAG_FACTOR) is added to the allowance, as slackMs is: what the proxy itself
    *  adds must not shrink the origin's limit, while an origin that is really saturated (tens or hundreds of ms over
    *  its unloaded latency) still is. */
   ownLagMs = 0;
@@ -243,11 +243,11 @@ export class AdaptiveLimit {
     if (this.probeStart === null) {
       if (dropRatio > o.dropShare) { this.estimate *= o.dropBackoff; this.slowStart = false; }
       else if (s !== null && this.noLoad !== null && !appLimited) {
-        const gradient = clamp((o.tolerance * this.noLoad + o.slackMs + this.ownLagMs) / Math.max(s, 1e-6), 0.5, 1);
+        const gradient = clamp((o.tolerance * this.noLoad + o.slackMs + LAG_FACTOR * this.ownLagMs) / Math.max(s, 1e-6), 0.5, 1);
         // Slow start ends as HyStart does, on the first rise in delay (an eighth over the lowest window of slow start),
         // not only past the allowance: by then the origin's own queue would already hold several windows' worth.
         this.slowStartMinMs = Math.min(this.slowStartMinMs, s);
-        if (gradient < 1 || s > this.slowStartMinMs * 1.125 + o.slackMs + this.ownLagMs) this.slowStart = false;
+        if (gradient < 1 || s > this.slowStartMinMs * 1.125 + o.slackMs + LAG_FACTOR * this.ownLagMs) this.slowStart = false;
         // Only once a probe has measured the unloaded origin: before it, the no-load latency may be a loaded one (a
         // proxy started mid-attack), and growing fast past the demand would leave no queue to probe from.
         if (this.slowStart && binding && this.probes > 0) this.estimate *= SLOW_START_GROWTH;
@@ -261,7 +261,7 @@ export class AdaptiveLimit {
 
     // A probe's windows say nothing about the demand: saturation is judged outside them.
     if (this.probeStart === null) {
-      const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + o.slackMs + this.ownLagMs;
+      const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + o.slackMs + LAG_FACTOR * this.ownLagMs;
       this.judgedWindows++;
       if (binding && (slow || dropRatio > o.dropShare)) { this.lastSaturatedAt = now; this.saturatedWindows++; }
       this.sat = this.lastSaturatedAt !== null && now - this.lastSaturatedAt <= o.saturatedHoldMs;
@@ -288,6 +288,12 @@ export class AdaptiveLimit {
     this.winQueued = 0;
   }
 }
+
+/** How many of the proxy's own event-loop delays (ownLagMs, a p90) a sample may carry: a request can wait up to an
+ *  iteration to go out and its answer up to another to be read, behind everything else the loop handles in that
+ *  turn. With one delay allowed, two workers sharing one core under clean load (lag 15–27 ms, answers read 20–50 ms
+ *  after dispatch from an origin that answers in 1.5 ms) were read as a saturated origin, and attack mode started. */
+const LAG_FACTOR = 2;
 
 /** Slow start's growth per binding window: 1.5 rather than TCP's 2, since the window that shows the knee comes after
  *  the step that crossed it; from 20, still past 150 in five windows (half a second). */
