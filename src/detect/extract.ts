@@ -9,7 +9,7 @@ import type { Observation } from '../observe/observation.ts';
 import type { SourceState } from './sources.ts';
 import type { DomainKnowledge } from './knowledge.ts';
 import { EVENT_INDEX as E } from './rules.ts';
-import { hashRange, hashString, headerOddness, isAssetPath, isHtml, isStaticType, pathEnd, queryKeysHash } from './signals.ts';
+import { hashRange, headerOddness, userAgentHash, isAssetPath, isHtml, isStaticType, pathEnd, queryKeysHash } from './signals.ts';
 
 /** Events of a request as it arrives, before any answer. */
 export function requestEvents(head: RequestHead, s: SourceState, p: Float64Array): void {
@@ -17,7 +17,7 @@ export function requestEvents(head: RequestHead, s: SourceState, p: Float64Array
   const odd = headerOddness(head.headers);
   if (odd) p[E.badHeaders] += odd;
   const ua = head.headers['user-agent'];
-  if (ua && s.newUserAgent(hashString(ua) || 1)) p[E.uaChange] += 1;
+  if (ua && s.newUserAgent(userAgentHash(ua))) p[E.uaChange] += 1;
 }
 
 /** Whether a request may pass a challenge untouched: a static asset, obviously by path or because the domain served it as static. */
