@@ -1,4 +1,4 @@
-// `node bench/workers.ts [--duration S --warmup S --rounds N --connections N --workers 1,2 --ac-duration S --smoke]`
+// `node bench/workers.ts [--duration S --warmup S --rounds N --connections N --workers 1,2 --ac-duration S --smoke --only ban --root DIR]`
 // One worker process against several, side by side in one run (issue 11,
 // "Every core"): the same Scrubber (filter.mode always) in front of the same
 // origin, started with `workers: 1` (one process, as before) and `workers: 2`
@@ -10,6 +10,9 @@
 // req/s and CPU per request (user+system of the primary and every worker, /proc) for each; nothing is pinned:
 // on a 2-core machine the load generator and the origin share the cores with the workers, so the CPU per request
 // is the fairer ratio there (both are printed). Results: terminal and bench/results/workers.md.
+// `--only ban`: the flood ban time alone (part 3), each round on a proxy warmed by one unmeasured loadgen run, as the
+// full bench's flood comes after the loadgen and autocannon runs; terminal only. `--root DIR`: the Scrubber of another
+// checkout (a baseline commit) under the same bench.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 // @ts-ignore autocannon ships no type declarations; the few fields used are typed below.
@@ -21,7 +24,7 @@ import type { Options as LoadOptions, Result as LoadResult } from './lib/loadgen
 const { values: args } = parseArgs({
   options: {
     smoke: { type: 'boolean', default: false }, duration: { type: 'string' }, warmup: { type: 'string' }, rounds: { type: 'string' },
-    connections: { type: 'string' }, workers: { type: 'string' }, 'ac-duration': { type: 'string' },
+    connections: { type: 'string' }, workers: { type: 'string' }, 'ac-duration': { type: 'string' }, only: { type: 'string' }, root: { type: 'string' },
   },
 });
 const smoke = args.smoke!;
@@ -43,7 +46,7 @@ interface Row { rps: number; cpuUsPerReq: number | null; p50: number; p99: numbe
 const cpuOf = (pids: number[]) => { let s = 0; for (const p of pids) { const c = cpuSeconds(p); if (c == null) return null; s += c; } return s; };
 
 async function startProxy(workers: number, originPort: number): Promise<Proxy> {
-  const s = await startScrubber({ name: `scrubber-w${workers}`, upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', extra: { workers } });
+  const s = await startScrubber({ name: `scrubber-w${workers}`, root: args.root ? path.resolve(args.root) : undefined, upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', extra: { workers } });
   let pids = [s.child.pid];
   if (workers > 1) {
     const list = (await (await fetch(`${s.adminUrl}/api/workers`)).json()) as { workers: { pid: number }[] };
@@ -116,6 +119,25 @@ async function floodBan(p: Proxy, ip: string): Promise<{ decided: number | null;
   return out;
 }
 
+/** Flood ban times alone: a warm-up per proxy (not measured), then one flood per proxy per round, order alternating. */
+async function banOnly(proxies: Proxy[]) {
+  for (const p of proxies) await loadgen(p);
+  const ban = new Map<number, { decided: number | null; listed: number | null }[]>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const p of round % 2 ? proxies : [...proxies].reverse()) {
+      const t = await floodBan(p, `127.8.${round % 250}.${p.workers}`);
+      ban.set(p.workers, [...(ban.get(p.workers) ?? []), t]);
+      console.log(`  round ${round} workers ${p.workers}: flood ban decided after ${t.decided == null ? 'not banned' : `${fmt(t.decided)} ms, listed after ${fmt(t.listed)} ms`}`);
+    }
+  }
+  const medN = (xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
+  const head = ['workers', 'flood ban decided ms (median)', 'listed ms (median)', 'decided, each round', 'not banned'];
+  console.log(`\nflood ban, median of ${ROUNDS} round(s):\n${textTable(head, COUNTS.map((n) => {
+    const xs = ban.get(n)!;
+    return [n, fmt(medN(xs.map((x) => x.decided))), fmt(medN(xs.map((x) => x.listed))), xs.map((x) => x.decided ?? '–').join(' '), xs.filter((x) => x.decided == null).length];
+  }))}`);
+}
+
 async function main() {
   console.log(`workers bench${smoke ? ' (smoke)' : ''}: workers ${COUNTS.join(' vs ')}; loadgen ${CONNECTIONS} connections over ${SOURCES.length} sources, ${ROUNDS} round(s) × ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s; autocannon 10 connections × ${AC_DURATION} s`);
   const originPort = await freePort();
@@ -123,6 +145,13 @@ async function main() {
   await waitForPort(originPort, origin);
   const proxies: Proxy[] = [];
   for (const n of COUNTS) proxies.push(await startProxy(n, originPort));
+  if (args.only === 'ban') {
+    await banOnly(proxies);
+    for (const p of proxies) await p.stop();
+    await stopAll();
+    return;
+  }
+  if (args.only) throw new Error(`--only: only "ban" is known, not ${args.only}`);
   const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, { decided: number | null; listed: number | null }[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 ? proxies : [...proxies].reverse();

@@ -3,6 +3,15 @@
 // forked again under the same index, so it owns the same sources. Connections
 // are handed over with their socket (child.send with a handle; the primary's
 // copy is closed once the worker has it).
+//
+// Node passes one descriptor at a time on a channel: until the worker has
+// read it (one turn of its event loop) every later message waits in Node's
+// own queue, decisions included, behind all the connections queued before
+// them. So the pool keeps its own queue per worker and hands the next
+// connection only once the worker said it took the last ('took', sent right
+// after Node's acknowledgement): a decision then waits for one handover at
+// most, and a connection whose source was banned while it waited is refused
+// here, as at accept, instead of being handed over.
 import { fork, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Logger } from '../log.ts';
@@ -19,12 +28,19 @@ export interface PoolDeps {
   onReport(index: number, r: WorkerReport): void;
   /** A worker process ended (its gauges are gone; its replacement reports afresh). */
   onExit?(index: number): void;
+  /** Whether a source is banned now (asked again of a connection that waited for its worker). */
+  banned?(source: string): boolean;
 }
 
-interface Worker { index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number; handing: number }
+interface Waiting { listener: number; source: string; socket: net.Socket; spread: boolean }
+interface Worker {
+  index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number;
+  /** Connections for this worker not handed over yet, oldest first, and whether one is on its way. */
+  waiting: Waiting[]; sending: boolean;
+}
 
-/** Connections handed to one worker and not yet taken: Node sends one descriptor at a time and waits for the worker's
- *  acknowledgement, so a stalled worker would have the primary hold every new connection (and its descriptor). */
+/** Connections waiting for one worker: a stalled worker would have the primary hold every new connection (and its
+ *  descriptor); past this many, new ones are closed. */
 const MAX_HANDING = 2000;
 
 /** After this many quick deaths in a row the pause before the next fork stops growing. */
@@ -45,10 +61,11 @@ export class WorkerPool {
 
   private spawn(index: number, restarts: number): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
-    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), requests: 0, handing: 0 };
+    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), requests: 0, waiting: [], sending: false };
     this.workers[index] = w;
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
+        if (m.t === 'took') { w.sending = false; this.handOver(w); return; }
         if (m.t === 'ready') { w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
         if (m.t === 'report') { w.requests += m.r.requests; this.d.onReport(index, m.r); this.answered(m.id, index); return; }
@@ -57,6 +74,9 @@ export class WorkerPool {
       child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
       child.once('exit', (code, signal) => {
         w.ready = false;
+        w.sending = false;
+        // What waited for this worker goes to the next ready one (its replacement owns the sources again later).
+        for (const c of w.waiting.splice(0)) if (this.stopping) c.socket.destroy(); else this.dispatch(c.listener, c.source, c.socket, c.spread);
         this.d.onExit?.(index);
         for (const c of this.collects.values()) if (c.waiting.delete(index) && c.waiting.size === 0) c.done();
         if (this.workers[index] === w && !this.stopping) {
@@ -72,12 +92,23 @@ export class WorkerPool {
     });
   }
 
-  private send(w: Worker, m: ToWorker, handle?: net.Socket): void {
-    if (!w.child.connected) { handle?.destroy(); return; }
-    if (!handle) { w.child.send(m, () => {}); return; }
-    if (w.handing >= MAX_HANDING) { handle.destroy(); return; }
-    w.handing++;
-    w.child.send(m, handle, { keepOpen: false }, (e) => { w.handing--; if (e) handle.destroy(); });
+  private send(w: Worker, m: ToWorker): void {
+    if (w.child.connected) w.child.send(m, () => {});
+  }
+
+  /** Hands over the oldest waiting connection unless one is on its way (the worker's 'took' calls this again). */
+  private handOver(w: Worker): void {
+    while (!w.sending && w.waiting.length > 0) {
+      const c = w.waiting.shift()!;
+      if (!w.child.connected || this.d.banned?.(c.source)) { c.socket.destroy(); continue; }
+      w.sending = true;
+      w.child.send({ t: 'conn', l: c.listener } satisfies ToWorker, c.socket, { keepOpen: false }, (e) => {
+        if (!e) return;
+        c.socket.destroy();
+        w.sending = false;
+        this.handOver(w);
+      });
+    }
   }
 
   /** Hands a connection to the worker that owns its source; while that one is being replaced, to the next ready one.
@@ -88,7 +119,11 @@ export class WorkerPool {
     const home = spread ? this.turn++ % n : shardOf(source, n);
     for (let k = 0; k < n; k++) {
       const w = this.workers[(home + k) % n];
-      if (w?.ready) { this.send(w, { t: 'conn', l: listener }, socket); return; }
+      if (!w?.ready) continue;
+      if (w.waiting.length >= MAX_HANDING) { socket.destroy(); return; }
+      w.waiting.push({ listener, source, socket, spread });
+      this.handOver(w);
+      return;
     }
     socket.destroy();
   }
