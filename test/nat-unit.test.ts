@@ -52,6 +52,30 @@ describe('TokenSpread', () => {
 
 describe('SharedAddresses', () => {
   const opts = { sessionCookies: ['sid'], maxFactor: 32, cookieMaxFactor: 4 };
+  it('one client opening many connections at once is one person: a token replaced on its connection by a newer one stops counting', () => {
+    let now = 0;
+    const s = new SharedAddresses(opts, () => now);
+    // 8 connections, each first request challenged with its own token; the requests already in flight bring each
+    // token back twice on its connection (enough to count), then the client sends its newest token everywhere.
+    const last: (string | null)[] = Array(8).fill(null);
+    const send = (conn: number, id: string) => { s.note(now, '127.0.0.9', id, undefined, last[conn]); last[conn] = id; };
+    for (let k = 0; k < 2; k++) for (let c = 0; c < 8; c++) { send(c, `t${c}`); now += 1; } // interleaved, as they arrive
+    for (let r = 0; r < 5; r++) for (let c = 0; c < 8; c++) { send(c, 't7'); now += 1; }
+    now += 1500; // past the cache
+    expect(s.factor(now, '127.0.0.9')).toBe(1);
+    // People behind a NAT: one token per browser and connection, never replaced: each counts.
+    const people = Array(8).fill(null);
+    for (let r = 0; r < 3; r++) for (let c = 0; c < 8; c++) { s.note(now, '127.0.0.10', `p${c}`, undefined, people[c]); people[c] = `p${c}`; now += 1; }
+    now += 1500;
+    expect(s.factor(now, '127.0.0.10')).toBe(8);
+    // A token that is not new (first seen long ago) taking over a connection (a forward proxy sharing its
+    // connections between users) replaces nothing.
+    now += 5000;
+    s.note(now, '127.0.0.10', 'p1', undefined, 'p0');
+    now += 1500;
+    expect(s.factor(now, '127.0.0.10')).toBe(8);
+  });
+
   it('counts distinct challenge clients that came back, up to maxFactor; one client is 1 however often it comes', () => {
     let now = 0;
     const s = new SharedAddresses(opts, () => now);

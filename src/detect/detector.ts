@@ -75,7 +75,9 @@ export class Detector {
     s.domain = domain.name;
     // Trust is per client (its token), not per address: one person's token does not vouch for the others behind a NAT.
     const client = head.headers.cookie !== undefined ? this.d.challenge.client?.(head, domain.name, now) ?? null : null;
-    this.shared.note(now, source, client, head.headers.cookie);
+    const conn = head.conn;
+    this.shared.note(now, source, client, head.headers.cookie, conn ? conn.clientId : null);
+    if (conn && client !== null) conn.clientId = client;
     requestEvents(head, s, this.pending);
     const challenge = client === null && domain.challenge && this.challengeActive(k) && !this.exempt(head, domain)
       && this.mustChallenge(head, s, k, now);

@@ -212,7 +212,7 @@ export interface SessionsSeenOptions {
  */
 export class SessionsSeen {
   readonly opts: Required<SessionsSeenOptions>;
-  private readonly sources = new Map<string, Map<string, { last: number; n: number }>>();
+  private readonly sources = new Map<string, Map<string, { last: number; n: number; first: number }>>();
 
   constructor(options: SessionsSeenOptions = {}) {
     this.opts = { windowMs: 10 * 60_000, minRequests: 2, maxPerSource: 256, maxSources: 20_000, ...stripUndefined(options) };
@@ -240,8 +240,23 @@ export class SessionsSeen {
       if (victim === null) return 1; // full of newcomers still due back: this one waits for a slot
       m.delete(victim);
     }
-    m.set(session, { last: now, n: 1 });
+    m.set(session, { last: now, n: 1, first: now });
     return 1;
+  }
+
+  /** How long ago session was first seen from source (ms), or null when it is not remembered. */
+  age(now: number, source: string, session: string): number | null {
+    const e = this.sources.get(source)?.get(session);
+    return e ? now - e.first : null;
+  }
+
+  /** Forget one session of source (it was replaced); true when it counted (the source's count may have dropped). */
+  forget(source: string, session: string): boolean {
+    const m = this.sources.get(source);
+    const e = m?.get(session);
+    if (!m || !e) return false;
+    m.delete(session);
+    return e.n >= this.opts.minRequests;
   }
 
   /** Sessions seen from source within the window that came back minRequests times; at least 1. */

@@ -42,6 +42,8 @@ const CACHE_MS = 1000;
 const MAX_CACHED = 20_000;
 const MAX_SOURCES = 2000;
 const NOTE_MS = 500;
+/** A token first seen this recently is a fresh one (see replaced()). */
+const REPLACED_MS = 2000;
 /** Only the tail of a cookie value is kept: enough to tell random ids apart, bounded whatever the client sends (a JWT's tail is its signature). */
 const VALUE_TAIL = 24;
 
@@ -82,9 +84,13 @@ export class SharedAddresses {
     this.cache.clear();
   }
 
-  /** What a request from source showed: its challenge token's client id (verified by the caller) and its Cookie header. */
-  note(now: number, source: string, clientId: string | null, cookieHeader: string | undefined): void {
+  /**
+   * What a request from source showed: its challenge token's client id (verified by the caller), its Cookie header,
+   * and the client id the previous request on the same connection carried.
+   */
+  note(now: number, source: string, clientId: string | null, cookieHeader: string | undefined, previousOnConnection: string | null = null): void {
     if (clientId === null && !cookieHeader) return;
+    if (clientId !== null && previousOnConnection !== null && previousOnConnection !== clientId) this.replaced(now, source, previousOnConnection, clientId);
     const l = this.last.get(source);
     if (l !== undefined && now - l.at < NOTE_MS && l.client === clientId && l.header === cookieHeader) return;
     if (l !== undefined) { l.at = now; l.client = clientId; l.header = cookieHeader; }
@@ -93,6 +99,21 @@ export class SharedAddresses {
     // A session that just started to count makes the cached factor stale: people arriving together are counted at once.
     if (clientId !== null && this.tokens.record(now, source, clientId) === this.tokens.opts.minRequests) this.cache.delete(source);
     if (cookie !== null && this.cookies.record(now, source, cookie) === this.cookies.opts.minRequests) this.cache.delete(source);
+  }
+
+  /**
+   * A connection that carried one token now carries another that is new (first seen within REPLACED_MS): the client
+   * replaced its cookie, so the older token is no second person. One client opening many connections at once gets a
+   * token on each (each first request is challenged), keeps the newest, and the older ones come back on the requests
+   * already in flight: counted as people, they multiplied its allowances (a flood over 32 connections counted 3–18).
+   * People behind a NAT keep one token per browser and connection. A forward proxy that shares its connections
+   * between users can make one user's token look replaced by a newcomer's: that token counts again once it comes
+   * back (minRequests), a transient undercount rather than a lasting one.
+   */
+  private replaced(now: number, source: string, older: string, newer: string): void {
+    const age = this.tokens.age(now, source, newer);
+    if (age !== null && age > REPLACED_MS) return;
+    if (this.tokens.forget(source, older)) this.cache.delete(source);
   }
 
   /** The site's session cookie value (its tail) in a Cookie header, or null. One indexOf per configured name, no

@@ -26,6 +26,8 @@ export interface RequestHead {
   newConnection: boolean;
   /** Request line and header bytes, near enough for statistics. */
   headBytes: number;
+  /** What detection keeps per connection (absent: a head made without one, in tests). */
+  conn?: { clientId: string | null };
 }
 
 /** The head of an HTTP/1.1 request (and, through Node's compatibility layer, an HTTP/2 one). */
@@ -40,6 +42,6 @@ export function headOf(req: IncomingMessage): RequestHead {
   for (let i = 0; i < raw.length; i++) headBytes += raw[i].length + 2;
   return {
     method, version: req.httpVersion, url, rawHeaders: raw, headers: req.headers, authority: req.headers.host ?? (req.headers[':authority'] as string | undefined),
-    source: conn.source, client: conn.client, tls: conn.tls, newConnection: conn.requests === 1, headBytes,
+    source: conn.source, client: conn.client, tls: conn.tls, newConnection: conn.requests === 1, headBytes, conn,
   };
 }

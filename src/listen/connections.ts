@@ -21,6 +21,8 @@ export interface ConnectionInfo {
   active: number;
   /** When its last request ended (performance.now()). */
   idleSince: number;
+  /** The challenge client id its last request carried (detection reads and sets it: a replaced cookie). */
+  clientId: string | null;
 }
 
 const INFO = Symbol('scrubber.connection');
@@ -31,7 +33,7 @@ export function connectionInfo(socket: net.Socket): ConnectionInfo {
   let info = s[INFO];
   if (!info) {
     const client = clientAddress(socket.remoteAddress);
-    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0, active: 0, idleSince: 0 };
+    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0, active: 0, idleSince: 0, clientId: null };
     s[INFO] = info;
   }
   return info;
