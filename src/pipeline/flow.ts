@@ -52,6 +52,8 @@ export class RequestFlow {
   private origin: DomainOrigin | null = null;
   /** Holds a place in the domain's upstream queue: given back at the upstream's response headers, or when it fails. */
   private slot = false;
+  /** Holds a place in the domain's newcomers' slice (under attack, a source without a history): given back once. */
+  private newcomer = false;
   private declared = 0;
   private holding = false;
   private meter: BodyMeter | null = null;
@@ -131,7 +133,15 @@ export class RequestFlow {
     this.holding = true;
     // Upgrades hold their per-source slot until the upstream answers the handshake; the tunnel then holds none.
     if (this.res === null) return this.forwardUpgrade();
-    const queue = (this.origin = this.p.originFor(domain)).queue;
+    const origin = this.origin = this.p.originFor(domain);
+    // Under attack, sources without a history share one slice of the origin (a rotating flood has none to judge).
+    const since = this.p.detector.attackSince(domain.name);
+    if (since > 0) {
+      const n = this.p.origin.enterSlice(origin, head.source, this.p.detector.rank(head.source), since);
+      if (n < 0) { this.release(); return this.refuseBusy('newcomer-share', declared > 0); }
+      this.newcomer = n > 0;
+    }
+    const queue = origin.queue;
     // The common case, no body and room upstream: straight on, nothing more allocated.
     if (declared === 0 && queue.tryEnter()) return this.forward(null);
     // From here the request may wait (for its body, for its turn): a client that leaves meanwhile frees everything.
@@ -166,7 +176,8 @@ export class RequestFlow {
     this.queuedAt = performance.now();
     // A source over its share of a saturated origin waits behind the others, whatever its standing.
     const source = this.head.source;
-    this.waiter = queue.wait(source, Math.max(this.p.detector.rank(source), this.p.origin.rankFloor(this.origin!, source)),
+    const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
+    this.waiter = queue.wait(source, cls,
       () => { this.waited(); this.forward(body); },
       (why) => {
         this.waited();
@@ -201,7 +212,9 @@ export class RequestFlow {
     if (!this.slot) return;
     this.slot = false;
     this.origin!.holders.delete(this);
-    this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, status === 503 || status === 504);
+    const ms = performance.now() - this.sentAt;
+    this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504);
+    this.leaveSlice(ms);
     this.origin!.queue.leave();
   }
 
@@ -263,7 +276,11 @@ export class RequestFlow {
     this.observe('proxy', 0, this.head.headBytes + (this.meter?.bytes ?? 0), 0, null);
   }
 
+  private leaveSlice(ms: number | null): void { if (this.newcomer) { this.newcomer = false; this.p.origin.leaveSlice(this.origin!, ms); } }
+
   private release(): void {
+    // Still upstream with no answer (failed, or its client left): the origin worked on it all the same.
+    this.leaveSlice(this.slot ? performance.now() - this.sentAt : null);
     if (!this.holding) return;
     this.holding = false;
     this.p.budget.release(this.declared);
@@ -274,7 +291,7 @@ export class RequestFlow {
 
   /** Past the per-source cap, or no turn in the queue: a page for a browser; for a request the challenge policy exempts
    *  (an API client, which cannot use a page), 429 + Retry-After, JSON when it asked for JSON. */
-  private refuseBusy(reason: 'overloaded' | 'queue-timeout' | 'queue-full', close: boolean): void {
+  private refuseBusy(reason: 'overloaded' | 'queue-timeout' | 'queue-full' | 'newcomer-share', close: boolean): void {
     if (this.p.detector.exempt(this.head, this.domain!)) return this.refuse(exemptRefusal(this.head.headers.accept, 1, reason, close));
     this.refuse({ status: 503, reason, page: true, headers: { 'retry-after': '1' }, close });
   }
