@@ -92,6 +92,10 @@ describe('cookie-less API clients next to a rotating flood that copies their hea
     const tail = secs.filter(([s]) => s >= endSec - 2 && s < endSec).map(([, c]) => c.attack);
     expect(peak).toBeGreaterThan(20);
     expect(Math.max(...tail), JSON.stringify(secs)).toBeLessThanOrEqual(0.1 * peak);
+    // Mitigated at once: from the second after the one attack mode started in, every second stays under 10% of the peak.
+    const after = secs.filter(([s]) => s * 1000 >= engagedAt + 1000 && s < endSec).map(([, c]) => c.attack);
+    expect(after.length).toBeGreaterThanOrEqual(3);
+    expect(Math.max(...after), JSON.stringify(secs)).toBeLessThanOrEqual(0.1 * peak);
 
     // What the flood was told: 429 with Retry-After, JSON (it asked for JSON); never a redirect nor a page.
     expect(flood.length).toBeGreaterThan(500);

@@ -18,7 +18,7 @@ import type { RequestHead } from '../http/head.ts';
 import type { Answer, Reply } from '../respond/reply.ts';
 import type { Outcome, ProxyReason } from '../observe/observation.ts';
 import type { ForwardOutcome } from '../upstream/forward.ts';
-import type { Waiter } from '../limits/upstream-queue.ts';
+import type { QueueRefusal, Waiter } from '../limits/upstream-queue.ts';
 import type { DomainOrigin } from '../limits/origin-guard.ts';
 import type { FlowContext } from './context.ts';
 import type { Runtime } from './runtime.ts';
@@ -133,15 +133,8 @@ export class RequestFlow {
     this.holding = true;
     // Upgrades hold their per-source slot until the upstream answers the handshake; the tunnel then holds none.
     if (this.res === null) return this.forwardUpgrade();
-    const origin = this.origin = this.p.originFor(domain);
-    // Under attack, sources without a history share one slice of the origin (a rotating flood has none to judge).
-    const since = this.p.detector.attackSince(domain.name);
-    if (since > 0) {
-      const n = this.p.origin.enterSlice(origin, head.source, this.p.detector.rank(head.source), since);
-      if (n < 0) { this.release(); return this.refuseBusy('newcomer-share', declared > 0); }
-      this.newcomer = n > 0;
-    }
-    const queue = origin.queue;
+    const queue = (this.origin = this.p.originFor(domain)).queue;
+    if (!this.inSlice()) { this.release(); return this.refuseBusy('newcomer-share', declared > 0); }
     // The common case, no body and room upstream: straight on, nothing more allocated.
     if (declared === 0 && queue.tryEnter()) return this.forward(null);
     // From here the request may wait (for its body, for its turn): a client that leaves meanwhile frees everything.
@@ -177,14 +170,19 @@ export class RequestFlow {
     // A source over its share of a saturated origin waits behind the others, whatever its standing.
     const source = this.head.source;
     const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
-    this.waiter = queue.wait(source, cls,
-      () => { this.waited(); this.forward(body); },
-      (why) => {
-        this.waited();
-        const close = this.meter !== null && !this.req.complete;
-        this.release();
-        this.refuseBusy(why, close);
-      });
+    const no = (why: QueueRefusal | 'newcomer-share') => { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); this.refuseBusy(why, close); };
+    // At its turn a newcomer must still fit the slice: it may have queued before the attack was seen.
+    this.waiter = queue.wait(source, cls, () => { if (!this.inSlice()) { no('newcomer-share'); return false; } this.waited(); this.forward(body); }, no);
+  }
+
+  /** Under attack, sources without a history share one slice of the origin (a rotating flood has none to judge one by
+   *  one): false when it is used up. Asked when the request would go upstream: at once, or at its turn in the queue. */
+  private inSlice(): boolean {
+    const since = this.p.detector.attackSince(this.domain!.name);
+    if (since === 0 || this.newcomer) return true;
+    const n = this.p.origin.enterSlice(this.origin!, this.head.source, this.p.detector.rank(this.head.source), since);
+    this.newcomer = n > 0;
+    return n >= 0;
   }
 
   private waited(): void {
