@@ -21,7 +21,8 @@
 // injected clock, so it can be stepped on a fake one.
 //
 // Memory: per domain, one AdaptiveLimit window, a FairShare bounded to
-// SHARE_SOURCES sources (least recently seen evicted) and a NewcomerSlice ring.
+// SHARE_SOURCES sources (least recently seen evicted) and a NewcomerSlice (a few
+// numbers).
 import { HolderList, type SlotHolder } from './holders.ts';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { AdaptiveLimit } from './adaptive-limit.ts';
