@@ -214,6 +214,9 @@ export class Detector {
   /** The policy exempts it (an API call, an app: no cookie round trip): judged by the rules alone, refused with a 429. */
   exempt(head: RequestHead, domain: DomainConfig): boolean { return !this.policies.challengeable(domain, head); }
 
+  /** A static asset (by path, or served as static): cheap, so the challenge lets it through, and so does the newcomers' slice. */
+  cheap(url: string, domain: string): boolean { return staticRequest(url, this.knowledge.peek(domain)); }
+
   /** When the domain's current attack began, 0 when it is not under attack or the filter only observes (mode off):
    *  what came before it is no part of it. Its signs came enterSeconds before attack mode, and began up to a second
    *  before the first second that showed them. */

@@ -172,15 +172,17 @@ export class RequestFlow {
     const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
     const no = (why: QueueRefusal | 'newcomer-share') => { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); this.refuseBusy(why, close); };
     // At its turn a newcomer must still fit the slice: it may have queued before the attack was seen.
-    this.waiter = queue.wait(source, cls, () => { if (!this.inSlice()) { no('newcomer-share'); return false; } this.waited(); this.forward(body); }, no);
+    this.waiter = queue.wait(source, cls, () => { if (!this.inSlice(true)) { no('newcomer-share'); return false; } this.waited(); this.forward(body); }, no);
   }
 
   /** Under attack, sources without a history share one slice of the origin (a rotating flood has none to judge one by
-   *  one): false when it is used up. Asked when the request would go upstream: at once, or at its turn in the queue. */
-  private inSlice(): boolean {
-    const since = this.p.detector.attackSince(this.domain!.name);
-    if (since === 0 || this.newcomer) return true;
-    const n = this.p.origin.enterSlice(this.origin!, this.head.source, this.p.detector.rank(this.head.source), since);
+   *  one): false when it is used up. Asked when the request would go upstream: at once, or at its turn in the queue.
+   *  Not of a static asset (cheap: the challenge lets it through too), nor at its turn of a navigation that queued
+   *  before the attack was seen (the challenge sorts out the next ones; only what it exempts needs the slice). */
+  private inSlice(atTurn = false): boolean {
+    const d = this.p.detector, name = this.domain!.name, since = d.attackSince(name);
+    if (since === 0 || this.newcomer || d.cheap(this.head.url, name) || (atTurn && !d.exempt(this.head, this.domain!))) return true;
+    const n = this.p.origin.enterSlice(this.origin!, this.head.source, d.rank(this.head.source), since);
     this.newcomer = n > 0;
     return n >= 0;
   }
