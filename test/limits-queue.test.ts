@@ -43,6 +43,19 @@ describe('UpstreamQueue (unit)', () => {
     expect(q.tryEnter()).toBe(false);
   });
 
+  it('a waiter that declines its turn (run returns false: refused at the last moment) gives the place to the next, without recursion', () => {
+    const q = new UpstreamQueue(1, 1000, 20_000);
+    const ran: string[] = [];
+    expect(q.tryEnter()).toBe(true);
+    // Ten thousand newcomers that will be refused at their turn, then one that goes.
+    for (let i = 0; i < 10_000; i++) q.wait(`n${i}`, 1, () => false, () => {});
+    q.wait('api', 1, () => { ran.push('api'); }, () => {});
+    q.leave();
+    expect(ran).toEqual(['api']);
+    expect(q.active).toBe(1);
+    expect(q.queued).toBe(0);
+  });
+
   it('leave() runs the next waiter, and only one per leave', () => {
     const { q, log, add } = harness(1);
     expect(q.tryEnter()).toBe(true);
@@ -410,8 +423,11 @@ describe('upstream queue through the proxy', () => {
         statuses = new Set([...statuses, ...rs.map((r) => r.status)]);
       }
       expect(f.snapshot().underAttack).toContain(HOST);
-      // Nothing failed: the queue kept the application within its capacity.
-      expect([...statuses]).toEqual([200]);
+      // Nothing failed: the queue kept the application within its capacity. (The last round may straddle the start of
+      // attack mode: these six sources have no history from before it, so a request of theirs still waiting then is
+      // held to the newcomers' slice at its turn, and told 429: the filter engaging, not the application failing.)
+      expect([...statuses].filter((s) => s !== 200 && s !== 429)).toEqual([]);
+      expect(statuses.has(200)).toBe(true);
       expect(site.peak).toBe(1);
     });
   });

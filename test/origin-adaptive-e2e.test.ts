@@ -23,53 +23,11 @@ import type net from 'node:net';
 import { once } from 'node:events';
 import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 import { startProxy, domain, sleep, until, type Proxy } from './helpers/servers.ts';
+import { startPoolOrigin, type PoolOrigin } from './helpers/pool-origin.ts';
 
 const HOST = 'shop.test';
 const CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';
 const PAGE_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
-
-interface PoolOrigin { port: number; close(): Promise<void>; perSecond: Map<number, { attack: number; legit: number }>; rejected: number; maxQueue: number }
-
-/** An application of `slots` workers: pages cost pageMs, assets 2 ms, times (1 + 0.5 × (busy − 1) / slots); a queue in front (503 past maxWaitMs). */
-async function startPoolOrigin(slots: number, pageMs: number, maxWaitMs: number, searchMs = pageMs): Promise<PoolOrigin> {
-  let active = 0;
-  const queue: { run: () => void; at: number; reject: () => void }[] = [];
-  const o = { perSecond: new Map<number, { attack: number; legit: number }>(), rejected: 0, maxQueue: 0 } as PoolOrigin;
-  const release = () => {
-    active--;
-    while (queue.length && active < slots) {
-      const q = queue.shift()!;
-      if (Date.now() - q.at > maxWaitMs) { q.reject(); continue; }
-      active++;
-      q.run();
-    }
-  };
-  const server = http.createServer((req, res) => {
-    const xff = String(req.headers['x-forwarded-for'] ?? '').split(',').pop()!.trim();
-    const sec = Math.floor(Date.now() / 1000);
-    const c = o.perSecond.get(sec) ?? { attack: 0, legit: 0 };
-    o.perSecond.set(sec, c);
-    if (xff.startsWith('127.0.9')) c.attack++; else c.legit++;
-    const asset = req.url!.startsWith('/static/');
-    const cost = asset ? 2 : req.url!.startsWith('/search') ? searchMs : pageMs;
-    const job = () => setTimeout(() => {
-      release();
-      const body = asset ? 'body{margin:0}' : `<!doctype html><title>${req.url}</title><link rel="stylesheet" href="/static/a.css">`;
-      res.writeHead(200, { 'content-type': asset ? 'text/css' : 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    }, cost * (1 + (0.5 * (active - 1)) / slots));
-    req.resume();
-    if (active < slots) { active++; job(); return; }
-    queue.push({ run: job, at: Date.now(), reject: () => { o.rejected++; res.writeHead(503, { 'content-length': 0 }); res.end(); } });
-    if (queue.length > o.maxQueue) o.maxQueue = queue.length;
-  });
-  server.keepAliveTimeout = 5000;
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  o.port = (server.address() as net.AddressInfo).port;
-  o.close = () => { server.closeAllConnections(); return new Promise((r) => server.close(() => r())); };
-  return o;
-}
 
 interface Res { status: number; location?: string; cookies: string[] }
 function get(port: number, path: string, o: { local: string; agent: http.Agent | false; accept?: string; cookie?: string; timeoutMs?: number }): Promise<Res> {

@@ -201,7 +201,7 @@ export function refusal429(accept: string | null | undefined, retryAfterS = 10, 
 }
 
 /** refusal429 as an answer of the proxy (X-Scrubber: reason), closing the connection when asked (a banned source's). */
-export function exemptRefusal(accept: string | null | undefined, retryAfterS: number, reason: 'rate-limited' | 'overloaded' | 'queue-timeout' | 'queue-full' = 'rate-limited', close = true): Answer {
+export function exemptRefusal(accept: string | null | undefined, retryAfterS: number, reason: 'rate-limited' | 'overloaded' | 'queue-timeout' | 'queue-full' | 'newcomer-share' = 'rate-limited', close = true): Answer {
   const r = refusal429(accept, retryAfterS, reason);
   const { 'x-scrubber': _x, 'content-length': _l, ...headers } = r.headers; // the reply writes these two itself
   return { status: 429, reason, headers, body: r.body, close };

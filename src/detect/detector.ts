@@ -106,7 +106,8 @@ export class Detector {
     if (this.d.decisions.has(o.source)) return;
     const s = this.sources.touch(o.source);
     if (this.whitelisted(o.source, s)) return;
-    if (isQueueRefusal(o.proxyReason)) return;
+    // Refused for the origin's capacity (its queue, the newcomers' slice): not the source's doing.
+    if (isQueueRefusal(o.proxyReason) || o.proxyReason === 'newcomer-share') return;
     const p = this.pending;
     if (o.proxyReason === 'overloaded') {
       // Refused by the per-source in-flight cap before reaching the upstream: the refusal is the only news.
@@ -214,6 +215,17 @@ export class Detector {
 
   /** The policy exempts it (an API call, an app: no cookie round trip): judged by the rules alone, refused with a 429. */
   exempt(head: RequestHead, domain: DomainConfig): boolean { return !this.policies.challengeable(domain, head); }
+
+  /** A static asset (by path, or served as static): cheap, so the challenge lets it through, and so does the newcomers' slice. */
+  cheap(url: string, domain: string): boolean { return staticRequest(url, this.knowledge.peek(domain)); }
+
+  /** When the domain's current attack began, 0 when it is not under attack or the filter only observes (mode off):
+   *  what came before it is no part of it. Its signs came enterSeconds before attack mode, and began up to a second
+   *  before the first second that showed them. */
+  attackSince(domain: string): number {
+    const st = this.cfg.mode === 'off' ? undefined : this.knowledge.peek(domain)?.traffic.state;
+    return st?.under ? Math.max(1, st.since - (this.cfg.attack.enterSeconds + 1) * 1000) : 0;
+  }
 
   private challengeActive(k: DomainKnowledge): boolean {
     const c = this.cfg;

@@ -130,6 +130,9 @@ export class FairShare {
     return e ? this.sum(e, now) : 0;
   }
 
+  /** When source first used the origin (as far as the table remembers), or null: a newcomer to it. */
+  firstSeen(source: string): number | null { return this.entries.get(source)?.firstSeen ?? null; }
+
   private sum(e: Entry, now: number): number {
     const b = Math.floor(now / this.opts.bucketMs);
     let s = 0;

@@ -11,19 +11,24 @@
 // waiting one stand (a source over its share of a saturated origin goes
 // behind the others), is the origin saturated (a sign of attack that needs no
 // history: attack mode asks once a second), and is a source persistently over
-// its share (it is banned — the filter decides whether now).
+// its share (it is banned — the filter decides whether now). And, while the
+// domain is under attack, one more: may a source without a history go at all
+// — all of those share one slice of the origin (NewcomerSlice), since a
+// rotating flood has no source to judge one by one.
 //
 // Sockets and timers stay at the edges: the flow reports samples, the queue
 // keeps its own timeouts; every decision here takes its time from the
 // injected clock, so it can be stepped on a fake one.
 //
-// Memory: per domain, one AdaptiveLimit window and a FairShare bounded to
-// SHARE_SOURCES sources (least recently seen evicted).
+// Memory: per domain, one AdaptiveLimit window, a FairShare bounded to
+// SHARE_SOURCES sources (least recently seen evicted) and a NewcomerSlice (a few
+// numbers).
 import { HolderList, type SlotHolder } from './holders.ts';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { AdaptiveLimit } from './adaptive-limit.ts';
 import { UpstreamQueue } from './upstream-queue.ts';
 import { FairShare, type ShareVerdict } from '../detect/fair-share.ts';
+import { NewcomerSlice } from './newcomer-slice.ts';
 
 /** Sources whose origin time each domain remembers (about 0.5 KB each). */
 const SHARE_SOURCES = 20_000;
@@ -52,6 +57,8 @@ export class DomainOrigin {
   /** null: limits.adaptive is off (the queue holds domains[].maxInflight, or nothing). */
   limit: AdaptiveLimit | null = null;
   readonly share: FairShare;
+  /** The origin time all sources without a history share while the domain is under attack. */
+  readonly slice: NewcomerSlice;
   /** Requests holding a place in the limit now (the flows add and remove themselves). */
   readonly holders = new HolderList();
   /** The limit's window counters when attack mode last asked (see takeSaturated). */
@@ -64,6 +71,27 @@ export class DomainOrigin {
     this.name = name;
     this.queue = queue;
     this.share = share;
+    this.slice = new NewcomerSlice({ windowMs: share.opts.windowMs });
+  }
+
+  /**
+   * Whether source has a history with this origin: it used it before the attack began (attackSince, 0 when no
+   * attack) or before the origin became saturated (what saturates it cannot be older than that), or for the fair
+   * share's historyMs already. A rotating flood's addresses, each gone after a handful of requests, never have one;
+   * a client that keeps coming back gets one whatever its headers, and is from then on judged by its own share.
+   */
+  established(now: number, source: string, attackSince: number): boolean {
+    const first = this.share.firstSeen(source);
+    if (first === null) return false;
+    if (now - first >= this.share.opts.historyMs) return true;
+    return (attackSince > 0 && first < attackSince) || (this.saturatedSince > 0 && first < this.saturatedSince);
+  }
+
+  /** When the origin's current saturated stretch began (0: not saturated); kept by noteSaturation at every answer. */
+  saturatedSince = 0;
+  noteSaturation(now: number, saturated: boolean): void {
+    if (!saturated) this.saturatedSince = 0;
+    else if (this.saturatedSince === 0) this.saturatedSince = now;
   }
 
   /** The origin is saturated now (held a little: the queue order does not flap between windows). */
@@ -163,6 +191,7 @@ export class OriginGuard {
     // Judged at every answer, saturated or not: a source's time over its share counts only while the origin is
     // saturated (the common, calm case resets it in record(), with no verdict made).
     const saturated = d.saturatedAt(now);
+    d.noteSaturation(now, saturated);
     d.share.record(now, source, rttMs, !saturated);
     if (!saturated) return;
     const v = d.share.assess(now, source, true);
@@ -179,6 +208,37 @@ export class OriginGuard {
     if (!d.saturatedAt(now)) return 0;
     return d.share.assess(now, source, true).rankPenalty;
   }
+
+  /**
+   * The class a waiting request of `source` takes in the fair queue: its standing with the detector (`rank`: 0 a
+   * history of browsing or trust, 1 unknown, 2 suspicious), where an unknown source with a history with this origin
+   * (an API client that came back for a while: it never fetches pages and assets) counts as having one; then at the
+   * least its fair-share floor (rankFloor).
+   */
+  queueClass(d: DomainOrigin, source: string, rank: number, attackSince: number): number {
+    if (!this.config.filter.fairShare.enabled) return rank;
+    const cls = rank === 1 && d.established(this.deps.now(), source, attackSince) ? 0 : rank;
+    return Math.max(cls, this.rankFloor(d, source));
+  }
+
+  /**
+   * While the domain is under attack (attackSince > 0), a request of a source without a history (rank ≥ 1 and not
+   * established) takes a place in the newcomers' slice of the origin: all of them together may use what one source
+   * may before it is over its share (overShareRatio × the typical source's origin time in the window).
+   * Returns 1 when it took a place (the caller owes leaveSlice), 0 when it is no newcomer (or no attack), -1 when
+   * the slice is used up: refuse it (429 when exempt from the challenge).
+   */
+  enterSlice(d: DomainOrigin, source: string, rank: number, attackSince: number): -1 | 0 | 1 {
+    const f = this.config.filter.fairShare;
+    if (attackSince <= 0 || !f.enabled || rank === 0) return 0;
+    const now = this.deps.now();
+    if (d.established(now, source, attackSince)) return 0;
+    const typical = d.share.typical(now);
+    return d.slice.admit(now, typical === null ? null : f.overShareRatio * typical) ? 1 : -1;
+  }
+
+  /** A request that held a place in the newcomers' slice is done with the origin: after originMs, or null (no answer). */
+  leaveSlice(d: DomainOrigin, originMs: number | null): void { d.slice.leave(originMs); }
 
   /**
    * The periodic work (a timer at the edge, with performance.now()): while requests wait, those in flight far

@@ -28,7 +28,8 @@ export type QueueRefusal = 'queue-timeout' | 'queue-full';
 export interface Waiter {
   readonly source: string;
   readonly cls: number;
-  readonly run: () => void;
+  /** Its turn: false declines it (refused at the last moment), and the place goes to the next waiter. */
+  readonly run: () => unknown;
   readonly refuse: (why: QueueRefusal) => void;
   timer: NodeJS.Timeout | null;
   /** Still in the queue (not run, refused nor cancelled). */
@@ -70,7 +71,7 @@ export class UpstreamQueue {
    * Queues a request that tryEnter refused. `run` is called when it may go (it then owes one leave()),
    * or `refuse` when it waited too long or was pushed out. Returns the waiter, for cancel().
    */
-  wait(source: string, cls: number, run: () => void, refuse: (why: QueueRefusal) => void): Waiter {
+  wait(source: string, cls: number, run: () => unknown, refuse: (why: QueueRefusal) => void): Waiter {
     const w: Waiter = { source, cls: Math.min(Math.max(cls, 0), CLASSES - 1), run, refuse, timer: null, waiting: true };
     if (this.queued >= this.maxQueued) {
       const victim = this.worstBelow(w.cls);
@@ -120,7 +121,7 @@ export class UpstreamQueue {
       const w = this.next();
       if (!w) return;
       this.active++;
-      w.run();
+      if (w.run() === false) this.active--;
     }
   }
 

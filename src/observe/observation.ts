@@ -8,7 +8,7 @@ export type Outcome = 'passed' | 'proxy' | 'blocked' | 'challenged';
 export type ProxyReason =
   | 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'post-budget'
   | 'maintenance' | 'unknown-host' | 'bad-host' | 'bad-request' | 'headers-too-large' | 'overloaded'
-  | 'queue-timeout' | 'queue-full'
+  | 'queue-timeout' | 'queue-full' | 'newcomer-share'
   | 'request-timeout' | 'body-too-slow' | 'method-not-allowed' | 'challenge' | 'rate-limited' | 'shutting-down'
   | 'expectation-failed' | 'proxy-error';
 

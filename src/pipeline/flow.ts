@@ -18,7 +18,7 @@ import type { RequestHead } from '../http/head.ts';
 import type { Answer, Reply } from '../respond/reply.ts';
 import type { Outcome, ProxyReason } from '../observe/observation.ts';
 import type { ForwardOutcome } from '../upstream/forward.ts';
-import type { Waiter } from '../limits/upstream-queue.ts';
+import type { QueueRefusal, Waiter } from '../limits/upstream-queue.ts';
 import type { DomainOrigin } from '../limits/origin-guard.ts';
 import type { FlowContext } from './context.ts';
 import type { Runtime } from './runtime.ts';
@@ -52,6 +52,8 @@ export class RequestFlow {
   private origin: DomainOrigin | null = null;
   /** Holds a place in the domain's upstream queue: given back at the upstream's response headers, or when it fails. */
   private slot = false;
+  /** Holds a place in the domain's newcomers' slice (under attack, a source without a history): given back once. */
+  private newcomer = false;
   private declared = 0;
   private holding = false;
   private meter: BodyMeter | null = null;
@@ -132,6 +134,7 @@ export class RequestFlow {
     // Upgrades hold their per-source slot until the upstream answers the handshake; the tunnel then holds none.
     if (this.res === null) return this.forwardUpgrade();
     const queue = (this.origin = this.p.originFor(domain)).queue;
+    if (!this.inSlice()) { this.release(); return this.refuseBusy('newcomer-share', declared > 0); }
     // The common case, no body and room upstream: straight on, nothing more allocated.
     if (declared === 0 && queue.tryEnter()) return this.forward(null);
     // From here the request may wait (for its body, for its turn): a client that leaves meanwhile frees everything.
@@ -166,14 +169,22 @@ export class RequestFlow {
     this.queuedAt = performance.now();
     // A source over its share of a saturated origin waits behind the others, whatever its standing.
     const source = this.head.source;
-    this.waiter = queue.wait(source, Math.max(this.p.detector.rank(source), this.p.origin.rankFloor(this.origin!, source)),
-      () => { this.waited(); this.forward(body); },
-      (why) => {
-        this.waited();
-        const close = this.meter !== null && !this.req.complete;
-        this.release();
-        this.refuseBusy(why, close);
-      });
+    const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
+    const no = (why: QueueRefusal | 'newcomer-share') => { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); this.refuseBusy(why, close); };
+    // At its turn a newcomer must still fit the slice: it may have queued before the attack was seen.
+    this.waiter = queue.wait(source, cls, () => { if (!this.inSlice(true)) { no('newcomer-share'); return false; } this.waited(); this.forward(body); }, no);
+  }
+
+  /** Under attack, sources without a history share one slice of the origin (a rotating flood has none to judge one by
+   *  one): false when it is used up. Asked when the request would go upstream: at once, or at its turn in the queue.
+   *  Not of a static asset (cheap: the challenge lets it through too), nor at its turn of a navigation that queued
+   *  before the attack was seen (the challenge sorts out the next ones; only what it exempts needs the slice). */
+  private inSlice(atTurn = false): boolean {
+    const d = this.p.detector, name = this.domain!.name, since = d.attackSince(name);
+    if (since === 0 || this.newcomer || d.cheap(this.head.url, name) || (atTurn && !d.exempt(this.head, this.domain!))) return true;
+    const n = this.p.origin.enterSlice(this.origin!, this.head.source, d.rank(this.head.source), since);
+    this.newcomer = n > 0;
+    return n >= 0;
   }
 
   private waited(): void {
@@ -201,7 +212,9 @@ export class RequestFlow {
     if (!this.slot) return;
     this.slot = false;
     this.origin!.holders.delete(this);
-    this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, status === 503 || status === 504);
+    const ms = performance.now() - this.sentAt;
+    this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504);
+    this.leaveSlice(ms);
     this.origin!.queue.leave();
   }
 
@@ -263,7 +276,11 @@ export class RequestFlow {
     this.observe('proxy', 0, this.head.headBytes + (this.meter?.bytes ?? 0), 0, null);
   }
 
+  private leaveSlice(ms: number | null): void { if (this.newcomer) { this.newcomer = false; this.p.origin.leaveSlice(this.origin!, ms); } }
+
   private release(): void {
+    // Still upstream with no answer (failed, or its client left): the origin worked on it all the same.
+    this.leaveSlice(this.slot ? performance.now() - this.sentAt : null);
     if (!this.holding) return;
     this.holding = false;
     this.p.budget.release(this.declared);
@@ -274,7 +291,7 @@ export class RequestFlow {
 
   /** Past the per-source cap, or no turn in the queue: a page for a browser; for a request the challenge policy exempts
    *  (an API client, which cannot use a page), 429 + Retry-After, JSON when it asked for JSON. */
-  private refuseBusy(reason: 'overloaded' | 'queue-timeout' | 'queue-full', close: boolean): void {
+  private refuseBusy(reason: 'overloaded' | 'queue-timeout' | 'queue-full' | 'newcomer-share', close: boolean): void {
     if (this.p.detector.exempt(this.head, this.domain!)) return this.refuse(exemptRefusal(this.head.headers.accept, 1, reason, close));
     this.refuse({ status: 503, reason, page: true, headers: { 'retry-after': '1' }, close });
   }
