@@ -10,8 +10,6 @@ export function hashRange(s: string, from: number, to: number): number {
   return h >>> 0;
 }
 
-export const hashString = (s: string): number => hashRange(s, 0, s.length);
-
 /** Fingerprints of the User-Agents seen lately: a handful of strings of ~100 characters come with nearly every request,
  *  and looking one up (the engine hashes it natively) costs a third of hashing it here again. Bounded: emptied when full. */
 const uaHashes = new Map<string, number>();

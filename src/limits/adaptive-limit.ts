@@ -229,6 +229,8 @@ export class AdaptiveLimit {
     const appLimited = this.winMaxInflight < limitNow / 2;
     const binding = this.winQueued > 0 || this.winMaxInflight >= Math.max(1, limitNow * 0.9);
     const s = this.rtts.length ? percentile(this.rtts, o.percentile) : null;
+    // What a window may take on top of the origin's latency: jitter, and what the proxy's own loop adds.
+    const allowance = o.slackMs + LAG_FACTOR * this.ownLagMs;
     this.windows++;
 
     if (s !== null) {
@@ -243,11 +245,11 @@ export class AdaptiveLimit {
     if (this.probeStart === null) {
       if (dropRatio > o.dropShare) { this.estimate *= o.dropBackoff; this.slowStart = false; }
       else if (s !== null && this.noLoad !== null && !appLimited) {
-        const gradient = clamp((o.tolerance * this.noLoad + o.slackMs + LAG_FACTOR * this.ownLagMs) / Math.max(s, 1e-6), 0.5, 1);
+        const gradient = clamp((o.tolerance * this.noLoad + allowance) / Math.max(s, 1e-6), 0.5, 1);
         // Slow start ends as HyStart does, on the first rise in delay (an eighth over the lowest window of slow start),
         // not only past the allowance: by then the origin's own queue would already hold several windows' worth.
         this.slowStartMinMs = Math.min(this.slowStartMinMs, s);
-        if (gradient < 1 || s > this.slowStartMinMs * 1.125 + o.slackMs + LAG_FACTOR * this.ownLagMs) this.slowStart = false;
+        if (gradient < 1 || s > this.slowStartMinMs * 1.125 + allowance) this.slowStart = false;
         // Only once a probe has measured the unloaded origin: before it, the no-load latency may be a loaded one (a
         // proxy started mid-attack), and growing fast past the demand would leave no queue to probe from.
         if (this.slowStart && binding && this.probes > 0) this.estimate *= SLOW_START_GROWTH;
@@ -261,7 +263,7 @@ export class AdaptiveLimit {
 
     // A probe's windows say nothing about the demand: saturation is judged outside them.
     if (this.probeStart === null) {
-      const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + o.slackMs + LAG_FACTOR * this.ownLagMs;
+      const slow = s !== null && this.noLoad !== null && s >= o.saturationRatio * this.noLoad + allowance;
       this.judgedWindows++;
       if (binding && (slow || dropRatio > o.dropShare)) { this.lastSaturatedAt = now; this.saturatedWindows++; }
       this.sat = this.lastSaturatedAt !== null && now - this.lastSaturatedAt <= o.saturatedHoldMs;
