@@ -115,6 +115,26 @@ describe('people behind one NAT address', () => {
     expect(peakConnections).toBeGreaterThan(64);
   }, 30_000);
 
+  it('one client opening many connections at once is one person: the tokens it replaced do not count as people', async () => {
+    // Each connection's first request is challenged with a token of its own; the client keeps the newest cookie, but
+    // requests it sent before that bring the older tokens back (here twice each, interleaved), then all carry the newest.
+    const src = '127.0.52.1';
+    const conns = Array.from({ length: 8 }, () => new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: src }));
+    const tokens: string[] = [];
+    for (const agent of conns) {
+      const r = await hit('/p/1', { agent, headers: PAGE });
+      expect(r.status).toBe(302);
+      tokens.push(r.headers['set-cookie']![0].split(';')[0]);
+    }
+    for (let round = 0; round < 2; round++) {
+      for (let c = 0; c < conns.length; c++) expect((await hit('/p/2', { agent: conns[c], headers: { ...PAGE, cookie: tokens[c] } })).status).toBe(200);
+    }
+    for (const agent of conns) expect((await hit('/p/3', { agent, headers: { ...PAGE, cookie: tokens.at(-1)! } })).status).toBe(200);
+    await sleep(1100); // past the counted factor's cache
+    expect(proxy.app.pipeline.detector.shared.behind(src)).toBe(1);
+    for (const agent of conns) agent.destroy();
+  }, 15_000);
+
   it('a single client flooding from one address still meets the caps and is banned', async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 8, localAddress: '127.0.51.1' });
     const statuses: (number | string)[] = [];
