@@ -7,6 +7,8 @@
 //     counted, and idle keep-alive connections make room at the connection cap;
 //   - at the connection cap, idle keep-alives are closed rather than a new
 //     connection refused; busy ones are not, so one client still meets the cap;
+//   - one client opening many connections at once, each challenged with its own
+//     token, counts as one person once it carries its newest token everywhere;
 //   - a trust token survives a move to another address of its network, and
 //     between IPv4 and IPv6; copied to many networks it stops being honoured;
 //   - cookie-less API clients are served, never sent a 302; flooding, they get
