@@ -1,6 +1,7 @@
 // Fair share of the origin per source, on a fake clock.
 import { describe, it, expect } from 'vitest';
-import { FairShare, SessionsSeen, scaledCap, type FairShareOptions } from '../src/detect/fair-share.ts';
+import { FairShare, type FairShareOptions } from '../src/detect/fair-share.ts';
+import { SessionsSeen, scaledCap } from '../src/detect/sessions-seen.ts';
 
 // A person's pages: mostly cheap pages, now and then the expensive search (origin ms per request).
 const COSTS = [8, 8, 120, 8, 8, 5, 8, 8, 8, 40];
@@ -29,9 +30,27 @@ describe('fair share', () => {
       expect(v.overShare, p).toBe(false);
       expect(v.rankPenalty, p).toBe(0);
     }
-    // Keeps at it under saturation: persistent after persistMs.
-    for (let t = 30_000; t <= 46_000; t += 1000) { run(fs, actors, t, t + 1000); fs.assess(t + 1000, 'bot', true); }
-    expect(fs.assess(47_000, 'bot', true).persistent).toBe(true);
+    // Keeps at it under saturation: persistent after persistMs (25 s by default, longer than the 20 s window).
+    for (let t = 30_000; t <= 53_000; t += 1000) { run(fs, actors, t, t + 1000); fs.assess(t + 1000, 'bot', true); }
+    expect(fs.assess(54_000, 'bot', true).persistent).toBe(false);
+    for (let t = 54_000; t <= 55_000; t += 1000) { run(fs, actors, t, t + 1000); fs.assess(t + 1000, 'bot', true); }
+    expect(fs.assess(56_000, 'bot', true).persistent).toBe(true);
+  });
+
+  it('one burst of expensive requests is no persistence: it leaves the window before the default ban time', () => {
+    const burst = (persistMs?: number) => {
+      const fs = new FairShare(persistMs ? { persistMs } : {});
+      const ppl = people(30);
+      run(fs, ppl, 0, 20_000);
+      // A person runs six searches within two seconds, then browses as before; the origin stays saturated.
+      for (let i = 0; i < 6; i++) fs.record(20_000 + i * 300, 'p0', 120);
+      let persistent = false;
+      for (let t = 20_000; t < 60_000; t += 1000) { run(fs, ppl, t, t + 1000); persistent ||= fs.assess(t + 1000, 'p0', true).persistent; }
+      return persistent;
+    };
+    expect(burst()).toBe(false);
+    // The old default (15 s), shorter than the 20 s window: the same person was banned for one burst.
+    expect(burst(15_000)).toBe(true);
   });
 
   it('judges nothing while the origin is not saturated', () => {
@@ -67,6 +86,56 @@ describe('fair share', () => {
     run(fs, actors, 100_000, 103_000);
     expect(fs.assess(103_000, 'fast1', true).overShare).toBe(true);
     expect(fs.assess(103_000, 'p3', true).overShare).toBe(false);
+  });
+
+  it('under pressure, the incumbents are the measure: bots that outnumber the people and came after them are over their share, the people are not', () => {
+    const fs = new FairShare();
+    const ppl = people(40);
+    // Calm: the people browse; then 120 bots, each at five times a person's pace, and the origin saturates.
+    run(fs, ppl, 0, 20_000);
+    fs.notePressure(20_000, true);
+    const bots = people(120, 'bot', 400);
+    for (let t = 20_000; t < 40_000; t += 1000) {
+      run(fs, [...ppl, ...bots], t, t + 1000);
+      // The limit's verdict flips now and then under a steady attack: a blip of calm is no end of the pressure.
+      fs.notePressure(t + 1000, t % 5000 !== 0);
+    }
+    expect(fs.pressureStart).toBe(20_000);
+    for (const b of ['bot0', 'bot57', 'bot119']) expect(fs.assess(40_000, b, true).overShare, b).toBe(true);
+    for (const p of ['p0', 'p13', 'p39']) expect(fs.assess(40_000, p, true).rankPenalty, p).toBe(0);
+    // Among the sources with history (what was measured before), the typical source is a bot and none is over.
+    const plain = new FairShare();
+    run(plain, ppl, 0, 20_000);
+    run(plain, [...ppl, ...bots], 20_000, 40_000);
+    expect(plain.assess(40_000, 'bot0', true).overShare).toBe(false);
+    // A window of calm ends the pressure; the next one has new incumbents.
+    for (let t = 40_000; t <= 61_000; t += 1000) fs.notePressure(t, false);
+    expect(fs.pressureStart).toBe(0);
+    fs.notePressure(62_000, true);
+    expect(fs.pressureStart).toBe(62_000);
+  });
+
+  it('judges a source by its pace: time held in the queue is taken out of its window, a quarter of the window at the least', () => {
+    const fs = new FairShare();
+    // Two sources use the same origin time; one of them spent half of the window waiting in the queue.
+    for (let t = 0; t < 20_000; t += 1000) { fs.record(t, 'free', 50); fs.record(t, 'held', 50); }
+    for (let t = 0; t < 20_000; t += 2000) { fs.hold(t, 'held'); fs.unhold(t + 1000, 'held'); }
+    expect(fs.used(19_999, 'held')).toBe(fs.used(19_999, 'free'));
+    expect(fs.demandOf(19_999, 'free')).toBe(1000);
+    expect(fs.demandOf(19_999, 'held')).toBeCloseTo(2000, 0);
+    // Two requests waiting at once count their overlap once; a wait still under way counts up to now.
+    fs.hold(20_000, 'free'); fs.hold(20_500, 'free'); fs.unhold(21_000, 'free');
+    const used = fs.used(22_000, 'free');
+    expect(fs.demandOf(22_000, 'free')).toBeCloseTo(used * 20_000 / 18_000, 0);
+    fs.unhold(22_000, 'free');
+    expect(fs.demandOf(22_000, 'free')).toBeCloseTo(used * 20_000 / 18_000, 0);
+    // Held nearly all the time: judged over a quarter of the window, not over nothing.
+    fs.hold(22_000, 'held');
+    expect(fs.demandOf(41_000, 'held')).toBe(4 * fs.used(41_000, 'held'));
+    // A source that never used the origin is not tracked, and a stray release changes nothing.
+    fs.hold(1000, 'new'); fs.unhold(2000, 'new'); fs.unhold(2000, 'free');
+    expect(fs.demandOf(2000, 'new')).toBe(0);
+    expect(fs.size).toBe(2);
   });
 
   it('forgets old use: the window slides', () => {

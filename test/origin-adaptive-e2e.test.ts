@@ -182,7 +182,7 @@ describe('adaptive upstream limit, default config, real sockets', () => {
     const bots = banned.filter((b) => b.ip.startsWith('127.0.75.'));
     expect(bots.length, JSON.stringify(banned)).toBeGreaterThanOrEqual(3);
     expect(bots.every((b) => b.rule === 'fair-share')).toBe(true);
-    expect(bots[0].reason).toMatch(/origin time .*× a typical source's .* while the origin was saturated/);
+    expect(bots[0].reason).toMatch(/origin time in .*× a typical source's .* while the origin was saturated/);
     expect(banned.filter((b) => b.ip.startsWith('127.0.74.'))).toEqual([]);
     expect(people.pages.length).toBeGreaterThan(80);
     expect(people.pages.filter((p) => p.ok).length / people.pages.length).toBeGreaterThanOrEqual(0.95);

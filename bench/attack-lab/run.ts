@@ -111,11 +111,13 @@ const p95 = (xs: number[]) => { if (!xs.length) return null; const s = [...xs].s
 
 /** The scenario's warm-up: its own when it sets one (0 = none), else the run's. */
 const warmupOf = (sc: Scenario<Record<string, number>>) => (args.warmup == null && sc.warmupS != null ? sc.warmupS : W);
+/** The scenario's attack length: its own when it sets one, else the run's (not in a smoke run). */
+const attackOf = (sc: Scenario<Record<string, number>>) => (args.attack == null && !smoke && sc.attackS != null ? sc.attackS : A);
 const paramsOf = (sc: Scenario<Record<string, number>>) => ({ ...sc.defaults, ...(smoke ? sc.smoke ?? {} : {}) });
 
 async function runOne(scName: ScenarioName, tName: TargetName, originPort: number): Promise<RunResult> {
   const sc = SCENARIOS[scName] as unknown as Scenario<Record<string, number>>;
-  const W = warmupOf(sc);
+  const W = warmupOf(sc), A = attackOf(sc);
   const params = paramsOf(sc);
   const late = tName === 'none' ? 0 : params.lateStartS ?? 0;
   let t: Target | null = late ? null : await startTarget(tName, originPort);
@@ -145,13 +147,13 @@ async function runOne(scName: ScenarioName, tName: TargetName, originPort: numbe
     if (!t || t.skipped) return { target: tName, skipped: t?.skipped ?? 'not started' } as RunResult;
     const bans = t.bans ? await t.bans() : null;
     const or = await originCall<OriginReport>({ cmd: 'report' }, 'report');
-    return metrics(tName, t, lr, ar, or, bans, W, switchAt);
+    return metrics(tName, t, lr, ar, or, bans, W, A, switchAt);
   } finally {
     await t?.stop();
   }
 }
 
-function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport, or: OriginReport, bans: string[] | null, W: number, switchAt: number | null): RunResult {
+function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport, or: OriginReport, bans: string[] | null, W: number, A: number, switchAt: number | null): RunResult {
   const total = W + A + C;
   const win = range(W, W + A);
   const ls = (i: number) => lr.seconds[i];
@@ -251,7 +253,7 @@ async function main() {
   for (const scName of scenarioNames) {
     const sc = SCENARIOS[scName] as unknown as Scenario<Record<string, number>>;
     const params = paramsOf(sc);
-    const W = warmupOf(sc);
+    const W = warmupOf(sc), A = attackOf(sc);
     console.log(`\n## ${scName}: ${sc.describe}\n   params ${JSON.stringify(params)}`);
     const results: RunResult[] = [];
     for (const tName of targetNames) {
@@ -274,7 +276,7 @@ async function main() {
     fs.writeFileSync(path.join(chartDir, `${scName}.json`), JSON.stringify({ scenario: scName, params, W, A, C, results }, null, 1));
     for (const r of ran) (summary[scName] ??= {})[r.target] = `${pct(r.legitSuccess, 0)} / ${r.ttm != null ? r.ttm + ' s' : r.attackPeak === 0 ? 'n/a' : '∞'}`;
     const failLines = ran.filter((r) => Object.keys(r.legitFailReasons).length).map((r) => `- ${r.target}: legit failures during the attack: ${Object.entries(r.legitFailReasons).map(([k, n]) => `${k} ×${n}`).join(', ')}`);
-    sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`${W !== Number(args.warmup ?? (smoke ? 2 : 4)) ? `; warm-up ${W} s` : ''}${sc.legit ? `; legitimate extras ${JSON.stringify(sc.legit)}` : ''}.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](attack-lab/${scName}.svg)\n`);
+    sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`${W !== Number(args.warmup ?? (smoke ? 2 : 4)) ? `; warm-up ${W} s` : ''}${A !== Number(args.attack ?? (smoke ? 5 : 15)) ? `; attack ${A} s` : ''}${sc.legit ? `; legitimate extras ${JSON.stringify(sc.legit)}` : ''}.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](attack-lab/${scName}.svg)\n`);
   }
   await stopAll();
   const targetsRan = [...new Set(Object.values(summary).flatMap((o) => Object.keys(o)))];

@@ -107,6 +107,8 @@ export interface Scenario<P> {
   legit?: LegitExtras;
   /** Legit-only seconds before the attack, when not the run's (0: the attack starts with the users, on a proxy with no history). */
   warmupS?: number;
+  /** The attack's length, when not the run's (--attack overrides it). */
+  attackS?: number;
   /** When set, the lab reports legit success per group and this scenario's special targets. Param `lateStartS` in
    *  the defaults starts each target that many seconds into the attack (traffic goes to the origin until then). */
   defaults: P;
@@ -261,6 +263,8 @@ export const SCENARIOS = {
   'patient-bots': scenario({
     describe: 'patient browser-perfect bots: each a browser (assets once, cookie jar, redirects followed, browser headers) navigating about five times faster than a person, mostly on the expensive search',
     octet: 211,
+    // A patient swarm is a long attack, and a ban by share needs the share to persist (banAfterSeconds, 25 s).
+    attackS: 60,
     // A person thinks 1–3.5 s between pages (legit.ts); a bot 0.2–0.7 s. 150 bots × ~2 pages/s, 70% searches: far more than 8 slots.
     defaults: { bots: 150, thinkMinMs: 200, thinkSpreadMs: 500, searchShare: 0.7 },
     smoke: { bots: 80 },

@@ -182,7 +182,7 @@ export const schema = {
     fairShare: {
       enabled: { doc: 'While a domain\'s origin is saturated, a source using many times the origin time of a typical source waits behind the others in the upstream queue, and one that keeps at it is banned (rule "fair-share").', format: Boolean, default: true },
       overShareRatio: { doc: 'Fair share: a source over this multiple of the typical source\'s origin time (last 20 s) is over its share; at half of it, it loses its place among sources with a history.', format: Number, default: 4 },
-      banAfterSeconds: { doc: 'Fair share: a source over its share this long while the origin stays saturated is banned (in auto mode: while the domain is under attack).', format: nat, default: 15 },
+      banAfterSeconds: { doc: 'Fair share: a source over its share this long while the origin stays saturated is banned (in auto mode: while the domain is under attack). Longer than the share\'s 20 s window by default: one burst of expensive requests stays in the window that long.', format: nat, default: 25 },
     },
     attack: {
       minRps: { doc: 'Attack mode (auto): a domain below this many requests/s is never under attack by rate.', format: Number, default: 20 },

@@ -11,10 +11,26 @@
 //
 // "Typical" is the median share among the sources with history (seen for at
 // least historyMs and active in the window), per session: with too few of
-// those (a proxy started mid-attack), among every active source. People
+// those (a proxy started mid-attack), among every active source. While the
+// origin is under pressure (saturated, with blips of calm shorter than the
+// window counted in), it is the median among the incumbents: the sources that
+// used the origin before the pressure began, when there are enough of them
+// active. What saturates an origin cannot be older than the saturation, so
+// they are the measure of what a person asks of it; among the sources with
+// history, a swarm of bots that outnumbers the people would be the typical
+// source, and none of them would ever be over "its" share. People
 // behind a NAT share one address; the caller says how many distinct sessions
 // (valid challenge cookies, session cookies) it saw from an address
 // (sessionsBehind), and the address's allowance is multiplied by that.
+//
+// A source's share is its pace, not only what it got: the time its requests
+// spent held in our queue (waiting for the origin) is taken out of the window
+// it is judged over. A bot that navigates without pausing but waits behind
+// the people gets what the people leave, a modest amount next to a person's;
+// over the time it was free to ask, it asked for many times what a person
+// asks. A person made to wait is not inflated by it: its time free is its
+// think time. The correction is bounded (a source free for less than a
+// quarter of the window is judged over a quarter).
 //
 // Nothing is judged while the origin is not saturated: using a lot of an idle
 // origin harms no one.
@@ -45,7 +61,7 @@ export interface FairShareOptions {
 }
 
 export interface ShareVerdict {
-  /** Origin ms this source used in the window. */
+  /** Origin ms this source asked for in the window (used, at its pace when not held: see the header). */
   usedMs: number;
   /** Typical origin ms per session of a source in the window; null while unknown. */
   typicalMs: number | null;
@@ -67,8 +83,16 @@ interface Entry {
   /** Bucket number (time / bucketMs) each slot holds. */
   epochs: Float64Array;
   ms: Float64Array;
+  /** Per bucket, ms during which the source had a request held in the queue. */
+  held: Float64Array;
+  /** Its requests held in the queue now, and since when one has been. */
+  waiting: number;
+  waitFrom: number;
   overSince: number | null;
 }
+
+/** The window a source is judged over shrinks by its time held in the queue, to this share of it at the least. */
+const MIN_FREE_SHARE = 0.25;
 
 const DEFAULTS = {
   windowMs: 20_000,
@@ -77,7 +101,8 @@ const DEFAULTS = {
   overShareRatio: 4,
   historyMs: 10_000,
   minTypicalSources: 5,
-  persistMs: 15_000,
+  // Longer than the window: one burst of expensive requests (a person's three searches at once) stays in it that long.
+  persistMs: 25_000,
   recomputeMs: 1000,
   maxSample: 2001,
 };
@@ -89,6 +114,9 @@ export class FairShare {
   private sessionsBehind: (source: string) => number;
   private typicalCache: number | null = null;
   private typicalAt = -Infinity;
+  /** When the current stretch of pressure began (0: none), and when its current calm blip began (0: saturated). */
+  private pressureSince = 0;
+  private calmSince = 0;
 
   constructor(options: FairShareOptions = {}) {
     const o = { ...DEFAULTS };
@@ -103,6 +131,24 @@ export class FairShare {
   /** Set (or replace) where the number of sessions behind an address comes from. */
   setSessionsBehind(f: (source: string) => number): void { this.sessionsBehind = f; }
 
+  /**
+   * Whether the origin is saturated now (at every answer). A stretch of pressure starts at the first saturated
+   * answer and ends after a window's worth of calm: the limit's verdict flips between windows under a steady attack,
+   * and each flip must not make the attack's sources incumbents.
+   */
+  notePressure(now: number, saturated: boolean): void {
+    if (saturated) {
+      this.calmSince = 0;
+      if (this.pressureSince === 0) { this.pressureSince = now; this.typicalAt = -Infinity; }
+    } else if (this.pressureSince !== 0) {
+      if (this.calmSince === 0) this.calmSince = now;
+      else if (now - this.calmSince >= this.opts.windowMs) { this.pressureSince = this.calmSince = 0; this.typicalAt = -Infinity; }
+    }
+  }
+
+  /** When the current stretch of pressure began; 0 when there is none. */
+  get pressureStart(): number { return this.pressureSince; }
+
   /** A request of `source` used the origin for originMs (answered or failed). */
   record(now: number, source: string, originMs: number, calm = false): void {
     if (!(originMs >= 0)) return;
@@ -113,15 +159,33 @@ export class FairShare {
       if (now - e.lastSeen >= this.opts.bucketMs) { this.entries.delete(source); this.entries.set(source, e); e.lastSeen = now; }
     } else {
       if (this.entries.size >= this.opts.maxSources) this.entries.delete(this.entries.keys().next().value!);
-      e = { firstSeen: now, lastSeen: now, epochs: new Float64Array(this.slots).fill(-1), ms: new Float64Array(this.slots), overSince: null };
+      e = { firstSeen: now, lastSeen: now, epochs: new Float64Array(this.slots).fill(-1), ms: new Float64Array(this.slots), held: new Float64Array(this.slots), waiting: 0, waitFrom: 0, overSince: null };
       this.entries.set(source, e);
     }
     // Not saturated: no time counts as over the share (what assess() would do, without its verdict object).
     if (calm) e.overSince = null;
+    e.ms[this.bucket(e, now)] += originMs;
+  }
+
+  /** The slot of the bucket of `now`, emptied when it held an older bucket. */
+  private bucket(e: Entry, now: number): number {
     const b = Math.floor(now / this.opts.bucketMs);
     const i = b % this.slots;
-    if (e.epochs[i] !== b) { e.epochs[i] = b; e.ms[i] = 0; }
-    e.ms[i] += originMs;
+    if (e.epochs[i] !== b) { e.epochs[i] = b; e.ms[i] = 0; e.held[i] = 0; }
+    return i;
+  }
+
+  /** A request of source starts waiting in the queue (a source that never used the origin is not tracked). */
+  hold(now: number, source: string): void {
+    const e = this.entries.get(source);
+    if (e && e.waiting++ === 0) e.waitFrom = now;
+  }
+
+  /** A request of source stops waiting (its turn came, or it was refused or cancelled). */
+  unhold(now: number, source: string): void {
+    const e = this.entries.get(source);
+    if (!e || e.waiting === 0) return;
+    if (--e.waiting === 0) e.held[this.bucket(e, now)] += now - e.waitFrom;
   }
 
   /** Origin ms used by source in the window ending now. */
@@ -140,28 +204,50 @@ export class FairShare {
     return s;
   }
 
+  /** Origin ms used in the window, scaled to the whole window from the part of it the source was not held (its pace). */
+  private demand(e: Entry, now: number): number {
+    const b = Math.floor(now / this.opts.bucketMs);
+    let used = 0, held = e.waiting > 0 ? now - e.waitFrom : 0;
+    for (let i = 0; i < this.slots; i++) if (e.epochs[i] > b - this.slots && e.epochs[i] <= b) { used += e.ms[i]; held += e.held[i]; }
+    if (held <= 0 || used <= 0) return used;
+    const w = this.opts.windowMs;
+    return used * w / Math.max(MIN_FREE_SHARE * w, w - held);
+  }
+
+  /** What source asks of the origin (origin ms in the window at its pace when not held: see the header). */
+  demandOf(now: number, source: string): number {
+    const e = this.entries.get(source);
+    return e ? this.demand(e, now) : 0;
+  }
+
   private sessionsOf(source: string): number {
     const n = this.sessionsBehind(source);
     return Number.isFinite(n) && n >= 1 ? n : 1;
   }
 
-  /** The median origin ms per session over sources with history (or all active ones when too few have history). */
+  /**
+   * The median origin ms per session over the incumbents under pressure (see the header), else over sources with
+   * history, else over all active ones; null when too few are active.
+   */
   typical(now: number): number | null {
     if (now - this.typicalAt < this.opts.recomputeMs) return this.typicalCache;
     this.typicalAt = now;
-    const withHistory: number[] = [], all: number[] = [];
+    const incumbents: number[] = [], withHistory: number[] = [], all: number[] = [];
+    const since = this.pressureSince;
     const stride = Math.max(1, Math.ceil(this.entries.size / this.opts.maxSample));
     let k = 0;
     for (const [source, e] of this.entries) {
       if (k++ % stride !== 0) continue;
       if (now - e.lastSeen > this.opts.windowMs) continue;
-      const used = this.sum(e, now);
+      const used = this.demand(e, now);
       if (used <= 0) continue;
       const per = used / this.sessionsOf(source);
       all.push(per);
       if (now - e.firstSeen >= this.opts.historyMs) withHistory.push(per);
+      if (since > 0 && e.firstSeen < since) incumbents.push(per);
     }
-    const xs = withHistory.length >= this.opts.minTypicalSources ? withHistory : all.length >= this.opts.minTypicalSources ? all : [];
+    const min = this.opts.minTypicalSources;
+    const xs = incumbents.length >= min ? incumbents : withHistory.length >= min ? withHistory : all.length >= min ? all : [];
     this.typicalCache = xs.length ? median(xs) : null;
     return this.typicalCache;
   }
@@ -169,7 +255,7 @@ export class FairShare {
   /** How source stands against the typical share; call it when deciding its rank (it also tracks persistence). */
   assess(now: number, source: string, saturated: boolean): ShareVerdict {
     const e = this.entries.get(source);
-    const usedMs = e ? this.sum(e, now) : 0;
+    const usedMs = e ? this.demand(e, now) : 0;
     const typicalMs = this.typical(now);
     const sessions = this.sessionsOf(source);
     const ratio = typicalMs && typicalMs > 0 ? usedMs / (typicalMs * sessions) : 0;
@@ -191,106 +277,4 @@ function median(xs: number[]): number {
   xs.sort((a, b) => a - b);
   const m = xs.length >> 1;
   return xs.length % 2 ? xs[m] : (xs[m - 1] + xs[m]) / 2;
-}
-
-export interface SessionsSeenOptions {
-  /** A session counts while it was seen within this window. */
-  windowMs?: number;
-  /** A session counts once it came back this many times (a token fetched and never used is no person). */
-  minRequests?: number;
-  /** Sessions remembered per source at most (oldest forgotten). */
-  maxPerSource?: number;
-  maxSources?: number;
-}
-
-/**
- * Distinct sessions (valid challenge cookies, the site's session cookie) seen
- * from each source: what tells a NAT of many people from one client. Feeds
- * FairShare's sessionsBehind and the per-source caps (scaledCap).
- * Farming: a bot on one address can fetch many challenge cookies; only
- * sessions that came back minRequests times count, the count per source is
- * bounded (maxPerSource), and the fair share per session still applies — the
- * caller should also bound how fast one address is issued new tokens.
- * Memory: maxSources × maxPerSource entries at most. Pure: time is passed in.
- */
-export class SessionsSeen {
-  readonly opts: Required<SessionsSeenOptions>;
-  private readonly sources = new Map<string, Map<string, { last: number; n: number; first: number }>>();
-
-  constructor(options: SessionsSeenOptions = {}) {
-    this.opts = { windowMs: 10 * 60_000, minRequests: 2, maxPerSource: 256, maxSources: 20_000, ...stripUndefined(options) };
-  }
-
-  get size(): number { return this.sources.size; }
-
-  /** Whether any session of source is remembered. */
-  has(source: string): boolean { return this.sources.has(source); }
-
-  /** A request from source carrying session (an opaque id: the token, or a hash of the session cookie). Returns how
-   *  many times the session was seen (minRequests: it just started to count). */
-  record(now: number, source: string, session: string): number {
-    let m = this.sources.get(source);
-    if (m) this.sources.delete(source);
-    else {
-      if (this.sources.size >= this.opts.maxSources) this.sources.delete(this.sources.keys().next().value!);
-      m = new Map();
-    }
-    this.sources.set(source, m);
-    const e = m.get(session);
-    if (e) { m.delete(session); e.last = now; e.n++; m.set(session, e); return e.n; }
-    if (m.size >= this.opts.maxPerSource) {
-      const victim = evictable(m, this.opts.minRequests, now);
-      if (victim === null) return 1; // full of newcomers still due back: this one waits for a slot
-      m.delete(victim);
-    }
-    m.set(session, { last: now, n: 1, first: now });
-    return 1;
-  }
-
-  /** How long ago session was first seen from source (ms), or null when it is not remembered. */
-  age(now: number, source: string, session: string): number | null {
-    const e = this.sources.get(source)?.get(session);
-    return e ? now - e.first : null;
-  }
-
-  /** Forget one session of source (it was replaced); true when it counted (the source's count may have dropped). */
-  forget(source: string, session: string): boolean {
-    const m = this.sources.get(source);
-    const e = m?.get(session);
-    if (!m || !e) return false;
-    m.delete(session);
-    return e.n >= this.opts.minRequests;
-  }
-
-  /** Sessions seen from source within the window that came back minRequests times; at least 1. */
-  count(now: number, source: string): number {
-    const m = this.sources.get(source);
-    if (!m) return 1;
-    let n = 0;
-    for (const e of m.values()) if (now - e.last <= this.opts.windowMs && e.n >= this.opts.minRequests) n++;
-    return Math.max(1, n);
-  }
-}
-
-/** The session to forget from a full table: the least recently seen of the first few that never came back, once it
- *  had ADMIT_MS to come back; else, when none of those is a newcomer, the least recently seen; null: keep them all.
- *  With more people than slots, forgetting the oldest at once would drop each before its return and the count would
- *  collapse; instead newcomers wait for a slot while those admitted come back and count. */
-const ADMIT_MS = 10_000;
-function evictable(m: Map<string, { n: number; last: number }>, minRequests: number, now: number): string | null {
-  let k = 0;
-  for (const [session, e] of m) {
-    if (e.n < minRequests) return now - e.last >= ADMIT_MS ? session : null;
-    if (++k >= 16) break;
-  }
-  return m.keys().next().value!;
-}
-
-/** A per-source cap (connections, requests in flight, rate) raised for the sessions seen behind the address, up to maxFactor times. */
-export function scaledCap(base: number, sessions: number, maxFactor = 64): number {
-  return Math.round(base * Math.min(maxFactor, Math.max(1, sessions)));
-}
-
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -20,7 +20,7 @@
 // Memory: two SessionsSeen tables of at most MAX_SOURCES sources × 128 (64)
 // sessions (some 35 MB at worst, measured), and caches cleared past
 // MAX_CACHED. Time is passed in, or read from the injected clock (behind).
-import { SessionsSeen } from './fair-share.ts';
+import { SessionsSeen } from './sessions-seen.ts';
 import type { CompiledRules } from './rules.ts';
 import { scaleOf } from './engine.ts';
 

@@ -8,7 +8,7 @@
 // people its traffic shows (scale; SharedAddresses counts their sessions).
 // Only sources with a request in flight are kept, so memory is bounded by the
 // number of requests in flight, whatever the number of sources.
-import { scaledCap } from '../detect/fair-share.ts';
+import { scaledCap } from '../detect/sessions-seen.ts';
 
 export class InflightCounter {
   /** Most requests in flight per source; 0 = no cap. */

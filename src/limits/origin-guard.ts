@@ -139,7 +139,9 @@ export class OriginGuard {
       if (this.sessionsBehind) share.setSessionsBehind(this.sessionsBehind);
       // The queue serves the least used of the sources at the head of its line first (fair share of origin time).
       const usage = (source: string) => (this.config.filter.fairShare.enabled ? share.used(this.deps.now(), source) : 0);
-      d = new DomainOrigin(domain.name, new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued, usage), share);
+      // Time held in the queue is taken out of the window a source's share is judged over (its pace: FairShare).
+      const held = (source: string, on: boolean) => (on ? share.hold(this.deps.now(), source) : share.unhold(this.deps.now(), source));
+      d = new DomainOrigin(domain.name, new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued, usage, held), share);
       this.apply(d, domain);
       this.domains.set(domain.name, d);
       this.queues.set(domain.name, d.queue);
@@ -165,7 +167,7 @@ export class OriginGuard {
     if (!d || !this.config.filter.fairShare.enabled) return false;
     const now = this.deps.now();
     const typical = d.share.typical(now);
-    return typical !== null && d.share.used(now, source) >= this.config.filter.fairShare.overShareRatio * typical;
+    return typical !== null && d.share.demandOf(now, source) >= this.config.filter.fairShare.overShareRatio * typical;
   }
 
   /** People behind one address (a NAT) count as that many sources in the share (fed by whoever counts sessions). */
@@ -192,6 +194,7 @@ export class OriginGuard {
     // saturated (the common, calm case resets it in record(), with no verdict made).
     const saturated = d.saturatedAt(now);
     d.noteSaturation(now, saturated);
+    d.share.notePressure(now, saturated);
     d.share.record(now, source, rttMs, !saturated);
     if (!saturated) return;
     const v = d.share.assess(now, source, true);
@@ -294,6 +297,6 @@ export class OriginGuard {
 
 function overShareReason(v: ShareVerdict, windowMs: number, seconds: number): string {
   const s = (ms: number) => (ms / 1000).toFixed(1);
-  return `took ${s(v.usedMs)} s of origin time in ${s(windowMs)} s, ${v.ratio.toFixed(1)}× a typical source's ${s(v.typicalMs ?? 0)} s` +
+  return `asked for ${s(v.usedMs)} s of origin time in ${s(windowMs)} s (at its pace when not held in the queue), ${v.ratio.toFixed(1)}× a typical source's ${s(v.typicalMs ?? 0)} s` +
     `${v.sessions > 1 ? ` (per session, ${v.sessions} sessions)` : ''}, for ${seconds} s while the origin was saturated`;
 }

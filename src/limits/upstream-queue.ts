@@ -52,12 +52,15 @@ export class UpstreamQueue {
 
   /** A source's recent use of the origin (ms); null: plain round robin. */
   private readonly usage: ((source: string) => number) | null;
+  /** Told when a request of source starts (true) and stops (false) waiting: FairShare judges a source by its pace. */
+  private readonly held: ((source: string, on: boolean) => void) | null;
 
-  constructor(limit: number, timeoutMs: number, maxQueued: number, usage: ((source: string) => number) | null = null) {
+  constructor(limit: number, timeoutMs: number, maxQueued: number, usage: ((source: string) => number) | null = null, held: ((source: string, on: boolean) => void) | null = null) {
     this.limit = limit;
     this.timeoutMs = timeoutMs;
     this.maxQueued = maxQueued;
     this.usage = usage;
+    this.held = held;
   }
 
   /** True when a request may go now without waiting (the caller then owes one leave()). */
@@ -84,6 +87,7 @@ export class UpstreamQueue {
     if (list) list.push(w);
     else m.set(source, [w]);
     this.queued++;
+    this.held?.(source, true);
     w.timer = setTimeout(() => { if (w.waiting) { this.remove(w); w.refuse('queue-timeout'); } }, this.timeoutMs);
     this.pump();
     return w;
@@ -180,6 +184,7 @@ export class UpstreamQueue {
   private settle(w: Waiter): void {
     w.waiting = false;
     this.queued--;
+    this.held?.(w.source, false);
     if (w.timer) clearTimeout(w.timer);
     w.timer = null;
   }

@@ -13,7 +13,7 @@
 import type net from 'node:net';
 import { clientAddress } from '../upstream/headers.ts';
 import { sourceKey } from './source.ts';
-import { scaledCap } from '../detect/fair-share.ts';
+import { scaledCap } from '../detect/sessions-seen.ts';
 
 export interface ConnectionInfo {
   source: string; client: string; tls: boolean; requests: number;
