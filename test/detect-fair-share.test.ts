@@ -121,7 +121,7 @@ describe('fair share', () => {
     for (let t = 0; t < 20_000; t += 1000) { fs.record(t, 'free', 50); fs.record(t, 'held', 50); }
     for (let t = 0; t < 20_000; t += 2000) { fs.hold(t, 'held'); fs.unhold(t + 1000, 'held'); }
     expect(fs.used(19_999, 'held')).toBe(fs.used(19_999, 'free'));
-    expect(fs.demandOf(19_999, 'free')).toBe(1000);
+    expect(fs.demandOf(19_999, 'free')).toBeCloseTo(1000, 0);
     expect(fs.demandOf(19_999, 'held')).toBeCloseTo(2000, 0);
     // Two requests waiting at once count their overlap once; a wait still under way counts up to now.
     fs.hold(20_000, 'free'); fs.hold(20_500, 'free'); fs.unhold(21_000, 'free');
@@ -132,10 +132,15 @@ describe('fair share', () => {
     // Held nearly all the time: judged over a quarter of the window, not over nothing.
     fs.hold(22_000, 'held');
     expect(fs.demandOf(41_000, 'held')).toBe(4 * fs.used(41_000, 'held'));
+    // A share is a rate: a source seen for half the window is judged over that half; a newcomer over a quarter at least
+    // (a first page and its assets are no pace).
+    fs.record(30_000, 'young', 100);
+    expect(fs.demandOf(40_000, 'young')).toBe(200);
+    expect(fs.demandOf(31_000, 'young')).toBe(400);
     // A source that never used the origin is not tracked, and a stray release changes nothing.
     fs.hold(1000, 'new'); fs.unhold(2000, 'new'); fs.unhold(2000, 'free');
     expect(fs.demandOf(2000, 'new')).toBe(0);
-    expect(fs.size).toBe(2);
+    expect(fs.size).toBe(3);
   });
 
   it('forgets old use: the window slides', () => {

@@ -14,8 +14,8 @@
 // those (a proxy started mid-attack), among every active source. While the
 // origin is under pressure (saturated, with blips of calm shorter than the
 // window counted in), it is the median among the incumbents: the sources that
-// used the origin before the pressure began, when there are enough of them
-// active. What saturates an origin cannot be older than the saturation, so
+// used the origin a few seconds before the pressure was seen, when there are
+// enough of them active. What saturates an origin cannot be older than the saturation, so
 // they are the measure of what a person asks of it; among the sources with
 // history, a swarm of bots that outnumbers the people would be the typical
 // source, and none of them would ever be over "its" share. People
@@ -29,8 +29,10 @@
 // the people gets what the people leave, a modest amount next to a person's;
 // over the time it was free to ask, it asked for many times what a person
 // asks. A person made to wait is not inflated by it: its time free is its
-// think time. The correction is bounded (a source free for less than a
-// quarter of the window is judged over a quarter).
+// think time. Likewise a source seen for less than the window is judged over
+// the time it has been seen: a share is a rate. The correction is bounded (a
+// source free for less than a quarter of the window is judged over a quarter,
+// so that a first page and its assets are not taken for a pace).
 //
 // Nothing is judged while the origin is not saturated: using a lot of an idle
 // origin harms no one.
@@ -91,6 +93,10 @@ interface Entry {
   overSince: number | null;
 }
 
+/** An incumbent used the origin this long before the pressure was seen: the limit needs a few of its windows to see
+ *  saturation, and the sources that came in the seconds before it are as likely to be its cause as not. */
+const INCUMBENT_LEAD_MS = 3000;
+
 /** The window a source is judged over shrinks by its time held in the queue, to this share of it at the least. */
 const MIN_FREE_SHARE = 0.25;
 
@@ -113,7 +119,11 @@ export class FairShare {
   private readonly entries = new Map<string, Entry>();
   private sessionsBehind: (source: string) => number;
   private typicalCache: number | null = null;
+  private typicalUseCache: number | null = null;
   private typicalAt = -Infinity;
+  /** Whether the typical share was taken over sources judged by their rate (not over all active ones): a source is
+   *  measured the same way as the sources it is compared with. */
+  private typicalBySpan = true;
   /** When the current stretch of pressure began (0: none), and when its current calm blip began (0: saturated). */
   private pressureSince = 0;
   private calmSince = 0;
@@ -204,20 +214,23 @@ export class FairShare {
     return s;
   }
 
-  /** Origin ms used in the window, scaled to the whole window from the part of it the source was not held (its pace). */
-  private demand(e: Entry, now: number): number {
+  /** Origin ms used in the window, scaled to the whole window from the part of it the source was seen and not held (its pace). */
+  private demand(e: Entry, now: number, bySpan = true): number {
     const b = Math.floor(now / this.opts.bucketMs);
     let used = 0, held = e.waiting > 0 ? now - e.waitFrom : 0;
     for (let i = 0; i < this.slots; i++) if (e.epochs[i] > b - this.slots && e.epochs[i] <= b) { used += e.ms[i]; held += e.held[i]; }
-    if (held <= 0 || used <= 0) return used;
-    const w = this.opts.windowMs;
-    return used * w / Math.max(MIN_FREE_SHARE * w, w - held);
+    const w = this.opts.windowMs, span = bySpan ? Math.min(w, now - e.firstSeen) : w;
+    if (used <= 0 || (held <= 0 && span >= w)) return used;
+    return used * w / Math.max(MIN_FREE_SHARE * w, span - held);
   }
 
-  /** What source asks of the origin (origin ms in the window at its pace when not held: see the header). */
+  /** What source asks of the origin (origin ms in the window at its pace when not held: see the header), measured as
+   *  the sources of the typical share are. */
   demandOf(now: number, source: string): number {
     const e = this.entries.get(source);
-    return e ? this.demand(e, now) : 0;
+    if (!e) return 0;
+    this.typical(now);
+    return this.demand(e, now, this.typicalBySpan);
   }
 
   private sessionsOf(source: string): number {
@@ -230,33 +243,51 @@ export class FairShare {
    * history, else over all active ones; null when too few are active.
    */
   typical(now: number): number | null {
-    if (now - this.typicalAt < this.opts.recomputeMs) return this.typicalCache;
+    this.refresh(now);
+    return this.typicalCache;
+  }
+
+  /**
+   * What the same typical source used (origin ms in the window, per session), not scaled to its pace: the unit of
+   * what a source spends, as the newcomers' slice counts it.
+   */
+  typicalUse(now: number): number | null {
+    this.refresh(now);
+    return this.typicalUseCache;
+  }
+
+  private refresh(now: number): void {
+    if (now - this.typicalAt < this.opts.recomputeMs) return;
     this.typicalAt = now;
-    const incumbents: number[] = [], withHistory: number[] = [], all: number[] = [];
+    // Per source: [its share at its pace, what it used].
+    const incumbents: number[][] = [], withHistory: number[][] = [], all: number[][] = [];
     const since = this.pressureSince;
     const stride = Math.max(1, Math.ceil(this.entries.size / this.opts.maxSample));
     let k = 0;
     for (const [source, e] of this.entries) {
       if (k++ % stride !== 0) continue;
       if (now - e.lastSeen > this.opts.windowMs) continue;
-      const used = this.demand(e, now);
+      const used = this.sum(e, now);
       if (used <= 0) continue;
-      const per = used / this.sessionsOf(source);
-      all.push(per);
-      if (now - e.firstSeen >= this.opts.historyMs) withHistory.push(per);
-      if (since > 0 && e.firstSeen < since) incumbents.push(per);
+      const sessions = this.sessionsOf(source), pair = [this.demand(e, now) / sessions, used / sessions];
+      // Among all active sources (a proxy started mid-attack: a rotating flood's sources live a second or two), a
+      // share is what each used: judged by its rate, each would weigh as if it came back every few seconds.
+      all.push([this.demand(e, now, false) / sessions, pair[1]]);
+      if (now - e.firstSeen >= this.opts.historyMs) withHistory.push(pair);
+      if (since > 0 && e.firstSeen < since - INCUMBENT_LEAD_MS) incumbents.push(pair);
     }
     const min = this.opts.minTypicalSources;
     const xs = incumbents.length >= min ? incumbents : withHistory.length >= min ? withHistory : all.length >= min ? all : [];
-    this.typicalCache = xs.length ? median(xs) : null;
-    return this.typicalCache;
+    this.typicalCache = xs.length ? median(xs.map((x) => x[0])) : null;
+    this.typicalUseCache = xs.length ? median(xs.map((x) => x[1])) : null;
+    this.typicalBySpan = xs !== all;
   }
 
   /** How source stands against the typical share; call it when deciding its rank (it also tracks persistence). */
   assess(now: number, source: string, saturated: boolean): ShareVerdict {
     const e = this.entries.get(source);
-    const usedMs = e ? this.demand(e, now) : 0;
     const typicalMs = this.typical(now);
+    const usedMs = e ? this.demand(e, now, this.typicalBySpan) : 0;
     const sessions = this.sessionsOf(source);
     const ratio = typicalMs && typicalMs > 0 ? usedMs / (typicalMs * sessions) : 0;
     const r = this.opts.overShareRatio;

@@ -236,7 +236,7 @@ export class OriginGuard {
     if (attackSince <= 0 || !f.enabled || rank === 0) return 0;
     const now = this.deps.now();
     if (d.established(now, source, attackSince)) return 0;
-    const typical = d.share.typical(now);
+    const typical = d.share.typicalUse(now);
     return d.slice.admit(now, typical === null ? null : f.overShareRatio * typical) ? 1 : -1;
   }
 
