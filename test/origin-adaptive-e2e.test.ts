@@ -214,6 +214,22 @@ describe('adaptive upstream limit, default config, real sockets', () => {
     expect(people.pages.filter((p) => p.ok).length / people.pages.length).toBeGreaterThanOrEqual(0.9);
   }, 30_000);
 
+  it('requests a flood queued before attack mode get the challenge at their turn, not a place at the origin', async () => {
+    // Two workers and a 200 ms search; the limit held at 2 (maxInflight), so 30 navigations at once mostly wait.
+    origin = await startPoolOrigin(2, 10, 20_000, 200);
+    proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${origin.port}`], { maxInflight: 2 })], filter: { timeScale: 0.01 } });
+    const f = proxy.app.filter as ScrubberFilter;
+    const answers = Array.from({ length: 30 }, (_, i) => get(proxy!.port, `/search?q=${i}`, { local: `127.0.78.${i + 1}`, agent: false, accept: PAGE_ACCEPT, timeoutMs: 8000 }));
+    await sleep(300);
+    // The domain comes under attack while they wait (here: another node says so).
+    f.detector.remoteAttack(HOST, true, Date.now(), 'test');
+    const statuses = (await Promise.all(answers)).map((r) => r.status);
+    const atOrigin = [...origin.perSecond.values()].reduce((n, c) => n + c.legit + c.attack, 0);
+    expect(statuses.filter((s) => s === 302).length, JSON.stringify(statuses)).toBeGreaterThanOrEqual(20);
+    expect(statuses.every((s) => s === 200 || s === 302), JSON.stringify(statuses)).toBe(true);
+    expect(atOrigin).toBeLessThanOrEqual(10);
+  }, 20_000);
+
   it('a flash crowd of new visitors that the origin can serve: attack mode never starts, nobody is challenged, every page is served', async () => {
     origin = await startPoolOrigin(8, 10, 5000);
     proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${origin.port}`])], filter: { timeScale: 0.01 } });

@@ -145,6 +145,17 @@ export class DomainTraffic {
   }
 }
 
+/** Another node found the domain under attack: this one filters too from `since` (and leaves attack mode by its own
+ *  calm seconds). Mutates st; true when it entered attack mode. */
+export function joinRemoteAttack(st: AttackState, since: number, reason: string | null): boolean {
+  if (st.under) return false;
+  st.under = true;
+  st.since = since;
+  st.calm = 0;
+  st.reason = `on another node: ${reason ?? 'attack'}`;
+  return true;
+}
+
 /** What of a domain's attack state is kept across a restart (FilterStore.putLearned). */
 export interface SavedAttack {
   baselineRps: number;

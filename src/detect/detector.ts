@@ -15,11 +15,10 @@ import { enforced } from '../decisions/ban-time.ts';
 import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
 import { Knowledge, DomainKnowledge } from './knowledge.ts';
 import { answerEvents, requestEvents, staticRequest } from './extract.ts';
-import { stepAttack } from './attack-mode.ts';
+import { joinRemoteAttack, stepAttack } from './attack-mode.ts';
 import { Counters } from './counters.ts';
 import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
 import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
-
 import { PASS, DROP, SLOW_CODES, LEARNED_SAVE_MS, CHALLENGE_GRACE_MS, NAT_GRACE_MS, type Verdict, type DetectorDeps } from './verdict.ts';
 
 export type { Verdict, DetectorDeps };
@@ -85,6 +84,19 @@ export class Detector {
     if (this.evaluate(source, s, now, domain.name)) { this.counters.droppedRequests++; return this.refusal(head, domain, now); }
     if (!challenge) return PASS;
     if (upgrade) { this.counters.upgradesRefused++; return DROP; }
+    return this.challenge(head, s, domain, now);
+  }
+
+  /** At its turn in the upstream queue, a request let through when it arrived: the challenge it would get now (the
+   *  domain came under attack while it waited), or PASS. Its events were counted when it arrived, not again. */
+  judgeAtTurn(head: RequestHead, domain: DomainConfig): Verdict {
+    const k = this.knowledge.of(domain.name), s = this.sources.peek(head.source), now = this.d.now();
+    if (!s || !domain.challenge || !this.challengeActive(k) || this.whitelisted(head.source, s) || this.exempt(head, domain)) return PASS;
+    if (head.headers.cookie !== undefined && (this.d.challenge.client?.(head, domain.name, now) ?? null) !== null) return PASS;
+    return this.mustChallenge(head, s, k, now) ? this.challenge(head, s, domain, now) : PASS;
+  }
+
+  private challenge(head: RequestHead, s: SourceState, domain: DomainConfig, now: number): Verdict {
     s.challengedAt ||= now; // the oldest challenge not answered since
     this.counters.challenges++;
     return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs()) };
@@ -237,7 +249,6 @@ export class Detector {
     if (s.wlVersion !== wl.version) { s.whitelisted = wl.covers(source); s.wlVersion = wl.version; }
     return s.whitelisted;
   }
-
   private trustMs(): number { return this.cfg.challenge.trustSeconds * 1000 * this.cfg.timeScale; }
 
   /** When a domain's upstream starts failing (or its queue is crowded) in an attack, its most suspicious sources go first. */
@@ -297,13 +308,7 @@ export class Detector {
 
   /** Another node found the domain under attack: filter here too (this node leaves attack mode by its own calm seconds). */
   remoteAttack(domain: string, under: boolean, since: number, reason: string | null): void {
-    const st = this.knowledge.of(domain).traffic.state;
-    if (!under || st.under) return;
-    st.under = true;
-    st.since = since || this.d.now();
-    st.calm = 0;
-    st.reason = `on another node: ${reason ?? 'attack'}`;
-    this.counters.attacksStarted++;
+    if (under && joinRemoteAttack(this.knowledge.of(domain).traffic.state, since || this.d.now(), reason)) this.counters.attacksStarted++;
   }
 
   /** Forgets a source's state (an operator banned it: it starts over when the ban ends). */

@@ -101,15 +101,8 @@ export class RequestFlow {
       this.socket?.destroy();
       return this.observe('blocked', 0, head.headBytes, 0, null);
     }
-    if (v.kind === 'challenge') {
-      void this.reply.send(v.answer, domain.name);
-      return this.observe('challenged', v.answer.status, head.headBytes, 0, null);
-    }
-    if (v.kind === 'refuse') {
-      // Banned, but it cannot use a page: it is told 429 + Retry-After, then its connections go (closeSource).
-      void this.reply.send(v.answer, domain.name).catch(() => this.reply.destroy());
-      return this.observe('blocked', v.answer.status, head.headBytes, 0, null);
-    }
+    // refuse: banned, but it cannot use a page: it is told 429 + Retry-After, then its connections go (closeSource).
+    if (v.kind !== 'pass') return this.refuse(v.answer, v.kind === 'challenge' ? 'challenged' : 'blocked');
 
     if (domain.maintenance.enabled) {
       const m = domain.maintenance;
@@ -171,14 +164,25 @@ export class RequestFlow {
     const source = this.head.source;
     const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
     const no = (why: QueueRefusal | 'newcomer-share') => { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); this.refuseBusy(why, close); };
-    // At its turn a newcomer must still fit the slice: it may have queued before the attack was seen.
-    this.waiter = queue.wait(source, cls, () => { if (!this.inSlice(true)) { no('newcomer-share'); return false; } this.waited(); this.forward(body); }, no);
+    this.waiter = queue.wait(source, cls, () => this.atTurn(body, no), no);
+  }
+
+  /** Its turn in the queue. The domain may have come under attack while it waited: a navigation the challenge would now
+   *  stop gets it (a 302 costs the origin nothing; forwarded, each of a flood's requests queued in the seconds before
+   *  attack mode would take a place at the origin ahead of the people), and a newcomer must still fit the slice. */
+  private atTurn(body: Body, no: (why: 'newcomer-share') => void): boolean {
+    const v = this.p.detector.judgeAtTurn(this.head, this.domain!);
+    if (v.kind === 'challenge') { this.waited(); this.release(); this.refuse(v.answer, 'challenged'); return false; }
+    if (!this.inSlice(true)) { no('newcomer-share'); return false; }
+    this.waited();
+    this.forward(body);
+    return true;
   }
 
   /** Under attack, sources without a history share one slice of the origin (a rotating flood has none to judge one by
    *  one): false when it is used up. Asked when the request would go upstream: at once, or at its turn in the queue.
-   *  Not of a static asset (cheap: the challenge lets it through too), nor at its turn of a navigation that queued
-   *  before the attack was seen (the challenge sorts out the next ones; only what it exempts needs the slice). */
+   *  Not of a static asset (cheap: the challenge lets it through too), nor at its turn of a request the challenge
+   *  policy does not exempt (atTurn asked the challenge first; only what it exempts needs the slice). */
   private inSlice(atTurn = false): boolean {
     const d = this.p.detector, name = this.domain!.name, since = d.attackSince(name);
     if (since === 0 || this.newcomer || d.cheap(this.head.url, name) || (atTurn && !d.exempt(this.head, this.domain!))) return true;
@@ -210,24 +214,23 @@ export class RequestFlow {
    *  none), and the time it took is a sample of the origin's latency. An application's 503/504 says it is overloaded. */
   upstreamAnswered(status: number): void {
     if (!this.slot) return;
-    this.slot = false;
-    this.origin!.holders.delete(this);
     const ms = performance.now() - this.sentAt;
     this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504);
     this.leaveSlice(ms);
-    this.origin!.queue.leave();
+    this.freeSlot();
   }
+
+  /** Gives its place in the domain's upstream limit back (exactly once: callers check `slot`). */
+  private freeSlot(): void { this.slot = false; this.origin!.holders.delete(this); this.origin!.queue.leave(); }
 
   private readonly forwarded = (out: ForwardOutcome, sendPage: boolean): void => {
     const bytesIn = this.head.headBytes + (this.meter?.bytes ?? 0);
     this.release();
     if (this.slot) {
       // No answer came: a timeout, a refused or reset connection is the origin failing; a client that left is not.
-      this.slot = false;
-      this.origin!.holders.delete(this);
       const e = out.upstreamError;
       if (e === 'timeout' || e === 'connect' || e === 'reset') this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, true);
-      this.origin!.queue.leave();
+      this.freeSlot();
     }
     if (sendPage && out.proxyReason) {
       const close = this.meter !== null && !this.req.complete;
@@ -239,12 +242,7 @@ export class RequestFlow {
 
   /** Waited for its answer far longer than the origin answers (a long poll, a long job): it gives its place in the
    *  limit back while it goes on (OriginGuard.tick), and its answer, whenever it comes, is no latency sample. */
-  outlived(): void {
-    if (!this.slot) return;
-    this.slot = false;
-    this.origin!.holders.delete(this);
-    this.origin!.queue.leave();
-  }
+  outlived(): void { if (this.slot) this.freeSlot(); }
 
   private forwardUpgrade(): void {
     const config = this.rt.config;
@@ -296,9 +294,10 @@ export class RequestFlow {
     this.refuse({ status: 503, reason, page: true, headers: { 'retry-after': '1' }, close });
   }
 
-  private refuse(a: Answer): void {
+  /** The proxy's own answer; 'challenged' and 'blocked': the filter's (a challenge, a banned source told 429). */
+  private refuse(a: Answer, outcome: 'proxy' | 'challenged' | 'blocked' = 'proxy'): void {
     void this.reply.send(a, this.domain?.name ?? null).catch(() => this.reply.destroy());
-    this.observe('proxy', a.status, this.head.headBytes, 0, a.reason);
+    this.observe(outcome, a.status, this.head.headBytes, 0, outcome === 'proxy' ? a.reason : null);
   }
 
   private observe(outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: ProxyReason | null, f?: Pick<ForwardOutcome, 'contentType' | 'upstreamError'>, slowReader = false): void {
