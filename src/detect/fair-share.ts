@@ -15,10 +15,10 @@
 // origin is under pressure (saturated, with blips of calm shorter than the
 // window counted in), it is the median among the incumbents: the sources that
 // used the origin a few seconds before the pressure was seen, when there are
-// enough of them active. What saturates an origin cannot be older than the saturation, so
-// they are the measure of what a person asks of it; among the sources with
-// history, a swarm of bots that outnumbers the people would be the typical
-// source, and none of them would ever be over "its" share. People
+// enough of them active. What saturates an origin cannot be older than the
+// saturation, so they are the measure of what a person asks of it; among the
+// sources with history, a swarm of bots that outnumbers the people would be
+// the typical source, and none of them would ever be over "its" share. People
 // behind a NAT share one address; the caller says how many distinct sessions
 // (valid challenge cookies, session cookies) it saw from an address
 // (sessionsBehind), and the address's allowance is multiplied by that.
@@ -82,11 +82,10 @@ interface Entry {
   firstSeen: number;
   /** When the source was last seen, to the bucket (record() reorders at most once a bucket). */
   lastSeen: number;
-  /** Bucket number (time / bucketMs) each slot holds. */
-  epochs: Float64Array;
-  ms: Float64Array;
-  /** Per bucket, ms during which the source had a request held in the queue. */
-  held: Float64Array;
+  /** Per slot i of the ring: [i] the bucket number (time / bucketMs) it holds, [slots + i] the origin ms used in it,
+   *  [2 × slots + i] the ms the source had a request held in the queue. One array: each typed array costs some 200
+   *  bytes of its own besides its numbers, and a domain keeps thousands of these. */
+  ring: Float64Array;
   /** Its requests held in the queue now, and since when one has been. */
   waiting: number;
   waitFrom: number;
@@ -169,19 +168,22 @@ export class FairShare {
       if (now - e.lastSeen >= this.opts.bucketMs) { this.entries.delete(source); this.entries.set(source, e); e.lastSeen = now; }
     } else {
       if (this.entries.size >= this.opts.maxSources) this.entries.delete(this.entries.keys().next().value!);
-      e = { firstSeen: now, lastSeen: now, epochs: new Float64Array(this.slots).fill(-1), ms: new Float64Array(this.slots), held: new Float64Array(this.slots), waiting: 0, waitFrom: 0, overSince: null };
+      const ring = new Float64Array(3 * this.slots);
+      ring.fill(-1, 0, this.slots);
+      e = { firstSeen: now, lastSeen: now, ring, waiting: 0, waitFrom: 0, overSince: null };
       this.entries.set(source, e);
     }
     // Not saturated: no time counts as over the share (what assess() would do, without its verdict object).
     if (calm) e.overSince = null;
-    e.ms[this.bucket(e, now)] += originMs;
+    e.ring[this.slots + this.bucket(e, now)] += originMs;
   }
 
   /** The slot of the bucket of `now`, emptied when it held an older bucket. */
   private bucket(e: Entry, now: number): number {
     const b = Math.floor(now / this.opts.bucketMs);
     const i = b % this.slots;
-    if (e.epochs[i] !== b) { e.epochs[i] = b; e.ms[i] = 0; e.held[i] = 0; }
+    const r = e.ring, n = this.slots;
+    if (r[i] !== b) { r[i] = b; r[n + i] = 0; r[2 * n + i] = 0; }
     return i;
   }
 
@@ -195,7 +197,7 @@ export class FairShare {
   unhold(now: number, source: string): void {
     const e = this.entries.get(source);
     if (!e || e.waiting === 0) return;
-    if (--e.waiting === 0) e.held[this.bucket(e, now)] += now - e.waitFrom;
+    if (--e.waiting === 0) e.ring[2 * this.slots + this.bucket(e, now)] += now - e.waitFrom;
   }
 
   /** Origin ms used by source in the window ending now. */
@@ -210,7 +212,8 @@ export class FairShare {
   private sum(e: Entry, now: number): number {
     const b = Math.floor(now / this.opts.bucketMs);
     let s = 0;
-    for (let i = 0; i < this.slots; i++) if (e.epochs[i] > b - this.slots && e.epochs[i] <= b) s += e.ms[i];
+    const r = e.ring, n = this.slots;
+    for (let i = 0; i < n; i++) if (r[i] > b - n && r[i] <= b) s += r[n + i];
     return s;
   }
 
@@ -218,7 +221,8 @@ export class FairShare {
   private demand(e: Entry, now: number, bySpan = true): number {
     const b = Math.floor(now / this.opts.bucketMs);
     let used = 0, held = e.waiting > 0 ? now - e.waitFrom : 0;
-    for (let i = 0; i < this.slots; i++) if (e.epochs[i] > b - this.slots && e.epochs[i] <= b) { used += e.ms[i]; held += e.held[i]; }
+    const r = e.ring, n = this.slots;
+    for (let i = 0; i < n; i++) if (r[i] > b - n && r[i] <= b) { used += r[n + i]; held += r[2 * n + i]; }
     const w = this.opts.windowMs, span = bySpan ? Math.min(w, now - e.firstSeen) : w;
     if (used <= 0 || (held <= 0 && span >= w)) return used;
     return used * w / Math.max(MIN_FREE_SHARE * w, span - held);
