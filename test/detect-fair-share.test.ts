@@ -86,6 +86,10 @@ describe('fair share', () => {
     run(fs, actors, 100_000, 103_000);
     expect(fs.assess(103_000, 'fast1', true).overShare).toBe(true);
     expect(fs.assess(103_000, 'p3', true).overShare).toBe(false);
+    // Every source is young here: each is measured as the typical one is (what it used), not one by its rate against
+    // the others by what they used (a person would look four times itself).
+    const ratios = Array.from({ length: 20 }, (_, i) => fs.assess(103_000, `p${i}`, true).ratio).sort((a, b) => a - b);
+    expect(ratios[10]).toBeLessThan(2);
   });
 
   it('under pressure, the incumbents are the measure: bots that outnumber the people and came after them are over their share, the people are not', () => {
@@ -97,8 +101,11 @@ describe('fair share', () => {
     const bots = people(120, 'bot', 400);
     for (let t = 20_000; t < 40_000; t += 1000) {
       run(fs, [...ppl, ...bots], t, t + 1000);
-      // The limit's verdict flips now and then under a steady attack: a blip of calm is no end of the pressure.
-      fs.notePressure(t + 1000, t % 5000 !== 0);
+      // The limit's verdict flips now and then under a steady attack: a blip of calm (here two readings a second apart)
+      // is no end of the pressure.
+      const blip = t % 5000 === 0;
+      if (blip) fs.notePressure(t + 500, false);
+      fs.notePressure(t + 1000, !blip);
     }
     expect(fs.pressureStart).toBe(20_000);
     for (const b of ['bot0', 'bot57', 'bot119']) expect(fs.assess(40_000, b, true).overShare, b).toBe(true);
@@ -123,6 +130,12 @@ describe('fair share', () => {
     expect(fs.used(19_999, 'held')).toBe(fs.used(19_999, 'free'));
     expect(fs.demandOf(19_999, 'free')).toBeCloseTo(1000, 0);
     expect(fs.demandOf(19_999, 'held')).toBeCloseTo(2000, 0);
+    // What a source spends from the newcomers' slice is what it used: typicalUse is not scaled to the pace.
+    const five = new FairShare();
+    for (let i = 0; i < 5; i++) for (let t = 0; t < 20_000; t += 1000) five.record(t, `u${i}`, 50);
+    for (let i = 0; i < 5; i++) { five.hold(0, `u${i}`); five.unhold(10_000, `u${i}`); }
+    expect(five.typicalUse(19_999)).toBeCloseTo(five.used(19_999, 'u0'), 0);
+    expect(five.typical(19_999)).toBeGreaterThan(1.5 * five.used(19_999, 'u0'));
     // Two requests waiting at once count their overlap once; a wait still under way counts up to now.
     fs.hold(20_000, 'free'); fs.hold(20_500, 'free'); fs.unhold(21_000, 'free');
     const used = fs.used(22_000, 'free');
