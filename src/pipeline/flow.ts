@@ -103,7 +103,6 @@ export class RequestFlow {
     }
     // refuse: banned, but it cannot use a page: it is told 429 + Retry-After, then its connections go (closeSource).
     if (v.kind !== 'pass') return this.refuse(v.answer, v.kind === 'challenge' ? 'challenged' : 'blocked');
-
     if (domain.maintenance.enabled) {
       const m = domain.maintenance;
       if (m.redirect) return this.refuse({ status: 302, reason: 'maintenance', body: '', headers: { location: m.redirect } });
@@ -163,7 +162,7 @@ export class RequestFlow {
     // A source over its share of a saturated origin waits behind the others, whatever its standing.
     const source = this.head.source;
     const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
-    const no = (why: QueueRefusal | 'newcomer-share') => { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); this.refuseBusy(why, close); };
+    const no = (why: QueueRefusal | 'newcomer-share') => this.refuseBusy(why, this.leaveQueue());
     this.waiter = queue.wait(source, cls, () => this.atTurn(body, no), no);
   }
 
@@ -172,7 +171,7 @@ export class RequestFlow {
    *  attack mode would take a place at the origin ahead of the people), and a newcomer must still fit the slice. */
   private atTurn(body: Body, no: (why: 'newcomer-share') => void): boolean {
     const v = this.p.detector.judgeAtTurn(this.head, this.domain!);
-    if (v.kind === 'challenge') { this.waited(); this.release(); this.refuse(v.answer, 'challenged'); return false; }
+    if (v.kind === 'challenge') { const close = this.leaveQueue(); this.refuse(close ? { ...v.answer, close } : v.answer, 'challenged'); return false; }
     if (!this.inSlice(true)) { no('newcomer-share'); return false; }
     this.waited();
     this.forward(body);
@@ -190,6 +189,9 @@ export class RequestFlow {
     this.newcomer = n > 0;
     return n >= 0;
   }
+
+  /** Out of the queue, not upstream: gives back what it holds; true when its body is unread (the answer must close). */
+  private leaveQueue(): boolean { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); return close; }
 
   private waited(): void {
     this.waiter = null;
