@@ -24,7 +24,7 @@ import type net from 'node:net';
 import { once } from 'node:events';
 import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 import { startProxy, domain, sleep, until, type Proxy } from './helpers/servers.ts';
-import { startPoolOrigin, type PoolOrigin } from './helpers/pool-origin.ts';
+import { attackSeconds, startPoolOrigin, type PoolOrigin } from './helpers/pool-origin.ts';
 
 const HOST = 'shop.test';
 const CHROME = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36';
@@ -111,10 +111,7 @@ describe('adaptive upstream limit, default config, real sockets', () => {
     // The origin never failed: only saturation could have told.
     expect(origin.rejected).toBe(0);
     // Attack requests at the origin: the peak second against the last two seconds of the flood.
-    const secs = [...origin.perSecond.entries()].sort((a, b) => a[0] - b[0]);
-    const peak = Math.max(...secs.map(([, c]) => c.attack));
-    const endSec = Math.floor(end / 1000);
-    const tail = secs.filter(([s]) => s >= endSec - 2 && s < endSec).map(([, c]) => c.attack);
+    const { secs, peak, tail } = attackSeconds(origin, end);
     expect(peak).toBeGreaterThan(50);
     expect(Math.max(...tail), JSON.stringify(secs)).toBeLessThanOrEqual(0.1 * peak);
     // Visitors: served once the filter engaged (a cookie round trip at most once each).

@@ -18,7 +18,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
 import { startProxy, domain, sleep, type Proxy } from './helpers/servers.ts';
-import { startPoolOrigin, type PoolOrigin } from './helpers/pool-origin.ts';
+import { attackSeconds, startPoolOrigin, type PoolOrigin } from './helpers/pool-origin.ts';
 
 const HOST = 'shop.test';
 const APP = { 'user-agent': 'MyShopApp/4.1.2 (iPhone; iOS 17.4; Scale/3.00)', accept: 'application/json', 'accept-encoding': 'gzip' };
@@ -86,10 +86,7 @@ describe('cookie-less API clients next to a rotating flood that copies their hea
     expect(engagedAt - attackAt).toBeLessThanOrEqual(5000);
 
     // The flood at the origin: its peak second against the last two seconds of the attack.
-    const secs = [...origin.perSecond.entries()].sort((a, b) => a[0] - b[0]);
-    const peak = Math.max(...secs.map(([, c]) => c.attack));
-    const endSec = Math.floor(end / 1000);
-    const tail = secs.filter(([s]) => s >= endSec - 2 && s < endSec).map(([, c]) => c.attack);
+    const { secs, peak, tail, endSec } = attackSeconds(origin, end);
     expect(peak).toBeGreaterThan(20);
     expect(Math.max(...tail), JSON.stringify(secs)).toBeLessThanOrEqual(0.1 * peak);
     // Mitigated at once: from the second after the one attack mode started in, every second stays under 10% of the peak.

@@ -53,3 +53,10 @@ export async function startPoolOrigin(slots: number, pageMs: number, maxWaitMs: 
   o.close = () => { server.closeAllConnections(); return new Promise((r) => server.close(() => r())); };
   return o;
 }
+
+/** The attack requests the origin saw per second, in order; their peak second; and the last two seconds before `end` (ms). */
+export function attackSeconds(o: PoolOrigin, end: number): { secs: [number, { attack: number; legit: number }][]; peak: number; tail: number[]; endSec: number } {
+  const secs = [...o.perSecond.entries()].sort((a, b) => a[0] - b[0]);
+  const endSec = Math.floor(end / 1000);
+  return { secs, peak: Math.max(...secs.map(([, c]) => c.attack)), tail: secs.filter(([s]) => s >= endSec - 2 && s < endSec).map(([, c]) => c.attack), endSec };
+}
