@@ -55,7 +55,7 @@ async function startProxy(workers: number, originPort: number): Promise<Proxy> {
   return { workers, port: s.port, adminUrl: s.adminUrl, pids, stop: () => s.child.stop() };
 }
 
-function runLoad(o: LoadOptions, pids: number[], onStart?: () => void): { done: Promise<{ r: LoadResult; cpu: number | null; primaryCpu: number | null }>; stop: () => Promise<void> } {
+function runLoad(o: LoadOptions, pids: number[], onStart?: () => void): { done: Promise<{ r: LoadResult; cpu: number | null; primaryCpu: number | null }>; stop: () => Promise<void>; finish: () => void } {
   const child = startNode(path.join(ROOT, 'bench/lib/loadgen.ts'), [JSON.stringify(o)], { name: 'loadgen', stdout: 'pipe', ipc: true });
   let out = '';
   child.proc.stdout!.on('data', (c) => { out += c; });
@@ -69,7 +69,7 @@ function runLoad(o: LoadOptions, pids: number[], onStart?: () => void): { done: 
     const r = line ? (JSON.parse(line) as LoadResult) : ({ perSec: 0, count: 0, p50ms: 0, p99ms: 0, errors: 0, statusOther: 0 } as LoadResult);
     return { r, cpu: c0 != null && c1 != null ? c1 - c0 : null, primaryCpu: p0 != null && p1 != null ? p1 - p0 : null };
   });
-  return { done, stop: () => child.stop() };
+  return { done, stop: () => child.stop(), finish: () => { if (child.proc.connected) child.proc.send('finish'); } };
 }
 
 async function loadgen(p: Proxy): Promise<Row> {
@@ -104,8 +104,10 @@ async function withAutocannon(p: Proxy): Promise<Row> {
 }
 
 /** From the flood's start: when the ban was decided (the entry's `since`, stamped by the deciding worker) and when
- *  the admin API listed it (with workers: one IPC hop later, plus the poll's resolution); null when not banned. */
-async function floodBan(p: Proxy, ip: string): Promise<{ decided: number | null; listed: number | null }> {
+ *  the admin API listed it (with workers: one IPC hop later, plus the poll's resolution); null when not banned.
+ *  `through`: the flood's requests the origin answered (2xx; the first of each connection is the challenge), counted
+ *  until half a second after the listing — what the flood cost the origin before the ban took hold. */
+async function floodBan(p: Proxy, ip: string): Promise<{ decided: number | null; listed: number | null; through: number | null }> {
   let t0 = 0;
   const load = runLoad({ mode: 'http', port: p.port, connections: 32, sources: [ip], warmupMs: 0, durationMs: 10_000, hostHeader: HOST }, p.pids, () => { t0 = Date.now(); });
   let out: { decided: number | null; listed: number | null } = { decided: null, listed: null };
@@ -115,26 +117,29 @@ async function floodBan(p: Proxy, ip: string): Promise<{ decided: number | null;
     if (r.listed && t0) out = { decided: Date.parse(r.since!) - t0, listed: Date.now() - t0 };
     else await sleep(5);
   }
-  await load.stop();
-  return out;
+  if (out.listed === null) { await load.stop(); return { ...out, through: null }; }
+  await sleep(500);
+  load.finish();
+  const { r } = await load.done;
+  return { ...out, through: r.status2xx };
 }
 
 /** Flood ban times alone: a warm-up per proxy (not measured), then one flood per proxy per round, order alternating. */
 async function banOnly(proxies: Proxy[]) {
   for (const p of proxies) await loadgen(p);
-  const ban = new Map<number, { decided: number | null; listed: number | null }[]>();
+  const ban = new Map<number, { decided: number | null; listed: number | null; through: number | null }[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const p of round % 2 ? proxies : [...proxies].reverse()) {
       const t = await floodBan(p, `127.8.${round % 250}.${p.workers}`);
       ban.set(p.workers, [...(ban.get(p.workers) ?? []), t]);
-      console.log(`  round ${round} workers ${p.workers}: flood ban decided after ${t.decided == null ? 'not banned' : `${fmt(t.decided)} ms, listed after ${fmt(t.listed)} ms`}`);
+      console.log(`  round ${round} workers ${p.workers}: flood ban decided after ${t.decided == null ? 'not banned' : `${fmt(t.decided)} ms, listed after ${fmt(t.listed)} ms, ${t.through} flood requests answered by the origin`}`);
     }
   }
   const medN = (xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
-  const head = ['workers', 'flood ban decided ms (median)', 'listed ms (median)', 'decided, each round', 'not banned'];
+  const head = ['workers', 'flood ban decided ms (median)', 'listed ms (median)', 'flood requests at the origin (median)', 'decided, each round', 'at the origin, each round', 'not banned'];
   console.log(`\nflood ban, median of ${ROUNDS} round(s):\n${textTable(head, COUNTS.map((n) => {
     const xs = ban.get(n)!;
-    return [n, fmt(medN(xs.map((x) => x.decided))), fmt(medN(xs.map((x) => x.listed))), xs.map((x) => x.decided ?? '–').join(' '), xs.filter((x) => x.decided == null).length];
+    return [n, fmt(medN(xs.map((x) => x.decided))), fmt(medN(xs.map((x) => x.listed))), fmt(medN(xs.map((x) => x.through))), xs.map((x) => x.decided ?? '–').join(' '), xs.map((x) => x.through ?? '–').join(' '), xs.filter((x) => x.decided == null).length];
   }))}`);
 }
 

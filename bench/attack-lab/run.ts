@@ -1,4 +1,4 @@
-// `npm run attack-lab [scenario…] [-- --smoke] [-- --targets none,scrubber-default,scrubber-tuned,nginx,haproxy --warmup S --attack S --cooldown S --users N]`
+// `npm run attack-lab [scenario…] [-- --smoke] [-- --targets none,scrubber-default,scrubber-tuned,nginx,haproxy --warmup S --attack S --cooldown S --users N --workers N]`
 // Each scenario runs legit-only warm-up, attack, cool-down against every
 // target in turn (no protection, Scrubber in its default config, Scrubber
 // tuned — told the origin's capacity —, nginx, HAProxy), with the same
@@ -26,7 +26,7 @@ const { values: args, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     smoke: { type: 'boolean', default: false },
-    targets: { type: 'string' }, target: { type: 'string' }, warmup: { type: 'string' }, attack: { type: 'string' }, cooldown: { type: 'string' }, users: { type: 'string' },
+    targets: { type: 'string' }, target: { type: 'string' }, warmup: { type: 'string' }, attack: { type: 'string' }, cooldown: { type: 'string' }, users: { type: 'string' }, workers: { type: 'string' },
   },
 });
 const smoke = args.smoke!;
@@ -34,6 +34,12 @@ const W = Number(args.warmup ?? (smoke ? 2 : 4));
 const A = Number(args.attack ?? (smoke ? 5 : 15));
 const C = Number(args.cooldown ?? (smoke ? 1 : 3));
 const USERS = Number(args.users ?? 120);
+// Scrubber's worker processes (config key `workers`). 1 by default: every target gets one core (nginx
+// worker_processes 1, HAProxy nbthread 1). `--workers 2` runs the primary and two workers on that core, to check
+// that the protection holds when sources are sharded over workers (the default on a machine with more cores).
+const WORKERS = Number(args.workers ?? 1);
+/** Where the results go: a run with workers has its own report, next to the one-process one. */
+const RESULT_NAME = WORKERS > 1 ? `attack-lab-workers${WORKERS}` : 'attack-lab';
 const ALL_TARGETS = ['none', 'scrubber-default', 'scrubber-tuned', 'nginx', 'haproxy'] as const;
 type TargetName = (typeof ALL_TARGETS)[number];
 const targetArg = args.targets ?? args.target;
@@ -51,7 +57,7 @@ async function startTarget(name: TargetName, originPort: number): Promise<Target
   if (name === 'none') return { name, label: 'no protection', port: originPort, stop: async () => {} };
   if (isScrubber(name)) {
     // default: the config a new user writes (upstream and name, nothing else); tuned: told the origin's capacity.
-    const s = await startScrubber({ name, upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target, domainExtra: name === 'scrubber-tuned' ? { maxInflight: ORIGIN_MAXCONN } : {} });
+    const s = await startScrubber({ name, upstream: `127.0.0.1:${originPort}`, domain: SITE_HOST, mode: 'auto', cpu: CPU.target, extra: { workers: WORKERS }, domainExtra: name === 'scrubber-tuned' ? { maxInflight: ORIGIN_MAXCONN } : {} });
     return {
       name, label: name, port: s.port,
       stop: async () => {
@@ -246,7 +252,7 @@ async function main() {
     origin.proc.once('message', () => resolve());
     origin.exited.then((c) => reject(new Error(`lab origin exited with ${c}`)));
   });
-  const chartDir = path.join(RESULTS_DIR, 'attack-lab');
+  const chartDir = path.join(RESULTS_DIR, RESULT_NAME);
   fs.mkdirSync(chartDir, { recursive: true });
   const sections: string[] = [];
   const summary: Record<string, Record<string, string>> = {};
@@ -276,13 +282,14 @@ async function main() {
     fs.writeFileSync(path.join(chartDir, `${scName}.json`), JSON.stringify({ scenario: scName, params, W, A, C, results }, null, 1));
     for (const r of ran) (summary[scName] ??= {})[r.target] = `${pct(r.legitSuccess, 0)} / ${r.ttm != null ? r.ttm + ' s' : r.attackPeak === 0 ? 'n/a' : '∞'}`;
     const failLines = ran.filter((r) => Object.keys(r.legitFailReasons).length).map((r) => `- ${r.target}: legit failures during the attack: ${Object.entries(r.legitFailReasons).map(([k, n]) => `${k} ×${n}`).join(', ')}`);
-    sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`${W !== Number(args.warmup ?? (smoke ? 2 : 4)) ? `; warm-up ${W} s` : ''}${A !== Number(args.attack ?? (smoke ? 5 : 15)) ? `; attack ${A} s` : ''}${sc.legit ? `; legitimate extras ${JSON.stringify(sc.legit)}` : ''}.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](attack-lab/${scName}.svg)\n`);
+    sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`${W !== Number(args.warmup ?? (smoke ? 2 : 4)) ? `; warm-up ${W} s` : ''}${A !== Number(args.attack ?? (smoke ? 5 : 15)) ? `; attack ${A} s` : ''}${sc.legit ? `; legitimate extras ${JSON.stringify(sc.legit)}` : ''}.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](${RESULT_NAME}/${scName}.svg)\n`);
   }
   await stopAll();
   const targetsRan = [...new Set(Object.values(summary).flatMap((o) => Object.keys(o)))];
   const md = `# Attack lab\n\n${machineLine()}${smoke ? ' — **smoke run (short phases, not a measurement)**' : ''}\n\n` +
-    `Command: \`npm run attack-lab${smoke ? ' -- --smoke' : ''}${positionals.length ? ' ' + positionals.join(' ') : ''}\`. Phases: ${W} s warm-up (legit only), ${A} s attack, ${C} s cool-down; ${USERS} legitimate users on 127.1.x.y. ` +
+    `Command: \`npm run attack-lab${smoke ? ' -- --smoke' : ''}${positionals.length ? ' ' + positionals.join(' ') : ''}${WORKERS > 1 ? ` -- --workers ${WORKERS}` : ''}\`. Phases: ${W} s warm-up (legit only), ${A} s attack, ${C} s cool-down; ${USERS} legitimate users on 127.1.x.y. ` +
     `Targets run one after another against the same origin; the target is pinned to core ${CPU.target}, origin and generators to core ${CPU.others}.` +
+    (WORKERS > 1 ? ` Scrubber runs ${WORKERS} worker processes and its primary (\`--workers ${WORKERS}\`, config key \`workers\`), all on that core: sources are sharded over the workers as on a machine whose default is one worker per core.` : '') +
     `\n\n` +
     `Origin capacity: ${ORIGIN_CAPACITY.slots} worker slots, queue ${ORIGIN_CAPACITY.queue}, 503 after ${ORIGIN_CAPACITY.maxWaitMs} ms of waiting, at most ${ORIGIN_CAPACITY.maxConnections} connections; costs (ms) ${JSON.stringify(ORIGIN_CAPACITY.costMs)}. ` +
     `nginx and HAProxy use their documented anti-DDoS settings (bench/lib/thirdparty.ts): ${DDOS_LIMITS.reqPerSec} req/s per source (burst ${DDOS_LIMITS.burst}), ${DDOS_LIMITS.connPerSource} connections per source, ${DDOS_LIMITS.headerTimeoutS} s header/body timeouts. ` +
@@ -294,8 +301,8 @@ async function main() {
     `*attack at origin*: attack requests arriving at the origin per second, peak during the attack → mean of its last 3 s. *time to mitigate*: from attack start until attack traffic at the origin stays below 10% of its peak. ` +
     `*generator*: what the attack generator sent per second, and what came back (2xx/3xx, 403/429, errors), so that a weak generator is visible.\n\n` +
     `## Summary: legit success during the attack / time to mitigate\n\n${table(['scenario', ...targetsRan], Object.entries(summary).map(([s, o]) => [s, ...targetsRan.map((t) => o[t] ?? '–')]))}\n\n${sections.join('\n')}`;
-  const file = writeResult('attack-lab.md', md);
-  console.log(`\nwritten ${file} and bench/results/attack-lab/*.svg in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  const file = writeResult(`${RESULT_NAME}.md`, md);
+  console.log(`\nwritten ${file} and ${path.relative(ROOT, chartDir)}/*.svg in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 
 main().then(() => process.exit(0), async (e) => {

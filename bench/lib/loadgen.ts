@@ -9,7 +9,8 @@
 // usage: node bench/lib/loadgen.ts '<json options>'   (see Options)
 // Prints one JSON line (Result) on stdout. With an IPC channel it also sends
 // {event:'measure-start'} / {event:'measure-end'} so the parent can sample
-// the server's CPU time over exactly the measured window.
+// the server's CPU time over exactly the measured window; the parent may send
+// 'finish' to end the run early (the Result then covers what was measured so far).
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
@@ -143,23 +144,27 @@ function refuseConn(localAddress: string) {
 for (let i = 0; i < opts.connections; i++) { if (opts.mode === 'refuse') refuseConn(opts.sources[i % opts.sources.length]); else httpConn(); }
 
 let t0 = 0;
+/** Stops and prints the Result (at the end of durationMs, or earlier when the parent sends 'finish'). */
+function finish(): void {
+  if (stopped) return;
+  measuring = false;
+  const measuredMs = performance.now() - t0;
+  process.send?.({ event: 'measure-end' });
+  stopped = true;
+  for (const s of sockets) s.destroy();
+  const r: Result = {
+    mode: opts.mode, count, perSec: (count * 1000) / measuredMs, status2xx: s2xx, statusOther: sOther, errors, served,
+    p50ms: percentile(0.5), p99ms: percentile(0.99), measuredMs,
+  };
+  process.stdout.write(JSON.stringify(r) + '\n', () => {
+    if (process.connected) process.disconnect();
+    process.exit(0);
+  });
+}
+process.on('message', (m) => { if (m === 'finish' && t0 > 0) finish(); });
 setTimeout(() => {
   measuring = true;
   t0 = performance.now();
   process.send?.({ event: 'measure-start' });
-  setTimeout(() => {
-    measuring = false;
-    const measuredMs = performance.now() - t0;
-    process.send?.({ event: 'measure-end' });
-    stopped = true;
-    for (const s of sockets) s.destroy();
-    const r: Result = {
-      mode: opts.mode, count, perSec: (count * 1000) / measuredMs, status2xx: s2xx, statusOther: sOther, errors, served,
-      p50ms: percentile(0.5), p99ms: percentile(0.99), measuredMs,
-    };
-    process.stdout.write(JSON.stringify(r) + '\n', () => {
-      if (process.connected) process.disconnect();
-      process.exit(0);
-    });
-  }, opts.durationMs);
+  setTimeout(finish, opts.durationMs);
 }, opts.warmupMs);
