@@ -228,4 +228,18 @@ describe('sharding (pure)', () => {
     expect(w.limits.maxConnectionsPerSource).toBe(64);
     expect(w.demo.enabled).toBe(false);
   });
+
+  it("shares out the adaptive limit's floor and start: the workers' limits add up to one process's, however many cores", () => {
+    // Each worker learns its own limit against the same origin: unshared, 16 workers would hold a small origin to at
+    // least 16 × minLimit requests at once, and the limit would never bind (no queue in front, no people first).
+    const r = loadConfigObject({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] });
+    if (!r.ok) throw new Error(r.problems.join('; '));
+    const a = r.config.limits.adaptive;
+    expect([a.minLimit, a.initialLimit]).toEqual([8, 20]);
+    const two = workerConfig(r.config, 2).limits.adaptive;
+    expect([two.minLimit, two.initialLimit, two.enabled]).toEqual([4, 10, true]);
+    const many = workerConfig(r.config, 16).limits.adaptive;
+    expect([many.minLimit, many.initialLimit]).toEqual([1, 2]);
+    expect(workerConfig(r.config, 1).limits.adaptive).toEqual(a);
+  });
 });

@@ -70,7 +70,10 @@ export function shardOf(source: string, workers: number): number {
  * The config a worker runs: limits that bound the whole process (the POST budget, a domain's upstream ceiling and
  * queue, the upstream connection pool, the sources remembered) are shared out between the workers, so that N
  * workers together hold what one process would. Per-source limits stay as they are: a source lives in one worker.
- * Attack mode's minimum rate is shared out too: each worker sees its share of a domain's requests. Pure.
+ * Attack mode's minimum rate is shared out too: each worker sees its share of a domain's requests. So are the
+ * adaptive limit's floor and start: each worker learns its own limit against the same origin, and unshared, N
+ * workers would hold it to at least N × minLimit requests at once (128 on 16 cores, for an origin of 8 slots):
+ * the limit would never bind, and nothing would queue in front of the origin, where people go first. Pure.
  */
 export function workerConfig(c: Config, workers: number): Config {
   const share = (v: number) => (v > 0 ? Math.max(1, Math.ceil(v / workers)) : v);
@@ -78,7 +81,10 @@ export function workerConfig(c: Config, workers: number): Config {
     ...c,
     demo: { ...c.demo, enabled: false },
     upstream: { ...c.upstream, maxConnections: share(c.upstream.maxConnections) },
-    limits: { ...c.limits, postBudgetBytes: share(c.limits.postBudgetBytes), maxQueued: share(c.limits.maxQueued) },
+    limits: {
+      ...c.limits, postBudgetBytes: share(c.limits.postBudgetBytes), maxQueued: share(c.limits.maxQueued),
+      adaptive: { ...c.limits.adaptive, minLimit: share(c.limits.adaptive.minLimit), initialLimit: share(c.limits.adaptive.initialLimit) },
+    },
     filter: { ...c.filter, maxSources: share(c.filter.maxSources), attack: { ...c.filter.attack, minRps: c.filter.attack.minRps / workers } },
     domains: c.domains.map((d) => ({ ...d, maxInflight: share(d.maxInflight) })),
   };
