@@ -157,7 +157,7 @@ async function main() {
     return;
   }
   if (args.only) throw new Error(`--only: only "ban" is known, not ${args.only}`);
-  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, { decided: number | null; listed: number | null }[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
+  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, { decided: number | null; listed: number | null; through: number | null }[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 ? proxies : [...proxies].reverse();
     for (const p of order) {
@@ -171,7 +171,7 @@ async function main() {
       ch.set(p.workers, [...(ch.get(p.workers) ?? []), c]);
       const f = await refusals(p, `127.9.${round}.${p.workers}`);
       rf.set(p.workers, [...(rf.get(p.workers) ?? []), f]);
-      console.log(`  round ${round} workers ${p.workers}: loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req${a.primaryUsPerReq != null ? ` (primary ${fmt(a.primaryUsPerReq, 1)})` : ''} | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req | flood ban decided after ${t.decided == null ? 'not banned' : `${fmt(t.decided)} ms, listed after ${fmt(t.listed)} ms`} | ` +
+      console.log(`  round ${round} workers ${p.workers}: loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req${a.primaryUsPerReq != null ? ` (primary ${fmt(a.primaryUsPerReq, 1)})` : ''} | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req | flood ban decided after ${t.decided == null ? 'not banned' : `${fmt(t.decided)} ms, listed after ${fmt(t.listed)} ms, ${t.through} at the origin`} | ` +
         `new conn per request ${fmt(c.rps)}/s ${fmt(c.cpuUsPerReq, 1)} µs | refused at accept ${fmt(f.rps)}/s ${fmt(f.cpuUsPerReq, 1)} µs${f.bad ? ` (${f.bad} SERVED)` : ''}`);
     }
   }
@@ -181,10 +181,10 @@ async function main() {
   const med = (rows: Row[]) => [...rows].sort((x, y) => x.rps - y.rps)[Math.floor((rows.length - 1) / 2)];
   const medN = (xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
   const base = COUNTS[0];
-  const head = ['workers', 'loadgen req/s', 'µs CPU/req', 'of which primary', 'p99 ms', 'autocannon req/s', 'µs CPU/req', 'p99 ms', 'flood ban decided ms', 'listed ms', `req/s vs ${base}`, `CPU/req vs ${base}`, `autocannon vs ${base}`];
+  const head = ['workers', 'loadgen req/s', 'µs CPU/req', 'of which primary', 'p99 ms', 'autocannon req/s', 'µs CPU/req', 'p99 ms', 'flood ban decided ms', 'listed ms', 'flood requests at the origin', `req/s vs ${base}`, `CPU/req vs ${base}`, `autocannon vs ${base}`];
   const rows = COUNTS.map((n) => {
     const a = med(lg.get(n)!), b = med(ac.get(n)!), a0 = med(lg.get(base)!), b0 = med(ac.get(base)!);
-    return [n, fmt(a.rps), fmt(a.cpuUsPerReq, 1), fmt(a.primaryUsPerReq, 1), fmt(a.p99, 2), fmt(b.rps), fmt(b.cpuUsPerReq, 1), fmt(b.p99, 2), fmt(medN(ban.get(n)!.map((x) => x.decided))), fmt(medN(ban.get(n)!.map((x) => x.listed))),
+    return [n, fmt(a.rps), fmt(a.cpuUsPerReq, 1), fmt(a.primaryUsPerReq, 1), fmt(a.p99, 2), fmt(b.rps), fmt(b.cpuUsPerReq, 1), fmt(b.p99, 2), fmt(medN(ban.get(n)!.map((x) => x.decided))), fmt(medN(ban.get(n)!.map((x) => x.listed))), fmt(medN(ban.get(n)!.map((x) => x.through))),
       `${fmt(a.rps / a0.rps, 2)}×`, a.cpuUsPerReq && a0.cpuUsPerReq ? `${fmt(a.cpuUsPerReq / a0.cpuUsPerReq, 2)}×` : '–', `${fmt(b.rps / b0.rps, 2)}×`];
   });
   const head2 = ['workers', 'new conn per request /s', 'µs CPU each', 'p99 ms', 'refused at accept /s', 'µs CPU each', `conn/s vs ${base}`];
@@ -196,7 +196,7 @@ async function main() {
   const md = `# Workers bench\n\n${machineLine()}${smoke ? ' — **smoke run**' : ''}\n\nCommand: \`node bench/workers.ts${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}\`. ` +
     `Scrubber with filter.mode always, started once per worker count, same origin (bench/servers/fast-origin.ts); nothing pinned. ` +
     `loadgen: bench/lib/loadgen.ts, ${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, 50 requests per connection, ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s. ` +
-    `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; ban decided = the entry's since (stamped where it was decided) minus the flood's start; listed = when GET /api/blacklist/{ip} first said listed (polled every ~5 ms; with workers one IPC hop after the decision). ` +
+    `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; ban decided = the entry's since (stamped where it was decided) minus the flood's start; listed = when GET /api/blacklist/{ip} first said listed (polled every ~5 ms; with workers one IPC hop after the decision); flood requests at the origin = the flood's requests answered 2xx until 0.5 s after the listing. ` +
     `CPU: user+system of the primary and every worker over the measured window, divided by requests served. Median of ${ROUNDS} round(s), order alternating.\n\n${table(head, rows)}\n\n` +
     `New connection per request: 32 connections, each closed after one request and reopened from the next of the 1024 sources (with workers, every one is handed over by the primary). ` +
     `Refused at accept: 32 connections at a time from one blacklisted address.\n\n${table(head2, rows2)}\n`;
