@@ -13,7 +13,12 @@ import https from 'node:https';
 import net from 'node:net';
 import { startOrigin, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
 import { makePki } from './helpers/certs.ts';
-import { shardOf, workerConfig } from '../src/cluster/protocol.ts';
+import { shardOf, workerConfig, type FromWorker, type WorkerInit } from '../src/cluster/protocol.ts';
+import { WorkerStore } from '../src/cluster/worker-links.ts';
+import { WorkersView } from '../src/cluster/aggregate.ts';
+import type { Filter } from '../src/detect/filter.ts';
+import { newAttackState } from '../src/detect/attack-mode.ts';
+import type { LearnedDomain } from '../src/store/filter-store.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 
 const BIN = path.resolve('bin/scrubber.js');
@@ -241,5 +246,30 @@ describe('sharding (pure)', () => {
     const many = workerConfig(r.config, 16).limits.adaptive;
     expect([many.minLimit, many.initialLimit]).toEqual([1, 2]);
     expect(workerConfig(r.config, 1).limits.adaptive).toEqual(a);
+  });
+
+  it('stores the rate baseline a worker learned as the whole node\'s, and gives a worker its share back', () => {
+    // Each worker sees its share of a domain's requests and learns that rate; the store keeps one baseline per
+    // domain. Stored as the worker's share, a restart with another `workers` count (or one process) would judge the
+    // rate against a baseline off by that factor until relearned.
+    const learned = (rps: number): LearnedDomain => ({ savedAt: 1, staticPaths: [], bodySizes: [], attack: { baselineRps: rps, baselineLatencyMs: 40, learned: 600, under: false, since: 0, upstreamFailing: false, reason: '' } });
+    const init = (workers: number, stored: number): WorkerInit => ({ index: 0, workers, config: {} as WorkerInit['config'], bans: [], whitelist: [], offenders: [], learned: [['a.test', learned(stored)]], secret: '' });
+    const sent: FromWorker[] = [];
+    new WorkerStore(init(2, 0), (m) => sent.push(m)).putLearned('a.test', learned(50));
+    expect(sent).toEqual([{ t: 'learned', domain: 'a.test', l: learned(100) }]);
+    expect(new WorkerStore(init(2, 100), () => {}).loadLearned().get('a.test')).toEqual(learned(50));
+    expect(new WorkerStore(init(4, 100), () => {}).loadLearned().get('a.test')!.attack.baselineRps).toBe(25);
+    // What else was learned is not a rate: it is kept as it is (the latency is the origin's, the same in every worker).
+    expect(new WorkerStore(init(4, 100), () => {}).loadLearned().get('a.test')!.attack.baselineLatencyMs).toBe(40);
+  });
+
+  it('shows a domain\'s rate baseline as the node\'s: the sum of what each worker learned of its share', () => {
+    const view = new WorkersView({} as Filter);
+    const report = (baselineRps: number, under = false) => ({ domains: [], globals: [], counters: {}, queues: [], requests: 0, attack: [['a.test', { ...newAttackState(), baselineRps, baselineLatencyMs: 40, learned: 600, under, since: under ? 5 : 0 }]] as [string, ReturnType<typeof newAttackState>][] });
+    view.take(0, report(40));
+    view.take(1, report(60, true));
+    const a = view.attackState('a.test')!;
+    expect(a.baselineRps).toBe(100);
+    expect([a.under, a.since, a.baselineLatencyMs]).toEqual([true, 5, 40]); // the rest is the worker's that found the attack
   });
 });

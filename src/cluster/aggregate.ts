@@ -63,15 +63,18 @@ export class WorkersView {
     return { blacklistSize: p.blacklistSize, underAttack: [...under], droppedConnections, counters };
   }
 
-  /** A domain's attack state: the worker that found it under attack first, else the one that learned most. */
+  /** A domain's attack state: the worker that found it under attack first, else the one that learned most; its rate
+   *  baseline is the node's, the sum of what each worker learned of its share of the requests. */
   attackState(domain: string): Readonly<AttackState> | undefined {
     let best: AttackState | undefined;
+    let rps = 0;
     for (const s of this.seen.values()) {
       const a = s.attack.get(domain);
       if (!a) continue;
+      rps += a.baselineRps;
       if (!best) best = a;
       else if (a.under !== best.under) { if (a.under) best = a; } else if (a.under ? a.since < best.since : a.learned > best.learned) best = a;
     }
-    return best ?? this.primary.attackState(domain);
+    return best ? { ...best, baselineRps: rps } : this.primary.attackState(domain);
   }
 }

@@ -89,3 +89,14 @@ export function workerConfig(c: Config, workers: number): Config {
     domains: c.domains.map((d) => ({ ...d, maxInflight: share(d.maxInflight) })),
   };
 }
+
+/**
+ * What a worker learned of a domain, as the node's (`factor` = workers) or back as one worker's share (1 / workers):
+ * a worker sees its share of the domain's requests, so its rate baseline is the node's divided by the workers. The
+ * store keeps the node's, so that a restart with another `workers` count (or one process) judges the rate against
+ * the right baseline. Nothing else learned is a rate (the latency is the origin's, the same in every worker). Pure.
+ */
+export function scaleLearned(l: LearnedDomain, factor: number): LearnedDomain {
+  return { ...l, attack: { ...l.attack, baselineRps: l.attack.baselineRps * factor } };
+}
+

@@ -8,7 +8,7 @@ import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { OffenderRecord } from '../decisions/ban-time.ts';
 import type { FilterStore, LearnedDomain } from '../store/filter-store.ts';
-import type { FromWorker, WorkerInit } from './protocol.ts';
+import { scaleLearned, type FromWorker, type WorkerInit } from './protocol.ts';
 
 export type SendUp = (m: FromWorker) => void;
 
@@ -34,7 +34,8 @@ export class WorkerStore implements FilterStore {
   loadBans(now: number): BanEntry[] { return this.init.bans.filter((b) => b.expiresAt > now); }
   loadWhitelist(): WhitelistEntry[] { return this.init.whitelist; }
   loadOffenders(): Map<string, OffenderRecord> { return new Map(this.init.offenders); }
-  loadLearned(): Map<string, LearnedDomain> { return new Map(this.init.learned); }
+  // The store holds the node's rate baseline; this worker sees its share of the requests (scaleLearned).
+  loadLearned(): Map<string, LearnedDomain> { return new Map(this.init.learned.map(([d, l]) => [d, scaleLearned(l, 1 / this.init.workers)])); }
   secret(): Buffer { return Buffer.from(this.init.secret, 'base64'); }
   // Bans and the whitelist travel as decisions on the bus; the primary stores them once.
   putBan(): void {}
@@ -43,7 +44,7 @@ export class WorkerStore implements FilterStore {
   deleteWhitelist(): void {}
   // A repeat offender's record is what makes its next ban longer: it must survive this worker.
   putOffender(ip: string, r: OffenderRecord): void { this.send({ t: 'offender', ip, r }); }
-  putLearned(domain: string, l: LearnedDomain): void { this.send({ t: 'learned', domain, l }); }
+  putLearned(domain: string, l: LearnedDomain): void { this.send({ t: 'learned', domain, l: scaleLearned(l, this.init.workers) }); }
   flush(): void {}
   pruneOffenders(): void {}
 }
