@@ -109,7 +109,7 @@ async function main() {
     const target = `ban-to-drop on the other node p99 ≤ 1 s over ${BANS} bans: ${verdict}; restarted node rejoins with every live ban: ${live === BANS && liveDown === WHILE_DOWN && droppedAfter === Math.min(BANS, 20) ? 'met' : 'NOT MET'}`;
     const text = `${table(['', ''], rows)}\n\n${target}\n\nMeasured with a poll of a fresh connection from the banned address every few ms (each poll adds up to its own round trip).`;
     console.log(text);
-    writeResult('redis-bans', `# Bans across two nodes on one Redis\n\n${machineLine()}\n\n\`node bench/redis-bans.ts --bans ${BANS}\` (${((Date.now() - t0) / 1000).toFixed(0)} s)\n\n${text}\n`);
+    writeResult('redis-bans.md', `# Bans across two nodes on one Redis\n\n${machineLine()}\n\n\`node bench/redis-bans.ts --bans ${BANS}\` (${((Date.now() - t0) / 1000).toFixed(0)} s)\n\n${text}\n`);
   } finally {
     await stopAll();
     await redis.close();
