@@ -138,6 +138,12 @@ describe('scrubber check refuses configs that cannot work', () => {
     for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) expect(check({ ...ok, admin: { host, port: 9090 } }).code, host).toBe(0);
   });
 
+  it('filter.fairShare.newcomerSources 0 or below is refused, naming the key; a fraction is taken', () => {
+    expect(load({ filter: { fairShare: { newcomerSources: 0 } } }).problems).toEqual([expect.stringMatching(/^filter\.fairShare\.newcomerSources: must be more than 0/)]);
+    expect(load({ filter: { fairShare: { newcomerSources: -1 } } }).problems.length).toBe(1);
+    expect(load({ filter: { fairShare: { newcomerSources: 0.25 } } }).config?.filter.fairShare.newcomerSources).toBe(0.25);
+  });
+
   it('1e20 as a size', () => {
     const r = check({ ...ok, limits: { maxBodyBytes: 1e20 } });
     expect(r.code).toBe(2);

@@ -99,8 +99,10 @@ describe('the origin guard: newcomers share one slice while under attack', () =>
     expect(d.established(clock.t, 'late', since)).toBe(true);
   });
 
-  it('a rotating flood gets at most overShareRatio × the typical source\'s origin time; the clients with a history keep theirs', () => {
-    const { clock, guard, d } = setup();
+  /** Forty clients with a history, then 30 s of a rotating flood (200 new addresses a second, a 100 ms search each):
+   *  the origin time the flood got through the slice, and how many of its requests were refused. */
+  function rotatingFlood(cfg = config()): { newcomerMs: number; refused: number } {
+    const { clock, guard, d } = setup(cfg);
     const t0 = clock.t;
     // Forty clients with a history: a request a second, 20 ms each (400 ms per 20 s window each).
     const clients = (from: number, to: number) => {
@@ -108,7 +110,6 @@ describe('the origin guard: newcomers share one slice while under attack', () =>
     };
     clients(t0, t0 + 10_000);
     const since = t0 + 10_000;
-    // Then 30 s of attack: 200 new addresses a second, each asking for a 100 ms search once.
     let newcomerMs = 0, refused = 0, id = 0;
     for (let sec = 0; sec < 30; sec++) {
       const base = since + sec * 1000;
@@ -126,11 +127,27 @@ describe('the origin guard: newcomers share one slice while under attack', () =>
       // The clients are never counted in it.
       for (let s = 0; s < 40; s++) expect(guard.enterSlice(d, `api${s}`, 1, since)).toBe(0);
     }
+    return { newcomerMs, refused };
+  }
+
+  it('a rotating flood gets at most overShareRatio × the typical source\'s origin time; the clients with a history keep theirs', () => {
+    const { newcomerMs, refused } = rotatingFlood();
     // The typical client used 400 ms per 20 s; 4 × that per 20 s for all newcomers together: 2.4 s in 30 s, plus the
     // bucket it starts with. Out of 6000 requests (600 s of origin time) asked.
     expect(newcomerMs).toBeGreaterThan(1500);
     expect(newcomerMs).toBeLessThanOrEqual(2400 + 200 + 100);
     expect(refused).toBeGreaterThan(5900);
+  });
+
+  it('filter.fairShare.newcomerSources sizes the slice: half a source\'s worth (what each of two workers gives) lets half through', () => {
+    // With workers, each worker's newcomers are a share of the node's: each worker gives them its share of the slice
+    // (workerConfig), so that the workers together give the newcomers what one process would.
+    const half = rotatingFlood(config({ filter: { fairShare: { newcomerSources: 0.5 } } }));
+    expect(half.newcomerMs).toBeGreaterThan(700);
+    expect(half.newcomerMs).toBeLessThanOrEqual(1200 + 100 + 100);
+    const two = rotatingFlood(config({ filter: { fairShare: { newcomerSources: 2 } } }));
+    expect(two.newcomerMs).toBeGreaterThan(3500);
+    expect(two.newcomerMs).toBeLessThanOrEqual(4800 + 400 + 100);
   });
 
   it('in the fair queue an unknown source with a history counts as one (an API client), a suspicious one does not', () => {

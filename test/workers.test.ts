@@ -248,6 +248,14 @@ describe('sharding (pure)', () => {
     expect(workerConfig(r.config, 1).limits.adaptive).toEqual(a);
   });
 
+  it("shares out the newcomers' slice: each worker's newcomers are a share of the node's", () => {
+    const r = loadConfigObject({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] });
+    if (!r.ok) throw new Error(r.problems.join('; '));
+    expect(r.config.filter.fairShare.newcomerSources).toBe(1);
+    expect(workerConfig(r.config, 2).filter.fairShare.newcomerSources).toBe(0.5);
+    expect(workerConfig(r.config, 16).filter.fairShare.newcomerSources).toBe(1 / 16);
+  });
+
   it('stores the rate baseline a worker learned as the whole node\'s, and gives a worker its share back', () => {
     // Each worker sees its share of a domain's requests and learns that rate; the store keeps one baseline per
     // domain. Stored as the worker's share, a restart with another `workers` count (or one process) would judge the

@@ -73,7 +73,8 @@ export function shardOf(source: string, workers: number): number {
  * Attack mode's minimum rate is shared out too: each worker sees its share of a domain's requests. So are the
  * adaptive limit's floor and start: each worker learns its own limit against the same origin, and unshared, N
  * workers would hold it to at least N × minLimit requests at once (128 on 16 cores, for an origin of 8 slots):
- * the limit would never bind, and nothing would queue in front of the origin, where people go first. Pure.
+ * the limit would never bind, and nothing would queue in front of the origin, where people go first. And the
+ * newcomers' slice: each worker's sources without a history are its share of the node's. Pure.
  */
 export function workerConfig(c: Config, workers: number): Config {
   const share = (v: number) => (v > 0 ? Math.max(1, Math.ceil(v / workers)) : v);
@@ -85,7 +86,10 @@ export function workerConfig(c: Config, workers: number): Config {
       ...c.limits, postBudgetBytes: share(c.limits.postBudgetBytes), maxQueued: share(c.limits.maxQueued),
       adaptive: { ...c.limits.adaptive, minLimit: share(c.limits.adaptive.minLimit), initialLimit: share(c.limits.adaptive.initialLimit) },
     },
-    filter: { ...c.filter, maxSources: share(c.filter.maxSources), attack: { ...c.filter.attack, minRps: c.filter.attack.minRps / workers } },
+    filter: {
+      ...c.filter, maxSources: share(c.filter.maxSources), attack: { ...c.filter.attack, minRps: c.filter.attack.minRps / workers },
+      fairShare: { ...c.filter.fairShare, newcomerSources: c.filter.fairShare.newcomerSources / workers },
+    },
     domains: c.domains.map((d) => ({ ...d, maxInflight: share(d.maxInflight) })),
   };
 }

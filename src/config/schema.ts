@@ -81,7 +81,7 @@ export interface Config {
     repeatHalfLifeHours: number;
     challenge: { enabled: boolean; cookieName: string; trustSeconds: number; maxNetworksPerToken: number };
     nat: { sessionCookies: string[]; maxFactor: number; cookieMaxFactor: number };
-    fairShare: { enabled: boolean; overShareRatio: number; banAfterSeconds: number };
+    fairShare: { enabled: boolean; overShareRatio: number; banAfterSeconds: number; newcomerSources: number };
     attack: {
       minRps: number; rateFactor: number; latencyFactor: number; minLatencyMs: number; errorRatio: number;
       enterSeconds: number; exitSeconds: number; learnSeconds: number; tighten: number; suspects: number;
@@ -183,6 +183,7 @@ export const schema = {
       enabled: { doc: 'While a domain\'s origin is saturated, a source using many times the origin time of a typical source waits behind the others in the upstream queue, and one that keeps at it is banned (rule "fair-share").', format: Boolean, default: true },
       overShareRatio: { doc: 'Fair share: a source over this multiple of the typical source\'s origin time (last 20 s) is over its share; at half of it, it loses its place among sources with a history.', format: Number, default: 4 },
       banAfterSeconds: { doc: 'Fair share: a source over its share this long while the origin stays saturated is banned (in auto mode: while the domain is under attack). Longer than the share\'s 20 s window by default: one burst of expensive requests stays in the window that long.', format: nat, default: 25 },
+      newcomerSources: { doc: 'Under attack, all sources without a history (a rotating flood cannot be judged one by one) share one slice of the origin: the origin time this many sources may take at the fair-share line (overShareRatio × the typical source\'s); beyond it they are refused (429 for a request exempt from the challenge). With workers each worker gives its newcomers its share of it.', format: Number, default: 1 },
     },
     attack: {
       minRps: { doc: 'Attack mode (auto): a domain below this many requests/s is never under attack by rate.', format: Number, default: 20 },

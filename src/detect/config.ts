@@ -30,6 +30,7 @@ export function validateFilterConfig(f: Config['filter']): string[] {
   if (!(f.attack.errorRatio > 0 && f.attack.errorRatio <= 1)) problems.push('filter.attack.errorRatio: must be in (0, 1]');
   if (!(f.attack.tighten > 0 && f.attack.tighten <= 1)) problems.push('filter.attack.tighten: must be in (0, 1]');
   if (!(f.fairShare.overShareRatio >= 1)) problems.push('filter.fairShare.overShareRatio: must be at least 1 (a source at the typical share is never over it)');
+  if (!(f.fairShare.newcomerSources > 0)) problems.push('filter.fairShare.newcomerSources: must be more than 0 (0 would refuse every new client under attack; fairShare.enabled: false turns the slice off)');
   if (!TOKEN.test(f.challenge.cookieName)) problems.push('filter.challenge.cookieName: must be a cookie name (letters, digits, !#$%&\'*+-.^_`|~)');
   if (!(f.challenge.trustSeconds > 0)) problems.push('filter.challenge.trustSeconds: must be at least 1');
   if (!(f.challenge.maxNetworksPerToken >= 1)) problems.push('filter.challenge.maxNetworksPerToken: must be at least 1 (the networks one client uses: home, phone, IPv4 and IPv6)');

@@ -226,8 +226,9 @@ export class OriginGuard {
 
   /**
    * While the domain is under attack (attackSince > 0), a request of a source without a history (rank ≥ 1 and not
-   * established) takes a place in the newcomers' slice of the origin: all of them together may use what one source
-   * may before it is over its share (overShareRatio × the typical source's origin time in the window).
+   * established) takes a place in the newcomers' slice of the origin: all of them together may use what
+   * filter.fairShare.newcomerSources sources (1) may before they are over their share (overShareRatio × the typical
+   * source's origin time in the window).
    * Returns 1 when it took a place (the caller owes leaveSlice), 0 when it is no newcomer (or no attack), -1 when
    * the slice is used up: refuse it (429 when exempt from the challenge).
    */
@@ -237,7 +238,7 @@ export class OriginGuard {
     const now = this.deps.now();
     if (d.established(now, source, attackSince)) return 0;
     const typical = d.share.typicalUse(now);
-    return d.slice.admit(now, typical === null ? null : f.overShareRatio * typical) ? 1 : -1;
+    return d.slice.admit(now, typical === null ? null : f.newcomerSources * f.overShareRatio * typical) ? 1 : -1;
   }
 
   /** A request that held a place in the newcomers' slice is done with the origin: after originMs, or null (no answer). */
