@@ -103,4 +103,3 @@ export function workerConfig(c: Config, workers: number): Config {
 export function scaleLearned(l: LearnedDomain, factor: number): LearnedDomain {
   return { ...l, attack: { ...l.attack, baselineRps: l.attack.baselineRps * factor } };
 }
-
