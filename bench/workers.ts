@@ -103,11 +103,19 @@ async function withAutocannon(p: Proxy): Promise<Row> {
   return { rps: r.requests.average, cpuUsPerReq: c0 != null && c1 != null && r.requests.total ? ((c1 - c0) * 1e6) / r.requests.total : null, p50: r.latency.p50, p99: r.latency.p99, bad: r.non2xx + r.errors };
 }
 
+interface FloodBan { decided: number | null; listed: number | null; through: number | null }
+
+/** The median of what was measured (rounds that measured nothing left out); null when none did. */
+function medN(xs: (number | null)[]): number | null {
+  const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b);
+  return v.length ? v[Math.floor((v.length - 1) / 2)] : null;
+}
+
 /** From the flood's start: when the ban was decided (the entry's `since`, stamped by the deciding worker) and when
  *  the admin API listed it (with workers: one IPC hop later, plus the poll's resolution); null when not banned.
  *  `through`: the flood's requests the origin answered (2xx; the first of each connection is the challenge), counted
  *  until half a second after the listing — what the flood cost the origin before the ban took hold. */
-async function floodBan(p: Proxy, ip: string): Promise<{ decided: number | null; listed: number | null; through: number | null }> {
+async function floodBan(p: Proxy, ip: string): Promise<FloodBan> {
   let t0 = 0;
   const load = runLoad({ mode: 'http', port: p.port, connections: 32, sources: [ip], warmupMs: 0, durationMs: 10_000, hostHeader: HOST }, p.pids, () => { t0 = Date.now(); });
   let out: { decided: number | null; listed: number | null } = { decided: null, listed: null };
@@ -127,7 +135,7 @@ async function floodBan(p: Proxy, ip: string): Promise<{ decided: number | null;
 /** Flood ban times alone: a warm-up per proxy (not measured), then one flood per proxy per round, order alternating. */
 async function banOnly(proxies: Proxy[]) {
   for (const p of proxies) await loadgen(p);
-  const ban = new Map<number, { decided: number | null; listed: number | null; through: number | null }[]>();
+  const ban = new Map<number, FloodBan[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const p of round % 2 ? proxies : [...proxies].reverse()) {
       const t = await floodBan(p, `127.8.${round % 250}.${p.workers}`);
@@ -135,7 +143,6 @@ async function banOnly(proxies: Proxy[]) {
       console.log(`  round ${round} workers ${p.workers}: flood ban decided after ${t.decided == null ? 'not banned' : `${fmt(t.decided)} ms, listed after ${fmt(t.listed)} ms, ${t.through} flood requests answered by the origin`}`);
     }
   }
-  const medN = (xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
   const head = ['workers', 'flood ban decided ms (median)', 'listed ms (median)', 'flood requests at the origin (median)', 'decided, each round', 'at the origin, each round', 'not banned'];
   console.log(`\nflood ban, median of ${ROUNDS} round(s):\n${textTable(head, COUNTS.map((n) => {
     const xs = ban.get(n)!;
@@ -157,7 +164,7 @@ async function main() {
     return;
   }
   if (args.only) throw new Error(`--only: only "ban" is known, not ${args.only}`);
-  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, { decided: number | null; listed: number | null; through: number | null }[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
+  const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, FloodBan[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 ? proxies : [...proxies].reverse();
     for (const p of order) {
@@ -179,7 +186,6 @@ async function main() {
   await stopAll();
 
   const med = (rows: Row[]) => [...rows].sort((x, y) => x.rps - y.rps)[Math.floor((rows.length - 1) / 2)];
-  const medN = (xs: (number | null)[]) => { const v = xs.filter((x): x is number => x != null).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
   const base = COUNTS[0];
   const head = ['workers', 'loadgen req/s', 'µs CPU/req', 'of which primary', 'p99 ms', 'autocannon req/s', 'µs CPU/req', 'p99 ms', 'flood ban decided ms', 'listed ms', 'flood requests at the origin', `req/s vs ${base}`, `CPU/req vs ${base}`, `autocannon vs ${base}`];
   const rows = COUNTS.map((n) => {

@@ -217,6 +217,13 @@ describe('workers: 2', () => {
   }, 20_000);
 });
 
+/** A loaded config, or the test fails with its problems. */
+function configOf(raw: Record<string, unknown>) {
+  const r = loadConfigObject(raw);
+  if (!r.ok) throw new Error(r.problems.join('; '));
+  return r.config;
+}
+
 describe('sharding (pure)', () => {
   it('sends a source always to the same worker, and spreads many sources over all of them', () => {
     expect(shardOf('203.0.113.7', 4)).toBe(shardOf('203.0.113.7', 4));
@@ -225,9 +232,7 @@ describe('sharding (pure)', () => {
   });
 
   it('shares out the limits that bound a whole process, and keeps the per-source ones', () => {
-    const r = loadConfigObject({ limits: { postBudgetBytes: 1000, maxConnectionsPerSource: 64 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], maxInflight: 5 }] });
-    if (!r.ok) throw new Error(r.problems.join('; '));
-    const w = workerConfig(r.config, 2);
+    const w = workerConfig(configOf({ limits: { postBudgetBytes: 1000, maxConnectionsPerSource: 64 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], maxInflight: 5 }] }), 2);
     expect(w.limits.postBudgetBytes).toBe(500);
     expect(w.domains[0].maxInflight).toBe(3);
     expect(w.limits.maxConnectionsPerSource).toBe(64);
@@ -237,23 +242,21 @@ describe('sharding (pure)', () => {
   it("shares out the adaptive limit's floor and start: the workers' limits add up to one process's, however many cores", () => {
     // Each worker learns its own limit against the same origin: unshared, 16 workers would hold a small origin to at
     // least 16 × minLimit requests at once, and the limit would never bind (no queue in front, no people first).
-    const r = loadConfigObject({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] });
-    if (!r.ok) throw new Error(r.problems.join('; '));
-    const a = r.config.limits.adaptive;
+    const c = configOf({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] });
+    const a = c.limits.adaptive;
     expect([a.minLimit, a.initialLimit]).toEqual([8, 20]);
-    const two = workerConfig(r.config, 2).limits.adaptive;
+    const two = workerConfig(c, 2).limits.adaptive;
     expect([two.minLimit, two.initialLimit, two.enabled]).toEqual([4, 10, true]);
-    const many = workerConfig(r.config, 16).limits.adaptive;
+    const many = workerConfig(c, 16).limits.adaptive;
     expect([many.minLimit, many.initialLimit]).toEqual([1, 2]);
-    expect(workerConfig(r.config, 1).limits.adaptive).toEqual(a);
+    expect(workerConfig(c, 1).limits.adaptive).toEqual(a);
   });
 
   it("shares out the newcomers' slice: each worker's newcomers are a share of the node's", () => {
-    const r = loadConfigObject({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] });
-    if (!r.ok) throw new Error(r.problems.join('; '));
-    expect(r.config.filter.fairShare.newcomerSources).toBe(1);
-    expect(workerConfig(r.config, 2).filter.fairShare.newcomerSources).toBe(0.5);
-    expect(workerConfig(r.config, 16).filter.fairShare.newcomerSources).toBe(1 / 16);
+    const c = configOf({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] });
+    expect(c.filter.fairShare.newcomerSources).toBe(1);
+    expect(workerConfig(c, 2).filter.fairShare.newcomerSources).toBe(0.5);
+    expect(workerConfig(c, 16).filter.fairShare.newcomerSources).toBe(1 / 16);
   });
 
   it('stores the rate baseline a worker learned as the whole node\'s, and gives a worker its share back', () => {
