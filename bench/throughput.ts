@@ -180,7 +180,12 @@ async function main() {
   for (const [now, base] of [['scrubber', 'baseline'], ['scrubber-off', 'baseline-off']]) {
     // CPU per request rather than req/s: the load generator shares the machine, CPU per request does not depend on it.
     const a = median.get(now)?.cpuUsPerReq, b = median.get(base)?.cpuUsPerReq;
-    if (a && b) console.log(`${now} vs ${base}: CPU per request ${fmt(a, 1)} / ${fmt(b, 1)} µs = ${(a / b).toFixed(2)}× (rounds: ${rounds.get(now)!.map((m) => fmt(m.cpuUsPerReq, 1)).join(', ')} vs ${rounds.get(base)!.map((m) => fmt(m.cpuUsPerReq, 1)).join(', ')})`);
+    if (!a || !b) continue;
+    // Also the median of each round's own ratio: the two ran minutes apart at most within a round, so a slow spell of
+    // the VM that spans a round moves both, where the ratio of two medians may pair a slow round with a fast one.
+    const perRound = rounds.get(now)!.map((m, i) => (m.cpuUsPerReq ?? NaN) / (rounds.get(base)![i].cpuUsPerReq ?? NaN)).filter(Number.isFinite);
+    const mr = [...perRound].sort((x, y) => x - y), mid = mr.length ? (mr[(mr.length - 1) >> 1] + mr[mr.length >> 1]) / 2 : NaN;
+    console.log(`${now} vs ${base}: CPU per request ${fmt(a, 1)} / ${fmt(b, 1)} µs = ${(a / b).toFixed(2)}×; median of the rounds' ratios ${mid.toFixed(2)}× (rounds: ${rounds.get(now)!.map((m) => fmt(m.cpuUsPerReq, 1)).join(', ')} vs ${rounds.get(base)!.map((m) => fmt(m.cpuUsPerReq, 1)).join(', ')})`);
   }
 
   const sc = median.get('scrubber');

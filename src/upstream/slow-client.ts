@@ -82,6 +82,7 @@ export class SendDeadline {
   private readonly owner: Stallable;
 
   private listening = false;
+  private deferred = false;
 
   /** `owner.onStalled()` runs once, when a whole `ms` passed without the client taking a byte; then the response is destroyed. */
   constructor(res: ServerResponse, ms: number, owner: Stallable) {
@@ -93,7 +94,17 @@ export class SendDeadline {
   /** After each write (`added` bytes) and at the end: keeps the deadline running while anything waits. */
   wrote(added: number): void {
     if (this.timer) { this.lengthMark += added; return; }
-    if (this.res.writableLength > 0 && !this.res.destroyed) this.arm();
+    if (this.res.writableLength === 0 || this.res.destroyed) return;
+    // Node corks the socket from a response's first write to the next tick, so right after it the bytes always
+    // wait: looked at again once the socket is uncorked (a tick, not a timer and two listeners per response).
+    if ((this.res.socket?.writableCorked ?? 0) > 0) { if (!this.deferred) { this.deferred = true; process.nextTick(recheck, this); } return; }
+    this.arm();
+  }
+
+  /** @internal after the tick that uncorked the socket */
+  recheck(): void {
+    this.deferred = false;
+    if (!this.timer && this.res.writableLength > 0 && !this.res.destroyed) this.arm();
   }
 
   stop(): void {
@@ -125,3 +136,4 @@ export class SendDeadline {
 }
 
 function check(d: SendDeadline): void { d.check(); }
+function recheck(d: SendDeadline): void { d.recheck(); }
