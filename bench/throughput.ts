@@ -1,7 +1,11 @@
-// `npm run bench [-- --smoke] [-- --duration S --warmup S --rounds N --connections N --only a,b] [-- --baseline DIR]`
+// `npm run bench [-- --smoke] [-- --duration S --warmup S --rounds N --connections N --only a,b] [-- --baseline DIR] [-- --fresh]`
 // --baseline DIR: also runs the Scrubber of another checkout (e.g. a `git worktree` of the
 // previous commit) as targets baseline / baseline-off, interleaved with this one, so a
 // change to the hot path is measured before and after in one run on the same load.
+// --fresh: every Scrubber target (and baseline) is a new process each round. Measured here: one Node process of
+// the proxy may run 10-25% slower than another of the same code for its whole life (its JIT and heap settle
+// differently), so a comparison of one process against one other can land either way; with --fresh each round is
+// another draw and the median of the rounds' ratios compares the code.
 // Throughput of Scrubber against the alternatives, side by side in one run,
 // on loopback, same origin, same load generator; then what refusing a
 // blacklisted connection costs, and memory with a million sources tracked.
@@ -17,7 +21,7 @@ const { values: args } = parseArgs({
   options: {
     smoke: { type: 'boolean', default: false },
     duration: { type: 'string' }, warmup: { type: 'string' }, rounds: { type: 'string' },
-    connections: { type: 'string' }, only: { type: 'string' }, baseline: { type: 'string' },
+    connections: { type: 'string' }, only: { type: 'string' }, baseline: { type: 'string' }, fresh: { type: 'boolean', default: false },
   },
 });
 const smoke = args.smoke!;
@@ -41,7 +45,7 @@ const SOURCES = Array.from({ length: 1024 }, (_, i) => `127.3.${Math.floor(i / 2
 const REQS_PER_CONN = 50;
 const BANNED = ['127.9.0.1', '127.9.0.2', '127.9.0.3', '127.9.0.4'];
 
-interface Target { name: string; port: number; pid: number; note?: string }
+interface Target { name: string; port: number; pid: number; note?: string; adminUrl?: string; restart?: () => Promise<void> }
 interface Measured { rps: number; p50: number; p99: number; cpuUsPerReq: number | null; errors: number; non2xx: number }
 
 function runLoad(o: LoadOptions, serverPid: number | null): Promise<{ r: LoadResult; cpu: number | null }> {
@@ -66,6 +70,20 @@ async function measure(t: Target): Promise<Measured> {
   return { rps: r.perSec, p50: r.p50ms, p99: r.p99ms, cpuUsPerReq: cpu != null && r.count ? (cpu * 1e6) / r.count : null, errors: r.errors, non2xx: r.statusOther };
 }
 
+/** With --fresh, the target can be replaced by a new process of the same kind (same config, new port). */
+function restartable(t: Target, child: Child, again: () => Promise<{ child: Child; port: number; adminUrl: string }>): Target {
+  let current = child;
+  t.restart = async () => {
+    await current.stop();
+    const s = await again();
+    current = s.child;
+    t.port = s.port;
+    t.pid = s.child.pid;
+    t.adminUrl = s.adminUrl;
+  };
+  return t;
+}
+
 async function startServers() {
   const skipped: string[] = [];
   const originPort = await freePort();
@@ -73,24 +91,23 @@ async function startServers() {
   await waitForPort(originPort, origin);
   const targets: Target[] = [{ name: 'origin (direct)', port: originPort, pid: origin.pid, note: 'no proxy' }];
   const want = (n: string) => !only || only.has(n);
-  let scrubberAdmin: string | undefined;
 
   if (want('scrubber')) {
     const s = await startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', cpu: CPU.server });
-    targets.push({ name: 'scrubber', port: s.port, pid: s.child.pid, note: 'filter.mode always' });
-    scrubberAdmin = s.adminUrl;
+    targets.push(restartable({ name: 'scrubber', port: s.port, pid: s.child.pid, note: 'filter.mode always', adminUrl: s.adminUrl }, s.child, () => startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', cpu: CPU.server })));
   }
   if (want('scrubber-off')) {
     // The same proxy with the filter only observing: the difference is what filtering costs.
     const s = await startScrubber({ name: 'scrubber-off', upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'off', cpu: CPU.server });
-    targets.push({ name: 'scrubber-off', port: s.port, pid: s.child.pid, note: 'filter.mode off (observe only)' });
+    targets.push(restartable({ name: 'scrubber-off', port: s.port, pid: s.child.pid, note: 'filter.mode off (observe only)' }, s.child, () => startScrubber({ name: 'scrubber-off', upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'off', cpu: CPU.server })));
   }
   if (args.baseline) {
     const root = path.resolve(args.baseline);
     for (const [name, mode] of [['baseline', 'always'], ['baseline-off', 'off']] as const) {
       if (only && !only.has(name) && !only.has(name.replace('baseline', 'scrubber'))) continue;
-      const s = await startScrubber({ name, root, upstream: `127.0.0.1:${originPort}`, domain: HOST, mode, cpu: CPU.server });
-      targets.push({ name, port: s.port, pid: s.child.pid, note: `${root}, filter.mode ${mode}` });
+      const again = () => startScrubber({ name, root, upstream: `127.0.0.1:${originPort}`, domain: HOST, mode, cpu: CPU.server });
+      const s = await again();
+      targets.push(restartable({ name, port: s.port, pid: s.child.pid, note: `${root}, filter.mode ${mode}` }, s.child, again));
     }
   }
   for (const [name, script] of [['undici-floor', 'undici-forwarder.ts'], ['http-proxy-3', 'http-proxy3.ts']] as const) {
@@ -106,7 +123,7 @@ async function startServers() {
     if ('skipped' in r) { skipped.push(`${name}: skipped — ${r.skipped}`); continue; }
     targets.push({ name, port: r.port, pid: r.child.pid, note: name === 'nginx' ? 'worker_processes 1' : 'nbthread 1' });
   }
-  return { targets, skipped, scrubberAdmin };
+  return { targets, skipped };
 }
 
 async function refusalCost(t: Target | undefined, adminUrl: string | undefined, served: Measured | undefined): Promise<{ lines: string[]; md: string }> {
@@ -151,8 +168,9 @@ async function filterMemory(): Promise<{ line: string; md: string }> {
 async function main() {
   const t0 = Date.now();
   console.log(`Scrubber throughput bench${smoke ? ' (smoke)' : ''}: ${ROUNDS} round(s) × ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s per target, ${CONNECTIONS} keep-alive connections from ${SOURCES.length} sources, ${REQS_PER_CONN} requests per connection`);
+  if (args.fresh) console.log('--fresh: each Scrubber target is a new process every round');
   console.log(`cores: server under test on ${CPU.server}, load generator on ${CPU.client}, origin on ${CPU.origin}${tools.taskset ? '' : ' (taskset missing: NOT pinned)'}`);
-  const { targets, skipped, scrubberAdmin } = await startServers();
+  const { targets, skipped } = await startServers();
   for (const s of skipped) console.log(s);
   // The median round per target (by req/s): on a shared VM one lucky round of one target would otherwise
   // decide a ratio; targets run interleaved, round after round, so slow spells hit them all alike.
@@ -162,6 +180,7 @@ async function main() {
     // (a round leaves sockets in TIME_WAIT and a warm origin behind it).
     const shift = (round - 1) % targets.length;
     for (const t of [...targets.slice(shift), ...targets.slice(0, shift)]) {
+      if (args.fresh && round > 1) await t.restart?.();
       const m = await measure(t);
       console.log(`  round ${round} ${t.name.padEnd(16)} ${fmt(m.rps).padStart(7)} req/s  p50 ${fmt(m.p50, 2)} ms  p99 ${fmt(m.p99, 2)} ms  cpu ${fmt(m.cpuUsPerReq, 1)} µs/req${m.errors || m.non2xx ? `  errors ${m.errors} non-2xx ${m.non2xx}` : ''}`);
       rounds.set(t.name, [...(rounds.get(t.name) ?? []), m]);
@@ -207,7 +226,8 @@ async function main() {
   console.log('\n' + targetsLines.join('\n'));
 
   console.log('\nrefusing blacklisted connections:');
-  const refusal = await refusalCost(targets.find((t) => t.name === 'scrubber'), scrubberAdmin, sc);
+  const scrubberTarget = targets.find((t) => t.name === 'scrubber');
+  const refusal = await refusalCost(scrubberTarget, scrubberTarget?.adminUrl, sc);
   console.log(refusal.lines.join('\n'));
   const mem = await filterMemory();
   console.log(mem.line);
