@@ -1,6 +1,7 @@
 // The learned rate baseline with workers, black-box: the real CLI on real sockets. Each worker learns the rate of
 // its share of a domain's sources; the node's baseline is their sum (what /api/domains shows), and it is stored as
 // the node's, so a restart with another `workers` count starts from the same baseline, not from one worker's share.
+// The adaptive upstream limit's start (and floor) is shared out the same way: the node starts where one process would.
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -101,4 +102,25 @@ describe('learned rate baseline with workers', () => {
     expect(one).toBeLessThan(two * 1.3);
     await stop();
   }, 40_000);
+
+  it('the adaptive limit of the node starts at limits.adaptive.initialLimit in all, not per worker', async () => {
+    origin = await startOrigin((_q, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok'); });
+    const dir = tempDir('scrubber-limit-');
+    const port = await freePort(), admin = await freePort();
+    const file = path.join(dir, 'c.json');
+    fs.writeFileSync(file, JSON.stringify({
+      listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin }, workers: 2,
+      state: { dir: path.join(dir, 'data') }, shutdown: { drainTimeoutMs: 500 },
+      limits: { adaptive: { initialLimit: 24, minLimit: 8 } },
+      domains: [{ name: HOST, upstreams: [origin!.address] }],
+    }));
+    await run(file, admin);
+    // A few requests from addresses of both workers (sources are sharded), far too few to move the limit.
+    for (let i = 1; i <= 8; i++) expect(await get(port, `127.0.62.${i}`)).toBe(200);
+    await sleep(1500); // the workers' queue views reach the primary with their next report
+    const j = JSON.parse((await request(`http://127.0.0.1:${admin}/api/domains`)).body);
+    // Each of the two workers starts at 12: the origin gets 24 requests at once from the node, as from one process.
+    expect(j.domains.find((d: { name: string }) => d.name === HOST).queue.limit).toBe(24);
+    await stop();
+  }, 30_000);
 });
