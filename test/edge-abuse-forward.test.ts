@@ -165,6 +165,9 @@ describe('forward() on its own', () => {
       expect(most).toBeLessThanOrEqual(2 * 1024 * KIB);
       for (const r of rs) r.destroy();
       expect(await until(() => readAheadBudget.held === 0, 2000)).toBe(true);
+      // Every one of the four forwards has ended (cut by the send deadline or by its client leaving) before the next
+      // test reads `outcomes`: the deadline counts from when bytes began to wait, which may be less than 300 ms ago.
+      expect(await until(() => outcomes.length === 4, 2000)).toBe(true);
     } finally {
       readAheadBudget.limit = limit;
     }
