@@ -93,13 +93,15 @@ async function startServers() {
   const want = (n: string) => !only || only.has(n);
 
   if (want('scrubber')) {
-    const s = await startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', cpu: CPU.server });
-    targets.push(restartable({ name: 'scrubber', port: s.port, pid: s.child.pid, note: 'filter.mode always', adminUrl: s.adminUrl }, s.child, () => startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', cpu: CPU.server })));
+    const again = () => startScrubber({ upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'always', cpu: CPU.server });
+    const s = await again();
+    targets.push(restartable({ name: 'scrubber', port: s.port, pid: s.child.pid, note: 'filter.mode always', adminUrl: s.adminUrl }, s.child, again));
   }
   if (want('scrubber-off')) {
     // The same proxy with the filter only observing: the difference is what filtering costs.
-    const s = await startScrubber({ name: 'scrubber-off', upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'off', cpu: CPU.server });
-    targets.push(restartable({ name: 'scrubber-off', port: s.port, pid: s.child.pid, note: 'filter.mode off (observe only)' }, s.child, () => startScrubber({ name: 'scrubber-off', upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'off', cpu: CPU.server })));
+    const again = () => startScrubber({ name: 'scrubber-off', upstream: `127.0.0.1:${originPort}`, domain: HOST, mode: 'off', cpu: CPU.server });
+    const s = await again();
+    targets.push(restartable({ name: 'scrubber-off', port: s.port, pid: s.child.pid, note: 'filter.mode off (observe only)' }, s.child, again));
   }
   if (args.baseline) {
     const root = path.resolve(args.baseline);
