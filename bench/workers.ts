@@ -1,4 +1,4 @@
-// `node bench/workers.ts [--duration S --warmup S --rounds N --connections N --workers 1,2 --ac-duration S --smoke --only ban --root DIR]`
+// `node bench/workers.ts [--duration S --warmup S --rounds N --connections N --workers 1,2 --ac-duration S --smoke --only ban --root DIR --fresh]`
 // One worker process against several, side by side in one run (issue 11,
 // "Every core"): the same Scrubber (filter.mode always) in front of the same
 // origin, started with `workers: 1` (one process, as before) and `workers: 2`
@@ -24,7 +24,7 @@ import type { Options as LoadOptions, Result as LoadResult } from './lib/loadgen
 const { values: args } = parseArgs({
   options: {
     smoke: { type: 'boolean', default: false }, duration: { type: 'string' }, warmup: { type: 'string' }, rounds: { type: 'string' },
-    connections: { type: 'string' }, workers: { type: 'string' }, 'ac-duration': { type: 'string' }, only: { type: 'string' }, root: { type: 'string' },
+    connections: { type: 'string' }, workers: { type: 'string' }, 'ac-duration': { type: 'string' }, only: { type: 'string' }, root: { type: 'string' }, fresh: { type: 'boolean', default: false },
   },
 });
 const smoke = args.smoke!;
@@ -166,6 +166,9 @@ async function main() {
   if (args.only) throw new Error(`--only: only "ban" is known, not ${args.only}`);
   const lg = new Map<number, Row[]>(), ac = new Map<number, Row[]>(), ban = new Map<number, FloodBan[]>(), ch = new Map<number, Row[]>(), rf = new Map<number, Row[]>();
   for (let round = 1; round <= ROUNDS; round++) {
+    // --fresh: new processes every round (one process can run 10-25% slower than another of the same build for its
+    // whole life; see the throughput bench), so the median compares worker counts rather than two draws.
+    if (args.fresh && round > 1) for (let i = 0; i < proxies.length; i++) { await proxies[i].stop(); proxies[i] = await startProxy(proxies[i].workers, originPort); }
     const order = round % 2 ? proxies : [...proxies].reverse();
     for (const p of order) {
       const a = await loadgen(p);
@@ -200,7 +203,7 @@ async function main() {
   });
   console.log(`\nmedian of ${ROUNDS} round(s):\n${textTable(head, rows)}\n\n${textTable(head2, rows2)}`);
   const md = `# Workers bench\n\n${machineLine()}${smoke ? ' — **smoke run**' : ''}\n\nCommand: \`node bench/workers.ts${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}\`. ` +
-    `Scrubber with filter.mode always, started once per worker count, same origin (bench/servers/fast-origin.ts); nothing pinned. ` +
+    `Scrubber with filter.mode always, started ${args.fresh ? 'anew every round (--fresh)' : 'once per worker count'}, same origin (bench/servers/fast-origin.ts); nothing pinned. ` +
     `loadgen: bench/lib/loadgen.ts, ${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, 50 requests per connection, ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s. ` +
     `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; ban decided = the entry's since (stamped where it was decided) minus the flood's start; listed = when GET /api/blacklist/{ip} first said listed (polled every ~5 ms; with workers one IPC hop after the decision); flood requests at the origin = the flood's requests answered 2xx until 0.5 s after the listing. ` +
     `CPU: user+system of the primary and every worker over the measured window, divided by requests served. Median of ${ROUNDS} round(s), order alternating.\n\n${table(head, rows)}\n\n` +
