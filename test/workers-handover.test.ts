@@ -7,17 +7,15 @@
 // primary, and the worker hears of the ban after the one connection already
 // on its way, not after all of them.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startOrigin, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
+import { startOrigin, startCli, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
 
-const BIN = path.resolve('bin/scrubber.js');
 const HOST = 'site.test';
 
 let child: ChildProcess;
-let logs = '';
 let origin: Origin;
 let port = 0, admin = 0;
 
@@ -37,11 +35,7 @@ beforeAll(async () => {
     state: { dir: path.join(dir, 'data') }, shutdown: { drainTimeoutMs: 500 },
     domains: [{ name: HOST, upstreams: [origin.address] }],
   }));
-  child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', (d) => { logs += d; });
-  child.stderr!.on('data', (d) => { logs += d; });
-  for (let i = 0; i < 200 && !logs.includes('scrubber started'); i++) await sleep(50);
-  if (!logs.includes('scrubber started')) throw new Error(`did not start:\n${logs}`);
+  ({ child } = await startCli(file));
 }, 20_000);
 
 afterAll(async () => {

@@ -3,13 +3,12 @@
 // the node's, so a restart with another `workers` count starts from the same baseline, not from one worker's share.
 // The adaptive upstream limit's start (and floor) is shared out the same way: the node starts where one process would.
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
-import { startOrigin, freePort, tempDir, request, sleep, type Origin } from './helpers/servers.ts';
+import { startOrigin, startCli, freePort, tempDir, request, sleep, type Origin } from './helpers/servers.ts';
 
-const BIN = path.resolve('bin/scrubber.js');
 const HOST = 'learn.test';
 const RATE = 60; // requests a second, spread over SOURCES addresses (a calm site: far under every rule)
 const SOURCES = 24;
@@ -23,18 +22,10 @@ afterEach(async () => {
   origin = null;
 });
 
-async function run(file: string, admin: number): Promise<{ logs: () => string }> {
-  let logs = '';
-  const c = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
-  child = c;
-  c.stdout!.on('data', (d) => { logs += d; });
-  c.stderr!.on('data', (d) => { logs += d; });
-  for (let i = 0; i < 200; i++) {
-    const r = await request(`http://127.0.0.1:${admin}/api/domains`).catch(() => null);
-    if (r?.status === 200 && logs.includes('scrubber started')) return { logs: () => logs };
-    await sleep(50);
-  }
-  throw new Error(`did not start:\n${logs}`);
+async function run(file: string, admin: number): Promise<void> {
+  ({ child } = await startCli(file, { env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } }));
+  // Started, and its admin API answering.
+  for (let i = 0; i < 100 && (await request(`http://127.0.0.1:${admin}/api/domains`).catch(() => null))?.status !== 200; i++) await sleep(50);
 }
 
 async function stop(): Promise<void> {

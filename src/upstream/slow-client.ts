@@ -94,7 +94,7 @@ export class SendDeadline {
   /** After each write (`added` bytes) and at the end: keeps the deadline running while anything waits. */
   wrote(added: number): void {
     if (this.timer) { this.lengthMark += added; return; }
-    if (this.res.writableLength === 0 || this.res.destroyed) return;
+    if (!this.waiting()) return;
     // Node corks the socket from a response's first write to the next tick, so right after it the bytes always
     // wait: looked at again once the socket is uncorked (a tick, not a timer and two listeners per response).
     if ((this.res.socket?.writableCorked ?? 0) > 0) { if (!this.deferred) { this.deferred = true; process.nextTick(recheck, this); } return; }
@@ -104,8 +104,11 @@ export class SendDeadline {
   /** @internal after the tick that uncorked the socket */
   recheck(): void {
     this.deferred = false;
-    if (!this.timer && this.res.writableLength > 0 && !this.res.destroyed) this.arm();
+    if (!this.timer && this.waiting()) this.arm();
   }
+
+  /** Bytes of this response are still on their way to the client. */
+  private waiting(): boolean { return this.res.writableLength > 0 && !this.res.destroyed; }
 
   stop(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { loadConfigObject } from '../../src/config/load.ts';
 import { startApp, type App } from '../../src/app/app.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
@@ -64,6 +64,23 @@ export async function startBlackhole(): Promise<{ port: number; address: string;
   for (let i = 0; i < 3; i++) { const s = net.connect(port, '127.0.0.1'); s.on('error', () => {}); fillers.push(s); }
   await new Promise((r) => setTimeout(r, 200));
   return { port, address: `127.0.0.1:${port}`, close: () => { for (const s of fillers) s.destroy(); child.kill('SIGKILL'); } };
+}
+
+/**
+ * The real `scrubber` CLI on a config file, its stdout and stderr collected; resolves once it logged
+ * "scrubber started" (rejects with the logs when it did not within timeoutMs).
+ */
+export async function startCli(file: string, opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ child: ChildProcess; logs(): string }> {
+  let logs = '';
+  const child = spawn(process.execPath, [path.resolve('bin/scrubber.js'), '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+  child.stdout!.on('data', (d) => { logs += d; });
+  child.stderr!.on('data', (d) => { logs += d; });
+  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+  while (!logs.includes('scrubber started')) {
+    if (Date.now() > deadline || child.exitCode !== null) { child.kill('SIGKILL'); throw new Error(`did not start:\n${logs}`); }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, logs: () => logs };
 }
 
 /** A port with nothing listening on it (connection refused). */
