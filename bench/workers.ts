@@ -6,7 +6,9 @@
 //   1. bench/lib/loadgen.ts: keep-alive connections over 1024 source addresses (each source to its own worker);
 //   2. autocannon from 127.0.0.1, whitelisted first (a whitelisted source goes round robin over the workers);
 //   3. flood ban time: one address floods over 32 connections; time until /api/blacklist lists it;
-//   4. a new connection per request (the primary's handover cost), and connections refused at accept.
+//   4. a new connection per request (the primary's handover cost), and connections refused at accept;
+//   5. the reference: nginx with the same worker counts under loads 1 and 2 (a master and N workers), so that what a
+//      second process costs on this machine itself is read apart from what Scrubber's workers cost.
 // req/s and CPU per request (user+system of the primary and every worker, /proc) for each; nothing is pinned:
 // on a 2-core machine the load generator and the origin share the cores with the workers, so the CPU per request
 // is the fairer ratio there (both are printed). Results: terminal and bench/results/workers.md.
@@ -17,8 +19,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 // @ts-ignore autocannon ships no type declarations; the few fields used are typed below.
 import autocannonUntyped from 'autocannon';
-import { startNode, startScrubber, stopAll, freePort, waitForPort, cpuSeconds, ROOT, sleep } from './lib/proc.ts';
+import { startNode, startScrubber, stopAll, freePort, waitForPort, cpuSeconds, ROOT, sleep, type Child } from './lib/proc.ts';
 import { table, textTable, writeResult, fmt, machineLine } from './lib/report.ts';
+import { startNginx } from './lib/thirdparty.ts';
+import fs from 'node:fs';
 import type { Options as LoadOptions, Result as LoadResult } from './lib/loadgen.ts';
 
 const { values: args } = parseArgs({
@@ -93,14 +97,49 @@ async function refusals(p: Proxy, ip: string): Promise<Row> {
 }
 
 async function withAutocannon(p: Proxy): Promise<Row> {
-  const put = await fetch(`${p.adminUrl}/api/whitelist/127.0.0.1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"note":"bench/workers.ts"}' });
-  if (put.status !== 200) throw new Error(`whitelist: ${put.status}`);
+  if (p.adminUrl) {
+    const put = await fetch(`${p.adminUrl}/api/whitelist/127.0.0.1`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"note":"bench/workers.ts"}' });
+    if (put.status !== 200) throw new Error(`whitelist: ${put.status}`);
+  }
   await autocannon({ url: `http://127.0.0.1:${p.port}/`, connections: 10, duration: 1, headers: { host: HOST } });
   const c0 = cpuOf(p.pids);
   const r = await autocannon({ url: `http://127.0.0.1:${p.port}/`, connections: 10, duration: AC_DURATION, headers: { host: HOST } });
   const c1 = cpuOf(p.pids);
-  await fetch(`${p.adminUrl}/api/whitelist/127.0.0.1`, { method: 'DELETE' });
+  if (p.adminUrl) await fetch(`${p.adminUrl}/api/whitelist/127.0.0.1`, { method: 'DELETE' });
   return { rps: r.requests.average, cpuUsPerReq: c0 != null && c1 != null && r.requests.total ? ((c1 - c0) * 1e6) / r.requests.total : null, p50: r.latency.p50, p99: r.latency.p99, bad: r.non2xx + r.errors };
+}
+
+/** The references: nginx and the undici floor (bench/servers/undici-forwarder.ts, N processes sharing the port with
+ *  SO_REUSEPORT) with the same process counts, under the same two loads: what another process costs on this machine by
+ *  itself (the cores are shared with the load generator and the origin), whatever the proxy. A skip reason when it
+ *  is not installed or did not start. */
+const REFERENCES = ['nginx', 'undici-floor'] as const;
+type Reference = (typeof REFERENCES)[number];
+
+async function startReference(ref: Reference, workers: number, originPort: number): Promise<Proxy | string> {
+  if (ref === 'undici-floor') {
+    const port = await freePort();
+    const kids: Child[] = [];
+    for (let i = 0; i < workers; i++) {
+      const c = startNode(path.join(ROOT, 'bench/servers/undici-forwarder.ts'), [String(port), String(originPort), 'reuse'], { name: `undici-floor-${i}` });
+      await waitForPort(port, c); // the first is listening; the next ones join the port once they are up
+      kids.push(c);
+    }
+    await sleep(300);
+    return { workers, port, adminUrl: '', pids: kids.map((c) => c.pid), stop: async () => { await Promise.all(kids.map((c) => c.stop())); } };
+  }
+  const r = await startNginx(originPort, 'plain', null, workers);
+  if ('skipped' in r) return r.skipped;
+  let pids = [r.child.pid];
+  // With a master, the workers are its children; their CPU is counted with the master's, as Scrubber's primary's.
+  const want = workers > 1 ? workers + 1 : 1, deadline = Date.now() + 5000;
+  while (pids.length < want && Date.now() < deadline) {
+    const kids = fs.readFileSync(`/proc/${r.child.pid}/task/${r.child.pid}/children`, 'utf8').trim();
+    pids = [r.child.pid, ...(kids ? kids.split(' ').map(Number) : [])];
+    if (pids.length < want) await sleep(20);
+  }
+  if (pids.length < want) { await r.child.stop(); return `nginx started ${pids.length - 1} of ${workers} workers`; }
+  return { workers, port: r.port, adminUrl: '', pids, stop: () => r.child.stop() };
 }
 
 interface FloodBan { decided: number | null; listed: number | null; through: number | null }
@@ -186,6 +225,22 @@ async function main() {
     }
   }
   for (const p of proxies) await p.stop();
+  // The references: a new nginx (or new floor processes) for every measurement, the same loads, order alternating.
+  const refLg = new Map<string, Row[]>(), refAc = new Map<string, Row[]>(), refSkipped = new Map<Reference, string>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const ref of REFERENCES) {
+      if (refSkipped.has(ref)) continue;
+      for (const n of round % 2 ? COUNTS : [...COUNTS].reverse()) {
+        const p = await startReference(ref, n, originPort);
+        if (typeof p === 'string') { refSkipped.set(ref, p); break; }
+        const a = await loadgen(p), b = await withAutocannon(p);
+        await p.stop();
+        refLg.set(`${ref} ${n}`, [...(refLg.get(`${ref} ${n}`) ?? []), a]);
+        refAc.set(`${ref} ${n}`, [...(refAc.get(`${ref} ${n}`) ?? []), b]);
+        console.log(`  round ${round} ${ref}, ${n} process(es): loadgen ${fmt(a.rps)} req/s ${fmt(a.cpuUsPerReq, 1)} µs/req | autocannon ${fmt(b.rps)} req/s ${fmt(b.cpuUsPerReq, 1)} µs/req`);
+      }
+    }
+  }
   await stopAll();
 
   const med = (rows: Row[]) => [...rows].sort((x, y) => x.rps - y.rps)[Math.floor((rows.length - 1) / 2)];
@@ -201,14 +256,25 @@ async function main() {
     const c = med(ch.get(n)!), f = med(rf.get(n)!), c0 = med(ch.get(base)!);
     return [n, fmt(c.rps), fmt(c.cpuUsPerReq, 1), fmt(c.p99, 2), fmt(f.rps), fmt(f.cpuUsPerReq, 1), `${fmt(c.rps / c0.rps, 2)}×`];
   });
-  console.log(`\nmedian of ${ROUNDS} round(s):\n${textTable(head, rows)}\n\n${textTable(head2, rows2)}`);
+  const head3 = ['reference', 'processes', 'loadgen req/s', 'µs CPU/req', 'autocannon req/s', 'µs CPU/req', `req/s vs ${base}`, `CPU/req vs ${base}`, `autocannon req/s vs ${base}`, `autocannon CPU/req vs ${base}`];
+  const ratio = (a: number | null, b: number | null) => (a && b ? `${fmt(a / b, 2)}×` : '–');
+  const rows3 = REFERENCES.filter((ref) => !refSkipped.has(ref)).flatMap((ref) => COUNTS.map((n) => {
+    const a = med(refLg.get(`${ref} ${n}`)!), b = med(refAc.get(`${ref} ${n}`)!), a0 = med(refLg.get(`${ref} ${base}`)!), b0 = med(refAc.get(`${ref} ${base}`)!);
+    return [ref, n, fmt(a.rps), fmt(a.cpuUsPerReq, 1), fmt(b.rps), fmt(b.cpuUsPerReq, 1), ratio(a.rps, a0.rps), ratio(a.cpuUsPerReq, a0.cpuUsPerReq), ratio(b.rps, b0.rps), ratio(b.cpuUsPerReq, b0.cpuUsPerReq)];
+  }));
+  const skippedRefs = [...refSkipped].map(([ref, why]) => `${ref} reference: skipped — ${why}`).join('\n');
+  const ref = [rows3.length ? textTable(head3, rows3) : '', skippedRefs].filter(Boolean).join('\n');
+  console.log(`\nmedian of ${ROUNDS} round(s):\n${textTable(head, rows)}\n\n${textTable(head2, rows2)}\n\n${ref}`);
   const md = `# Workers bench\n\n${machineLine()}${smoke ? ' — **smoke run**' : ''}\n\nCommand: \`node bench/workers.ts${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}\`. ` +
     `Scrubber with filter.mode always, started ${args.fresh ? 'anew every round (--fresh)' : 'once per worker count'}, same origin (bench/servers/fast-origin.ts); nothing pinned. ` +
     `loadgen: bench/lib/loadgen.ts, ${CONNECTIONS} keep-alive connections over ${SOURCES.length} source addresses, 50 requests per connection, ${WARMUP_MS / 1000}+${DURATION_MS / 1000} s. ` +
     `autocannon: 10 connections from 127.0.0.1 (whitelisted for the run), ${AC_DURATION} s. Flood: bench/lib/loadgen.ts from one address over 32 keep-alive connections; ban decided = the entry's since (stamped where it was decided) minus the flood's start; listed = when GET /api/blacklist/{ip} first said listed (polled every ~5 ms; with workers one IPC hop after the decision); flood requests at the origin = the flood's requests answered 2xx until 0.5 s after the listing. ` +
     `CPU: user+system of the primary and every worker over the measured window, divided by requests served. Median of ${ROUNDS} round(s), order alternating.\n\n${table(head, rows)}\n\n` +
     `New connection per request: 32 connections, each closed after one request and reopened from the next of the 1024 sources (with workers, every one is handed over by the primary). ` +
-    `Refused at accept: 32 connections at a time from one blacklisted address.\n\n${table(head2, rows2)}\n`;
+    `Refused at accept: 32 connections at a time from one blacklisted address.\n\n${table(head2, rows2)}\n\n` +
+    `References, the same two loads (autocannon not whitelisted: nothing to whitelist) on nginx (worker_processes 1 without a master, or a master and N workers; proxy_pass to the same origin; CPU of the master and every worker) ` +
+    `and on the undici floor (bench/servers/undici-forwarder.ts, N processes sharing the port with SO_REUSEPORT), new processes for every measurement: ` +
+    `what another process costs on this machine whatever the proxy, since the processes share the two cores with the load generator and the origin.\n\n${rows3.length ? table(head3, rows3) : ''}${skippedRefs ? `\n\n_${skippedRefs}_` : ''}\n`;
   console.log(`\nwritten ${writeResult('workers.md', md)}`);
 }
 

@@ -25,7 +25,8 @@ export const DDOS_LIMITS = { reqPerSec: 10, burst: 20, connPerSource: 10, header
 
 export interface ThirdParty { child: Child; port: number; dir: string; name: string }
 
-export function nginxConfig(dir: string, port: number, upstreamPort: number, flavour: Flavour): string {
+/** `workers` > 1: a master and that many worker processes (as nginx runs in production); 1: one process, no master. */
+export function nginxConfig(dir: string, port: number, upstreamPort: number, flavour: Flavour, workers = 1): string {
   const L = DDOS_LIMITS;
   const ddosHttp = flavour === 'ddos' ? `
     limit_req_zone $binary_remote_addr zone=perip:10m rate=${L.reqPerSec}r/s;
@@ -43,8 +44,8 @@ export function nginxConfig(dir: string, port: number, upstreamPort: number, fla
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`;
   return `daemon off;
-master_process off;
-worker_processes 1;
+master_process ${workers > 1 ? 'on' : 'off'};
+worker_processes ${workers};
 worker_rlimit_nofile 20000;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log error;
@@ -103,11 +104,11 @@ backend be
 `;
 }
 
-export async function startNginx(upstreamPort: number, flavour: Flavour, cpu: number | null): Promise<ThirdParty | { skipped: string }> {
+export async function startNginx(upstreamPort: number, flavour: Flavour, cpu: number | null, workers = 1): Promise<ThirdParty | { skipped: string }> {
   if (!tools.nginx) return { skipped: 'nginx is not installed (apt-get install -y nginx)' };
   const dir = tempDir('bench-nginx-');
   const port = await freePort();
-  fs.writeFileSync(path.join(dir, 'nginx.conf'), nginxConfig(dir, port, upstreamPort, flavour));
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), nginxConfig(dir, port, upstreamPort, flavour, workers));
   // -e: the early error log, before the config is read (default /var/log/nginx may not be writable).
   const child = start(tools.nginx, ['-p', dir, '-e', path.join(dir, 'early.log'), '-c', path.join(dir, 'nginx.conf')], { name: 'nginx', cpu, stderr: 'ignore', stopSignal: 'SIGTERM' });
   try { await waitForPort(port, child, 5000); } catch (e) {

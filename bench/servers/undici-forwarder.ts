@@ -2,11 +2,14 @@
 // Pool per upstream, Pool.dispatch with a handler (one method per lifecycle
 // event, explicit backpressure), hop-by-hop headers dropped, X-Forwarded-For
 // appended. No routing, no filtering, no limits, no statistics.
-// usage: node bench/servers/undici-forwarder.ts PORT UPSTREAM_PORT
+// usage: node bench/servers/undici-forwarder.ts PORT UPSTREAM_PORT [reuse]
+// `reuse`: listens with SO_REUSEPORT, so that several of these processes share the port (the kernel spreads the
+// connections): the floor with more than one process.
 import http from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
 
 const [port, upstreamPort] = process.argv.slice(2).map(Number);
+const reusePort = process.argv[4] === 'reuse';
 const pool = new Pool(`http://127.0.0.1:${upstreamPort}`, { connections: 256, pipelining: 1, allowH2: false, keepAliveTimeout: 4000 });
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
 
@@ -49,5 +52,5 @@ const server = http.createServer((req, res) => {
   pool.dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: requestHeaders(req), body: hasBody ? req : null }, new Forward(res));
 });
 server.keepAliveTimeout = 60_000;
-server.listen(port, '127.0.0.1');
+server.listen({ port, host: '127.0.0.1', reusePort });
 process.on('SIGTERM', () => { server.closeAllConnections(); server.close(() => pool.close().then(() => process.exit(0))); });
