@@ -144,6 +144,24 @@ describe('scrubber check refuses configs that cannot work', () => {
     expect(load({ filter: { fairShare: { newcomerSources: 0.25 } } }).config?.filter.fairShare.newcomerSources).toBe(0.25);
   });
 
+  it('workers 0 or below, or beyond what one machine runs, is refused by check and at startup; 1 and the core count are taken', async () => {
+    for (const workers of [0, -1, 1025]) {
+      const r = check({ ...ok, workers });
+      expect(r.code, String(workers)).toBe(2);
+      expect(r.lines).toContain(workers > 0 ? 'workers: at most 1024 (one process per core; was 1025)' : `workers: must be at least 1 (was ${workers})`);
+    }
+    expect(check({ ...ok, workers: 0 }, {}).lines.length).toBe(1);
+    expect(check({ ...ok }, { SCRUBBER_WORKERS: '0' }).lines).toContain('workers: must be at least 1 (was 0)');
+    for (const workers of [1, 2, 64]) expect(check({ ...ok, workers }).code, String(workers)).toBe(0);
+    // Startup refuses it the same way (exit 2, the same line), rather than running one process as if 1 was meant.
+    const child = spawn(process.execPath, [BIN, '--config', writeConfig({ ...ok, workers: 0, listen: [{ host: '127.0.0.1', port: 0 }], admin: { host: '127.0.0.1', port: 0 } })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c) => { err += c; });
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(err).toContain('workers: must be at least 1 (was 0)');
+  });
+
   it('1e20 as a size', () => {
     const r = check({ ...ok, limits: { maxBodyBytes: 1e20 } });
     expect(r.code).toBe(2);

@@ -214,7 +214,7 @@ export const schema = {
   log: {
     level: { doc: 'pino log level.', format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
   },
-  workers: { doc: 'Worker processes: the primary accepts connections and hands each source to one of them (1 = one process, as the tests that start the app in-process run).', format: int, default: os.availableParallelism() },
+  workers: { doc: 'Worker processes, 1 to 1024: the primary accepts connections and hands each source to one of them (1 = one process, as the tests that start the app in-process run).', format: int, default: os.availableParallelism() },
   demo: {
     enabled: { doc: 'Start the bundled demo origin (for npm start).', format: Boolean, default: false },
     host: { doc: 'Demo origin address.', format: String, default: '127.0.0.1' },
@@ -243,3 +243,5 @@ export const domainDefaults = {
 } as const;
 
 export const MAX_UPSTREAMS = 16;
+/** More worker processes than any one machine has cores (one per core is the point). */
+export const MAX_WORKERS = 1024;

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { validateFilterConfig } from '../detect/config.ts';
 import { parseDuration } from './units.ts';
-import { domainDefaults, MAX_UPSTREAMS, type Config, type DomainConfig, type HostPort } from './schema.ts';
+import { domainDefaults, MAX_UPSTREAMS, MAX_WORKERS, type Config, type DomainConfig, type HostPort } from './schema.ts';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -220,6 +220,9 @@ export function validateStructure(cfg: Config): string[] {
     for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readable(c[k])) problems.push(`tls.certs[${i}].${k}: cannot read ${c[k]}`);
   }
   if (cfg.state.redis.url && !/^rediss?:\/\/[^\s]+$/.test(cfg.state.redis.url)) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} is not a redis:// or rediss:// URL`);
+  // 0 or below used to run one process without a word, as if 1 was meant; a typo of 1000 would fork a thousand.
+  if (cfg.workers < 1) problems.push(`workers: must be at least 1 (was ${cfg.workers})`);
+  else if (cfg.workers > MAX_WORKERS) problems.push(`workers: at most ${MAX_WORKERS} (one process per core; was ${cfg.workers})`);
   if (cfg.stats.flushIntervalMs < 100) problems.push('stats.flushIntervalMs: must be at least 100');
   if (cfg.stats.retentionDays < 1) problems.push('stats.retentionDays: must be at least 1');
   if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');
