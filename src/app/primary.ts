@@ -88,7 +88,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   };
   pool = new WorkerPool({
     entry: ENTRY, count: config.workers, log, init, onMessage, onExit: (index) => view.gone(index),
-    banned: (source) => filter.decisions.has(source),
+    banned: (source) => filter.decisions.has(source), watchdogMs: config.workerWatchdogMs,
     onReport: (index, r) => {
       view.take(index, r);
       stats.ingest(r.domains.map((d) => ({ domain: d.domain, t: d.t, c: Float64Array.from(d.c) })), r.globals.map((g) => ({ t: g.t, g: Float64Array.from(g.g) })));
@@ -112,6 +112,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       upstreams.apply(r.config);
       filter.reconfigure(r.config);
       workers.broadcast({ t: 'reload', config: r.config });
+      workers.watchdogMs = r.config.workerWatchdogMs;
       log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');
       return { ok: true };
     },

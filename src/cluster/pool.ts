@@ -16,6 +16,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Logger } from '../log.ts';
 import { shardOf, type FromWorker, type ToWorker, type WorkerInit, type WorkerReport } from './protocol.ts';
+import { silentWorkers } from './watchdog.ts';
 
 export interface PoolDeps {
   /** The worker's entry module. */
@@ -30,11 +31,16 @@ export interface PoolDeps {
   onExit?(index: number): void;
   /** Whether a source is banned now (asked again of a connection that waited for its worker). */
   banned?(source: string): boolean;
+  /** A ready worker silent for this long is killed and replaced (cluster/watchdog.ts; 0: never). */
+  watchdogMs?: number;
+  now?(): number;
 }
 
 interface Waiting { listener: number; source: string; socket: net.Socket; spread: boolean }
 interface Worker {
   index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number;
+  /** When anything last came from it (the watchdog's clock). */
+  heardAt: number;
   /** Connections for this worker not handed over yet, oldest first, and whether one is on its way. */
   waiting: Waiting[]; sending: boolean;
 }
@@ -42,6 +48,9 @@ interface Worker {
 /** Connections waiting for one worker: a stalled worker would have the primary hold every new connection (and its
  *  descriptor); past this many, new ones are closed. */
 const MAX_HANDING = 2000;
+
+/** How often the watchdog looks: a fraction of its shortest allowed silence (2 s). */
+const WATCH_EVERY_MS = 500;
 
 /** After this many quick deaths in a row the pause before the next fork stops growing. */
 const MAX_BACKOFF_MS = 5000;
@@ -53,18 +62,43 @@ export class WorkerPool {
   private nextCollect = 1;
   private turn = 0;
   private readonly collects = new Map<number, { waiting: Set<number>; done: () => void }>();
+  private readonly now: () => number;
+  private watch: NodeJS.Timeout | null = null;
+  /** Follows a reload (workerWatchdogMs). */
+  watchdogMs: number;
 
-  constructor(deps: PoolDeps) { this.d = deps; this.workers = new Array(deps.count).fill(null); }
+  constructor(deps: PoolDeps) {
+    this.d = deps;
+    this.workers = new Array(deps.count).fill(null);
+    this.now = deps.now ?? Date.now;
+    this.watchdogMs = deps.watchdogMs ?? 0;
+  }
 
   /** Forks every worker; resolves once all are ready (rejects when one fails to start). */
-  async start(): Promise<void> { await Promise.all(this.workers.map((_, i) => this.spawn(i, 0))); }
+  async start(): Promise<void> {
+    this.watch = setInterval(() => this.killSilent(), WATCH_EVERY_MS);
+    this.watch.unref();
+    await Promise.all(this.workers.map((_, i) => this.spawn(i, 0)));
+  }
+
+  /** A worker whose loop stopped turning serves none of its sources: killed, it is replaced as one that died. */
+  private killSilent(): void {
+    const now = this.now();
+    for (const i of silentWorkers(this.workers, now, this.watchdogMs)) {
+      const w = this.workers[i]!;
+      this.d.log.error({ worker: i, pid: w.child.pid, silentMs: Math.round(now - w.heardAt) }, 'worker unresponsive; killing it, a new one starts');
+      w.ready = false; // nothing more is handed to it; what waits for it goes to the next ready one when it exits
+      w.child.kill('SIGKILL');
+    }
+  }
 
   private spawn(index: number, restarts: number): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
-    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), requests: 0, waiting: [], sending: false };
+    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), heardAt: this.now(), requests: 0, waiting: [], sending: false };
     this.workers[index] = w;
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
+        w.heardAt = this.now();
         if (m.t === 'took') { w.sending = false; this.handOver(w); return; }
         if (m.t === 'ready') { w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
@@ -155,6 +189,7 @@ export class WorkerPool {
   /** Tells every worker to drain and stop; past drainMs and a grace second, what is left is killed. */
   async stop(drainMs: number): Promise<void> {
     this.stopping = true;
+    if (this.watch) clearInterval(this.watch);
     const alive = this.workers.filter((w): w is Worker => w !== null && w.child.exitCode === null && w.child.signalCode === null);
     // 'close', not 'exit': it comes after the last messages (a worker's final counts) have been read.
     const exited = alive.map((w) => new Promise<void>((r) => w.child.once('close', () => r())));

@@ -92,6 +92,7 @@ export interface Config {
   shutdown: { drainTimeoutMs: number };
   log: { level: string };
   workers: number;
+  workerWatchdogMs: number;
   demo: { enabled: boolean; host: string; port: number };
   domains: DomainConfig[];
 }
@@ -215,6 +216,7 @@ export const schema = {
     level: { doc: 'pino log level.', format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
   },
   workers: { doc: 'Worker processes, 1 to 1024: the primary accepts connections and hands each source to one of them (1 = one process, as the tests that start the app in-process run).', format: int, default: os.availableParallelism() },
+  workerWatchdogMs: { doc: 'A worker not heard from for this long (its event loop stopped turning: it reports every second) is killed and replaced; 0: never. At least 2000 otherwise.', format: nat, default: 10000 },
   demo: {
     enabled: { doc: 'Start the bundled demo origin (for npm start).', format: Boolean, default: false },
     host: { doc: 'Demo origin address.', format: String, default: '127.0.0.1' },

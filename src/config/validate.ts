@@ -223,6 +223,8 @@ export function validateStructure(cfg: Config): string[] {
   // 0 or below used to run one process without a word, as if 1 was meant; a typo of 1000 would fork a thousand.
   if (cfg.workers < 1) problems.push(`workers: must be at least 1 (was ${cfg.workers})`);
   else if (cfg.workers > MAX_WORKERS) problems.push(`workers: at most ${MAX_WORKERS} (one process per core; was ${cfg.workers})`);
+  // A worker reports every second: less than two of those would kill one that is merely busy.
+  if (cfg.workerWatchdogMs > 0 && cfg.workerWatchdogMs < 2000) problems.push(`workerWatchdogMs: 0 (never) or at least 2000 (was ${cfg.workerWatchdogMs})`);
   if (cfg.stats.flushIntervalMs < 100) problems.push('stats.flushIntervalMs: must be at least 100');
   if (cfg.stats.retentionDays < 1) problems.push('stats.retentionDays: must be at least 1');
   if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');

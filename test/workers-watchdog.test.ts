@@ -1,0 +1,111 @@
+// A worker whose event loop stops turning (a bug that loops, a process held by
+// SIGSTOP) is dead to its sources all the same: every source it owns waits
+// behind it, for ever. The primary hears from each worker at least once a
+// second (its report); one silent for `workerWatchdogMs` is killed, and the
+// pool starts a new one under the same index, as for a worker that died.
+// Real processes: the CLI with two workers, one of them stopped.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startOrigin, startCli, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
+import { shardOf } from '../src/cluster/protocol.ts';
+import { silentWorkers } from '../src/cluster/watchdog.ts';
+import { loadConfigObject } from '../src/config/load.ts';
+
+const HOST = 'site.test';
+const WATCHDOG_MS = 2000;
+
+let child: ChildProcess;
+let logs: () => string;
+let origin: Origin;
+let port = 0, admin = 0;
+const stopped: number[] = [];
+
+const workers = async () => JSON.parse((await request(`http://127.0.0.1:${admin}/api/workers`)).body).workers as { index: number; pid: number; ready: boolean; restarts: number }[];
+
+beforeAll(async () => {
+  origin = await startOrigin((_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok'); });
+  const dir = tempDir('scrubber-watchdog-');
+  port = await freePort();
+  admin = await freePort();
+  const file = path.join(dir, 'c.json');
+  fs.writeFileSync(file, JSON.stringify({
+    listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin }, workers: 2, workerWatchdogMs: WATCHDOG_MS,
+    state: { dir: path.join(dir, 'data') }, shutdown: { drainTimeoutMs: 500 },
+    domains: [{ name: HOST, upstreams: [origin.address] }],
+  }));
+  ({ child, logs } = await startCli(file));
+}, 20_000);
+
+afterAll(async () => {
+  for (const pid of stopped) { try { process.kill(pid, 'SIGKILL'); } catch { /* killed by the primary already */ } }
+  if (child?.exitCode === null) {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+  await origin?.close();
+});
+
+it('a worker that stops answering is killed and replaced; its sources are served again', async () => {
+  const ip = '127.0.91.1';
+  const before = await workers();
+  const owner = before[shardOf(ip, 2)];
+  const get = (timeoutMs = 2000) => rawExchange(port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`, { localAddress: ip, timeoutMs });
+  expect((await get()).text.startsWith('HTTP/1.1 200')).toBe(true);
+
+  process.kill(owner.pid, 'SIGSTOP');
+  stopped.push(owner.pid);
+  const t0 = Date.now();
+  // A new process under the same index, once the stopped one has been silent for the watchdog's time.
+  let now = before;
+  while (Date.now() - t0 < WATCHDOG_MS + 6000) {
+    now = await workers();
+    if (now[owner.index].pid !== owner.pid && now[owner.index].ready) break;
+    await sleep(100);
+  }
+  const took = Date.now() - t0;
+  expect(now[owner.index].pid).not.toBe(owner.pid);
+  expect(now[owner.index].restarts).toBe(owner.restarts + 1);
+  // Not before it was silent that long (its last report may have come up to a second before the stop).
+  expect(took).toBeGreaterThanOrEqual(WATCHDOG_MS - 1000);
+  expect(() => process.kill(owner.pid, 0)).toThrow(); // the stopped process is gone, not left behind
+  // The other worker was left alone.
+  const other = 1 - owner.index;
+  expect(now[other].pid).toBe(before[other].pid);
+  expect(logs()).toMatch(/worker unresponsive/);
+  // The source is served by the new worker.
+  expect((await get()).text.startsWith('HTTP/1.1 200')).toBe(true);
+}, 20_000);
+
+it('a worker that is merely busy is not killed', async () => {
+  const before = await workers();
+  // Load both workers for longer than the watchdog's time: their loops turn, so they report, and stay.
+  const end = Date.now() + WATCHDOG_MS + 1500;
+  const loops = Array.from({ length: 16 }, async (_, i) => {
+    while (Date.now() < end) await rawExchange(port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`, { localAddress: `127.0.92.${i + 1}`, timeoutMs: 2000 });
+  });
+  await Promise.all(loops);
+  const after = await workers();
+  expect(after.map((w) => w.pid)).toEqual(before.map((w) => w.pid));
+}, 20_000);
+
+describe('which workers are silent (pure)', () => {
+  const w = (index: number, heardAt: number, ready = true) => ({ index, heardAt, ready });
+  it('a ready worker not heard from for longer than the limit; not one still starting, nor any when the limit is 0', () => {
+    const ws = [w(0, 1000), w(1, 9000), null, w(3, 1000, false)];
+    expect(silentWorkers(ws, 11_000, 5000)).toEqual([0]);
+    expect(silentWorkers(ws, 6000, 5000)).toEqual([]); // exactly the limit is not past it
+    expect(silentWorkers(ws, 100_000, 0)).toEqual([]);
+  });
+
+  it('workerWatchdogMs: 0 (never) or at least 2000, with units; 10 s by default', () => {
+    const ok = { domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] };
+    const load = (v: unknown) => loadConfigObject({ ...ok, workerWatchdogMs: v });
+    const r = loadConfigObject(ok);
+    expect(r.ok && r.config.workerWatchdogMs).toBe(10_000);
+    for (const v of [0, 2000, '30s']) expect(load(v).ok, String(v)).toBe(true);
+    const bad = load(1000);
+    expect(bad.ok ? [] : bad.problems).toEqual(['workerWatchdogMs: 0 (never) or at least 2000 (was 1000)']);
+  });
+});
