@@ -7,15 +7,12 @@
 // primary, and the worker hears of the ban after the one connection already
 // on its way, not after all of them.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { startOrigin, startCli, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
+import { startOrigin, startWorkersCli, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
 
 const HOST = 'site.test';
 
-let child: ChildProcess;
+let cli: Awaited<ReturnType<typeof startWorkersCli>>;
 let origin: Origin;
 let port = 0, admin = 0;
 
@@ -26,23 +23,12 @@ const api = async (method: string, p: string, body?: unknown) => {
 
 beforeAll(async () => {
   origin = await startOrigin((_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok'); });
-  const dir = tempDir('scrubber-handover-');
-  port = await freePort();
-  admin = await freePort();
-  const file = path.join(dir, 'c.json');
-  fs.writeFileSync(file, JSON.stringify({
-    listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin }, workers: 2,
-    state: { dir: path.join(dir, 'data') }, shutdown: { drainTimeoutMs: 500 },
-    domains: [{ name: HOST, upstreams: [origin.address] }],
-  }));
-  ({ child } = await startCli(file));
+  cli = await startWorkersCli(HOST, origin.address);
+  ({ port, admin } = cli);
 }, 20_000);
 
 afterAll(async () => {
-  if (child?.exitCode === null) {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-  }
+  await cli?.stop();
   await origin?.close();
 });
 

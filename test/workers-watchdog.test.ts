@@ -5,10 +5,7 @@
 // pool starts a new one under the same index, as for a worker that died.
 // Real processes: the CLI with two workers, one of them stopped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { startOrigin, startCli, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
+import { startOrigin, startWorkersCli, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
 import { silentWorkers } from '../src/cluster/watchdog.ts';
 import { loadConfigObject } from '../src/config/load.ts';
@@ -16,8 +13,7 @@ import { loadConfigObject } from '../src/config/load.ts';
 const HOST = 'site.test';
 const WATCHDOG_MS = 2000;
 
-let child: ChildProcess;
-let logs: () => string;
+let cli: Awaited<ReturnType<typeof startWorkersCli>>;
 let origin: Origin;
 let port = 0, admin = 0;
 const stopped: number[] = [];
@@ -26,24 +22,13 @@ const workers = async () => JSON.parse((await request(`http://127.0.0.1:${admin}
 
 beforeAll(async () => {
   origin = await startOrigin((_req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok'); });
-  const dir = tempDir('scrubber-watchdog-');
-  port = await freePort();
-  admin = await freePort();
-  const file = path.join(dir, 'c.json');
-  fs.writeFileSync(file, JSON.stringify({
-    listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin }, workers: 2, workerWatchdogMs: WATCHDOG_MS,
-    state: { dir: path.join(dir, 'data') }, shutdown: { drainTimeoutMs: 500 },
-    domains: [{ name: HOST, upstreams: [origin.address] }],
-  }));
-  ({ child, logs } = await startCli(file));
+  cli = await startWorkersCli(HOST, origin.address, { workerWatchdogMs: WATCHDOG_MS });
+  ({ port, admin } = cli);
 }, 20_000);
 
 afterAll(async () => {
   for (const pid of stopped) { try { process.kill(pid, 'SIGKILL'); } catch { /* killed by the primary already */ } }
-  if (child?.exitCode === null) {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-  }
+  await cli?.stop();
   await origin?.close();
 });
 
@@ -73,7 +58,7 @@ it('a worker that stops answering is killed and replaced; its sources are served
   // The other worker was left alone.
   const other = 1 - owner.index;
   expect(now[other].pid).toBe(before[other].pid);
-  expect(logs()).toMatch(/worker unresponsive/);
+  expect(cli.logs()).toMatch(/worker unresponsive/);
   // The source is served by the new worker.
   expect((await get()).text.startsWith('HTTP/1.1 200')).toBe(true);
 }, 20_000);
