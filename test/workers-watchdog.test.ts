@@ -9,6 +9,10 @@ import { startOrigin, startWorkersCli, request, rawExchange, sleep, type Origin 
 import { shardOf } from '../src/cluster/protocol.ts';
 import { silentWorkers } from '../src/cluster/watchdog.ts';
 import { loadConfigObject } from '../src/config/load.ts';
+import { WorkerPool } from '../src/cluster/pool.ts';
+import { createLogger } from '../src/log.ts';
+import type { WorkerInit } from '../src/cluster/protocol.ts';
+import path from 'node:path';
 
 const HOST = 'site.test';
 const WATCHDOG_MS = 2000;
@@ -94,3 +98,25 @@ describe('which workers are silent (pure)', () => {
     expect(bad.ok ? [] : bad.problems).toEqual(['workerWatchdogMs: 0 (never) or at least 2000 (was 1000)']);
   });
 });
+
+it('a wall clock stepped forward (NTP, an operator) kills no worker: the watchdog keeps time of its own', async () => {
+  const real = Date.now;
+  let step = 0;
+  Date.now = () => real() + step;
+  const pool = new WorkerPool({
+    entry: path.resolve('test/fixtures/quiet-worker.mjs'), count: 1, log: createLogger('silent'), watchdogMs: 2000,
+    init: (index) => ({ index }) as unknown as WorkerInit, onMessage: () => {}, onReport: () => {},
+  });
+  try {
+    await pool.start();
+    const before = pool.list()[0];
+    step = 60_000; // the wall clock jumps a minute ahead; the worker goes on reporting every second
+    await sleep(1500);
+    const after = pool.list()[0];
+    expect(after.pid).toBe(before.pid);
+    expect(after.restarts).toBe(0);
+  } finally {
+    Date.now = real;
+    await pool.stop(500);
+  }
+}, 15_000);

@@ -33,6 +33,8 @@ export interface PoolDeps {
   banned?(source: string): boolean;
   /** A ready worker silent for this long is killed and replaced (cluster/watchdog.ts; 0: never). */
   watchdogMs?: number;
+  /** The watchdog's clock: monotonic (performance.now) unless given; a wall clock stepped forward would make every
+   *  worker look silent at once. */
   now?(): number;
 }
 
@@ -70,7 +72,7 @@ export class WorkerPool {
   constructor(deps: PoolDeps) {
     this.d = deps;
     this.workers = new Array(deps.count).fill(null);
-    this.now = deps.now ?? Date.now;
+    this.now = deps.now ?? (() => performance.now());
     this.watchdogMs = deps.watchdogMs ?? 0;
   }
 
