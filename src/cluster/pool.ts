@@ -96,7 +96,7 @@ export class WorkerPool {
 
   private spawn(index: number, restarts: number): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
-    const w: Worker = { index, child, ready: false, restarts, startedAt: Date.now(), heardAt: this.now(), requests: 0, waiting: [], sending: false };
+    const w: Worker = { index, child, ready: false, restarts, startedAt: this.now(), heardAt: this.now(), requests: 0, waiting: [], sending: false };
     this.workers[index] = w;
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
@@ -118,7 +118,7 @@ export class WorkerPool {
         if (this.workers[index] === w && !this.stopping) {
           reject(new Error(`worker ${index} exited (${signal ?? code}) before it was ready`));
           // Quick deaths in a row wait longer each time, so a worker that cannot start does not spin the machine.
-          const quick = Date.now() - w.startedAt < 10_000;
+          const quick = this.now() - w.startedAt < 10_000;
           const wait = quick ? Math.min(100 * 2 ** Math.min(w.restarts, 6), MAX_BACKOFF_MS) : 100;
           this.d.log.error({ worker: index, pid: child.pid, code, signal, restartInMs: wait }, 'worker died; starting a new one');
           setTimeout(() => { if (!this.stopping) this.spawn(index, w.restarts + 1).catch((e) => this.d.log.error({ err: (e as Error).message }, 'worker restart failed')); }, wait);
