@@ -79,6 +79,17 @@ it('a worker that is merely busy is not killed', async () => {
   expect(after.map((w) => w.pid)).toEqual(before.map((w) => w.pid));
 }, 20_000);
 
+it('a primary that stalled itself (held by SIGSTOP) kills no worker when it resumes', async () => {
+  const before = await workers();
+  // The workers' reports pile up unread in the stopped primary's channels: silence as the watchdog would read it.
+  process.kill(cli.child.pid!, 'SIGSTOP');
+  try { await sleep(WATCHDOG_MS + 1500); } finally { process.kill(cli.child.pid!, 'SIGCONT'); }
+  await sleep(1500);
+  const after = await workers();
+  expect(after.map((w) => w.pid)).toEqual(before.map((w) => w.pid));
+  expect(after.every((w) => w.ready)).toBe(true);
+}, 20_000);
+
 describe('which workers are silent (pure)', () => {
   const w = (index: number, heardAt: number, ready = true) => ({ index, heardAt, ready });
   it('a ready worker not heard from for longer than the limit; not one still starting, nor any when the limit is 0', () => {
@@ -86,6 +97,12 @@ describe('which workers are silent (pure)', () => {
     expect(silentWorkers(ws, 11_000, 5000)).toEqual([0]);
     expect(silentWorkers(ws, 6000, 5000)).toEqual([]); // exactly the limit is not past it
     expect(silentWorkers(ws, 100_000, 0)).toEqual([]);
+  });
+
+  it('none when the one looking stalled itself: the reports of that time are not read yet', () => {
+    const ws = [w(0, 1000), w(1, 1000)];
+    expect(silentWorkers(ws, 20_000, 5000, 19_500, 500)).toEqual([0, 1]); // looked on time: both silent
+    expect(silentWorkers(ws, 20_000, 5000, 8000, 500)).toEqual([]); // the last look was 12 s ago: the primary stalled
   });
 
   it('workerWatchdogMs: 0 (never) or at least 2000, with units; 10 s by default', () => {

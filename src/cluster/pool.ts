@@ -66,6 +66,7 @@ export class WorkerPool {
   private readonly collects = new Map<number, { waiting: Set<number>; done: () => void }>();
   private readonly now: () => number;
   private watch: NodeJS.Timeout | null = null;
+  private lookedAt = 0;
   /** Follows a reload (workerWatchdogMs). */
   watchdogMs: number;
 
@@ -78,6 +79,7 @@ export class WorkerPool {
 
   /** Forks every worker; resolves once all are ready (rejects when one fails to start). */
   async start(): Promise<void> {
+    this.lookedAt = this.now();
     this.watch = setInterval(() => this.killSilent(), WATCH_EVERY_MS);
     this.watch.unref();
     await Promise.all(this.workers.map((_, i) => this.spawn(i, 0)));
@@ -85,8 +87,9 @@ export class WorkerPool {
 
   /** A worker whose loop stopped turning serves none of its sources: killed, it is replaced as one that died. */
   private killSilent(): void {
-    const now = this.now();
-    for (const i of silentWorkers(this.workers, now, this.watchdogMs)) {
+    const now = this.now(), lookedAt = this.lookedAt;
+    this.lookedAt = now;
+    for (const i of silentWorkers(this.workers, now, this.watchdogMs, lookedAt, WATCH_EVERY_MS)) {
       const w = this.workers[i]!;
       this.d.log.error({ worker: i, pid: w.child.pid, silentMs: Math.round(now - w.heardAt) }, 'worker unresponsive; killing it, a new one starts');
       w.ready = false; // nothing more is handed to it; what waits for it goes to the next ready one when it exits

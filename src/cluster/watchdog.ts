@@ -13,9 +13,14 @@ export interface Heard {
   heardAt: number;
 }
 
-/** The indexes of ready workers silent for longer than limitMs (0: the watchdog is off). */
-export function silentWorkers(workers: readonly (Heard | null)[], now: number, limitMs: number): number[] {
-  if (limitMs <= 0) return [];
+/**
+ * The indexes of ready workers silent for longer than limitMs (0: the watchdog is off). `lookedAt` is when the
+ * caller last looked and `everyMs` how often it means to: a look much later than that says the caller's own loop
+ * stalled, and the workers' reports of that time are still unread in its channel. None is judged then (the next
+ * look, after the reports are read, will).
+ */
+export function silentWorkers(workers: readonly (Heard | null)[], now: number, limitMs: number, lookedAt = now, everyMs = Infinity): number[] {
+  if (limitMs <= 0 || now - lookedAt > 2 * everyMs) return [];
   const out: number[] = [];
   for (const w of workers) if (w && w.ready && now - w.heardAt > limitMs) out.push(w.index);
   return out;
