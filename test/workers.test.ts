@@ -36,7 +36,7 @@ const api = async (method: string, p: string, body?: unknown) => {
   try { json = JSON.parse(r.body); } catch { /* /metrics is text */ }
   return { status: r.status, json, text: r.body };
 };
-const workers = async () => (await api('GET', '/api/workers')).json.workers as { index: number; pid: number; ready: boolean; restarts: number; requests: number }[];
+const workers = async () => (await api('GET', '/api/workers')).json.workers as { index: number; pid: number; ready: boolean; restarts: number; requests: number; rssBytes?: number; heapUsedBytes?: number; silentMs?: number }[];
 
 function get(local: string, host = HOST, agent: http.Agent | false = false): Promise<number> {
   return new Promise((resolve) => {
@@ -96,6 +96,14 @@ describe('workers: 2', () => {
     expect(w.map((x) => x.ready)).toEqual([true, true]);
     expect(new Set(w.map((x) => x.pid)).size).toBe(2);
     expect(w.every((x) => x.pid !== proxy.child.pid)).toBe(true);
+    // What an operator reads of each: its memory and how long ago it was last heard from (it reports every second).
+    for (const x of w) {
+      expect(x.rssBytes).toBeGreaterThan(10 * 2 ** 20);
+      expect(x.heapUsedBytes).toBeGreaterThan(0);
+      expect(x.heapUsedBytes).toBeLessThan(x.rssBytes!);
+      expect(x.silentMs).toBeGreaterThanOrEqual(0);
+      expect(x.silentMs).toBeLessThan(3000);
+    }
     expect((await api('GET', '/healthz')).json).toEqual({ status: 'ok' });
   });
 
@@ -276,7 +284,7 @@ describe('sharding (pure)', () => {
 
   it('shows a domain\'s rate baseline as the node\'s: the sum of what each worker learned of its share', () => {
     const view = new WorkersView({} as Filter);
-    const report = (baselineRps: number, under = false) => ({ domains: [], globals: [], counters: {}, queues: [], requests: 0, attack: [['a.test', { ...newAttackState(), baselineRps, baselineLatencyMs: 40, learned: 600, under, since: under ? 5 : 0 }]] as [string, ReturnType<typeof newAttackState>][] });
+    const report = (baselineRps: number, under = false) => ({ domains: [], globals: [], counters: {}, queues: [], requests: 0, memory: { rss: 0, heapUsed: 0 }, attack: [['a.test', { ...newAttackState(), baselineRps, baselineLatencyMs: 40, learned: 600, under, since: under ? 5 : 0 }]] as [string, ReturnType<typeof newAttackState>][] });
     view.take(0, report(40));
     view.take(1, report(60, true));
     const a = view.attackState('a.test')!;

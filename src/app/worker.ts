@@ -43,6 +43,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       attack: [...filter.detector.knowledge.entries()].map(([name, k]) => [name, { ...k.traffic.state }]),
       queues: [...pipeline.queues].map(([d, q]) => [d, q.active, q.queued, q.limit]),
       requests,
+      memory: { rss: process.memoryUsage.rss(), heapUsed: process.memoryUsage().heapUsed },
     };
     // pending() hands out the live arrays: copied above, now they may start again from zero.
     recorder.commit();

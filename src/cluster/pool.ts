@@ -43,6 +43,8 @@ interface Worker {
   index: number; child: ChildProcess; ready: boolean; restarts: number; startedAt: number; requests: number;
   /** When anything last came from it (the watchdog's clock). */
   heardAt: number;
+  /** As of its last report. */
+  memory: WorkerReport['memory'] | null;
   /** Connections for this worker not handed over yet, oldest first, and whether one is on its way. */
   waiting: Waiting[]; sending: boolean;
 }
@@ -99,7 +101,7 @@ export class WorkerPool {
 
   private spawn(index: number, restarts: number): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
-    const w: Worker = { index, child, ready: false, restarts, startedAt: this.now(), heardAt: this.now(), requests: 0, waiting: [], sending: false };
+    const w: Worker = { index, child, ready: false, restarts, startedAt: this.now(), heardAt: this.now(), memory: null, requests: 0, waiting: [], sending: false };
     this.workers[index] = w;
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
@@ -107,7 +109,7 @@ export class WorkerPool {
         if (m.t === 'took') { w.sending = false; this.handOver(w); return; }
         if (m.t === 'ready') { w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
-        if (m.t === 'report') { w.requests += m.r.requests; this.d.onReport(index, m.r); this.answered(m.id, index); return; }
+        if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; this.d.onReport(index, m.r); this.answered(m.id, index); return; }
         this.d.onMessage(index, m);
       });
       child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
@@ -187,8 +189,13 @@ export class WorkerPool {
     if (c && c.waiting.delete(index) && c.waiting.size === 0) c.done();
   }
 
-  list(): { index: number; pid: number | undefined; ready: boolean; restarts: number; requests: number }[] {
-    return this.workers.filter((w): w is Worker => w !== null).map((w) => ({ index: w.index, pid: w.child.pid, ready: w.ready, restarts: w.restarts, requests: w.requests }));
+  /** What /api/workers shows: memory as of the last report, and how long ago anything came from each (the watchdog's view). */
+  list(): { index: number; pid: number | undefined; ready: boolean; restarts: number; requests: number; rssBytes: number | null; heapUsedBytes: number | null; silentMs: number }[] {
+    const now = this.now();
+    return this.workers.filter((w): w is Worker => w !== null).map((w) => ({
+      index: w.index, pid: w.child.pid, ready: w.ready, restarts: w.restarts, requests: w.requests,
+      rssBytes: w.memory?.rss ?? null, heapUsedBytes: w.memory?.heapUsed ?? null, silentMs: Math.round(now - w.heardAt),
+    }));
   }
 
   /** Tells every worker to drain and stop; past drainMs and a grace second, what is left is killed. */

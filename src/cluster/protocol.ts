@@ -37,6 +37,8 @@ export interface WorkerReport {
   /** domain, in flight, waiting, the limit the worker's queue holds it to now */
   queues: [string, number, number, number][];
   requests: number;
+  /** The worker's resident memory and V8 heap in use, bytes (for /api/workers). */
+  memory: { rss: number; heapUsed: number };
 }
 
 export type ToWorker =
