@@ -13,6 +13,8 @@ import { WorkerPool } from '../src/cluster/pool.ts';
 import { createLogger } from '../src/log.ts';
 import type { WorkerInit } from '../src/cluster/protocol.ts';
 import path from 'node:path';
+import net from 'node:net';
+import { once } from 'node:events';
 
 const HOST = 'site.test';
 const WATCHDOG_MS = 2000;
@@ -135,6 +137,50 @@ it('a wall clock stepped forward (NTP, an operator) kills no worker: the watchdo
     expect(after.restarts).toBe(0);
   } finally {
     Date.now = real;
+    await pool.stop(500);
+  }
+}, 15_000);
+
+it('connections refused because too many wait for one worker are counted for the operator (/api/workers) and logged', async () => {
+  let logged = '';
+  const log = createLogger('silent');
+  log.warn = ((o: unknown, msg?: string) => { logged += `${JSON.stringify(o)} ${msg}\n`; }) as typeof log.warn;
+  const pool = new WorkerPool({
+    entry: path.resolve('test/fixtures/quiet-worker.mjs'), count: 1, log, maxWaiting: 3,
+    init: (index) => ({ index }) as unknown as WorkerInit, onMessage: () => {}, onReport: () => {},
+  });
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => { socket.on('error', () => {}); pool.dispatch(0, '127.0.93.1', socket); });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  const clients: net.Socket[] = [];
+  try {
+    await pool.start();
+    const worker = pool.list()[0];
+    process.kill(worker.pid!, 'SIGSTOP'); // it takes nothing more: one connection on its way, the rest wait
+    try {
+      for (let i = 0; i < 10; i++) { const c = net.connect(port, '127.0.0.1'); c.on('error', () => {}); clients.push(c); }
+      const deadline = Date.now() + 3000;
+      while (pool.list()[0].refusedConnections < 6 && Date.now() < deadline) await sleep(20);
+    } finally { process.kill(worker.pid!, 'SIGCONT'); }
+    // One on its way, three waiting (maxWaiting), six refused.
+    expect(pool.list()[0].refusedConnections).toBe(6);
+    expect(logged).toMatch(/"worker":0.*"refused":\d+.*too many connections wait for this worker/);
+    // While the only worker is being replaced, none is ready: the three that waited for it and a new one are refused
+    // too, and counted under its index across the restart.
+    const old = pool.list()[0].pid!;
+    process.kill(old, 'SIGKILL');
+    while (pool.list()[0].ready) await sleep(5);
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => {});
+    clients.push(c);
+    const deadline = Date.now() + 5000;
+    while ((pool.list()[0].pid === old || !pool.list()[0].ready) && Date.now() < deadline) await sleep(20);
+    expect(pool.list()[0].pid).not.toBe(old);
+    expect(pool.list()[0].refusedConnections).toBe(10);
+  } finally {
+    for (const c of clients) c.destroy();
+    server.close();
     await pool.stop(500);
   }
 }, 15_000);

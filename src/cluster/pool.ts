@@ -33,6 +33,8 @@ export interface PoolDeps {
   banned?(source: string): boolean;
   /** A ready worker silent for this long is killed and replaced (cluster/watchdog.ts; 0: never). */
   watchdogMs?: number;
+  /** Connections that may wait for one worker (MAX_HANDING unless given). */
+  maxWaiting?: number;
   /** The watchdog's clock: monotonic (performance.now) unless given; a wall clock stepped forward would make every
    *  worker look silent at once. */
   now?(): number;
@@ -53,6 +55,9 @@ interface Worker {
  *  descriptor); past this many, new ones are closed. */
 const MAX_HANDING = 2000;
 
+/** A refusal for too many waiting is logged at most this often per worker (with the count since). */
+const REFUSED_LOG_MS = 10_000;
+
 /** How often the watchdog looks: a fraction of its shortest allowed silence (2 s). */
 const WATCH_EVERY_MS = 500;
 
@@ -69,6 +74,10 @@ export class WorkerPool {
   private readonly now: () => number;
   private watch: NodeJS.Timeout | null = null;
   private lookedAt = 0;
+  private readonly maxWaiting: number;
+  /** Per worker index (across its restarts): connections closed because too many waited for it, and when that was
+   *  last logged (and how many since). */
+  private readonly refused: { total: number; unlogged: number; loggedAt: number }[];
   /** Follows a reload (workerWatchdogMs). */
   watchdogMs: number;
 
@@ -77,6 +86,8 @@ export class WorkerPool {
     this.workers = new Array(deps.count).fill(null);
     this.now = deps.now ?? (() => performance.now());
     this.watchdogMs = deps.watchdogMs ?? 0;
+    this.maxWaiting = deps.maxWaiting ?? MAX_HANDING;
+    this.refused = Array.from({ length: deps.count }, () => ({ total: 0, unlogged: 0, loggedAt: -Infinity }));
   }
 
   /** Forks every worker; resolves once all are ready (rejects when one fails to start). */
@@ -161,12 +172,25 @@ export class WorkerPool {
     for (let k = 0; k < n; k++) {
       const w = this.workers[(home + k) % n];
       if (!w?.ready) continue;
-      if (w.waiting.length >= MAX_HANDING) { socket.destroy(); return; }
+      if (w.waiting.length >= this.maxWaiting) { socket.destroy(); this.refuse(w.index, 'too many connections wait for this worker'); return; }
       w.waiting.push({ listener, source, socket, spread });
       this.handOver(w);
       return;
     }
     socket.destroy();
+    this.refuse(home, 'no worker is ready (all are starting)');
+  }
+
+  /** A connection closed for worker `index` (too many wait for it: it is stalled or far behind; or none is ready):
+   *  counted for /api/workers, and logged at most every REFUSED_LOG_MS with the count since. */
+  private refuse(index: number, why: string): void {
+    const r = this.refused[index], now = this.now();
+    r.total++;
+    r.unlogged++;
+    if (now - r.loggedAt < REFUSED_LOG_MS) return;
+    this.d.log.warn({ worker: index, refused: r.unlogged, waiting: this.maxWaiting }, `connections refused: ${why}`);
+    r.loggedAt = now;
+    r.unlogged = 0;
   }
 
   /** To every worker alive, ready or still starting (a starting one applies it after its init). */
@@ -190,11 +214,12 @@ export class WorkerPool {
   }
 
   /** What /api/workers shows: memory as of the last report, and how long ago anything came from each (the watchdog's view). */
-  list(): { index: number; pid: number | undefined; ready: boolean; restarts: number; requests: number; rssBytes: number | null; heapUsedBytes: number | null; silentMs: number }[] {
+  list(): { index: number; pid: number | undefined; ready: boolean; restarts: number; requests: number; rssBytes: number | null; heapUsedBytes: number | null; silentMs: number; refusedConnections: number }[] {
     const now = this.now();
     return this.workers.filter((w): w is Worker => w !== null).map((w) => ({
       index: w.index, pid: w.child.pid, ready: w.ready, restarts: w.restarts, requests: w.requests,
       rssBytes: w.memory?.rss ?? null, heapUsedBytes: w.memory?.heapUsed ?? null, silentMs: Math.round(now - w.heardAt),
+      refusedConnections: this.refused[w.index].total,
     }));
   }
 
