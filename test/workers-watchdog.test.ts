@@ -15,6 +15,7 @@ import type { WorkerInit } from '../src/cluster/protocol.ts';
 import path from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
+import fs from 'node:fs';
 
 const HOST = 'site.test';
 const WATCHDOG_MS = 2000;
@@ -184,3 +185,23 @@ it('connections refused because too many wait for one worker are counted for the
     await pool.stop(500);
   }
 }, 15_000);
+
+it('workerWatchdogMs follows a reload: off, a stopped worker stays; set by SIGHUP, it is replaced', async () => {
+  const other = await startWorkersCli(HOST, origin.address, { workerWatchdogMs: 0 });
+  let victim = 0;
+  try {
+    const list = async () => JSON.parse((await request(`http://127.0.0.1:${other.admin}/api/workers`)).body).workers as { pid: number; ready: boolean }[];
+    victim = (await list())[0].pid;
+    process.kill(victim, 'SIGSTOP');
+    await sleep(WATCHDOG_MS + 1500);
+    expect((await list())[0].pid).toBe(victim); // off: never judged
+    fs.writeFileSync(other.file, JSON.stringify({ ...other.config, workerWatchdogMs: WATCHDOG_MS }));
+    other.child.kill('SIGHUP');
+    const deadline = Date.now() + 5000;
+    while ((await list())[0].pid === victim && Date.now() < deadline) await sleep(100);
+    expect((await list())[0].pid).not.toBe(victim);
+  } finally {
+    try { process.kill(victim, 'SIGKILL'); } catch { /* killed by the primary */ }
+    await other.stop();
+  }
+}, 20_000);

@@ -85,17 +85,18 @@ export async function startCli(file: string, opts: { env?: NodeJS.ProcessEnv; ti
 
 /** The CLI with two workers in front of `upstream` for one domain, on free loopback ports (config keys in `extra`
  *  added or replaced); `stop()` sends SIGTERM and waits for the exit. */
-export async function startWorkersCli(host: string, upstream: string, extra: Record<string, unknown> = {}): Promise<{ child: ChildProcess; logs(): string; port: number; admin: number; stop(): Promise<void> }> {
+export async function startWorkersCli(host: string, upstream: string, extra: Record<string, unknown> = {}): Promise<{ child: ChildProcess; logs(): string; port: number; admin: number; file: string; config: Record<string, unknown>; stop(): Promise<void> }> {
   const dir = tempDir('scrubber-workers-');
   const port = await freePort(), admin = await freePort();
   const file = path.join(dir, 'c.json');
-  fs.writeFileSync(file, JSON.stringify({
+  const config = {
     listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin }, workers: 2,
     state: { dir: path.join(dir, 'data') }, shutdown: { drainTimeoutMs: 500 }, domains: [{ name: host, upstreams: [upstream] }], ...extra,
-  }));
+  };
+  fs.writeFileSync(file, JSON.stringify(config));
   const { child, logs } = await startCli(file);
   const stop = async () => { if (child.exitCode === null) { child.kill('SIGTERM'); await once(child, 'exit'); } };
-  return { child, logs, port, admin, stop };
+  return { child, logs, port, admin, file, config, stop };
 }
 
 /** A port with nothing listening on it (connection refused). */
