@@ -7,8 +7,9 @@
 //   2. autocannon from 127.0.0.1, whitelisted first (a whitelisted source goes round robin over the workers);
 //   3. flood ban time: one address floods over 32 connections; time until /api/blacklist lists it;
 //   4. a new connection per request (the primary's handover cost), and connections refused at accept;
-//   5. the reference: nginx with the same worker counts under loads 1 and 2 (a master and N workers), so that what a
-//      second process costs on this machine itself is read apart from what Scrubber's workers cost.
+//   5. the references: nginx (a master and N workers) and the undici floor (N processes on one port) with the same
+//      process counts under loads 1 and 2, so that what a second process costs on this machine itself is read apart
+//      from what Scrubber's workers cost.
 // req/s and CPU per request (user+system of the primary and every worker, /proc) for each; nothing is pinned:
 // on a 2-core machine the load generator and the origin share the cores with the workers, so the CPU per request
 // is the fairer ratio there (both are printed). Results: terminal and bench/results/workers.md.

@@ -36,6 +36,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
 
   const report = (): WorkerReport => {
     const p = recorder.pending();
+    const mem = process.memoryUsage();
     const r: WorkerReport = {
       domains: p.domains.map((d) => ({ domain: d.domain, t: d.t, c: Array.from(d.c) })),
       globals: p.globals.map((g) => ({ t: g.t, g: Array.from(g.g) })),
@@ -43,7 +44,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       attack: [...filter.detector.knowledge.entries()].map(([name, k]) => [name, { ...k.traffic.state }]),
       queues: [...pipeline.queues].map(([d, q]) => [d, q.active, q.queued, q.limit]),
       requests,
-      memory: { rss: process.memoryUsage.rss(), heapUsed: process.memoryUsage().heapUsed },
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed },
     };
     // pending() hands out the live arrays: copied above, now they may start again from zero.
     recorder.commit();

@@ -112,7 +112,8 @@ export class WorkerPool {
 
   private spawn(index: number, restarts: number): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
-    const w: Worker = { index, child, ready: false, restarts, startedAt: this.now(), heardAt: this.now(), memory: null, requests: 0, waiting: [], sending: false };
+    const born = this.now();
+    const w: Worker = { index, child, ready: false, restarts, startedAt: born, heardAt: born, memory: null, requests: 0, waiting: [], sending: false };
     this.workers[index] = w;
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
