@@ -13,7 +13,7 @@ import { Pipeline } from '../pipeline/pipeline.ts';
 import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners } from '../listen/listeners.ts';
 import { passthroughObservation, type PassthroughEvent } from '../listen/passthrough.ts';
-import { Upstreams } from '../upstream/upstreams.ts';
+import { Upstreams, type UpstreamsOptions } from '../upstream/upstreams.ts';
 import { OriginGuard } from '../limits/origin-guard.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFilter } from './build-filter.ts';
@@ -34,13 +34,20 @@ export interface Edge {
   passthroughs: ((o: Observation) => void)[];
 }
 
-export interface EdgeDeps { log: Logger; now: () => number; store: FilterStore; bus: DecisionBus; secret: Buffer; db?: Db }
+export interface EdgeDeps {
+  log: Logger; now: () => number; store: FilterStore; bus: DecisionBus; secret: Buffer; db?: Db;
+  /** A worker process: upstream health is the primary's (it logs the changes); reports that can change it go up. */
+  upstreamRelay?: (id: string, ok: boolean) => void;
+}
 
 /** Upstreams that log their health changes (one line per change, never per request). */
-export function loggedUpstreams(log: Logger, config: Config): Upstreams {
-  const upstreams = new Upstreams((u) => {
-    if (u.healthy) log.info({ domain: u.domain.name, upstream: u.address }, 'upstream up');
-    else log.warn({ domain: u.domain.name, upstream: u.address }, 'upstream down');
+export function loggedUpstreams(log: Logger, config: Config, o: Omit<UpstreamsOptions, 'onHealthChange'> = {}): Upstreams {
+  const upstreams = new Upstreams({
+    ...o,
+    onHealthChange: (u) => {
+      if (u.healthy) log.info({ domain: u.domain.name, upstream: u.address }, 'upstream up');
+      else log.warn({ domain: u.domain.name, upstream: u.address }, 'upstream down');
+    },
   });
   upstreams.apply(config);
   return upstreams;
@@ -48,7 +55,9 @@ export function loggedUpstreams(log: Logger, config: Config): Upstreams {
 
 export function buildEdge(config: Config, deps: EdgeDeps): Edge {
   const runtime: RuntimeRef = { current: buildRuntime(config) };
-  const upstreams = loggedUpstreams(deps.log, config);
+  const relay = deps.upstreamRelay;
+  const upstreams = relay ? new Upstreams({ relay: (u, ok) => relay(u.id, ok) }) : loggedUpstreams(deps.log, config);
+  if (relay) upstreams.apply(config);
   // The origin guard and the filter know of each other: the filter asks whether an origin is saturated (attack mode),
   // the guard reports a source persistently over its share (the filter bans it when its mode allows).
   const origin = new OriginGuard(config, { now: deps.now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason) });

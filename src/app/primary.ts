@@ -66,7 +66,9 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, { putLearned() {} });
   const filter = createFilter(config, { log, now, store: ownStore, bus, secret });
   await filter.decisions.join(now());
-  const upstreams = loggedUpstreams(log, config);
+  // The node's one health state of each upstream: the active checks run here only, the workers pass up what their
+  // requests met (when it can change the state), and every change of phase goes down to them.
+  const upstreams = loggedUpstreams(log, config, { onPhase: (u) => pool?.broadcast({ t: 'health', id: u.id, phase: u.phase }) });
   const view = new WorkersView(filter);
   const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues, cluster: clusterStats(config, log, () => current) });
 
@@ -77,6 +79,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       index, workers: current.workers, config: current,
       bans: filter.bans(), whitelist: filter.whitelistEntries().filter((w) => w.origin === 'api'),
       offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
+      health: upstreams.phases(),
     };
   };
   const onMessage = (index: number, m: FromWorker) => {
@@ -85,6 +88,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       else if (m.d.kind === 'attack') filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason);
     } else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, m.l);
+    else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.ok);
   };
   pool = new WorkerPool({
     entry: ENTRY, count: config.workers, log, init, onMessage, onExit: (index) => view.gone(index),
@@ -111,7 +115,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       current = r.config;
       upstreams.apply(r.config);
       filter.reconfigure(r.config);
-      workers.broadcast({ t: 'reload', config: r.config });
+      workers.broadcast({ t: 'reload', config: r.config, health: upstreams.phases() });
       workers.watchdogMs = r.config.workerWatchdogMs;
       log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');
       return { ok: true };

@@ -13,6 +13,7 @@ import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { OffenderRecord } from '../decisions/ban-time.ts';
 import type { LearnedDomain } from '../store/filter-store.ts';
 import type { AttackState } from '../detect/attack-mode.ts';
+import type { HealthPhase } from '../upstream/health.ts';
 
 /** What a (re)started worker starts from: what is in force and what was learned, as the primary's store has it. */
 export interface WorkerInit {
@@ -25,6 +26,8 @@ export interface WorkerInit {
   learned: [string, LearnedDomain][];
   /** The challenge secret, base64: a cookie issued by one worker (or node) passes on every other. */
   secret: string;
+  /** Each upstream's health phase by id, as the primary keeps it (Upstreams.phases). */
+  health: [string, HealthPhase][];
 }
 
 /** One worker's counts since its last report (statistics deltas) and its state now (gauges). */
@@ -46,7 +49,10 @@ export type ToWorker =
   /** A connection for the listener at this index (plain listeners first, then TLS): the socket rides along. */
   | { t: 'conn'; l: number }
   | { t: 'decision'; d: Decision }
-  | { t: 'reload'; config: Config }
+  /** With the upstreams' phases after the reload: one the primary rebuilt starts 'ok' where a worker kept its own. */
+  | { t: 'reload'; config: Config; health: [string, HealthPhase][] }
+  /** The node's health state of an upstream changed phase (the primary keeps it; upstream/health.ts). */
+  | { t: 'health'; id: string; phase: HealthPhase }
   | { t: 'collect'; id: number }
   | { t: 'stop' };
 
@@ -57,6 +63,8 @@ export type FromWorker =
   | { t: 'failed'; error: string }
   | { t: 'decision'; d: Decision }
   | { t: 'offender'; ip: string; r: OffenderRecord }
+  /** What a request met at an upstream, when it can change the node's health state (worthReporting). */
+  | { t: 'upstream'; id: string; ok: boolean }
   | { t: 'learned'; domain: string; l: LearnedDomain }
   | { t: 'report'; id: number; r: WorkerReport }
   | { t: 'stopped' };

@@ -19,6 +19,29 @@ export function nextHealth(h: Health, ok: boolean, fall: number, rise: number): 
   return { healthy: h.healthy && failures < fall, failures, successes: 0 };
 }
 
+/**
+ * Where an upstream stands in the fall/rise state, as far as the next report can change it: 'ok' (healthy, no
+ * failure since the last success), 'failing' (healthy, failures counting toward `fall`), 'down' (no success since),
+ * 'rising' (down, successes counting toward `rise`). With worker processes the primary keeps the state and tells
+ * the workers the phase; a worker passes up only the reports that can change it (worthReporting).
+ */
+export type HealthPhase = 'ok' | 'failing' | 'down' | 'rising';
+
+export function healthPhase(h: Health): HealthPhase {
+  return h.healthy ? (h.failures > 0 ? 'failing' : 'ok') : (h.successes > 0 ? 'rising' : 'down');
+}
+
+/** A state standing for a phase (a worker's copy of the primary's: only the phase matters to what it does). */
+export function phaseHealth(p: HealthPhase): Health {
+  return { healthy: p === 'ok' || p === 'failing', failures: p === 'failing' ? 1 : 0, successes: p === 'rising' ? 1 : 0 };
+}
+
+/** Whether a report can change the state in this phase: a success of an upstream that is 'ok' and a failure of
+ *  one that is 'down' change nothing (nextHealth), and the bulk of a worker's requests are the first kind. Pure. */
+export function worthReporting(p: HealthPhase, ok: boolean): boolean {
+  return ok ? p !== 'ok' : p !== 'down';
+}
+
 /** How HTTPS upstreams are verified: on by default, optionally against an extra CA bundle. */
 export interface UpstreamTls { rejectUnauthorized: boolean; ca?: (string | Buffer)[] }
 

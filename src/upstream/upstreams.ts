@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import { Pool, buildConnector, errors } from 'undici';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/validate.ts';
-import { initialHealth, nextHealth, probe, probeOk, type Health, type ProbeResult, type UpstreamTls } from './health.ts';
+import { healthPhase, initialHealth, nextHealth, phaseHealth, probe, probeOk, worthReporting, type Health, type HealthPhase, type ProbeResult, type UpstreamTls } from './health.ts';
 import { RR_PERIOD, tryOrder } from './balancer.ts';
 
 /** An extra CA bundle is added to the system roots, not put in their place. */
@@ -54,6 +54,11 @@ export class Upstream {
   domain: DomainConfig;
   private timer: NodeJS.Timeout | null = null;
   onChange: ((u: Upstream) => void) | null = null;
+  /** Told when the state changes phase (healthPhase): the primary passes it to its workers. */
+  onPhase: ((u: Upstream) => void) | null = null;
+  /** In a worker process: the node's state is the primary's; a report that can change it goes there (relay), and
+   *  this one's state is the primary's phase (mirror). Null: the state is kept here (one process, the primary). */
+  relay: ((u: Upstream, ok: boolean) => void) | null = null;
 
   constructor(key: string, address: string, domain: DomainConfig, up: Config['upstream']) {
     const hp = parseHostPort(address)!;
@@ -79,12 +84,26 @@ export class Upstream {
 
   get healthy(): boolean { return this.health.healthy; }
 
+  /** The same in every process of the node (the key is not: a worker's pool settings are its share). */
+  get id(): string { return `${this.domain.name} ${this.address}`; }
+
   /** Feeds the fall/rise state machine (active checks and real requests alike). */
   report(ok: boolean): void {
-    const before = this.health.healthy;
+    if (this.relay) {
+      // Most requests of a worker succeed on an upstream that is fine: those change nothing and stay here.
+      if (worthReporting(healthPhase(this.health), ok)) this.relay(this, ok);
+      return;
+    }
+    const before = this.health;
     this.health = nextHealth(this.health, ok, this.domain.healthCheck.fall, this.domain.healthCheck.rise);
-    if (before !== this.health.healthy) this.onChange?.(this);
+    if (before.healthy !== this.health.healthy) this.onChange?.(this);
+    if (this.onPhase && healthPhase(before) !== healthPhase(this.health)) this.onPhase(this);
   }
+
+  get phase(): HealthPhase { return healthPhase(this.health); }
+
+  /** A worker's copy of the node's state, as the primary decided it. */
+  mirror(p: HealthPhase): void { this.health = phaseHealth(p); }
 
   probe(): Promise<ProbeResult> {
     return probe(this.host, this.port, this.domain.healthCheck, this.domain.name, this.tlsOptions);
@@ -125,13 +144,22 @@ const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream']) =
   [d.name, d.upstreamTls ? 'https' : 'http', address, up.connectTimeoutMs, up.maxConnections, up.keepAliveTimeoutMs,
     up.responseTimeoutMs, up.bodyTimeoutMs, up.rejectUnauthorized, up.caFile, JSON.stringify(d.healthCheck)].join('|');
 
+export interface UpstreamsOptions {
+  /** Told whenever an upstream goes down or comes back (the app logs it). */
+  onHealthChange?: (u: Upstream) => void;
+  /** Told whenever an upstream's state changes phase (the primary tells its workers). */
+  onPhase?: (u: Upstream) => void;
+  /** A worker process: the primary keeps the state and runs the active checks (one probe per interval for the
+   *  node, not one per process); what this process's requests met goes to it when it can change the state. */
+  relay?: (u: Upstream, ok: boolean) => void;
+}
+
 export class Upstreams {
   private byKey = new Map<string, Upstream>();
   groups = new Map<string, UpstreamGroup>();
-  private readonly onHealthChange: (u: Upstream) => void;
+  private readonly o: UpstreamsOptions;
 
-  /** `onHealthChange` is told whenever an upstream goes down or comes back (the app logs it). */
-  constructor(onHealthChange: (u: Upstream) => void = () => {}) { this.onHealthChange = onHealthChange; }
+  constructor(o: UpstreamsOptions = {}) { this.o = o; }
 
   /** Builds groups for a config, reusing unchanged upstreams; closes the ones that are gone. */
   apply(config: Config): void {
@@ -140,9 +168,15 @@ export class Upstreams {
     const get = (d: DomainConfig, a: string) => {
       const key = upstreamKey(d, a, config.upstream);
       let u = next.get(key) ?? this.byKey.get(key);
-      if (!u) { u = new Upstream(key, a, d, config.upstream); u.startChecks(); }
+      if (!u) {
+        u = new Upstream(key, a, d, config.upstream);
+        u.relay = this.o.relay ?? null;
+        // A worker's new upstream is 'ok' until the primary says otherwise, as the primary's own new one is.
+        if (!u.relay) u.startChecks();
+      }
       u.domain = d;
-      u.onChange = this.onHealthChange;
+      u.onChange = this.o.onHealthChange ?? null;
+      u.onPhase = this.o.onPhase ?? null;
       next.set(key, u);
       return u;
     };
@@ -150,6 +184,19 @@ export class Upstreams {
     for (const [key, u] of this.byKey) if (!next.has(key)) { u.stopChecks(); void u.pool.close().catch(() => {}); }
     this.byKey = next;
     this.groups = groups;
+  }
+
+  /** Every upstream's phase by id (what a worker starts from). */
+  phases(): [string, HealthPhase][] { return [...this.byKey.values()].map((u) => [u.id, u.phase]); }
+
+  /** A worker: the node's phase of the upstream `id`, as the primary decided it. */
+  mirror(id: string, p: HealthPhase): void {
+    for (const u of this.byKey.values()) if (u.id === id) u.mirror(p);
+  }
+
+  /** The primary: a report a worker passed up. An upstream a reload removed meanwhile is ignored. */
+  reportFrom(id: string, ok: boolean): void {
+    for (const u of this.byKey.values()) if (u.id === id) u.report(ok);
   }
 
   /** Shutdown, after the listeners drained: what is still in flight upstream has no client left to answer (a request
