@@ -9,7 +9,8 @@ import http from 'node:http';
 import { once } from 'node:events';
 import { startWorkersCli, request, rawExchange, sleep } from './helpers/servers.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
-import { healthPhase, worthReporting, type HealthPhase } from '../src/upstream/health.ts';
+import fc from 'fast-check';
+import { healthPhase, initialHealth, nextHealth, worthReporting, type HealthPhase } from '../src/upstream/health.ts';
 
 const PASSIVE = 'passive.test';
 const ACTIVE = 'active.test';
@@ -128,5 +129,17 @@ describe('what a worker tells the primary (pure)', () => {
   });
   it('only what can change the state: a failure unless down, a success unless ok', () => {
     expect(phases.map((p) => [worthReporting(p, true), worthReporting(p, false)])).toEqual([[false, true], [true, true], [true, false], [true, true]]);
+  });
+  it('leaving out what it says cannot change the state changes no phase, whatever the reports (generated)', () => {
+    // What a worker leaves out, and what one process skips: the phases seen must be those of every report applied.
+    fc.assert(fc.property(fc.array(fc.boolean(), { maxLength: 80 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }), (oks, fall, rise) => {
+      let all = initialHealth(), kept = initialHealth();
+      for (const ok of oks) {
+        all = nextHealth(all, ok, fall, rise);
+        if (worthReporting(healthPhase(kept), ok)) kept = nextHealth(kept, ok, fall, rise);
+        if (healthPhase(all) !== healthPhase(kept)) return false;
+      }
+      return true;
+    }), { numRuns: 500 });
   });
 });

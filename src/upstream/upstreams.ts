@@ -89,11 +89,9 @@ export class Upstream {
 
   /** Feeds the fall/rise state machine (active checks and real requests alike). */
   report(ok: boolean): void {
-    if (this.relay) {
-      // Most requests of a worker succeed on an upstream that is fine: those change nothing and stay here.
-      if (worthReporting(healthPhase(this.health), ok)) this.relay(this, ok);
-      return;
-    }
+    // Nearly every request succeeds on an upstream that is fine: that changes nothing (no new state, nothing sent).
+    if (!worthReporting(healthPhase(this.health), ok)) return;
+    if (this.relay) { this.relay(this, ok); return; }
     const before = this.health;
     this.health = nextHealth(this.health, ok, this.domain.healthCheck.fall, this.domain.healthCheck.rise);
     if (before.healthy !== this.health.healthy) this.onChange?.(this);
