@@ -19,7 +19,7 @@ import { startDemoOrigin } from '../demo/origin.ts';
 import { LocalBus, type DecisionBus } from '../decisions/bus.ts';
 import { RedisBus } from '../store/redis-bus.ts';
 import { SqliteFilterStore } from '../store/filter-store.ts';
-import { applyConfig, buildEdge, closeState } from './edge.ts';
+import { applyConfig, buildEdge, closeState, saveBansAtOnce } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 
 export interface App {
@@ -50,6 +50,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const edge = buildEdge(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()) });
   const { filter, pipeline, listeners, upstreams, runtime } = edge;
   await filter.decisions.join(now());
+  saveBansAtOnce(filter);
   const stats = createStats(config, {
     db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues,
     cluster: clusterStats(config, log, () => runtime.current.config),

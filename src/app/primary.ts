@@ -25,7 +25,7 @@ import { Dispatcher } from '../cluster/dispatcher.ts';
 import { WorkersView } from '../cluster/aggregate.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
-import { closeState, loggedUpstreams } from './edge.ts';
+import { closeState, loggedUpstreams, saveBansAtOnce } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
 
@@ -66,6 +66,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, { putLearned() {} });
   const filter = createFilter(config, { log, now, store: ownStore, bus, secret });
   await filter.decisions.join(now());
+  saveBansAtOnce(filter);
   // The node's one health state of each upstream: the active checks run here only, the workers pass up what their
   // requests met (when it can change the state), and every change of phase goes down to them.
   const upstreams = loggedUpstreams(log, config, { onPhase: (u) => pool?.broadcast({ t: 'health', id: u.id, phase: u.phase }) });

@@ -103,7 +103,7 @@ export class Filter {
     // Each expiry rebuilds the BlockList: with many bans, batch them once a second.
     if (this.decisions.size < 1000 || now - this.lastExpire >= 1000) { this.lastExpire = now; this.decisions.expire(now); }
     this.detector.tick();
-    if (now - this.lastFlush >= 1000) { this.lastFlush = now; this.flush(); }
+    if (now - this.lastFlush >= 1000) { this.lastFlush = now; this.save(); }
   }
 
   reconfigure(config: Config): void {
@@ -114,13 +114,14 @@ export class Filter {
     this.decisions.reconfigure({ repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources }, f.whitelist, this.now());
   }
 
-  private flush(): void {
+  /** Writes what is queued (periodically, at close, and right after a ban: app/edge.ts saveBansAtOnce). */
+  save(): void {
     try { this.store.flush(); } catch (e) { this.log.error({ err: (e as Error).message }, 'filter state not saved; will retry'); }
   }
 
   async close(): Promise<void> {
     this.detector.saveLearned(this.now());
-    this.flush();
+    this.save();
     await this.decisions.close();
   }
 }
