@@ -9,6 +9,11 @@ import { DatabaseSync } from 'node:sqlite';
 import { openStore, type Db } from '../src/store/db.ts';
 import { SqliteFilterStore } from '../src/store/filter-store.ts';
 import { tempDir } from './helpers/servers.ts';
+import pino from 'pino';
+import { createFilter } from '../src/app/build-filter.ts';
+import { saveBansAtOnce } from '../src/app/edge.ts';
+import { LocalBus } from '../src/decisions/bus.ts';
+import { loadConfigObject } from '../src/config/load.ts';
 
 const ban = (ip: string, reason: string) => ({ ip, reason, rule: 'manual', since: 1000, expiresAt: Date.now() + 3_600_000 });
 
@@ -52,5 +57,25 @@ describe('a failed flush keeps the queued writes', () => {
     store.flush();
     const bans = store.loadBans(Date.now());
     expect(bans.map((b) => [b.ip, b.reason]).sort()).toEqual([['10.0.0.2', 'new'], ['10.0.0.4', 'untouched']]);
+  });
+
+  it('bans while the store is locked: one failed save and one error line a second, not one per ban; all saved after', async () => {
+    const { db, store, locker } = setup();
+    const r = loadConfigObject({}, {});
+    if (!r.ok) throw new Error(r.problems.join('; '));
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } });
+    const filter = createFilter(r.config, { db, log, bus: new LocalBus(), store, secret: Buffer.alloc(32, 1) });
+    saveBansAtOnce(filter);
+    locker.exec('BEGIN IMMEDIATE');
+    // Twenty bans, each in a callback of its own (as a flood's requests are): each would be a save of its own.
+    for (let i = 1; i <= 20; i++) {
+      filter.decisions.ban(`10.9.0.${i}`, 'flood', 'test', 300, Date.now());
+      await new Promise((res) => setImmediate(res));
+    }
+    expect(lines.filter((l) => l.includes('filter state not saved')).length).toBe(1);
+    locker.exec('ROLLBACK');
+    expect(filter.save()).toBe(true);
+    expect(store.loadBans(Date.now()).length).toBe(20);
   });
 });

@@ -9,8 +9,10 @@ import http from 'node:http';
 import { once } from 'node:events';
 import { startWorkersCli, request, rawExchange, sleep } from './helpers/servers.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
+import { Upstreams, RELAY_MS } from '../src/upstream/upstreams.ts';
+import { loadConfigObject } from '../src/config/load.ts';
 import fc from 'fast-check';
-import { healthPhase, initialHealth, nextHealth, worthReporting, type HealthPhase } from '../src/upstream/health.ts';
+import { changesNothing, initialHealth, nextHealth, OutcomeRuns, outcomesOf, type Health } from '../src/upstream/health.ts';
 
 const PASSIVE = 'passive.test';
 const ACTIVE = 'active.test';
@@ -86,6 +88,7 @@ describe('upstream health with two workers', () => {
   }, 15_000);
 
   it('a worker started after the decision (kill -9) starts from it: no request of its sources tries the dead upstream', async () => {
+    expect(await healthOf(PASSIVE, resetAddress)).toBe(false); // as the test before left it
     const [victim] = await workers();
     process.kill(victim.pid, 'SIGKILL');
     await waitFor(async () => { const w = (await workers())[victim.index]; return w.pid !== victim.pid && w.ready; }, 8000, 'the worker replaced');
@@ -99,8 +102,8 @@ describe('upstream health with two workers', () => {
     const p0 = b1.probes, t0 = performance.now();
     await sleep(2000);
     const per = (b1.probes - p0) / ((performance.now() - t0) / 200);
-    // One prober: about one probe per 200 ms interval (timers slip a little); three processes would make about three.
-    expect(per).toBeGreaterThan(0.6);
+    // One prober: about one probe per 200 ms interval (timers slip, more on a loaded machine); three processes: three.
+    expect(per).toBeGreaterThan(0.3);
     expect(per).toBeLessThan(1.5);
   }, 10_000);
 
@@ -120,26 +123,66 @@ describe('upstream health with two workers', () => {
 });
 
 describe('what a worker tells the primary (pure)', () => {
-  const phases: HealthPhase[] = ['ok', 'failing', 'down', 'rising'];
-  it('names the four phases of the fall/rise state', () => {
-    expect(healthPhase({ healthy: true, failures: 0, successes: 5 })).toBe('ok');
-    expect(healthPhase({ healthy: true, failures: 1, successes: 0 })).toBe('failing');
-    expect(healthPhase({ healthy: false, failures: 4, successes: 0 })).toBe('down');
-    expect(healthPhase({ healthy: false, failures: 0, successes: 1 })).toBe('rising');
+  const states: Health[] = [
+    { healthy: true, failures: 0, successes: 5 }, { healthy: true, failures: 1, successes: 0 },
+    { healthy: false, failures: 4, successes: 0 }, { healthy: false, failures: 0, successes: 1 },
+  ];
+  it('a success while healthy with no failure counted, a failure while down with no success counted: nothing', () => {
+    expect(states.map((h) => [changesNothing(h, true), changesNothing(h, false)])).toEqual([[true, false], [false, false], [false, true], [false, false]]);
   });
-  it('only what can change the state: a failure unless down, a success unless ok', () => {
-    expect(phases.map((p) => [worthReporting(p, true), worthReporting(p, false)])).toEqual([[false, true], [true, true], [true, false], [true, true]]);
-  });
-  it('leaving out what it says cannot change the state changes no phase, whatever the reports (generated)', () => {
-    // What a worker leaves out, and what one process skips: the phases seen must be those of every report applied.
+  it('skipping what changes nothing changes no health, whatever the reports (generated)', () => {
     fc.assert(fc.property(fc.array(fc.boolean(), { maxLength: 80 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }), (oks, fall, rise) => {
       let all = initialHealth(), kept = initialHealth();
       for (const ok of oks) {
         all = nextHealth(all, ok, fall, rise);
-        if (worthReporting(healthPhase(kept), ok)) kept = nextHealth(kept, ok, fall, rise);
-        if (healthPhase(all) !== healthPhase(kept)) return false;
+        if (!changesNothing(kept, ok)) kept = nextHealth(kept, ok, fall, rise);
+        if (all.healthy !== kept.healthy || (all.healthy ? all.failures !== kept.failures : all.successes !== kept.successes)) return false;
       }
       return true;
     }), { numRuns: 500 });
+  });
+  it('batches sent at any moments leave the primary\'s health as every outcome one by one would (generated)', () => {
+    // The worker hears the primary's word before its next request (the mirror); a batch holds runs of equal outcomes.
+    fc.assert(fc.property(fc.array(fc.record({ ok: fc.boolean(), send: fc.boolean() }), { maxLength: 150 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }), (steps, fall, rise) => {
+      let direct = initialHealth(), primary = initialHealth(), mirror = true;
+      const batch = new OutcomeRuns();
+      for (const s of steps) {
+        direct = nextHealth(direct, s.ok, fall, rise);
+        batch.add(s.ok, mirror, Math.max(fall, rise));
+        if (!s.send) continue;
+        const b = batch.take();
+        if (b) for (const ok of outcomesOf(b.firstOk, b.runs)) primary = nextHealth(primary, ok, fall, rise);
+        if (primary.healthy !== direct.healthy) return false;
+        mirror = primary.healthy;
+      }
+      return true;
+    }), { numRuns: 1000 });
+  });
+  it('an upstream flapping under load costs the primary a batch per RELAY_MS, not a message per request', async () => {
+    const r = loadConfigObject({ domains: [{ name: 'flap.test', upstreams: ['127.0.0.1:9'], healthCheck: { fall: 3, rise: 2 } }] }, {});
+    if (!r.ok) throw new Error(r.problems.join('; '));
+    const sent: { firstOk: boolean; runs: number[] }[] = [];
+    const ups = new Upstreams({ relay: (_id, firstOk, runs) => sent.push({ firstOk, runs }) });
+    ups.apply(r.config);
+    const u = ups.groups.get('flap.test')!.main[0];
+    // One failure in three requests, 3000 requests at once: each failure would have been a message of its own.
+    for (let i = 0; i < 3000; i++) u.report(i % 3 !== 0);
+    await sleep(RELAY_MS + 30);
+    await ups.close();
+    expect(sent.length).toBeGreaterThan(0);
+    expect(sent.length).toBeLessThanOrEqual(Math.ceil(2000 / 256) + 1);
+    // Nothing lost: the runs hold every failure (none in a row here) and the successes between them (two each).
+    const failures = sent.reduce((n, b) => n + b.runs.filter((_, i) => (i % 2 === 0) !== b.firstOk).reduce((a, x) => a + x, 0), 0);
+    expect(failures).toBe(1000);
+  });
+  it('nearly every request sends nothing: successes on a healthy upstream start no batch', () => {
+    const b = new OutcomeRuns();
+    for (let i = 0; i < 1000; i++) expect(b.add(true, true, 3)).toBe(false);
+    expect(b.take()).toBe(null);
+    expect(b.add(false, true, 3)).toBe(true);
+    for (let i = 0; i < 10; i++) b.add(false, true, 3);
+    b.add(true, true, 3);
+    // The successes before count once (a reset), the failures at most max(fall, rise) = 3.
+    expect(b.take()).toEqual({ firstOk: true, runs: [1, 3, 1] });
   });
 });

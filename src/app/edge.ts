@@ -13,7 +13,7 @@ import { Pipeline } from '../pipeline/pipeline.ts';
 import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners } from '../listen/listeners.ts';
 import { passthroughObservation, type PassthroughEvent } from '../listen/passthrough.ts';
-import { Upstreams, type UpstreamsOptions } from '../upstream/upstreams.ts';
+import { Upstreams, type Upstream, type UpstreamsOptions } from '../upstream/upstreams.ts';
 import { OriginGuard } from '../limits/origin-guard.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createFilter } from './build-filter.ts';
@@ -36,17 +36,17 @@ export interface Edge {
 
 export interface EdgeDeps {
   log: Logger; now: () => number; store: FilterStore; bus: DecisionBus; secret: Buffer; db?: Db;
-  /** A worker process: upstream health is the primary's (it logs the changes); reports that can change it go up. */
-  upstreamRelay?: (id: string, ok: boolean) => void;
+  /** A worker process: upstream health is the primary's (it logs the changes); what requests met goes up in batches. */
+  upstreamRelay?: UpstreamsOptions['relay'];
 }
 
 /** Upstreams that log their health changes (one line per change, never per request). */
-export function loggedUpstreams(log: Logger, config: Config, o: Omit<UpstreamsOptions, 'onHealthChange'> = {}): Upstreams {
+export function loggedUpstreams(log: Logger, config: Config, also?: (u: Upstream) => void): Upstreams {
   const upstreams = new Upstreams({
-    ...o,
     onHealthChange: (u) => {
       if (u.healthy) log.info({ domain: u.domain.name, upstream: u.address }, 'upstream up');
       else log.warn({ domain: u.domain.name, upstream: u.address }, 'upstream down');
+      also?.(u);
     },
   });
   upstreams.apply(config);
@@ -56,7 +56,7 @@ export function loggedUpstreams(log: Logger, config: Config, o: Omit<UpstreamsOp
 export function buildEdge(config: Config, deps: EdgeDeps): Edge {
   const runtime: RuntimeRef = { current: buildRuntime(config) };
   const relay = deps.upstreamRelay;
-  const upstreams = relay ? new Upstreams({ relay: (u, ok) => relay(u.id, ok) }) : loggedUpstreams(deps.log, config);
+  const upstreams = relay ? new Upstreams({ relay }) : loggedUpstreams(deps.log, config);
   if (relay) upstreams.apply(config);
   // The origin guard and the filter know of each other: the filter asks whether an origin is saturated (attack mode),
   // the guard reports a source persistently over its share (the filter bans it when its mode allows).
@@ -128,11 +128,14 @@ export function applyConfig(edge: Edge, config: Config): void {
  */
 export function saveBansAtOnce(filter: Filter): void {
   let pending = false;
+  // A store that fails (full disk, a lock held elsewhere: each try may wait busy_timeout) is left to the periodic
+  // save for a second: a flood of bans must not become a flood of failing writes and error lines.
+  let failedAt = -Infinity;
   filter.decisions.watch({
     onBan: () => {
-      if (pending) return;
+      if (pending || performance.now() - failedAt < 1000) return;
       pending = true;
-      process.nextTick(() => { pending = false; filter.save(); });
+      process.nextTick(() => { pending = false; if (!filter.save()) failedAt = performance.now(); });
     },
   });
 }

@@ -67,9 +67,9 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const filter = createFilter(config, { log, now, store: ownStore, bus, secret });
   await filter.decisions.join(now());
   saveBansAtOnce(filter);
-  // The node's one health state of each upstream: the active checks run here only, the workers pass up what their
-  // requests met (when it can change the state), and every change of phase goes down to them.
-  const upstreams = loggedUpstreams(log, config, { onPhase: (u) => pool?.broadcast({ t: 'health', id: u.id, phase: u.phase }) });
+  // The node's one health state of each upstream: the active checks run here only, the workers send what their
+  // requests met (in batches), and every change of health goes down to them.
+  const upstreams = loggedUpstreams(log, config, (u) => pool?.broadcast({ t: 'health', id: u.id, healthy: u.healthy }));
   const view = new WorkersView(filter);
   const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues, cluster: clusterStats(config, log, () => current) });
 
@@ -80,7 +80,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       index, workers: current.workers, config: current,
       bans: filter.bans(), whitelist: filter.whitelistEntries().filter((w) => w.origin === 'api'),
       offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
-      health: upstreams.phases(),
+      health: upstreams.healthById(),
     };
   };
   const onMessage = (index: number, m: FromWorker) => {
@@ -89,7 +89,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       else if (m.d.kind === 'attack') filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason);
     } else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, m.l);
-    else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.ok);
+    else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);
   };
   pool = new WorkerPool({
     entry: ENTRY, count: config.workers, log, init, onMessage, onExit: (index) => view.gone(index),
@@ -116,7 +116,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       current = r.config;
       upstreams.apply(r.config);
       filter.reconfigure(r.config);
-      workers.broadcast({ t: 'reload', config: r.config, health: upstreams.phases() });
+      workers.broadcast({ t: 'reload', config: r.config, health: upstreams.healthById() });
       workers.watchdogMs = r.config.workerWatchdogMs;
       log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');
       return { ok: true };

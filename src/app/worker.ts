@@ -24,9 +24,9 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   const config = workerConfig(init.config, init.workers);
   const bus = new WorkerBus(send);
   const store = new WorkerStore(init, send);
-  const edge = buildEdge(config, { log, now, store, bus, secret: store.secret(), upstreamRelay: (id, ok) => send({ t: 'upstream', id, ok }) });
+  const edge = buildEdge(config, { log, now, store, bus, secret: store.secret(), upstreamRelay: (id, firstOk, runs) => send({ t: 'upstream', id, firstOk, runs }) });
   const { filter, pipeline, listeners, upstreams } = edge;
-  for (const [id, p] of init.health) upstreams.mirror(id, p);
+  for (const [id, healthy] of init.health) upstreams.mirror(id, healthy);
   const recorder = new Recorder(now);
   let requests = 0;
   edge.observers.push((o) => { requests++; recorder.record(o); });
@@ -77,11 +77,11 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
     handle(m, socket) {
       if (m.t === 'conn') { if (socket && !stopping) listeners.accept(m.l, socket); else socket?.destroy(); }
       else if (m.t === 'decision') bus.deliver(m.d);
-      else if (m.t === 'health') upstreams.mirror(m.id, m.phase);
+      else if (m.t === 'health') upstreams.mirror(m.id, m.healthy);
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
       else if (m.t === 'reload') {
         applyConfig(edge, workerConfig(m.config, init.workers));
-        for (const [id, p] of m.health) upstreams.mirror(id, p);
+        for (const [id, healthy] of m.health) upstreams.mirror(id, healthy);
         log.info({ domains: m.config.domains.length }, 'config reloaded');
       } else if (m.t === 'stop') void stop();
     },

@@ -13,7 +13,6 @@ import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { OffenderRecord } from '../decisions/ban-time.ts';
 import type { LearnedDomain } from '../store/filter-store.ts';
 import type { AttackState } from '../detect/attack-mode.ts';
-import type { HealthPhase } from '../upstream/health.ts';
 
 /** What a (re)started worker starts from: what is in force and what was learned, as the primary's store has it. */
 export interface WorkerInit {
@@ -26,8 +25,8 @@ export interface WorkerInit {
   learned: [string, LearnedDomain][];
   /** The challenge secret, base64: a cookie issued by one worker (or node) passes on every other. */
   secret: string;
-  /** Each upstream's health phase by id, as the primary keeps it (Upstreams.phases). */
-  health: [string, HealthPhase][];
+  /** Each upstream's health by id, as the primary keeps it (Upstreams.healthById). */
+  health: [string, boolean][];
 }
 
 /** One worker's counts since its last report (statistics deltas) and its state now (gauges). */
@@ -49,10 +48,10 @@ export type ToWorker =
   /** A connection for the listener at this index (plain listeners first, then TLS): the socket rides along. */
   | { t: 'conn'; l: number }
   | { t: 'decision'; d: Decision }
-  /** With the upstreams' phases after the reload: one the primary rebuilt starts 'ok' where a worker kept its own. */
-  | { t: 'reload'; config: Config; health: [string, HealthPhase][] }
-  /** The node's health state of an upstream changed phase (the primary keeps it; upstream/health.ts). */
-  | { t: 'health'; id: string; phase: HealthPhase }
+  /** With the upstreams' health after the reload: one the primary rebuilt starts healthy where a worker kept its own. */
+  | { t: 'reload'; config: Config; health: [string, boolean][] }
+  /** An upstream went down or came back (the primary keeps the node's state; upstream/health.ts). */
+  | { t: 'health'; id: string; healthy: boolean }
   | { t: 'collect'; id: number }
   | { t: 'stop' };
 
@@ -63,8 +62,8 @@ export type FromWorker =
   | { t: 'failed'; error: string }
   | { t: 'decision'; d: Decision }
   | { t: 'offender'; ip: string; r: OffenderRecord }
-  /** What a request met at an upstream, when it can change the node's health state (worthReporting). */
-  | { t: 'upstream'; id: string; ok: boolean }
+  /** What this worker's requests met at an upstream: run lengths of equal outcomes, alternating (OutcomeRuns). */
+  | { t: 'upstream'; id: string; firstOk: boolean; runs: number[] }
   | { t: 'learned'; domain: string; l: LearnedDomain }
   | { t: 'report'; id: number; r: WorkerReport }
   | { t: 'stopped' };

@@ -114,9 +114,10 @@ export class Filter {
     this.decisions.reconfigure({ repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources }, f.whitelist, this.now());
   }
 
-  /** Writes what is queued (periodically, at close, and right after a ban: app/edge.ts saveBansAtOnce). */
-  save(): void {
-    try { this.store.flush(); } catch (e) { this.log.error({ err: (e as Error).message }, 'filter state not saved; will retry'); }
+  /** Writes what is queued (periodically, at close, and right after a ban: app/edge.ts saveBansAtOnce); false when
+   *  the store failed (logged; what was queued stays queued for the next save). */
+  save(): boolean {
+    try { this.store.flush(); return true; } catch (e) { this.log.error({ err: (e as Error).message }, 'filter state not saved; will retry'); return false; }
   }
 
   async close(): Promise<void> {

@@ -19,27 +19,55 @@ export function nextHealth(h: Health, ok: boolean, fall: number, rise: number): 
   return { healthy: h.healthy && failures < fall, failures, successes: 0 };
 }
 
+/** A success while healthy with no failure counted, or a failure while down with no success counted: nothing of
+ *  the state changes (nearly every request is the first kind, so nothing is done for it). Pure. */
+export function changesNothing(h: Health, ok: boolean): boolean {
+  return ok ? h.healthy && h.failures === 0 : !h.healthy && h.successes === 0;
+}
+
 /**
- * Where an upstream stands in the fall/rise state, as far as the next report can change it: 'ok' (healthy, no
- * failure since the last success), 'failing' (healthy, failures counting toward `fall`), 'down' (no success since),
- * 'rising' (down, successes counting toward `rise`). With worker processes the primary keeps the state and tells
- * the workers the phase; a worker passes up only the reports that can change it (worthReporting).
+ * What one worker process's requests met at one upstream, batched for the primary, which keeps the node's state:
+ * run lengths of equal outcomes, alternating, the first of kind `firstOk`. While the state is as the worker last
+ * heard, an outcome that alone changes nothing (a success while healthy, a failure while down: nearly every one)
+ * starts no batch; a run of them counts once before what follows (its only effect is to reset the other count,
+ * nextHealth), and any run counts at most `cap` = max(fall, rise) (more changes nothing either). Applied in order,
+ * a batch leaves the state as every outcome one by one would. Pure.
  */
-export type HealthPhase = 'ok' | 'failing' | 'down' | 'rising';
+export class OutcomeRuns {
+  private runs: number[] = [];
+  private firstOk = false;
+  private lastOk = false;
+  private quiet = false;
 
-export function healthPhase(h: Health): HealthPhase {
-  return h.healthy ? (h.failures > 0 ? 'failing' : 'ok') : (h.successes > 0 ? 'rising' : 'down');
+  /** Adds an outcome; true when it started a batch (the caller sends it later). */
+  add(ok: boolean, healthy: boolean, cap: number): boolean {
+    const n = this.runs.length;
+    if (n === 0) {
+      if (ok === healthy) { this.quiet = true; return false; }
+      this.firstOk = this.quiet ? healthy : ok;
+      this.runs = this.quiet ? [1, 1] : [1];
+      this.lastOk = ok;
+      this.quiet = false;
+      return true;
+    }
+    if (ok === this.lastOk) { if (this.runs[n - 1] < cap) this.runs[n - 1]++; } else { this.runs.push(1); this.lastOk = ok; }
+    return false;
+  }
+
+  get length(): number { return this.runs.length; }
+
+  /** The batch, emptied (null when there is none). */
+  take(): { firstOk: boolean; runs: number[] } | null {
+    if (this.runs.length === 0) return null;
+    const b = { firstOk: this.firstOk, runs: this.runs };
+    this.runs = [];
+    return b;
+  }
 }
 
-/** A state standing for a phase (a worker's copy of the primary's: only the phase matters to what it does). */
-export function phaseHealth(p: HealthPhase): Health {
-  return { healthy: p === 'ok' || p === 'failing', failures: p === 'failing' ? 1 : 0, successes: p === 'rising' ? 1 : 0 };
-}
-
-/** Whether a report can change the state in this phase: a success of an upstream that is 'ok' and a failure of
- *  one that is 'down' change nothing (nextHealth), and the bulk of a worker's requests are the first kind. Pure. */
-export function worthReporting(p: HealthPhase, ok: boolean): boolean {
-  return ok ? p !== 'ok' : p !== 'down';
+/** Each outcome of a batch in order (the primary feeds them to its state machine). */
+export function* outcomesOf(firstOk: boolean, runs: readonly number[]): Generator<boolean> {
+  for (let i = 0; i < runs.length; i++) for (let j = 0; j < runs[i]; j++) yield i % 2 === 0 ? firstOk : !firstOk;
 }
 
 /** How HTTPS upstreams are verified: on by default, optionally against an extra CA bundle. */

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import { Pool, buildConnector, errors } from 'undici';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/validate.ts';
-import { healthPhase, initialHealth, nextHealth, phaseHealth, probe, probeOk, worthReporting, type Health, type HealthPhase, type ProbeResult, type UpstreamTls } from './health.ts';
+import { changesNothing, initialHealth, nextHealth, OutcomeRuns, outcomesOf, probe, probeOk, type Health, type ProbeResult, type UpstreamTls } from './health.ts';
 import { RR_PERIOD, tryOrder } from './balancer.ts';
 
 /** An extra CA bundle is added to the system roots, not put in their place. */
@@ -42,6 +42,12 @@ export function preciseConnector(opts: buildConnector.BuildOptions, timeoutMs: n
   };
 }
 
+/** A worker sends what its requests met at most this often per upstream (health is a matter of seconds; a flaky
+ *  upstream under load must not cost the primary a message per request). */
+export const RELAY_MS = 50;
+/** ... or at once when a batch has this many runs (an upstream flapping at a high rate). */
+const MAX_RUNS = 256;
+
 export class Upstream {
   readonly key: string;
   readonly address: string;
@@ -54,11 +60,13 @@ export class Upstream {
   domain: DomainConfig;
   private timer: NodeJS.Timeout | null = null;
   onChange: ((u: Upstream) => void) | null = null;
-  /** Told when the state changes phase (healthPhase): the primary passes it to its workers. */
-  onPhase: ((u: Upstream) => void) | null = null;
-  /** In a worker process: the node's state is the primary's; a report that can change it goes there (relay), and
-   *  this one's state is the primary's phase (mirror). Null: the state is kept here (one process, the primary). */
-  relay: ((u: Upstream, ok: boolean) => void) | null = null;
+  /** The same in every process of the node (the key is not: a worker's pool settings are its share). */
+  readonly id: string;
+  /** In a worker process: the node's state is the primary's; what this worker's requests met waits in `outcomes`
+   *  and `relay` is told when a batch starts (Upstreams sends it), and `health` is the primary's as last heard
+   *  (mirror). Null: the state is kept here (one process, the primary). */
+  relay: ((u: Upstream) => void) | null = null;
+  readonly outcomes = new OutcomeRuns();
 
   constructor(key: string, address: string, domain: DomainConfig, up: Config['upstream']) {
     const hp = parseHostPort(address)!;
@@ -69,6 +77,7 @@ export class Upstream {
     this.port = hp.port;
     this.tls = domain.upstreamTls;
     this.domain = domain;
+    this.id = `${domain.name} ${address}`;
     const origin = `${this.tls ? 'https' : 'http'}://${address}`;
     this.pool = new Pool(origin, {
       connections: up.maxConnections || null,
@@ -84,24 +93,25 @@ export class Upstream {
 
   get healthy(): boolean { return this.health.healthy; }
 
-  /** The same in every process of the node (the key is not: a worker's pool settings are its share). */
-  get id(): string { return `${this.domain.name} ${this.address}`; }
-
   /** Feeds the fall/rise state machine (active checks and real requests alike). */
   report(ok: boolean): void {
-    // Nearly every request succeeds on an upstream that is fine: that changes nothing (no new state, nothing sent).
-    if (!worthReporting(healthPhase(this.health), ok)) return;
-    if (this.relay) { this.relay(this, ok); return; }
-    const before = this.health;
-    this.health = nextHealth(this.health, ok, this.domain.healthCheck.fall, this.domain.healthCheck.rise);
-    if (before.healthy !== this.health.healthy) this.onChange?.(this);
-    if (this.onPhase && healthPhase(before) !== healthPhase(this.health)) this.onPhase(this);
+    const hc = this.domain.healthCheck;
+    if (this.relay) {
+      if (this.outcomes.add(ok, this.health.healthy, Math.max(hc.fall, hc.rise)) || this.outcomes.length >= MAX_RUNS) this.relay(this);
+      return;
+    }
+    // Nearly every request succeeds on an upstream that is fine: nothing to do, no new state object.
+    if (changesNothing(this.health, ok)) return;
+    const before = this.health.healthy;
+    this.health = nextHealth(this.health, ok, hc.fall, hc.rise);
+    if (before !== this.health.healthy) this.onChange?.(this);
   }
 
-  get phase(): HealthPhase { return healthPhase(this.health); }
+  /** The primary: a batch of what a worker's requests met, applied in order. */
+  reportRuns(firstOk: boolean, runs: readonly number[]): void { for (const ok of outcomesOf(firstOk, runs)) this.report(ok); }
 
-  /** A worker's copy of the node's state, as the primary decided it. */
-  mirror(p: HealthPhase): void { this.health = phaseHealth(p); }
+  /** A worker's copy of the node's state, as the primary decided it (only `healthy` is told: counts stay there). */
+  mirror(healthy: boolean): void { this.health = { healthy, failures: 0, successes: 0 }; }
 
   probe(): Promise<ProbeResult> {
     return probe(this.host, this.port, this.domain.healthCheck, this.domain.name, this.tlsOptions);
@@ -143,19 +153,21 @@ const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream']) =
     up.responseTimeoutMs, up.bodyTimeoutMs, up.rejectUnauthorized, up.caFile, JSON.stringify(d.healthCheck)].join('|');
 
 export interface UpstreamsOptions {
-  /** Told whenever an upstream goes down or comes back (the app logs it). */
+  /** Told whenever an upstream goes down or comes back (the app logs it; the primary tells its workers). */
   onHealthChange?: (u: Upstream) => void;
-  /** Told whenever an upstream's state changes phase (the primary tells its workers). */
-  onPhase?: (u: Upstream) => void;
   /** A worker process: the primary keeps the state and runs the active checks (one probe per interval for the
-   *  node, not one per process); what this process's requests met goes to it when it can change the state. */
-  relay?: (u: Upstream, ok: boolean) => void;
+   *  node, not one per process); what this process's requests met goes to it in batches (OutcomeRuns). */
+  relay?: (id: string, firstOk: boolean, runs: number[]) => void;
 }
 
 export class Upstreams {
   private byKey = new Map<string, Upstream>();
+  private byId = new Map<string, Upstream>();
   groups = new Map<string, UpstreamGroup>();
   private readonly o: UpstreamsOptions;
+  /** A worker: upstreams with a batch waiting, and the timer that sends them. */
+  private readonly pending = new Set<Upstream>();
+  private relayTimer: NodeJS.Timeout | null = null;
 
   constructor(o: UpstreamsOptions = {}) { this.o = o; }
 
@@ -168,38 +180,47 @@ export class Upstreams {
       let u = next.get(key) ?? this.byKey.get(key);
       if (!u) {
         u = new Upstream(key, a, d, config.upstream);
-        u.relay = this.o.relay ?? null;
-        // A worker's new upstream is 'ok' until the primary says otherwise, as the primary's own new one is.
-        if (!u.relay) u.startChecks();
+        // A worker's new upstream is healthy until the primary says otherwise, as the primary's own new one is.
+        if (this.o.relay) u.relay = (x) => this.batched(x);
+        else u.startChecks();
       }
       u.domain = d;
       u.onChange = this.o.onHealthChange ?? null;
-      u.onPhase = this.o.onPhase ?? null;
       next.set(key, u);
       return u;
     };
     for (const d of config.domains) groups.set(d.name, new UpstreamGroup(d, d.upstreams.map((a) => get(d, a)), d.backup.map((a) => get(d, a))));
     for (const [key, u] of this.byKey) if (!next.has(key)) { u.stopChecks(); void u.pool.close().catch(() => {}); }
     this.byKey = next;
+    this.byId = new Map([...next.values()].map((u) => [u.id, u]));
     this.groups = groups;
   }
 
-  /** Every upstream's phase by id (what a worker starts from). */
-  phases(): [string, HealthPhase][] { return [...this.byKey.values()].map((u) => [u.id, u.phase]); }
+  /** Every upstream's health by id (what a worker starts from, and is told again with a reload). */
+  healthById(): [string, boolean][] { return [...this.byKey.values()].map((u) => [u.id, u.healthy]); }
 
-  /** A worker: the node's phase of the upstream `id`, as the primary decided it. */
-  mirror(id: string, p: HealthPhase): void {
-    for (const u of this.byKey.values()) if (u.id === id) u.mirror(p);
+  /** A worker: the node's health of the upstream `id`, as the primary decided it. */
+  mirror(id: string, healthy: boolean): void { this.byId.get(id)?.mirror(healthy); }
+
+  /** The primary: a batch a worker sent. An upstream a reload removed meanwhile is ignored. */
+  reportFrom(id: string, firstOk: boolean, runs: readonly number[]): void { this.byId.get(id)?.reportRuns(firstOk, runs); }
+
+  private batched(u: Upstream): void {
+    this.pending.add(u);
+    if (u.outcomes.length >= MAX_RUNS) return this.sendBatches();
+    if (!this.relayTimer) { this.relayTimer = setTimeout(() => this.sendBatches(), RELAY_MS); this.relayTimer.unref(); }
   }
 
-  /** The primary: a report a worker passed up. An upstream a reload removed meanwhile is ignored. */
-  reportFrom(id: string, ok: boolean): void {
-    for (const u of this.byKey.values()) if (u.id === id) u.report(ok);
+  private sendBatches(): void {
+    if (this.relayTimer) { clearTimeout(this.relayTimer); this.relayTimer = null; }
+    for (const u of this.pending) { const b = u.outcomes.take(); if (b) this.o.relay!(u.id, b.firstOk, b.runs); }
+    this.pending.clear();
   }
 
   /** Shutdown, after the listeners drained: what is still in flight upstream has no client left to answer (a request
    *  kept running for its application's sake, see finishOnClientAbort), so it is cut rather than awaited. */
   async close(): Promise<void> {
+    if (this.o.relay) this.sendBatches();
     for (const u of this.byKey.values()) u.stopChecks();
     await Promise.all([...this.byKey.values()].map((u) => u.pool.destroy().catch(() => {})));
     this.byKey.clear();
