@@ -109,6 +109,39 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
     expect(await refused(b, '127.0.61.3')).toBe(true);
     expect(JSON.parse((await api(b, 'GET', '/healthz')).body).status).toBe('ok');
   }, 30_000);
+
+  const listed = async (n: Node, ip: string) => JSON.parse((await api(n, 'GET', `/api/blacklist/${ip}`)).body).listed === true;
+  const within = async (cond: () => Promise<boolean>, ms: number) => {
+    const end = Date.now() + ms;
+    while (!(await cond())) { if (Date.now() > end) throw new Error(`not within ${ms} ms`); await sleep(25); }
+  };
+  const whitelisted = async (n: Node, entry: string) => (JSON.parse((await api(n, 'GET', '/api/whitelist')).body) as { entries: { ip: string }[] }).entries.some((e) => e.ip === entry);
+
+  it('whitelisting lifts a ban everywhere, in Redis too: a node started later does not ban the source again', async () => {
+    const ip = '127.0.61.20';
+    expect((await api(a, 'PUT', `/api/blacklist/${ip}`, { ttlSeconds: 600, reason: 'to be lifted' })).status).toBe(200);
+    await within(() => listed(b, ip), 3000);
+    expect((await api(a, 'PUT', `/api/whitelist/${ip}`, { note: 'partner' })).status).toBe(200);
+    await within(async () => !(await listed(b, ip)), 3000);
+    expect((await api(a, 'DELETE', `/api/whitelist/${ip}`)).status).toBe(200);
+    await within(async () => !(await whitelisted(b, ip)), 3000);
+    // A node that starts from nothing but Redis: the lifted ban must not be there.
+    await stopNode(b);
+    fs.rmSync(path.join(b.dir, 'data'), { recursive: true, force: true });
+    b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
+    expect(await listed(b, ip)).toBe(false);
+  }, 30_000);
+
+  it("a whitelist entry removed on another node does not come back from a node's own store when it restarts", async () => {
+    const entry = '127.0.62.0/24';
+    expect((await api(b, 'PUT', `/api/whitelist/${encodeURIComponent(entry)}`, { note: 'office' })).status).toBe(200);
+    await within(() => whitelisted(a, entry), 3000);
+    expect((await api(a, 'DELETE', `/api/whitelist/${encodeURIComponent(entry)}`)).status).toBe(200);
+    await within(async () => !(await whitelisted(b, entry)), 3000);
+    await stopNode(b); // its own store kept this time
+    b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
+    expect(await whitelisted(b, entry)).toBe(false);
+  }, 30_000);
 });
 
 if (!hasRedis) describe('two nodes on one Redis', () => { it.skip(redisSkipReason, () => {}); });

@@ -29,11 +29,14 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs: number, ste
 async function relay(targetPort: number) {
   const socks = new Set<net.Socket>();
   let frozen = false;
+  let lag = 0;
+  // With a lag, bytes go on after it (in order: timers of one delay fire in the order they were set).
+  const pass = (to: net.Socket, d: Buffer) => { if (frozen) return; if (lag) setTimeout(() => { if (!frozen && !to.destroyed) to.write(d); }, lag); else to.write(d); };
   const server = net.createServer((c) => {
     const u = net.connect({ port: targetPort, host: '127.0.0.1' });
     socks.add(c); socks.add(u);
-    c.on('data', (d) => { if (!frozen) u.write(d); });
-    u.on('data', (d) => { if (!frozen) c.write(d); });
+    c.on('data', (d) => pass(u, d));
+    u.on('data', (d) => pass(c, d));
     const end = () => { c.destroy(); u.destroy(); socks.delete(c); socks.delete(u); };
     c.on('close', end); u.on('close', end); c.on('error', end); u.on('error', end);
   });
@@ -45,6 +48,8 @@ async function relay(targetPort: number) {
     cut: async () => { await new Promise<void>((r) => { server.close(() => r()); for (const s of socks) s.destroy(); }); },
     heal: async () => { server.listen(port, '127.0.0.1'); await once(server, 'listening'); },
     freeze: () => { frozen = true; },
+    /** Every byte each way waits this long (a slow link: a catch-up then takes seconds). */
+    setLag: (ms: number) => { lag = ms; },
     thaw: () => { frozen = false; for (const s of socks) s.destroy(); },
     close: () => new Promise<void>((r) => { frozen = true; for (const s of socks) s.destroy(); if (server.listening) server.close(() => r()); else r(); }),
   };
@@ -315,6 +320,86 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
         // The five newest, plus the five older ones this node knew and wrote back to the emptied Redis.
         expect((await raw.hkeys('bound:bans')).length).toBe(10);
       } finally { raw.disconnect(); }
+    } finally {
+      await own.close();
+    }
+  }, 20_000);
+
+  it('a message on the channel that is not a decision is ignored, and the node goes on', async () => {
+    const p = prefix();
+    const a = mk(redis.url, p, 'A');
+    await waitFor('bus healthy', () => a.bus.healthy, 5000);
+    const raw = new Redis(redis.url);
+    try {
+      // Another version, a hand-typed PUBLISH: each used to throw inside the subscriber's handler (a crash).
+      await raw.publish(`${p}decisions`, JSON.stringify({ node: 'X', ds: [null, 5, { kind: 'ban' }, { kind: 'ban', entry: { ip: 3 } }, { kind: 'unban' }, { kind: 'nonsense' }] }));
+      await raw.publish(`${p}decisions`, 'not json');
+      await raw.publish(`${p}decisions`, JSON.stringify({ node: 'X', ds: [{ kind: 'ban', entry: ban('10.8.0.1') }] }));
+      await waitFor('the valid ban after them', () => bansOf(a.got).includes('10.8.0.1'), 2000);
+      expect(a.got.length).toBe(1);
+      expect(a.bus.healthy).toBe(true);
+    } finally { raw.disconnect(); }
+  }, 15_000);
+
+  it('a decision made while the catch-up reads Redis is not undone by it', async () => {
+    const link = await relay(redis.port);
+    try {
+      const a = mk(link.url, prefix(), 'A');
+      await waitFor('bus healthy', () => a.bus.healthy, 5000);
+      await link.cut();
+      await waitFor('unhealthy', () => !a.bus.healthy, 3000);
+      link.setLag(150); // each step of the catch-up takes 300 ms: decisions are made during it
+      await link.heal();
+      const made: string[] = [];
+      const t0 = Date.now();
+      // One decision every 350 ms for 4 s: the catch-up (five round trips or so) waits for the queue to be written
+      // before it reads, so decisions come further apart than a round trip for some to land during its read.
+      while (Date.now() - t0 < 4000) {
+        const ip = `10.9.${Math.floor(made.length / 250)}.${(made.length % 250) + 1}`;
+        a.bus.publish({ kind: 'ban', entry: ban(ip) });
+        made.push(ip);
+        await sleep(350);
+      }
+      await waitFor('flushed', () => a.bus.healthy && a.bus.pendingCount === 0, 8000);
+      await sleep(500);
+      expect(a.logs.some((l) => l.includes('redis: connected'))).toBe(true);
+      const undone = a.got.filter((d) => d.kind === 'unban' && made.includes(d.ip));
+      expect(made.length).toBeGreaterThan(8);
+      expect(undone).toEqual([]);
+    } finally {
+      await link.close();
+    }
+  }, 20_000);
+
+  it('a reconnect to a Redis that kept its data does not lift the bans dropped here from a full queue', async () => {
+    const link = await relay(redis.port);
+    try {
+      const a = mk(link.url, prefix(), 'A', { maxPending: 5 });
+      await waitFor('bus healthy', () => a.bus.healthy, 5000);
+      await link.cut();
+      await waitFor('unhealthy', () => !a.bus.healthy, 3000);
+      for (let i = 0; i < 10; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.10.0.${i}`) });
+      await link.heal();
+      await waitFor('flushed', () => a.bus.healthy && a.bus.pendingCount === 0, 8000);
+      await sleep(500);
+      // The five oldest never reached Redis; they are still in force on this node, not unbanned by the catch-up.
+      expect(a.got.filter((d) => d.kind === 'unban')).toEqual([]);
+    } finally {
+      await link.close();
+    }
+  }, 20_000);
+
+  it('Redis restarted empty gets the challenge secret back: a node started later uses the same one', async () => {
+    const own = await startRedis();
+    try {
+      const p = 'secret-back:';
+      const a = mk(own.url, p, 'A');
+      const s = await a.bus.secret(Buffer.alloc(32, 7));
+      await own.restart();
+      await waitFor('written back', () => a.bus.healthy && a.logs.some((l) => l.includes('its data is gone')) && a.bus.pendingCount === 0, 8000);
+      await sleep(200);
+      const c = mk(own.url, p, 'C');
+      expect(await c.bus.secret(Buffer.alloc(32, 9))).toEqual(s);
     } finally {
       await own.close();
     }

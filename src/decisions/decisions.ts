@@ -148,7 +148,9 @@ export class Decisions {
   addWhitelist(range: ParsedRange, note: string, now: number): WhitelistEntry {
     const e = this.whitelist.add(range, 'api', note, now);
     this.deps.store.putWhitelist({ ip: e.ip, origin: 'api', note, since: e.since });
-    this.liftWhitelisted();
+    // The bans it lifts are lifted everywhere, in Redis too: left there, a node started later would ban the source
+    // again once the whitelist entry is gone.
+    for (const ip of this.liftWhitelisted()) this.bus.publish({ kind: 'unban', ip });
     this.bus.publish({ kind: 'whitelist', entry: { ip: e.ip, origin: 'api', note, since: e.since } });
     this.deps.store.flush();
     return e;
@@ -160,22 +162,32 @@ export class Decisions {
     return ok;
   }
 
-  /** Whitelisted sources are never blocked: lifts the bans the whitelist now covers. */
-  private liftWhitelisted(): void {
-    for (const b of this.blacklist.all()) if (this.whitelist.covers(b.ip)) this.drop(b.ip);
+  /** Whitelisted sources are never blocked: lifts the bans the whitelist now covers; returns their addresses. */
+  private liftWhitelisted(): string[] {
+    const lifted: string[] = [];
+    for (const b of this.blacklist.all()) if (this.whitelist.covers(b.ip)) { this.drop(b.ip); lifted.push(b.ip); }
+    return lifted;
   }
 
-  /** A decision made in another process or node: in force here too, without telling anyone again. */
+  /** A decision made in another process or node: in force here too, without telling anyone again, and stored here
+   *  as this node's own are (a restart while Redis is away starts from what was last in force, not from what this
+   *  node alone had decided: a whitelist entry removed elsewhere must not come back from this node's store). */
   private apply(d: Decision): void {
+    const store = this.deps.store;
     if (d.kind === 'ban') {
       if (this.whitelist.covers(d.entry.ip)) return;
       this.blacklist.add(d.entry);
+      store.putBan(d.entry);
       this.banned(d.entry.ip);
-    } else if (d.kind === 'unban') this.blacklist.remove(d.ip);
+    } else if (d.kind === 'unban') { if (this.blacklist.remove(d.ip)) store.deleteBan(d.ip); }
     else if (d.kind === 'whitelist') {
       const p = parseWhitelistEntry(d.entry.ip);
-      if (p.ok) { this.whitelist.add(p.value, 'api', d.entry.note, d.entry.since); this.liftWhitelisted(); }
-    } else if (d.kind === 'unwhitelist') this.whitelist.remove(d.ip);
+      if (p.ok) {
+        const e = this.whitelist.add(p.value, 'api', d.entry.note, d.entry.since);
+        store.putWhitelist({ ip: e.ip, origin: 'api', note: d.entry.note, since: d.entry.since });
+        this.liftWhitelisted();
+      }
+    } else if (d.kind === 'unwhitelist') { if (this.whitelist.remove(d.ip)) store.deleteWhitelist(d.ip); }
     else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason);
   }
 

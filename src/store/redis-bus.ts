@@ -16,7 +16,7 @@ import os from 'node:os';
 import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Decision, DecisionBus } from '../decisions/bus.ts';
-import { PRUNE_LUA, PendingWrites, parseMessage, parseState, redisKeys, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
+import { PRUNE_LUA, PendingWrites, parseMessage, pendingKey, parseState, redisKeys, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
 import { Known, checkEpoch } from './redis-resync.ts';
 
 // Re-exported: these were declared here first and callers import them from this file.
@@ -58,6 +58,10 @@ export class RedisBus implements DecisionBus {
   private readonly timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
   private epoch: string | null = null;
+  /** Keys (pendingKey) of decisions of this node dropped from a full queue: never written, still in force here. */
+  private readonly unwritten = new Set<string>();
+  /** The challenge secret the cluster uses (written back when Redis comes back empty). */
+  private sharedSecret: Buffer | null = null;
   private readyWaiters: (() => void)[] = [];
 
   constructor(opts: RedisBusOptions) {
@@ -105,8 +109,12 @@ export class RedisBus implements DecisionBus {
     if (this.closed) return;
     try {
       this.known.remember(d);
-      if (this.pending.put(d) && this.dropped++ % 10_000 === 0) {
-        this.log.warn({ dropped: this.dropped, max: this.maxPending }, 'redis: decision queue full, oldest dropped');
+      const lost = this.pending.put(d);
+      this.unwritten.delete(pendingKey(d));
+      if (lost) {
+        // Still in force here; a catch-up must not read its absence from Redis as another node's undoing.
+        this.unwritten.add(pendingKey(lost));
+        if (this.dropped++ % 10_000 === 0) this.log.warn({ dropped: this.dropped, max: this.maxPending }, 'redis: decision queue full, oldest dropped');
       }
       this.scheduleFlush();
     } catch (err) {
@@ -142,7 +150,8 @@ export class RedisBus implements DecisionBus {
     try {
       await this.cmd.set(this.k.secret, local, 'NX');
       const shared = await this.cmd.getBuffer(this.k.secret);
-      return shared && shared.length ? shared : local;
+      this.sharedSecret = shared && shared.length ? shared : local;
+      return this.sharedSecret;
     } catch (err) {
       this.log.warn({ err: String(err) }, 'redis: secret not read, challenge secret is this node\'s own');
       return local;
@@ -189,7 +198,9 @@ export class RedisBus implements DecisionBus {
     this.pinging = true;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('heartbeat timeout')), this.heartbeatTimeoutMs); });
-    Promise.race([this.cmd.ping(), late]).then(() => {}, () => {
+    // Both connections: the subscriber's can die silently too (an idle link cut by a NAT or a firewall), and then
+    // no decision of another node would arrive while this one looks healthy.
+    Promise.race([Promise.all([this.cmd.ping(), this.subReady ? this.sub.ping() : null]), late]).then(() => {}, () => {
       // No answer in time: the link is dead without having closed. Reconnect both connections.
       if (this.closed || this.cmd.status !== 'ready') return;
       this.cmdReady = false;
@@ -271,15 +282,18 @@ export class RedisBus implements DecisionBus {
       this.epoch = epoch;
       if (wiped) {
         this.log.warn({ bans: this.known.bans.size }, 'redis: its data is gone (restarted without persistence?); writing back what this node knows');
-        // Queue everything this node knows to be in force, so the cluster's state is rebuilt.
+        // Queue everything this node knows to be in force, so the cluster's state is rebuilt; and the challenge
+        // secret in use, or the next node to start would set one of its own (its cookies would fail here).
         for (const d of this.known.decisions(Date.now())) this.pending.putIfAbsent(d);
+        this.unwritten.clear(); // all queued again
+        if (this.sharedSecret) await this.cmd.set(this.k.secret, this.sharedSecret, 'NX');
         this.needResync = true;
       }
       if (!this.needResync) return;
       await this.flush();
       if (this.pending.size || !this.healthy) return; // cut again: the next 'ready' retries
       const now = Date.now();
-      const out = this.known.diff(await this.read(now), now);
+      const out = this.known.diff(await this.read(now), now, (key) => this.pending.has(key) || this.unwritten.has(key));
       this.needResync = false;
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
       for (const d of out) this.deliver(d);
@@ -305,7 +319,7 @@ export class RedisBus implements DecisionBus {
   }
 
   private deliver(d: Decision): void {
-    this.known.remember(d);
+    try { this.known.remember(d); } catch (err) { this.log.warn({ err: String(err) }, 'redis: a decision not understood, ignored'); return; }
     for (const fn of this.subscribers) {
       try { fn(d); } catch (err) { this.log.warn({ err: String(err), kind: d.kind }, 'redis: a subscriber threw'); }
     }

@@ -65,16 +65,20 @@ export class PendingWrites {
 
   get size(): number { return this.m.size; }
 
-  /** Queues d; an older decision on its key is replaced (and d goes last). True when the queue was full and its
-   *  oldest decision was dropped. */
-  put(d: Decision): boolean {
+  /** Queues d; an older decision on its key is replaced (and d goes last). Returns the oldest decision when the
+   *  queue was full and it was dropped, else null. */
+  put(d: Decision): Decision | null {
     const key = pendingKey(d);
     this.m.delete(key); // newest of a key goes last
     this.m.set(key, { d, seq: ++this.seq });
-    if (this.m.size <= this.max) return false;
-    this.m.delete(this.m.keys().next().value as string);
-    return true;
+    if (this.m.size <= this.max) return null;
+    const [oldest, e] = this.m.entries().next().value as [string, { d: Decision }];
+    this.m.delete(oldest);
+    return e.d;
   }
+
+  /** Whether a decision on this key (pendingKey) waits to be written. */
+  has(key: string): boolean { return this.m.has(key); }
 
   /** Queues d unless a decision on its key is already queued (that one is newer). */
   putIfAbsent(d: Decision): void {
@@ -113,8 +117,34 @@ export function writeBatch(m: ReturnType<Redis['multi']>, k: RedisKeys, nodeId: 
 
 /** A message from the channel, or null when it is not one (the sender's node id is checked by the caller). */
 export function parseMessage(msg: string): { node: string; ds: Decision[] } | null {
-  const m = parse<{ node: string; ds: Decision[] }>(msg);
-  return m && Array.isArray(m.ds) ? m : null;
+  const m = parse<{ node: unknown; ds: unknown }>(msg);
+  if (!m || typeof m !== 'object' || !Array.isArray(m.ds)) return null;
+  // Anything else on the channel (another version, a hand-typed PUBLISH) is left out, never applied half-way.
+  const ds = m.ds.filter(isDecision);
+  for (const d of ds) if (d.kind === 'ban' && d.entry.expiresAt == null) d.entry.expiresAt = Infinity;
+  return { node: String(m.node), ds };
+}
+
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
+// null or absent: a ban without end (JSON has no Infinity).
+const isNum = (x: unknown): boolean => typeof x === 'number' || x === null || x === undefined;
+
+/** A ban entry as a node writes it (an expiry of null is one without end). */
+export function isBanEntry(e: unknown): e is BanEntry {
+  return isObj(e) && typeof e.ip === 'string' && typeof e.reason === 'string' && typeof e.rule === 'string' && typeof e.since === 'number' && isNum(e.expiresAt);
+}
+const isWlEntry = (e: unknown): e is WhitelistEntry => isObj(e) && typeof e.ip === 'string' && typeof e.since === 'number';
+
+/** A decision as a node publishes it. */
+export function isDecision(d: unknown): d is Decision {
+  if (!isObj(d)) return false;
+  switch (d.kind) {
+    case 'ban': return isBanEntry(d.entry);
+    case 'whitelist': return isWlEntry(d.entry);
+    case 'unban': case 'unwhitelist': return typeof d.ip === 'string';
+    case 'attack': return typeof d.domain === 'string' && typeof d.under === 'boolean' && typeof d.since === 'number';
+    default: return false;
+  }
 }
 
 // A ban without end (Infinity) is scored +inf, so pruning never reaches it.
@@ -142,10 +172,10 @@ export function writeDecision(m: ReturnType<Redis['multi']>, k: RedisKeys, d: De
 export function parseState(bans: Record<string, string>, wl: Record<string, string>, attack: Record<string, string>, now: number): RedisSnapshot {
   const out: RedisSnapshot = { bans: [], whitelist: [], attacks: [] };
   for (const v of Object.values(bans)) {
-    const e = parse<BanEntry>(v);
-    if (e && (e.expiresAt ?? Infinity) > now) { if (e.expiresAt == null) e.expiresAt = Infinity; out.bans.push(e); }
+    const e = parse<unknown>(v);
+    if (isBanEntry(e) && (e.expiresAt ?? Infinity) > now) { if (e.expiresAt == null) e.expiresAt = Infinity; out.bans.push(e); }
   }
-  for (const v of Object.values(wl)) { const e = parse<WhitelistEntry>(v); if (e) out.whitelist.push(e); }
+  for (const v of Object.values(wl)) { const e = parse<unknown>(v); if (isWlEntry(e)) out.whitelist.push(e); }
   for (const [domain, v] of Object.entries(attack)) {
     const a = parse<{ under: boolean; since: number; reason: string | null }>(v);
     if (a) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: a.reason ?? null });

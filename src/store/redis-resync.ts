@@ -59,23 +59,26 @@ export class Known {
   }
 
   /** The decisions that turn what this node knows into what Redis holds (`snap`). A ban known here that expired
-   *  by itself is not unbanned: every node lets it run out on its own. */
-  diff(snap: RedisSnapshot, now: number): Decision[] {
+   *  by itself is not unbanned: every node lets it run out on its own. An address with a decision of this node
+   *  that Redis cannot hold yet (`queued`, by pendingKey: waiting to be written, made while the snapshot was read,
+   *  or dropped from a full queue) is left as it is here: its absence from the snapshot is no decision of another
+   *  node. */
+  diff(snap: RedisSnapshot, now: number, queued: (key: string) => boolean = () => false): Decision[] {
     const out: Decision[] = [];
     const seenBans = new Set<string>();
     for (const e of snap.bans) {
       seenBans.add(e.ip);
-      if (!sameBan(this.bans.get(e.ip), e)) out.push({ kind: 'ban', entry: e });
+      if (!queued(`b:${e.ip}`) && !sameBan(this.bans.get(e.ip), e)) out.push({ kind: 'ban', entry: e });
     }
     for (const [ip, e] of this.bans) {
-      if (!seenBans.has(ip) && e.expiresAt > now) out.push({ kind: 'unban', ip });
+      if (!seenBans.has(ip) && e.expiresAt > now && !queued(`b:${ip}`)) out.push({ kind: 'unban', ip });
     }
     const seenWl = new Set<string>();
     for (const e of snap.whitelist) {
       seenWl.add(e.ip);
-      if (!sameWl(this.wl.get(e.ip), e)) out.push({ kind: 'whitelist', entry: e });
+      if (!queued(`w:${e.ip}`) && !sameWl(this.wl.get(e.ip), e)) out.push({ kind: 'whitelist', entry: e });
     }
-    for (const ip of this.wl.keys()) if (!seenWl.has(ip)) out.push({ kind: 'unwhitelist', ip });
+    for (const ip of this.wl.keys()) if (!seenWl.has(ip) && !queued(`w:${ip}`)) out.push({ kind: 'unwhitelist', ip });
     for (const a of snap.attacks) {
       const d: Decision = { kind: 'attack', domain: a.domain, under: a.under, since: a.since, reason: a.reason };
       if (this.attack.get(a.domain) !== attackJson(d)) out.push(d);
