@@ -205,3 +205,33 @@ it('workerWatchdogMs follows a reload: off, a stopped worker stays; set by SIGHU
     await other.stop();
   }
 }, 20_000);
+
+it('a worker whose start cannot be prepared (its init throws) is killed and started again, not left waiting', async () => {
+  let failNext = false;
+  const pool = new WorkerPool({
+    entry: path.resolve('test/fixtures/quiet-worker.mjs'), count: 2, log: createLogger('silent'), watchdogMs: 2000,
+    init: (index) => {
+      if (failNext && index === 1) { failNext = false; throw new Error('store locked'); }
+      return { index } as unknown as WorkerInit;
+    },
+    onMessage: () => {}, onReport: () => {},
+  });
+  const seen: number[] = [];
+  try {
+    await pool.start();
+    const first = pool.list()[1];
+    seen.push(first.pid!);
+    failNext = true;
+    process.kill(first.pid!, 'SIGKILL');
+    // The replacement's init throws: that child must go, and the one after it start as usual.
+    let now = pool.list()[1];
+    for (let i = 0; i < 80 && !(now.ready && now.pid !== first.pid); i++) { await sleep(50); now = pool.list()[1]; if (now.pid && !seen.includes(now.pid)) seen.push(now.pid); }
+    expect(now.ready).toBe(true);
+    expect(now.restarts).toBeGreaterThanOrEqual(2);
+    // No child left behind: every earlier one is gone.
+    for (const pid of seen.filter((p) => p !== now.pid)) expect(() => process.kill(pid, 0)).toThrow();
+  } finally {
+    await pool.stop(500);
+  }
+}, 15_000);
+

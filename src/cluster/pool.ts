@@ -141,7 +141,16 @@ export class WorkerPool {
           setTimeout(() => { if (!this.stopping) this.spawn(index, w.restarts + 1).catch((e) => this.d.log.error({ err: (e as Error).message }, 'worker restart failed')); }, wait);
         }
       });
-      this.send(w, { t: 'init', init: this.d.init(index) });
+      // What a worker starts from is read from the store: one that cannot be read now (a full disk, a locked file)
+      // must not leave this child waiting for ever (never ready, so no watchdog either): it goes, and the exit above
+      // starts another after the back-off.
+      let init: WorkerInit;
+      try { init = this.d.init(index); } catch (e) {
+        this.d.log.error({ worker: index, err: (e as Error).message }, 'worker init failed; starting a new one');
+        child.kill('SIGKILL');
+        return;
+      }
+      this.send(w, { t: 'init', init });
     });
   }
 
