@@ -404,4 +404,21 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await own.close();
     }
   }, 20_000);
+
+  it('a decision Redis refuses (a key of the wrong type) stays queued, and is written once it can be', async () => {
+    const p = prefix();
+    const a = mk(redis.url, p, 'A');
+    await waitFor('bus healthy', () => a.bus.healthy, 5000);
+    const raw = new Redis(redis.url);
+    try {
+      await raw.set(`${p}bans`, 'not a hash');
+      a.bus.publish({ kind: 'ban', entry: ban('10.11.0.1') });
+      await sleep(400);
+      expect(a.bus.pendingCount).toBe(1);
+      expect(a.logs.some((l) => l.includes('write failed'))).toBe(true);
+      await raw.del(`${p}bans`);
+      await waitFor('written', () => a.bus.pendingCount === 0, 5000);
+      expect(await raw.hget(`${p}bans`, '10.11.0.1')).not.toBeNull();
+    } finally { raw.disconnect(); }
+  }, 15_000);
 });

@@ -26,6 +26,8 @@ export type { AttackState, RedisSnapshot, RedisBusOptions } from './redis-keys.t
 
 const FLUSH_BATCH = 2000;
 const PRUNE_EVERY_MS = 10_000;
+/** A write that failed is tried again after this (Redis refusing a command would otherwise be asked twice a second). */
+const RETRY_MS = 2000;
 
 export class RedisBus implements DecisionBus {
   readonly nodeId: string;
@@ -58,6 +60,8 @@ export class RedisBus implements DecisionBus {
   private readonly timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
   private epoch: string | null = null;
+  /** When a failed write was last logged (at most one line every 10 s while it keeps failing). */
+  private warnedAt = 0;
   /** Keys (pendingKey) of decisions of this node dropped from a full queue: never written, still in force here. */
   private readonly unwritten = new Set<string>();
   /** The challenge secret the cluster uses (written back when Redis comes back empty). */
@@ -243,9 +247,18 @@ export class RedisBus implements DecisionBus {
         const m = this.cmd.multi();
         const ds = writeBatch(m, this.k, this.nodeId, batch.map(([, , d]) => d), Date.now());
         try {
-          if (ds.length) await m.exec(); else m.discard();
+          if (ds.length) {
+            // A transaction runs every command even when one fails (a key of the wrong type): such a batch is not
+            // written, whatever went through; it stays queued (applying a decision twice changes nothing).
+            const res = await m.exec();
+            const refused = res?.find(([e]) => e);
+            if (refused) throw refused[0];
+          } else m.discard();
         } catch (err) {
-          this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept');
+          if (Date.now() - this.warnedAt > 10_000) {
+            this.warnedAt = Date.now();
+            this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept');
+          }
           failed = true;
           return;
         }
@@ -253,7 +266,7 @@ export class RedisBus implements DecisionBus {
       }
     } finally {
       this.flushing = false;
-      if (failed) setTimeout(() => this.scheduleFlush(), 500).unref();
+      if (failed) setTimeout(() => this.scheduleFlush(), RETRY_MS).unref();
       else if (this.pending.size && this.cmdReady && !this.closed) this.scheduleFlush();
     }
   }
