@@ -142,6 +142,19 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
     b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
     expect(await whitelisted(b, entry)).toBe(false);
   }, 30_000);
+
+  it('a ban made while Redis is down reaches the other node even when its node was restarted before Redis came back', async () => {
+    const ip = '127.0.61.30';
+    await redis.stop();
+    await within(async () => JSON.parse((await api(a, 'GET', '/healthz')).body).status === 'degraded', 5000);
+    expect((await api(a, 'PUT', `/api/blacklist/${ip}`, { ttlSeconds: 600, reason: 'while down, then a restart' })).status).toBe(200);
+    await stopNode(a); // a deploy, say: its queue of decisions not yet written must survive it
+    a = await startNode({ port: a.port, admin: a.admin, dir: a.dir, file: a.file });
+    expect(await listed(a, ip)).toBe(true);
+    await redis.restart();
+    await within(() => listed(b, ip), 8000);
+    expect(await refused(b, ip)).toBe(true);
+  }, 40_000);
 });
 
 if (!hasRedis) describe('two nodes on one Redis', () => { it.skip(redisSkipReason, () => {}); });

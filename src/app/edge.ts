@@ -5,7 +5,8 @@
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
 import type { DecisionBus } from '../decisions/bus.ts';
-import type { FilterStore } from '../store/filter-store.ts';
+import type { FilterStore, SqliteFilterStore } from '../store/filter-store.ts';
+import type { RedisBusOptions } from '../store/redis-keys.ts';
 import type { Db } from '../store/db.ts';
 import type { Filter } from '../detect/filter.ts';
 import type { Observation } from '../observe/observation.ts';
@@ -117,6 +118,11 @@ export function applyConfig(edge: Edge, config: Config): void {
   edge.pipeline.reconfigure(config);
   edge.listeners.reconfigure(config);
   edge.filter.reconfigure(config);
+}
+
+/** The RedisBus's queue of decisions not yet written, kept in the node's store while Redis is away. */
+export function redisQueue(store: SqliteFilterStore): NonNullable<RedisBusOptions['queue']> {
+  return { load: () => store.loadRedisQueue(), save: (ds) => store.saveRedisQueue(ds) };
 }
 
 /**

@@ -25,7 +25,7 @@ import { Dispatcher } from '../cluster/dispatcher.ts';
 import { WorkersView } from '../cluster/aggregate.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
-import { closeState, loggedUpstreams, saveBansAtOnce } from './edge.ts';
+import { closeState, loggedUpstreams, redisQueue, saveBansAtOnce } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
 
@@ -58,7 +58,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const demo: http.Server | null = config.demo.enabled ? await startDemoOrigin(config.demo.host, config.demo.port) : null;
   const db = openStore(config.state.dir);
   const store = new SqliteFilterStore(db);
-  const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }) }) : new LocalBus();
+  const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), queue: redisQueue(store) }) : new LocalBus();
   let pool: WorkerPool | null = null;
   const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
   const secret = await bus.secret(store.secret());

@@ -10,6 +10,8 @@ import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { OffenderRecord } from '../decisions/ban-time.ts';
 import type { SavedAttack } from '../detect/attack-mode.ts';
+import type { Decision } from '../decisions/bus.ts';
+import { isDecision, parse } from './redis-keys.ts';
 
 /** What the filter learned of one domain's traffic. Read back with care: each part is checked where it is restored. */
 export interface LearnedDomain {
@@ -136,6 +138,19 @@ export class SqliteFilterStore implements FilterStore {
       try { this.db.exec('ROLLBACK'); } catch { /* the original error says more */ }
       throw e;
     }
+  }
+
+  /** The decisions a RedisBus had not written yet (RedisBusOptions.queue): kept across a restart while Redis is away. */
+  loadRedisQueue(): Decision[] {
+    const row = this.db.prepare("SELECT value FROM filter_meta WHERE key = 'redis-queue'").get() as { value: Uint8Array } | undefined;
+    if (!row) return [];
+    const ds = parse<unknown>(Buffer.from(row.value).toString('utf8'));
+    return Array.isArray(ds) ? ds.filter(isDecision) : [];
+  }
+
+  saveRedisQueue(ds: Decision[]): void {
+    if (ds.length === 0) this.db.prepare("DELETE FROM filter_meta WHERE key = 'redis-queue'").run();
+    else this.db.prepare("INSERT OR REPLACE INTO filter_meta (key, value) VALUES ('redis-queue', ?)").run(Buffer.from(JSON.stringify(ds)));
   }
 
   /** Drops offender records that have decayed to nothing, so the table stays bounded. */

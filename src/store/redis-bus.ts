@@ -60,6 +60,10 @@ export class RedisBus implements DecisionBus {
   private readonly timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
   private epoch: string | null = null;
+  private readonly queue: RedisBusOptions['queue'] | null;
+  /** The saved queue is not empty (it must be cleared once everything is written). */
+  private queueSaved = false;
+  private saveTimer: NodeJS.Timeout | null = null;
   /** When a failed write was last logged (at most one line every 10 s while it keeps failing). */
   private warnedAt = 0;
   /** Keys (pendingKey) of decisions of this node dropped from a full queue: never written, still in force here. */
@@ -74,6 +78,11 @@ export class RedisBus implements DecisionBus {
     this.log = opts.logger ?? { info() {}, warn() {} };
     this.maxPending = opts.maxPending ?? 100_000;
     this.pending = new PendingWrites(this.maxPending);
+    this.queue = opts.queue ?? null;
+    // What an earlier run of this node decided and could not write (it stopped while Redis was away).
+    try {
+      for (const d of this.queue?.load() ?? []) { this.known.remember(d); this.pending.put(d); this.queueSaved = true; }
+    } catch (err) { this.log.warn({ err: String(err) }, 'redis: the saved queue could not be read'); }
     this.waitMs = opts.waitMs ?? 2000;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1500;
     this.k = redisKeys(this.prefix);
@@ -120,6 +129,7 @@ export class RedisBus implements DecisionBus {
         this.unwritten.add(pendingKey(lost));
         if (this.dropped++ % 10_000 === 0) this.log.warn({ dropped: this.dropped, max: this.maxPending }, 'redis: decision queue full, oldest dropped');
       }
+      if (!this.healthy) this.saveSoon();
       this.scheduleFlush();
     } catch (err) {
       this.log.warn({ err: String(err) }, 'redis: publish failed');
@@ -170,6 +180,9 @@ export class RedisBus implements DecisionBus {
       else await this.flush();
     }
     this.closed = true;
+    // What could not be written waits in the node's store for its next start (or the store forgets an old queue).
+    if (this.saveTimer) clearTimeout(this.saveTimer);
+    this.saveQueue();
     for (const t of this.timers) clearInterval(t);
     for (const w of this.readyWaiters.splice(0)) w();
     this.cmd.disconnect();
@@ -231,6 +244,20 @@ export class RedisBus implements DecisionBus {
 
   // --- writing ---
 
+  /** The queue goes to the node's store at most once a second while Redis is away. */
+  private saveSoon(): void {
+    if (!this.queue || this.saveTimer) return;
+    this.saveTimer = setTimeout(() => { this.saveTimer = null; this.saveQueue(); }, 1000);
+    this.saveTimer.unref();
+  }
+
+  private saveQueue(): void {
+    if (!this.queue) return;
+    const ds = this.pending.all();
+    if (ds.length === 0 && !this.queueSaved) return;
+    try { this.queue.save(ds); this.queueSaved = ds.length > 0; } catch (err) { this.log.warn({ err: String(err) }, 'redis: the queue could not be saved'); }
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled || this.flushing || !this.cmdReady || this.resyncing) return;
     this.flushScheduled = true;
@@ -267,6 +294,7 @@ export class RedisBus implements DecisionBus {
     } finally {
       this.flushing = false;
       if (failed) setTimeout(() => this.scheduleFlush(), RETRY_MS).unref();
+      else if (this.pending.size === 0 && this.queueSaved && !this.closed) this.saveQueue(); // written: the saved copy goes
       else if (this.pending.size && this.cmdReady && !this.closed) this.scheduleFlush();
     }
   }

@@ -77,6 +77,9 @@ export class PendingWrites {
     return e.d;
   }
 
+  /** Every queued decision, oldest first. */
+  all(): Decision[] { return [...this.m.values()].map((e) => e.d); }
+
   /** Whether a decision on this key (pendingKey) waits to be written. */
   has(key: string): boolean { return this.m.has(key); }
 
@@ -211,4 +214,7 @@ export interface RedisBusOptions {
   heartbeatMs?: number;
   /** A heartbeat PING not answered within this marks the bus unhealthy and reconnects; default 1500 ms. */
   heartbeatTimeoutMs?: number;
+  /** Where the queue of decisions not yet written is kept while Redis is away (the node's own store), so that a
+   *  node restarted before Redis returns still tells the others what it decided. */
+  queue?: { load(): Decision[]; save(ds: Decision[]): void };
 }
