@@ -3,26 +3,20 @@
 // also published on one channel (so the other nodes apply it within a round
 // trip). Counting never comes here: only decisions.
 //
-// The key layout, the write commands and the parsing of what is read are in
-// redis-keys.ts; the catch-up after a cut in redis-resync.ts.
-//
-// Publishing never blocks and never throws: a decision goes into a pending map
-// (one entry per ban key / whitelist key / domain, newest wins, bounded), and a
-// flush writes the pending ones in one MULTI with their PUBLISH. While Redis is
-// out of reach the map keeps them; when it returns they are written, and the
-// cluster's state is read back and the difference delivered to subscribers
-// (decisions made elsewhere while this node was cut off).
+// Keys, writes and parsing: redis-keys.ts; the queue: redis-queue.ts; the catch-up after a cut: redis-resync.ts.
+// Publishing never blocks nor throws: a decision is queued (newest per address or domain, bounded) and a flush
+// writes the queue in one MULTI with its PUBLISH. While Redis is out of reach the queue keeps them; when it returns
+// they are written, the cluster's state is read back, and the difference is delivered (what was decided elsewhere).
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Decision, DecisionBus } from '../decisions/bus.ts';
-import { PRUNE_LUA, PendingWrites, parseMessage, pendingKey, parseState, redisKeys, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
-import { Known, checkEpoch } from './redis-resync.ts';
+import { parseMessage, redisKeys, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
+import { Known, checkEpoch, pruneBans, readState } from './redis-resync.ts';
+import { DecisionQueue } from './redis-queue.ts';
 
-// Re-exported: these were declared here first and callers import them from this file.
+// Re-exported (declared here first; callers import them from this file).
 export type { AttackState, RedisSnapshot, RedisBusOptions } from './redis-keys.ts';
-
-
 
 const FLUSH_BATCH = 2000;
 const PRUNE_EVERY_MS = 10_000;
@@ -34,16 +28,14 @@ export class RedisBus implements DecisionBus {
   private readonly prefix: string;
   private readonly k: RedisKeys;
   private readonly log: BusLogger;
-  private readonly maxPending: number;
   private readonly waitMs: number;
   private readonly heartbeatTimeoutMs: number;
   private pinging = false;
   private readonly cmd: Redis;
   private readonly sub: Redis;
   private readonly subscribers: ((d: Decision) => void)[] = [];
-  /** Decisions not yet written (newest per key). */
-  private readonly pending: PendingWrites;
-  private dropped = 0;
+  /** Decisions not yet written (newest per key; redis-queue.ts). */
+  private readonly pending: DecisionQueue;
   private flushing = false;
   private flushScheduled = false;
   private cmdReady = false;
@@ -60,14 +52,8 @@ export class RedisBus implements DecisionBus {
   private readonly timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
   private epoch: string | null = null;
-  private readonly queue: RedisBusOptions['queue'] | null;
-  /** The saved queue is not empty (it must be cleared once everything is written). */
-  private queueSaved = false;
-  private saveTimer: NodeJS.Timeout | null = null;
   /** When a failed write was last logged (at most one line every 10 s while it keeps failing). */
   private warnedAt = 0;
-  /** Keys (pendingKey) of decisions of this node dropped from a full queue: never written, still in force here. */
-  private readonly unwritten = new Set<string>();
   /** The challenge secret the cluster uses (written back when Redis comes back empty). */
   private sharedSecret: Buffer | null = null;
   private readyWaiters: (() => void)[] = [];
@@ -76,13 +62,8 @@ export class RedisBus implements DecisionBus {
     this.prefix = opts.prefix ?? 'scrubber:';
     this.nodeId = opts.nodeId ?? `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
     this.log = opts.logger ?? { info() {}, warn() {} };
-    this.maxPending = opts.maxPending ?? 100_000;
-    this.pending = new PendingWrites(this.maxPending);
-    this.queue = opts.queue ?? null;
-    // What an earlier run of this node decided and could not write (it stopped while Redis was away).
-    try {
-      for (const d of this.queue?.load() ?? []) { this.known.remember(d); this.pending.put(d); this.queueSaved = true; }
-    } catch (err) { this.log.warn({ err: String(err) }, 'redis: the saved queue could not be read'); }
+    this.pending = new DecisionQueue(opts.maxPending ?? 100_000, opts.queue ?? null, this.log);
+    for (const d of this.pending.loadSaved()) this.known.remember(d);
     this.waitMs = opts.waitMs ?? 2000;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1500;
     this.k = redisKeys(this.prefix);
@@ -122,14 +103,7 @@ export class RedisBus implements DecisionBus {
     if (this.closed) return;
     try {
       this.known.remember(d);
-      const lost = this.pending.put(d);
-      this.unwritten.delete(pendingKey(d));
-      if (lost) {
-        // Still in force here; a catch-up must not read its absence from Redis as another node's undoing.
-        this.unwritten.add(pendingKey(lost));
-        if (this.dropped++ % 10_000 === 0) this.log.warn({ dropped: this.dropped, max: this.maxPending }, 'redis: decision queue full, oldest dropped');
-      }
-      if (!this.healthy) this.saveSoon();
+      this.pending.put(d, !this.healthy);
       this.scheduleFlush();
     } catch (err) {
       this.log.warn({ err: String(err) }, 'redis: publish failed');
@@ -181,8 +155,7 @@ export class RedisBus implements DecisionBus {
     }
     this.closed = true;
     // What could not be written waits in the node's store for its next start (or the store forgets an old queue).
-    if (this.saveTimer) clearTimeout(this.saveTimer);
-    this.saveQueue();
+    this.pending.save();
     for (const t of this.timers) clearInterval(t);
     for (const w of this.readyWaiters.splice(0)) w();
     this.cmd.disconnect();
@@ -244,20 +217,6 @@ export class RedisBus implements DecisionBus {
 
   // --- writing ---
 
-  /** The queue goes to the node's store at most once a second while Redis is away. */
-  private saveSoon(): void {
-    if (!this.queue || this.saveTimer) return;
-    this.saveTimer = setTimeout(() => { this.saveTimer = null; this.saveQueue(); }, 1000);
-    this.saveTimer.unref();
-  }
-
-  private saveQueue(): void {
-    if (!this.queue) return;
-    const ds = this.pending.all();
-    if (ds.length === 0 && !this.queueSaved) return;
-    try { this.queue.save(ds); this.queueSaved = ds.length > 0; } catch (err) { this.log.warn({ err: String(err) }, 'redis: the queue could not be saved'); }
-  }
-
   private scheduleFlush(): void {
     if (this.flushScheduled || this.flushing || !this.cmdReady || this.resyncing) return;
     this.flushScheduled = true;
@@ -294,23 +253,15 @@ export class RedisBus implements DecisionBus {
     } finally {
       this.flushing = false;
       if (failed) setTimeout(() => this.scheduleFlush(), RETRY_MS).unref();
-      else if (this.pending.size === 0 && this.queueSaved && !this.closed) this.saveQueue(); // written: the saved copy goes
       else if (this.pending.size && this.cmdReady && !this.closed) this.scheduleFlush();
     }
   }
 
-  private async prune(now: number): Promise<void> {
-    if (!this.cmdReady) return;
-    await this.cmd.eval(PRUNE_LUA, 2, this.k.bans, this.k.exp, String(now));
-  }
+  private async prune(now: number): Promise<void> { if (this.cmdReady) await pruneBans(this.cmd, this.k, now); }
 
   // --- reading ---
 
-  private async read(now: number): Promise<RedisSnapshot> {
-    await this.prune(now).catch(() => {});
-    const [bans, wl, attack] = await Promise.all([this.cmd.hgetall(this.k.bans), this.cmd.hgetall(this.k.wl), this.cmd.hgetall(this.k.attack)]);
-    return parseState(bans, wl, attack, now);
-  }
+  private read(now: number): Promise<RedisSnapshot> { return readState(this.cmd, this.k, now); }
 
   /** On every connection: check Redis still has its data; back from a cut, write what was queued, then read what
    *  is in force and deliver what differs from what we know. */
@@ -325,8 +276,7 @@ export class RedisBus implements DecisionBus {
         this.log.warn({ bans: this.known.bans.size }, 'redis: its data is gone (restarted without persistence?); writing back what this node knows');
         // Queue everything this node knows to be in force, so the cluster's state is rebuilt; and the challenge
         // secret in use, or the next node to start would set one of its own (its cookies would fail here).
-        for (const d of this.known.decisions(Date.now())) this.pending.putIfAbsent(d);
-        this.unwritten.clear(); // all queued again
+        this.pending.requeue(this.known.decisions(Date.now()));
         if (this.sharedSecret) await this.cmd.set(this.k.secret, this.sharedSecret, 'NX');
         this.needResync = true;
       }
@@ -334,7 +284,7 @@ export class RedisBus implements DecisionBus {
       await this.flush();
       if (this.pending.size || !this.healthy) return; // cut again: the next 'ready' retries
       const now = Date.now();
-      const out = this.known.diff(await this.read(now), now, (key) => this.pending.has(key) || this.unwritten.has(key));
+      const out = this.known.diff(await this.read(now), now, (key) => this.pending.holds(key));
       this.needResync = false;
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
       for (const d of out) this.deliver(d);

@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { Decision } from '../decisions/bus.ts';
-import { attackJson, parse, type AttackState, type RedisSnapshot } from './redis-keys.ts';
+import { PRUNE_LUA, attackJson, parse, parseState, type AttackState, type RedisKeys, type RedisSnapshot } from './redis-keys.ts';
 
 /** What one node knows is in force: the base a resync diffs against. */
 export class Known {
@@ -91,6 +91,18 @@ const sameBan = (a: BanEntry | undefined, b: BanEntry): boolean =>
   !!a && a.reason === b.reason && a.rule === b.rule && a.since === b.since && a.expiresAt === b.expiresAt;
 const sameWl = (a: WhitelistEntry | undefined, b: WhitelistEntry): boolean =>
   !!a && a.origin === b.origin && a.note === b.note && a.since === b.since;
+
+/** Deletes the bans that ran out (in bounded steps: PRUNE_LUA). */
+export async function pruneBans(cmd: Redis, k: RedisKeys, now: number): Promise<void> {
+  await cmd.eval(PRUNE_LUA, 2, k.bans, k.exp, String(now));
+}
+
+/** What is in force in Redis now: the bans that ran out are pruned first. */
+export async function readState(cmd: Redis, k: RedisKeys, now: number): Promise<RedisSnapshot> {
+  await pruneBans(cmd, k, now).catch(() => {});
+  const [bans, wl, attack] = await Promise.all([cmd.hgetall(k.bans), cmd.hgetall(k.wl), cmd.hgetall(k.attack)]);
+  return parseState(bans, wl, attack, now);
+}
 
 /** Reads Redis's epoch (setting one if there is none). `wiped` is true when it differs from `prev`, the one this
  *  bus saw last: Redis lost its data in between. */

@@ -1,0 +1,84 @@
+// The decisions a RedisBus has not written yet: one per address or domain (the
+// newest wins), bounded (the oldest go first, and are remembered as never
+// written so that a catch-up does not read their absence from Redis as another
+// node's undoing), and kept in the node's own store while Redis is away, so
+// that a node restarted before Redis returns still writes them.
+import type { Decision } from '../decisions/bus.ts';
+import { PendingWrites, pendingKey, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
+
+/** The queue goes to the node's store at most this often while Redis is away (and at close). */
+const SAVE_EVERY_MS = 1000;
+
+export class DecisionQueue {
+  private readonly pending: PendingWrites;
+  private readonly max: number;
+  private readonly store: RedisBusOptions['queue'] | null;
+  private readonly log: BusLogger;
+  /** Keys (pendingKey) of decisions dropped from the full queue: never written, still in force here. */
+  private readonly unwritten = new Set<string>();
+  private dropped = 0;
+  /** The saved copy is not empty (it must be cleared once everything is written). */
+  private saved = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(max: number, store: RedisBusOptions['queue'] | null, log: BusLogger) {
+    this.max = max;
+    this.pending = new PendingWrites(max);
+    this.store = store;
+    this.log = log;
+  }
+
+  /** What an earlier run of this node decided and could not write (it stopped while Redis was away), queued again. */
+  loadSaved(): Decision[] {
+    let ds: Decision[] = [];
+    try { ds = this.store?.load() ?? []; } catch (err) { this.log.warn({ err: String(err) }, 'redis: the saved queue could not be read'); }
+    for (const d of ds) this.pending.put(d);
+    this.saved = ds.length > 0;
+    return ds;
+  }
+
+  get size(): number { return this.pending.size; }
+
+  /** Queues a decision; `away`: Redis is out of reach, so the queue is saved soon. */
+  put(d: Decision, away: boolean): void {
+    const lost = this.pending.put(d);
+    this.unwritten.delete(pendingKey(d));
+    if (lost) {
+      this.unwritten.add(pendingKey(lost));
+      if (this.dropped++ % 10_000 === 0) this.log.warn({ dropped: this.dropped, max: this.max }, 'redis: decision queue full, oldest dropped');
+    }
+    if (away) this.saveSoon();
+  }
+
+  /** Everything this node knows to be in force, queued again (Redis came back empty): nothing is unwritten now. */
+  requeue(ds: Decision[]): void {
+    for (const d of ds) this.pending.putIfAbsent(d);
+    this.unwritten.clear();
+  }
+
+  /** A decision of this node on this key is queued or was never written: Redis cannot hold it yet. */
+  holds(key: string): boolean { return this.pending.has(key) || this.unwritten.has(key); }
+
+  take(n: number): ReturnType<PendingWrites['take']> { return this.pending.take(n); }
+
+  /** A batch was written; once the queue is empty, the saved copy goes too. */
+  done(batch: ReturnType<PendingWrites['take']>): void {
+    this.pending.done(batch);
+    if (this.pending.size === 0 && this.saved) this.save();
+  }
+
+  private saveSoon(): void {
+    if (!this.store || this.timer) return;
+    this.timer = setTimeout(() => { this.timer = null; this.save(); }, SAVE_EVERY_MS);
+    this.timer.unref();
+  }
+
+  /** Writes the queue to the node's store now (at close: what could not be written waits for the next start). */
+  save(): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (!this.store) return;
+    const ds = this.pending.all();
+    if (ds.length === 0 && !this.saved) return;
+    try { this.store.save(ds); this.saved = ds.length > 0; } catch (err) { this.log.warn({ err: String(err) }, 'redis: the queue could not be saved'); }
+  }
+}
