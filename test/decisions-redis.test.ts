@@ -421,4 +421,20 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       expect(await raw.hget(`${p}bans`, '10.11.0.1')).not.toBeNull();
     } finally { raw.disconnect(); }
   }, 15_000);
+
+  it('Redis emptied while connected (FLUSHALL): the bans in force are written back within a few heartbeats', async () => {
+    const p = prefix();
+    const a = mk(redis.url, p, 'A', { heartbeatMs: 200 });
+    await waitFor('bus healthy', () => a.bus.healthy, 5000);
+    a.bus.publish({ kind: 'ban', entry: ban('10.12.0.1') });
+    const raw = new Redis(redis.url);
+    try {
+      await waitFor('written', () => a.bus.pendingCount === 0, 3000);
+      expect(await raw.hget(`${p}bans`, '10.12.0.1')).not.toBeNull();
+      await raw.flushall();
+      const t0 = Date.now();
+      while (Date.now() - t0 < 3000 && (await raw.hget(`${p}bans`, '10.12.0.1')) === null) await sleep(50);
+      expect(await raw.hget(`${p}bans`, '10.12.0.1')).not.toBeNull();
+    } finally { raw.disconnect(); }
+  }, 15_000);
 });

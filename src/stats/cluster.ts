@@ -37,6 +37,23 @@ export function outboxPayload(domains: { domain: string; t: number; c: Float64Ar
   };
 }
 
+/** Outbox rows holding a node's whole stored totals (rows as the store keeps them: domain, t and the columns), at
+ *  most `per` buckets each: what the node pushes again when the cluster's counters were lost (Redis restarted
+ *  empty). Pure. */
+export function totalsPayloads(domainRows: Record<string, unknown>[], globalRows: Record<string, unknown>[], per = 500): OutboxPayload[] {
+  const pick = (names: readonly string[], r: Record<string, unknown>) => {
+    const c: Record<string, number> = {};
+    for (const n of names) { const v = Number(r[n] ?? 0); if (v !== 0) c[n] = v; }
+    return c;
+  };
+  const out: OutboxPayload[] = [];
+  const next = () => { const p: OutboxPayload = { d: [], g: [] }; out.push(p); return p; };
+  let p = next();
+  for (const r of domainRows) { if (p.d.length + p.g.length >= per) p = next(); p.d.push({ domain: String(r.domain), t: Number(r.t), c: pick(FIELDS, r) }); }
+  for (const r of globalRows) { if (p.d.length + p.g.length >= per) p = next(); p.g.push({ t: Number(r.t), c: pick(GLOBAL_FIELDS, r) }); }
+  return out.filter((x) => x.d.length + x.g.length > 0);
+}
+
 /** Redis hash fields are "<bucket start>.<column>"; max-fields (samples, not sums) are kept as the largest value. */
 export const hashField = (t: number, column: string): string => `${t}.${column}`;
 export const MAX_COLUMNS: readonly string[] = [...GLOBAL_MAX_FIELDS];

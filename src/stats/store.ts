@@ -5,7 +5,7 @@
 import type { Db } from '../store/db.ts';
 import type { StatementSync } from 'node:sqlite';
 import { FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS } from './buckets.ts';
-import { outboxPayload } from './cluster.ts';
+import { outboxPayload, totalsPayloads } from './cluster.ts';
 
 /** Kept for more than 13 months (SPEC: at least 13), so last year's same month can always be billed again. */
 export const DEFAULT_RETENTION_DAYS = 430;
@@ -31,7 +31,8 @@ export class StatsStore {
     db.exec(`CREATE TABLE IF NOT EXISTS stats_domain_bucket (domain TEXT NOT NULL, t INTEGER NOT NULL, ${cols(FIELDS)}, PRIMARY KEY (domain, t)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS stats_global_bucket (t INTEGER PRIMARY KEY, ${cols(GLOBAL_FIELDS)});
       CREATE TABLE IF NOT EXISTS stats_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS stats_node (id TEXT NOT NULL);`);
+      CREATE TABLE IF NOT EXISTS stats_node (id TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS stats_cluster (epoch TEXT NOT NULL);`);
     this.insOutbox = db.prepare('INSERT INTO stats_outbox (body) VALUES (?)');
     const qs = (n: number) => Array(n).fill('?').join(', ');
     this.upsertDomain = db.prepare(`INSERT INTO stats_domain_bucket (domain, t, ${FIELDS.join(', ')}) VALUES (?, ?, ${qs(FIELDS.length)})
@@ -72,6 +73,36 @@ export class StatsStore {
 
   outboxDone(upToSeq: number): void { this.db.prepare('DELETE FROM stats_outbox WHERE seq <= ?').run(upToSeq); }
   get outboxSize(): number { return Number((this.db.prepare('SELECT count(*) AS n FROM stats_outbox').get() as { n: number }).n); }
+
+  /** The epoch of the Redis this node's outbox was pushed to (null: none yet). */
+  clusterEpoch(): string | null {
+    return (this.db.prepare('SELECT epoch FROM stats_cluster').get() as { epoch: string } | undefined)?.epoch ?? null;
+  }
+
+  /**
+   * The cluster's counters are gone (Redis restarted empty, epoch changed): in one transaction the outbox is
+   * replaced by rows holding every stored bucket (its rows not pushed yet are in those totals already), and the new
+   * epoch is recorded. Pushed, they give the cluster back this node's part exactly. Returns the rows queued.
+   */
+  rebuildOutbox(epoch: string): number {
+    this.db.exec('BEGIN');
+    try {
+      this.db.exec('DELETE FROM stats_outbox');
+      const rows = totalsPayloads(this.db.prepare('SELECT * FROM stats_domain_bucket ORDER BY t').all() as Row[], this.db.prepare('SELECT * FROM stats_global_bucket ORDER BY t').all() as Row[]);
+      for (const p of rows) this.insOutbox.run(JSON.stringify(p));
+      this.setClusterEpoch(epoch);
+      this.db.exec('COMMIT');
+      return rows.length;
+    } catch (e) {
+      this.db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  setClusterEpoch(epoch: string): void {
+    this.db.prepare('DELETE FROM stats_cluster').run();
+    this.db.prepare('INSERT INTO stats_cluster (epoch) VALUES (?)').run(epoch);
+  }
 
   /** This node's name in the cluster's "applied up to" record: kept in the store, so that a restart continues its sequence. */
   nodeId(fresh: () => string): string {

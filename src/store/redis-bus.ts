@@ -190,7 +190,8 @@ export class RedisBus implements DecisionBus {
     const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('heartbeat timeout')), this.heartbeatTimeoutMs); });
     // Both connections: the subscriber's can die silently too (an idle link cut by a NAT or a firewall), and then
     // no decision of another node would arrive while this one looks healthy.
-    Promise.race([Promise.all([this.cmd.ping(), this.subReady ? this.sub.ping() : null]), late]).then(() => {}, () => {
+    // Answered: Redis's epoch too (a FLUSHALL while connected empties it as a restart does: written back at once).
+    Promise.race([Promise.all([this.cmd.ping(), this.subReady ? this.sub.ping() : null]), late]).then(() => { if (this.healthy) void this.resync(); }, () => {
       // No answer in time: the link is dead without having closed. Reconnect both connections.
       if (this.closed || this.cmd.status !== 'ready') return;
       this.cmdReady = false;

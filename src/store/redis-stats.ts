@@ -4,14 +4,17 @@
 //   {prefix}stats:g:{day}           the same for the counters of no domain
 //   {prefix}stats:applied           hash node id → last outbox seq applied
 // One hash per day, so a month's bill is 31 reads, not 14,880.
+import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { StatsStore } from '../stats/store.ts';
 import { MAX_COLUMNS, billingSamplesOf, clusterBuckets, daysOf, rowsOf, type ClusterStats } from '../stats/cluster.ts';
 import type { BucketJson } from '../stats/buckets.ts';
 import type { BillingSample } from '../stats/billing.ts';
 
-// Applies one outbox row, unless this node already applied it (a crash between the push and the outbox delete).
+// Applies one outbox row, unless this node already applied it (a crash between the push and the outbox delete);
+// returns -1 without applying when Redis's epoch is not the one the node pushes to (its data was lost meanwhile).
 const APPLY_LUA = `
+if redis.call('GET', KEYS[2]) ~= ARGV[7] then return -1 end
 local applied = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local seq = tonumber(ARGV[2])
 if seq <= applied then return 0 end
@@ -83,11 +86,19 @@ export class RedisClusterStats implements ClusterStats {
     if (this.closed || this.redis.status !== 'ready') return;
     const ttl = Math.ceil(this.o.retentionDays() * 86_400);
     try {
-      for (;;) {
+      let epoch = await this.epoch();
+      for (let lost = 0; ;) {
         const rows = this.o.store.outboxRows(PUSH_BATCH);
         if (!rows.length) break;
         for (const r of rows) {
-          await this.redis.eval(APPLY_LUA, 1, `${this.prefix}stats:applied`, this.o.nodeId, r.seq, this.prefix, ttl, r.body, JSON.stringify(MAX_COLUMNS));
+          const res = await this.redis.eval(APPLY_LUA, 2, `${this.prefix}stats:applied`, `${this.prefix}epoch`, this.o.nodeId, r.seq, this.prefix, ttl, r.body, JSON.stringify(MAX_COLUMNS), epoch);
+          if (res === -1) {
+            // Emptied under us: the outbox is rebuilt from the totals, and the push starts over (bounded, in case
+            // something keeps deleting the epoch).
+            if (++lost > 3) throw new Error('Redis keeps losing its data');
+            epoch = await this.epoch();
+            break;
+          }
           this.o.store.outboxDone(r.seq);
         }
       }
@@ -96,6 +107,21 @@ export class RedisClusterStats implements ClusterStats {
       if (!this.failing) this.o.log.warn({ err: (err as Error).message, backlog: this.backlog }, 'redis: pushing statistics failed; kept in the outbox, will retry');
       this.failing = true;
     }
+  }
+
+  /** Redis's epoch (set if there is none; the decision bus shares it). One that is not the epoch this node pushed to
+   *  means the cluster's counters were lost: this node queues its whole totals again (StatsStore.rebuildOutbox). */
+  private async epoch(): Promise<string> {
+    const key = `${this.prefix}epoch`;
+    await this.redis.set(key, crypto.randomBytes(8).toString('hex'), 'NX');
+    const cur = (await this.redis.get(key))!;
+    const mine = this.o.store.clusterEpoch();
+    if (mine === null) this.o.store.setClusterEpoch(cur);
+    else if (mine !== cur) {
+      const rows = this.o.store.rebuildOutbox(cur);
+      this.o.log.warn({ rows }, 'redis: the cluster statistics were lost (Redis restarted empty?); pushing this node\'s totals again');
+    }
+    return cur;
   }
 
   private async days(kind: 'd' | 'g', domain: string, from: number, to: number): Promise<Record<string, string>[]> {
