@@ -75,6 +75,10 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
   let n = 0;
   const prefix = () => `t${++n}:`;
   const mk = (...a: Parameters<typeof node>) => { const x = node(...a); open.push(x.bus); return x; };
+  /** A node once its bus is healthy. */
+  const healthyNode = async (...a: Parameters<typeof node>) => { const x = mk(...a); await waitFor('bus healthy', () => x.bus.healthy, 5000); return x; };
+  /** A plain client for the test's own reads and writes, closed after `fn`. */
+  const withRaw = async (url: string, fn: (raw: Redis) => Promise<void>) => { const raw = new Redis(url); try { await fn(raw); } finally { raw.disconnect(); } };
 
   beforeAll(async () => { redis = await startRedis(); });
   afterAll(async () => {
@@ -327,10 +331,8 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
 
   it('a message on the channel that is not a decision is ignored, and the node goes on', async () => {
     const p = prefix();
-    const a = mk(redis.url, p, 'A');
-    await waitFor('bus healthy', () => a.bus.healthy, 5000);
-    const raw = new Redis(redis.url);
-    try {
+    const a = await healthyNode(redis.url, p, 'A');
+    await withRaw(redis.url, async (raw) => {
       // Another version, a hand-typed PUBLISH: each used to throw inside the subscriber's handler (a crash).
       await raw.publish(`${p}decisions`, JSON.stringify({ node: 'X', ds: [null, 5, { kind: 'ban' }, { kind: 'ban', entry: { ip: 3 } }, { kind: 'unban' }, { kind: 'nonsense' }] }));
       await raw.publish(`${p}decisions`, 'not json');
@@ -338,7 +340,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await waitFor('the valid ban after them', () => bansOf(a.got).includes('10.8.0.1'), 2000);
       expect(a.got.length).toBe(1);
       expect(a.bus.healthy).toBe(true);
-    } finally { raw.disconnect(); }
+    });
   }, 15_000);
 
   it('a decision made while the catch-up reads Redis is not undone by it', async () => {
@@ -407,10 +409,8 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
 
   it('a decision Redis refuses (a key of the wrong type) stays queued, and is written once it can be', async () => {
     const p = prefix();
-    const a = mk(redis.url, p, 'A');
-    await waitFor('bus healthy', () => a.bus.healthy, 5000);
-    const raw = new Redis(redis.url);
-    try {
+    const a = await healthyNode(redis.url, p, 'A');
+    await withRaw(redis.url, async (raw) => {
       await raw.set(`${p}bans`, 'not a hash');
       a.bus.publish({ kind: 'ban', entry: ban('10.11.0.1') });
       await sleep(400);
@@ -419,22 +419,20 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await raw.del(`${p}bans`);
       await waitFor('written', () => a.bus.pendingCount === 0, 5000);
       expect(await raw.hget(`${p}bans`, '10.11.0.1')).not.toBeNull();
-    } finally { raw.disconnect(); }
+    });
   }, 15_000);
 
   it('Redis emptied while connected (FLUSHALL): the bans in force are written back within a few heartbeats', async () => {
     const p = prefix();
-    const a = mk(redis.url, p, 'A', { heartbeatMs: 200 });
-    await waitFor('bus healthy', () => a.bus.healthy, 5000);
+    const a = await healthyNode(redis.url, p, 'A', { heartbeatMs: 200 });
     a.bus.publish({ kind: 'ban', entry: ban('10.12.0.1') });
-    const raw = new Redis(redis.url);
-    try {
+    await withRaw(redis.url, async (raw) => {
       await waitFor('written', () => a.bus.pendingCount === 0, 3000);
       expect(await raw.hget(`${p}bans`, '10.12.0.1')).not.toBeNull();
       await raw.flushall();
       const t0 = Date.now();
       while (Date.now() - t0 < 3000 && (await raw.hget(`${p}bans`, '10.12.0.1')) === null) await sleep(50);
       expect(await raw.hget(`${p}bans`, '10.12.0.1')).not.toBeNull();
-    } finally { raw.disconnect(); }
+    });
   }, 15_000);
 });
