@@ -376,7 +376,8 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
   it('a reconnect to a Redis that kept its data does not lift the bans dropped here from a full queue', async () => {
     const link = await relay(redis.port);
     try {
-      const a = mk(link.url, prefix(), 'A', { maxPending: 5 });
+      const p = prefix();
+      const a = mk(link.url, p, 'A', { maxPending: 5 });
       await waitFor('bus healthy', () => a.bus.healthy, 5000);
       await link.cut();
       await waitFor('unhealthy', () => !a.bus.healthy, 3000);
@@ -384,8 +385,15 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await link.heal();
       await waitFor('flushed', () => a.bus.healthy && a.bus.pendingCount === 0, 8000);
       await sleep(500);
-      // The five oldest never reached Redis; they are still in force on this node, not unbanned by the catch-up.
+      // The five oldest never reached Redis; they are still in force on this node, not unbanned by the catch-up,
+      // and once it is done they are queued again and written: Redis holds all ten.
       expect(a.got.filter((d) => d.kind === 'unban')).toEqual([]);
+      await waitFor('all ten in Redis', () => a.bus.pendingCount === 0, 5000);
+      await withRaw(redis.url, async (raw) => {
+        const t0 = Date.now();
+        while (Date.now() - t0 < 3000 && (await raw.hlen(`${p}bans`)) < 10) await sleep(50);
+        expect(await raw.hlen(`${p}bans`)).toBe(10);
+      });
     } finally {
       await link.close();
     }
@@ -435,4 +443,21 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       expect(await raw.hget(`${p}bans`, '10.12.0.1')).not.toBeNull();
     });
   }, 15_000);
+
+  it('a decision Redis keeps refusing goes after three tries; the rest of its batch is written, the others hear it at most thrice', async () => {
+    const p = prefix();
+    const a = await healthyNode(redis.url, p, 'A');
+    const b = await healthyNode(redis.url, p, 'B');
+    await withRaw(redis.url, async (raw) => {
+      await raw.set(`${p}attack`, 'not a hash');
+      a.bus.publish({ kind: 'attack', domain: 'x.test', under: true, since: Date.now(), reason: 'test' });
+      a.bus.publish({ kind: 'ban', entry: ban('10.13.0.1') });
+      await waitFor('the ban in Redis', () => bansOf(b.got).includes('10.13.0.1'), 3000);
+      expect(await raw.hget(`${p}bans`, '10.13.0.1')).not.toBeNull();
+      await waitFor('the refused one dropped', () => a.bus.pendingCount === 0, 10_000);
+      expect(a.logs.some((l) => l.includes('keeps refusing'))).toBe(true);
+      await sleep(2500);
+      expect(b.got.filter((d) => d.kind === 'attack').length).toBeLessThanOrEqual(3);
+    });
+  }, 20_000);
 });

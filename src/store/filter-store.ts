@@ -11,7 +11,7 @@ import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { OffenderRecord } from '../decisions/ban-time.ts';
 import type { SavedAttack } from '../detect/attack-mode.ts';
 import type { Decision } from '../decisions/bus.ts';
-import { isDecision, parse } from './redis-keys.ts';
+import { decisionsOf, parse } from './redis-keys.ts';
 
 /** What the filter learned of one domain's traffic. Read back with care: each part is checked where it is restored. */
 export interface LearnedDomain {
@@ -145,7 +145,7 @@ export class SqliteFilterStore implements FilterStore {
     const row = this.db.prepare("SELECT value FROM filter_meta WHERE key = 'redis-queue'").get() as { value: Uint8Array } | undefined;
     if (!row) return [];
     const ds = parse<unknown>(Buffer.from(row.value).toString('utf8'));
-    return Array.isArray(ds) ? ds.filter(isDecision) : [];
+    return Array.isArray(ds) ? decisionsOf(ds) : [];
   }
 
   saveRedisQueue(ds: Decision[]): void {

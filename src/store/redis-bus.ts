@@ -11,12 +11,9 @@ import os from 'node:os';
 import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Decision, DecisionBus } from '../decisions/bus.ts';
-import { parseMessage, redisKeys, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
+import { parseMessage, redisKeys, refusedDecisions, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
 import { Known, checkEpoch, pruneBans, readState } from './redis-resync.ts';
 import { DecisionQueue } from './redis-queue.ts';
-
-// Re-exported (declared here first; callers import them from this file).
-export type { AttackState, RedisSnapshot, RedisBusOptions } from './redis-keys.ts';
 
 const FLUSH_BATCH = 2000;
 const PRUNE_EVERY_MS = 10_000;
@@ -175,12 +172,11 @@ export class RedisBus implements DecisionBus {
   }
 
   private onDown(): void {
-    if (this.closed) return;
-    if (this.wasHealthy) {
-      this.wasHealthy = false;
-      this.needResync = true;
-      this.log.warn({ node: this.nodeId }, 'redis: connection lost; protecting on local state, decisions queued');
-    }
+    if (this.closed || !this.wasHealthy) return;
+    this.wasHealthy = false;
+    this.needResync = true;
+    this.pending.save(); // what was on its way waits in the node's store too
+    this.log.warn({ node: this.nodeId }, 'redis: connection lost; protecting on local state, decisions queued');
   }
 
   private heartbeat(): void {
@@ -237,9 +233,12 @@ export class RedisBus implements DecisionBus {
           if (ds.length) {
             // A transaction runs every command even when one fails (a key of the wrong type): such a batch is not
             // written, whatever went through; it stays queued (applying a decision twice changes nothing).
-            const res = await m.exec();
-            const refused = res?.find(([e]) => e);
-            if (refused) throw refused[0];
+            const refused = refusedDecisions(ds, (await m.exec()) ?? []);
+            if (refused.size) {
+              const dropped = this.pending.settle(batch, refused); // the rest of the batch is written
+              if (dropped) this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
+              throw new Error(`Redis refused ${refused.size} decision(s)`);
+            }
           } else m.discard();
         } catch (err) {
           if (Date.now() - this.warnedAt > 10_000) {
@@ -289,8 +288,9 @@ export class RedisBus implements DecisionBus {
       this.needResync = false;
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
       for (const d of out) this.deliver(d);
+      this.pending.requeue(this.known.decisionsFor(this.pending.unwrittenKeys())); // what a full queue dropped, now
     } catch (err) {
-      this.log.warn({ err: String(err) }, 'redis: resync failed, retried on reconnect');
+      if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err) }, 'redis: resync failed, retried'); }
     } finally {
       const held = this.held ?? [];
       this.held = null;

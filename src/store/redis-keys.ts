@@ -123,9 +123,7 @@ export function parseMessage(msg: string): { node: string; ds: Decision[] } | nu
   const m = parse<{ node: unknown; ds: unknown }>(msg);
   if (!m || typeof m !== 'object' || !Array.isArray(m.ds)) return null;
   // Anything else on the channel (another version, a hand-typed PUBLISH) is left out, never applied half-way.
-  const ds = m.ds.filter(isDecision);
-  for (const d of ds) if (d.kind === 'ban' && d.entry.expiresAt == null) d.entry.expiresAt = Infinity;
-  return { node: String(m.node), ds };
+  return { node: String(m.node), ds: decisionsOf(m.ds) };
 }
 
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
@@ -137,6 +135,13 @@ export function isBanEntry(e: unknown): e is BanEntry {
   return isObj(e) && typeof e.ip === 'string' && typeof e.reason === 'string' && typeof e.rule === 'string' && typeof e.since === 'number' && isNum(e.expiresAt);
 }
 const isWlEntry = (e: unknown): e is WhitelistEntry => isObj(e) && typeof e.ip === 'string' && typeof e.since === 'number';
+
+/** The decisions among parsed JSON values (a ban without end comes back from JSON with a null expiry). */
+export function decisionsOf(xs: unknown[]): Decision[] {
+  const ds = xs.filter(isDecision);
+  for (const d of ds) if (d.kind === 'ban' && d.entry.expiresAt == null) d.entry.expiresAt = Infinity;
+  return ds;
+}
 
 /** A decision as a node publishes it. */
 export function isDecision(d: unknown): d is Decision {
@@ -153,7 +158,24 @@ export function isDecision(d: unknown): d is Decision {
 // A ban without end (Infinity) is scored +inf, so pruning never reaches it.
 const score = (expiresAt: number): string | number => (Number.isFinite(expiresAt) ? expiresAt : '+inf');
 
-/** Adds the commands that put one decision in force to a MULTI. */
+/** How many commands writeDecision adds for a decision (to tell, from EXEC's replies, which decisions failed). */
+const commandsOf = (d: Decision): number => (d.kind === 'ban' || d.kind === 'unban' ? 2 : 1);
+
+/** The decisions of a written batch (writeBatch's, in order, then its PUBLISH) that Redis refused inside the
+ *  transaction (a key of the wrong type, no memory left): all of them when the PUBLISH itself failed. Pure. */
+export function refusedDecisions(ds: Decision[], replies: [Error | null, unknown][]): Set<Decision> {
+  const out = new Set<Decision>();
+  if (replies[replies.length - 1]?.[0]) return new Set(ds);
+  let i = 0;
+  for (const d of ds) {
+    const n = commandsOf(d);
+    for (let j = i; j < i + n; j++) if (replies[j]?.[0]) { out.add(d); break; }
+    i += n;
+  }
+  return out;
+}
+
+/** Adds the commands that put one decision in force to a MULTI (as many as commandsOf says). */
 export function writeDecision(m: ReturnType<Redis['multi']>, k: RedisKeys, d: Decision): void {
   switch (d.kind) {
     case 'ban':

@@ -8,6 +8,10 @@ import { PendingWrites, pendingKey, type BusLogger, type RedisBusOptions } from 
 
 /** The queue goes to the node's store at most this often while Redis is away (and at close). */
 const SAVE_EVERY_MS = 1000;
+/** A decision Redis refused this many times (each batch that held it was published all the same) is dropped. */
+const MAX_REFUSALS = 3;
+
+type Batch = ReturnType<PendingWrites['take']>;
 
 export class DecisionQueue {
   private readonly pending: PendingWrites;
@@ -20,6 +24,8 @@ export class DecisionQueue {
   /** The saved copy is not empty (it must be cleared once everything is written). */
   private saved = false;
   private timer: NodeJS.Timeout | null = null;
+  /** Times Redis refused a queued decision, by key. */
+  private readonly refusals = new Map<string, number>();
 
   constructor(max: number, store: RedisBusOptions['queue'] | null, log: BusLogger) {
     this.max = max;
@@ -56,15 +62,39 @@ export class DecisionQueue {
     this.unwritten.clear();
   }
 
+  /** Keys of decisions dropped from the full queue (to be queued again once Redis is back: Known.decisionsFor). */
+  unwrittenKeys(): string[] { return [...this.unwritten]; }
+
   /** A decision of this node on this key is queued or was never written: Redis cannot hold it yet. */
   holds(key: string): boolean { return this.pending.has(key) || this.unwritten.has(key); }
 
-  take(n: number): ReturnType<PendingWrites['take']> { return this.pending.take(n); }
+  take(n: number): Batch { return this.pending.take(n); }
 
-  /** A batch was written; once the queue is empty, the saved copy goes too. */
-  done(batch: ReturnType<PendingWrites['take']>): void {
+  /** A batch was written; a saved copy follows (emptied with the queue: it must not replay written decisions). */
+  done(batch: Batch): void {
     this.pending.done(batch);
-    if (this.pending.size === 0 && this.saved) this.save();
+    for (const [key] of batch) this.refusals.delete(key);
+    if (this.saved) this.save();
+  }
+
+  /**
+   * A batch Redis wrote but for `refused` (a command error inside its transaction): the rest is done; the refused
+   * stay queued (they were published all the same: a decision applied twice changes nothing) and go after
+   * MAX_REFUSALS rather than be sent for ever (in force on this node only: remembered as never written).
+   * Returns how many were dropped.
+   */
+  settle(all: Batch, refused: Set<Decision>): number {
+    this.done(all.filter(([, , d]) => !refused.has(d)));
+    let dropped = 0;
+    for (const e of all.filter(([, , d]) => refused.has(d))) {
+      const n = (this.refusals.get(e[0]) ?? 0) + 1;
+      if (n < MAX_REFUSALS) { this.refusals.set(e[0], n); continue; }
+      this.refusals.delete(e[0]);
+      this.pending.done([e]);
+      this.unwritten.add(e[0]);
+      dropped++;
+    }
+    return dropped;
   }
 
   private saveSoon(): void {

@@ -29,6 +29,19 @@ export class Known {
     }
   }
 
+  /** What this node holds in force for these keys (pendingKey), as decisions: an address it no longer bans or
+   *  whitelists is an unban or an unwhitelist. */
+  decisionsFor(keys: string[]): Decision[] {
+    const out: Decision[] = [];
+    for (const key of keys) {
+      const id = key.slice(2);
+      if (key.startsWith('b:')) { const e = this.bans.get(id); out.push(e ? { kind: 'ban', entry: e } : { kind: 'unban', ip: id }); }
+      else if (key.startsWith('w:')) { const e = this.wl.get(id); out.push(e ? { kind: 'whitelist', entry: e } : { kind: 'unwhitelist', ip: id }); }
+      else { const v = this.attack.get(id); if (v) out.push({ kind: 'attack', domain: id, ...parse<Omit<AttackState, 'domain'>>(v)! }); }
+    }
+    return out;
+  }
+
   /** A snapshot the caller puts in force becomes what this node knows. */
   adopt(snap: RedisSnapshot): void {
     for (const e of snap.bans) this.bans.set(e.ip, e);
@@ -107,7 +120,8 @@ export async function readState(cmd: Redis, k: RedisKeys, now: number): Promise<
 /** Reads Redis's epoch (setting one if there is none). `wiped` is true when it differs from `prev`, the one this
  *  bus saw last: Redis lost its data in between. */
 export async function checkEpoch(cmd: Redis, key: string, prev: string | null): Promise<{ epoch: string | null; wiped: boolean }> {
-  await cmd.set(key, crypto.randomBytes(8).toString('hex'), 'NX');
-  const cur = await cmd.get(key);
+  // Read first: this runs every heartbeat, and a write would fail each time on a Redis that refuses writes.
+  let cur = await cmd.get(key);
+  if (cur === null) { await cmd.set(key, crypto.randomBytes(8).toString('hex'), 'NX'); cur = await cmd.get(key); }
   return { epoch: cur, wiped: prev !== null && cur !== prev };
 }
