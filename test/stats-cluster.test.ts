@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { openStore } from '../src/store/db.ts';
 import { StatsStore } from '../src/stats/store.ts';
 import { RedisClusterStats } from '../src/store/redis-stats.ts';
-import { newCounters, F, bucketOf } from '../src/stats/buckets.ts';
+import { newCounters, newGlobal, F, bucketOf } from '../src/stats/buckets.ts';
 
 const hasRedis = findRedisServer() !== null;
 const HOST = 'c.test';
@@ -131,4 +131,31 @@ describe.skipIf(!hasRedis)('the statistics outbox', () => {
       await redis.close();
     }
   });
+
+  it('pushing the whole totals again (Redis lost them) goes in steps: every bucket once, the old outbox replaced', () => {
+    const db = openStore(tempDir());
+    try {
+      const store = new StatsStore(db);
+      store.outbox = true;
+      const t0 = bucketOf(Date.now()) - 1200 * 180;
+      const c = newCounters();
+      c[F.reqPassed] = 2;
+      // 1200 buckets of one domain, in 12 writes (12 outbox rows, as if never pushed), and one global bucket.
+      for (let w = 0; w < 12; w++) store.write(Array.from({ length: 100 }, (_, i) => ({ domain: HOST, t: t0 + (w * 100 + i) * 180, c })), []);
+      const g = newGlobal();
+      g[0] = 3;
+      store.write([], [{ t: t0, g }]);
+      expect(store.outboxSize).toBe(13);
+      const rows = store.rebuildOutbox('epoch-2');
+      expect(rows).toBe(4); // 500 + 500 + 200 domain buckets, then the global one
+      expect(store.clusterEpoch()).toBe('epoch-2');
+      const bodies = store.outboxRows(100).map((r) => JSON.parse(r.body) as { d: { t: number; c: Record<string, number> }[] });
+      const ts = bodies.flatMap((b) => b.d.map((d) => d.t));
+      expect(new Set(ts).size).toBe(1200);
+      expect(bodies.flatMap((b) => b.d).reduce((n, d) => n + (d.c.req_passed ?? 0), 0)).toBe(2400);
+    } finally {
+      db.close();
+    }
+  });
 });
+

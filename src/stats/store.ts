@@ -10,6 +10,9 @@ import { outboxPayload, totalsPayloads } from './cluster.ts';
 /** Kept for more than 13 months (SPEC: at least 13), so last year's same month can always be billed again. */
 export const DEFAULT_RETENTION_DAYS = 430;
 
+/** Buckets per outbox row when a node pushes its whole totals again (rebuildOutbox), and per step reading them. */
+const REBUILD_ROWS = 500;
+
 export interface DomainDelta { domain: string; t: number; c: Float64Array }
 export interface GlobalDelta { t: number; g: Float64Array }
 type Row = Record<string, number>;
@@ -88,11 +91,21 @@ export class StatsStore {
     this.db.exec('BEGIN');
     try {
       this.db.exec('DELETE FROM stats_outbox');
-      const rows = totalsPayloads(this.db.prepare('SELECT * FROM stats_domain_bucket ORDER BY t').all() as Row[], this.db.prepare('SELECT * FROM stats_global_bucket ORDER BY t').all() as Row[]);
-      for (const p of rows) this.insOutbox.run(JSON.stringify(p));
+      // Read and written in steps of REBUILD_ROWS buckets: 430 days of 3-minute buckets of many domains are millions
+      // of rows, which must not all be in memory at once.
+      let n = 0;
+      const step = (domainRows: Row[], globalRows: Row[]) => { for (const p of totalsPayloads(domainRows, globalRows, REBUILD_ROWS)) { this.insOutbox.run(JSON.stringify(p)); n++; } };
+      for (const [sql, isDomain] of [['SELECT * FROM stats_domain_bucket', true], ['SELECT * FROM stats_global_bucket', false]] as const) {
+        let chunk: Row[] = [];
+        for (const r of this.db.prepare(sql).iterate() as Iterable<Row>) {
+          chunk.push(r);
+          if (chunk.length >= REBUILD_ROWS) { step(isDomain ? chunk : [], isDomain ? [] : chunk); chunk = []; }
+        }
+        if (chunk.length) step(isDomain ? chunk : [], isDomain ? [] : chunk);
+      }
       this.setClusterEpoch(epoch);
       this.db.exec('COMMIT');
-      return rows.length;
+      return n;
     } catch (e) {
       this.db.exec('ROLLBACK');
       throw e;
