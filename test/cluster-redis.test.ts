@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startOrigin, freePort, tempDir, request, rawExchange, sleep, until, type Origin } from './helpers/servers.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
+import { Redis } from 'ioredis';
 
 const BIN = path.resolve('bin/scrubber.js');
 const HOST = 'site.test';
@@ -154,6 +155,34 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
     await redis.restart();
     await within(() => listed(b, ip), 8000);
     expect(await refused(b, ip)).toBe(true);
+  }, 40_000);
+
+  it('a node that was down while an entry was lifted elsewhere lifts it too when it starts again', async () => {
+    const entry = '127.0.63.0/24';
+    expect((await api(b, 'PUT', `/api/whitelist/${encodeURIComponent(entry)}`, { note: 'lifted while b is down' })).status).toBe(200);
+    await within(() => whitelisted(a, entry), 3000);
+    await stopNode(b);
+    expect((await api(a, 'DELETE', `/api/whitelist/${encodeURIComponent(entry)}`)).status).toBe(200);
+    b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
+    await within(async () => !(await whitelisted(b, entry)), 3000);
+  }, 30_000);
+
+  it('every node restarted after Redis lost its data: what they hold is written back', async () => {
+    const ip = '127.0.61.40';
+    expect((await api(a, 'PUT', `/api/blacklist/${ip}`, { ttlSeconds: 600, reason: 'before the wipe' })).status).toBe(200);
+    await within(() => listed(b, ip), 3000);
+    await stopNode(a);
+    await stopNode(b);
+    await redis.restart(); // empty
+    a = await startNode({ port: a.port, admin: a.admin, dir: a.dir, file: a.file });
+    b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
+    const raw = new Redis(redis.url);
+    try {
+      const t0 = Date.now();
+      while (Date.now() - t0 < 5000 && (await raw.hget('scrubber:bans', ip)) === null) await sleep(50);
+      expect(await raw.hget('scrubber:bans', ip)).not.toBeNull();
+    } finally { raw.disconnect(); }
+    expect(await listed(a, ip)).toBe(true);
   }, 40_000);
 });
 

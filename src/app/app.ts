@@ -19,7 +19,7 @@ import { startDemoOrigin } from '../demo/origin.ts';
 import { LocalBus, type DecisionBus } from '../decisions/bus.ts';
 import { RedisBus } from '../store/redis-bus.ts';
 import { SqliteFilterStore } from '../store/filter-store.ts';
-import { applyConfig, buildEdge, closeState, redisQueue, saveBansAtOnce } from './edge.ts';
+import { applyConfig, buildEdge, closeState, redisLocal, saveBansAtOnce } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 
 export interface App {
@@ -46,7 +46,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const db: Db = openStore(config.state.dir);
   // With Redis, decisions (bans, lists, attack state, the challenge secret) are shared with the other nodes.
   const store = new SqliteFilterStore(db);
-  const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), queue: redisQueue(store) }) : new LocalBus();
+  const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
   const edge = buildEdge(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()) });
   const { filter, pipeline, listeners, upstreams, runtime } = edge;
   await filter.decisions.join(now());

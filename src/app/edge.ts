@@ -120,9 +120,13 @@ export function applyConfig(edge: Edge, config: Config): void {
   edge.filter.reconfigure(config);
 }
 
-/** The RedisBus's queue of decisions not yet written, kept in the node's store while Redis is away. */
-export function redisQueue(store: SqliteFilterStore): NonNullable<RedisBusOptions['queue']> {
-  return { load: () => store.loadRedisQueue(), save: (ds) => store.saveRedisQueue(ds) };
+/** What a RedisBus keeps in the node's store: its queue of decisions not yet written (while Redis is away) and the
+ *  Redis epoch it last reconciled with. */
+export function redisLocal(store: SqliteFilterStore): Pick<RedisBusOptions, 'queue' | 'epoch'> {
+  return {
+    queue: { load: () => store.loadRedisQueue(), save: (ds) => store.saveRedisQueue(ds) },
+    epoch: { load: () => store.loadRedisEpoch(), save: (e) => store.saveRedisEpoch(e) },
+  };
 }
 
 /**

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.ts';
 import type { LoadResult } from '../config/load.ts';
 import type { Logger } from '../log.ts';
-import type { Decision, DecisionBus } from '../decisions/bus.ts';
+import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.ts';
 import { LocalBus } from '../decisions/bus.ts';
 import { AdminServer } from '../admin/server.ts';
 import { openStore } from '../store/db.ts';
@@ -25,7 +25,7 @@ import { Dispatcher } from '../cluster/dispatcher.ts';
 import { WorkersView } from '../cluster/aggregate.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
-import { closeState, loggedUpstreams, redisQueue, saveBansAtOnce } from './edge.ts';
+import { closeState, loggedUpstreams, redisLocal, saveBansAtOnce } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
 
@@ -46,7 +46,7 @@ class FanoutBus implements DecisionBus {
   get healthy(): boolean { return this.inner.healthy; }
   publish(d: Decision): void { this.inner.publish(d); this.down(d); }
   subscribe(fn: (d: Decision) => void): void { this.inner.subscribe((d) => { fn(d); this.down(d); }); }
-  snapshot(now: number) { return this.inner.snapshot(now); }
+  snapshot(now: number, local?: DecisionSnapshot) { return this.inner.snapshot(now, local); }
   secret(local: Buffer) { return this.inner.secret(local); }
   close() { return this.inner.close(); }
 }
@@ -58,7 +58,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const demo: http.Server | null = config.demo.enabled ? await startDemoOrigin(config.demo.host, config.demo.port) : null;
   const db = openStore(config.state.dir);
   const store = new SqliteFilterStore(db);
-  const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), queue: redisQueue(store) }) : new LocalBus();
+  const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
   let pool: WorkerPool | null = null;
   const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
   const secret = await bus.secret(store.secret());

@@ -26,8 +26,10 @@ export interface DecisionBus {
   publish(d: Decision): void;
   /** Decisions made elsewhere (never the ones published here). */
   subscribe(fn: (d: Decision) => void): void;
-  /** What is in force across the cluster (bans not yet expired at `now`). */
-  snapshot(now: number): Promise<DecisionSnapshot>;
+  /** What is in force across the cluster (bans not yet expired at `now`). `local`: what this node has in force
+   *  from its own store (its bans, its API whitelist); a bus shared with other nodes reconciles it with the
+   *  cluster: written back where the cluster never had it or lost it, lifted where the cluster lifted it. */
+  snapshot(now: number, local?: DecisionSnapshot): Promise<DecisionSnapshot>;
   /** The challenge secret shared by every node (a browser that passed on one node passes on all). */
   secret(local: Buffer): Promise<Buffer>;
   /** False while the shared store is out of reach (the node keeps protecting on what it knows). */

@@ -193,7 +193,7 @@ export class Decisions {
 
   /** Brings in what the cluster decided while this node was away (start, reconnect). */
   async join(now: number): Promise<void> {
-    const snap = await this.bus.snapshot(now);
+    const snap = await this.bus.snapshot(now, { bans: this.blacklist.all(), whitelist: this.whitelist.all().filter((w) => w.origin === 'api') });
     for (const w of snap.whitelist) this.apply({ kind: 'whitelist', entry: w });
     for (const b of snap.bans) if (b.expiresAt > now && !this.blacklist.has(b.ip)) this.apply({ kind: 'ban', entry: b });
   }

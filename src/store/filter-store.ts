@@ -148,6 +148,14 @@ export class SqliteFilterStore implements FilterStore {
     return Array.isArray(ds) ? decisionsOf(ds) : [];
   }
 
+  /** The Redis epoch this node last reconciled with (RedisBusOptions.epoch). */
+  loadRedisEpoch(): string | null {
+    const row = this.db.prepare("SELECT value FROM filter_meta WHERE key = 'redis-epoch'").get() as { value: Uint8Array } | undefined;
+    return row ? Buffer.from(row.value).toString('utf8') : null;
+  }
+
+  saveRedisEpoch(e: string): void { this.db.prepare("INSERT OR REPLACE INTO filter_meta (key, value) VALUES ('redis-epoch', ?)").run(Buffer.from(e)); }
+
   saveRedisQueue(ds: Decision[]): void {
     if (ds.length === 0) this.db.prepare("DELETE FROM filter_meta WHERE key = 'redis-queue'").run();
     else this.db.prepare("INSERT OR REPLACE INTO filter_meta (key, value) VALUES ('redis-queue', ?)").run(Buffer.from(JSON.stringify(ds)));

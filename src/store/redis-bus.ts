@@ -10,12 +10,11 @@
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
-import type { Decision, DecisionBus } from '../decisions/bus.ts';
-import { parseMessage, redisKeys, refusedDecisions, writeBatch, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
+import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.ts';
+import { parseMessage, redisKeys, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
 import { Known, checkEpoch, pruneBans, readState } from './redis-resync.ts';
 import { DecisionQueue } from './redis-queue.ts';
 
-const FLUSH_BATCH = 2000;
 const PRUNE_EVERY_MS = 10_000;
 /** A write that failed is tried again after this (Redis refusing a command would otherwise be asked twice a second). */
 const RETRY_MS = 2000;
@@ -48,10 +47,14 @@ export class RedisBus implements DecisionBus {
   private readonly known = new Known();
   private readonly timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
+  /** Redis's epoch as last seen (kept in the node's store: epochStore); `epochToKeep` once all written back is in. */
   private epoch: string | null = null;
-  /** When a failed write was last logged (at most one line every 10 s while it keeps failing). */
+  private epochToKeep: string | null = null;
+  private readonly epochStore: RedisBusOptions['epoch'] | null;
+  /** What this node holds from its own store (snapshot's `local`), until a catch-up has reconciled it with Redis. */
+  private own: DecisionSnapshot | null = null;
+  /** When a failure was last logged (one line every 10 s at most while it lasts); the secret to write back. */
   private warnedAt = 0;
-  /** The challenge secret the cluster uses (written back when Redis comes back empty). */
   private sharedSecret: Buffer | null = null;
   private readyWaiters: (() => void)[] = [];
 
@@ -60,6 +63,8 @@ export class RedisBus implements DecisionBus {
     this.nodeId = opts.nodeId ?? `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
     this.log = opts.logger ?? { info() {}, warn() {} };
     this.pending = new DecisionQueue(opts.maxPending ?? 100_000, opts.queue ?? null, this.log);
+    this.epochStore = opts.epoch ?? null;
+    this.epoch = this.epochStore?.load() ?? null;
     for (const d of this.pending.loadSaved()) this.known.remember(d);
     this.waitMs = opts.waitMs ?? 2000;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1500;
@@ -109,7 +114,9 @@ export class RedisBus implements DecisionBus {
 
   subscribe(fn: (d: Decision) => void): void { this.subscribers.push(fn); }
 
-  async snapshot(now: number): Promise<RedisSnapshot> {
+  async snapshot(now: number, local?: DecisionSnapshot): Promise<RedisSnapshot> {
+    // What this node holds is known: the catch-up lifts what others lifted, or writes it back (first contact, wiped).
+    if (local) { this.own = local; this.known.adopt({ ...local, attacks: [] }); this.needResync = true; }
     if (!(await this.waitReady())) {
       this.needResync = true; // when Redis comes, deliver what it holds
       this.log.warn({}, 'redis: unreachable, snapshot from local knowledge');
@@ -225,42 +232,25 @@ export class RedisBus implements DecisionBus {
     this.flushing = true;
     let failed = false;
     try {
-      while (this.pending.size && this.cmdReady) {
-        const batch = this.pending.take(FLUSH_BATCH);
-        const m = this.cmd.multi();
-        const ds = writeBatch(m, this.k, this.nodeId, batch.map(([, , d]) => d), Date.now());
-        try {
-          if (ds.length) {
-            // A transaction runs every command even when one fails (a key of the wrong type): such a batch is not
-            // written, whatever went through; it stays queued (applying a decision twice changes nothing).
-            const refused = refusedDecisions(ds, (await m.exec()) ?? []);
-            if (refused.size) {
-              const dropped = this.pending.settle(batch, refused); // the rest of the batch is written
-              if (dropped) this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
-              throw new Error(`Redis refused ${refused.size} decision(s)`);
-            }
-          } else m.discard();
-        } catch (err) {
-          if (Date.now() - this.warnedAt > 10_000) {
-            this.warnedAt = Date.now();
-            this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept');
-          }
-          failed = true;
-          return;
-        }
-        this.pending.done(batch);
-      }
+      while (this.pending.size && this.cmdReady) await this.pending.write(this.cmd, this.k, this.nodeId);
+    } catch (err) {
+      failed = true;
+      if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept'); }
     } finally {
       this.flushing = false;
       if (failed) setTimeout(() => this.scheduleFlush(), RETRY_MS).unref();
       else if (this.pending.size && this.cmdReady && !this.closed) this.scheduleFlush();
+      this.keepEpoch();
     }
   }
 
+  /** Kept only once all written back is in Redis (earlier, a crash would have the next start lift it unwritten). */
+  private keepEpoch(): void {
+    if (!this.epochToKeep || this.pending.size > 0 || this.resyncing) return;
+    try { this.epochStore?.save(this.epochToKeep); this.epochToKeep = null; } catch (err) { this.log.warn({ err: String(err) }, 'redis: epoch not kept'); }
+  }
+
   private async prune(now: number): Promise<void> { if (this.cmdReady) await pruneBans(this.cmd, this.k, now); }
-
-  // --- reading ---
-
   private read(now: number): Promise<RedisSnapshot> { return readState(this.cmd, this.k, now); }
 
   /** On every connection: check Redis still has its data; back from a cut, write what was queued, then read what
@@ -271,20 +261,28 @@ export class RedisBus implements DecisionBus {
     this.held = [];
     try {
       const { epoch, wiped } = await checkEpoch(this.cmd, this.k.epoch, this.epoch);
-      this.epoch = epoch;
       if (wiped) {
         this.log.warn({ bans: this.known.bans.size }, 'redis: its data is gone (restarted without persistence?); writing back what this node knows');
-        // Queue everything this node knows to be in force, so the cluster's state is rebuilt; and the challenge
-        // secret in use, or the next node to start would set one of its own (its cookies would fail here).
-        this.pending.requeue(this.known.decisions(Date.now()));
+        // The challenge secret in use too, or the next node to start would set one of its own.
         if (this.sharedSecret) await this.cmd.set(this.k.secret, this.sharedSecret, 'NX');
-        this.needResync = true;
       }
+      // Never reconciled with this Redis (no epoch kept: a first start, or one before epochs were kept).
+      const first = this.epoch === null;
+      if (wiped) this.needResync = true;
+      this.epoch = epoch;
       if (!this.needResync) return;
       await this.flush();
       if (this.pending.size || !this.healthy) return; // cut again: the next 'ready' retries
       const now = Date.now();
-      const out = this.known.diff(await this.read(now), now, (key) => this.pending.holds(key));
+      const snap = await this.read(now);
+      // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data, and of what this
+      // node holds from its own store when this Redis never saw it. Otherwise Redis is the cluster: what it lacks
+      // was lifted elsewhere (the diff below), except what this node has not written yet.
+      if (wiped) this.pending.requeue(this.known.missingFrom(snap, now));
+      else if (first && this.own) this.pending.requeue(new Known(this.own).missingFrom(snap, now));
+      this.own = null;
+      if (epoch && epoch !== this.epochStore?.load()) this.epochToKeep = epoch;
+      const out = this.known.diff(snap, now, (key) => this.pending.holds(key));
       this.needResync = false;
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
       for (const d of out) this.deliver(d);
@@ -298,6 +296,7 @@ export class RedisBus implements DecisionBus {
       for (const d of held) this.deliver(d);
       if (this.needResync && this.healthy) setTimeout(() => { if (this.healthy && this.needResync) void this.resync(); }, 500).unref();
       this.scheduleFlush();
+      this.keepEpoch();
     }
   }
 

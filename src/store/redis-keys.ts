@@ -239,4 +239,7 @@ export interface RedisBusOptions {
   /** Where the queue of decisions not yet written is kept while Redis is away (the node's own store), so that a
    *  node restarted before Redis returns still tells the others what it decided. */
   queue?: { load(): Decision[]; save(ds: Decision[]): void };
+  /** Where the Redis epoch this node last reconciled with is kept (the node's own store): a node that restarts
+   *  after Redis lost its data writes back what it holds, and one whose Redis kept it lifts what others lifted. */
+  epoch?: { load(): string | null; save(e: string): void };
 }

@@ -4,10 +4,13 @@
 // node's undoing), and kept in the node's own store while Redis is away, so
 // that a node restarted before Redis returns still writes them.
 import type { Decision } from '../decisions/bus.ts';
-import { PendingWrites, pendingKey, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
+import type { Redis } from 'ioredis';
+import { PendingWrites, pendingKey, refusedDecisions, writeBatch, type BusLogger, type RedisBusOptions, type RedisKeys } from './redis-keys.ts';
 
 /** The queue goes to the node's store at most this often while Redis is away (and at close). */
 const SAVE_EVERY_MS = 1000;
+/** Decisions written per MULTI. */
+const FLUSH_BATCH = 2000;
 /** A decision Redis refused this many times (each batch that held it was published all the same) is dropped. */
 const MAX_REFUSALS = 3;
 
@@ -95,6 +98,20 @@ export class DecisionQueue {
       dropped++;
     }
     return dropped;
+  }
+
+  /** Writes the oldest batch: its decisions and their PUBLISH in one MULTI. Throws when Redis could not be reached or
+   *  refused some of it (a transaction runs every command even when one fails: those stay queued, the rest is done). */
+  async write(cmd: Redis, k: RedisKeys, nodeId: string): Promise<void> {
+    const batch = this.pending.take(FLUSH_BATCH);
+    const m = cmd.multi();
+    const ds = writeBatch(m, k, nodeId, batch.map(([, , d]) => d), Date.now());
+    if (!ds.length) { m.discard(); this.done(batch); return; }
+    const refused = refusedDecisions(ds, (await m.exec()) ?? []);
+    if (!refused.size) { this.done(batch); return; }
+    const dropped = this.settle(batch, refused);
+    if (dropped) this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
+    throw new Error(`Redis refused ${refused.size} decision(s)`);
   }
 
   private saveSoon(): void {

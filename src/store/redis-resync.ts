@@ -19,6 +19,8 @@ export class Known {
   /** domain → attackJson (a string, so "changed?" is one comparison). */
   readonly attack = new Map<string, string>();
 
+  constructor(from?: { bans: BanEntry[]; whitelist: WhitelistEntry[] }) { if (from) this.adopt({ ...from, attacks: [] }); }
+
   remember(d: Decision): void {
     switch (d.kind) {
       case 'ban': this.bans.set(d.entry.ip, d.entry); break;
@@ -39,6 +41,17 @@ export class Known {
       else if (key.startsWith('w:')) { const e = this.wl.get(id); out.push(e ? { kind: 'whitelist', entry: e } : { kind: 'unwhitelist', ip: id }); }
       else { const v = this.attack.get(id); if (v) out.push({ kind: 'attack', domain: id, ...parse<Omit<AttackState, 'domain'>>(v)! }); }
     }
+    return out;
+  }
+
+  /** What this node holds in force that `snap` lacks, as decisions (to write back: Redis lost it or never had it). */
+  missingFrom(snap: RedisSnapshot, now: number): Decision[] {
+    const bans = new Set(snap.bans.map((e) => e.ip)), wl = new Set(snap.whitelist.map((e) => e.ip));
+    const out: Decision[] = [];
+    for (const e of this.bans.values()) if (!bans.has(e.ip) && e.expiresAt > now) out.push({ kind: 'ban', entry: e });
+    for (const e of this.wl.values()) if (!wl.has(e.ip)) out.push({ kind: 'whitelist', entry: e });
+    const attacks = new Set(snap.attacks.map((a) => a.domain));
+    for (const [domain, v] of this.attack) if (!attacks.has(domain)) out.push({ kind: 'attack', domain, ...parse<Omit<AttackState, 'domain'>>(v)! });
     return out;
   }
 
