@@ -112,6 +112,9 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
   }, 30_000);
 
   const listed = async (n: Node, ip: string) => JSON.parse((await api(n, 'GET', `/api/blacklist/${ip}`)).body).listed === true;
+  /** The node stopped and started again on its own config and store. */
+  const again = async (n: Node) => { await stopNode(n); return startNode({ port: n.port, admin: n.admin, dir: n.dir, file: n.file }); };
+  const wl = (n: Node, method: 'PUT' | 'DELETE', entry: string) => api(n, method, `/api/whitelist/${encodeURIComponent(entry)}`, method === 'PUT' ? { note: 'test' } : undefined);
   const within = async (cond: () => Promise<boolean>, ms: number) => {
     const end = Date.now() + ms;
     while (!(await cond())) { if (Date.now() > end) throw new Error(`not within ${ms} ms`); await sleep(25); }
@@ -135,12 +138,11 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
 
   it("a whitelist entry removed on another node does not come back from a node's own store when it restarts", async () => {
     const entry = '127.0.62.0/24';
-    expect((await api(b, 'PUT', `/api/whitelist/${encodeURIComponent(entry)}`, { note: 'office' })).status).toBe(200);
+    expect((await wl(b, 'PUT', entry)).status).toBe(200);
     await within(() => whitelisted(a, entry), 3000);
-    expect((await api(a, 'DELETE', `/api/whitelist/${encodeURIComponent(entry)}`)).status).toBe(200);
+    expect((await wl(a, 'DELETE', entry)).status).toBe(200);
     await within(async () => !(await whitelisted(b, entry)), 3000);
-    await stopNode(b); // its own store kept this time
-    b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
+    b = await again(b); // its own store kept this time
     expect(await whitelisted(b, entry)).toBe(false);
   }, 30_000);
 
@@ -149,8 +151,7 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
     await redis.stop();
     await within(async () => JSON.parse((await api(a, 'GET', '/healthz')).body).status === 'degraded', 5000);
     expect((await api(a, 'PUT', `/api/blacklist/${ip}`, { ttlSeconds: 600, reason: 'while down, then a restart' })).status).toBe(200);
-    await stopNode(a); // a deploy, say: its queue of decisions not yet written must survive it
-    a = await startNode({ port: a.port, admin: a.admin, dir: a.dir, file: a.file });
+    a = await again(a); // a deploy, say: its queue of decisions not yet written must survive it
     expect(await listed(a, ip)).toBe(true);
     await redis.restart();
     await within(() => listed(b, ip), 8000);
@@ -159,10 +160,10 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
 
   it('a node that was down while an entry was lifted elsewhere lifts it too when it starts again', async () => {
     const entry = '127.0.63.0/24';
-    expect((await api(b, 'PUT', `/api/whitelist/${encodeURIComponent(entry)}`, { note: 'lifted while b is down' })).status).toBe(200);
+    expect((await wl(b, 'PUT', entry)).status).toBe(200);
     await within(() => whitelisted(a, entry), 3000);
     await stopNode(b);
-    expect((await api(a, 'DELETE', `/api/whitelist/${encodeURIComponent(entry)}`)).status).toBe(200);
+    expect((await wl(a, 'DELETE', entry)).status).toBe(200);
     b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
     await within(async () => !(await whitelisted(b, entry)), 3000);
   }, 30_000);
