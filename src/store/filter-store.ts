@@ -100,11 +100,23 @@ export class SqliteFilterStore implements FilterStore {
   putOffender(ip: string, r: OffenderRecord): void { this.queue.set('o' + ip, { t: 'off', ip, r }); }
 
   secret(): Buffer {
-    const row = this.db.prepare("SELECT value FROM filter_meta WHERE key = 'challenge-secret'").get() as { value: Uint8Array } | undefined;
-    if (row) return Buffer.from(row.value);
+    const kept = this.meta('challenge-secret');
+    if (kept) return kept;
     const s = randomBytes(32);
-    this.db.prepare("INSERT INTO filter_meta (key, value) VALUES ('challenge-secret', ?)").run(s);
+    this.setMeta('challenge-secret', s);
     return s;
+  }
+
+  /** One value of filter_meta (what the filter keeps that is not a row per source), or null. */
+  private meta(key: string): Buffer | null {
+    const row = this.db.prepare('SELECT value FROM filter_meta WHERE key = ?').get(key) as { value: Uint8Array } | undefined;
+    return row ? Buffer.from(row.value) : null;
+  }
+
+  /** Sets a value of filter_meta; null deletes it. */
+  private setMeta(key: string, value: Buffer | null): void {
+    if (value === null) this.db.prepare('DELETE FROM filter_meta WHERE key = ?').run(key);
+    else this.db.prepare('INSERT OR REPLACE INTO filter_meta (key, value) VALUES (?, ?)').run(key, value);
   }
 
   flush(): void {
@@ -142,24 +154,16 @@ export class SqliteFilterStore implements FilterStore {
 
   /** The decisions a RedisBus had not written yet (RedisBusOptions.queue): kept across a restart while Redis is away. */
   loadRedisQueue(): Decision[] {
-    const row = this.db.prepare("SELECT value FROM filter_meta WHERE key = 'redis-queue'").get() as { value: Uint8Array } | undefined;
-    if (!row) return [];
-    const ds = parse<unknown>(Buffer.from(row.value).toString('utf8'));
+    const ds = parse<unknown>(this.meta('redis-queue')?.toString('utf8') ?? '[]');
     return Array.isArray(ds) ? decisionsOf(ds) : [];
   }
 
+  saveRedisQueue(ds: Decision[]): void { this.setMeta('redis-queue', ds.length ? Buffer.from(JSON.stringify(ds)) : null); }
+
   /** The Redis epoch this node last reconciled with (RedisBusOptions.epoch). */
-  loadRedisEpoch(): string | null {
-    const row = this.db.prepare("SELECT value FROM filter_meta WHERE key = 'redis-epoch'").get() as { value: Uint8Array } | undefined;
-    return row ? Buffer.from(row.value).toString('utf8') : null;
-  }
+  loadRedisEpoch(): string | null { return this.meta('redis-epoch')?.toString('utf8') ?? null; }
 
-  saveRedisEpoch(e: string): void { this.db.prepare("INSERT OR REPLACE INTO filter_meta (key, value) VALUES ('redis-epoch', ?)").run(Buffer.from(e)); }
-
-  saveRedisQueue(ds: Decision[]): void {
-    if (ds.length === 0) this.db.prepare("DELETE FROM filter_meta WHERE key = 'redis-queue'").run();
-    else this.db.prepare("INSERT OR REPLACE INTO filter_meta (key, value) VALUES ('redis-queue', ?)").run(Buffer.from(JSON.stringify(ds)));
-  }
+  saveRedisEpoch(e: string): void { this.setMeta('redis-epoch', Buffer.from(e)); }
 
   /** Drops offender records that have decayed to nothing, so the table stays bounded. */
   pruneOffenders(olderThan: number): void {

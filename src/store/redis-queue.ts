@@ -71,8 +71,6 @@ export class DecisionQueue {
   /** A decision of this node on this key is queued or was never written: Redis cannot hold it yet. */
   holds(key: string): boolean { return this.pending.has(key) || this.unwritten.has(key); }
 
-  take(n: number): Batch { return this.pending.take(n); }
-
   /** A batch was written; a saved copy follows (emptied with the queue: it must not replay written decisions). */
   done(batch: Batch): void {
     this.pending.done(batch);

@@ -75,15 +75,6 @@ export class Known {
     return out;
   }
 
-  /** Everything in force, as decisions (to write back into a Redis that lost its data). */
-  decisions(now: number): Decision[] {
-    const out: Decision[] = [];
-    for (const e of this.bans.values()) if (e.expiresAt > now) out.push({ kind: 'ban', entry: e });
-    for (const e of this.wl.values()) out.push({ kind: 'whitelist', entry: e });
-    for (const [domain, v] of this.attack) out.push({ kind: 'attack', domain, ...parse<Omit<AttackState, 'domain'>>(v)! });
-    return out;
-  }
-
   /** The decisions that turn what this node knows into what Redis holds (`snap`). A ban known here that expired
    *  by itself is not unbanned: every node lets it run out on its own. An address with a decision of this node
    *  that Redis cannot hold yet (`queued`, by pendingKey: waiting to be written, made while the snapshot was read,
