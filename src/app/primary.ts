@@ -81,6 +81,10 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       bans: filter.bans(), whitelist: filter.whitelistEntries().filter((w) => w.origin === 'api'),
       offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
       health: upstreams.healthById(),
+      attacks: view.snapshot().underAttack.map((domain) => {
+        const a = view.attackState(domain);
+        return { domain, since: a?.since ?? 0, reason: a?.reason ?? null };
+      }),
     };
   };
   const onMessage = (index: number, m: FromWorker) => {

@@ -27,6 +27,9 @@ export interface WorkerInit {
   secret: string;
   /** Each upstream's health by id, as the primary keeps it (Upstreams.healthById). */
   health: [string, boolean][];
+  /** Domains the node filters as under attack now (found by another worker, or on another node): a replaced worker
+   *  filters them from its start, as the worker it replaces did. */
+  attacks: { domain: string; since: number; reason: string | null }[];
 }
 
 /** One worker's counts since its last report (statistics deltas) and its state now (gauges). */

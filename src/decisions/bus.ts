@@ -18,6 +18,8 @@ export type Decision =
 export interface DecisionSnapshot {
   bans: BanEntry[];
   whitelist: WhitelistEntry[];
+  /** Each domain's attack state as last decided in the cluster (a shared bus only). */
+  attacks?: { domain: string; under: boolean; since: number; reason: string | null }[];
 }
 
 export interface DecisionBus {

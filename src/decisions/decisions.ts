@@ -196,6 +196,9 @@ export class Decisions {
     const snap = await this.bus.snapshot(now, { bans: this.blacklist.all(), whitelist: this.whitelist.all().filter((w) => w.origin === 'api') });
     for (const w of snap.whitelist) this.apply({ kind: 'whitelist', entry: w });
     for (const b of snap.bans) if (b.expiresAt > now && !this.blacklist.has(b.ip)) this.apply({ kind: 'ban', entry: b });
+    // A domain another node is filtering is filtered here from the start, not from the next change of its state (this
+    // node leaves attack mode by its own calm seconds: a state left by a node that died costs one exit period).
+    for (const a of snap.attacks ?? []) if (a.under) this.apply({ kind: 'attack', ...a });
   }
 
   get busHealthy(): boolean { return this.bus.healthy; }

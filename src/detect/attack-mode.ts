@@ -145,14 +145,15 @@ export class DomainTraffic {
   }
 }
 
-/** Another node found the domain under attack: this one filters too from `since` (and leaves attack mode by its own
- *  calm seconds). Mutates st; true when it entered attack mode. */
+const REMOTE = 'found elsewhere: ';
+/** Another worker or node found the domain under attack: this one filters too from `since` (and leaves attack mode by
+ *  its own calm seconds). Mutates st; true when it entered attack mode. */
 export function joinRemoteAttack(st: AttackState, since: number, reason: string | null): boolean {
   if (st.under) return false;
   st.under = true;
   st.since = since;
   st.calm = 0;
-  st.reason = `on another node: ${reason ?? 'attack'}`;
+  st.reason = reason?.startsWith(REMOTE) ? reason : `${REMOTE}${reason ?? 'attack'}`;
   return true;
 }
 

@@ -1,0 +1,71 @@
+// A domain's attack state is the cluster's (SPEC §9): a node that starts while
+// another node filters a domain filters it from its start, and a worker that
+// replaces a dead one filters what the node filters. Real processes: the CLI
+// (two workers, then one) on a real redis-server; "another node" is a real
+// RedisBus publishing what a node publishes when it finds an attack.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { startOrigin, startWorkersCli, request, sleep, tempDir, type Origin } from './helpers/servers.ts';
+import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
+import { RedisBus } from '../src/store/redis-bus.ts';
+
+const HOST = 'attacked.test';
+const hasRedis = findRedisServer() !== null;
+
+type Cli = Awaited<ReturnType<typeof startWorkersCli>>;
+const get = async (cli: Cli, p: string) => JSON.parse((await request(`http://127.0.0.1:${cli.admin}${p}`)).body);
+const workers = async (cli: Cli) => (await get(cli, '/api/workers')).workers as { index: number; pid: number; ready: boolean; underAttack: string[] }[];
+const domainUnder = async (cli: Cli) => ((await get(cli, '/api/domains')).domains as { name: string; underAttack: boolean }[]).find((d) => d.name === HOST)!.underAttack;
+async function within(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) { if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`); await sleep(50); }
+}
+
+describe.skipIf(!hasRedis)('attack state across workers and nodes', () => {
+  let redis: RedisServer;
+  let origin: Origin;
+  let elsewhere: RedisBus;
+  const clis: Cli[] = [];
+  const start = async (workersCount: number) => {
+    const cli = await startWorkersCli(HOST, origin.address, { workers: workersCount, filter: { mode: 'auto' }, state: { dir: path.join(tempDir(), 'data'), redis: { url: redis.url } } });
+    clis.push(cli);
+    return cli;
+  };
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    origin = await startOrigin();
+    elsewhere = new RedisBus({ url: redis.url, nodeId: 'elsewhere' });
+  });
+  afterAll(async () => {
+    for (const c of clis) await c.stop();
+    await elsewhere?.close();
+    await redis?.close();
+    await origin?.close();
+  });
+
+  it('a worker replaced after kill -9 filters the domain the node filters; a node started later filters it from its start', async () => {
+    const node = await start(2);
+    await within('bus up', async () => elsewhere.healthy, 5000);
+    expect(await domainUnder(node)).toBe(false);
+    elsewhere.publish({ kind: 'attack', domain: HOST, under: true, since: Date.now(), reason: 'rate 9000/s over baseline 40/s' });
+    await within('both workers filter', async () => (await workers(node)).every((w) => w.underAttack.includes(HOST)), 5000);
+
+    const [victim] = await workers(node);
+    process.kill(victim.pid, 'SIGKILL');
+    await within('the worker replaced and reporting', async () => {
+      const w = (await workers(node))[victim.index];
+      return w.pid !== victim.pid && w.ready;
+    }, 8000);
+    await sleep(1500); // its first report (one a second) says what it filters
+    expect((await workers(node))[victim.index].underAttack).toEqual([HOST]);
+
+    // A node that joins now reads the state from Redis and filters from its start, before any traffic of its own.
+    const late = await start(1);
+    await within('the late node filters', () => domainUnder(late), 3000);
+    const d = ((await get(late, '/api/domains')).domains as { name: string; attack: { reason: string } }[]).find((x) => x.name === HOST)!;
+    expect(d.attack.reason).toBe('found elsewhere: rate 9000/s over baseline 40/s');
+  }, 40_000);
+});
+
+if (!hasRedis) describe('attack state across workers and nodes', () => { it.skip(redisSkipReason, () => {}); });
