@@ -90,7 +90,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const onMessage = (index: number, m: FromWorker) => {
     if (m.t === 'decision') {
       if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry);
-      else if (m.d.kind === 'attack') filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason);
+      else if (m.d.kind === 'attack') filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason, m.d.at ?? now());
     } else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, m.l);
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);

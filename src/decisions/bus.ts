@@ -7,12 +7,24 @@
 import type { BanEntry } from './blacklist.ts';
 import type { WhitelistEntry } from './lists.ts';
 
+// Every decision carries when it was made (ms, wall clock: nodes compare them): a ban or a whitelist entry its
+// `since`, the others their `at`. Where two nodes decided on one address or domain, the later decision stands, also
+// when the earlier one reaches Redis last (a node back from a cut). `at` is absent only in what a version before it
+// queued or published: such a decision is written as it comes.
 export type Decision =
   | { kind: 'ban'; entry: BanEntry }
-  | { kind: 'unban'; ip: string }
+  | { kind: 'unban'; ip: string; at?: number }
   | { kind: 'whitelist'; entry: WhitelistEntry }
-  | { kind: 'unwhitelist'; ip: string }
-  | { kind: 'attack'; domain: string; under: boolean; since: number; reason: string | null };
+  | { kind: 'unwhitelist'; ip: string; at?: number }
+  | { kind: 'attack'; domain: string; under: boolean; since: number; reason: string | null; at?: number };
+
+/** When a decision was made, or null for one that does not say (see Decision). Pure. */
+export function decidedAt(d: Decision): number | null {
+  switch (d.kind) {
+    case 'ban': case 'whitelist': return d.entry.since;
+    default: return d.at ?? null;
+  }
+}
 
 /** What is in force now, for a process or node that (re)joins. */
 export interface DecisionSnapshot {

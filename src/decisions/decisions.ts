@@ -121,9 +121,9 @@ export class Decisions {
     return e;
   }
 
-  unban(source: string): boolean {
+  unban(source: string, now: number): boolean {
     const ok = this.drop(source);
-    if (ok) { this.bus.publish({ kind: 'unban', ip: source }); this.deps.store.flush(); }
+    if (ok) { this.bus.publish({ kind: 'unban', ip: source, at: now }); this.deps.store.flush(); }
     return ok;
   }
 
@@ -150,15 +150,15 @@ export class Decisions {
     this.deps.store.putWhitelist({ ip: e.ip, origin: 'api', note, since: e.since });
     // The bans it lifts are lifted everywhere, in Redis too: left there, a node started later would ban the source
     // again once the whitelist entry is gone.
-    for (const ip of this.liftWhitelisted()) this.bus.publish({ kind: 'unban', ip });
+    for (const ip of this.liftWhitelisted()) this.bus.publish({ kind: 'unban', ip, at: now });
     this.bus.publish({ kind: 'whitelist', entry: { ip: e.ip, origin: 'api', note, since: e.since } });
     this.deps.store.flush();
     return e;
   }
 
-  removeWhitelist(text: string): boolean {
+  removeWhitelist(text: string, now: number): boolean {
     const ok = this.whitelist.remove(text);
-    if (ok) { this.deps.store.deleteWhitelist(text); this.bus.publish({ kind: 'unwhitelist', ip: text }); this.deps.store.flush(); }
+    if (ok) { this.deps.store.deleteWhitelist(text); this.bus.publish({ kind: 'unwhitelist', ip: text, at: now }); this.deps.store.flush(); }
     return ok;
   }
 
@@ -202,8 +202,8 @@ export class Decisions {
   }
 
   get busHealthy(): boolean { return this.bus.healthy; }
-  publishAttack(domain: string, under: boolean, since: number, reason: string | null): void {
-    this.bus.publish({ kind: 'attack', domain, under, since, reason });
+  publishAttack(domain: string, under: boolean, since: number, reason: string | null, at: number): void {
+    this.bus.publish({ kind: 'attack', domain, under, since, reason, at });
   }
 
   private halfLifeMs(): number { return this.policy.repeatHalfLifeHours * 3600_000 * this.policy.timeScale; }

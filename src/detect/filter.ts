@@ -67,12 +67,12 @@ export class Filter {
     this.detector.forget(source);
     return this.decisions.manualBan(source, ttlSeconds, reason, this.now());
   }
-  unban(source: string): boolean { return this.decisions.unban(source); }
+  unban(source: string): boolean { return this.decisions.unban(source, this.now()); }
   isWhitelistedSource(source: string): boolean { return this.decisions.isWhitelisted(source); }
   whitelistEntries(): WhitelistEntry[] { return this.decisions.whitelistEntries(); }
   whitelistEntry(text: string): WhitelistEntry | undefined { return this.decisions.whitelistEntry(text); }
   addWhitelist(range: ParsedRange, note: string): WhitelistEntry { return this.decisions.addWhitelist(range, note, this.now()); }
-  removeWhitelist(text: string): boolean { return this.decisions.removeWhitelist(text); }
+  removeWhitelist(text: string): boolean { return this.decisions.removeWhitelist(text, this.now()); }
 
   /**
    * A source persistently over its share of a saturated origin (limits/origin-guard.ts): banned like a rule that is

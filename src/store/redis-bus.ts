@@ -3,10 +3,10 @@
 // also published on one channel (so the other nodes apply it within a round
 // trip). Counting never comes here: only decisions.
 //
-// Keys, writes and parsing: redis-keys.ts; the queue: redis-queue.ts; the catch-up after a cut: redis-resync.ts.
-// Publishing never blocks nor throws: a decision is queued (newest per address or domain, bounded) and a flush
-// writes the queue in one MULTI with its PUBLISH. While Redis is out of reach the queue keeps them; when it returns
-// they are written, the cluster's state is read back, and the difference is delivered (what was decided elsewhere).
+// Keys and parsing: redis-keys.ts; writes: redis-write.ts; the queue: redis-queue.ts; the catch-up: redis-resync.ts.
+// Publishing never blocks nor throws: a decision is queued (newest per address or domain, bounded); a flush writes
+// the queue by one script that keeps the later decision and publishes what it wrote. Redis away, the queue keeps
+// them; back, they are written, the state is read back, and what differs is delivered (decided elsewhere).
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -80,8 +80,7 @@ export class RedisBus implements DecisionBus {
     this.cmd = new Redis(opts.url, { ...common, commandTimeout: 10_000, connectionName: `scrubber-${this.nodeId}` });
     this.sub = new Redis(opts.url, { ...common, autoResubscribe: false, connectionName: `scrubber-sub-${this.nodeId}` });
 
-    this.cmd.on('error', () => {}); // state changes are followed through 'ready' / 'close'
-    this.sub.on('error', () => {});
+    for (const c of [this.cmd, this.sub]) c.on('error', () => {}); // state changes are followed through 'ready' / 'close'
     this.cmd.on('ready', () => { this.cmdReady = true; this.onUp(); });
     this.cmd.on('close', () => { this.cmdReady = false; this.onDown(); });
     this.sub.on('ready', () => {
@@ -204,7 +203,7 @@ export class RedisBus implements DecisionBus {
     }).finally(() => { clearTimeout(timer); this.pinging = false; });
     if (Date.now() - this.lastPrune > PRUNE_EVERY_MS) {
       this.lastPrune = Date.now();
-      this.prune(Date.now()).catch(() => {});
+      pruneBans(this.cmd, this.k, Date.now()).catch(() => {});
       this.known.forgetExpired(Date.now());
     }
   }
@@ -232,7 +231,9 @@ export class RedisBus implements DecisionBus {
     this.flushing = true;
     let failed = false;
     try {
-      while (this.pending.size && this.cmdReady) await this.pending.write(this.cmd, this.k, this.nodeId);
+      let stale = 0; // decisions older than another node's since: this node reads back what is in force (next heartbeat)
+      while (this.pending.size && this.cmdReady) stale += await this.pending.write(this.cmd, this.k, this.nodeId);
+      if (stale) { this.needResync = true; this.log.info({ decisions: stale }, 'redis: decisions older than what another node decided since were not written'); }
     } catch (err) {
       failed = true;
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept'); }
@@ -250,7 +251,6 @@ export class RedisBus implements DecisionBus {
     try { this.epochStore?.save(this.epochToKeep); this.epochToKeep = null; } catch (err) { this.log.warn({ err: String(err) }, 'redis: epoch not kept'); }
   }
 
-  private async prune(now: number): Promise<void> { if (this.cmdReady) await pruneBans(this.cmd, this.k, now); }
   private read(now: number): Promise<RedisSnapshot> { return readState(this.cmd, this.k, now); }
 
   /** On every connection: check Redis still has its data; back from a cut, write what was queued, then read what
@@ -286,7 +286,7 @@ export class RedisBus implements DecisionBus {
       this.needResync = false;
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
       for (const d of out) this.deliver(d);
-      this.pending.requeue(this.known.decisionsFor(this.pending.unwrittenKeys())); // what a full queue dropped, now
+      this.pending.requeue(this.pending.unwrittenDecisions()); // what a full queue dropped, now
     } catch (err) {
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err) }, 'redis: resync failed, retried'); }
     } finally {
@@ -310,6 +310,7 @@ export class RedisBus implements DecisionBus {
   }
 
   private deliver(d: Decision): void {
+    if (this.pending.standsOver(d)) return; // this node's later decision is on its way: it replaces d everywhere
     try { this.known.remember(d); } catch (err) { this.log.warn({ err: String(err) }, 'redis: a decision not understood, ignored'); return; }
     for (const fn of this.subscribers) {
       try { fn(d); } catch (err) { this.log.warn({ err: String(err), kind: d.kind }, 'redis: a subscriber threw'); }

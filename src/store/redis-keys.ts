@@ -1,4 +1,4 @@
-// How decisions are laid out in Redis, and how they are written and read back.
+// How decisions are laid out in Redis, and how they are read back (the write script: redis-write.ts).
 // Kept apart from RedisBus (connection state, queueing, resync) so that the
 // on-Redis format is in one place: two nodes of different versions must agree
 // on it, and a change here is a change to what every node reads.
@@ -7,7 +7,9 @@
 //   <p>bans        hash    ip → JSON BanEntry
 //   <p>bans:exp    zset    ip scored by expiresAt (pruning the hash)
 //   <p>whitelist   hash    ip → JSON WhitelistEntry
-//   <p>attack      hash    domain → JSON { under, since, reason }
+//   <p>attack      hash    domain → JSON { under, since, reason, at }
+//   <p>gone        zset    "b:<ip>" / "w:<ip>" scored by when that ban / whitelist entry was lifted: an older
+//                          decision arriving later (a node back from a cut) does not bring it back; kept 7 days
 //   <p>secret      string  the challenge secret (SET NX: the first node wins)
 //   <p>epoch       string  a random id set NX; a bus that finds it changed knows
 //                          Redis lost its data (restarted without persistence)
@@ -20,19 +22,25 @@ import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { Decision, DecisionSnapshot } from '../decisions/bus.ts';
 
-export interface AttackState { domain: string; under: boolean; since: number; reason: string | null }
+export interface AttackState { domain: string; under: boolean; since: number; reason: string | null; at?: number }
 
 /** The snapshot a RedisBus returns: DecisionSnapshot plus the attack state of every domain. */
 export interface RedisSnapshot extends DecisionSnapshot { attacks: AttackState[] }
 
-export interface RedisKeys { bans: string; exp: string; wl: string; attack: string; secret: string; epoch: string; channel: string }
+export interface RedisKeys { bans: string; exp: string; wl: string; attack: string; gone: string; secret: string; epoch: string; channel: string }
 
 export const redisKeys = (p: string): RedisKeys =>
-  ({ bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions` });
+  ({ bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, gone: `${p}gone`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions` });
 
-/** Deletes expired bans from the hash and the zset, in bounded steps (one call never holds Redis long).
- *  KEYS: bans hash, bans:exp zset; ARGV: now (ms). */
+/** How long a lifted ban or whitelist entry is remembered as lifted (<p>gone): a node cut off for longer than this
+ *  may bring back, when it returns, a decision of its own older than the lifting. */
+export const GONE_KEPT_MS = 7 * 24 * 3600_000;
+
+/** Deletes expired bans from the hash and the zset, in bounded steps (one call never holds Redis long), and what
+ *  was lifted longer ago than GONE_KEPT_MS. KEYS: bans hash, bans:exp zset, gone zset; ARGV: now (ms), the oldest
+ *  lifting kept (ms). */
 export const PRUNE_LUA = `
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
 local n = 0
 for i = 1, 50 do
   local ips = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 500)
@@ -80,6 +88,9 @@ export class PendingWrites {
   /** Every queued decision, oldest first. */
   all(): Decision[] { return [...this.m.values()].map((e) => e.d); }
 
+  /** The decision queued on this key (pendingKey), if any. */
+  get(key: string): Decision | undefined { return this.m.get(key)?.d; }
+
   /** Whether a decision on this key (pendingKey) waits to be written. */
   has(key: string): boolean { return this.m.has(key); }
 
@@ -105,19 +116,6 @@ export class PendingWrites {
   }
 }
 
-/** Adds a batch to a MULTI: each decision's writes, then one PUBLISH of them all on the channel. Bans that expired
- *  while queued are left out. Returns the decisions added (none: nothing to exec). */
-export function writeBatch(m: ReturnType<Redis['multi']>, k: RedisKeys, nodeId: string, batch: Decision[], now: number): Decision[] {
-  const ds: Decision[] = [];
-  for (const d of batch) {
-    if (d.kind === 'ban' && d.entry.expiresAt <= now) continue; // expired while queued
-    writeDecision(m, k, d);
-    ds.push(d);
-  }
-  if (ds.length) m.publish(k.channel, JSON.stringify({ node: nodeId, ds }));
-  return ds;
-}
-
 /** A message from the channel, or null when it is not one (the sender's node id is checked by the caller). */
 export function parseMessage(msg: string): { node: string; ds: Decision[] } | null {
   const m = parse<{ node: unknown; ds: unknown }>(msg);
@@ -127,6 +125,8 @@ export function parseMessage(msg: string): { node: string; ds: Decision[] } | nu
 }
 
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
+// Absent: a decision of a version that did not say when it was made.
+const isTime = (x: unknown): boolean => x === undefined || (typeof x === 'number' && Number.isFinite(x));
 // null or absent: a ban without end (JSON has no Infinity).
 const isNum = (x: unknown): boolean => typeof x === 'number' || x === null || x === undefined;
 
@@ -149,46 +149,9 @@ export function isDecision(d: unknown): d is Decision {
   switch (d.kind) {
     case 'ban': return isBanEntry(d.entry);
     case 'whitelist': return isWlEntry(d.entry);
-    case 'unban': case 'unwhitelist': return typeof d.ip === 'string';
-    case 'attack': return typeof d.domain === 'string' && typeof d.under === 'boolean' && typeof d.since === 'number';
+    case 'unban': case 'unwhitelist': return typeof d.ip === 'string' && isTime(d.at);
+    case 'attack': return typeof d.domain === 'string' && typeof d.under === 'boolean' && typeof d.since === 'number' && isTime(d.at);
     default: return false;
-  }
-}
-
-// A ban without end (Infinity) is scored +inf, so pruning never reaches it.
-const score = (expiresAt: number): string | number => (Number.isFinite(expiresAt) ? expiresAt : '+inf');
-
-/** How many commands writeDecision adds for a decision (to tell, from EXEC's replies, which decisions failed). */
-const commandsOf = (d: Decision): number => (d.kind === 'ban' || d.kind === 'unban' ? 2 : 1);
-
-/** The decisions of a written batch (writeBatch's, in order, then its PUBLISH) that Redis refused inside the
- *  transaction (a key of the wrong type, no memory left): all of them when the PUBLISH itself failed. Pure. */
-export function refusedDecisions(ds: Decision[], replies: [Error | null, unknown][]): Set<Decision> {
-  const out = new Set<Decision>();
-  if (replies[replies.length - 1]?.[0]) return new Set(ds);
-  let i = 0;
-  for (const d of ds) {
-    const n = commandsOf(d);
-    for (let j = i; j < i + n; j++) if (replies[j]?.[0]) { out.add(d); break; }
-    i += n;
-  }
-  return out;
-}
-
-/** Adds the commands that put one decision in force to a MULTI (as many as commandsOf says). */
-export function writeDecision(m: ReturnType<Redis['multi']>, k: RedisKeys, d: Decision): void {
-  switch (d.kind) {
-    case 'ban':
-      m.hset(k.bans, d.entry.ip, JSON.stringify(d.entry));
-      m.zadd(k.exp, score(d.entry.expiresAt), d.entry.ip);
-      break;
-    case 'unban':
-      m.hdel(k.bans, d.ip);
-      m.zrem(k.exp, d.ip);
-      break;
-    case 'whitelist': m.hset(k.wl, d.entry.ip, JSON.stringify(d.entry)); break;
-    case 'unwhitelist': m.hdel(k.wl, d.ip); break;
-    case 'attack': m.hset(k.attack, d.domain, attackJson(d)); break;
   }
 }
 
@@ -202,14 +165,14 @@ export function parseState(bans: Record<string, string>, wl: Record<string, stri
   }
   for (const v of Object.values(wl)) { const e = parse<unknown>(v); if (isWlEntry(e)) out.whitelist.push(e); }
   for (const [domain, v] of Object.entries(attack)) {
-    const a = parse<{ under: boolean; since: number; reason: string | null }>(v);
-    if (a) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: a.reason ?? null });
+    const a = parse<{ under: boolean; since: number; reason: string | null; at?: number }>(v);
+    if (a) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: a.reason ?? null, ...(typeof a.at === 'number' ? { at: a.at } : {}) });
   }
   return out;
 }
 
 /** A domain's attack state as stored in <p>attack; also the form in which a node remembers it (compared as a string). */
-export const attackJson = (d: Extract<Decision, { kind: 'attack' }>): string => JSON.stringify({ under: d.under, since: d.since, reason: d.reason });
+export const attackJson = (d: Extract<Decision, { kind: 'attack' }>): string => JSON.stringify({ under: d.under, since: d.since, reason: d.reason, at: d.at });
 
 export function parse<T>(s: string): T | null {
   try { return JSON.parse(s) as T; } catch { return null; }

@@ -3,13 +3,14 @@
 // written so that a catch-up does not read their absence from Redis as another
 // node's undoing), and kept in the node's own store while Redis is away, so
 // that a node restarted before Redis returns still writes them.
-import type { Decision } from '../decisions/bus.ts';
 import type { Redis } from 'ioredis';
-import { PendingWrites, pendingKey, refusedDecisions, writeBatch, type BusLogger, type RedisBusOptions, type RedisKeys } from './redis-keys.ts';
+import { decidedAt, type Decision } from '../decisions/bus.ts';
+import { PendingWrites, pendingKey, type BusLogger, type RedisBusOptions, type RedisKeys } from './redis-keys.ts';
+import { WRITE_LUA, writeArgs, writeKeys, writeOutcome } from './redis-write.ts';
 
 /** The queue goes to the node's store at most this often while Redis is away (and at close). */
 const SAVE_EVERY_MS = 1000;
-/** Decisions written per MULTI. */
+/** Decisions written per script call. */
 const FLUSH_BATCH = 2000;
 /** A decision Redis refused this many times (each batch that held it was published all the same) is dropped. */
 const MAX_REFUSALS = 3;
@@ -22,7 +23,7 @@ export class DecisionQueue {
   private readonly store: RedisBusOptions['queue'] | null;
   private readonly log: BusLogger;
   /** Keys (pendingKey) of decisions dropped from the full queue: never written, still in force here. */
-  private readonly unwritten = new Set<string>();
+  private readonly unwritten = new Map<string, Decision>();
   private dropped = 0;
   /** The saved copy is not empty (it must be cleared once everything is written). */
   private saved = false;
@@ -53,7 +54,7 @@ export class DecisionQueue {
     const lost = this.pending.put(d);
     this.unwritten.delete(pendingKey(d));
     if (lost) {
-      this.unwritten.add(pendingKey(lost));
+      this.unwritten.set(pendingKey(lost), lost);
       if (this.dropped++ % 10_000 === 0) this.log.warn({ dropped: this.dropped, max: this.max }, 'redis: decision queue full, oldest dropped');
     }
     if (away) this.saveSoon();
@@ -65,8 +66,9 @@ export class DecisionQueue {
     this.unwritten.clear();
   }
 
-  /** Keys of decisions dropped from the full queue (to be queued again once Redis is back: Known.decisionsFor). */
-  unwrittenKeys(): string[] { return [...this.unwritten]; }
+  /** The decisions dropped from the full queue or refused by Redis (queued again once Redis is back), each with the
+   *  time it was made: written now, it still gives way to a later decision made elsewhere. */
+  unwrittenDecisions(): Decision[] { return [...this.unwritten.values()]; }
 
   /** A decision of this node on this key is queued or was never written: Redis cannot hold it yet. */
   holds(key: string): boolean { return this.pending.has(key) || this.unwritten.has(key); }
@@ -92,24 +94,33 @@ export class DecisionQueue {
       if (n < MAX_REFUSALS) { this.refusals.set(e[0], n); continue; }
       this.refusals.delete(e[0]);
       this.pending.done([e]);
-      this.unwritten.add(e[0]);
+      this.unwritten.set(e[0], e[2]);
       dropped++;
     }
     return dropped;
   }
 
-  /** Writes the oldest batch: its decisions and their PUBLISH in one MULTI. Throws when Redis could not be reached or
-   *  refused some of it (a transaction runs every command even when one fails: those stay queued, the rest is done). */
-  async write(cmd: Redis, k: RedisKeys, nodeId: string): Promise<void> {
+  /** Writes the oldest batch and publishes what it wrote, in one script (redis-write.ts). Returns how many of its
+   *  decisions were older than what another node decided since (dropped: the caller reads back what is in force).
+   *  Throws when Redis could not be reached or refused some of it (those stay queued, the rest is done). */
+  async write(cmd: Redis, k: RedisKeys, nodeId: string): Promise<number> {
     const batch = this.pending.take(FLUSH_BATCH);
-    const m = cmd.multi();
-    const ds = writeBatch(m, k, nodeId, batch.map(([, , d]) => d), Date.now());
-    if (!ds.length) { m.discard(); this.done(batch); return; }
-    const refused = refusedDecisions(ds, (await m.exec()) ?? []);
-    if (!refused.size) { this.done(batch); return; }
+    const { args, ds } = writeArgs(k, nodeId, batch.map(([, , d]) => d), Date.now());
+    if (!ds.length) { this.done(batch); return 0; }
+    const { stale, refused } = writeOutcome(ds, await cmd.eval(WRITE_LUA, 5, ...writeKeys(k), ...args));
+    if (!refused.size) { this.done(batch); return stale.size; }
     const dropped = this.settle(batch, refused);
     if (dropped) this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
     throw new Error(`Redis refused ${refused.size} decision(s)`);
+  }
+
+  /** The decision queued here on d's address or domain, when it was made no earlier than d: it stands over d (it is
+   *  on its way to Redis, where it will replace d). */
+  standsOver(d: Decision): boolean {
+    const mine = this.pending.get(pendingKey(d));
+    if (!mine) return false;
+    const a = decidedAt(mine), b = decidedAt(d);
+    return a !== null && b !== null && a >= b;
   }
 
   private saveSoon(): void {

@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { Decision } from '../decisions/bus.ts';
-import { PRUNE_LUA, attackJson, parse, parseState, type AttackState, type RedisKeys, type RedisSnapshot } from './redis-keys.ts';
+import { GONE_KEPT_MS, PRUNE_LUA, attackJson, parse, parseState, type AttackState, type RedisKeys, type RedisSnapshot } from './redis-keys.ts';
 
 /** What one node knows is in force: the base a resync diffs against. */
 export class Known {
@@ -29,19 +29,6 @@ export class Known {
       case 'unwhitelist': this.wl.delete(d.ip); break;
       case 'attack': this.attack.set(d.domain, attackJson(d)); break;
     }
-  }
-
-  /** What this node holds in force for these keys (pendingKey), as decisions: an address it no longer bans or
-   *  whitelists is an unban or an unwhitelist. */
-  decisionsFor(keys: string[]): Decision[] {
-    const out: Decision[] = [];
-    for (const key of keys) {
-      const id = key.slice(2);
-      if (key.startsWith('b:')) { const e = this.bans.get(id); out.push(e ? { kind: 'ban', entry: e } : { kind: 'unban', ip: id }); }
-      else if (key.startsWith('w:')) { const e = this.wl.get(id); out.push(e ? { kind: 'whitelist', entry: e } : { kind: 'unwhitelist', ip: id }); }
-      else { const v = this.attack.get(id); if (v) out.push({ kind: 'attack', domain: id, ...parse<Omit<AttackState, 'domain'>>(v)! }); }
-    }
-    return out;
   }
 
   /** What this node holds in force that `snap` lacks, as decisions (to write back: Redis lost it or never had it). */
@@ -111,7 +98,7 @@ const sameWl = (a: WhitelistEntry | undefined, b: WhitelistEntry): boolean =>
 
 /** Deletes the bans that ran out (in bounded steps: PRUNE_LUA). */
 export async function pruneBans(cmd: Redis, k: RedisKeys, now: number): Promise<void> {
-  await cmd.eval(PRUNE_LUA, 2, k.bans, k.exp, String(now));
+  await cmd.eval(PRUNE_LUA, 3, k.bans, k.exp, k.gone, String(now), String(now - GONE_KEPT_MS));
 }
 
 /** What is in force in Redis now: the bans that ran out are pruned first. */

@@ -1,0 +1,97 @@
+// The later decision stands, whatever order the writes reach Redis in: a
+// generated check of the write script (store/redis-write.ts) on a real
+// redis-server. Decisions on a few addresses and a domain, each made at a
+// distinct time by one of several nodes, are written in batches in a random
+// order; Redis must end with the latest decision on each, refuse exactly the
+// ones that were older than what it held, and publish only what it wrote.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { Redis } from 'ioredis';
+import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
+import { WRITE_LUA, writeArgs, writeKeys, writeOutcome } from '../src/store/redis-write.ts';
+import { redisKeys, parseMessage, parseState, pendingKey } from '../src/store/redis-keys.ts';
+import { decidedAt, type Decision } from '../src/decisions/bus.ts';
+
+const hasRedis = findRedisServer() !== null;
+const IPS = ['10.0.0.1', '10.0.0.2', '2001:db8::/64'];
+const NOW = 1_800_000_000_000;
+
+/** One decision on one of IPS (or the domain) made at `t`. */
+const decision = fc.record({ what: fc.integer({ min: 0, max: 4 }), on: fc.integer({ min: 0, max: IPS.length - 1 }), reason: fc.constantFrom('a', 'b', 'c') })
+  .map(({ what, on, reason }) => (t: number): Decision => {
+    const ip = IPS[on];
+    switch (what) {
+      case 0: return { kind: 'ban', entry: { ip, reason, rule: 'rate', since: t, expiresAt: NOW + 3600_000 } };
+      case 1: return { kind: 'unban', ip, at: t };
+      case 2: return { kind: 'whitelist', entry: { ip, origin: 'api', note: reason, since: t } };
+      case 3: return { kind: 'unwhitelist', ip, at: t };
+      default: return { kind: 'attack', domain: 'x.test', under: reason !== 'c', since: t, reason, at: t };
+    }
+  });
+
+describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)', () => {
+  let redis: RedisServer;
+  let raw: Redis, sub: Redis;
+  beforeAll(async () => { redis = await startRedis(); raw = new Redis(redis.url); sub = new Redis(redis.url); });
+  afterAll(async () => { raw?.disconnect(); sub?.disconnect(); await redis?.close(); });
+
+  it('any order of writes ends with the latest decision on each address and domain', async () => {
+    let run = 0;
+    await fc.assert(fc.asyncProperty(
+      // Distinct times (no ties), decisions, and how they are cut into batches in the order they arrive.
+      fc.uniqueArray(fc.integer({ min: 1, max: 1_000_000 }), { minLength: 1, maxLength: 24 }).chain((times) =>
+        fc.tuple(fc.constant(times), fc.array(decision, { minLength: times.length, maxLength: times.length }), fc.array(fc.integer({ min: 1, max: 4 }), { minLength: times.length, maxLength: times.length }))),
+      async ([times, makers, cuts]) => {
+        const k = redisKeys(`lww${++run}:`);
+        const ds = times.map((t, i) => makers[i](NOW - 2_000_000 + t));
+        const published: Decision[] = [];
+        const onMsg = (_c: string, m: string) => { published.push(...(parseMessage(m)?.ds ?? [])); };
+        await sub.subscribe(k.channel);
+        sub.on('message', onMsg);
+        // What a sequential model says: the latest time seen on each key; a decision older than it is stale.
+        const latest = new Map<string, Decision>();
+        const expectStale: Decision[] = [], expectPublished: Decision[] = [];
+        const gotStale: Decision[] = [];
+        for (let i = 0; i < ds.length;) {
+          const batch = ds.slice(i, i + cuts[i]);
+          for (const d of batch) {
+            const key = pendingKey(d), cur = latest.get(key);
+            if (cur && decidedAt(cur)! > decidedAt(d)!) expectStale.push(d);
+            else { latest.set(key, d); expectPublished.push(d); }
+          }
+          const { args, ds: sent } = writeArgs(k, 'N', batch, NOW);
+          const out = writeOutcome(sent, await raw.eval(WRITE_LUA, 5, ...writeKeys(k), ...args));
+          expect(out.refused.size).toBe(0);
+          gotStale.push(...out.stale);
+          i += batch.length;
+        }
+        await raw.ping(); // messages published before this answer have reached the subscriber connection's socket
+        await new Promise((r) => setTimeout(r, 20));
+        sub.off('message', onMsg);
+        await sub.unsubscribe(k.channel);
+        expect(gotStale).toEqual(expectStale);
+        expect(published).toEqual(expectPublished);
+        const state = parseState(await raw.hgetall(k.bans), await raw.hgetall(k.wl), await raw.hgetall(k.attack), NOW);
+        for (const ip of IPS) {
+          const b = latest.get(`b:${ip}`), w = latest.get(`w:${ip}`);
+          expect(state.bans.find((e) => e.ip === ip)).toEqual(b?.kind === 'ban' ? b.entry : undefined);
+          expect(state.whitelist.find((e) => e.ip === ip)).toEqual(w?.kind === 'whitelist' ? w.entry : undefined);
+        }
+        const a = latest.get('a:x.test');
+        expect(state.attacks[0]?.since).toBe(a?.kind === 'attack' ? a.since : undefined);
+      },
+    ), { numRuns: 150 });
+  }, 60_000);
+
+  it('a decision that does not say when it was made (an older version) is written as it comes', async () => {
+    const k = redisKeys('legacy:');
+    const ban: Decision = { kind: 'ban', entry: { ip: '10.1.0.1', reason: 'r', rule: 'rate', since: NOW, expiresAt: NOW + 60_000 } };
+    for (const batch of [[ban], [{ kind: 'unban', ip: '10.1.0.1' } as Decision]]) {
+      const { args, ds } = writeArgs(k, 'N', batch, NOW);
+      expect(writeOutcome(ds, await raw.eval(WRITE_LUA, 5, ...writeKeys(k), ...args)).stale.size).toBe(0);
+    }
+    expect(await raw.hget(k.bans, '10.1.0.1')).toBeNull();
+  });
+});
+
+if (!hasRedis) describe('the later decision stands (write script, real Redis)', () => { it.skip(redisSkipReason, () => {}); });
