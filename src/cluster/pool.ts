@@ -123,7 +123,7 @@ export class WorkerPool {
         if (m.t === 'took') { w.sending = false; this.handOver(w); return; }
         if (m.t === 'ready') { w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
-        if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; w.underAttack = m.r.attack.filter(([, a]) => a.under).map(([d]) => d); this.d.onReport(index, m.r); this.answered(m.id, index); return; }
+        if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; w.underAttack = (m.r.attack ?? []).filter(([, a]) => a.under).map(([d]) => d); this.d.onReport(index, m.r); this.answered(m.id, index); return; }
         this.d.onMessage(index, m);
       });
       child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
