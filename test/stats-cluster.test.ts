@@ -132,7 +132,7 @@ describe.skipIf(!hasRedis)('the statistics outbox', () => {
     }
   });
 
-  it('pushing the whole totals again (Redis lost them) goes in steps: every bucket once, the old outbox replaced', () => {
+  it('pushing the whole totals again (Redis lost them) goes in steps: every bucket once, the old outbox replaced', async () => {
     const db = openStore(tempDir());
     try {
       const store = new StatsStore(db);
@@ -146,13 +146,52 @@ describe.skipIf(!hasRedis)('the statistics outbox', () => {
       g[0] = 3;
       store.write([], [{ t: t0, g }]);
       expect(store.outboxSize).toBe(13);
-      const rows = store.rebuildOutbox('epoch-2');
+      let pauses = 0;
+      const rows = await store.rebuildOutbox('epoch-2', async () => { pauses++; });
       expect(rows).toBe(4); // 500 + 500 + 200 domain buckets, then the global one
+      expect(pauses).toBeGreaterThanOrEqual(3); // a turn of the event loop after each step
       expect(store.clusterEpoch()).toBe('epoch-2');
       const bodies = store.outboxRows(100).map((r) => JSON.parse(r.body) as { d: { t: number; c: Record<string, number> }[] });
       const ts = bodies.flatMap((b) => b.d.map((d) => d.t));
       expect(new Set(ts).size).toBe(1200);
       expect(bodies.flatMap((b) => b.d).reduce((n, d) => n + (d.c.req_passed ?? 0), 0)).toBe(2400);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('statistics written while the totals are read again count once; a rebuild cut short is done again from scratch', async () => {
+    const db = openStore(tempDir());
+    try {
+      const store = new StatsStore(db);
+      store.outbox = true;
+      store.setClusterEpoch('epoch-1');
+      const t0 = bucketOf(Date.now()) - 1200 * 180;
+      const c = newCounters();
+      c[F.reqPassed] = 2;
+      for (let w = 0; w < 12; w++) store.write(Array.from({ length: 100 }, (_, i) => ({ domain: HOST, t: t0 + (w * 100 + i) * 180, c })), []);
+      // Between steps the proxy goes on counting: into a bucket already read and into one not read yet.
+      const delta = newCounters();
+      delta[F.reqPassed] = 5;
+      let writes = 0;
+      const g = newGlobal();
+      g[1] = 1; // a summed global column (accept_dropped)
+      store.write([], [{ t: t0, g }]);
+      // A domain first seen during the rebuild too: it is read by no step, so its deltas are queued as usual.
+      const meanwhile = () => { writes++; store.write([{ domain: HOST, t: t0, c: delta }, { domain: HOST, t: t0 + 1199 * 180, c: delta }, { domain: 'new.test', t: t0, c: delta }], [{ t: t0, g }]); };
+      let calls = 0;
+      await expect(store.rebuildOutbox('epoch-2', async () => { meanwhile(); if (++calls === 2) throw new Error('killed'); })).rejects.toThrow('killed');
+      expect(store.clusterEpoch()).toBe('epoch-1'); // not done: the next push rebuilds again
+      await store.rebuildOutbox('epoch-2', async () => { meanwhile(); });
+      expect(store.clusterEpoch()).toBe('epoch-2');
+      const bodies = store.outboxRows(1000).map((r) => JSON.parse(r.body) as { d: { c: Record<string, number> }[]; g: { c: Record<string, number> }[] });
+      const sum = bodies.flatMap((b) => b.d).reduce((n, d) => n + (d.c.req_passed ?? 0), 0);
+      expect(bodies.flatMap((b) => b.g).reduce((n, x) => n + (x.c.accept_dropped ?? 0), 0)).toBe(1 + writes);
+      // 1200 buckets × 2, plus 2 × 5 for each pause of both attempts: what the store holds.
+      const stored = (db.prepare('SELECT sum(req_passed) AS n FROM stats_domain_bucket').get() as { n: number }).n;
+      expect(writes).toBeGreaterThanOrEqual(5);
+      expect(stored).toBe(2400 + 15 * writes);
+      expect(sum).toBe(stored);
     } finally {
       db.close();
     }

@@ -12,10 +12,17 @@ export const DEFAULT_RETENTION_DAYS = 430;
 
 /** Buckets per outbox row when a node pushes its whole totals again (rebuildOutbox), and per step reading them. */
 const REBUILD_ROWS = 500;
+/** Rows of the old outbox deleted per step of a rebuild (one that holds a rebuild never pushed is ~0.5 ms a row). */
+const OLD_ROWS_PER_STEP = 10;
 
 export interface DomainDelta { domain: string; t: number; c: Float64Array }
 export interface GlobalDelta { t: number; g: Float64Array }
 type Row = Record<string, number>;
+
+/** How far a rebuild has read: domains not begun, the one being read and its last bucket, the global table's. */
+interface Rebuild { pending: Set<string>; domain: string | null; t: number; globalT: number; globalDone: boolean }
+/** A bucket the rebuild will still read (a delta to it is in what it reads). */
+const unreadDomain = (r: Rebuild, domain: string, t: number): boolean => r.pending.has(domain) || (domain === r.domain && t > r.t);
 
 export class StatsStore {
   private readonly db: Db;
@@ -27,6 +34,8 @@ export class StatsStore {
   private readonly insOutbox: StatementSync;
   /** With Redis: every write also leaves an outbox row for the cluster's totals (cluster.ts), in the same transaction. */
   outbox = false;
+  /** Where a rebuild of the outbox is (rebuildOutbox), while one runs. */
+  private rebuild: Rebuild | null = null;
 
   constructor(db: Db) {
     this.db = db;
@@ -54,7 +63,13 @@ export class StatsStore {
     try {
       for (const d of domains) this.upsertDomain.run(d.domain, d.t, ...d.c);
       for (const g of globals) this.upsertGlobal.run(g.t, ...g.g);
-      if (this.outbox) this.insOutbox.run(JSON.stringify(outboxPayload(domains, globals)));
+      if (this.outbox) {
+        // During a rebuild, what goes to a bucket it has not read yet reaches the cluster with what it reads.
+        const r = this.rebuild;
+        const ds = r ? domains.filter((d) => !unreadDomain(r, d.domain, d.t)) : domains;
+        const gs = r ? globals.filter((g) => !(!r.globalDone && g.t > r.globalT)) : globals;
+        if (ds.length || gs.length) this.insOutbox.run(JSON.stringify(outboxPayload(ds, gs)));
+      }
       this.db.exec('COMMIT');
     } catch (e) {
       this.db.exec('ROLLBACK');
@@ -83,32 +98,66 @@ export class StatsStore {
   }
 
   /**
-   * The cluster's counters are gone (Redis restarted empty, epoch changed): in one transaction the outbox is
-   * replaced by rows holding every stored bucket (its rows not pushed yet are in those totals already), and the new
-   * epoch is recorded. Pushed, they give the cluster back this node's part exactly. Returns the rows queued.
+   * The cluster's counters are gone (Redis restarted empty, epoch changed): the outbox is replaced by rows holding
+   * every stored bucket (its rows not pushed yet are in those totals already), and the new epoch is recorded once
+   * all are in. Pushed, they give the cluster back this node's part exactly. Returns the rows queued.
+   *
+   * A full store (430 days of 3-minute buckets, many domains) is millions of rows and takes seconds to read: it is
+   * read domain by domain in steps of REBUILD_ROWS buckets, with `pause()` (a turn of the event loop) between them,
+   * so that the proxy goes on serving and saving. A delta saved meanwhile to a bucket not read yet is in what will
+   * be read: no outbox row carries it (`unread`); to one already read, it is queued as usual. The caller pushes
+   * nothing until this returns: a crash before the end leaves the old epoch, and the next start rebuilds anew.
    */
-  rebuildOutbox(epoch: string): number {
-    this.db.exec('BEGIN');
+  async rebuildOutbox(epoch: string, pause: () => Promise<void> = async () => {}): Promise<number> {
+    const oldRows = this.db.prepare('DELETE FROM stats_outbox WHERE seq IN (SELECT seq FROM stats_outbox WHERE seq <= ? LIMIT ?)');
+    // Every row queued until now is in the totals about to be read: they go, a few per step (a row of a rebuild
+    // never pushed is large, ~0.5 ms to delete).
+    const upTo = Number((this.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM stats_outbox').get() as { s: number }).s);
+    // Each domain found by a seek in the primary key (a DISTINCT would read every row: tens of ms in one go).
+    const nextDomain = this.db.prepare('SELECT domain FROM stats_domain_bucket WHERE domain > ? ORDER BY domain LIMIT 1');
+    const domains: string[] = [];
+    for (let d = nextDomain.get('') as { domain: string } | undefined; d; d = nextDomain.get(d.domain) as { domain: string } | undefined) domains.push(d.domain);
+    const r: Rebuild = { pending: new Set(domains), domain: null, t: -Infinity, globalT: -Infinity, globalDone: false };
+    this.rebuild = r;
+    const readDomain = this.db.prepare(`SELECT * FROM stats_domain_bucket WHERE domain = ? AND t > ? ORDER BY t LIMIT ${REBUILD_ROWS}`);
+    const readGlobal = this.db.prepare(`SELECT * FROM stats_global_bucket WHERE t > ? ORDER BY t LIMIT ${REBUILD_ROWS}`);
+    let n = 0;
+    const queue = (domainRows: Row[], globalRows: Row[]) => {
+      this.db.exec('BEGIN');
+      try {
+        for (const p of totalsPayloads(domainRows, globalRows, REBUILD_ROWS)) { this.insOutbox.run(JSON.stringify(p)); n++; }
+        oldRows.run(upTo, OLD_ROWS_PER_STEP);
+        this.db.exec('COMMIT');
+      } catch (e) { this.db.exec('ROLLBACK'); throw e; }
+    };
     try {
-      this.db.exec('DELETE FROM stats_outbox');
-      // Read and written in steps of REBUILD_ROWS buckets: 430 days of 3-minute buckets of many domains are millions
-      // of rows, which must not all be in memory at once.
-      let n = 0;
-      const step = (domainRows: Row[], globalRows: Row[]) => { for (const p of totalsPayloads(domainRows, globalRows, REBUILD_ROWS)) { this.insOutbox.run(JSON.stringify(p)); n++; } };
-      for (const [sql, isDomain] of [['SELECT * FROM stats_domain_bucket', true], ['SELECT * FROM stats_global_bucket', false]] as const) {
-        let chunk: Row[] = [];
-        for (const r of this.db.prepare(sql).iterate() as Iterable<Row>) {
-          chunk.push(r);
-          if (chunk.length >= REBUILD_ROWS) { step(isDomain ? chunk : [], isDomain ? [] : chunk); chunk = []; }
+      for (const domain of domains) {
+        r.pending.delete(domain);
+        r.domain = domain;
+        r.t = -Infinity;
+        for (;;) {
+          const rows = readDomain.all(domain, r.t) as Row[];
+          // Read and noted in one turn: from here, a delta to these buckets is queued as usual.
+          if (rows.length) r.t = Number(rows[rows.length - 1].t);
+          if (rows.length < REBUILD_ROWS) r.domain = null; // done: every later delta is queued
+          queue(rows, []);
+          await pause();
+          if (r.domain === null) break;
         }
-        if (chunk.length) step(isDomain ? chunk : [], isDomain ? [] : chunk);
       }
+      for (;;) {
+        const rows = readGlobal.all(r.globalT) as Row[];
+        if (rows.length) r.globalT = Number(rows[rows.length - 1].t);
+        if (rows.length < REBUILD_ROWS) r.globalDone = true;
+        queue([], rows);
+        await pause();
+        if (r.globalDone) break;
+      }
+      while (Number(oldRows.run(upTo, OLD_ROWS_PER_STEP).changes) > 0) await pause();
       this.setClusterEpoch(epoch);
-      this.db.exec('COMMIT');
       return n;
-    } catch (e) {
-      this.db.exec('ROLLBACK');
-      throw e;
+    } finally {
+      this.rebuild = null;
     }
   }
 

@@ -118,7 +118,8 @@ export class RedisClusterStats implements ClusterStats {
     const mine = this.o.store.clusterEpoch();
     if (mine === null) this.o.store.setClusterEpoch(cur);
     else if (mine !== cur) {
-      const rows = this.o.store.rebuildOutbox(cur);
+      // In steps with a turn of the event loop between them: the proxy serves on while a large store is read.
+      const rows = await this.o.store.rebuildOutbox(cur, () => new Promise((r) => setImmediate(r)));
       this.o.log.warn({ rows }, 'redis: the cluster statistics were lost (Redis restarted empty?); pushing this node\'s totals again');
     }
     return cur;
