@@ -66,6 +66,22 @@ describe.skipIf(!hasRedis)('attack state across workers and nodes', () => {
     const d = ((await get(late, '/api/domains')).domains as { name: string; attack: { reason: string } }[]).find((x) => x.name === HOST)!;
     expect(d.attack.reason).toBe('found elsewhere: rate 9000/s over baseline 40/s');
   }, 40_000);
+
+  it('a node joining takes up an attack state said lately, not one left behind by a node that stopped', async () => {
+    const now = Date.now();
+    elsewhere.publish({ kind: 'attack', domain: 'fresh.test', under: true, since: now - 600_000, reason: 'rate', at: now - 30_000 });
+    // Said last ten minutes ago: the node that said it stopped without saying it was over (kill -9, a crash).
+    elsewhere.publish({ kind: 'attack', domain: 'stale.test', under: true, since: now - 900_000, reason: 'rate', at: now - 600_000 });
+    await within('written', async () => elsewhere.pendingCount === 0, 3000);
+    const cli = await startWorkersCli('fresh.test', origin.address, {
+      workers: 1, filter: { mode: 'auto' }, state: { dir: path.join(tempDir(), 'data'), redis: { url: redis.url } },
+      domains: [{ name: 'fresh.test', upstreams: [origin.address] }, { name: 'stale.test', upstreams: [origin.address] }],
+    });
+    clis.push(cli);
+    const under = async () => Object.fromEntries(((await get(cli, '/api/domains')).domains as { name: string; underAttack: boolean }[]).map((d) => [d.name, d.underAttack]));
+    await within('the fresh state taken up', async () => (await under())['fresh.test'], 3000);
+    expect((await under())['stale.test']).toBe(false);
+  }, 30_000);
 });
 
 if (!hasRedis) describe('attack state across workers and nodes', () => { it.skip(redisSkipReason, () => {}); });

@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
 import { WRITE_LUA, writeArgs, writeKeys, writeOutcome } from '../src/store/redis-write.ts';
 import { redisKeys, parseMessage, parseState, pendingKey } from '../src/store/redis-keys.ts';
+import { pruneBans } from '../src/store/redis-resync.ts';
 import { decidedAt, type Decision } from '../src/decisions/bus.ts';
 
 const hasRedis = findRedisServer() !== null;
@@ -82,6 +83,36 @@ describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)
       },
     ), { numRuns: 150 });
   }, 60_000);
+
+  const writeOne = async (k: ReturnType<typeof redisKeys>, d: Decision, now: number) => {
+    const { args, ds } = writeArgs(k, 'N', [d], now);
+    return writeOutcome(ds, await raw.eval(WRITE_LUA, 5, ...writeKeys(k), ...args));
+  };
+
+  it('a ban that ran out is remembered as lifted when it was made: an older ban arriving later does not come back', async () => {
+    const k = redisKeys('expired:');
+    const t = Date.now();
+    await writeOne(k, { kind: 'ban', entry: { ip: '10.2.0.1', reason: 'B', rule: 'manual', since: t - 2000, expiresAt: t - 1000 } }, t - 1500);
+    await pruneBans(raw, k, t);
+    expect(await raw.hget(k.bans, '10.2.0.1')).toBeNull();
+    // Made before B's (a node cut off since): older than what ran out.
+    expect((await writeOne(k, { kind: 'ban', entry: { ip: '10.2.0.1', reason: 'A', rule: 'rate', since: t - 3000, expiresAt: t + 86_400_000 } }, t)).stale.size).toBe(1);
+    expect(await raw.hget(k.bans, '10.2.0.1')).toBeNull();
+    expect((await writeOne(k, { kind: 'ban', entry: { ip: '10.2.0.1', reason: 'C', rule: 'rate', since: t, expiresAt: t + 60_000 } }, t)).stale.size).toBe(0);
+    expect(await raw.hget(k.bans, '10.2.0.1')).not.toBeNull();
+  });
+
+  it('a key of the wrong type refuses the decisions that use it before any of their writes; the rest is written', async () => {
+    const k = redisKeys('wrongtype:');
+    await raw.set(k.exp, 'not a sorted set');
+    const ban: Decision = { kind: 'ban', entry: { ip: '10.3.0.1', reason: 'r', rule: 'rate', since: NOW, expiresAt: NOW + 60_000 } };
+    const wl: Decision = { kind: 'whitelist', entry: { ip: '10.3.9.9', origin: 'api', note: '', since: NOW } };
+    const { args, ds } = writeArgs(k, 'N', [ban, wl], NOW);
+    const out = writeOutcome(ds, await raw.eval(WRITE_LUA, 5, ...writeKeys(k), ...args));
+    expect([...out.refused]).toEqual([ban]);
+    expect(await raw.hget(k.bans, '10.3.0.1')).toBeNull(); // nothing of it half-written
+    expect(await raw.hget(k.wl, '10.3.9.9')).not.toBeNull();
+  });
 
   it('a decision that does not say when it was made (an older version) is written as it comes', async () => {
     const k = redisKeys('legacy:');

@@ -32,11 +32,13 @@ async function relay(targetPort: number) {
   let lag = 0;
   // With a lag, bytes go on after it (in order: timers of one delay fire in the order they were set).
   const pass = (to: net.Socket, d: Buffer) => { if (frozen) return; if (lag) setTimeout(() => { if (!frozen && !to.destroyed) to.write(d); }, lag); else to.write(d); };
+  let subLag = 0;
   const server = net.createServer((c) => {
     const u = net.connect({ port: targetPort, host: '127.0.0.1' });
     socks.add(c); socks.add(u);
-    c.on('data', (d) => pass(u, d));
-    u.on('data', (d) => pass(c, d));
+    let subscriber = false; // this connection asked to SUBSCRIBE: what Redis sends it can be held back alone
+    c.on('data', (d) => { subscriber ||= /subscribe/i.test(d.toString('latin1')); pass(u, d); });
+    u.on('data', (d) => { if (subscriber && subLag) setTimeout(() => { if (!frozen && !c.destroyed) c.write(d); }, subLag); else pass(c, d); });
     const end = () => { c.destroy(); u.destroy(); socks.delete(c); socks.delete(u); };
     c.on('close', end); u.on('close', end); c.on('error', end); u.on('error', end);
   });
@@ -50,6 +52,8 @@ async function relay(targetPort: number) {
     freeze: () => { frozen = true; },
     /** Every byte each way waits this long (a slow link: a catch-up then takes seconds). */
     setLag: (ms: number) => { lag = ms; },
+    /** What Redis sends the subscriber connection (published messages) waits this long; commands' answers do not. */
+    lagSubscriber: (ms: number) => { subLag = ms; },
     thaw: () => { frozen = false; for (const s of socks) s.destroy(); },
     close: () => new Promise<void>((r) => { frozen = true; for (const s of socks) s.destroy(); if (server.listening) server.close(() => r()); else r(); }),
   };
@@ -496,6 +500,65 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await sleep(300);
       expect(b.got.slice(heard)).toEqual([]);
       expect(a.logs.some((l) => l.includes('older than what another node decided'))).toBe(true);
+    } finally {
+      await link.close();
+    }
+  }, 20_000);
+
+  it('a batch with a decision Redis refuses and one older than what Redis holds: the node still takes back the later one', async () => {
+    const p = prefix();
+    const a = await healthyNode(redis.url, p, 'A', { heartbeatMs: 200 });
+    const b = await healthyNode(redis.url, p, 'B');
+    const t = Date.now();
+    b.bus.publish({ kind: 'ban', entry: ban('10.16.0.1', 600_000, t) });
+    await waitFor('A heard the ban', () => bansOf(a.got).includes('10.16.0.1'), 2000);
+    await withRaw(redis.url, async (raw) => {
+      await raw.set(`${p}whitelist`, 'not a hash');
+      // One batch: a whitelist entry Redis refuses, and an unban older than B's ban.
+      a.bus.publish({ kind: 'whitelist', entry: { ip: '10.16.9.9', origin: 'api', note: '', since: t } });
+      a.bus.publish({ kind: 'unban', ip: '10.16.0.1', at: t - 1000 });
+      try {
+        await waitFor("B's ban delivered to A again", () => bansOf(a.got).filter((ip) => ip === '10.16.0.1').length >= 2, 3000);
+      } finally { await raw.del(`${p}whitelist`); }
+    });
+  }, 15_000);
+
+  it("an older decision heard just after this node's later one was written is not applied here", async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      link.lagSubscriber(300); // what B publishes reaches A 300 ms late; A's own writes are answered at once
+      const a = await healthyNode(link.url, p, 'A');
+      const b = await healthyNode(redis.url, p, 'B');
+      const t = Date.now();
+      b.bus.publish({ kind: 'unban', ip: '10.17.0.1', at: t - 5000 });
+      await waitFor('B written', () => b.bus.pendingCount === 0, 2000);
+      a.bus.publish({ kind: 'ban', entry: ban('10.17.0.1', 600_000, t) });
+      await waitFor('A written', () => a.bus.pendingCount === 0, 2000);
+      await sleep(700);
+      expect(a.got.filter((d) => d.kind === 'unban')).toEqual([]);
+      expect(bansOf(b.got)).toContain('10.17.0.1');
+    } finally {
+      await link.close();
+    }
+  }, 15_000);
+
+  it('an attack state heard once is not delivered again by every catch-up', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = await healthyNode(link.url, p, 'A');
+      const b = await healthyNode(redis.url, p, 'B');
+      b.bus.publish({ kind: 'attack', domain: 'x.test', under: true, since: Date.now(), reason: 'rate', at: Date.now() });
+      await waitFor('A heard it', () => a.got.length === 1, 2000);
+      for (let i = 0; i < 2; i++) {
+        await link.cut();
+        await waitFor('A cut off', () => !a.bus.healthy, 3000);
+        await link.heal();
+        await waitFor('A back', () => a.bus.healthy, 5000);
+        await sleep(300);
+      }
+      expect(a.got.filter((d) => d.kind === 'attack').length).toBe(1);
     } finally {
       await link.close();
     }

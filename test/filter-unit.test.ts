@@ -9,7 +9,8 @@ import { compileRules, DEFAULT_RULES, EVENT_INDEX, validateRules, type Rule } fr
 import { applyEvents, newPending, newVerdict } from '../src/detect/engine.ts';
 import { explainScore, scoreLine } from '../src/detect/score.ts';
 import { banDurationMs, decayedOffences, enforced, recordOffence, MAX_BAN_SECONDS, MIN_BAN_SECONDS } from '../src/decisions/ban-time.ts';
-import { newAttackState, restoreAttack, saveAttack, stepAttack, type AttackParams, type Sample } from '../src/detect/attack-mode.ts';
+import { joinRemoteAttack, newAttackState, restoreAttack, saveAttack, stepAttack, type AttackParams, type Sample } from '../src/detect/attack-mode.ts';
+import { ATTACK_REFRESH_MS } from '../src/decisions/bus.ts';
 import { parseBlacklistAddress, parseWhitelistEntry, Whitelist } from '../src/decisions/lists.ts';
 import { signToken, verifyToken } from '../src/challenge/cookie.ts';
 import { cookieValue, hashRange, headerOddness, isAssetPath, isStaticType, pathEnd, queryKeysHash } from '../src/detect/signals.ts';
@@ -201,6 +202,42 @@ describe('attack mode', () => {
     for (let i = 0; i < 10; i++) stepAttack(st, sample(10, 50), params, i);
     stepAttack(st, sample(10, 900), params, 10);
     expect(stepAttack(st, sample(10, 900), params, 11).entered).toBe(true);
+  });
+
+  it('what is told to the others: a start, a reminder every ATTACK_REFRESH_MS while it lasts, an end seen here; never the end of a state joined from elsewhere', () => {
+    const S = 1000;
+    const own = newAttackState();
+    for (let i = 0; i < 10; i++) stepAttack(own, sample(10), params, i * S);
+    stepAttack(own, sample(100), params, 10 * S);
+    const started = stepAttack(own, sample(100), params, 11 * S);
+    expect([started.entered, started.announce]).toEqual([true, true]);
+    let reminders = 0;
+    for (let t = 12 * S; t < 12 * S + 2 * ATTACK_REFRESH_MS; t += S) if (stepAttack(own, sample(100), params, t).announce) reminders++;
+    expect(reminders).toBe(2);
+    // exitSeconds calm seconds: did it end, and was anything told?
+    const calm = (st: ReturnType<typeof newAttackState>, from: number) => {
+      const out = { exited: false, announce: false };
+      for (let i = 0; i < params.exitSeconds; i++) { const s = stepAttack(st, sample(10), params, from + i * S); out.exited ||= s.exited; out.announce ||= s.announce; }
+      return out;
+    };
+    const ended = calm(own, 200 * S);
+    expect([ended.exited, ended.announce]).toEqual([true, true]);
+
+    // Joined from another node: filtered here, but neither reminded nor ended for the others (the other node may
+    // still be under attack; it says when it ends).
+    const joined = newAttackState();
+    expect(joinRemoteAttack(joined, 5, 'rate')).toBe(true);
+    expect(joined.reason).toBe('found elsewhere: rate');
+    expect(stepAttack(joined, sample(10), params, ATTACK_REFRESH_MS * 3).announce).toBe(false);
+    const left = calm(joined, ATTACK_REFRESH_MS * 4);
+    expect([left.exited, left.announce]).toEqual([true, false]);
+    // Joined, then seen here too (enterSeconds hot): this node's own attack now, and its end is announced.
+    const both = newAttackState();
+    for (let i = 0; i < 10; i++) stepAttack(both, sample(10), params, i * S);
+    joinRemoteAttack(both, 5, 'rate');
+    stepAttack(both, sample(100), params, 10 * S);
+    expect(stepAttack(both, sample(100), params, 11 * S).announce).toBe(true);
+    expect(calm(both, 20 * S).announce).toBe(true);
   });
 
   it('little traffic is never an attack by rate', () => {

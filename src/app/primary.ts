@@ -82,8 +82,9 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
       health: upstreams.healthById(),
       attacks: view.snapshot().underAttack.map((domain) => {
-        const a = view.attackState(domain);
-        return { domain, since: a?.since ?? 0, reason: a?.reason ?? null };
+        // A worker's state when one is under attack, else the primary's (another node's attack, joined here).
+        const w = view.attackState(domain), a = w?.under ? w : filter.attackState(domain);
+        return { domain, since: a?.since ?? 0, reason: a?.under ? a.reason : null };
       }),
     };
   };

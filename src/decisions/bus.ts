@@ -18,6 +18,10 @@ export type Decision =
   | { kind: 'unwhitelist'; ip: string; at?: number }
   | { kind: 'attack'; domain: string; under: boolean; since: number; reason: string | null; at?: number };
 
+/** A node under attack on a domain says so again at least this often (with a new `at`): an attack state in Redis
+ *  older than a few of these was left by a node that stopped, and a node joining does not take it up. */
+export const ATTACK_REFRESH_MS = 60_000;
+
 /** When a decision was made, or null for one that does not say (see Decision). Pure. */
 export function decidedAt(d: Decision): number | null {
   switch (d.kind) {
@@ -31,7 +35,7 @@ export interface DecisionSnapshot {
   bans: BanEntry[];
   whitelist: WhitelistEntry[];
   /** Each domain's attack state as last decided in the cluster (a shared bus only). */
-  attacks?: { domain: string; under: boolean; since: number; reason: string | null }[];
+  attacks?: { domain: string; under: boolean; since: number; reason: string | null; at?: number }[];
 }
 
 export interface DecisionBus {

@@ -8,7 +8,7 @@ import type { Logger } from '../log.ts';
 import { Blacklist, type BanEntry } from './blacklist.ts';
 import { parseWhitelistEntry, Whitelist, type ParsedRange, type WhitelistEntry } from './lists.ts';
 import { banDurationMs, decayedOffences, recordOffence, type OffenderRecord } from './ban-time.ts';
-import { LocalBus, type Decision, type DecisionBus } from './bus.ts';
+import { ATTACK_REFRESH_MS, LocalBus, type Decision, type DecisionBus } from './bus.ts';
 import { LRUCache } from 'lru-cache';
 
 export interface BanPolicy {
@@ -197,8 +197,9 @@ export class Decisions {
     for (const w of snap.whitelist) this.apply({ kind: 'whitelist', entry: w });
     for (const b of snap.bans) if (b.expiresAt > now && !this.blacklist.has(b.ip)) this.apply({ kind: 'ban', entry: b });
     // A domain another node is filtering is filtered here from the start, not from the next change of its state (this
-    // node leaves attack mode by its own calm seconds: a state left by a node that died costs one exit period).
-    for (const a of snap.attacks ?? []) if (a.under) this.apply({ kind: 'attack', ...a });
+    // node leaves attack mode by its own calm seconds). A state not said again for a while was left by a node that
+    // stopped while under attack: not taken up.
+    for (const a of snap.attacks ?? []) if (a.under && now - (a.at ?? a.since) < 3 * ATTACK_REFRESH_MS) this.apply({ kind: 'attack', ...a });
   }
 
   get busHealthy(): boolean { return this.bus.healthy; }

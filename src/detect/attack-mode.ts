@@ -15,6 +15,7 @@
 // With no adaptive limit (limits.adaptive.enabled false), a domain with a
 // fixed maxInflight whose requests wait in its queue is the same sign.
 // stepAttack is pure: one second of counts in, the new state out.
+import { ATTACK_REFRESH_MS } from '../decisions/bus.ts';
 
 export interface AttackParams {
   /** Below this many requests per second a domain is never under attack. */
@@ -49,6 +50,11 @@ export interface AttackState {
   upstreamFailing: boolean;
   /** Why it is (or was last) under attack. */
   reason: string;
+  /** Under attack because another worker or node said so, not (yet) by what this process sees: its end is not
+   *  announced (it would overwrite the state of the node still under attack). */
+  remote: boolean;
+  /** When this process last told the others it is under attack (ms): it says so again every ATTACK_REFRESH_MS. */
+  announcedAt: number;
 }
 
 export interface Sample {
@@ -72,9 +78,10 @@ const MIN_FAILURES = 3;
 /** A saturated second is a crowd, not an attack, when at least this share of the requests that waited came from sources browsing like people. */
 const BROWSING_SHARE = 0.5;
 
-export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, reason: '' });
+export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, reason: '', remote: false, announcedAt: 0 });
 
-export interface Step { entered: boolean; exited: boolean; failingStarted: boolean }
+/** `announce`: the others are told the state now (it started, it ended here, or it goes on: ATTACK_REFRESH_MS). */
+export interface Step { entered: boolean; exited: boolean; failingStarted: boolean; announce: boolean }
 
 /** Advances the state by one sample. Mutates and returns `st` (it is owned by the caller). */
 export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: number): Step {
@@ -97,7 +104,8 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   const browsing = s.queued >= 5 && (s.queuedBrowsing ?? 0) >= BROWSING_SHARE * s.queued;
   const crowded = s.saturated != null ? s.saturated && !browsing : s.requests >= 5 && s.queued / s.requests >= p.errorRatio;
   const hot = rateHot || latencyHot || failing || crowded;
-  const out: Step = { entered: false, exited: false, failingStarted: false };
+  const out: Step = { entered: false, exited: false, failingStarted: false, announce: false };
+  const wasRemote = st.remote;
 
   if (hot) { st.hot++; st.calm = 0; } else { st.calm++; st.hot = 0; }
 
@@ -111,7 +119,13 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
     st.since = 0;
     st.upstreamFailing = false;
     out.exited = true;
+  } else if (st.under && st.remote && st.hot >= p.enterSeconds) {
+    st.remote = false; // seen here too: this process's own attack now, said at once
+    st.announcedAt = -Infinity;
   }
+  if (out.entered || out.exited) st.remote = false;
+  out.announce = out.entered || (out.exited && !wasRemote) || (st.under && !st.remote && now - st.announcedAt >= ATTACK_REFRESH_MS);
+  if (out.announce) st.announcedAt = now;
   // A crowded queue is the same pressure caught before the application fails: tighten and go after the suspects.
   if (st.under && (failing || crowded) && !st.upstreamFailing) { st.upstreamFailing = true; out.failingStarted = true; }
 
@@ -153,6 +167,7 @@ export function joinRemoteAttack(st: AttackState, since: number, reason: string 
   st.under = true;
   st.since = since;
   st.calm = 0;
+  st.remote = true;
   st.reason = reason?.startsWith(REMOTE) ? reason : `${REMOTE}${reason ?? 'attack'}`;
   return true;
 }

@@ -280,7 +280,7 @@ export class Detector {
         const step = stepAttack(t.state, t.take(secs, this.d.saturated?.(name, now) ?? null), this.cfg.attack, now);
         if (step.entered) { this.counters.attacksStarted++; this.d.log.warn({ domain: name, reason: t.state.reason }, 'domain under attack: filtering on'); }
         if (step.exited) this.d.log.info({ domain: name }, 'attack over: filtering relaxed');
-        if (step.entered || step.exited) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null, now);
+        if (step.announce) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null, now);
         if (step.failingStarted && this.cfg.mode !== 'off') this.banSuspects(name, now);
       }
     }

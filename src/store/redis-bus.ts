@@ -235,7 +235,7 @@ export class RedisBus implements DecisionBus {
       while (this.pending.size && this.cmdReady) stale += await this.pending.write(this.cmd, this.k, this.nodeId);
       if (stale) { this.needResync = true; this.log.info({ decisions: stale }, 'redis: decisions older than what another node decided since were not written'); }
     } catch (err) {
-      failed = true;
+      failed = this.needResync = true; // some of it may have been older than what Redis holds: read back what is in force
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept'); }
     } finally {
       this.flushing = false;
@@ -272,7 +272,7 @@ export class RedisBus implements DecisionBus {
       this.epoch = epoch;
       if (!this.needResync) return;
       await this.flush();
-      if (this.pending.size || !this.healthy) return; // cut again: the next 'ready' retries
+      if (!this.healthy) return; // cut again: the next 'ready' retries (what Redis refuses stays queued: the diff skips it)
       const now = Date.now();
       const snap = await this.read(now);
       // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data, and of what this

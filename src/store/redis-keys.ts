@@ -25,7 +25,11 @@ import type { Decision, DecisionSnapshot } from '../decisions/bus.ts';
 export interface AttackState { domain: string; under: boolean; since: number; reason: string | null; at?: number }
 
 /** The snapshot a RedisBus returns: DecisionSnapshot plus the attack state of every domain. */
-export interface RedisSnapshot extends DecisionSnapshot { attacks: AttackState[] }
+export interface RedisSnapshot extends DecisionSnapshot {
+  attacks: AttackState[];
+  /** Parts Redis could not give (a key of the wrong type): unknown, not empty. */
+  unreadable?: ('bans' | 'whitelist' | 'attacks')[];
+}
 
 export interface RedisKeys { bans: string; exp: string; wl: string; attack: string; gone: string; secret: string; epoch: string; channel: string }
 
@@ -45,6 +49,13 @@ local n = 0
 for i = 1, 50 do
   local ips = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 500)
   if #ips == 0 then break end
+  -- Remembered as lifted when the ban that ran out was made: an older ban arriving later (from a node back from a
+  -- cut) does not come back.
+  for _, ip in ipairs(ips) do
+    local v = redis.call('HGET', KEYS[1], ip)
+    local s = v and tonumber(string.match(v, '"since":(%-?%d+)'))
+    if s then redis.call('ZADD', KEYS[3], s, 'b:' .. ip) end
+  end
   redis.call('HDEL', KEYS[1], unpack(ips))
   redis.call('ZREM', KEYS[2], unpack(ips))
   n = n + #ips

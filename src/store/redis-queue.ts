@@ -10,9 +10,11 @@ import { WRITE_LUA, writeArgs, writeKeys, writeOutcome } from './redis-write.ts'
 
 /** The queue goes to the node's store at most this often while Redis is away (and at close). */
 const SAVE_EVERY_MS = 1000;
+/** How long this node's written decisions keep older ones heard from others from being applied (standsOver). */
+const RECENT_MS = 60_000;
 /** Decisions written per script call. */
 const FLUSH_BATCH = 2000;
-/** A decision Redis refused this many times (each batch that held it was published all the same) is dropped. */
+/** A decision Redis refused this many times is dropped (never published: the other nodes never heard of it). */
 const MAX_REFUSALS = 3;
 
 type Batch = ReturnType<PendingWrites['take']>;
@@ -28,6 +30,9 @@ export class DecisionQueue {
   /** The saved copy is not empty (it must be cleared once everything is written). */
   private saved = false;
   private timer: NodeJS.Timeout | null = null;
+  /** This node's decisions written in the last RECENT_MS, by key (when made; when written), oldest written first: a
+   *  message published before this node's later decision reached Redis can arrive after the write's answer. */
+  private readonly recent = new Map<string, { t: number | null; w: number }>();
   /** Times Redis refused a queued decision, by key. */
   private readonly refusals = new Map<string, number>();
 
@@ -76,14 +81,17 @@ export class DecisionQueue {
   /** A batch was written; a saved copy follows (emptied with the queue: it must not replay written decisions). */
   done(batch: Batch): void {
     this.pending.done(batch);
+    const now = Date.now();
+    for (const [key, , d] of batch) { this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now }); }
+    for (const [key, e] of this.recent) { if (e.w > now - RECENT_MS) break; this.recent.delete(key); }
     for (const [key] of batch) this.refusals.delete(key);
     if (this.saved) this.save();
   }
 
   /**
-   * A batch Redis wrote but for `refused` (a command error inside its transaction): the rest is done; the refused
-   * stay queued (they were published all the same: a decision applied twice changes nothing) and go after
-   * MAX_REFUSALS rather than be sent for ever (in force on this node only: remembered as never written).
+   * A batch Redis wrote but for `refused` (a key of the wrong type): the rest is done; the refused stay queued
+   * (unpublished) and go after MAX_REFUSALS rather than be tried for ever (in force on this node only: remembered
+   * as never written).
    * Returns how many were dropped.
    */
   settle(all: Batch, refused: Set<Decision>): number {
@@ -114,13 +122,14 @@ export class DecisionQueue {
     throw new Error(`Redis refused ${refused.size} decision(s)`);
   }
 
-  /** The decision queued here on d's address or domain, when it was made no earlier than d: it stands over d (it is
-   *  on its way to Redis, where it will replace d). */
+  /** This node decided on d's address or domain no earlier than d, and that decision is on its way to Redis, was
+   *  just written, or could not be: it stands over d (Redis keeps it, or keeps a later one that comes back). */
   standsOver(d: Decision): boolean {
-    const mine = this.pending.get(pendingKey(d));
-    if (!mine) return false;
-    const a = decidedAt(mine), b = decidedAt(d);
-    return a !== null && b !== null && a >= b;
+    const key = pendingKey(d), b = decidedAt(d);
+    if (b === null) return false;
+    const queued = this.pending.get(key) ?? this.unwritten.get(key);
+    const a = Math.max(queued ? decidedAt(queued) ?? -Infinity : -Infinity, this.recent.get(key)?.t ?? -Infinity);
+    return a >= b;
   }
 
   private saveSoon(): void {

@@ -69,23 +69,24 @@ export class Known {
    *  node. */
   diff(snap: RedisSnapshot, now: number, queued: (key: string) => boolean = () => false): Decision[] {
     const out: Decision[] = [];
+    const known = (part: 'bans' | 'whitelist' | 'attacks') => !snap.unreadable?.includes(part);
     const seenBans = new Set<string>();
     for (const e of snap.bans) {
       seenBans.add(e.ip);
       if (!queued(`b:${e.ip}`) && !sameBan(this.bans.get(e.ip), e)) out.push({ kind: 'ban', entry: e });
     }
-    for (const [ip, e] of this.bans) {
-      if (!seenBans.has(ip) && e.expiresAt > now && !queued(`b:${ip}`)) out.push({ kind: 'unban', ip });
+    if (known('bans')) {
+      for (const [ip, e] of this.bans) if (!seenBans.has(ip) && e.expiresAt > now && !queued(`b:${ip}`)) out.push({ kind: 'unban', ip });
     }
     const seenWl = new Set<string>();
     for (const e of snap.whitelist) {
       seenWl.add(e.ip);
       if (!queued(`w:${e.ip}`) && !sameWl(this.wl.get(e.ip), e)) out.push({ kind: 'whitelist', entry: e });
     }
-    for (const ip of this.wl.keys()) if (!seenWl.has(ip) && !queued(`w:${ip}`)) out.push({ kind: 'unwhitelist', ip });
+    if (known('whitelist')) for (const ip of this.wl.keys()) if (!seenWl.has(ip) && !queued(`w:${ip}`)) out.push({ kind: 'unwhitelist', ip });
     for (const a of snap.attacks) {
-      const d: Decision = { kind: 'attack', domain: a.domain, under: a.under, since: a.since, reason: a.reason };
-      if (this.attack.get(a.domain) !== attackJson(d)) out.push(d);
+      const d: Decision = { kind: 'attack', ...a };
+      if (!queued(`a:${a.domain}`) && this.attack.get(a.domain) !== attackJson(d)) out.push(d);
     }
     return out;
   }
@@ -104,8 +105,14 @@ export async function pruneBans(cmd: Redis, k: RedisKeys, now: number): Promise<
 /** What is in force in Redis now: the bans that ran out are pruned first. */
 export async function readState(cmd: Redis, k: RedisKeys, now: number): Promise<RedisSnapshot> {
   await pruneBans(cmd, k, now).catch(() => {});
-  const [bans, wl, attack] = await Promise.all([cmd.hgetall(k.bans), cmd.hgetall(k.wl), cmd.hgetall(k.attack)]);
-  return parseState(bans, wl, attack, now);
+  // A hash Redis cannot give (a key of the wrong type, written by a person or another program) is unknown, not
+  // empty: read as empty, the catch-up would lift everything of its kind on this node. The others are read.
+  const hash = (key: string) => cmd.hgetall(key).catch((e: unknown) => { if (/WRONGTYPE/.test(String(e))) return null; throw e; });
+  const [bans, wl, attack] = await Promise.all([hash(k.bans), hash(k.wl), hash(k.attack)]);
+  const snap = parseState(bans ?? {}, wl ?? {}, attack ?? {}, now);
+  const unreadable = [bans ? null : 'bans', wl ? null : 'whitelist', attack ? null : 'attacks'].filter((x) => x !== null);
+  if (unreadable.length) snap.unreadable = unreadable as NonNullable<RedisSnapshot['unreadable']>;
+  return snap;
 }
 
 /** Reads Redis's epoch (setting one if there is none). `wiped` is true when it differs from `prev`, the one this

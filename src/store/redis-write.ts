@@ -17,16 +17,24 @@ import { attackJson, type RedisKeys } from './redis-keys.ts';
  * the decision does not say: written as it comes), the value to store, the ban's expiry score, the decision as JSON
  * (for the message).
  * Returns { indices of decisions older than what is in force, indices of decisions Redis refused (a key of the
- * wrong type: a command error does not stop the script, the others are written) }.
+ * wrong type, or a command that failed: the others are written) }.
  */
 export const WRITE_LUA = `
 local function failed(r) return type(r) == 'table' and r.err ~= nil end
+-- The time of a stored entry (flat JSON written by a node; a quote inside a string is escaped, so these patterns
+-- only meet the keys): its "at" if it has one, else its "since". No JSON decoding: it could fail on a note.
 local function timeOf(v)
   if not v then return nil end
-  local ok, e = pcall(cjson.decode, v)
-  if ok and type(e) == 'table' then return tonumber(e.at) or tonumber(e.since) end
-  return nil
+  return tonumber(string.match(v, '"at":(%-?%d+)')) or tonumber(string.match(v, '"since":(%-?%d+)'))
 end
+-- A key of the wrong type (a person or another program wrote there) refuses every decision that uses it, before
+-- anything of that decision is written.
+local usable = {}
+for i = 1, 5 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  usable[i] = t == 'none' or t == ((i == 2 or i == 5) and 'zset' or 'hash')
+end
+local uses = { ban = { 1, 2, 5 }, unban = { 1, 2, 5 }, whitelist = { 3, 5 }, unwhitelist = { 3, 5 }, attack = { 4 } }
 local pub, stale, refused = {}, {}, {}
 local n = (#ARGV - 2) / 6
 for i = 0, n - 1 do
@@ -37,16 +45,20 @@ for i = 0, n - 1 do
   elseif kind == 'whitelist' or kind == 'unwhitelist' then hash = KEYS[3]; gone = 'w:' .. id
   else hash = KEYS[4]; gone = nil end
   local bad = false
+  for _, k in ipairs(uses[kind] or {}) do if not usable[k] then bad = true end end
   local function call(...)
     local r = redis.pcall(...)
     if failed(r) then bad = true; return nil end
     return r
   end
   -- The time of what is in force: the stored decision's, or its lifting's, whichever is later.
-  local cur = timeOf(call('HGET', hash, id))
-  if gone then
-    local g = call('ZSCORE', KEYS[5], gone)
-    if g and (not cur or tonumber(g) > cur) then cur = tonumber(g) end
+  local cur = nil
+  if not bad then
+    cur = timeOf(call('HGET', hash, id))
+    if gone then
+      local g = call('ZSCORE', KEYS[5], gone)
+      if g and (not cur or tonumber(g) > cur) then cur = tonumber(g) end
+    end
   end
   if bad then refused[#refused + 1] = i
   elseif t ~= '' and cur and tonumber(t) < cur then stale[#stale + 1] = i
