@@ -523,6 +523,21 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     });
   }, 15_000);
 
+  it('a key of the wrong type costs no catch-up reads: what Redis refuses, it would refuse again', async () => {
+    const p = prefix();
+    const a = await healthyNode(redis.url, p, 'A', { heartbeatMs: 200 });
+    await withRaw(redis.url, async (raw) => {
+      await raw.set(`${p}attack`, 'not a hash');
+      const reads = async () => Number(/cmdstat_hgetall:calls=(\d+)/.exec(await raw.info('commandstats'))?.[1] ?? 0);
+      const before = await reads();
+      a.bus.publish({ kind: 'attack', domain: 'x.test', under: true, since: Date.now(), reason: 'test', at: Date.now() });
+      await sleep(3000);
+      expect(a.logs.some((l) => l.includes('write failed'))).toBe(true);
+      expect((await reads()) - before).toBeLessThanOrEqual(3);
+      await raw.del(`${p}attack`);
+    });
+  }, 15_000);
+
   it("an older decision heard just after this node's later one was written is not applied here", async () => {
     const p = prefix();
     const link = await relay(redis.port);

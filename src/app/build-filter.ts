@@ -38,6 +38,6 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   const secret = createSecretKey(deps.secret ?? store.secret());
   const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName, { maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
   const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy });
-  decisions.watch({ onRemoteAttack: (domain, under, since, reason) => detector.remoteAttack(domain, under, since, reason) });
+  decisions.watch({ onRemoteAttack: (domain, under, since, reason, at) => detector.remoteAttack(domain, under, since, reason, at) });
   return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode });
 }

@@ -13,7 +13,7 @@ import type { Config } from '../config/schema.ts';
 import type { LoadResult } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.ts';
-import { LocalBus } from '../decisions/bus.ts';
+import { ATTACK_REFRESH_MS, LocalBus } from '../decisions/bus.ts';
 import { AdminServer } from '../admin/server.ts';
 import { openStore } from '../store/db.ts';
 import { SqliteFilterStore, type FilterStore } from '../store/filter-store.ts';
@@ -62,8 +62,12 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   let pool: WorkerPool | null = null;
   const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
   const secret = await bus.secret(store.secret());
-  // The primary's own detector sees no traffic: what it would save of domains would overwrite what the workers learned.
-  const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, { putLearned() {} });
+  // The primary's own detector sees no traffic: what it would save of domains would overwrite what the workers learned,
+  // and an attack it restored would be announced as its own (and its end, a minute later, over the workers' attack).
+  const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, {
+    putLearned() {},
+    loadLearned: () => new Map([...store.loadLearned()].map(([d, l]) => [d, { ...l, attack: { ...l.attack, under: false } }])),
+  });
   const filter = createFilter(config, { log, now, store: ownStore, bus, secret });
   await filter.decisions.join(now());
   saveBansAtOnce(filter);
@@ -88,10 +92,18 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       }),
     };
   };
+  // Each worker under attack says so again every minute: the node says it once (a start or an end always).
+  const relayed = new Map<string, { under: boolean; at: number }>();
+  const attackNews = (domain: string, under: boolean, t: number): boolean => {
+    const last = relayed.get(domain);
+    if (last && last.under === under && t - last.at < ATTACK_REFRESH_MS / 2) return false;
+    relayed.set(domain, { under, at: t });
+    return true;
+  };
   const onMessage = (index: number, m: FromWorker) => {
     if (m.t === 'decision') {
       if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry);
-      else if (m.d.kind === 'attack') filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason, m.d.at ?? now());
+      else if (m.d.kind === 'attack' && attackNews(m.d.domain, m.d.under, now())) filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason, m.d.at ?? now());
     } else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, m.l);
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);

@@ -27,7 +27,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   const edge = buildEdge(config, { log, now, store, bus, secret: store.secret(), upstreamRelay: (id, firstOk, runs) => send({ t: 'upstream', id, firstOk, runs }) });
   const { filter, pipeline, listeners, upstreams } = edge;
   for (const [id, healthy] of init.health) upstreams.mirror(id, healthy);
-  for (const a of init.attacks) filter.detector.remoteAttack(a.domain, true, a.since, a.reason);
+  for (const a of init.attacks) filter.detector.remoteAttack(a.domain, true, a.since, a.reason, now());
   const recorder = new Recorder(now);
   let requests = 0;
   edge.observers.push((o) => { requests++; recorder.record(o); });

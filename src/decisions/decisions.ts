@@ -8,7 +8,7 @@ import type { Logger } from '../log.ts';
 import { Blacklist, type BanEntry } from './blacklist.ts';
 import { parseWhitelistEntry, Whitelist, type ParsedRange, type WhitelistEntry } from './lists.ts';
 import { banDurationMs, decayedOffences, recordOffence, type OffenderRecord } from './ban-time.ts';
-import { ATTACK_REFRESH_MS, LocalBus, type Decision, type DecisionBus } from './bus.ts';
+import { LocalBus, type Decision, type DecisionBus } from './bus.ts';
 import { LRUCache } from 'lru-cache';
 
 export interface BanPolicy {
@@ -29,8 +29,8 @@ export interface DecisionsDeps {
 export interface DecisionWatcher {
   onBan?(source: string): void;
   setBlockList?(list: import('node:net').BlockList): void;
-  /** Another node found a domain under attack. */
-  onRemoteAttack?(domain: string, under: boolean, since: number, reason: string | null): void;
+  /** Another node found a domain under attack (`at`: when it said so last). */
+  onRemoteAttack?(domain: string, under: boolean, since: number, reason: string | null, at?: number): void;
 }
 
 export class Decisions {
@@ -188,7 +188,7 @@ export class Decisions {
         this.liftWhitelisted();
       }
     } else if (d.kind === 'unwhitelist') { if (this.whitelist.remove(d.ip)) store.deleteWhitelist(d.ip); }
-    else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason);
+    else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason, d.at);
   }
 
   /** Brings in what the cluster decided while this node was away (start, reconnect). */
@@ -196,10 +196,9 @@ export class Decisions {
     const snap = await this.bus.snapshot(now, { bans: this.blacklist.all(), whitelist: this.whitelist.all().filter((w) => w.origin === 'api') });
     for (const w of snap.whitelist) this.apply({ kind: 'whitelist', entry: w });
     for (const b of snap.bans) if (b.expiresAt > now && !this.blacklist.has(b.ip)) this.apply({ kind: 'ban', entry: b });
-    // A domain another node is filtering is filtered here from the start, not from the next change of its state (this
-    // node leaves attack mode by its own calm seconds). A state not said again for a while was left by a node that
-    // stopped while under attack: not taken up.
-    for (const a of snap.attacks ?? []) if (a.under && now - (a.at ?? a.since) < 3 * ATTACK_REFRESH_MS) this.apply({ kind: 'attack', ...a });
+    // A domain another node is filtering is filtered here from the start, not from the next change of its state (a
+    // state not said again for a while, left by a node that stopped under attack, is not taken up: the detector).
+    for (const a of snap.attacks ?? []) if (a.under) this.apply({ kind: 'attack', ...a });
   }
 
   get busHealthy(): boolean { return this.bus.healthy; }

@@ -114,7 +114,7 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
     st.since = now;
     st.reason = failing ? 'upstream failing' : crowded ? (s.saturated ? 'origin saturated (requests waiting, latency far above its unloaded latency)' : 'upstream at capacity (requests queued)') : rateHot ? `rate ${rps.toFixed(0)}/s over baseline ${st.baselineRps.toFixed(1)}/s` : `latency ${latency.toFixed(0)} ms over baseline ${st.baselineLatencyMs.toFixed(0)} ms`;
     out.entered = true;
-  } else if (st.under && st.calm >= p.exitSeconds) {
+  } else if (st.under && st.calm >= (st.remote ? Math.max(p.exitSeconds, REMOTE_HOLD_S) : p.exitSeconds)) {
     st.under = false;
     st.since = 0;
     st.upstreamFailing = false;
@@ -160,10 +160,18 @@ export class DomainTraffic {
 }
 
 const REMOTE = 'found elsewhere: ';
+/** A state joined from elsewhere is held this many calm seconds after the last word of it (the other process says it
+ *  again every ATTACK_REFRESH_MS while its attack lasts): it ends here some two minutes after it ends there. */
+const REMOTE_HOLD_S = (2 * ATTACK_REFRESH_MS) / 1000;
+/** A state not said again for this long was left by a process that stopped under attack: not taken up. */
+export const ATTACK_STALE_MS = 3 * ATTACK_REFRESH_MS;
 /** Another worker or node found the domain under attack: this one filters too from `since` (and leaves attack mode by
  *  its own calm seconds). Mutates st; true when it entered attack mode. */
 export function joinRemoteAttack(st: AttackState, since: number, reason: string | null): boolean {
-  if (st.under) return false;
+  if (st.under) {
+    if (st.remote) st.calm = 0; // said again: held on
+    return false;
+  }
   st.under = true;
   st.since = since;
   st.calm = 0;
@@ -181,11 +189,13 @@ export interface SavedAttack {
   since: number;
   upstreamFailing: boolean;
   reason: string;
+  /** Joined from elsewhere (absent in what a version before it saved). */
+  remote?: boolean;
 }
 
 export const saveAttack = (st: AttackState): SavedAttack => ({
   baselineRps: st.baselineRps, baselineLatencyMs: st.baselineLatencyMs, learned: st.learned,
-  under: st.under, since: st.since, upstreamFailing: st.upstreamFailing, reason: st.reason,
+  under: st.under, since: st.since, upstreamFailing: st.upstreamFailing, reason: st.reason, remote: st.remote,
 });
 
 /**
@@ -206,6 +216,8 @@ export function restoreAttack(saved: SavedAttack, savedAt: number, now: number, 
     st.since = num(saved.since) || savedAt;
     st.upstreamFailing = saved.upstreamFailing === true;
     st.reason = typeof saved.reason === 'string' ? saved.reason : '';
+    // Joined from elsewhere before the restart: still not this process's to announce.
+    st.remote = saved.remote === true || st.reason.startsWith(REMOTE);
   }
   return st;
 }

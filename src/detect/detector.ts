@@ -15,7 +15,7 @@ import { enforced } from '../decisions/ban-time.ts';
 import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
 import { Knowledge, DomainKnowledge } from './knowledge.ts';
 import { answerEvents, requestEvents, staticRequest } from './extract.ts';
-import { joinRemoteAttack, stepAttack } from './attack-mode.ts';
+import { ATTACK_STALE_MS, joinRemoteAttack, stepAttack } from './attack-mode.ts';
 import { Counters } from './counters.ts';
 import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
 import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
@@ -306,9 +306,9 @@ export class Detector {
     this.d.challenge.reconfigure?.(config);
   }
 
-  /** Another node found the domain under attack: filter here too (this node leaves attack mode by its own calm seconds). */
-  remoteAttack(domain: string, under: boolean, since: number, reason: string | null): void {
-    if (under && joinRemoteAttack(this.knowledge.of(domain).traffic.state, since || this.d.now(), reason)) this.counters.attacksStarted++;
+  /** Another worker or node says (at `at`) the domain is under attack: filtered here too, unless that word is stale. */
+  remoteAttack(domain: string, under: boolean, since: number, reason: string | null, at: number = since): void {
+    if (under && this.d.now() - at < ATTACK_STALE_MS && joinRemoteAttack(this.knowledge.of(domain).traffic.state, since || this.d.now(), reason)) this.counters.attacksStarted++;
   }
 
   /** Forgets a source's state (an operator banned it: it starts over when the ban ends). */

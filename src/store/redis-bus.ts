@@ -122,7 +122,7 @@ export class RedisBus implements DecisionBus {
       return this.known.snapshot(now);
     }
     try {
-      const snap = await this.read(now);
+      const snap = await readState(this.cmd, this.k, now);
       // The caller puts this in force: it is now what this node knows (the base of a later resync).
       this.known.adopt(snap);
       return snap;
@@ -231,11 +231,12 @@ export class RedisBus implements DecisionBus {
     this.flushing = true;
     let failed = false;
     try {
-      let stale = 0; // decisions older than another node's since: this node reads back what is in force (next heartbeat)
+      let stale = 0; // older than another node's since: this node reads back what is in force (next heartbeat)
       while (this.pending.size && this.cmdReady) stale += await this.pending.write(this.cmd, this.k, this.nodeId);
       if (stale) { this.needResync = true; this.log.info({ decisions: stale }, 'redis: decisions older than what another node decided since were not written'); }
     } catch (err) {
-      failed = this.needResync = true; // some of it may have been older than what Redis holds: read back what is in force
+      failed = true; // a refusal alone calls for no catch-up (Redis would refuse it again); older decisions do
+      if ((err as { stale?: number }).stale) this.needResync = true;
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept'); }
     } finally {
       this.flushing = false;
@@ -251,7 +252,6 @@ export class RedisBus implements DecisionBus {
     try { this.epochStore?.save(this.epochToKeep); this.epochToKeep = null; } catch (err) { this.log.warn({ err: String(err) }, 'redis: epoch not kept'); }
   }
 
-  private read(now: number): Promise<RedisSnapshot> { return readState(this.cmd, this.k, now); }
 
   /** On every connection: check Redis still has its data; back from a cut, write what was queued, then read what
    *  is in force and deliver what differs from what we know. */
@@ -274,7 +274,7 @@ export class RedisBus implements DecisionBus {
       await this.flush();
       if (!this.healthy) return; // cut again: the next 'ready' retries (what Redis refuses stays queued: the diff skips it)
       const now = Date.now();
-      const snap = await this.read(now);
+      const snap = await readState(this.cmd, this.k, now);
       // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data, and of what this
       // node holds from its own store when this Redis never saw it. Otherwise Redis is the cluster: what it lacks
       // was lifted elsewhere (the diff below), except what this node has not written yet.

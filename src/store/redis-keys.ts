@@ -8,8 +8,9 @@
 //   <p>bans:exp    zset    ip scored by expiresAt (pruning the hash)
 //   <p>whitelist   hash    ip → JSON WhitelistEntry
 //   <p>attack      hash    domain → JSON { under, since, reason, at }
-//   <p>gone        zset    "b:<ip>" / "w:<ip>" scored by when that ban / whitelist entry was lifted: an older
-//                          decision arriving later (a node back from a cut) does not bring it back; kept 7 days
+//   <p>gone        zset    "b:<ip>" / "w:<ip>" scored by when that ban / whitelist entry was lifted (a ban that
+//                          ran out: when it was made): an older decision arriving later (a node back from a cut)
+//                          does not bring it back; kept 7 days
 //   <p>secret      string  the challenge secret (SET NX: the first node wins)
 //   <p>epoch       string  a random id set NX; a bus that finds it changed knows
 //                          Redis lost its data (restarted without persistence)
@@ -54,7 +55,8 @@ for i = 1, 50 do
   for _, ip in ipairs(ips) do
     local v = redis.call('HGET', KEYS[1], ip)
     local s = v and tonumber(string.match(v, '"since":(%-?%d+)'))
-    if s then redis.call('ZADD', KEYS[3], s, 'b:' .. ip) end
+    local g = s and tonumber(redis.call('ZSCORE', KEYS[3], 'b:' .. ip))
+    if s and (not g or g < s) then redis.call('ZADD', KEYS[3], s, 'b:' .. ip) end
   end
   redis.call('HDEL', KEYS[1], unpack(ips))
   redis.call('ZREM', KEYS[2], unpack(ips))

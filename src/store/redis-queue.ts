@@ -33,6 +33,7 @@ export class DecisionQueue {
   /** This node's decisions written in the last RECENT_MS, by key (when made; when written), oldest written first: a
    *  message published before this node's later decision reached Redis can arrive after the write's answer. */
   private readonly recent = new Map<string, { t: number | null; w: number }>();
+  private warnedAt = 0;
   /** Times Redis refused a queued decision, by key. */
   private readonly refusals = new Map<string, number>();
 
@@ -110,16 +111,22 @@ export class DecisionQueue {
 
   /** Writes the oldest batch and publishes what it wrote, in one script (redis-write.ts). Returns how many of its
    *  decisions were older than what another node decided since (dropped: the caller reads back what is in force).
-   *  Throws when Redis could not be reached or refused some of it (those stay queued, the rest is done). */
+   *  Throws when Redis could not be reached or refused some of it (those stay queued, the rest is done; the error's
+   *  `stale` counts those older ones then). */
   async write(cmd: Redis, k: RedisKeys, nodeId: string): Promise<number> {
     const batch = this.pending.take(FLUSH_BATCH);
     const { args, ds } = writeArgs(k, nodeId, batch.map(([, , d]) => d), Date.now());
     if (!ds.length) { this.done(batch); return 0; }
     const { stale, refused } = writeOutcome(ds, await cmd.eval(WRITE_LUA, 5, ...writeKeys(k), ...args));
-    if (!refused.size) { this.done(batch); return stale.size; }
+    // An attack state older than another's changes what this node filters by nothing: no catch-up for it alone.
+    const older = [...stale].filter((d) => d.kind !== 'attack').length;
+    if (!refused.size) { this.done(batch); return older; }
     const dropped = this.settle(batch, refused);
-    if (dropped) this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
-    throw new Error(`Redis refused ${refused.size} decision(s)`);
+    if (dropped && Date.now() - this.warnedAt > 10_000) {
+      this.warnedAt = Date.now();
+      this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
+    }
+    throw Object.assign(new Error(`Redis refused ${refused.size} decision(s)`), { stale: older });
   }
 
   /** This node decided on d's address or domain no earlier than d, and that decision is on its way to Redis, was
@@ -127,9 +134,12 @@ export class DecisionQueue {
   standsOver(d: Decision): boolean {
     const key = pendingKey(d), b = decidedAt(d);
     if (b === null) return false;
+    // One still to be written replaces d in Redis even made in the same millisecond (Redis keeps the last of equals);
+    // one written already was replaced there by d if d is as late.
     const queued = this.pending.get(key) ?? this.unwritten.get(key);
-    const a = Math.max(queued ? decidedAt(queued) ?? -Infinity : -Infinity, this.recent.get(key)?.t ?? -Infinity);
-    return a >= b;
+    if (queued && (decidedAt(queued) ?? -Infinity) >= b) return true;
+    const written = this.recent.get(key);
+    return !!written && written.w > Date.now() - RECENT_MS && (written.t ?? -Infinity) > b;
   }
 
   private saveSoon(): void {
