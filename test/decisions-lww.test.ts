@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
 import { WRITE_LUA, writeArgs, writeKeys, writeOutcome } from '../src/store/redis-write.ts';
 import { redisKeys, parseMessage, parseState, pendingKey } from '../src/store/redis-keys.ts';
-import { pruneBans } from '../src/store/redis-resync.ts';
+import { pruneBans, readState } from '../src/store/redis-resync.ts';
 import { decidedAt, type Decision } from '../src/decisions/bus.ts';
 
 const hasRedis = findRedisServer() !== null;
@@ -112,6 +112,27 @@ describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)
     expect([...out.refused]).toEqual([ban]);
     expect(await raw.hget(k.bans, '10.3.0.1')).toBeNull(); // nothing of it half-written
     expect(await raw.hget(k.wl, '10.3.9.9')).not.toBeNull();
+  });
+
+  it('read in steps (a catch-up while serving) or at once: the same state, a hash of the wrong type unknown either way', async () => {
+    const k = redisKeys('steps:');
+    const bans: Decision[] = Array.from({ length: 4500 }, (_, i) => ({ kind: 'ban', entry: { ip: `10.4.${i >> 8}.${i & 255}`, reason: 'r', rule: 'rate', since: NOW, expiresAt: NOW + 60_000 } }));
+    for (let i = 0; i < bans.length; i += 1000) {
+      const { args } = writeArgs(k, 'N', bans.slice(i, i + 1000), NOW);
+      await raw.eval(WRITE_LUA, 5, ...writeKeys(k), ...args);
+    }
+    const { args } = writeArgs(k, 'N', [{ kind: 'whitelist', entry: { ip: '10.4.99.1', origin: 'api', note: 'n', since: NOW } }, { kind: 'attack', domain: 'x.test', under: true, since: NOW, reason: 'r', at: NOW }], NOW);
+    await raw.eval(WRITE_LUA, 5, ...writeKeys(k), ...args);
+    let steps = 0;
+    const sorted = (x: Awaited<ReturnType<typeof readState>>) => ({ ...x, bans: [...x.bans].sort((a, b) => a.ip.localeCompare(b.ip)) });
+    const atOnce = await readState(raw, k, NOW), inSteps = await readState(raw, k, NOW, async () => { steps++; });
+    expect(inSteps.bans.length).toBe(4500);
+    expect(steps).toBeGreaterThanOrEqual(3); // 4500 bans, 2000 a step (HSCAN's COUNT is a hint: at least that many steps)
+    expect(sorted(inSteps)).toEqual(sorted(atOnce));
+    await raw.set(k.wl, 'not a hash');
+    const broken = await readState(raw, k, NOW, async () => {});
+    expect([broken.unreadable, broken.whitelist, broken.bans.length]).toEqual([['whitelist'], [], 4500]);
+    expect((await readState(raw, k, NOW)).unreadable).toEqual(['whitelist']);
   });
 
   it('a decision that does not say when it was made (an older version) is written as it comes', async () => {

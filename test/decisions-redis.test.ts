@@ -523,6 +523,33 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     });
   }, 15_000);
 
+  it('a catch-up of thousands of decisions is read and delivered in steps, each decision once', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = await healthyNode(link.url, p, 'A');
+      const b = await healthyNode(redis.url, p, 'B');
+      await link.cut();
+      await waitFor('A cut off', () => !a.bus.healthy, 3000);
+      const ips = Array.from({ length: 5000 }, (_, i) => `10.18.${i >> 8}.${i & 255}`);
+      for (const ip of ips) b.bus.publish({ kind: 'ban', entry: ban(ip) });
+      await waitFor('B written', () => b.bus.pendingCount === 0, 5000);
+      // Meanwhile the node serves: its event loop turns between the steps (a timer every millisecond keeps firing).
+      let last = performance.now(), wait = 0;
+      const timer = setInterval(() => { const t = performance.now(); wait = Math.max(wait, t - last); last = t; }, 1);
+      await link.heal();
+      try {
+        await waitFor('A caught up', () => bansOf(a.got).length >= 5000, 8000);
+      } finally { clearInterval(timer); }
+      await sleep(200);
+      expect(new Set(bansOf(a.got)).size).toBe(5000);
+      expect(bansOf(a.got).length).toBe(5000);
+      console.log(`decisions-redis: 5000 bans caught up, longest event-loop wait ${wait.toFixed(0)} ms`);
+    } finally {
+      await link.close();
+    }
+  }, 20_000);
+
   it('a key of the wrong type costs no catch-up reads: what Redis refuses, it would refuse again', async () => {
     const p = prefix();
     const a = await healthyNode(redis.url, p, 'A', { heartbeatMs: 200 });

@@ -12,7 +12,7 @@ import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.ts';
 import { parseMessage, redisKeys, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
-import { Known, checkEpoch, pruneBans, readState } from './redis-resync.ts';
+import { Known, checkEpoch, deliverInSteps, pause, pruneBans, readState } from './redis-resync.ts';
 import { DecisionQueue } from './redis-queue.ts';
 
 const PRUNE_EVERY_MS = 10_000;
@@ -274,7 +274,7 @@ export class RedisBus implements DecisionBus {
       await this.flush();
       if (!this.healthy) return; // cut again: the next 'ready' retries (what Redis refuses stays queued: the diff skips it)
       const now = Date.now();
-      const snap = await readState(this.cmd, this.k, now);
+      const snap = await readState(this.cmd, this.k, now, pause);
       // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data, and of what this
       // node holds from its own store when this Redis never saw it. Otherwise Redis is the cluster: what it lacks
       // was lifted elsewhere (the diff below), except what this node has not written yet.
@@ -285,7 +285,7 @@ export class RedisBus implements DecisionBus {
       const out = this.known.diff(snap, now, (key) => this.pending.holds(key));
       this.needResync = false;
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
-      for (const d of out) this.deliver(d);
+      await deliverInSteps(out, (key) => this.pending.holds(key), (d) => this.deliver(d));
       this.pending.requeue(this.pending.unwrittenDecisions()); // what a full queue dropped, now
     } catch (err) {
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err) }, 'redis: resync failed, retried'); }
