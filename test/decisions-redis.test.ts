@@ -33,11 +33,12 @@ async function relay(targetPort: number) {
   // With a lag, bytes go on after it (in order: timers of one delay fire in the order they were set).
   const pass = (to: net.Socket, d: Buffer) => { if (frozen) return; if (lag) setTimeout(() => { if (!frozen && !to.destroyed) to.write(d); }, lag); else to.write(d); };
   let subLag = 0;
+  let watcher: ((sent: string) => void) | null = null;
   const server = net.createServer((c) => {
     const u = net.connect({ port: targetPort, host: '127.0.0.1' });
     socks.add(c); socks.add(u);
     let subscriber = false; // this connection asked to SUBSCRIBE: what Redis sends it can be held back alone
-    c.on('data', (d) => { subscriber ||= /subscribe/i.test(d.toString('latin1')); pass(u, d); });
+    c.on('data', (d) => { subscriber ||= /subscribe/i.test(d.toString('latin1')); watcher?.(d.toString('latin1')); pass(u, d); });
     u.on('data', (d) => { if (subscriber && subLag) setTimeout(() => { if (!frozen && !c.destroyed) c.write(d); }, subLag); else pass(c, d); });
     const end = () => { c.destroy(); u.destroy(); socks.delete(c); socks.delete(u); };
     c.on('close', end); u.on('close', end); c.on('error', end); u.on('error', end);
@@ -54,6 +55,8 @@ async function relay(targetPort: number) {
     setLag: (ms: number) => { lag = ms; },
     /** What Redis sends the subscriber connection (published messages) waits this long; commands' answers do not. */
     lagSubscriber: (ms: number) => { subLag = ms; },
+    /** Sees what a client sends, as it passes (before any lag). */
+    watch: (fn: ((sent: string) => void) | null) => { watcher = fn; },
     thaw: () => { frozen = false; for (const s of socks) s.destroy(); },
     close: () => new Promise<void>((r) => { frozen = true; for (const s of socks) s.destroy(); if (server.listening) server.close(() => r()); else r(); }),
   };
@@ -325,7 +328,10 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await waitFor('flushed', () => a.bus.healthy && a.bus.pendingCount === 0, 8000);
       const raw = new Redis(own.url);
       try {
-        // The five newest, plus the five older ones this node knew and wrote back to the emptied Redis.
+        // The five newest, plus the five older ones this node knew and wrote back to the emptied Redis (written back
+        // once the catch-up has read what Redis holds: the queue can be empty in between).
+        const t0 = Date.now();
+        while (Date.now() - t0 < 3000 && (await raw.hlen('bound:bans')) < 10) await sleep(50);
         expect((await raw.hkeys('bound:bans')).length).toBe(10);
       } finally { raw.disconnect(); }
     } finally {
@@ -549,6 +555,35 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await link.close();
     }
   }, 20_000);
+
+  it('Redis emptied while a catch-up reads it: nothing is lifted on the node, and what it knows is written back', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = await healthyNode(link.url, p, 'A');
+      const ips = Array.from({ length: 3000 }, (_, i) => `10.19.${i >> 8}.${i & 255}`);
+      for (const ip of ips) a.bus.publish({ kind: 'ban', entry: ban(ip) });
+      await waitFor('written', () => a.bus.pendingCount === 0, 5000);
+      await link.cut();
+      await waitFor('A cut off', () => !a.bus.healthy, 3000);
+      link.setLag(50);
+      // The moment the catch-up sends its first read, Redis is emptied (a restart without persistence, a FLUSHALL).
+      await withRaw(redis.url, async (raw) => {
+        let emptied: Promise<unknown> | null = null;
+        link.watch((sent) => { if (!emptied && /hscan/i.test(sent)) emptied = raw.flushall(); });
+        await link.heal();
+        await waitFor('the catch-up began', () => emptied !== null, 5000);
+        await emptied;
+        link.watch(null);
+        const t0 = Date.now();
+        while (Date.now() - t0 < 8000 && (await raw.hlen(`${p}bans`)) < 3000) await sleep(50);
+        expect(await raw.hlen(`${p}bans`)).toBe(3000);
+      });
+      expect(a.got.filter((d) => d.kind === 'unban')).toEqual([]);
+    } finally {
+      await link.close();
+    }
+  }, 25_000);
 
   it('a key of the wrong type costs no catch-up reads: what Redis refuses, it would refuse again', async () => {
     const p = prefix();

@@ -32,10 +32,8 @@ export class RedisBus implements DecisionBus {
   private readonly subscribers: ((d: Decision) => void)[] = [];
   /** Decisions not yet written (newest per key; redis-queue.ts). */
   private readonly pending: DecisionQueue;
-  private flushing = false;
-  private flushScheduled = false;
-  private cmdReady = false;
-  private subReady = false;
+  private flushing = false; private flushScheduled = false;
+  private cmdReady = false; private subReady = false;
   /** True once this bus has been connected and lost the connection (or answered from local knowledge). */
   private needResync = false;
   private resyncing = false;
@@ -274,7 +272,8 @@ export class RedisBus implements DecisionBus {
       await this.flush();
       if (!this.healthy) return; // cut again: the next 'ready' retries (what Redis refuses stays queued: the diff skips it)
       const now = Date.now();
-      const snap = await readState(this.cmd, this.k, now, pause);
+      this.needResync = false; // before the read, which takes steps: a link lost meanwhile sets it again (onDown)
+      const snap = await readState(this.cmd, this.k, now, pause, epoch);
       // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data, and of what this
       // node holds from its own store when this Redis never saw it. Otherwise Redis is the cluster: what it lacks
       // was lifted elsewhere (the diff below), except what this node has not written yet.
@@ -282,18 +281,18 @@ export class RedisBus implements DecisionBus {
       else if (first && this.own) this.pending.requeue(new Known(this.own).missingFrom(snap, now));
       this.own = null;
       if (epoch && epoch !== this.epochStore?.load()) this.epochToKeep = epoch;
-      const out = this.known.diff(snap, now, (key) => this.pending.holds(key));
-      this.needResync = false;
+      const out = this.known.diff(snap, Date.now(), (key) => this.pending.holds(key)); // expiry as of after the read
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
-      await deliverInSteps(out, (key) => this.pending.holds(key), (d) => this.deliver(d));
+      await deliverInSteps(out, (key) => this.pending.holds(key), (d) => this.deliver(d), () => this.closed);
       this.pending.requeue(this.pending.unwrittenDecisions()); // what a full queue dropped, now
     } catch (err) {
+      this.needResync = true;
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err) }, 'redis: resync failed, retried'); }
     } finally {
       const held = this.held ?? [];
       this.held = null;
       this.resyncing = false;
-      for (const d of held) this.deliver(d);
+      if (!this.closed) for (const d of held) this.deliver(d);
       if (this.needResync && this.healthy) setTimeout(() => { if (this.healthy && this.needResync) void this.resync(); }, 500).unref();
       this.scheduleFlush();
       this.keepEpoch();

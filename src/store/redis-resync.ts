@@ -109,8 +109,8 @@ export const pause = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 /** Delivers a catch-up's decisions in steps; a decision this node made meanwhile on the same address or domain
  *  (`holds`: queued, as flushes wait for the catch-up) stands over what the catch-up read before it. */
-export async function deliverInSteps(out: Decision[], holds: (key: string) => boolean, deliver: (d: Decision) => void): Promise<void> {
-  for (let i = 0; i < out.length; i++) {
+export async function deliverInSteps(out: Decision[], holds: (key: string) => boolean, deliver: (d: Decision) => void, stopped: () => boolean): Promise<void> {
+  for (let i = 0; i < out.length && !stopped(); i++) {
     if (!holds(pendingKey(out[i]))) deliver(out[i]);
     if (i % SCAN_COUNT === SCAN_COUNT - 1) await pause();
   }
@@ -122,7 +122,7 @@ export async function deliverInSteps(out: Decision[], holds: (key: string) => bo
  * event loop) between steps: 100,000 bans read and parsed at once kept the event loop waiting some 180 ms. An entry
  * changed meanwhile is also a message on the channel, which the bus holds during a catch-up and delivers after it.
  */
-export async function readState(cmd: Redis, k: RedisKeys, now: number, pause?: () => Promise<void>): Promise<RedisSnapshot> {
+export async function readState(cmd: Redis, k: RedisKeys, now: number, pause?: () => Promise<void>, epoch?: string | null): Promise<RedisSnapshot> {
   await pruneBans(cmd, k, now).catch(() => {});
   const snap: RedisSnapshot = { bans: [], whitelist: [], attacks: [] };
   const unreadable: NonNullable<RedisSnapshot['unreadable']> = [];
@@ -146,12 +146,16 @@ export async function readState(cmd: Redis, k: RedisKeys, now: number, pause?: (
     }
   };
   // HSCAN may return an entry twice: kept once, by key.
-  const bans = new Map<string, BanEntry>(), wl = new Map<string, WhitelistEntry>();
+  const bans = new Map<string, BanEntry>(), wl = new Map<string, WhitelistEntry>(), attacks = new Map<string, AttackState>();
   await read(k.bans, 'bans', (c) => { for (const e of parseState(c, {}, {}, now).bans) bans.set(e.ip, e); });
   await read(k.wl, 'whitelist', (c) => { for (const e of parseState({}, c, {}, now).whitelist) wl.set(e.ip, e); });
-  await read(k.attack, 'attacks', (c) => { snap.attacks.push(...parseState({}, {}, c, now).attacks); });
+  await read(k.attack, 'attacks', (c) => { for (const a of parseState({}, {}, c, now).attacks) attacks.set(a.domain, a); });
+  // Emptied while read in steps (FLUSHALL, a restart): what was read is no state at all (the caller catches up again,
+  // as after a wipe), not a cluster that lifted everything.
+  if (epoch && (await cmd.get(k.epoch)) !== epoch) throw new Error('Redis lost its data while it was read');
   snap.bans = [...bans.values()];
   snap.whitelist = [...wl.values()];
+  snap.attacks = [...attacks.values()];
   if (unreadable.length) snap.unreadable = unreadable;
   return snap;
 }
