@@ -46,9 +46,12 @@ async function relay(targetPort: number) {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const port = (server.address() as net.AddressInfo).port;
+  const cut = async () => { await new Promise<void>((r) => { server.close(() => r()); for (const s of socks) s.destroy(); }); };
   return {
     url: `redis://127.0.0.1:${port}`,
-    cut: async () => { await new Promise<void>((r) => { server.close(() => r()); for (const s of socks) s.destroy(); }); },
+    cut,
+    /** Cut, and wait until the bus behind this relay knows it. */
+    cutOff: async (bus: RedisBus) => { await cut(); await waitFor('cut off', () => !bus.healthy, 3000); },
     heal: async () => { server.listen(port, '127.0.0.1'); await once(server, 'listening'); },
     freeze: () => { frozen = true; },
     /** Every byte each way waits this long (a slow link: a catch-up then takes seconds). */
@@ -358,8 +361,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     try {
       const a = mk(link.url, prefix(), 'A');
       await waitFor('bus healthy', () => a.bus.healthy, 5000);
-      await link.cut();
-      await waitFor('unhealthy', () => !a.bus.healthy, 3000);
+      await link.cutOff(a.bus);
       link.setLag(150); // each step of the catch-up takes 300 ms: decisions are made during it
       await link.heal();
       const made: string[] = [];
@@ -389,8 +391,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       const p = prefix();
       const a = mk(link.url, p, 'A', { maxPending: 5 });
       await waitFor('bus healthy', () => a.bus.healthy, 5000);
-      await link.cut();
-      await waitFor('unhealthy', () => !a.bus.healthy, 3000);
+      await link.cutOff(a.bus);
       for (let i = 0; i < 10; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.10.0.${i}`) });
       await link.heal();
       await waitFor('flushed', () => a.bus.healthy && a.bus.pendingCount === 0, 8000);
@@ -485,8 +486,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await waitFor('B flushed', () => b.bus.pendingCount === 0, 2000);
       const a = mk(link.url, p, 'A');
       await a.bus.snapshot(Date.now());
-      await link.cut();
-      await waitFor('A cut off', () => !a.bus.healthy, 3000);
+      await link.cutOff(a.bus);
       // Cut off, A lifts the first ban and bans the second again (an operator there); later, B bans the first again
       // and lifts the second. B's decisions are the later ones: they stand.
       a.bus.publish({ kind: 'unban', ip: '10.14.0.1', at: t + 1000 });
@@ -535,8 +535,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     try {
       const a = await healthyNode(link.url, p, 'A');
       const b = await healthyNode(redis.url, p, 'B');
-      await link.cut();
-      await waitFor('A cut off', () => !a.bus.healthy, 3000);
+      await link.cutOff(a.bus);
       const ips = Array.from({ length: 5000 }, (_, i) => `10.18.${i >> 8}.${i & 255}`);
       for (const ip of ips) b.bus.publish({ kind: 'ban', entry: ban(ip) });
       await waitFor('B written', () => b.bus.pendingCount === 0, 5000);
@@ -564,8 +563,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       const ips = Array.from({ length: 3000 }, (_, i) => `10.19.${i >> 8}.${i & 255}`);
       for (const ip of ips) a.bus.publish({ kind: 'ban', entry: ban(ip) });
       await waitFor('written', () => a.bus.pendingCount === 0, 5000);
-      await link.cut();
-      await waitFor('A cut off', () => !a.bus.healthy, 3000);
+      await link.cutOff(a.bus);
       link.setLag(50);
       // The moment the catch-up sends its first read, Redis is emptied (a restart without persistence, a FLUSHALL).
       await withRaw(redis.url, async (raw) => {
@@ -629,8 +627,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       b.bus.publish({ kind: 'attack', domain: 'x.test', under: true, since: Date.now(), reason: 'rate', at: Date.now() });
       await waitFor('A heard it', () => a.got.length === 1, 2000);
       for (let i = 0; i < 2; i++) {
-        await link.cut();
-        await waitFor('A cut off', () => !a.bus.healthy, 3000);
+        await link.cutOff(a.bus);
         await link.heal();
         await waitFor('A back', () => a.bus.healthy, 5000);
         await sleep(300);

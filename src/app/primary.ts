@@ -152,7 +152,10 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
     filter, view, stats, upstreams, now, queues: view.queues, config: () => current,
     reload: () => primary.reload(), healthy: () => bus.healthy, sync: async () => { await workers.collect(); stats.flush(); },
   });
-  admin.route('GET', '/api/workers', async () => { await workers.collect(); return { workers: workers.list() }; });
+  admin.route('GET', '/api/workers', async () => {
+    await workers.collect();
+    return { workers: workers.list().map((w) => ({ ...w, underAttack: view.underAttackIn(w.index) })) };
+  });
   await admin.listen(config.admin.host, config.admin.port);
   await dispatcher.listen(config);
   log.info({ listen: dispatcher.addresses(), admin: admin.address(), workers: config.workers }, 'scrubber started');

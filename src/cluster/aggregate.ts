@@ -30,7 +30,7 @@ export class WorkersView {
     }
     this.seen.set(index, {
       counters: r.counters,
-      attack: new Map(r.attack),
+      attack: new Map(r.attack ?? []),
       queues: new Map(r.queues.map(([d, active, queued, limit]) => [d, { active, queued, limit: limit ?? 0 }])),
     });
     this.queues.clear();
@@ -61,6 +61,11 @@ export class WorkersView {
     const under = new Set(p.underAttack);
     for (const s of this.seen.values()) for (const [d, a] of s.attack) if (a.under) under.add(d);
     return { blacklistSize: p.blacklistSize, underAttack: [...under], droppedConnections, counters };
+  }
+
+  /** The domains a worker filters as under attack, as of its last report (for /api/workers). */
+  underAttackIn(index: number): string[] {
+    return [...(this.seen.get(index)?.attack ?? [])].filter(([, a]) => a.under).map(([d]) => d);
   }
 
   /** A domain's attack state: the worker that found it under attack first, else the one that learned most; its rate

@@ -47,8 +47,6 @@ interface Worker {
   heardAt: number;
   /** As of its last report. */
   memory: WorkerReport['memory'] | null;
-  /** Domains the worker filters as under attack, as of its last report. */
-  underAttack: string[];
   /** Connections for this worker not handed over yet, oldest first, and whether one is on its way. */
   waiting: Waiting[]; sending: boolean;
 }
@@ -115,7 +113,7 @@ export class WorkerPool {
   private spawn(index: number, restarts: number): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
     const born = this.now();
-    const w: Worker = { index, child, ready: false, restarts, startedAt: born, heardAt: born, memory: null, underAttack: [], requests: 0, waiting: [], sending: false };
+    const w: Worker = { index, child, ready: false, restarts, startedAt: born, heardAt: born, memory: null, requests: 0, waiting: [], sending: false };
     this.workers[index] = w;
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
@@ -123,7 +121,7 @@ export class WorkerPool {
         if (m.t === 'took') { w.sending = false; this.handOver(w); return; }
         if (m.t === 'ready') { w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
-        if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; w.underAttack = (m.r.attack ?? []).filter(([, a]) => a.under).map(([d]) => d); this.d.onReport(index, m.r); this.answered(m.id, index); return; }
+        if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; this.d.onReport(index, m.r); this.answered(m.id, index); return; }
         this.d.onMessage(index, m);
       });
       child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
@@ -226,12 +224,12 @@ export class WorkerPool {
   }
 
   /** What /api/workers shows: memory as of the last report, and how long ago anything came from each (the watchdog's view). */
-  list(): { index: number; pid: number | undefined; ready: boolean; restarts: number; requests: number; rssBytes: number | null; heapUsedBytes: number | null; silentMs: number; refusedConnections: number; underAttack: string[] }[] {
+  list(): { index: number; pid: number | undefined; ready: boolean; restarts: number; requests: number; rssBytes: number | null; heapUsedBytes: number | null; silentMs: number; refusedConnections: number }[] {
     const now = this.now();
     return this.workers.filter((w): w is Worker => w !== null).map((w) => ({
       index: w.index, pid: w.child.pid, ready: w.ready, restarts: w.restarts, requests: w.requests,
       rssBytes: w.memory?.rss ?? null, heapUsedBytes: w.memory?.heapUsed ?? null, silentMs: Math.round(now - w.heardAt),
-      refusedConnections: this.refused[w.index].total, underAttack: w.underAttack,
+      refusedConnections: this.refused[w.index].total,
     }));
   }
 

@@ -18,7 +18,6 @@
 //   <p>decisions   channel JSON { node, ds: Decision[] }, a node ignores its own
 //
 // This file imports nothing from the other redis-* files (they import it).
-import type { Redis } from 'ioredis';
 import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { Decision, DecisionSnapshot } from '../decisions/bus.ts';
