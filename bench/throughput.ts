@@ -151,10 +151,11 @@ async function refusalCost(t: Target | undefined, adminUrl: string | undefined, 
 }
 
 async function filterMemory(): Promise<{ line: string; md: string }> {
-  // Twice: with the default bound (a million sources pass through a bounded table) and with room for all of them.
+  // With the default bound (a million sources pass through a bounded table), with room for all of them, and with room
+  // for all of them as IPv6 peers (a /64 each).
   const n = smoke ? 100_000 : 1_000_000;
   const lines: string[] = [];
-  for (const extra of [[], ['--max-sources', String(n)]]) {
+  for (const extra of [[], ['--max-sources', String(n)], ['--max-sources', String(n), '--ipv6']]) {
     const child = start(NODE, ['--no-warnings', '--expose-gc', '--max-old-space-size=8192', path.join(ROOT, 'bench/filter-memory.ts'), '--sources', String(n), ...extra], { name: 'filter-memory', stdout: 'pipe', cpu: CPU.server });
     let out = '';
     child.proc.stdout!.on('data', (c) => { out += c; });

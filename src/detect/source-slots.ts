@@ -3,27 +3,34 @@
 // them (a doubly linked list in the records), and an open-addressing index
 // from key to slot. A JS object per source (the former SourceState in an
 // lru-cache) cost ~700 bytes with its Map entry and key string; a record costs
-// 4 × (30 + rules) bytes (188 with the 17 default rules), the index 8–16 more,
-// and an IPv4 key nothing (it is the record's key word). Other keys (IPv6
-// /64s, test names) are strings in a Map beside it.
+// 4 × (29 + rules) bytes (184 with the 17 default rules), the index 8–16 more,
+// and its key nothing: an IPv4 address is the record's key word, an IPv6 /64
+// its two key words. Other keys (names in tests, a /64 spelt otherwise than
+// sourceKey() spells it) are strings in a Map beside it.
 //
 // Everything that grows with the number of sources lives in `buffer`, so a
 // later version can put it in a SharedArrayBuffer (pass one of bytesFor(max)
 // bytes: the table then has its full size and never grows). This one is
 // single-threaded: nothing here locks, and the string keys stay in this
 // thread. An owned buffer starts small and doubles up to `max`.
+import { ipv4, prefix64Key, prefix64Words } from '../listen/source.ts';
+
+export { ipv4 };
 
 /** Record layout, in 4-byte words. The path and User-Agent rings and the levels are Int32/Float32 arrays inside it. */
 export const W = {
-  trustUntil: 0, goodSince: 1, last: 2, challengedAt: 3, score: 4, prev: 5, next: 6, key: 7,
+  trustUntil: 0, goodSince: 1, last: 2, challengedAt: 3, score: 4, prev: 5, next: 6,
+  /** The key: an IPv4 address with key2 = -1, or an IPv6 /64's low and high 32 bits (ffff:ffff::/64, the one /64
+   *  whose high word is -1, is a string key: reserved space that no peer has). */
+  key: 7,
   /** Bytes: domain id (u16 at +0), pages (u8, +2), assets (u8, +3); both counts saturate at 255 (only 0, 1, 2 matter). */
   counts: 8,
   /** Bytes: whitelist version (u16 at +0, relative to the table's base; 0 = none), ring positions (+2), flags (+3). */
   marks: 9,
-  paths: 10, uas: 26, levels: 30,
+  key2: 10,
+  /** Path ring: 8 × (path hash, query keys hash); User-Agent ring: 4 × u16 fingerprint (0: empty). */
+  paths: 11, uas: 27, levels: 29,
 } as const;
-export const PATH_WORDS = 16;
-export const UA_WORDS = 4;
 export const F_WHITELISTED = 1;
 const F_STRING_KEY = 2;
 const F_LIVE = 4;
@@ -33,29 +40,13 @@ export const NEVER = -0x80000000;
 export const SPILLED = -0x7fffffff;
 const HEADER_WORDS = 16;
 const PARSED_MAX = 8192;
+/** What parse() says of a key that is not a dotted quad: a string key, or a /64 (its words in `parsed6`). */
+const STRING = -1;
+const PREFIX64 = -2;
 /** Header (Int32 words; the time base and the eviction count are Float64 at words 0 and 2). */
 export const H = { head: 4, tail: 5, free: 6, used: 7, size: 8, capacity: 9, wlBase: 10, timeSet: 11 } as const;
 
 const indexSize = (capacity: number) => 2 ** Math.max(4, Math.ceil(Math.log2(capacity * 2)));
-
-/** A canonical dotted quad as an unsigned 32-bit number, or -1 (anything else, including "010.0.0.1"). */
-export function ipv4(s: string): number {
-  const n = s.length;
-  if (n < 7 || n > 15) return -1;
-  let v = 0, part = 0, digits = 0, dots = 0;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i) - 48;
-    if (c === -2) {
-      if (digits === 0 || dots === 3) return -1;
-      v = v * 256 + part; part = 0; digits = 0; dots++;
-      continue;
-    }
-    if (c < 0 || c > 9 || (digits === 1 && part === 0)) return -1;
-    part = part * 10 + c;
-    if (++digits > 3 || part > 255) return -1;
-  }
-  return dots === 3 && digits > 0 ? v * 256 + part : -1;
-}
 
 export class SourceSlots {
   readonly rules: number;
@@ -74,6 +65,7 @@ export class SourceSlots {
   private readonly owned: boolean;
   private readonly strings = new Map<string, number>();
   private readonly parsed = new Map<string, number>();
+  private readonly parsed6 = new Map<string, [hi: number, lo: number]>();
   private readonly stringOf = new Map<number, string>();
   /** Exact times the Int32 offsets cannot hold, by word index (source-table.ts); they go with their slot. */
   protected readonly spill = new Map<number, number>();
@@ -126,6 +118,8 @@ export class SourceSlots {
   }
 
   get size(): number { return this.h[H.size]; }
+  /** Sources keyed by a string (neither an IPv4 address nor a /64 as sourceKey() writes it): each costs a Map entry. */
+  get stringKeys(): number { return this.strings.size; }
   get evicted(): number { return this.hf[1]; }
   get capacity(): number { return this.h[H.capacity]; }
 
@@ -135,21 +129,28 @@ export class SourceSlots {
   find(key: string): number {
     if (key === this.lastKey) return this.lastSlot;
     const v4 = this.parse(key);
-    return v4 >= 0 ? this.probe(v4 | 0) : (this.strings.get(key) ?? -1);
+    if (v4 >= 0) return this.probe(v4 | 0, -1);
+    if (v4 === PREFIX64) { const w = this.parsed6.get(key)!; return this.probe(w[1], w[0]); }
+    return this.strings.get(key) ?? -1;
   }
 
   /**
-   * ipv4(key), remembered for the last few thousand keys: a Map lookup (the string caches its hash) costs a
-   * third of parsing the digits again, and the same sources come back request after request. Bounded, so
-   * a flood of new addresses costs a parse and a set each, and the memory of a few thousand entries.
+   * ipv4(key) (or STRING, or PREFIX64 with the words in parsed6), remembered for the last few thousand keys: a Map
+   * lookup (the string caches its hash) costs a third of parsing the digits again, and the same sources come back
+   * request after request. Bounded, so a flood of new addresses costs a parse and a set each, and the memory of a
+   * few thousand entries.
    */
   private parse(key: string): number {
     let v = this.parsed.get(key);
-    if (v === undefined) {
-      v = ipv4(key);
-      if (this.parsed.size >= PARSED_MAX) this.parsed.clear();
-      this.parsed.set(key, v);
+    if (v !== undefined) return v;
+    if (this.parsed.size >= PARSED_MAX) { this.parsed.clear(); this.parsed6.clear(); }
+    v = ipv4(key);
+    if (v < 0) {
+      const w = prefix64Words(key);
+      if (w === null || w[0] === 0xffffffff) v = STRING;
+      else { v = PREFIX64; this.parsed6.set(key, [w[0] | 0, w[1] | 0]); }
     }
+    this.parsed.set(key, v);
     return v;
   }
 
@@ -175,7 +176,8 @@ export class SourceSlots {
 
   keyOf(s: number): string {
     if (this.u8[(s * this.stride + W.marks) * 4 + 3] & F_STRING_KEY) return this.stringOf.get(s)!;
-    const k = this.i32[s * this.stride + W.key] >>> 0;
+    const k = this.i32[s * this.stride + W.key] >>> 0, k2 = this.i32[s * this.stride + W.key2];
+    if (k2 !== -1) return prefix64Key(k2 >>> 0, k);
     return `${k >>> 24}.${(k >>> 16) & 255}.${(k >>> 8) & 255}.${k & 255}`;
   }
 
@@ -191,14 +193,18 @@ export class SourceSlots {
     this.hf[1] = evicted;
   }
 
-  private hash(k: number): number { return Math.imul(k, 0x9e3779b1) >>> this.shift; }
+  /** Index position of a key (k2 = -1: an IPv4 address, hashed as the word alone). */
+  private hash(k: number, k2: number): number {
+    return Math.imul(k2 === -1 ? k : k ^ Math.imul(k2, 0x85ebca6b), 0x9e3779b1) >>> this.shift;
+  }
 
-  private probe(k: number): number {
+  private probe(k: number, k2: number): number {
     const idx = this.idx, i32 = this.i32, mask = idx.length - 1;
-    for (let p = this.hash(k); ; p = (p + 1) & mask) {
+    for (let p = this.hash(k, k2); ; p = (p + 1) & mask) {
       const e = idx[p];
       if (e === 0) return -1;
-      if (i32[(e - 1) * this.stride + W.key] === k) return e - 1;
+      const b = (e - 1) * this.stride;
+      if (i32[b + W.key] === k && i32[b + W.key2] === k2) return e - 1;
     }
   }
 
@@ -221,17 +227,23 @@ export class SourceSlots {
     this.i32.fill(0, b, b + this.stride);
     this.i32[b + W.trustUntil] = this.i32[b + W.goodSince] = this.i32[b + W.last] = this.i32[b + W.challengedAt] = NEVER;
     const v4 = this.parse(key);
-    if (v4 >= 0) { this.i32[b + W.key] = v4 | 0; this.index(slot, v4 | 0); }
-    else { this.strings.set(key, slot); this.stringOf.set(slot, key); }
-    this.u8[(b + W.marks) * 4 + 3] = F_LIVE | (v4 >= 0 ? 0 : F_STRING_KEY);
+    if (v4 === STRING) { this.strings.set(key, slot); this.stringOf.set(slot, key); }
+    else {
+      const w = v4 === PREFIX64 ? this.parsed6.get(key)! : null;
+      const k = w ? w[1] : v4 | 0, k2 = w ? w[0] : -1;
+      this.i32[b + W.key] = k;
+      this.i32[b + W.key2] = k2;
+      this.index(slot, k, k2);
+    }
+    this.u8[(b + W.marks) * 4 + 3] = F_LIVE | (v4 === STRING ? F_STRING_KEY : 0);
     this.append(slot);
     h[H.size]++;
     return slot;
   }
 
-  private index(slot: number, k: number): void {
+  private index(slot: number, k: number, k2: number): void {
     const idx = this.idx, mask = idx.length - 1;
-    let p = this.hash(k);
+    let p = this.hash(k, k2);
     while (idx[p] !== 0) p = (p + 1) & mask;
     idx[p] = slot + 1;
   }
@@ -249,11 +261,11 @@ export class SourceSlots {
       return;
     }
     const idx = this.idx, i32 = this.i32, mask = idx.length - 1;
-    let p = this.hash(i32[b + W.key]);
+    let p = this.hash(i32[b + W.key], i32[b + W.key2]);
     while (idx[p] !== slot + 1) p = (p + 1) & mask;
     for (let q = (p + 1) & mask; idx[q] !== 0; q = (q + 1) & mask) {
       // An entry may fill the hole unless its home lies cyclically in (p, q].
-      const home = this.hash(i32[(idx[q] - 1) * this.stride + W.key]);
+      const bq = (idx[q] - 1) * this.stride, home = this.hash(i32[bq + W.key], i32[bq + W.key2]);
       if (p <= q ? (home <= p || home > q) : (home <= p && home > q)) { idx[p] = idx[q]; p = q; }
     }
     idx[p] = 0;
@@ -271,7 +283,7 @@ export class SourceSlots {
     this.h[H.capacity] = next;
     for (let s = 0; s < cap; s++) {
       const b = s * this.stride;
-      if ((this.u8[(b + W.marks) * 4 + 3] & (F_LIVE | F_STRING_KEY)) === F_LIVE) this.index(s, this.i32[b + W.key]);
+      if ((this.u8[(b + W.marks) * 4 + 3] & (F_LIVE | F_STRING_KEY)) === F_LIVE) this.index(s, this.i32[b + W.key], this.i32[b + W.key2]);
     }
   }
 

@@ -67,14 +67,18 @@ export class SourceState {
     this.t.u8[i] = v ? this.t.u8[i] | F_WHITELISTED : this.t.u8[i] & ~F_WHITELISTED;
   }
 
-  /** Records a User-Agent fingerprint; true when it is not among the source's recent ones (and the source had one before). */
+  /**
+   * Records a User-Agent fingerprint; true when it is not among the source's recent ones (and the source had one
+   * before). Kept as 16 bits (folded from the 32-bit hash): four of them are compared, so two different User-Agents
+   * pass for one about once in 16,000 changes, and a rotating bot is still seen rotating.
+   */
   newUserAgent(h: number): boolean {
-    const i32 = this.t.i32, u = this.b + W.uas, k = h | 0;
-    for (let i = 0; i < UA_SLOTS; i++) if (i32[u + i] === k) return false;
-    const first = i32[u] === 0;
+    const u16 = this.t.u16, u = (this.b + W.uas) * 2, k = ((h ^ (h >>> 16)) & 0xffff) || 1;
+    for (let i = 0; i < UA_SLOTS; i++) if (u16[u + i] === k) return false;
+    const first = u16[u] === 0;
     // Ring positions share a byte: the path ring's in bits 0-2, the User-Agent ring's in bits 4-5.
     const m = (this.b + W.marks) * 4 + 2, pos = this.t.u8[m], at = (pos >> 4) & 3;
-    i32[u + at] = k;
+    u16[u + at] = k;
     this.t.u8[m] = (pos & 0x0f) | (((at + 1) & 3) << 4);
     return !first;
   }
