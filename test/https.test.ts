@@ -16,6 +16,7 @@ let tlsOrigin: https.Server;
 let tlsOriginAddress: string;
 let proxy: Proxy;
 let tlsPort: number;
+let tlsHandshakes = 0;
 
 beforeAll(async () => {
   pki = makePki();
@@ -24,6 +25,7 @@ beforeAll(async () => {
   const secure = pki.leaf('secure.test');
   origin = await startOrigin((req, res) => res.end(String(req.headers['x-forwarded-proto'])));
   tlsOrigin = https.createServer({ cert: fs.readFileSync(secure.cert), key: fs.readFileSync(secure.key) }, (_req, res) => res.end('over tls'));
+  tlsOrigin.on('secureConnection', () => { tlsHandshakes++; });
   tlsOrigin.listen(0, '127.0.0.1');
   await once(tlsOrigin, 'listening');
   tlsOriginAddress = `127.0.0.1:${(tlsOrigin.address() as net.AddressInfo).port}`;
@@ -32,7 +34,7 @@ beforeAll(async () => {
     upstream: { caFile: pki.ca },
     domains: [
       domain('a.test', [origin.address]), domain('b.test', [origin.address]),
-      domain('secure.test', [tlsOriginAddress], { upstreamTls: true }),
+      domain('secure.test', [tlsOriginAddress], { upstreamTls: true, aliases: ['www.secure.test'] }),
       // Served over TLS by a server whose certificate does not name this domain.
       domain('mismatch.test', [tlsOriginAddress], { upstreamTls: true }),
     ],
@@ -83,6 +85,17 @@ describe('TLS termination', () => {
 describe('HTTPS upstreams', () => {
   it('are verified against the configured CA and the domain name', async () => {
     expect((await request(proxy.url, { headers: { host: 'secure.test' } })).body).toBe('over tls');
+  });
+
+  it('are reached by the domain\'s name whatever Host the client used (an alias): one name, one verification, and the connections kept', async () => {
+    // The upstream's certificate names secure.test only. Before, undici took the SNI (and the name it verifies) from
+    // each request's Host, and closed its connection whenever that name changed from one request to the next.
+    const before = tlsHandshakes;
+    for (let i = 0; i < 8; i++) {
+      const r = await request(proxy.url, { headers: { host: i % 2 ? 'www.secure.test' : 'secure.test:80' } });
+      expect([r.status, r.body]).toEqual([200, 'over tls']);
+    }
+    expect(tlsHandshakes - before).toBeLessThanOrEqual(1);
   });
 
   it('a certificate that does not match is refused (502), not trusted', async () => {
