@@ -4,8 +4,9 @@
 // address by address) that read is large. This measures, on a real
 // redis-server holding N bans, the read and the diff, and the longest the event
 // loop waits meanwhile (a timer every millisecond; the node serves nothing while
-// it waits): read at once (HGETALL, as before 2026-11-28) and in steps (HSCAN,
-// a turn of the event loop between steps, as now), side by side in one run.
+// it waits): read and compared at once (HGETALL, as before 2026-11-28) and in
+// steps (HSCAN, then the comparison, with a turn of the event loop between
+// steps, as now), side by side in one run.
 // Results: terminal and bench/results/redis-catchup.md.
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -38,7 +39,8 @@ async function measure(stepped: boolean): Promise<{ ms: number; stall: number; b
   const t0 = performance.now();
   const snap = await readState(raw, k, Date.now(), stepped ? pause : undefined);
   // A node that knew none of them: every ban is a decision to deliver (the diff; delivering is the bus's).
-  new Known().diff(snap, Date.now());
+  if (stepped) await new Known().diffInSteps(snap, Date.now(), () => false, pause);
+  else new Known().diff(snap, Date.now());
   const ms = performance.now() - t0;
   await new Promise((r) => setTimeout(r, 20));
   clearInterval(timer);

@@ -10,7 +10,8 @@ import { Redis } from 'ioredis';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
 import { WRITE_LUA, writeArgs, writeKeys, writeOutcome } from '../src/store/redis-write.ts';
 import { redisKeys, parseMessage, parseState, pendingKey } from '../src/store/redis-keys.ts';
-import { pruneBans, readState } from '../src/store/redis-resync.ts';
+import { Known, SCAN_COUNT, pruneBans, readState } from '../src/store/redis-resync.ts';
+import type { BanEntry } from '../src/decisions/blacklist.ts';
 import { decidedAt, type Decision } from '../src/decisions/bus.ts';
 
 const hasRedis = findRedisServer() !== null;
@@ -130,6 +131,18 @@ describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)
     // 4500 bans at about 2000 a step (HSCAN's COUNT is a hint), then one step each for the whitelist and attack hashes.
     expect(steps).toBeGreaterThanOrEqual(5);
     expect(sorted(inSteps)).toEqual(sorted(atOnce));
+    // Compared in steps too: a node that knew 3000 of them, 500 of those with another expiry, and 1000 bans since
+    // lifted (plus 4 of this node's own, still queued, left alone).
+    const known = new Known();
+    for (let i = 0; i < 3000; i++) known.remember({ kind: 'ban', entry: { ...(bans[i] as { entry: BanEntry }).entry, expiresAt: NOW + (i < 500 ? 1 : 60_000) } });
+    for (let i = 0; i < 1000; i++) known.remember({ kind: 'ban', entry: { ip: `10.5.${i >> 8}.${i & 255}`, reason: 'r', rule: 'rate', since: NOW, expiresAt: NOW + 60_000 } });
+    const queued = (key: string) => key === 'b:10.5.0.7' || key === 'b:10.4.17.3';
+    let diffSteps = 0;
+    const byIp = (ds: Decision[]) => ds.map((d) => `${d.kind} ${'entry' in d ? d.entry.ip : 'ip' in d ? d.ip : d.domain}`).sort();
+    const once = known.diff(inSteps, NOW, queued), stepped = await known.diffInSteps(inSteps, NOW, queued, async () => { diffSteps++; });
+    expect(byIp(stepped)).toEqual(byIp(once));
+    expect([once.filter((d) => d.kind === 'ban').length, once.filter((d) => d.kind === 'unban').length]).toEqual([2000 - 1, 1000 - 1]);
+    expect(diffSteps).toBeGreaterThanOrEqual(Math.floor((4500 + 4000) / SCAN_COUNT));
     await raw.set(k.wl, 'not a hash');
     const broken = await readState(raw, k, NOW, async () => {});
     expect([broken.unreadable, broken.whitelist, broken.bans.length]).toEqual([['whitelist'], [], 4500]);

@@ -281,7 +281,7 @@ export class RedisBus implements DecisionBus {
       else if (first && this.own) this.pending.requeue(new Known(this.own).missingFrom(snap, now));
       this.own = null;
       if (epoch && epoch !== this.epochStore?.load()) this.epochToKeep = epoch;
-      const out = this.known.diff(snap, Date.now(), (key) => this.pending.holds(key)); // expiry as of after the read
+      const out = await this.known.diffInSteps(snap, Date.now(), (key) => this.pending.holds(key), pause); // expiry as of after the read
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
       await deliverInSteps(out, (key) => this.pending.holds(key), (d) => this.deliver(d), () => this.closed);
       this.pending.requeue(this.pending.unwrittenDecisions()); // what a full queue dropped, now
