@@ -6,6 +6,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { RedisBus } from '../src/store/redis-bus.ts';
+import { clockOffset } from '../src/store/redis-clock.ts';
 import type { Decision } from '../src/decisions/bus.ts';
 import type { BanEntry } from '../src/decisions/blacklist.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
@@ -170,6 +171,19 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       raw.disconnect();
     }
   }, 15_000);
+
+  it('a node whose clock runs ahead of Redis\'s is told so (offset, "skewed", one warning); one in step is not', async () => {
+    const ahead = await healthyNode(redis.url, prefix(), 'ahead', { clock: () => Date.now() + 5000, heartbeatMs: 100 });
+    const inStep = await healthyNode(redis.url, prefix(), 'in-step', { heartbeatMs: 100 });
+    await waitFor('both measured', () => ahead.bus.clock.offsetMs !== null && inStep.bus.clock.offsetMs !== null, 3000);
+    expect(ahead.bus.clock.offsetMs).toBeGreaterThan(5000 - 300);
+    expect(ahead.bus.clock.offsetMs).toBeLessThan(5000 + 300);
+    expect(ahead.bus.clock.skewed).toBe(true);
+    expect(ahead.logs.filter((l) => l.startsWith('warn') && l.includes('clock'))).toHaveLength(1);
+    expect(Math.abs(inStep.bus.clock.offsetMs!)).toBeLessThan(300);
+    expect(inStep.bus.clock.skewed).toBe(false);
+    expect(inStep.logs.filter((l) => l.includes('clock'))).toEqual([]);
+  });
 
   it('the challenge secret is the same on every node: the first one wins', async () => {
     const p = prefix();
@@ -658,4 +672,15 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await link.close();
     }
   }, 20_000);
+});
+
+describe('the clock offset to Redis', () => {
+  it('is the middle of the round trip minus Redis\'s time, and nothing when the round trip is too long to say', () => {
+    // Redis read 1000.5 s; asked at 1010 s, answered 40 ms later: this node runs 9.52 s ahead.
+    expect(clockOffset(1_010_000, 1_010_040, ['1000', '500000'])).toBe(9520);
+    expect(clockOffset(1_000_000, 1_000_010, ['1000', '5000'])).toBe(0);
+    expect(clockOffset(1_000_000, 1_000_400, ['1000', '0'])).toBeNull();
+    expect(clockOffset(1_000_000, 999_990, ['1000', '0'])).toBeNull();
+    expect(clockOffset(1_000_000, 1_000_010, ['x', '0'])).toBeNull();
+  });
 });

@@ -7,6 +7,7 @@ import type { StatsDeps } from '../stats/index.ts';
 import { RedisClusterStats } from '../store/redis-stats.ts';
 import { loadConfigFile, type LoadResult } from '../config/load.ts';
 import type { Filter } from '../detect/filter.ts';
+import type { DecisionBus } from '../decisions/bus.ts';
 import { loadCertificates } from '../listen/listeners.ts';
 import { AdminServer, HttpError } from '../admin/server.ts';
 import { registerFilterRoutes } from '../admin/routes-lists.ts';
@@ -47,12 +48,18 @@ export interface AdminWiring extends Omit<StatsRouteDeps, 'filter'> {
   /** The filter as statistics and the dashboard read it (the primary's adds up its workers). */
   view?: StatsRouteDeps['filter'];
   reload(): ReloadResult;
-  healthy(): boolean;
+  /** The decision bus: whether Redis is in reach, and this node's clock against Redis's (a bus on Redis only). */
+  bus: Pick<DecisionBus, 'healthy' | 'clock'>;
 }
 
 export function wireAdmin(admin: AdminServer, w: AdminWiring): void {
   // Degraded, still 200: a node cut off from Redis keeps protecting on what it knows (SPEC §9).
-  admin.route('GET', '/healthz', () => (w.healthy() ? { status: 'ok' } : { status: 'degraded', redis: 'unreachable' }), { auth: false });
+  // With Redis: this node's clock minus Redis's too (decisions across nodes are ordered by time), and "skewed" when it
+  // is off by more than a second (store/redis-clock.ts); the node still works, so the status does not change.
+  admin.route('GET', '/healthz', () => {
+    const c = w.bus.clock, clock = c && c.offsetMs !== null ? { clockOffsetMs: c.offsetMs, ...(c.skewed ? { clock: 'skewed' } : {}) } : {};
+    return w.bus.healthy ? { status: 'ok', ...clock } : { status: 'degraded', redis: 'unreachable', ...clock };
+  }, { auth: false });
   admin.route('POST', '/api/reload', () => {
     const r = w.reload();
     if (!r.ok) throw new HttpError(400, r.problems.join('; '));

@@ -87,7 +87,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   admin.token = config.admin.token;
   wireAdmin(admin, {
     filter, stats, upstreams, now, queues: pipeline.queues, config: () => app.config,
-    reload: () => app.reload(), healthy: () => bus.healthy,
+    reload: () => app.reload(), bus,
   });
   await admin.listen(config.admin.host, config.admin.port);
   await listeners.listen(config);

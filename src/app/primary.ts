@@ -44,6 +44,7 @@ class FanoutBus implements DecisionBus {
   private readonly down: (d: Decision) => void;
   constructor(inner: DecisionBus, down: (d: Decision) => void) { this.inner = inner; this.down = down; }
   get healthy(): boolean { return this.inner.healthy; }
+  get clock(): DecisionBus['clock'] { return this.inner.clock; }
   publish(d: Decision): void { this.inner.publish(d); this.down(d); }
   subscribe(fn: (d: Decision) => void): void { this.inner.subscribe((d) => { fn(d); this.down(d); }); }
   snapshot(now: number, local?: DecisionSnapshot) { return this.inner.snapshot(now, local); }
@@ -150,7 +151,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   admin.token = config.admin.token;
   wireAdmin(admin, {
     filter, view, stats, upstreams, now, queues: view.queues, config: () => current,
-    reload: () => primary.reload(), healthy: () => bus.healthy, sync: async () => { await workers.collect(); stats.flush(); },
+    reload: () => primary.reload(), bus, sync: async () => { await workers.collect(); stats.flush(); },
   });
   admin.route('GET', '/api/workers', async () => {
     await workers.collect();

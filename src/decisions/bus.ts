@@ -52,6 +52,8 @@ export interface DecisionBus {
   secret(local: Buffer): Promise<Buffer>;
   /** False while the shared store is out of reach (the node keeps protecting on what it knows). */
   readonly healthy: boolean;
+  /** A bus shared with other nodes: this node's clock minus the shared store's, ms (null until measured). */
+  readonly clock?: { readonly offsetMs: number | null; readonly skewed: boolean };
   close(): Promise<void>;
 }
 

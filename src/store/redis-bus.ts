@@ -14,6 +14,7 @@ import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.t
 import { parseMessage, redisKeys, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
 import { Known, checkEpoch, deliverInSteps, pause, pruneBans, readState } from './redis-resync.ts';
 import { DecisionQueue } from './redis-queue.ts';
+import { ClockCheck } from './redis-clock.ts';
 
 const PRUNE_EVERY_MS = 10_000;
 /** A write that failed is tried again after this (Redis refusing a command would otherwise be asked twice a second). */
@@ -45,6 +46,7 @@ export class RedisBus implements DecisionBus {
   private readonly known = new Known();
   private readonly timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
+  readonly clock: ClockCheck; // this node's clock against Redis's (redis-clock.ts): decisions are ordered by time
   /** Redis's epoch as last seen (kept in the node's store: epochStore); `epochToKeep` once all written back is in. */
   private epoch: string | null = null;
   private epochToKeep: string | null = null;
@@ -67,6 +69,7 @@ export class RedisBus implements DecisionBus {
     this.waitMs = opts.waitMs ?? 2000;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1500;
     this.k = redisKeys(this.prefix);
+    this.clock = new ClockCheck(this.log, opts.clock);
     const common = {
       // Our own queue holds what could not be sent; ioredis must not hold or retry commands itself.
       enableOfflineQueue: false,
@@ -172,6 +175,7 @@ export class RedisBus implements DecisionBus {
       this.wasHealthy = true;
       this.log.info({ node: this.nodeId, pending: this.pending.size }, 'redis: connected');
     }
+    this.clock.maybeCheck(this.cmd);
     void this.resync();
   }
 
@@ -199,11 +203,9 @@ export class RedisBus implements DecisionBus {
       this.cmd.disconnect(true);
       this.sub.disconnect(true);
     }).finally(() => { clearTimeout(timer); this.pinging = false; });
-    if (Date.now() - this.lastPrune > PRUNE_EVERY_MS) {
-      this.lastPrune = Date.now();
-      pruneBans(this.cmd, this.k, Date.now()).catch(() => {});
-      this.known.forgetExpired(Date.now());
-    }
+    this.clock.maybeCheck(this.cmd);
+    const now = Date.now();
+    if (now - this.lastPrune > PRUNE_EVERY_MS) { this.lastPrune = now; pruneBans(this.cmd, this.k, now).catch(() => {}); this.known.forgetExpired(now); }
   }
 
   private waitReady(): Promise<boolean> {
@@ -249,7 +251,6 @@ export class RedisBus implements DecisionBus {
     if (!this.epochToKeep || this.pending.size > 0 || this.resyncing) return;
     try { this.epochStore?.save(this.epochToKeep); this.epochToKeep = null; } catch (err) { this.log.warn({ err: String(err) }, 'redis: epoch not kept'); }
   }
-
 
   /** On every connection: check Redis still has its data; back from a cut, write what was queued, then read what
    *  is in force and deliver what differs from what we know. */

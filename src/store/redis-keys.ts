@@ -217,4 +217,6 @@ export interface RedisBusOptions {
   /** Where the Redis epoch this node last reconciled with is kept (the node's own store): a node that restarts
    *  after Redis lost its data writes back what it holds, and one whose Redis kept it lifts what others lifted. */
   epoch?: { load(): string | null; save(e: string): void };
+  /** The clock the offset to Redis's is measured with (redis-clock.ts); default Date.now. */
+  clock?: () => number;
 }

@@ -1,0 +1,74 @@
+// How far this node's clock is from Redis's. Nodes order their decisions by
+// the time each was made (the later one stands, redis-write.ts), and a ban's
+// expiry is a time too: a node whose clock runs seconds ahead wins every
+// conflict it takes part in and hands out bans that end early elsewhere. The
+// offset is measured against the one clock every node sees (Redis's TIME),
+// logged when it grows past CLOCK_SKEW_WARN_MS, and shown in /healthz, so the
+// operator fixes the clock (NTP) before it decides anything.
+import type { Redis } from 'ioredis';
+import type { BusLogger } from './redis-keys.ts';
+
+/** Decisions made this close together on different nodes are simultaneous to the cluster anyway (a ban reaches every
+ *  node within a second): an offset past that reorders decisions the operator would call ordered. */
+export const CLOCK_SKEW_WARN_MS = 1000;
+/** How often the offset is measured (a TIME round trip: nothing next to the heartbeat's PING every second). */
+export const CLOCK_CHECK_EVERY_MS = 30_000;
+/** A measurement whose round trip took longer than this says little about the offset: it is not used. */
+const MAX_ROUND_TRIP_MS = 250;
+
+/**
+ * The local clock minus Redis's (positive: this node runs ahead), from a TIME reply (seconds, microseconds) asked
+ * at `sentAt` and answered at `receivedAt` (local ms): Redis read its clock somewhere in between, taken as the middle
+ * (error at most half the round trip). Null when the round trip was too long to say, or the reply is not a time.
+ */
+export function clockOffset(sentAt: number, receivedAt: number, reply: [string, string] | string[]): number | null {
+  const rtt = receivedAt - sentAt;
+  const s = Number(reply[0]), us = Number(reply[1]);
+  if (!(rtt >= 0 && rtt <= MAX_ROUND_TRIP_MS) || !Number.isFinite(s) || !Number.isFinite(us)) return null;
+  return Math.round((sentAt + receivedAt) / 2 - (s * 1000 + us / 1000));
+}
+
+/** The latest measured offset; the time source is injected (a test runs a node with its clock set ahead). */
+export class ClockCheck {
+  /** Local minus Redis, ms; null until measured. */
+  offsetMs: number | null = null;
+  private lastAt = -Infinity;
+  private warned = false;
+  private busy = false;
+  private readonly now: () => number;
+  private readonly log: BusLogger;
+
+  constructor(log: BusLogger, now: () => number = Date.now) { this.log = log; this.now = now; }
+
+  /** Whether the offset is past CLOCK_SKEW_WARN_MS. */
+  get skewed(): boolean { return this.offsetMs !== null && Math.abs(this.offsetMs) > CLOCK_SKEW_WARN_MS; }
+
+  /** Measures once CLOCK_CHECK_EVERY_MS has passed since the last measurement (called on every heartbeat; one that
+   *  said nothing, its round trip too long as at a busy start, is tried again at the next heartbeat). */
+  maybeCheck(cmd: Redis): void {
+    if (this.busy || this.now() - this.lastAt < CLOCK_CHECK_EVERY_MS) return;
+    this.busy = true;
+    void this.check(cmd).finally(() => { this.busy = false; });
+  }
+
+  async check(cmd: Redis): Promise<void> {
+    try {
+      const sentAt = this.now();
+      const reply = await cmd.time();
+      const offset = clockOffset(sentAt, this.now(), reply.map(String));
+      if (offset === null) return;
+      this.offsetMs = offset;
+      this.lastAt = sentAt;
+      // Said once when it goes wrong and once when it is right again: a skewed clock stays skewed for hours.
+      if (this.skewed && !this.warned) {
+        this.warned = true;
+        this.log.warn({ clockOffsetMs: offset, limitMs: CLOCK_SKEW_WARN_MS }, 'redis: this node\'s clock is off from Redis\'s; decisions across nodes are ordered by time (fix the clock: NTP)');
+      } else if (!this.skewed && this.warned) {
+        this.warned = false;
+        this.log.info({ clockOffsetMs: offset }, 'redis: this node\'s clock agrees with Redis\'s again');
+      }
+    } catch {
+      // Redis away: the heartbeat says so; the offset stays what it was.
+    }
+  }
+}
