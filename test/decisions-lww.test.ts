@@ -132,7 +132,7 @@ describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)
     expect(steps).toBeGreaterThanOrEqual(5);
     expect(sorted(inSteps)).toEqual(sorted(atOnce));
     // Compared in steps too: a node that knew 3000 of them, 500 of those with another expiry, and 1000 bans since
-    // lifted (plus 4 of this node's own, still queued, left alone).
+    // lifted (plus 2 of this node's own, still queued, left alone).
     const known = new Known();
     for (let i = 0; i < 3000; i++) known.remember({ kind: 'ban', entry: { ...(bans[i] as { entry: BanEntry }).entry, expiresAt: NOW + (i < 500 ? 1 : 60_000) } });
     for (let i = 0; i < 1000; i++) known.remember({ kind: 'ban', entry: { ip: `10.5.${i >> 8}.${i & 255}`, reason: 'r', rule: 'rate', since: NOW, expiresAt: NOW + 60_000 } });

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { RedisBus } from '../src/store/redis-bus.ts';
-import { clockOffset } from '../src/store/redis-clock.ts';
+import { clockOffset, skewedAfter } from '../src/store/redis-clock.ts';
 import type { Decision } from '../src/decisions/bus.ts';
 import type { BanEntry } from '../src/decisions/blacklist.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
@@ -35,11 +35,12 @@ async function relay(targetPort: number) {
   const pass = (to: net.Socket, d: Buffer) => { if (frozen) return; if (lag) setTimeout(() => { if (!frozen && !to.destroyed) to.write(d); }, lag); else to.write(d); };
   let subLag = 0;
   let watcher: ((sent: string) => void) | null = null;
+  const subscribers = new Set<net.Socket>();
   const server = net.createServer((c) => {
     const u = net.connect({ port: targetPort, host: '127.0.0.1' });
     socks.add(c); socks.add(u);
     let subscriber = false; // this connection asked to SUBSCRIBE: what Redis sends it can be held back alone
-    c.on('data', (d) => { subscriber ||= /subscribe/i.test(d.toString('latin1')); watcher?.(d.toString('latin1')); pass(u, d); });
+    c.on('data', (d) => { subscriber ||= /subscribe/i.test(d.toString('latin1')); if (subscriber) subscribers.add(c); watcher?.(d.toString('latin1')); pass(u, d); });
     u.on('data', (d) => { if (subscriber && subLag) setTimeout(() => { if (!frozen && !c.destroyed) c.write(d); }, subLag); else pass(c, d); });
     const end = () => { c.destroy(); u.destroy(); socks.delete(c); socks.delete(u); };
     c.on('close', end); u.on('close', end); c.on('error', end); u.on('error', end);
@@ -59,6 +60,8 @@ async function relay(targetPort: number) {
     setLag: (ms: number) => { lag = ms; },
     /** What Redis sends the subscriber connection (published messages) waits this long; commands' answers do not. */
     lagSubscriber: (ms: number) => { subLag = ms; },
+    /** Resets the subscriber's connection only (the bus reconnects it and catches up; its commands go on). */
+    dropSubscriber: () => { for (const c of subscribers) c.destroy(); subscribers.clear(); },
     /** Sees what a client sends, as it passes (before any lag). */
     watch: (fn: ((sent: string) => void) | null) => { watcher = fn; },
     thaw: () => { frozen = false; for (const s of socks) s.destroy(); },
@@ -172,8 +175,9 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     }
   }, 15_000);
 
-  it('a node whose clock runs ahead of Redis\'s is told so (offset, "skewed", one warning); one in step is not', async () => {
-    const ahead = await healthyNode(redis.url, prefix(), 'ahead', { clock: () => Date.now() + 5000, heartbeatMs: 100 });
+  it('a node whose clock runs ahead of Redis\'s is told so (offset, "skewed", one warning) until its clock is fixed; one in step is not', async () => {
+    let lead = 5000;
+    const ahead = await healthyNode(redis.url, prefix(), 'ahead', { clock: () => Date.now() + lead, heartbeatMs: 100 });
     const inStep = await healthyNode(redis.url, prefix(), 'in-step', { heartbeatMs: 100 });
     await waitFor('both measured', () => ahead.bus.clock.offsetMs !== null && inStep.bus.clock.offsetMs !== null, 3000);
     expect(ahead.bus.clock.offsetMs).toBeGreaterThan(5000 - 300);
@@ -183,6 +187,12 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     expect(Math.abs(inStep.bus.clock.offsetMs!)).toBeLessThan(300);
     expect(inStep.bus.clock.skewed).toBe(false);
     expect(inStep.logs.filter((l) => l.includes('clock'))).toEqual([]);
+    // Fixed (NTP stepped it back): the next measurement says so, once.
+    lead = 0;
+    await ahead.bus.clock.check();
+    expect(ahead.bus.clock.skewed).toBe(false);
+    expect(Math.abs(ahead.bus.clock.offsetMs!)).toBeLessThan(300);
+    expect(ahead.logs.filter((l) => l.includes('clock'))).toEqual([expect.stringMatching(/^warn .*off/), expect.stringMatching(/^info .*agrees/)]);
   });
 
   it('the challenge secret is the same on every node: the first one wins', async () => {
@@ -632,6 +642,29 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     }
   }, 15_000);
 
+  it('a catch-up that starts while this node is still writing its own bans does not lift the ones written meanwhile', async () => {
+    // 10,000 bans go out in 5 batches over a slow link (about 2 s); the subscriber's link drops 100 ms in, so a
+    // catch-up reads Redis while the writing goes on. Bans written after the read passed them are missing from what
+    // it read and no longer queued: before, the catch-up took that for "lifted elsewhere" and lifted them here.
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = await healthyNode(link.url, p, 'A');
+      link.setLag(150);
+      const t = Date.now(), N = 40_000;
+      for (let i = 0; i < N; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.${30 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, 600_000, t) });
+      await sleep(100);
+      expect(a.bus.pendingCount).toBeGreaterThan(10_000); // still writing when the catch-up begins
+      link.dropSubscriber();
+      await waitFor('written and caught up', () => a.bus.pendingCount === 0 && a.bus.healthy, 15_000);
+      await sleep(3000); // the catch-up's read and diff, each step a slow round trip
+      expect(a.got.filter((d) => d.kind === 'unban').length).toBe(0);
+      await withRaw(redis.url, async (raw) => { expect(await raw.hlen(`${p}bans`)).toBe(40_000); });
+    } finally {
+      await link.close();
+    }
+  }, 30_000);
+
   it('an attack state heard once is not delivered again by every catch-up', async () => {
     const p = prefix();
     const link = await relay(redis.port);
@@ -682,5 +715,10 @@ describe('the clock offset to Redis', () => {
     expect(clockOffset(1_000_000, 1_000_400, ['1000', '0'])).toBeNull();
     expect(clockOffset(1_000_000, 999_990, ['1000', '0'])).toBeNull();
     expect(clockOffset(1_000_000, 1_000_010, ['x', '0'])).toBeNull();
+  });
+
+  it('is said to be off past 1 s, and to agree again only under 0.75 s (measurements near the line do not flicker)', () => {
+    expect([skewedAfter(false, 900), skewedAfter(false, 1100), skewedAfter(false, -1100)]).toEqual([false, true, true]);
+    expect([skewedAfter(true, 900), skewedAfter(true, -900), skewedAfter(true, 700)]).toEqual([true, true, false]);
   });
 });

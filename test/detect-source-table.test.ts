@@ -146,18 +146,18 @@ describe('the compact source table', () => {
     // The key as sourceKey() wrote it before the table kept /64s as numbers: what the blacklist and the logs hold.
     const former = (a: string) => `${ipaddr.IPv6.parse(ipaddr.IPv6.parse(a).parts.slice(0, 4).map((p) => p.toString(16)).join(':') + '::').toString()}/64`;
     const t = new SourceTable(3, 64);
-    fc.assert(fc.property(fc.ipV6(), fc.integer({ min: 0, max: 1000 }), (a, score) => {
+    fc.assert(fc.property(fc.ipV6(), (a) => {
       if (a.includes('.')) return; // IPv4-embedded forms: an ::ffff: one is the IPv4 address, tested elsewhere
       const key = sourceKey(a);
       expect(key).toBe(former(a));
       const words = prefix64Words(key);
       expect(words).not.toBeNull();
+      if (words![0] === 0xffffffff) return; // reserved space: kept as a string key
       const slot = t.touch(key);
-      t.f32[slot * t.stride + 4] = score;
-      if (words![0] === 0xffffffff) return; // reserved: a string key
-      expect(t.stringKeys).toBe(0);
+      t.touch('10.0.0.1'); // another source in between: find() below goes through the index, not the last-key shortcut
       expect(t.find(key)).toBe(slot);
       expect(t.keyOf(slot)).toBe(key);
+      expect(t.stringKeys).toBe(0);
     }), { numRuns: 2000 });
   });
 });

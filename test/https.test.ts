@@ -34,6 +34,8 @@ beforeAll(async () => {
     upstream: { caFile: pki.ca },
     domains: [
       domain('a.test', [origin.address]), domain('b.test', [origin.address]),
+      // Plain HTTP, named by an address nothing listens on: the upstream is what it reaches.
+      domain('127.9.9.9', [origin.address]),
       domain('secure.test', [tlsOriginAddress], { upstreamTls: true, aliases: ['www.secure.test'] }),
       // Served over TLS by a server whose certificate does not name this domain.
       domain('mismatch.test', [tlsOriginAddress], { upstreamTls: true }),
@@ -96,6 +98,11 @@ describe('HTTPS upstreams', () => {
       expect([r.status, r.body]).toEqual([200, 'over tls']);
     }
     expect(tlsHandshakes - before).toBeLessThanOrEqual(1);
+  });
+
+  it('a plain-HTTP domain named by an IP address reaches its upstream, not that address (the HTTPS name stays out of it)', async () => {
+    const r = await request(proxy.url, { headers: { host: '127.9.9.9' } });
+    expect([r.status, r.body]).toEqual([200, 'http']);
   });
 
   it('a certificate that does not match is refused (502), not trusted', async () => {

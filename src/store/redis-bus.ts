@@ -69,7 +69,7 @@ export class RedisBus implements DecisionBus {
     this.waitMs = opts.waitMs ?? 2000;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1500;
     this.k = redisKeys(this.prefix);
-    this.clock = new ClockCheck(this.log, opts.clock);
+    this.clock = new ClockCheck(this.log, () => this.cmd.time(), opts.clock);
     const common = {
       // Our own queue holds what could not be sent; ioredis must not hold or retry commands itself.
       enableOfflineQueue: false,
@@ -175,7 +175,7 @@ export class RedisBus implements DecisionBus {
       this.wasHealthy = true;
       this.log.info({ node: this.nodeId, pending: this.pending.size }, 'redis: connected');
     }
-    this.clock.maybeCheck(this.cmd);
+    this.clock.maybeCheck(true);
     void this.resync();
   }
 
@@ -203,7 +203,7 @@ export class RedisBus implements DecisionBus {
       this.cmd.disconnect(true);
       this.sub.disconnect(true);
     }).finally(() => { clearTimeout(timer); this.pinging = false; });
-    this.clock.maybeCheck(this.cmd);
+    this.clock.maybeCheck();
     const now = Date.now();
     if (now - this.lastPrune > PRUNE_EVERY_MS) { this.lastPrune = now; pruneBans(this.cmd, this.k, now).catch(() => {}); this.known.forgetExpired(now); }
   }
@@ -274,6 +274,7 @@ export class RedisBus implements DecisionBus {
       if (!this.healthy) return; // cut again: the next 'ready' retries (what Redis refuses stays queued: the diff skips it)
       const now = Date.now();
       this.needResync = false; // before the read, which takes steps: a link lost meanwhile sets it again (onDown)
+      this.pending.catchingUp(true); // from here a write may land where the read has passed (holds, below)
       const snap = await readState(this.cmd, this.k, now, pause, epoch);
       // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data, and of what this
       // node holds from its own store when this Redis never saw it. Otherwise Redis is the cluster: what it lacks
@@ -293,6 +294,7 @@ export class RedisBus implements DecisionBus {
       const held = this.held ?? [];
       this.held = null;
       this.resyncing = false;
+      this.pending.catchingUp(false);
       if (!this.closed) for (const d of held) this.deliver(d);
       if (this.needResync && this.healthy) setTimeout(() => { if (this.healthy && this.needResync) void this.resync(); }, 500).unref();
       this.scheduleFlush();
@@ -303,10 +305,7 @@ export class RedisBus implements DecisionBus {
   private onMessage(msg: string): void {
     const m = parseMessage(msg);
     if (!m || m.node === this.nodeId) return;
-    for (const d of m.ds) {
-      if (this.held) this.held.push(d);
-      else this.deliver(d);
-    }
+    for (const d of m.ds) if (this.held) this.held.push(d); else this.deliver(d);
   }
 
   private deliver(d: Decision): void {

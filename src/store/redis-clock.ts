@@ -5,7 +5,6 @@
 // offset is measured against the one clock every node sees (Redis's TIME),
 // logged when it grows past CLOCK_SKEW_WARN_MS, and shown in /healthz, so the
 // operator fixes the clock (NTP) before it decides anything.
-import type { Redis } from 'ioredis';
 import type { BusLogger } from './redis-keys.ts';
 
 /** Decisions made this close together on different nodes are simultaneous to the cluster anyway (a ban reaches every
@@ -21,54 +20,62 @@ const MAX_ROUND_TRIP_MS = 250;
  * at `sentAt` and answered at `receivedAt` (local ms): Redis read its clock somewhere in between, taken as the middle
  * (error at most half the round trip). Null when the round trip was too long to say, or the reply is not a time.
  */
-export function clockOffset(sentAt: number, receivedAt: number, reply: [string, string] | string[]): number | null {
+export function clockOffset(sentAt: number, receivedAt: number, reply: readonly (string | number)[]): number | null {
   const rtt = receivedAt - sentAt;
   const s = Number(reply[0]), us = Number(reply[1]);
   if (!(rtt >= 0 && rtt <= MAX_ROUND_TRIP_MS) || !Number.isFinite(s) || !Number.isFinite(us)) return null;
   return Math.round((sentAt + receivedAt) / 2 - (s * 1000 + us / 1000));
 }
 
-/** The latest measured offset; the time source is injected (a test runs a node with its clock set ahead). */
+/** Under this again, a node said to be off is said to agree: measurements near the line differ by up to half a round
+ *  trip, and the log and /healthz must not flicker with them. */
+export const CLOCK_AGREES_BELOW_MS = 750;
+
+/** Whether an offset says "skewed", given what the last one said (a line to cross going out, a lower one coming back). */
+export function skewedAfter(was: boolean, offsetMs: number): boolean {
+  return Math.abs(offsetMs) > (was ? CLOCK_AGREES_BELOW_MS : CLOCK_SKEW_WARN_MS);
+}
+
+/** The latest measured offset. The wall clock read is injected (a test runs a node whose clock is set ahead); how
+ *  often it is measured is kept on the monotonic clock, so that fixing a wrong clock does not delay the next check. */
 export class ClockCheck {
   /** Local minus Redis, ms; null until measured. */
   offsetMs: number | null = null;
+  /** Off by more than CLOCK_SKEW_WARN_MS (and not yet back under CLOCK_AGREES_BELOW_MS). */
+  skewed = false;
   private lastAt = -Infinity;
-  private warned = false;
   private busy = false;
+  private readonly time: () => Promise<(string | number)[]>;
   private readonly now: () => number;
   private readonly log: BusLogger;
 
-  constructor(log: BusLogger, now: () => number = Date.now) { this.log = log; this.now = now; }
+  /** `time`: Redis's TIME reply. */
+  constructor(log: BusLogger, time: () => Promise<(string | number)[]>, now: () => number = Date.now) { this.log = log; this.time = time; this.now = now; }
 
-  /** Whether the offset is past CLOCK_SKEW_WARN_MS. */
-  get skewed(): boolean { return this.offsetMs !== null && Math.abs(this.offsetMs) > CLOCK_SKEW_WARN_MS; }
-
-  /** Measures once CLOCK_CHECK_EVERY_MS has passed since the last measurement (called on every heartbeat; one that
-   *  said nothing, its round trip too long as at a busy start, is tried again at the next heartbeat). */
-  maybeCheck(cmd: Redis): void {
-    if (this.busy || this.now() - this.lastAt < CLOCK_CHECK_EVERY_MS) return;
+  /** Measures when CLOCK_CHECK_EVERY_MS has passed since the last measurement, or at once with `now` (a new
+   *  connection). Called on every heartbeat: one that said nothing (a round trip too long, as at a busy start) is
+   *  tried again at the next. */
+  maybeCheck(now = false): void {
+    if (this.busy || (!now && performance.now() - this.lastAt < CLOCK_CHECK_EVERY_MS)) return;
     this.busy = true;
-    void this.check(cmd).finally(() => { this.busy = false; });
+    void this.check().finally(() => { this.busy = false; });
   }
 
-  async check(cmd: Redis): Promise<void> {
+  async check(): Promise<void> {
     try {
       const sentAt = this.now();
-      const reply = await cmd.time();
-      const offset = clockOffset(sentAt, this.now(), reply.map(String));
+      const reply = await this.time();
+      const offset = clockOffset(sentAt, this.now(), reply);
       if (offset === null) return;
       this.offsetMs = offset;
-      this.lastAt = sentAt;
-      // Said once when it goes wrong and once when it is right again: a skewed clock stays skewed for hours.
-      if (this.skewed && !this.warned) {
-        this.warned = true;
-        this.log.warn({ clockOffsetMs: offset, limitMs: CLOCK_SKEW_WARN_MS }, 'redis: this node\'s clock is off from Redis\'s; decisions across nodes are ordered by time (fix the clock: NTP)');
-      } else if (!this.skewed && this.warned) {
-        this.warned = false;
-        this.log.info({ clockOffsetMs: offset }, 'redis: this node\'s clock agrees with Redis\'s again');
-      }
+      this.lastAt = performance.now();
+      const was = this.skewed;
+      this.skewed = skewedAfter(was, offset);
+      // Said when it goes wrong and when it is right again: a skewed clock stays skewed for hours.
+      if (this.skewed && !was) this.log.warn({ clockOffsetMs: offset, limitMs: CLOCK_SKEW_WARN_MS }, 'redis: this node\'s clock is off from Redis\'s; decisions across nodes are ordered by time (fix the clock: NTP)');
+      else if (!this.skewed && was) this.log.info({ clockOffsetMs: offset }, 'redis: this node\'s clock agrees with Redis\'s again');
     } catch {
-      // Redis away: the heartbeat says so; the offset stays what it was.
+      // Redis away: the heartbeat says so; the offset stays the last one measured.
     }
   }
 }

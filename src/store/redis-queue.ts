@@ -36,6 +36,9 @@ export class DecisionQueue {
   private warnedAt = 0;
   /** Times Redis refused a queued decision, by key. */
   private readonly refusals = new Map<string, number>();
+  /** Keys written while a catch-up reads Redis (null: none running). A flush under way when the catch-up began goes
+   *  on, so a decision may be written after the read passed its place: its absence from what was read says nothing. */
+  private writtenInCatchUp: Set<string> | null = null;
 
   constructor(max: number, store: RedisBusOptions['queue'] | null, log: BusLogger) {
     this.max = max;
@@ -76,14 +79,18 @@ export class DecisionQueue {
    *  time it was made: written now, it still gives way to a later decision made elsewhere. */
   unwrittenDecisions(): Decision[] { return [...this.unwritten.values()]; }
 
-  /** A decision of this node on this key is queued or was never written: Redis cannot hold it yet. */
-  holds(key: string): boolean { return this.pending.has(key) || this.unwritten.has(key); }
+  /** A decision of this node on this key is queued, was never written, or was written during the catch-up under way:
+   *  what the catch-up read of Redis cannot tell it was lifted. */
+  holds(key: string): boolean { return this.pending.has(key) || this.unwritten.has(key) || this.writtenInCatchUp?.has(key) === true; }
+
+  /** A catch-up starts reading Redis (true) or is over (false). */
+  catchingUp(on: boolean): void { this.writtenInCatchUp = on ? new Set() : null; }
 
   /** A batch was written; a saved copy follows (emptied with the queue: it must not replay written decisions). */
   done(batch: Batch): void {
     this.pending.done(batch);
     const now = Date.now();
-    for (const [key, , d] of batch) { this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now }); }
+    for (const [key, , d] of batch) { this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now }); this.writtenInCatchUp?.add(key); }
     for (const [key, e] of this.recent) { if (e.w > now - RECENT_MS) break; this.recent.delete(key); }
     for (const [key] of batch) this.refusals.delete(key);
     if (this.saved) this.save();

@@ -168,11 +168,13 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const up = this.upstream;
     up.pool.dispatch({
       path: fr.path, method: fr.method, headers: fr.headers, body: fr.body,
-      // The name the upstream is reached by (TLS SNI, and the name its certificate is verified for) is the domain's,
-      // as the connector and the WebSocket path say. Left out, undici takes it from each request's Host (an alias, a
-      // name the certificate may not carry) and closes a connection whenever it differs from the one before.
-      // (A request option undici reads, core/request.js, that its types leave out; test/https.test.ts holds it.)
-      servername: up.domain.name,
+      // The name an HTTPS upstream is reached by (TLS SNI, and the name its certificate is verified for) is the
+      // domain's, as the connector and the WebSocket path say. Left out, undici takes it from each request's Host (an
+      // alias, a name the certificate may not carry) and closes a connection whenever it differs from the one before.
+      // Not for plain HTTP: there undici would connect to the name itself when it is an IP address (a domain named
+      // by its address). (A request option undici reads, core/request.js, that its types leave out;
+      // test/https.test.ts holds it.)
+      servername: up.tls ? up.domain.name : undefined,
       // Only a backstop: the proxy's own timer (armed when the request goes on a connection, as undici's is) fires first.
       headersTimeout: fr.responseTimeoutMs > 0 ? fr.responseTimeoutMs + 2000 : 0, idempotent: SAFE_METHODS.has(fr.method),
     } as Dispatcher.DispatchOptions, this);
