@@ -6,6 +6,8 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { RedisBus } from '../src/store/redis-bus.ts';
+import { redisKeys } from '../src/store/redis-keys.ts';
+import { WRITE_LUA, writeArgs, writeKeys } from '../src/store/redis-write.ts';
 import { clockOffset, skewedAfter } from '../src/store/redis-clock.ts';
 import type { Decision } from '../src/decisions/bus.ts';
 import type { BanEntry } from '../src/decisions/blacklist.ts';
@@ -643,7 +645,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
   }, 15_000);
 
   it('a catch-up that starts while this node is still writing its own bans does not lift the ones written meanwhile', async () => {
-    // 10,000 bans go out in 5 batches over a slow link (about 2 s); the subscriber's link drops 100 ms in, so a
+    // 40,000 bans go out in 20 batches over a slow link (seconds); the subscriber's link drops 100 ms in, so a
     // catch-up reads Redis while the writing goes on. Bans written after the read passed them are missing from what
     // it read and no longer queued: before, the catch-up took that for "lifted elsewhere" and lifted them here.
     const p = prefix();
@@ -654,13 +656,85 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       const t = Date.now(), N = 40_000;
       for (let i = 0; i < N; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.${30 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, 600_000, t) });
       await sleep(100);
-      expect(a.bus.pendingCount).toBeGreaterThan(10_000); // still writing when the catch-up begins
+      expect(a.bus.pendingCount).toBeGreaterThan(20_000); // still writing when the catch-up begins
       link.dropSubscriber();
-      await waitFor('written and caught up', () => a.bus.pendingCount === 0 && a.bus.healthy, 15_000);
-      await sleep(3000); // the catch-up's read and diff, each step a slow round trip
+      await waitFor('written and caught up', () => a.bus.pendingCount === 0 && a.bus.healthy && !a.bus.catchingUp, 20_000);
+      await sleep(700); // a catch-up asked for at the end of the last one starts 500 ms later
+      await waitFor('caught up', () => !a.bus.catchingUp, 20_000);
       expect(a.got.filter((d) => d.kind === 'unban').length).toBe(0);
       await withRaw(redis.url, async (raw) => { expect(await raw.hlen(`${p}bans`)).toBe(40_000); });
     } finally {
+      await link.close();
+    }
+  }, 30_000);
+
+  it('another node\'s ban on an address whose ban here ran out while queued reaches this node, even from a catch-up under way', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = await healthyNode(link.url, p, 'A');
+      const b = await healthyNode(redis.url, p, 'B');
+      link.setLag(150);
+      const t = Date.now(), N = 12_000;
+      for (let i = 0; i < N; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.${40 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, 600_000, t) });
+      a.bus.publish({ kind: 'ban', entry: ban('10.99.0.1', 300, t) }); // last in A's queue: run out before it is written
+      await sleep(100);
+      link.dropSubscriber(); // A hears nothing until its subscriber is back...
+      b.bus.publish({ kind: 'ban', entry: ban('10.99.0.1', 600_000, Date.now()) }); // ...so B's ban can reach it only by a catch-up
+      await waitFor('written', () => a.bus.pendingCount === 0 && a.bus.healthy, 15_000);
+      await waitFor('B\'s ban at A', () => bansOf(a.got).includes('10.99.0.1'), 20_000);
+      expect(a.got.filter((d) => d.kind === 'unban').length).toBe(0);
+    } finally {
+      await link.close();
+    }
+  }, 30_000);
+
+  it('an unban dropped from a full queue while cut off is written after Redis lost its data, not undone by another node\'s write-back', async () => {
+    const p = prefix();
+    const link = await relay(redis.port);
+    try {
+      const a = await healthyNode(link.url, p, 'A', { maxPending: 2 });
+      const b = await healthyNode(redis.url, p, 'B');
+      a.bus.publish({ kind: 'ban', entry: ban('10.50.0.1', 600_000, Date.now() - 1000) });
+      await waitFor('B has the ban', () => bansOf(b.got).includes('10.50.0.1'), 3000);
+      await link.cutOff(a.bus);
+      a.bus.publish({ kind: 'unban', ip: '10.50.0.1', at: Date.now() });
+      for (let i = 2; i <= 4; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.50.0.${i}`) }); // the unban is dropped (queue of 2)
+      await withRaw(redis.url, async (raw) => { await raw.flushall(); });
+      await sleep(2500); // B finds Redis empty at a heartbeat and writes back what it knows: the ban, older than A's unban
+      await link.heal();
+      await waitFor('A back and written', () => a.bus.healthy && a.bus.pendingCount === 0 && !a.bus.catchingUp, 10_000);
+      await waitFor('B hears the unban', () => b.got.some((d) => d.kind === 'unban' && d.ip === '10.50.0.1'), 5000);
+      await withRaw(redis.url, async (raw) => { expect(await raw.hget(`${p}bans`, '10.50.0.1')).toBeNull(); });
+      expect(a.got.filter((d) => d.kind === 'ban' && d.entry.ip === '10.50.0.1')).toEqual([]);
+    } finally {
+      await link.close();
+    }
+  }, 30_000);
+
+  it('a decision of this node found older than another node\'s takes the later one back while its writing goes on', async () => {
+    // A flush that never runs dry (a stream of new bans over a slow link): before, the read-back it calls for waited
+    // until the queue was empty, so this node kept its older decision for as long as the stream lasted.
+    const p = prefix();
+    const link = await relay(redis.port);
+    let stream: NodeJS.Timeout | undefined;
+    try {
+      const a = await healthyNode(link.url, p, 'A');
+      const t0 = Date.now();
+      // Another node lifted 10.60.0.1 at t0 + 20, and its message did not reach this one (written on another channel).
+      await withRaw(redis.url, async (raw) => {
+        const k = { ...redisKeys(p), channel: `${p}elsewhere` };
+        const { args } = writeArgs(k, 'B', [{ kind: 'unban', ip: '10.60.0.1', at: t0 + 20 }], Date.now());
+        await raw.eval(WRITE_LUA, 5, ...writeKeys(k), ...args);
+      });
+      link.setLag(100);
+      a.bus.publish({ kind: 'ban', entry: ban('10.60.0.1', 600_000, t0 + 10) }); // older than that lifting: not written
+      let n = 0;
+      stream = setInterval(() => { for (let i = 0; i < 300; i++, n++) a.bus.publish({ kind: 'ban', entry: ban(`10.61.${(n >> 8) & 255}.${n & 255}`) }); }, 20);
+      await waitFor('A takes the later lifting back', () => a.got.some((d) => d.kind === 'unban' && d.ip === '10.60.0.1'), 8000);
+      expect(a.bus.pendingCount).toBeGreaterThan(0); // while its writing still goes on
+    } finally {
+      clearInterval(stream);
       await link.close();
     }
   }, 30_000);

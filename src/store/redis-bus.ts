@@ -98,6 +98,7 @@ export class RedisBus implements DecisionBus {
 
   get healthy(): boolean { return this.cmdReady && this.subReady && !this.closed; }
 
+  get catchingUp(): boolean { return this.resyncing; } // a catch-up is under way (tests wait for its end)
   /** Decisions waiting to be written (while Redis is out of reach). */
   get pendingCount(): number { return this.pending.size; }
 
@@ -229,11 +230,11 @@ export class RedisBus implements DecisionBus {
   private async flush(): Promise<void> {
     if (this.flushing || !this.cmdReady || this.closed || !this.pending.size) return;
     this.flushing = true;
-    let failed = false;
+    let failed = false, stale = 0; // stale: older than another node's since: this node reads back what is in force
     try {
-      let stale = 0; // older than another node's since: this node reads back what is in force (next heartbeat)
-      while (this.pending.size && this.cmdReady) stale += await this.pending.write(this.cmd, this.k, this.nodeId);
-      if (stale) { this.needResync = true; this.log.info({ decisions: stale }, 'redis: decisions older than what another node decided since were not written'); }
+      // Asked for at once (a flush may run on for long, or fail later): the later decision must reach this node.
+      while (this.pending.size && this.cmdReady) { const n = await this.pending.write(this.cmd, this.k, this.nodeId); if (n) { stale += n; this.needResync = true; } }
+      if (stale) this.log.info({ decisions: stale }, 'redis: decisions older than what another node decided since, or expired while queued, were not written');
     } catch (err) {
       failed = true; // a refusal alone calls for no catch-up (Redis would refuse it again); older decisions do
       if ((err as { stale?: number }).stale) this.needResync = true;

@@ -72,6 +72,8 @@ export class DecisionQueue {
   /** Everything this node knows to be in force, queued again (Redis came back empty): nothing is unwritten now. */
   requeue(ds: Decision[]): void {
     for (const d of ds) this.pending.putIfAbsent(d);
+    // And what the full queue dropped (an unban, a lifting: missingFrom knows only what is in force), unless newer is queued.
+    for (const d of this.unwritten.values()) this.pending.putIfAbsent(d);
     this.unwritten.clear();
   }
 
@@ -86,11 +88,12 @@ export class DecisionQueue {
   /** A catch-up starts reading Redis (true) or is over (false). */
   catchingUp(on: boolean): void { this.writtenInCatchUp = on ? new Set() : null; }
 
-  /** A batch was written; a saved copy follows (emptied with the queue: it must not replay written decisions). */
-  done(batch: Batch): void {
+  /** A batch was written (`wrote`: what Redis took of it; the rest had expired, or was older than what Redis holds);
+   *  a saved copy follows (emptied with the queue: it must not replay written decisions). */
+  done(batch: Batch, wrote: ReadonlySet<Decision>): void {
     this.pending.done(batch);
     const now = Date.now();
-    for (const [key, , d] of batch) { this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now }); this.writtenInCatchUp?.add(key); }
+    for (const [key, , d] of batch) { this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now }); if (wrote.has(d)) this.writtenInCatchUp?.add(key); }
     for (const [key, e] of this.recent) { if (e.w > now - RECENT_MS) break; this.recent.delete(key); }
     for (const [key] of batch) this.refusals.delete(key);
     if (this.saved) this.save();
@@ -102,8 +105,8 @@ export class DecisionQueue {
    * as never written).
    * Returns how many were dropped.
    */
-  settle(all: Batch, refused: Set<Decision>): number {
-    this.done(all.filter(([, , d]) => !refused.has(d)));
+  settle(all: Batch, refused: Set<Decision>, wrote: ReadonlySet<Decision>): number {
+    this.done(all.filter(([, , d]) => !refused.has(d)), wrote);
     let dropped = 0;
     for (const e of all.filter(([, , d]) => refused.has(d))) {
       const n = (this.refusals.get(e[0]) ?? 0) + 1;
@@ -117,23 +120,26 @@ export class DecisionQueue {
   }
 
   /** Writes the oldest batch and publishes what it wrote, in one script (redis-write.ts). Returns how many of its
-   *  decisions were older than what another node decided since (dropped: the caller reads back what is in force).
+   *  decisions were older than what another node decided since, or bans that ran out while queued (dropped: the caller
+   *  reads back what is in force, which may hold another node's decision on their addresses, left aside meanwhile).
    *  Throws when Redis could not be reached or refused some of it (those stay queued, the rest is done; the error's
    *  `stale` counts those older ones then). */
   async write(cmd: Redis, k: RedisKeys, nodeId: string): Promise<number> {
     const batch = this.pending.take(FLUSH_BATCH);
     const { args, ds } = writeArgs(k, nodeId, batch.map(([, , d]) => d), Date.now());
-    if (!ds.length) { this.done(batch); return 0; }
+    const expired = batch.length - ds.length;
+    if (!ds.length) { this.done(batch, new Set()); return expired; }
     const { stale, refused } = writeOutcome(ds, await cmd.eval(WRITE_LUA, 5, ...writeKeys(k), ...args));
+    const wrote = new Set(ds.filter((d) => !stale.has(d) && !refused.has(d)));
     // An attack state older than another's changes what this node filters by nothing: no catch-up for it alone.
     const older = [...stale].filter((d) => d.kind !== 'attack').length;
-    if (!refused.size) { this.done(batch); return older; }
-    const dropped = this.settle(batch, refused);
+    if (!refused.size) { this.done(batch, wrote); return older + expired; }
+    const dropped = this.settle(batch, refused, wrote);
     if (dropped && Date.now() - this.warnedAt > 10_000) {
       this.warnedAt = Date.now();
       this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
     }
-    throw Object.assign(new Error(`Redis refused ${refused.size} decision(s)`), { stale: older });
+    throw Object.assign(new Error(`Redis refused ${refused.size} decision(s)`), { stale: older + expired });
   }
 
   /** This node decided on d's address or domain no earlier than d, and that decision is on its way to Redis, was
