@@ -54,10 +54,11 @@ export interface AdminWiring extends Omit<StatsRouteDeps, 'filter'> {
 
 export function wireAdmin(admin: AdminServer, w: AdminWiring): void {
   // Degraded, still 200: a node cut off from Redis keeps protecting on what it knows (SPEC §9).
-  // With Redis: this node's clock minus Redis's too (decisions across nodes are ordered by time), and "skewed" when it
-  // is off by more than a second (store/redis-clock.ts); the node still works, so the status does not change.
+  // With Redis and this node's clock off from Redis's by more than a second (store/redis-clock.ts): "clock": "skewed" and
+  // the offset too (decisions across nodes are ordered by time); the node still works, so the status does not change.
+  // A clock in step adds nothing: {"status":"ok"} as SPEC §10 has it (the offset is always in /metrics).
   admin.route('GET', '/healthz', () => {
-    const c = w.bus.clock, clock = c && c.offsetMs !== null ? { clockOffsetMs: c.offsetMs, ...(c.skewed ? { clock: 'skewed' } : {}) } : {};
+    const c = w.bus.clock, clock = c?.skewed && c.offsetMs !== null ? { clock: 'skewed', clockOffsetMs: c.offsetMs } : {};
     return w.bus.healthy ? { status: 'ok', ...clock } : { status: 'degraded', redis: 'unreachable', ...clock };
   }, { auth: false });
   admin.route('POST', '/api/reload', () => {

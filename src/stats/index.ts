@@ -20,6 +20,8 @@ export interface StatsDeps {
   db: Db; log: Logger; filter: FilterView; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, QueueView>;
   /** With Redis: makes the cluster's side over this node's store (its outbox is then filled on every flush). */
   cluster?: (store: StatsStore) => ClusterStats;
+  /** With Redis: this node's clock minus Redis's, ms, or null until measured (store/redis-clock.ts). */
+  clockOffsetMs?: () => number | null;
 }
 
 export interface StatsOptions {
@@ -57,7 +59,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const store = new StatsStore(deps.db);
   const cluster = deps.cluster?.(store) ?? null;
   if (cluster) store.outbox = true;
-  const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams, queues: deps.queues });
+  const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams, queues: deps.queues, clockOffsetMs: deps.clockOffsetMs });
   let lastSample = now();
   let lastPrune = 0;
   let closed = false;
