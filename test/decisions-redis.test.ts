@@ -72,6 +72,10 @@ async function relay(targetPort: number) {
 }
 
 const ban = (ip: string, ttlMs = 60_000, now = Date.now()): BanEntry => ({ ip, reason: `rate ${ip}`, rule: 'rate', since: now, expiresAt: now + ttlMs });
+/** `n` ten-minute bans made at `t`, 10.<first>.0.0 onwards (a queue that takes seconds to write over a slow link). */
+const publishBans = (bus: RedisBus, n: number, first: number, t: number) => {
+  for (let i = 0; i < n; i++) bus.publish({ kind: 'ban', entry: ban(`10.${first + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, 600_000, t) });
+};
 
 /** A bus and everything delivered to it. */
 function node(url: string, prefix: string, id: string, extra: Partial<ConstructorParameters<typeof RedisBus>[0]> = {}) {
@@ -653,8 +657,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     try {
       const a = await healthyNode(link.url, p, 'A');
       link.setLag(150);
-      const t = Date.now(), N = 40_000;
-      for (let i = 0; i < N; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.${30 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, 600_000, t) });
+      publishBans(a.bus, 40_000, 30, Date.now());
       await sleep(100);
       expect(a.bus.pendingCount).toBeGreaterThan(20_000); // still writing when the catch-up begins
       link.dropSubscriber();
@@ -675,8 +678,8 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       const a = await healthyNode(link.url, p, 'A');
       const b = await healthyNode(redis.url, p, 'B');
       link.setLag(150);
-      const t = Date.now(), N = 12_000;
-      for (let i = 0; i < N; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.${40 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, 600_000, t) });
+      const t = Date.now();
+      publishBans(a.bus, 12_000, 40, t);
       a.bus.publish({ kind: 'ban', entry: ban('10.99.0.1', 300, t) }); // last in A's queue: run out before it is written
       await sleep(100);
       link.dropSubscriber(); // A hears nothing until its subscriber is back...

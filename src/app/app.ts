@@ -53,7 +53,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   saveBansAtOnce(filter);
   const stats = createStats(config, {
     db, log, filter, upstreams, config: () => runtime.current.config, queues: pipeline.queues,
-    cluster: clusterStats(config, log, () => runtime.current.config), clockOffsetMs: bus.clock ? () => bus.clock!.offsetMs : undefined,
+    cluster: clusterStats(config, log, () => runtime.current.config), clock: bus.clock,
   });
   edge.observers.push((o) => stats.record(o));
   edge.passthroughs.push((o) => stats.record(o));

@@ -76,8 +76,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   // requests met (in batches), and every change of health goes down to them.
   const upstreams = loggedUpstreams(log, config, (u) => pool?.broadcast({ t: 'health', id: u.id, healthy: u.healthy }));
   const view = new WorkersView(filter);
-  const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues, cluster: clusterStats(config, log, () => current),
-    clockOffsetMs: bus.clock ? () => bus.clock!.offsetMs : undefined });
+  const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues, cluster: clusterStats(config, log, () => current), clock: bus.clock });
 
   const init = (index: number): WorkerInit => {
     // A (re)started worker reads what the store has: every queued write goes in first.

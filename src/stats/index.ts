@@ -13,15 +13,15 @@ import { StatsStore, type DomainDelta, type GlobalDelta } from './store.ts';
 import { createMetrics } from './metrics.ts';
 import { BUCKET_SECONDS, toBucketJson, type BucketJson } from './buckets.ts';
 import { bill, monthRange, type Bill } from './billing.ts';
-import type { QueueView } from './metrics.ts';
+import type { MetricsDeps, QueueView } from './metrics.ts';
 import type { ClusterStats } from './cluster.ts';
 
 export interface StatsDeps {
   db: Db; log: Logger; filter: FilterView; upstreams: Upstreams; config(): Config; queues: ReadonlyMap<string, QueueView>;
   /** With Redis: makes the cluster's side over this node's store (its outbox is then filled on every flush). */
   cluster?: (store: StatsStore) => ClusterStats;
-  /** With Redis: this node's clock minus Redis's, ms, or null until measured (store/redis-clock.ts). */
-  clockOffsetMs?: () => number | null;
+  /** With Redis: this node's clock against Redis's (store/redis-clock.ts), for /metrics. */
+  clock?: MetricsDeps['clock'];
 }
 
 export interface StatsOptions {
@@ -59,7 +59,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const store = new StatsStore(deps.db);
   const cluster = deps.cluster?.(store) ?? null;
   if (cluster) store.outbox = true;
-  const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams, queues: deps.queues, clockOffsetMs: deps.clockOffsetMs });
+  const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams, queues: deps.queues, clock: deps.clock });
   let lastSample = now();
   let lastPrune = 0;
   let closed = false;

@@ -30,7 +30,7 @@ const DOMAIN_COUNTERS: [string, string, number][] = [
 /** limit: what the queue holds its domain to now (learned, or maxInflight; 0 = none). */
 export interface QueueView { readonly active: number; readonly queued: number; readonly limit?: number }
 
-export interface MetricsDeps { recorder: Recorder; filter: FilterView; upstreams: Upstreams; queues: ReadonlyMap<string, QueueView>; clockOffsetMs?: () => number | null }
+export interface MetricsDeps { recorder: Recorder; filter: FilterView; upstreams: Upstreams; queues: ReadonlyMap<string, QueueView>; clock?: { readonly offsetMs: number | null } }
 
 export function createMetrics(deps: MetricsDeps): Registry {
   const registry = new Registry();
@@ -87,11 +87,11 @@ export function createMetrics(deps: MetricsDeps): Registry {
     collect() { this.reset(); for (const [domain, g] of deps.upstreams.groups) this.set({ domain }, g.all().length); },
   });
   // With Redis only: decisions across nodes are ordered by the deciding node's clock.
-  if (deps.clockOffsetMs) {
-    const offset = deps.clockOffsetMs;
+  const clock = deps.clock;
+  if (clock) {
     new Gauge({
       name: 'scrubber_redis_clock_offset_ms', help: 'This node\'s clock minus Redis\'s, ms, as last measured (none until measured).', registers: [registry],
-      collect() { this.reset(); const v = offset(); if (v !== null) this.set(v); },
+      collect() { this.reset(); if (clock.offsetMs !== null) this.set(clock.offsetMs); },
     });
   }
   return registry;

@@ -287,7 +287,7 @@ export class RedisBus implements DecisionBus {
       const out = await this.known.diffInSteps(snap, Date.now(), (key) => this.pending.holds(key), pause); // expiry as of after the read
       if (out.length) this.log.info({ decisions: out.length }, 'redis: caught up with decisions made while cut off');
       await deliverInSteps(out, (key) => this.pending.holds(key), (d) => this.deliver(d), () => this.closed);
-      this.pending.requeue(this.pending.unwrittenDecisions()); // what a full queue dropped, now
+      this.pending.requeue(); // what a full queue dropped, now
     } catch (err) {
       this.needResync = true;
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err) }, 'redis: resync failed, retried'); }

@@ -69,17 +69,14 @@ export class DecisionQueue {
     if (away) this.saveSoon();
   }
 
-  /** Everything this node knows to be in force, queued again (Redis came back empty): nothing is unwritten now. */
-  requeue(ds: Decision[]): void {
+  /** Queued again: `ds` (what this node knows in force, when Redis came back empty or never saw it) and what the
+   *  full queue dropped (an unban, a lifting: what is in force does not name them), each unless a newer one for its key
+   *  is queued. Each keeps the time it was made: written now, it still gives way to a later decision made elsewhere. */
+  requeue(ds: Decision[] = []): void {
     for (const d of ds) this.pending.putIfAbsent(d);
-    // And what the full queue dropped (an unban, a lifting: missingFrom knows only what is in force), unless newer is queued.
     for (const d of this.unwritten.values()) this.pending.putIfAbsent(d);
     this.unwritten.clear();
   }
-
-  /** The decisions dropped from the full queue or refused by Redis (queued again once Redis is back), each with the
-   *  time it was made: written now, it still gives way to a later decision made elsewhere. */
-  unwrittenDecisions(): Decision[] { return [...this.unwritten.values()]; }
 
   /** A decision of this node on this key is queued, was never written, or was written during the catch-up under way:
    *  what the catch-up read of Redis cannot tell it was lifted. */
