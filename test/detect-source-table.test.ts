@@ -5,9 +5,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import ipaddr from 'ipaddr.js';
-import { sourceKey, prefix64Words } from '../src/listen/source.ts';
+import { sourceKey, prefix64Key, prefix64Words } from '../src/listen/source.ts';
 import { LruSourceStore, SourceState, RING, UA_SLOTS } from '../src/detect/sources.ts';
 import { SourceTable, ipv4 } from '../src/detect/source-table.ts';
+import { fmix, LONG_PROBE } from '../src/detect/source-hash.ts';
 
 interface Model {
   levels: number[]; last: number; trustUntil: number; challengedAt: number; goodSince: number; score: number;
@@ -160,4 +161,70 @@ describe('the compact source table', () => {
       expect(t.stringKeys).toBe(0);
     }), { numRuns: 2000 });
   });
+
+  // A sender holding an IPv6 /32 chooses the low 32 bits of its /64s freely: enough to pick thousands that share one
+  // home position under a fixed hash, so that every lookup walks past all of them.
+  const HI = 0x20010db8;
+  it('spreads /64s picked to share one home under a fixed hash', () => {
+    const t = new SourceTable(3, 4096);
+    // The hash the table had before it was seeded: Fibonacci hashing of the two words (8192 positions: >>> 19).
+    const fixed = (lo: number, hi: number) => Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 19;
+    const keys: string[] = [];
+    // lo × 0x9e3779b1 (odd, so invertible mod 2^32) small ⇒ the top 13 bits 0 ⇒ home 0, for each lo below.
+    const inv = modInverse(0x9e3779b1), mixHi = Math.imul(HI, 0x85ebca6b);
+    for (let i = 0; keys.length < 3000; i++) {
+      const lo = (Math.imul(i, inv) ^ mixHi) >>> 0;
+      expect(fixed(lo, HI)).toBe(0);
+      keys.push(prefix64Key(HI, lo));
+    }
+    for (const k of keys) t.touch(k);
+    expect(t.size).toBe(3000);
+    expect(t.stringKeys).toBe(0);
+    expect(t.longestRun()).toBeLessThan(64);
+    for (const k of keys) expect(t.keyOf(t.find(k))).toBe(k);
+  });
+
+  it('draws a new seed when keys pile up anyway (a seed that got out), and keeps every source', () => {
+    const seeds = [0x1234567, 0x7654321];
+    let drawn = 0;
+    const t = new SourceTable(3, 4096, undefined, () => (drawn++ < 2 ? seeds[drawn - 1] : (Math.random() * 2 ** 32) | 0));
+    // Keys meeting under the seed the attacker knows: fmix(lo ^ fmix(HI ^ seed2)) = i, small.
+    const mixHi = fmix(HI ^ seeds[1]);
+    const keys = Array.from({ length: 2000 }, (_, i) => prefix64Key(HI, (fmixInverse(i) ^ mixHi) >>> 0));
+    for (const [n, k] of keys.entries()) {
+      t.touch(k);
+      // Before the walk passes LONG_PROBE, the keys do pile up (the test's keys are what it says they are).
+      if (n === LONG_PROBE - 8) expect(t.longestRun()).toBeGreaterThanOrEqual(LONG_PROBE - 8);
+    }
+    expect(t.rehashes).toBeGreaterThanOrEqual(1);
+    expect(t.longestRun()).toBeLessThan(64);
+    for (const k of keys.slice(0, 1000)) t.remove(k);
+    expect(t.size).toBe(1000);
+    for (const k of keys.slice(0, 1000)) expect(t.find(k)).toBe(-1);
+    for (const k of keys.slice(1000)) expect(t.keyOf(t.find(k))).toBe(k);
+  });
+
+  it('walks a few dozen positions at most with a million random sources', () => {
+    const t = new SourceTable(1, 1_000_000);
+    for (let i = 0; i < 1_000_000; i++) t.touch(i % 2 ? `${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}.${(i >>> 24) + 1}` : prefix64Key((Math.random() * 2 ** 32) >>> 0, i));
+    expect(t.size).toBe(1_000_000);
+    expect(t.rehashes).toBe(0);
+    expect(t.longestRun()).toBeLessThan(LONG_PROBE);
+  });
 });
+
+/** x with x × a = 1 mod 2^32 (a odd), by Newton's iteration. */
+function modInverse(a: number): number {
+  let x = a;
+  for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(a, x));
+  return x;
+}
+
+/** The y with fmix(y) = h. */
+function fmixInverse(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, modInverse(0xc2b2ae35));
+  h ^= (h >>> 13) ^ (h >>> 26);
+  h = Math.imul(h, modInverse(0x85ebca6b));
+  return h ^ (h >>> 16);
+}

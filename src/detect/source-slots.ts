@@ -12,41 +12,20 @@
 // later version can put it in a SharedArrayBuffer (pass one of bytesFor(max)
 // bytes: the table then has its full size and never grows). This one is
 // single-threaded: nothing here locks, and the string keys stay in this
-// thread. An owned buffer starts small and doubles up to `max`.
+// thread. An owned buffer starts small and doubles up to `max`. The layout of
+// a record and of the header: source-layout.ts; where a key goes in the index,
+// and why its hash is seeded: source-hash.ts.
 import { ipv4, prefix64Key, prefix64Words } from '../listen/source.ts';
+import { fmix, LONG_PROBE, longestRun } from './source-hash.ts';
+import { F_LIVE, F_STRING_KEY, H, HEADER_WORDS, indexSize, NEVER, W } from './source-layout.ts';
 
 export { ipv4 };
+export { F_WHITELISTED, H, NEVER, SPILLED, W } from './source-layout.ts';
 
-/** Record layout, in 4-byte words. The path and User-Agent rings and the levels are Int32/Float32 arrays inside it. */
-export const W = {
-  trustUntil: 0, goodSince: 1, last: 2, challengedAt: 3, score: 4, prev: 5, next: 6,
-  /** The key: an IPv4 address with key2 = -1, or an IPv6 /64's low and high 32 bits (ffff:ffff::/64, the one /64
-   *  whose high word is -1, is a string key: reserved space that no peer has). */
-  key: 7,
-  /** Bytes: domain id (u16 at +0), pages (u8, +2), assets (u8, +3); both counts saturate at 255 (only 0, 1, 2 matter). */
-  counts: 8,
-  /** Bytes: whitelist version (u16 at +0, relative to the table's base; 0 = none), ring positions (+2), flags (+3). */
-  marks: 9,
-  key2: 10,
-  /** Path ring: 8 × (path hash, query keys hash); User-Agent ring: 4 × u16 fingerprint (0: empty). */
-  paths: 11, uas: 27, levels: 29,
-} as const;
-export const F_WHITELISTED = 1;
-const F_STRING_KEY = 2;
-const F_LIVE = 4;
-
-/** Time offsets meaning "0" (never), and "see the spill map" (source-table.ts). */
-export const NEVER = -0x80000000;
-export const SPILLED = -0x7fffffff;
-const HEADER_WORDS = 16;
 const PARSED_MAX = 8192;
 /** What parse() says of a key that is not a dotted quad: a string key, or a /64 (its words in `parsed6`). */
 const STRING = -1;
 const PREFIX64 = -2;
-/** Header (Int32 words; the time base and the eviction count are Float64 at words 0 and 2). */
-export const H = { head: 4, tail: 5, free: 6, used: 7, size: 8, capacity: 9, wlBase: 10, timeSet: 11 } as const;
-
-const indexSize = (capacity: number) => 2 ** Math.max(4, Math.ceil(Math.log2(capacity * 2)));
 
 export class SourceSlots {
   readonly rules: number;
@@ -72,19 +51,26 @@ export class SourceSlots {
   /** The last key touched and its slot: judge() and observe() of one request ask for the same source. */
   private lastKey: string | null = null;
   private lastSlot = -1;
+  /** 32 random bits (tests inject theirs). */
+  private readonly random: () => number;
+  private reseeds = 0;
 
   /** Bytes of a buffer holding `max` sources of `rules` rules (for a caller that brings its own, e.g. shared, buffer). */
   static bytesFor(rules: number, max: number): number {
     return (max * (W.levels + rules) + indexSize(max) + 1 + HEADER_WORDS) * 4;
   }
 
-  constructor(rules: number, max: number, buffer?: ArrayBufferLike) {
+  constructor(rules: number, max: number, buffer?: ArrayBufferLike, random: () => number = () => (Math.random() * 2 ** 32) | 0) {
     this.rules = rules;
     this.stride = W.levels + rules;
     this.max = Math.max(1, max);
     this.owned = buffer === undefined;
+    this.random = random;
     this.layout(buffer ?? new ArrayBuffer(SourceSlots.bytesFor(rules, Math.min(this.max, 1024))), buffer ? this.max : Math.min(this.max, 1024));
     this.reset();
+    // In the header, so that the seed travels with the buffer (it is copied when the table grows).
+    this.h[H.seed] = random();
+    this.h[H.seed2] = random();
   }
 
   private layout(buffer: ArrayBufferLike, capacity: number): void {
@@ -122,6 +108,11 @@ export class SourceSlots {
   get stringKeys(): number { return this.strings.size; }
   get evicted(): number { return this.hf[1]; }
   get capacity(): number { return this.h[H.capacity]; }
+  /** Times the index was rebuilt on a new seed because keys piled up on one place (see LONG_PROBE). */
+  get rehashes(): number { return this.reseeds; }
+
+  /** The most any lookup can walk now (for tests and diagnostics; O(index)). */
+  longestRun(): number { return longestRun(this.idx); }
 
   // ---- keys -----------------------------------------------------------------------------------
 
@@ -193,9 +184,11 @@ export class SourceSlots {
     this.hf[1] = evicted;
   }
 
-  /** Index position of a key (k2 = -1: an IPv4 address, hashed as the word alone). */
+  /** Index position of a key (k2 = -1: an IPv4 address, hashed as the word alone), under the table's seed (why:
+   *  source-hash.ts). */
   private hash(k: number, k2: number): number {
-    return Math.imul(k2 === -1 ? k : k ^ Math.imul(k2, 0x85ebca6b), 0x9e3779b1) >>> this.shift;
+    const h = this.h;
+    return fmix(k2 === -1 ? k ^ h[H.seed] : k ^ fmix(k2 ^ h[H.seed2])) >>> this.shift;
   }
 
   private probe(k: number, k2: number): number {
@@ -233,7 +226,7 @@ export class SourceSlots {
       const k = w ? w[1] : v4 | 0, k2 = w ? w[0] : -1;
       this.i32[b + W.key] = k;
       this.i32[b + W.key2] = k2;
-      this.index(slot, k, k2);
+      if (this.index(slot, k, k2) > LONG_PROBE) this.rehash();
     }
     this.u8[(b + W.marks) * 4 + 3] = F_LIVE | (v4 === STRING ? F_STRING_KEY : 0);
     this.append(slot);
@@ -241,11 +234,29 @@ export class SourceSlots {
     return slot;
   }
 
-  private index(slot: number, k: number, k2: number): void {
+  /** How far it walked from the key's home. */
+  private index(slot: number, k: number, k2: number): number {
     const idx = this.idx, mask = idx.length - 1;
-    let p = this.hash(k, k2);
-    while (idx[p] !== 0) p = (p + 1) & mask;
+    let p = this.hash(k, k2), walked = 0;
+    while (idx[p] !== 0) { p = (p + 1) & mask; walked++; }
     idx[p] = slot + 1;
+    return walked;
+  }
+
+  /** A new seed, and every numeric key indexed again under it (keys that met under the old seed part). */
+  private rehash(): void {
+    this.reseeds++;
+    this.h[H.seed] = this.random();
+    this.h[H.seed2] = this.random();
+    this.idx.fill(0);
+    this.reindex(this.h[H.used]);
+  }
+
+  private reindex(slots: number): void {
+    for (let s = 0; s < slots; s++) {
+      const b = s * this.stride;
+      if ((this.u8[(b + W.marks) * 4 + 3] & (F_LIVE | F_STRING_KEY)) === F_LIVE) this.index(s, this.i32[b + W.key], this.i32[b + W.key2]);
+    }
   }
 
   /** Takes a slot's key out of the index (backward-shift deletion: no tombstones) and its spilled times out of the map. */
@@ -281,10 +292,7 @@ export class SourceSlots {
     this.i32.set(old.subarray(0, cap * this.stride));
     this.h.set(header);
     this.h[H.capacity] = next;
-    for (let s = 0; s < cap; s++) {
-      const b = s * this.stride;
-      if ((this.u8[(b + W.marks) * 4 + 3] & (F_LIVE | F_STRING_KEY)) === F_LIVE) this.index(s, this.i32[b + W.key], this.i32[b + W.key2]);
-    }
+    this.reindex(cap);
   }
 
   // ---- recency (the list runs from head, least recent, to tail, most recent) ---------------------
