@@ -160,7 +160,7 @@ export class RedisBus implements DecisionBus {
     }
     this.closed = true;
     // What could not be written waits in the node's store for its next start (or the store forgets an old queue).
-    this.pending.save();
+    this.pending.close();
     for (const t of this.timers) clearInterval(t);
     for (const w of this.readyWaiters.splice(0)) w();
     this.cmd.disconnect();

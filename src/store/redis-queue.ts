@@ -39,6 +39,9 @@ export class DecisionQueue {
   /** Keys written while a catch-up reads Redis (null: none running). A flush under way when the catch-up began goes
    *  on, so a decision may be written after the read passed its place: its absence from what was read says nothing. */
   private writtenInCatchUp: Set<string> | null = null;
+  /** The bus closed: its last save is done, so whatever comes back into the queue after (a catch-up requeueing on
+   *  its way out) is saved at once, or the next start would not write it. */
+  private closed = false;
 
   constructor(max: number, store: RedisBusOptions['queue'] | null, log: BusLogger) {
     this.max = max;
@@ -76,6 +79,7 @@ export class DecisionQueue {
     for (const d of ds) this.pending.putIfAbsent(d);
     for (const d of this.unwritten.values()) this.pending.putIfAbsent(d);
     this.unwritten.clear();
+    if (this.closed) this.save();
   }
 
   /** A decision of this node on this key is queued, was never written, or was written during the catch-up under way:
@@ -90,7 +94,12 @@ export class DecisionQueue {
   done(batch: Batch, wrote: ReadonlySet<Decision>): void {
     this.pending.done(batch);
     const now = Date.now();
-    for (const [key, , d] of batch) { this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now }); if (wrote.has(d)) this.writtenInCatchUp?.add(key); }
+    for (const [key, , d] of batch) {
+      this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now });
+      if (wrote.has(d)) this.writtenInCatchUp?.add(key);
+      // Dropped from the full queue while this batch was being written: it is written (or stale) all the same.
+      if (this.unwritten.get(key) === d) this.unwritten.delete(key);
+    }
     for (const [key, e] of this.recent) { if (e.w > now - RECENT_MS) break; this.recent.delete(key); }
     for (const [key] of batch) this.refusals.delete(key);
     if (this.saved) this.save();
@@ -158,7 +167,13 @@ export class DecisionQueue {
     this.timer.unref();
   }
 
-  /** Writes the queue to the node's store now (at close: what could not be written waits for the next start). */
+  /** The last save, when the bus closes: what could not be written waits in the node's store for its next start. */
+  close(): void {
+    this.closed = true;
+    this.save();
+  }
+
+  /** Writes the queue to the node's store now. */
   save(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     if (!this.store) return;

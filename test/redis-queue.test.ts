@@ -1,0 +1,65 @@
+// The queue of decisions a node has not written to Redis yet, alone (no Redis: what is tested is what it keeps,
+// drops, takes back and saves). The node's store is the plain load/save pair the bus hands it.
+import { describe, expect, it, vi } from 'vitest';
+import { Redis } from 'ioredis';
+import type { Decision } from '../src/decisions/bus.ts';
+import { DecisionQueue } from '../src/store/redis-queue.ts';
+import { parseMessage, pendingKey, redisKeys } from '../src/store/redis-keys.ts';
+import { findRedisServer, startRedis } from './helpers/redis.ts';
+
+const hasRedis = findRedisServer() !== null;
+
+const silent = { info() {}, warn() {} };
+const ban = (ip: string, at: number): Decision => ({ kind: 'ban', entry: { ip, reason: 'test', rule: 'test', since: at, expiresAt: at + 3_600_000 } });
+const unban = (ip: string, at: number): Decision => ({ kind: 'unban', ip, at });
+const ips = (ds: Decision[]) => ds.map((d) => (d.kind === 'ban' ? d.entry.ip : d.kind === 'unban' ? `-${d.ip}` : d.kind)).sort();
+
+function queueOf(max: number) {
+  const store = { saved: [] as Decision[], saves: 0, load: () => [] as Decision[], save(ds: Decision[]) { this.saved = ds; this.saves++; } };
+  return { q: new DecisionQueue(max, store, silent), store };
+}
+
+describe('the Redis decision queue', () => {
+  it('saves what a catch-up takes back after the bus closed (the last save came before it)', () => {
+    const { q, store } = queueOf(2);
+    const t = Date.now();
+    q.put(unban('10.0.0.1', t), true);
+    q.put(ban('10.0.0.2', t + 1), true);
+    q.put(ban('10.0.0.3', t + 2), true); // the unban is dropped: remembered as never written
+    q.close();
+    expect(ips(store.saved)).toEqual(['10.0.0.2', '10.0.0.3']);
+    // A catch-up under way when the bus closed ends by taking back what the full queue dropped.
+    q.requeue();
+    expect(ips(store.saved)).toEqual(['-10.0.0.1', '10.0.0.2', '10.0.0.3']);
+  });
+
+  it.skipIf(!hasRedis)('does not write again a decision dropped from the full queue while its batch was being written (real Redis)', async () => {
+    const redis = await startRedis();
+    const cmd = new Redis(redis.url), sub = new Redis(redis.url);
+    try {
+      const k = redisKeys('q:');
+      const published: string[] = [];
+      await sub.subscribe(k.channel);
+      sub.on('message', (_c, m) => { for (const d of parseMessage(m)?.ds ?? []) if (d.kind === 'ban') published.push(d.entry.ip); });
+      const { q } = queueOf(2);
+      const t = Date.now();
+      q.put(ban('10.0.0.1', t), false);
+      q.put(ban('10.0.0.2', t + 1), false);
+      // The flush takes both; while Redis writes them, a third decision pushes the oldest out of the full queue.
+      const writing = q.write(cmd, k, 'node-a');
+      q.put(ban('10.0.0.3', t + 2), false);
+      await writing;
+      // Written, it is not "never written": neither queued again nor written a second time.
+      q.requeue();
+      expect(q.size).toBe(1);
+      expect(q.holds(pendingKey(ban('10.0.0.1', t)))).toBe(false);
+      await q.write(cmd, k, 'node-a');
+      await vi.waitFor(() => expect(published.length).toBe(3));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(published).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    } finally {
+      cmd.disconnect(); sub.disconnect();
+      await redis.close();
+    }
+  });
+});
