@@ -104,7 +104,11 @@ interface RunResult {
   groups: Record<string, number | null>; challengedMore: number | null; challengedUsers: number | null;
   /** Second (since T0) the target took the traffic, for a target started mid-attack. */
   switchAt: number | null;
-  legitSuccess: number | null; legitP95: number | null; legitRps: number; legitFailReasons: Record<string, number>;
+  legitSuccess: number | null;
+  /** Started mid-attack: legit success over the whole seconds after the one the target took the traffic in (what
+   *  went to the origin before it cannot be the target's doing). */
+  legitSinceSwitch: number | null;
+  legitP95: number | null; legitRps: number; legitFailReasons: Record<string, number>;
   falsePositives: number | null; legitSources: number;
   attackBlocked: number | null; attackSources: number; blockedVia: string;
   attackPeak: number; attackEnd: number; endVsPeak: number | null; ttm: number | null; ttmNote: string;
@@ -180,6 +184,8 @@ function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport
     if (ttm == null) ttmNote = 'not mitigated';
     else if (switchAt != null) ttmNote = `after the proxy started (at +${switchAt - W} s)`;
   }
+  const after = switchAt == null ? [] : win.filter((i) => i > switchAt);
+  const aOk = after.reduce((n, i) => n + (ls(i)?.ok ?? 0), 0), aTot = after.reduce((n, i) => n + (ls(i)?.total ?? 0), 0);
   const groups: Record<string, number | null> = {};
   for (const g of Object.keys(lr.groupUsers ?? {})) {
     if (!lr.groupUsers![g as keyof typeof lr.groupUsers]) continue;
@@ -199,7 +205,7 @@ function metrics(tName: TargetName, t: Target, lr: LegitReport, ar: AttackReport
   }
   return {
     target: t.label, groups, challengedMore: lr.challengedMore ?? null, challengedUsers: lr.challengedOnce != null ? lr.challengedOnce + (lr.challengedMore ?? 0) : null, switchAt,
-    legitSuccess: lTot ? lOk / lTot : null, legitP95: p95(win.flatMap((i) => ls(i)?.lat ?? [])), legitRps: lr.requests / total, legitFailReasons: fails,
+    legitSuccess: lTot ? lOk / lTot : null, legitSinceSwitch: aTot ? aOk / aTot : null, legitP95: p95(win.flatMap((i) => ls(i)?.lat ?? [])), legitRps: lr.requests / total, legitFailReasons: fails,
     falsePositives, legitSources: lr.users, attackBlocked, attackSources: ar.sources, blockedVia,
     attackPeak: peak, attackEnd: end, endVsPeak: peak ? end / peak : null, ttm, ttmNote,
     sentRate: mean((i) => as(i)?.sent ?? 0), attackOkRate: mean((i) => as(i)?.ok ?? 0), attackLimitedRate: mean((i) => as(i)?.limited ?? 0), attackErrorRate: mean((i) => as(i)?.errors ?? 0),
@@ -213,7 +219,7 @@ function row(r: RunResult): string[] {
   if (r.skipped) return [r.target, `skipped: ${r.skipped}`, '', '', '', '', '', '', '', '', '', ''];
   const groups = Object.entries(r.groups).map(([g, v]) => `${g} ${pct(v)}`).join(', ');
   return [
-    r.target, pct(r.legitSuccess), groups, r.challengedUsers == null ? '–' : `${r.challengedUsers} (${r.challengedMore})`, fmt(r.legitP95), r.falsePositives == null ? '–' : `${r.falsePositives}/${r.legitSources}`,
+    r.target, pct(r.legitSuccess) + (r.legitSinceSwitch != null ? ` (${pct(r.legitSinceSwitch)} after the switch)` : ''), groups, r.challengedUsers == null ? '–' : `${r.challengedUsers} (${r.challengedMore})`, fmt(r.legitP95), r.falsePositives == null ? '–' : `${r.falsePositives}/${r.legitSources}`,
     r.attackBlocked == null ? '–' : `${r.attackBlocked}/${r.attackSources}`, `${fmt(r.attackPeak)} → ${fmt(r.attackEnd)}`, pct(r.endVsPeak, 0),
     r.ttm != null ? `${r.ttm} s${r.ttmNote ? ' ' + r.ttmNote : ''}` : r.ttmNote, `${fmt(r.sentRate)} (${fmt(r.attackOkRate)}, ${fmt(r.attackLimitedRate)}, ${fmt(r.attackErrorRate)})${r.attackOpen ? `, ${r.attackOpen} conns open` : ''}`, fmt(r.legitRps),
   ];
@@ -229,6 +235,7 @@ function verdictsOf(s: RunResult, results: RunResult[]): string[] {
   const v = (ok: boolean | null, what: string) => `${ok == null ? 'unknown' : ok ? 'met' : 'NOT MET'}: ${what}`;
   const out = [
     v(s.legitSuccess == null ? null : s.legitSuccess >= 0.99, `legit success ≥ 99% (${pct(s.legitSuccess)})`),
+    ...(s.switchAt != null ? [v(s.legitSinceSwitch == null ? null : s.legitSinceSwitch >= 0.99, `legit success ≥ 99% in the seconds after the one the proxy took the traffic in (${pct(s.legitSinceSwitch)}; the line above counts the seconds the unprotected origin served too)`)] : []),
     ...Object.entries(s.groups).filter(([g]) => g !== 'browser').map(([g, x]) => v(x == null ? null : x >= 0.99, `${g} success ≥ 99% (${pct(x)})`)),
     ...(s.challengedMore != null && s.challengedUsers ? [v(s.challengedMore === 0, `nobody challenged more than once (${s.challengedMore} of ${s.challengedUsers} challenged)`)] : []),
     v(s.falsePositives == null ? null : s.falsePositives === 0, `no legitimate source blocked (${s.falsePositives ?? '?'})`),
@@ -280,7 +287,7 @@ async function main() {
     ], { from: W, to: W + A, label: 'attack' });
     fs.writeFileSync(path.join(chartDir, `${scName}.svg`), svg);
     fs.writeFileSync(path.join(chartDir, `${scName}.json`), JSON.stringify({ scenario: scName, params, W, A, C, results }, null, 1));
-    for (const r of ran) (summary[scName] ??= {})[r.target] = `${pct(r.legitSuccess, 0)} / ${r.ttm != null ? r.ttm + ' s' : r.attackPeak === 0 ? 'n/a' : '∞'}`;
+    for (const r of ran) (summary[scName] ??= {})[r.target] = `${pct(r.legitSuccess, 0)}${r.legitSinceSwitch != null ? ` (${pct(r.legitSinceSwitch, 0)} after the switch)` : ''} / ${r.ttm != null ? r.ttm + ' s' : r.attackPeak === 0 ? 'n/a' : '∞'}`;
     const failLines = ran.filter((r) => Object.keys(r.legitFailReasons).length).map((r) => `- ${r.target}: legit failures during the attack: ${Object.entries(r.legitFailReasons).map(([k, n]) => `${k} ×${n}`).join(', ')}`);
     sections.push(`## ${scName}\n\n${sc.describe}. Parameters: \`${JSON.stringify(params)}\`${W !== Number(args.warmup ?? (smoke ? 2 : 4)) ? `; warm-up ${W} s` : ''}${A !== Number(args.attack ?? (smoke ? 5 : 15)) ? `; attack ${A} s` : ''}${sc.legit ? `; legitimate extras ${JSON.stringify(sc.legit)}` : ''}.\n\n${table(HEAD, results.map(row))}\n\n${failLines.join('\n')}\n\nScrubber against the targets of the issue:\n\n${v.map((l) => `- ${l}`).join('\n')}\n\n![${scName}](${RESULT_NAME}/${scName}.svg)\n`);
   }
