@@ -15,7 +15,7 @@ import { registerStatsRoutes, type StatsRouteDeps } from '../admin/routes-stats.
 import { registerDashboard } from '../admin/dashboard.ts';
 
 /** Keys bound at start: a reload that changes them would silently not apply. */
-const RESTART_KEYS = ['listen', 'tls.listen', 'tls.http2', 'admin', 'state', 'workers'];
+const RESTART_KEYS = ['listen', 'tls.listen', 'tls.http2', 'tls.ticketKeyRotateSeconds', 'admin', 'state', 'workers'];
 
 export type ReloadResult = { ok: true } | { ok: false; problems: string[] };
 

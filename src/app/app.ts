@@ -19,6 +19,7 @@ import { startDemoOrigin } from '../demo/origin.ts';
 import { LocalBus, type DecisionBus } from '../decisions/bus.ts';
 import { RedisBus } from '../store/redis-bus.ts';
 import { SqliteFilterStore } from '../store/filter-store.ts';
+import { startTicketKeys } from '../listen/ticket-keys.ts';
 import { applyConfig, buildEdge, closeState, redisLocal, saveBansAtOnce } from './edge.ts';
 import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 
@@ -59,6 +60,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   edge.passthroughs.push((o) => stats.record(o));
   const timer = setInterval(() => { filter.tick(); edge.originTick.step(); }, TICK_MS);
   timer.unref();
+  const tickets = await startTicketKeys(config, { now, store, bus, apply: (key) => listeners.setTicketKeys(key), log });
 
   const app: App = {
     get config() { return runtime.current.config; },
@@ -78,6 +80,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       await listeners.close(drainMs);
       clearTimeout(cut);
       clearInterval(timer);
+      tickets?.stop();
       edge.originTick.stop();
       await closeState({ admin: app.admin, filter, stats, upstreams, demo, db, log });
     },

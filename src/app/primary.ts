@@ -7,6 +7,7 @@
 // workers send what they counted each second; the primary adds it up, stores
 // it, and answers /metrics, /api/stats and billing as one proxy.
 import http from 'node:http';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.ts';
@@ -18,6 +19,7 @@ import { AdminServer } from '../admin/server.ts';
 import { openStore } from '../store/db.ts';
 import { SqliteFilterStore, type FilterStore } from '../store/filter-store.ts';
 import { RedisBus } from '../store/redis-bus.ts';
+import { startTicketKeys } from '../listen/ticket-keys.ts';
 import { createStats } from '../stats/index.ts';
 import { startDemoOrigin } from '../demo/origin.ts';
 import { WorkerPool } from '../cluster/pool.ts';
@@ -78,6 +80,8 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const view = new WorkersView(filter);
   const stats = createStats(config, { db, log, filter: view, upstreams, config: () => current, queues: view.queues, cluster: clusterStats(config, log, () => current), clock: bus.clock });
 
+  // One session ticket key for every worker (and every node on the Redis): sent to each at its start and on change.
+  const tickets = await startTicketKeys(config, { now, store, bus: redis, apply: (key) => pool?.broadcast({ t: 'tickets', key: key.toString('base64') }), log });
   const init = (index: number): WorkerInit => {
     // A (re)started worker reads what the store has: every queued write goes in first.
     store.flush();
@@ -85,6 +89,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       index, workers: current.workers, config: current,
       bans: filter.bans(), whitelist: filter.whitelistEntries().filter((w) => w.origin === 'api'),
       offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
+      ticketKey: (tickets?.current ?? randomBytes(48)).toString('base64'),
       health: upstreams.healthById(),
       attacks: view.snapshot().underAttack.map((domain) => {
         // A worker's state when one is under attack, else the primary's (another node's attack, joined here).
@@ -145,6 +150,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       // Each worker finishes its requests and sends its last counts before it exits.
       await workers.stop(current.shutdown.drainTimeoutMs);
       clearInterval(timer);
+      tickets?.stop();
       await closeState({ admin, filter, stats, upstreams, demo, db, log });
     },
   };

@@ -32,6 +32,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   let requests = 0;
   edge.observers.push((o) => { requests++; recorder.record(o); });
   edge.passthroughs.push((o) => recorder.record(o));
+  listeners.setTicketKeys(Buffer.from(init.ticketKey, 'base64'));
   listeners.prepare(config);
   // A ban made elsewhere (an operator, another node): the source starts over when it ends, as in one process.
   filter.decisions.watch({ onBan: (s) => filter.detector.forget(s) });
@@ -79,6 +80,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       if (m.t === 'conn') { if (socket && !stopping) listeners.accept(m.l, socket); else socket?.destroy(); }
       else if (m.t === 'decision') bus.deliver(m.d);
       else if (m.t === 'health') upstreams.mirror(m.id, m.healthy);
+      else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
       else if (m.t === 'reload') {
         applyConfig(edge, workerConfig(m.config, init.workers));

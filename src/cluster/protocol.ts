@@ -25,6 +25,9 @@ export interface WorkerInit {
   learned: [string, LearnedDomain][];
   /** The challenge secret, base64: a cookie issued by one worker (or node) passes on every other. */
   secret: string;
+  /** The TLS session ticket key in use, base64 (listen/ticket-keys.ts): a replaced worker resumes what the one it
+   *  replaces sealed. */
+  ticketKey: string;
   /** Each upstream's health by id, as the primary keeps it (Upstreams.healthById). */
   health: [string, boolean][];
   /** Domains the node filters as under attack now (found by another worker, or on another node): a replaced worker
@@ -55,6 +58,8 @@ export type ToWorker =
   | { t: 'reload'; config: Config; health: [string, boolean][] }
   /** An upstream went down or came back (the primary keeps the node's state; upstream/health.ts). */
   | { t: 'health'; id: string; healthy: boolean }
+  /** The TLS session ticket key changed (base64). */
+  | { t: 'tickets'; key: string }
   | { t: 'collect'; id: number }
   | { t: 'stop' };
 

@@ -40,7 +40,7 @@ export interface DomainConfig {
 
 export interface Config {
   listen: HostPort[];
-  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[]; handshakeTimeoutMs: number; http2: boolean };
+  tls: { listen: HostPort[]; certs: { domains: string[]; cert: string; key: string }[]; handshakeTimeoutMs: number; http2: boolean; ticketKeyRotateSeconds: number };
   admin: { host: string; port: number; token: string };
   upstream: {
     connectTimeoutMs: number;
@@ -115,6 +115,7 @@ export const schema = {
     },
     http2: { doc: 'Offer HTTP/2 by ALPN on the TLS listeners (h2 and http/1.1); false: HTTP/1.1 only. Changing it needs a restart.', format: Boolean, default: true },
     handshakeTimeoutMs: { doc: 'Deadline from accept to a finished TLS handshake (for a passthrough domain: to a complete ClientHello); then the connection is closed and counted against its source as slow.', format: nat, default: 10000 },
+    ticketKeyRotateSeconds: { doc: 'TLS session tickets: how long one ticket key is used (at least 60). Every worker, every node on the same Redis, and this node after a restart use the same key within a period, counted from the epoch; at each change, returning clients make one full handshake. Changing it needs a restart.', format: nat, default: 43200 },
   },
   admin: {
     host: { doc: 'Admin API / dashboard address. A non-loopback host needs a token.', format: String, default: '127.0.0.1' },
@@ -202,7 +203,7 @@ export const schema = {
   state: {
     dir: { doc: 'Folder of the embedded store (node:sqlite).', format: String, default: 'data' },
     redis: {
-      url: { doc: 'Redis URL (redis:// or rediss://) through which nodes share bans, the whitelist, attack state and the challenge secret ("" = run alone on the embedded store).', format: String, default: '' },
+      url: { doc: 'Redis URL (redis:// or rediss://) through which nodes share bans, the whitelist, attack state, the challenge secret and the TLS session ticket key ("" = run alone on the embedded store).', format: String, default: '' },
     },
   },
   stats: {

@@ -50,6 +50,9 @@ export interface DecisionBus {
   snapshot(now: number, local?: DecisionSnapshot): Promise<DecisionSnapshot>;
   /** The challenge secret shared by every node (a browser that passed on one node passes on all). */
   secret(local: Buffer): Promise<Buffer>;
+  /** The TLS session ticket key every node uses in `period` (listen/ticket-keys.ts), `mine` offered when there is
+   *  none yet; `mine` when the shared store is out of reach. Absent: a node alone. */
+  ticketKey?(period: number, ttlMs: number, mine: Buffer): Promise<Buffer>;
   /** False while the shared store is out of reach (the node keeps protecting on what it knows). */
   readonly healthy: boolean;
   /** A bus shared with other nodes: this node's clock minus the shared store's, ms (null until measured). */

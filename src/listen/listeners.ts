@@ -18,7 +18,7 @@ import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
 import { MAX_HELLO, parseClientHello } from './sni.ts';
-import { splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
+import { passthroughHosts, splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply } from './h2.ts';
 import { H2Sessions } from './h2-guard.ts';
@@ -46,12 +46,6 @@ type Wrapped = net.Socket & { _parent?: Raw };
 /** Concurrent streams per HTTP/2 connection (Node's default is unbounded). */
 const H2_MAX_STREAMS = 100;
 
-function passthroughHosts(config: Config): Map<string, DomainConfig> {
-  const m = new Map<string, DomainConfig>();
-  for (const d of config.domains) if (d.passthrough) for (const h of [d.name, ...d.aliases]) m.set(h.replace(/\.$/, ''), d);
-  return m;
-}
-
 export class Listeners {
   /** The HTTP servers: plain ones listen; the https ones are fed by the TLS fronts. */
   readonly servers: Server[] = [];
@@ -76,8 +70,9 @@ export class Listeners {
   private passthrough: Map<string, DomainConfig>;
   /** TLS connections accepted whose handshake (or ClientHello, for passthrough) is not finished. */
   private readonly handshaking = new Set<net.Socket>();
-  /** Session ticket keys: one set for the life of the process, kept across reloads so that resumption survives them. */
-  private readonly ticketKeys = crypto.randomBytes(48);
+  /** Session ticket keys: this process's own until setTicketKeys() gives the proxy's (ticket-keys.ts); kept across
+   *  reloads so that resumption survives them. */
+  private ticketKeys: Buffer = crypto.randomBytes(48);
   /** Connections handed over by the primary (worker process): the servers never accepted them, so drain counts here. */
   private readonly adopted = new Set<net.Socket>();
 
@@ -275,6 +270,12 @@ export class Listeners {
     for (const s of this.servers) this.configure(s, config);
     const fallback = defaultCertificate(config);
     if (fallback.cert) for (const s of this.servers) if (s instanceof tls.Server) s.setSecureContext({ ...fallback, ticketKeys: this.ticketKeys });
+  }
+
+  /** Puts a session ticket key in use on every TLS listener (and on those made later). */
+  setTicketKeys(key: Buffer): void {
+    this.ticketKeys = key;
+    for (const s of this.servers) if (s instanceof tls.Server) s.setTicketKeys(key);
   }
 
   /** Swaps the BlockList on every listener (the filter rebuilds it when entries expire). */

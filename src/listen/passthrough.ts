@@ -139,3 +139,10 @@ export function passthroughObservation(e: PassthroughEvent): Observation {
     newConnection: true, queuedMs: 0, upstreamMs: e.end?.durationMs ?? 0,
   };
 }
+
+/** The passthrough domains by every name they answer to (SNI). */
+export function passthroughHosts(config: Config): Map<string, DomainConfig> {
+  const m = new Map<string, DomainConfig>();
+  for (const d of config.domains) if (d.passthrough) for (const h of [d.name, ...d.aliases]) m.set(h.replace(/\.$/, ''), d);
+  return m;
+}

@@ -165,6 +165,19 @@ export class SqliteFilterStore implements FilterStore {
 
   saveRedisEpoch(e: string): void { this.setMeta('redis-epoch', Buffer.from(e)); }
 
+  /** The TLS session ticket key of the period it was last used in (listen/ticket-keys.ts); one is kept, the last. */
+  loadTicketKey(): { period: number; key: Buffer } | null {
+    const v = this.meta('tls-ticket-key');
+    return v && v.length > 8 ? { period: v.readDoubleBE(0), key: v.subarray(8) } : null;
+  }
+
+  saveTicketKey(period: number, key: Buffer): void {
+    const v = Buffer.alloc(8 + key.length);
+    v.writeDoubleBE(period, 0);
+    key.copy(v, 8);
+    this.setMeta('tls-ticket-key', v);
+  }
+
   /** Drops offender records that have decayed to nothing, so the table stays bounded. */
   pruneOffenders(olderThan: number): void {
     this.db.prepare('DELETE FROM filter_offenders WHERE last_ban < ?').run(olderThan);

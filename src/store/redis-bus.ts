@@ -11,7 +11,7 @@ import os from 'node:os';
 import crypto from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.ts';
-import { parseMessage, redisKeys, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
+import { parseMessage, redisKeys, sharedValue, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
 import { Known, checkEpoch, deliverInSteps, pause, pruneBans, readState } from './redis-resync.ts';
 import { DecisionQueue } from './redis-queue.ts';
 import { ClockCheck } from './redis-clock.ts';
@@ -135,16 +135,15 @@ export class RedisBus implements DecisionBus {
     }
   }
 
+  ticketKey(p: number, ttlMs: number, mine: Buffer): Promise<Buffer> { return this.healthy ? sharedValue(this.cmd, this.k.ticket + p, mine, ttlMs) : Promise.resolve(mine); }
+
   async secret(local: Buffer): Promise<Buffer> {
     if (!(await this.waitReady())) {
       this.log.warn({}, 'redis: unreachable, challenge secret is this node\'s own');
       return local;
     }
     try {
-      await this.cmd.set(this.k.secret, local, 'NX');
-      const shared = await this.cmd.getBuffer(this.k.secret);
-      this.sharedSecret = shared && shared.length ? shared : local;
-      return this.sharedSecret;
+      return (this.sharedSecret = await sharedValue(this.cmd, this.k.secret, local));
     } catch (err) {
       this.log.warn({ err: String(err) }, 'redis: secret not read, challenge secret is this node\'s own');
       return local;

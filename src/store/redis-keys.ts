@@ -12,6 +12,8 @@
 //                          ran out: when it was made): an older decision arriving later (a node back from a cut)
 //                          does not bring it back; kept 7 days
 //   <p>secret      string  the challenge secret (SET NX: the first node wins)
+//   <p>tls-ticket:<n> string the TLS session ticket key of period n (SET NX, expires
+//                          after two periods: listen/ticket-keys.ts)
 //   <p>epoch       string  a random id set NX; a bus that finds it changed knows
 //                          Redis lost its data (restarted without persistence)
 //                          and writes back everything it knows
@@ -21,6 +23,7 @@
 import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { Decision, DecisionSnapshot } from '../decisions/bus.ts';
+import type { Redis } from 'ioredis';
 
 export interface AttackState { domain: string; under: boolean; since: number; reason: string | null; at?: number }
 
@@ -31,10 +34,19 @@ export interface RedisSnapshot extends DecisionSnapshot {
   unreadable?: ('bans' | 'whitelist' | 'attacks')[];
 }
 
-export interface RedisKeys { bans: string; exp: string; wl: string; attack: string; gone: string; secret: string; epoch: string; channel: string }
+export interface RedisKeys { bans: string; exp: string; wl: string; attack: string; gone: string; secret: string; epoch: string; channel: string; ticket: string }
 
 export const redisKeys = (p: string): RedisKeys =>
-  ({ bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, gone: `${p}gone`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions` });
+  ({ bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, gone: `${p}gone`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions`, ticket: `${p}tls-ticket:` });
+
+/** The value every node uses at `key`: `mine` is written first where there is none (the first node wins; with an
+ *  expiry, ms, when given). */
+export async function sharedValue(cmd: Redis, key: string, mine: Buffer, ttlMs?: number): Promise<Buffer> {
+  if (ttlMs) await cmd.set(key, mine, 'PX', ttlMs, 'NX');
+  else await cmd.set(key, mine, 'NX');
+  const v = await cmd.getBuffer(key);
+  return v && v.length ? v : mine;
+}
 
 /** How long a lifted ban or whitelist entry is remembered as lifted (<p>gone): a node cut off for longer than this
  *  may bring back, when it returns, a decision of its own older than the lifting. */

@@ -1,0 +1,107 @@
+// TLS session ticket keys. A returning client that presents a ticket skips
+// the certificate signature (about a third of a full handshake's CPU here),
+// but only where the key that sealed the ticket is in use. So one key serves
+// the whole proxy: every worker process (a source always lands on one worker,
+// but a client's address changes, and a replaced worker starts anew), every
+// node sharing one Redis (a client moves between nodes behind DNS), and the
+// next start of this node within the period (kept in the node's store).
+//
+// Keys rotate (tls.ticketKeyRotateSeconds, 12 h by default): a ticket key
+// decrypts every session it sealed, so a key kept for months would undo the
+// forward secrecy of months of sessions. Periods are counted from the epoch,
+// so every node changes key at the same moment by its clock. Node's TLS holds
+// one key at a time: at each change, returning clients make one full handshake.
+// In Redis a key lives for two periods, then is gone.
+import crypto from 'node:crypto';
+import type { Config } from '../config/schema.ts';
+import type { DecisionBus } from '../decisions/bus.ts';
+
+export const TICKET_KEY_BYTES = 48;
+
+/** The period `now` falls in. Pure. */
+export const ticketPeriod = (now: number, rotateMs: number): number => Math.floor(now / rotateMs);
+
+export interface TicketKeyDeps {
+  rotateMs: number;
+  now: () => number;
+  /** The node's own store: the key of the period it last used (a restart within the period keeps it). */
+  store: { loadTicketKey(): { period: number; key: Buffer } | null; saveTicketKey(period: number, key: Buffer): void };
+  /** The key every node uses for `period`, `mine` offered when there is none yet (DecisionBus.ticketKey); absent or
+   *  out of reach: `mine`. */
+  shared?: (period: number, ttlMs: number, mine: Buffer) => Promise<Buffer>;
+  /** Puts a key in use (on this process's TLS servers, or sent to the workers). */
+  apply: (key: Buffer) => void;
+  log: { warn(obj: object, msg?: string): void };
+}
+
+/** How often the key is checked against the shared one: a node that was cut off from Redis, or started without it,
+ *  takes the cluster's key within this. */
+const CHECK_MS = 30_000;
+
+export class TicketKeys {
+  private readonly d: TicketKeyDeps;
+  private period = -1;
+  private key: Buffer | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(deps: TicketKeyDeps) { this.d = deps; }
+
+  /** The key in use (null before the first refresh()). */
+  get current(): Buffer | null { return this.key; }
+
+  /** Finds the key of the period now (the one in use, the one kept from before a restart, a new one), takes the
+   *  shared one instead where there is one, and puts it in use if it changed. */
+  async refresh(): Promise<Buffer> {
+    const period = ticketPeriod(this.d.now(), this.d.rotateMs);
+    let mine = this.period === period ? this.key : null;
+    if (!mine) {
+      const kept = this.d.store.loadTicketKey();
+      mine = kept && kept.period === period && kept.key.length === TICKET_KEY_BYTES ? kept.key : crypto.randomBytes(TICKET_KEY_BYTES);
+    }
+    let key = mine;
+    if (this.d.shared) {
+      try {
+        const got = await this.d.shared(period, 2 * this.d.rotateMs, mine);
+        if (got.length === TICKET_KEY_BYTES) key = got;
+        else this.d.log.warn({ bytes: got.length }, 'tls: the shared session ticket key has the wrong length; this node keeps its own');
+      } catch (err) {
+        this.d.log.warn({ err: String(err) }, 'tls: shared session ticket key not read; this node keeps its own for now');
+      }
+    }
+    // Another refresh may have finished meanwhile: the later period wins.
+    if (period < this.period) return this.key!;
+    if (period !== this.period || !this.key?.equals(key)) {
+      this.period = period;
+      this.key = key;
+      this.d.store.saveTicketKey(period, key);
+      this.d.apply(key);
+    }
+    return key;
+  }
+
+  /** Refreshes at every change of period and every CHECK_MS. */
+  start(): void {
+    const next = () => {
+      const now = this.d.now(), untilChange = this.d.rotateMs - (now % this.d.rotateMs);
+      this.timer = setTimeout(() => { void this.refresh().finally(() => { if (this.timer) next(); }); }, Math.min(CHECK_MS, untilChange + 1));
+      this.timer.unref();
+    };
+    next();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+/** The proxy's ticket keys, the first one found and in use (apply() called) before this returns; null without TLS
+ *  listeners (nothing to seal tickets). */
+export async function startTicketKeys(config: Config, deps: Omit<TicketKeyDeps, 'rotateMs' | 'shared'> & { bus: DecisionBus }): Promise<TicketKeys | null> {
+  if (config.tls.listen.length === 0) return null;
+  const bus = deps.bus;
+  const keys = new TicketKeys({ ...deps, rotateMs: config.tls.ticketKeyRotateSeconds * 1000, shared: bus.ticketKey ? (p, ttl, mine) => bus.ticketKey!(p, ttl, mine) : undefined });
+  await keys.refresh();
+  keys.start();
+  return keys;
+}

@@ -1,0 +1,206 @@
+// One TLS session ticket key for the whole proxy (listen/ticket-keys.ts): a
+// client resumes its session on any worker, on another node of the same Redis,
+// and on this node after a restart; the key changes each period, the same on
+// every node. Real `scrubber` processes, a real redis-server, Node's TLS client.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import tls from 'node:tls';
+import { Redis } from 'ioredis';
+import { startOrigin, freePort, tempDir, sleep, type Origin } from './helpers/servers.ts';
+import { findRedisServer, startRedis, type RedisServer } from './helpers/redis.ts';
+import { makePki, type TestPki } from './helpers/certs.ts';
+import { openStore } from '../src/store/db.ts';
+import { SqliteFilterStore } from '../src/store/filter-store.ts';
+import { RedisBus } from '../src/store/redis-bus.ts';
+import { TicketKeys, ticketPeriod } from '../src/listen/ticket-keys.ts';
+import { loadConfigObject } from '../src/config/load.ts';
+
+const BIN = path.resolve('bin/scrubber.js');
+const hasRedis = findRedisServer() !== null;
+const silent = { info() {}, warn() {} };
+
+interface Node { port: number; file: string; child: ChildProcess; logs: string }
+
+async function startNode(file: string, port: number): Promise<Node> {
+  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
+  const node: Node = { port, file, child, logs: '' };
+  child.stdout!.on('data', (d) => { node.logs += d; });
+  child.stderr!.on('data', (d) => { node.logs += d; });
+  for (let i = 0; i < 200 && !node.logs.includes('scrubber started'); i++) await sleep(50);
+  if (!node.logs.includes('scrubber started')) throw new Error(`node did not start:\n${node.logs}`);
+  return node;
+}
+
+async function stopNode(n: Node): Promise<void> {
+  if (n.child.exitCode !== null) return;
+  n.child.kill('SIGTERM');
+  await new Promise((r) => n.child.once('exit', r));
+}
+
+let pki: TestPki;
+let origin: Origin;
+beforeAll(async () => { pki = makePki(); origin = await startOrigin((_q, r) => r.end('ok')); });
+afterAll(async () => { await origin?.close(); });
+
+/** A node terminating a.test with `workers` processes; `redis`: on that Redis. */
+async function makeNode(name: string, workers: number, redis?: string): Promise<Node> {
+  const dir = tempDir(`scrubber-tickets-${name}-`);
+  const port = await freePort(), admin = await freePort();
+  const file = path.join(dir, 'c.json');
+  fs.writeFileSync(file, JSON.stringify({
+    listen: [{ host: '127.0.0.1', port: await freePort() }], admin: { host: '127.0.0.1', port: admin }, workers,
+    tls: { listen: [{ host: '127.0.0.1', port }], certs: [{ domains: ['a.test'], ...pki.leaf('a.test') }] },
+    state: { dir: path.join(dir, 'data'), ...(redis ? { redis: { url: redis } } : {}) },
+    shutdown: { drainTimeoutMs: 300 }, domains: [{ name: 'a.test', upstreams: [origin.address] }],
+  }));
+  return startNode(file, port);
+}
+
+/** A TLS connection from `local`, offering `session`: whether it was resumed, and the ticket it was given. */
+function connect(port: number, local: string, session?: Buffer): Promise<{ reused: boolean; ticket: Promise<Buffer> }> {
+  return new Promise((resolve, reject) => {
+    // (localAddress goes through to net.connect; tls.ConnectionOptions does not list it.)
+    const s = tls.connect({ port, host: '127.0.0.1', servername: 'a.test', ca: fs.readFileSync(pki.ca), session, ...({ localAddress: local } as object) });
+    const ticket = new Promise<Buffer>((r) => s.once('session', r));
+    s.on('error', reject);
+    s.once('secureConnect', () => {
+      const reused = s.isSessionReused();
+      void Promise.race([ticket, sleep(300)]).then(() => s.end());
+      resolve({ reused, ticket });
+    });
+  });
+}
+
+/** Of these source addresses (with two workers, they land on both), the ones that did not resume with `ticket`. */
+async function notResumed(port: number, ticket: Buffer, locals: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const l of locals) if (!(await connect(port, l, ticket)).reused) out.push(l);
+  return out;
+}
+const LOCALS = Array.from({ length: 8 }, (_, i) => `127.0.77.${i + 1}`);
+
+describe.skipIf(!hasRedis)('one session ticket key for every worker and every node on one Redis', () => {
+  let redis: RedisServer;
+  let a: Node, b: Node;
+  beforeAll(async () => {
+    redis = await startRedis();
+    a = await makeNode('a', 2, redis.url);
+    b = await makeNode('b', 2, redis.url);
+  }, 30_000);
+  afterAll(async () => {
+    for (const n of [a, b]) n?.child.kill('SIGKILL');
+    await redis?.close();
+  });
+
+  it('a session sealed by one worker of one node resumes on every worker of both nodes, and after a restart', async () => {
+    const first = await connect(a.port, LOCALS[0]);
+    expect(first.reused).toBe(false);
+    const ticket = await first.ticket;
+    expect(await notResumed(a.port, ticket, LOCALS)).toEqual([]);
+    expect(await notResumed(b.port, ticket, LOCALS)).toEqual([]);
+    await stopNode(a);
+    a = await startNode(a.file, a.port);
+    expect(await notResumed(a.port, ticket, LOCALS)).toEqual([]);
+  }, 30_000);
+
+  it('the key lives in Redis for two periods (12 h each by default), then is gone', async () => {
+    const raw = new Redis(redis.url);
+    try {
+      const key = `scrubber:tls-ticket:${ticketPeriod(Date.now(), 43_200_000)}`;
+      expect((await raw.getBuffer(key))?.length).toBe(48);
+      const ttl = await raw.pttl(key);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(2 * 43_200_000);
+    } finally { raw.disconnect(); }
+  });
+});
+
+describe('a node alone', () => {
+  it('resumes sessions after a restart within the period (the key is kept in its store)', async () => {
+    let n = await makeNode('alone', 1);
+    try {
+      const ticket = await (await connect(n.port, '127.0.78.1')).ticket;
+      await stopNode(n);
+      n = await startNode(n.file, n.port);
+      expect(await notResumed(n.port, ticket, ['127.0.78.1', '127.0.78.2'])).toEqual([]);
+    } finally { n.child.kill('SIGKILL'); }
+  }, 30_000);
+});
+
+describe.skipIf(!hasRedis)('rotation (clock injected, real stores and a real Redis)', () => {
+  let redis: RedisServer;
+  beforeAll(async () => { redis = await startRedis(); });
+  afterAll(async () => { await redis?.close(); });
+
+  const ROTATE = 60_000;
+  function node(name: string, clock: { t: number }, bus: RedisBus | null) {
+    const store = new SqliteFilterStore(openStore(tempDir(`scrubber-tk-${name}-`)));
+    const applied: Buffer[] = [];
+    const keys = new TicketKeys({ rotateMs: ROTATE, now: () => clock.t, store, shared: bus ? (p, t, m) => bus.ticketKey(p, t, m) : undefined, apply: (k) => applied.push(k), log: silent });
+    return { keys, applied, store };
+  }
+
+  it('every node changes key at the same period, to the same key; a node cut off uses its own and takes the shared one back', async () => {
+    const busA = new RedisBus({ url: redis.url, logger: silent }), busB = new RedisBus({ url: redis.url, logger: silent });
+    try {
+      await Promise.all([busA.secret(Buffer.alloc(32, 1)), busB.secret(Buffer.alloc(32, 1))]); // connected
+      const clock = { t: 1_800_000_000_000 };
+      const a = node('a', clock, busA), b = node('b', clock, busB);
+      const k1 = await a.keys.refresh();
+      expect(await b.keys.refresh()).toEqual(k1);
+      expect(a.applied).toEqual([k1]);
+      // The same period: nothing changes, nothing is applied again.
+      clock.t += ROTATE / 2;
+      await a.keys.refresh();
+      expect(a.applied.length).toBe(1);
+      clock.t += ROTATE;
+      const k2 = await a.keys.refresh();
+      expect(k2).not.toEqual(k1);
+      expect(await b.keys.refresh()).toEqual(k2);
+      // Redis away at the next change: each node seals with a key of its own (it cannot wait for Redis)...
+      await redis.stop();
+      await until(() => !busA.healthy && !busB.healthy);
+      clock.t += ROTATE;
+      const ownA = await a.keys.refresh(), ownB = await b.keys.refresh();
+      expect(ownA).not.toEqual(k2);
+      expect(ownA).not.toEqual(ownB);
+      // ...and once it is back, the first to offer its own makes it the cluster's, and the other takes it.
+      await redis.restart();
+      await until(() => busA.healthy && busB.healthy);
+      expect(await a.keys.refresh()).toEqual(ownA);
+      expect(await b.keys.refresh()).toEqual(ownA);
+      expect(b.applied.at(-1)).toEqual(ownA);
+    } finally {
+      await busA.close(); await busB.close();
+    }
+  }, 30_000);
+
+  it('a restart within the period keeps the key; in the next period it is a new one', async () => {
+    const clock = { t: 1_800_000_000_000 };
+    const first = node('r', clock, null);
+    const k = await first.keys.refresh();
+    const again = new TicketKeys({ rotateMs: ROTATE, now: () => clock.t + 1000, store: first.store, apply: () => {}, log: silent });
+    expect(await again.refresh()).toEqual(k);
+    const next = new TicketKeys({ rotateMs: ROTATE, now: () => clock.t + ROTATE, store: first.store, apply: () => {}, log: silent });
+    expect(await next.refresh()).not.toEqual(k);
+  });
+});
+
+describe('tls.ticketKeyRotateSeconds', () => {
+  it('is 12 h by default, and at least 60', () => {
+    const ok = { domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] };
+    const r = loadConfigObject(ok);
+    expect(r.ok && r.config.tls.ticketKeyRotateSeconds).toBe(43_200);
+    expect(loadConfigObject({ ...ok, tls: { ticketKeyRotateSeconds: 60 } }).ok).toBe(true);
+    const bad = loadConfigObject({ ...ok, tls: { ticketKeyRotateSeconds: 59 } });
+    expect(bad.ok ? [] : bad.problems).toEqual(['tls.ticketKeyRotateSeconds: must be at least 60 (was 59)']);
+  });
+});
+
+async function until(f: () => boolean, ms = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!f()) { if (Date.now() - t0 > ms) throw new Error('timed out'); await sleep(25); }
+}
+
