@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { RedisBus } from '../src/store/redis-bus.ts';
 import { redisKeys } from '../src/store/redis-keys.ts';
 import { WRITE_LUA, writeArgs, writeKeys } from '../src/store/redis-write.ts';
-import { clockOffset, skewedAfter } from '../src/store/redis-clock.ts';
+import { ClockCheck, clockOffset, skewedAfter, UNMEASURED_WARN_AFTER } from '../src/store/redis-clock.ts';
 import type { Decision } from '../src/decisions/bus.ts';
 import type { BanEntry } from '../src/decisions/blacklist.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
@@ -797,5 +797,19 @@ describe('the clock offset to Redis', () => {
   it('is said to be off past 1 s, and to agree again only under 0.75 s (measurements near the line do not flicker)', () => {
     expect([skewedAfter(false, 900), skewedAfter(false, 1100), skewedAfter(false, -1100)]).toEqual([false, true, true]);
     expect([skewedAfter(true, 900), skewedAfter(true, -900), skewedAfter(true, 700)]).toEqual([true, true, false]);
+  });
+
+  it('says once when every round trip is too slow to measure it, and measures again when one is quick', async () => {
+    const warned: string[] = [];
+    let t = 1_000_000, slow = true;
+    // Redis answers TIME 300 ms after it is asked (past the 250 ms a measurement may take), then, fixed, in 10 ms.
+    const check = new ClockCheck({ info() {}, warn: (_o, m) => warned.push(m ?? '') }, async () => { t += slow ? 300 : 10; return [String(Math.floor(t / 1000)), '0']; }, () => t);
+    for (let i = 0; i < 3 * UNMEASURED_WARN_AFTER; i++) await check.check();
+    expect(check.offsetMs).toBeNull();
+    expect(warned).toEqual([expect.stringMatching(/too slow to measure this node's clock offset/)]);
+    slow = false;
+    await check.check();
+    expect(check.offsetMs).not.toBeNull();
+    expect(Math.abs(check.offsetMs!)).toBeLessThan(1000);
   });
 });

@@ -14,6 +14,8 @@ export const CLOCK_SKEW_WARN_MS = 1000;
 export const CLOCK_CHECK_EVERY_MS = 30_000;
 /** A measurement whose round trip took longer than this says little about the offset: it is not used. */
 const MAX_ROUND_TRIP_MS = 250;
+/** Measurements in a row that said nothing before the log says the offset cannot be measured (one a heartbeat). */
+export const UNMEASURED_WARN_AFTER = 10;
 
 /**
  * The local clock minus Redis's (positive: this node runs ahead), from a TIME reply (seconds, microseconds) asked
@@ -45,6 +47,8 @@ export class ClockCheck {
   skewed = false;
   private lastAt = -Infinity;
   private busy = false;
+  /** Measurements in a row whose round trip was too long. */
+  private unmeasured = 0;
   private readonly time: () => Promise<(string | number)[]>;
   private readonly now: () => number;
   private readonly log: BusLogger;
@@ -66,7 +70,12 @@ export class ClockCheck {
       const sentAt = this.now();
       const reply = await this.time();
       const offset = clockOffset(sentAt, this.now(), reply);
-      if (offset === null) return;
+      if (offset === null) {
+        // Said once: a Redis always this slow to answer leaves the clock unchecked, and nothing else would say so.
+        if (++this.unmeasured === UNMEASURED_WARN_AFTER) this.log.warn({ tries: this.unmeasured, maxRoundTripMs: MAX_ROUND_TRIP_MS }, 'redis: every TIME round trip was too slow to measure this node\'s clock offset; it stays unchecked until one is quicker');
+        return;
+      }
+      this.unmeasured = 0;
       this.offsetMs = offset;
       this.lastAt = performance.now();
       const was = this.skewed;
