@@ -77,6 +77,12 @@ export class Pipeline implements FlowContext {
   }
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    // HTTP/1.1 pipelining: a request that arrives while the one before it on its connection is still being answered
+    // has no socket yet (Node answers in order, and hands it the socket once that answer is written). It starts then:
+    // a connection's requests go upstream one at a time, as nginx and HAProxy take them. Started at once, a GET
+    // pipelined behind a POST reached the upstream first, while the POST's body was still being read at the edge.
+    // One whose connection closes before its turn never starts, and is not counted.
+    if (res.socket === null) { res.once('socket', () => this.handle(req, res)); return; }
     new RequestFlow(this, headOf(req), req, new HttpReply(res, this.pages), res, null).start();
   };
 

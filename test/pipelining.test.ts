@@ -1,0 +1,71 @@
+// HTTP/1.1 pipelining (src/pipeline/pipeline.ts, handle): a connection's
+// requests go upstream one at a time, in order, as nginx and HAProxy take
+// them; one whose connection is gone before its turn never goes. A real
+// Scrubber, a real upstream that answers some paths slowly, raw client bytes.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import { startOrigin, startProxy, domain, sleep, until, type Origin, type Proxy } from './helpers/servers.ts';
+
+let origin: Origin;
+let proxy: Proxy;
+let atOrigin = 0, mostAtOnce = 0;
+
+beforeAll(async () => {
+  origin = await startOrigin((req, res) => {
+    atOrigin++;
+    mostAtOnce = Math.max(mostAtOnce, atOrigin);
+    const delay = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('ms') ?? 0);
+    req.resume();
+    setTimeout(() => {
+      atOrigin--;
+      if (res.destroyed) return;
+      const body = `answer to ${req.url}\n`;
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+      res.end(body);
+    }, delay);
+  });
+  proxy = await startProxy({ filter: { mode: 'off' }, domains: [domain('site.test', [origin.address])] });
+});
+afterAll(async () => { await proxy.close(); await origin.close(); });
+beforeEach(() => { origin.seen.length = 0; mostAtOnce = 0; });
+
+const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: site.test\r\n${extra}\r\n`;
+
+/** Writes `wire` at once on one connection; the answers' bodies in the order they came, after `ms` or the close. */
+function pipeline(wire: string, ms: number, closeAfterMs?: number): Promise<string[]> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port: proxy.port, host: '127.0.0.1' });
+    let text = '';
+    s.on('connect', () => { s.write(wire); if (closeAfterMs !== undefined) setTimeout(() => s.destroy(), closeAfterMs); });
+    s.on('data', (c) => { text += c; });
+    s.on('error', () => {});
+    const done = () => { clearTimeout(t); s.destroy(); resolve([...text.matchAll(/answer to (\S+)/g)].map((m) => m[1])); };
+    const t = setTimeout(done, ms);
+    s.on('close', done);
+  });
+}
+
+describe('pipelined requests', () => {
+  it('go upstream one at a time, in order, and are answered in order', async () => {
+    const paths = ['/1?ms=80', '/2?ms=10', '/3?ms=40', '/4', '/5?ms=20'];
+    const answers = await pipeline(paths.map((p) => get(p)).join(''), 1000);
+    expect(answers).toEqual(paths);
+    expect(origin.seen.map((s) => s.url)).toEqual(paths);
+    expect(mostAtOnce).toBe(1);
+  });
+
+  it('behind one whose client left, never go upstream, and leave nothing in flight', async () => {
+    const answers = await pipeline(get('/slow?ms=300') + get('/after-1') + get('/after-2'), 2000, 100);
+    expect(answers).toEqual([]);
+    await sleep(400);
+    expect(origin.seen.map((s) => s.url)).toEqual(['/slow?ms=300']);
+    expect(await until(() => proxy.app.pipeline.inFlight === 0, 2000)).toBe(true);
+  });
+
+  it('behind one that closes the connection (Connection: close), never go upstream', async () => {
+    const answers = await pipeline(get('/last?ms=50', 'Connection: close\r\n') + get('/never'), 1500);
+    expect(answers).toEqual(['/last?ms=50']);
+    await sleep(100);
+    expect(origin.seen.map((s) => s.url)).toEqual(['/last?ms=50']);
+  });
+});
