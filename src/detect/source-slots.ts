@@ -220,6 +220,8 @@ export class SourceSlots {
     this.i32.fill(0, b, b + this.stride);
     this.i32[b + W.trustUntil] = this.i32[b + W.goodSince] = this.i32[b + W.last] = this.i32[b + W.challengedAt] = NEVER;
     const v4 = this.parse(key);
+    // Live before it is indexed: a rehash() that this insert sets off indexes it with the others.
+    this.u8[(b + W.marks) * 4 + 3] = F_LIVE | (v4 === STRING ? F_STRING_KEY : 0);
     if (v4 === STRING) { this.strings.set(key, slot); this.stringOf.set(slot, key); }
     else {
       const w = v4 === PREFIX64 ? this.parsed6.get(key)! : null;
@@ -228,7 +230,6 @@ export class SourceSlots {
       this.i32[b + W.key2] = k2;
       if (this.index(slot, k, k2) > LONG_PROBE) this.rehash();
     }
-    this.u8[(b + W.marks) * 4 + 3] = F_LIVE | (v4 === STRING ? F_STRING_KEY : 0);
     this.append(slot);
     h[H.size]++;
     return slot;
