@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { startOrigin, startProxy, domain, sleep, until, type Origin, type Proxy } from './helpers/servers.ts';
+import { PIPELINE_DEPTH } from '../src/pipeline/pipeline.ts';
 
 let origin: Origin;
 let proxy: Proxy;
@@ -62,6 +63,36 @@ describe('pipelined requests', () => {
     expect(await until(() => proxy.app.pipeline.inFlight === 0, 2000)).toBe(true);
   });
 
+  it(`may be ${PIPELINE_DEPTH} deep behind the one answered; one more closes the connection, and none of them goes upstream`, async () => {
+    const deep = ['/slow?ms=200', ...Array.from({ length: PIPELINE_DEPTH }, (_, i) => `/q${i}`)];
+    expect(await pipeline(deep.map((p) => get(p)).join(''), 2000)).toEqual(deep);
+    origin.seen.length = 0;
+    const t0 = Date.now();
+    const tooDeep = await pipeline(['/slow?ms=200', ...Array.from({ length: PIPELINE_DEPTH + 1 }, (_, i) => `/q${i}`)].map((p) => get(p)).join(''), 2000);
+    expect(tooDeep).toEqual([]);
+    expect(Date.now() - t0).toBeLessThan(200); // closed at once, not after the slow answer
+    await sleep(300);
+    expect(origin.seen.map((s) => s.url).filter((u) => u !== '/slow?ms=200')).toEqual([]);
+  });
+
+  it('are read again once the queue has moved: the connection goes on serving', async () => {
+    const answers = await new Promise<string[]>((resolve) => {
+      const s = net.connect({ port: proxy.port, host: '127.0.0.1' });
+      let text = '';
+      s.on('connect', () => {
+        s.write(get('/a?ms=100') + get('/b') + get('/c'));
+        // More, written while /b and /c wait (the connection is not being read then).
+        setTimeout(() => s.write(get('/d') + get('/e?ms=20')), 30);
+      });
+      s.on('data', (c) => { text += c; if ((text.match(/answer to/g) ?? []).length === 5) { s.destroy(); resolve([...text.matchAll(/answer to (\S+)/g)].map((m) => m[1])); } });
+      s.on('error', () => {});
+      setTimeout(() => { s.destroy(); resolve([...text.matchAll(/answer to (\S+)/g)].map((m) => m[1])); }, 2000);
+    });
+    expect(answers).toEqual(['/a?ms=100', '/b', '/c', '/d', '/e?ms=20']);
+    expect(mostAtOnce).toBe(1);
+  });
+
+  // (Node's own parser takes nothing after a request that says Connection: close: this held before, and holds.)
   it('behind one that closes the connection (Connection: close), never go upstream', async () => {
     const answers = await pipeline(get('/last?ms=50', 'Connection: close\r\n') + get('/never'), 1500);
     expect(answers).toEqual(['/last?ms=50']);

@@ -21,6 +21,8 @@ export interface ConnectionInfo {
   active: number;
   /** When its last request ended (performance.now()). */
   idleSince: number;
+  /** HTTP/1.1 requests pipelined behind the one being answered, waiting for their turn (pipeline.ts). */
+  pipelined: number;
   /** The challenge client id its last request carried (detection reads and sets it: a replaced cookie). */
   clientId: string | null;
 }
@@ -33,7 +35,7 @@ export function connectionInfo(socket: net.Socket): ConnectionInfo {
   let info = s[INFO];
   if (!info) {
     const client = clientAddress(socket.remoteAddress);
-    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0, active: 0, idleSince: 0, clientId: null };
+    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0, active: 0, idleSince: 0, pipelined: 0, clientId: null };
     s[INFO] = info;
   }
   return info;
@@ -60,7 +62,7 @@ export function requestEnded(info: ConnectionInfo, now: number): void {
 }
 
 /** Idle: has served a request (a brand-new connection is about to send one) and is answering none now. */
-const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && !s.destroyed; };
+const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed; };
 
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {

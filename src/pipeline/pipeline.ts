@@ -17,6 +17,7 @@ import { InflightCounter } from '../limits/inflight.ts';
 import type { UpstreamQueue } from '../limits/upstream-queue.ts';
 import type { DomainOrigin, OriginGuard } from '../limits/origin-guard.ts';
 import { headOf } from '../http/head.ts';
+import { connectionInfo } from '../listen/connections.ts';
 import { RequestFlow } from './flow.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
 import type { FlowContext } from './context.ts';
@@ -41,6 +42,9 @@ export interface ConnectionGuard {
   /** A request that never became one (slow headers, parse errors, timeouts). */
   onClientError(source: string, kind: string): void;
 }
+
+/** Requests one HTTP/1.1 connection may have waiting behind the one being answered (pipelined); past it, it is closed. */
+export const PIPELINE_DEPTH = 16;
 
 export class Pipeline implements FlowContext {
   readonly runtime: RuntimeRef;
@@ -77,14 +81,28 @@ export class Pipeline implements FlowContext {
   }
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
-    // HTTP/1.1 pipelining: a request that arrives while the one before it on its connection is still being answered
-    // has no socket yet (Node answers in order, and hands it the socket once that answer is written). It starts then:
-    // a connection's requests go upstream one at a time, as nginx and HAProxy take them. Started at once, a GET
-    // pipelined behind a POST reached the upstream first, while the POST's body was still being read at the edge.
-    // One whose connection closes before its turn never starts, and is not counted.
-    if (res.socket === null) { res.once('socket', () => this.handle(req, res)); return; }
+    if (res.socket === null) return this.later(req, res);
     new RequestFlow(this, headOf(req), req, new HttpReply(res, this.pages), res, null).start();
   };
+
+  /**
+   * HTTP/1.1 pipelining: a request that arrives while the one before it on its connection is still being answered
+   * has no socket yet (Node answers in order, and hands it the socket once that answer is written). It starts then:
+   * a connection's requests go upstream one at a time, as nginx and HAProxy take them. Started at once, a GET
+   * pipelined behind a POST reached the upstream first, while the POST's body was still being read at the edge.
+   * Node reads on while the answers queued behind write nothing (it stops only on written bytes): so the connection
+   * is not read while a request waits, and past PIPELINE_DEPTH waiting it is closed. One whose connection closes
+   * before its turn never starts, and is not counted.
+   */
+  private later(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket, info = connectionInfo(socket as net.Socket);
+    if (++info.pipelined > PIPELINE_DEPTH) { socket.destroy(); return; }
+    if (info.pipelined === 1) socket.pause();
+    res.once('socket', () => {
+      if (--info.pipelined === 0) socket.resume();
+      this.handle(req, res);
+    });
+  }
 
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => {});
