@@ -7,6 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
+import net from 'node:net';
+import crypto from 'node:crypto';
+import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { startOrigin, freePort, tempDir, sleep, type Origin } from './helpers/servers.ts';
 import { findRedisServer, startRedis, type RedisServer } from './helpers/redis.ts';
@@ -87,14 +90,14 @@ describe.skipIf(!hasRedis)('one session ticket key for every worker and every no
   beforeAll(async () => {
     redis = await startRedis();
     a = await makeNode('a', 2, redis.url);
-    b = await makeNode('b', 2, redis.url);
+    b = await makeNode('b', 1, redis.url); // one process: another command line than a's workers
   }, 30_000);
   afterAll(async () => {
     for (const n of [a, b]) n?.child.kill('SIGKILL');
     await redis?.close();
   });
 
-  it('a session sealed by one worker of one node resumes on every worker of both nodes, and after a restart', async () => {
+  it('a session sealed by one worker of one node resumes on every worker of it, on the other node, and after a restart', async () => {
     const first = await connect(a.port, LOCALS[0]);
     expect(first.reused).toBe(false);
     const ticket = await first.ticket;
@@ -104,6 +107,27 @@ describe.skipIf(!hasRedis)('one session ticket key for every worker and every no
     a = await startNode(a.file, a.port);
     expect(await notResumed(a.port, ticket, LOCALS)).toEqual([]);
   }, 30_000);
+
+  it('a key put in Redis for the period is taken up by every worker of a running node within seconds (sent to them)', async () => {
+    // A TLS server of the test's own, sealing tickets with a key it chose: a node resumes them only with that key.
+    const key = crypto.randomBytes(48);
+    const leaf = pki.leaf('a.test');
+    const own = tls.createServer({ key: fs.readFileSync(leaf.key), cert: fs.readFileSync(leaf.cert), ticketKeys: key, sessionIdContext: 'scrubber' }, (s) => { s.on('error', () => {}); s.resume(); });
+    own.listen(0, '127.0.0.1');
+    await once(own, 'listening');
+    const raw = new Redis(redis.url);
+    try {
+      const ticket = await (await connect((own.address() as net.AddressInfo).port, LOCALS[0])).ticket;
+      expect(await notResumed(a.port, ticket, LOCALS)).toEqual(LOCALS);
+      await raw.set(`scrubber:tls-ticket:${ticketPeriod(Date.now(), 43_200_000)}`, key, 'PX', 60_000);
+      const t0 = Date.now();
+      while ((await notResumed(a.port, ticket, LOCALS)).length > 0 && Date.now() - t0 < 8000) await sleep(250);
+      expect(await notResumed(a.port, ticket, LOCALS)).toEqual([]);
+    } finally {
+      raw.disconnect();
+      own.close();
+    }
+  }, 20_000);
 
   it('the key lives in Redis for two periods (12 h each by default), then is gone', async () => {
     const raw = new Redis(redis.url);
@@ -176,6 +200,33 @@ describe.skipIf(!hasRedis)('rotation (clock injected, real stores and a real Red
       await busA.close(); await busB.close();
     }
   }, 30_000);
+
+  it('changes key by itself at each change of period once started, and not after stop()', async () => {
+    const applied: Buffer[] = [];
+    const store = new SqliteFilterStore(openStore(tempDir('scrubber-tk-timer-')));
+    // Periods of 300 ms of the real clock.
+    const keys = new TicketKeys({ rotateMs: 300, now: Date.now, store, apply: (k) => applied.push(k), log: silent });
+    await keys.refresh();
+    keys.start();
+    await sleep(1000);
+    keys.stop();
+    expect(applied.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(applied.map((k) => k.toString('hex'))).size).toBe(applied.length);
+    const n = applied.length;
+    await sleep(700);
+    expect(applied.length).toBe(n);
+  });
+
+  it('a store that fails costs the key nothing: it is used, and a warning says why', async () => {
+    const warned: string[] = [];
+    const broken = { loadTicketKey(): never { throw new Error('disk gone'); }, saveTicketKey(): never { throw new Error('disk gone'); } };
+    const applied: Buffer[] = [];
+    const keys = new TicketKeys({ rotateMs: ROTATE, now: () => 1_800_000_000_000, store: broken, apply: (k) => applied.push(k), log: { warn: (_o, m) => warned.push(m ?? '') } });
+    const k = await keys.refresh();
+    expect(k.length).toBe(48);
+    expect(applied).toEqual([k]);
+    expect(warned).toEqual(['tls: the session ticket key could not be read from the store', 'tls: the session ticket key could not be saved']);
+  });
 
   it('a restart within the period keeps the key; in the next period it is a new one', async () => {
     const clock = { t: 1_800_000_000_000 };

@@ -29,3 +29,8 @@ export function sniLookup(certs: () => Map<string, tls.SecureContext>, name: str
   const n = name.toLowerCase();
   return m.get(n) ?? m.get('*.' + n.slice(n.indexOf('.') + 1)) ?? m.values().next().value;
 }
+
+/** The TLS session id context of every listener. Node's default is a hash of the process's command line, and a
+ *  session resumes only where it matches: every Scrubber process (another --config path, a worker) shares this one,
+ *  or the shared session ticket key (ticket-keys.ts) would resume nothing across them. */
+export const SESSION_ID_CONTEXT = 'scrubber';

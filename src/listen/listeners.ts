@@ -23,7 +23,7 @@ import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply } from './h2.ts';
 import { H2Sessions } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
-import { defaultCertificate, loadCertificates, sniLookup } from './certs.ts';
+import { defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
 
 export { loadCertificates };
 
@@ -107,6 +107,7 @@ export class Listeners {
       ...defaultCertificate(config),
       SNICallback: (name, cb) => cb(null, sniLookup(() => this.certs, name)),
       ticketKeys: this.ticketKeys,
+      sessionIdContext: SESSION_ID_CONTEXT,
       // Our own deadline (tls.handshakeTimeoutMs, from accept) acts first; this is a backstop.
       handshakeTimeout: 2 * config.tls.handshakeTimeoutMs + 1000,
     };
@@ -269,7 +270,7 @@ export class Listeners {
     this.connections.cap = config.limits.maxConnectionsPerSource;
     for (const s of this.servers) this.configure(s, config);
     const fallback = defaultCertificate(config);
-    if (fallback.cert) for (const s of this.servers) if (s instanceof tls.Server) s.setSecureContext({ ...fallback, ticketKeys: this.ticketKeys });
+    if (fallback.cert) for (const s of this.servers) if (s instanceof tls.Server) s.setSecureContext({ ...fallback, ticketKeys: this.ticketKeys, sessionIdContext: SESSION_ID_CONTEXT });
   }
 
   /** Puts a session ticket key in use on every TLS listener (and on those made later). */

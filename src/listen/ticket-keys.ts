@@ -34,15 +34,17 @@ export interface TicketKeyDeps {
   log: { warn(obj: object, msg?: string): void };
 }
 
-/** How often the key is checked against the shared one: a node that was cut off from Redis, or started without it,
- *  takes the cluster's key within this. */
-const CHECK_MS = 30_000;
+/** How often the key is checked against the shared one (a SET NX and a GET: nothing to Redis): a node that was cut
+ *  off from Redis, or started without it, takes the cluster's key within this. */
+const CHECK_MS = 5000;
 
 export class TicketKeys {
   private readonly d: TicketKeyDeps;
   private period = -1;
   private key: Buffer | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** The shared key could not be had last time (said once, until it can again). */
+  private unshared = false;
 
   constructor(deps: TicketKeyDeps) { this.d = deps; }
 
@@ -55,35 +57,45 @@ export class TicketKeys {
     const period = ticketPeriod(this.d.now(), this.d.rotateMs);
     let mine = this.period === period ? this.key : null;
     if (!mine) {
-      const kept = this.d.store.loadTicketKey();
+      const kept = this.attempt('read from the store', () => this.d.store.loadTicketKey());
       mine = kept && kept.period === period && kept.key.length === TICKET_KEY_BYTES ? kept.key : crypto.randomBytes(TICKET_KEY_BYTES);
     }
     let key = mine;
     if (this.d.shared) {
+      let why: string | null = null;
       try {
         const got = await this.d.shared(period, 2 * this.d.rotateMs, mine);
         if (got.length === TICKET_KEY_BYTES) key = got;
-        else this.d.log.warn({ bytes: got.length }, 'tls: the shared session ticket key has the wrong length; this node keeps its own');
+        else why = `the shared key has ${got.length} bytes`;
       } catch (err) {
-        this.d.log.warn({ err: String(err) }, 'tls: shared session ticket key not read; this node keeps its own for now');
+        why = String(err);
       }
+      if (why && !this.unshared) this.d.log.warn({ err: why }, 'tls: the shared session ticket key could not be had; this node seals with its own until it can');
+      this.unshared = why !== null;
     }
     // Another refresh may have finished meanwhile: the later period wins.
     if (period < this.period) return this.key!;
     if (period !== this.period || !this.key?.equals(key)) {
       this.period = period;
       this.key = key;
-      this.d.store.saveTicketKey(period, key);
+      this.attempt('saved', () => this.d.store.saveTicketKey(period, key));
       this.d.apply(key);
     }
     return key;
+  }
+
+  /** The store is the node's disk: a failure there costs resumption after a restart, never the key in use. */
+  private attempt<T>(what: string, f: () => T): T | null {
+    try { return f(); } catch (err) { this.d.log.warn({ err: String(err) }, `tls: the session ticket key could not be ${what}`); return null; }
   }
 
   /** Refreshes at every change of period and every CHECK_MS. */
   start(): void {
     const next = () => {
       const now = this.d.now(), untilChange = this.d.rotateMs - (now % this.d.rotateMs);
-      this.timer = setTimeout(() => { void this.refresh().finally(() => { if (this.timer) next(); }); }, Math.min(CHECK_MS, untilChange + 1));
+      this.timer = setTimeout(() => {
+        this.refresh().catch((err: unknown) => this.d.log.warn({ err: String(err) }, 'tls: session ticket key not refreshed')).finally(() => { if (this.timer) next(); });
+      }, Math.min(CHECK_MS, untilChange + 1));
       this.timer.unref();
     };
     next();
