@@ -27,10 +27,28 @@ describe('the Redis decision queue', () => {
     q.put(ban('10.0.0.2', t + 1), true);
     q.put(ban('10.0.0.3', t + 2), true); // the unban is dropped: remembered as never written
     q.close();
-    expect(ips(store.saved)).toEqual(['10.0.0.2', '10.0.0.3']);
-    // A catch-up under way when the bus closed ends by taking back what the full queue dropped.
+    const saves = store.saves;
+    // A catch-up under way when the bus closed ends by taking back what the full queue dropped: saved again.
     q.requeue();
+    expect(store.saves).toBe(saves + 1);
     expect(ips(store.saved)).toEqual(['-10.0.0.1', '10.0.0.2', '10.0.0.3']);
+  });
+
+  it('keeps what the full queue dropped across a restart, as never written', () => {
+    const { q, store } = queueOf(2);
+    const t = Date.now();
+    q.put(unban('10.0.0.1', t), true);
+    q.put(ban('10.0.0.2', t + 1), true);
+    q.put(ban('10.0.0.3', t + 2), true); // the unban is dropped: never written, in force here
+    q.close();
+    expect(ips(store.saved)).toEqual(['-10.0.0.1', '10.0.0.2', '10.0.0.3']);
+    // The next start: the same bound, the same queue, the unban again remembered as never written.
+    const next = new DecisionQueue(2, { load: () => store.saved, save() {} }, silent);
+    next.loadSaved();
+    expect(next.size).toBe(2);
+    expect(next.holds(pendingKey(unban('10.0.0.1', t)))).toBe(true);
+    next.requeue();
+    expect(next.size).toBe(3);
   });
 
   it.skipIf(!hasRedis)('does not write again a decision dropped from the full queue while its batch was being written (real Redis)', async () => {

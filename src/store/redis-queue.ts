@@ -54,7 +54,8 @@ export class DecisionQueue {
   loadSaved(): Decision[] {
     let ds: Decision[] = [];
     try { ds = this.store?.load() ?? []; } catch (err) { this.log.warn({ err: String(err) }, 'redis: the saved queue could not be read'); }
-    for (const d of ds) this.pending.put(d);
+    // Oldest first, as saved: past the bound the oldest are remembered as never written, as before the restart.
+    for (const d of ds) this.put(d, false);
     this.saved = ds.length > 0;
     return ds;
   }
@@ -177,7 +178,8 @@ export class DecisionQueue {
   save(): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     if (!this.store) return;
-    const ds = this.pending.all();
+    // What the full queue dropped too (older, so first): in force here and never written, it must outlive a restart.
+    const ds = [...this.unwritten.values(), ...this.pending.all()];
     if (ds.length === 0 && !this.saved) return;
     try { this.store.save(ds); this.saved = ds.length > 0; } catch (err) { this.log.warn({ err: String(err) }, 'redis: the queue could not be saved'); }
   }
