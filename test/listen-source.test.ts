@@ -19,7 +19,7 @@ const formerKey = (hi: number, lo: number) => `${new ipaddr.IPv6([hi >>> 16, hi 
 const spelt = fc.record({
   groups: fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff })), { minLength: 8, maxLength: 8 }),
   gapAt: fc.integer({ min: -1, max: 7 }), gapLen: fc.integer({ min: 1, max: 8 }),
-  pad: fc.boolean(), upper: fc.boolean(), zone: fc.option(fc.constantFrom('eth0', '1', 'lo'), { nil: undefined }),
+  pad: fc.boolean(), upper: fc.boolean(), zone: fc.option(fc.constantFrom('eth0', '1', 'lo', 'ETH1', 'br-1a2b', 'eth0.100', 'veth_x', ''), { nil: undefined }),
 }).map(({ groups, gapAt, gapLen, pad, upper, zone }) => {
   const hex = groups.map((g) => (pad ? g.toString(16).padStart(4, '0') : g.toString(16)));
   let text: string;
@@ -29,7 +29,7 @@ const spelt = fc.record({
     for (let i = gapAt; i < gapAt + len; i++) groups[i] = 0;
     text = `${hex.slice(0, gapAt).join(':')}::${hex.slice(gapAt + len).join(':')}`;
   }
-  return (upper ? text.toUpperCase() : text) + (zone ? `%${zone}` : '');
+  return (upper ? text.toUpperCase() : text) + (zone !== undefined ? `%${zone}` : '');
 });
 
 describe('an IPv6 peer\'s /64', () => {
@@ -42,10 +42,10 @@ describe('an IPv6 peer\'s /64', () => {
   });
 
   it('refuses what is not an address, as ipaddr.js does', () => {
-    const junk = fc.stringMatching(/^[0-9a-fA-F:%.gx ]{0,24}$/);
+    const junk = fc.stringMatching(/^[0-9a-fA-F:%.gx_ -]{0,24}$/);
     fc.assert(fc.property(junk, (s) => {
       const w = prefix64Of(s);
-      if (w) expect(w).toEqual(oracle(s.split('%')[0]));
+      if (w) expect(w).toEqual(oracle(s));
     }), { numRuns: 20000 });
     for (const bad of ['', ':', ':::', '1:::2', '1::2::3', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7', '12345::', '1:', ':1::', '::1:', 'g::', '1:2:3:4:5:6:7:8::', '\u0010::']) expect(prefix64Of(bad), bad).toBeNull();
   });
