@@ -72,7 +72,7 @@ export class ClockCheck {
       const offset = clockOffset(sentAt, this.now(), reply);
       if (offset === null) {
         // Said once: a Redis always this slow to answer leaves the clock unchecked, and nothing else would say so.
-        if (++this.unmeasured === UNMEASURED_WARN_AFTER) this.log.warn({ tries: this.unmeasured, maxRoundTripMs: MAX_ROUND_TRIP_MS }, 'redis: every TIME round trip was too slow to measure this node\'s clock offset; it stays unchecked until one is quicker');
+        if (++this.unmeasured === UNMEASURED_WARN_AFTER) this.log.warn({ tries: this.unmeasured, maxRoundTripMs: MAX_ROUND_TRIP_MS }, 'redis: no TIME reply could measure this node\'s clock offset (each round trip over the limit, or no time in the reply); it stays unchecked until one can');
         return;
       }
       this.unmeasured = 0;
