@@ -8,7 +8,7 @@ import ipaddr from 'ipaddr.js';
 import { sourceKey, prefix64Key, prefix64Words } from '../src/listen/source.ts';
 import { LruSourceStore, SourceState, RING, UA_SLOTS } from '../src/detect/sources.ts';
 import { SourceTable, ipv4 } from '../src/detect/source-table.ts';
-import { fmix, LONG_PROBE } from '../src/detect/source-hash.ts';
+import { LONG_PROBE } from '../src/detect/source-hash.ts';
 
 interface Model {
   levels: number[]; last: number; trustUntil: number; challengedAt: number; goodSince: number; score: number;
@@ -190,9 +190,9 @@ describe('the compact source table', () => {
     // At its full size from the start (1024 records, it never grows): a growth would index every source again and
     // hide one the rehash left out.
     const t = new SourceTable(3, 1024, undefined, () => (drawn++ < 2 ? seeds[drawn - 1] : (Math.random() * 2 ** 32) | 0));
-    // Keys meeting under the seed the attacker knows: fmix(lo ^ fmix(HI ^ seed2)) = i, small.
-    const mixHi = fmix(HI ^ seeds[1]);
-    const keys = Array.from({ length: 1000 }, (_, i) => prefix64Key(HI, (fmixInverse(i) ^ mixHi) >>> 0));
+    // Keys meeting under the multipliers the attacker knows: lo × a + HI × a2 = i (mod 2^32), small, for each i.
+    const inv = modInverse(seeds[0]), hiPart = Math.imul(HI, seeds[1]);
+    const keys = Array.from({ length: 1000 }, (_, i) => prefix64Key(HI, Math.imul(i - hiPart, inv) >>> 0));
     for (const [n, k] of keys.entries()) {
       t.touch(k);
       // Before the walk passes LONG_PROBE, the keys do pile up (the test's keys are what it says they are).
@@ -226,13 +226,4 @@ function modInverse(a: number): number {
   let x = a;
   for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(a, x));
   return x;
-}
-
-/** The y with fmix(y) = h. */
-function fmixInverse(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, modInverse(0xc2b2ae35));
-  h ^= (h >>> 13) ^ (h >>> 26);
-  h = Math.imul(h, modInverse(0x85ebca6b));
-  return h ^ (h >>> 16);
 }

@@ -16,7 +16,7 @@
 // a record and of the header: source-layout.ts; where a key goes in the index,
 // and why its hash is seeded: source-hash.ts.
 import { ipv4, prefix64Key, prefix64Words } from '../listen/source.ts';
-import { fmix, LONG_PROBE, longestRun } from './source-hash.ts';
+import { LONG_PROBE, longestRun } from './source-hash.ts';
 import { F_LIVE, F_STRING_KEY, H, HEADER_WORDS, indexSize, NEVER, W } from './source-layout.ts';
 
 export { ipv4 };
@@ -69,8 +69,8 @@ export class SourceSlots {
     this.layout(buffer ?? new ArrayBuffer(SourceSlots.bytesFor(rules, Math.min(this.max, 1024))), buffer ? this.max : Math.min(this.max, 1024));
     this.reset();
     // In the header, so that the seed travels with the buffer (it is copied when the table grows).
-    this.h[H.seed] = random();
-    this.h[H.seed2] = random();
+    this.h[H.seed] = random() | 1;
+    this.h[H.seed2] = random() | 1;
   }
 
   private layout(buffer: ArrayBufferLike, capacity: number): void {
@@ -188,7 +188,8 @@ export class SourceSlots {
    *  source-hash.ts). */
   private hash(k: number, k2: number): number {
     const h = this.h;
-    return fmix(k2 === -1 ? k ^ h[H.seed] : k ^ fmix(k2 ^ h[H.seed2])) >>> this.shift;
+    const x = Math.imul(k, h[H.seed]);
+    return (k2 === -1 ? x : x + Math.imul(k2, h[H.seed2])) >>> this.shift;
   }
 
   private probe(k: number, k2: number): number {
@@ -247,8 +248,8 @@ export class SourceSlots {
   /** A new seed, and every numeric key indexed again under it (keys that met under the old seed part). */
   private rehash(): void {
     this.reseeds++;
-    this.h[H.seed] = this.random();
-    this.h[H.seed2] = this.random();
+    this.h[H.seed] = this.random() | 1;
+    this.h[H.seed2] = this.random() | 1;
     this.idx.fill(0);
     this.reindex(this.h[H.used]);
   }
