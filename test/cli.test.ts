@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import { once } from 'node:events';
-import { startOrigin, freePort, tempDir, request, sleep, type Origin } from './helpers/servers.ts';
+import { startOrigin, tempDir, request, sleep, type Origin } from './helpers/servers.ts';
 
 const BIN = path.resolve('bin/scrubber.js');
 
@@ -93,7 +93,7 @@ describe('running the CLI', () => {
   let file: string;
   let logs = '';
   const config = (upstream: string, extra: Record<string, unknown> = {}) => ({
-    listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: adminPort },
+    listen: [{ host: '127.0.0.1', port: 0 }], admin: { host: '127.0.0.1', port: 0 },
     state: { dir: path.join(path.dirname(file), 'state') }, shutdown: { drainTimeoutMs: 3000 },
     domains: [{ name: 'site.test', upstreams: [upstream] }], ...extra,
   });
@@ -104,8 +104,8 @@ describe('running the CLI', () => {
       setTimeout(() => res.end('A'), req.url === '/slow' ? 1000 : 0);
     });
     b = await startOrigin((_req, res) => res.end('B'));
-    port = await freePort();
-    adminPort = await freePort();
+    // Port 0 (the kernel's choice, read back from the start line): a port found free and bound later can be taken by
+    // another test in between.
     file = path.join(tempDir(), 'scrubber.json');
     fs.writeFileSync(file, JSON.stringify(config(a.address)));
     child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
@@ -113,6 +113,9 @@ describe('running the CLI', () => {
     child.stderr!.on('data', (d) => { logs += d; });
     for (let i = 0; i < 100 && !logs.includes('scrubber started'); i++) await sleep(50);
     expect(logs).toContain('scrubber started');
+    const started = JSON.parse(logs.split('\n').find((l) => l.includes('scrubber started'))!) as { listen: { port: number }[]; admin: { port: number } };
+    port = started.listen[0].port;
+    adminPort = started.admin.port;
   });
   afterAll(async () => {
     if (child.exitCode === null) { child.kill('SIGKILL'); }

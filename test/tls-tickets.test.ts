@@ -11,7 +11,7 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
-import { startOrigin, freePort, tempDir, sleep, type Origin } from './helpers/servers.ts';
+import { startOrigin, tempDir, sleep, type Origin } from './helpers/servers.ts';
 import { findRedisServer, startRedis, type RedisServer } from './helpers/redis.ts';
 import { makePki, type TestPki } from './helpers/certs.ts';
 import { openStore } from '../src/store/db.ts';
@@ -26,13 +26,17 @@ const silent = { info() {}, warn() {} };
 
 interface Node { port: number; file: string; child: ChildProcess; logs: string }
 
-async function startNode(file: string, port: number): Promise<Node> {
+/** Every port is 0 (the kernel's choice: no race with other tests for a port found free); the TLS one is read from
+ *  the start line of the log. */
+async function startNode(file: string): Promise<Node> {
   const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
-  const node: Node = { port, file, child, logs: '' };
+  const node: Node = { port: 0, file, child, logs: '' };
   child.stdout!.on('data', (d) => { node.logs += d; });
   child.stderr!.on('data', (d) => { node.logs += d; });
   for (let i = 0; i < 200 && !node.logs.includes('scrubber started'); i++) await sleep(50);
-  if (!node.logs.includes('scrubber started')) throw new Error(`node did not start:\n${node.logs}`);
+  const line = node.logs.split('\n').find((l) => l.includes('scrubber started'));
+  if (!line) throw new Error(`node did not start:\n${node.logs}`);
+  node.port = (JSON.parse(line) as { listen: { port: number; tls: boolean }[] }).listen.find((l) => l.tls)!.port;
   return node;
 }
 
@@ -43,22 +47,22 @@ async function stopNode(n: Node): Promise<void> {
 }
 
 let pki: TestPki;
+let leaf: { cert: string; key: string };
 let origin: Origin;
-beforeAll(async () => { pki = makePki(); origin = await startOrigin((_q, r) => r.end('ok')); });
+beforeAll(async () => { pki = makePki(); leaf = pki.leaf('a.test'); origin = await startOrigin((_q, r) => r.end('ok')); });
 afterAll(async () => { await origin?.close(); });
 
 /** A node terminating a.test with `workers` processes; `redis`: on that Redis. */
 async function makeNode(name: string, workers: number, redis?: string): Promise<Node> {
   const dir = tempDir(`scrubber-tickets-${name}-`);
-  const port = await freePort(), admin = await freePort();
   const file = path.join(dir, 'c.json');
   fs.writeFileSync(file, JSON.stringify({
-    listen: [{ host: '127.0.0.1', port: await freePort() }], admin: { host: '127.0.0.1', port: admin }, workers,
-    tls: { listen: [{ host: '127.0.0.1', port }], certs: [{ domains: ['a.test'], ...pki.leaf('a.test') }] },
+    listen: [{ host: '127.0.0.1', port: 0 }], admin: { host: '127.0.0.1', port: 0 }, workers,
+    tls: { listen: [{ host: '127.0.0.1', port: 0 }], certs: [{ domains: ['a.test'], ...leaf }] },
     state: { dir: path.join(dir, 'data'), ...(redis ? { redis: { url: redis } } : {}) },
     shutdown: { drainTimeoutMs: 300 }, domains: [{ name: 'a.test', upstreams: [origin.address] }],
   }));
-  return startNode(file, port);
+  return startNode(file);
 }
 
 /** A TLS connection from `local`, offering `session`: whether it was resumed, and the ticket it was given. */
@@ -104,14 +108,13 @@ describe.skipIf(!hasRedis)('one session ticket key for every worker and every no
     expect(await notResumed(a.port, ticket, LOCALS)).toEqual([]);
     expect(await notResumed(b.port, ticket, LOCALS)).toEqual([]);
     await stopNode(a);
-    a = await startNode(a.file, a.port);
+    a = await startNode(a.file);
     expect(await notResumed(a.port, ticket, LOCALS)).toEqual([]);
   }, 30_000);
 
   it('a key put in Redis for the period is taken up by every worker of a running node within seconds (sent to them)', async () => {
     // A TLS server of the test's own, sealing tickets with a key it chose: a node resumes them only with that key.
     const key = crypto.randomBytes(48);
-    const leaf = pki.leaf('a.test');
     const own = tls.createServer({ key: fs.readFileSync(leaf.key), cert: fs.readFileSync(leaf.cert), ticketKeys: key, sessionIdContext: 'scrubber' }, (s) => { s.on('error', () => {}); s.resume(); });
     own.listen(0, '127.0.0.1');
     await once(own, 'listening');
@@ -147,7 +150,7 @@ describe('a node alone', () => {
     try {
       const ticket = await (await connect(n.port, '127.0.78.1')).ticket;
       await stopNode(n);
-      n = await startNode(n.file, n.port);
+      n = await startNode(n.file);
       expect(await notResumed(n.port, ticket, ['127.0.78.1', '127.0.78.2'])).toEqual([]);
     } finally { n.child.kill('SIGKILL'); }
   }, 30_000);
