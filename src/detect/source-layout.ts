@@ -24,6 +24,6 @@ export const NEVER = -0x80000000;
 export const SPILLED = -0x7fffffff;
 export const HEADER_WORDS = 16;
 /** Header (Int32 words; the time base and the eviction count are Float64 at words 0 and 2). */
-export const H = { head: 4, tail: 5, free: 6, used: 7, size: 8, capacity: 9, wlBase: 10, timeSet: 11, seed: 12, seed2: 13 } as const;
+export const H = { head: 4, tail: 5, free: 6, used: 7, size: 8, capacity: 9, wlBase: 10, timeSet: 11 } as const;
 
 export const indexSize = (capacity: number) => 2 ** Math.max(4, Math.ceil(Math.log2(capacity * 2)));

@@ -14,9 +14,9 @@
 // single-threaded: nothing here locks, and the string keys stay in this
 // thread. An owned buffer starts small and doubles up to `max`. The layout of
 // a record and of the header: source-layout.ts; where a key goes in the index,
-// and why its hash is seeded: source-hash.ts.
+// and why its hash is keyed: source-hash.ts.
 import { ipv4, prefix64Key, prefix64Words } from '../listen/source.ts';
-import { LONG_PROBE, longestRun } from './source-hash.ts';
+import { LONG_PROBE, longestRun, TABLES } from './source-hash.ts';
 import { F_LIVE, F_STRING_KEY, H, HEADER_WORDS, indexSize, NEVER, W } from './source-layout.ts';
 
 export { ipv4 };
@@ -54,6 +54,9 @@ export class SourceSlots {
   /** 32 random bits (tests inject theirs). */
   private readonly random: () => number;
   private reseeds = 0;
+  /** The hash's random tables (source-hash.ts): 8 × 256 words, one table per byte of the key's two words. A later
+   *  table shared between threads must share these too. */
+  private tab = new Int32Array(TABLES * 256);
 
   /** Bytes of a buffer holding `max` sources of `rules` rules (for a caller that brings its own, e.g. shared, buffer). */
   static bytesFor(rules: number, max: number): number {
@@ -68,9 +71,7 @@ export class SourceSlots {
     this.random = random;
     this.layout(buffer ?? new ArrayBuffer(SourceSlots.bytesFor(rules, Math.min(this.max, 1024))), buffer ? this.max : Math.min(this.max, 1024));
     this.reset();
-    // In the header, so that the seed travels with the buffer (it is copied when the table grows).
-    this.h[H.seed] = random() | 1;
-    this.h[H.seed2] = random() | 1;
+    this.draw();
   }
 
   private layout(buffer: ArrayBufferLike, capacity: number): void {
@@ -108,7 +109,7 @@ export class SourceSlots {
   get stringKeys(): number { return this.strings.size; }
   get evicted(): number { return this.hf[1]; }
   get capacity(): number { return this.h[H.capacity]; }
-  /** Times the index was rebuilt on a new seed because keys piled up on one place (see LONG_PROBE). */
+  /** Times the index was rebuilt on new random tables because keys piled up on one place (see LONG_PROBE). */
   get rehashes(): number { return this.reseeds; }
 
   /** The most any lookup can walk now (for tests and diagnostics; O(index)). */
@@ -184,12 +185,13 @@ export class SourceSlots {
     this.hf[1] = evicted;
   }
 
-  /** Index position of a key (k2 = -1: an IPv4 address, hashed as the word alone), under the table's seed (why:
-   *  source-hash.ts). */
+  /** Index position of a key (k2 = -1: an IPv4 address, hashed as the word alone): simple tabulation on the table's
+   *  random tables (why: source-hash.ts). */
   private hash(k: number, k2: number): number {
-    const h = this.h;
-    const x = Math.imul(k, h[H.seed]);
-    return (k2 === -1 ? x : x + Math.imul(k2, h[H.seed2])) >>> this.shift;
+    const t = this.tab;
+    let x = t[k & 255] ^ t[256 | ((k >>> 8) & 255)] ^ t[512 | ((k >>> 16) & 255)] ^ t[768 | (k >>> 24)];
+    if (k2 !== -1) x ^= t[1024 | (k2 & 255)] ^ t[1280 | ((k2 >>> 8) & 255)] ^ t[1536 | ((k2 >>> 16) & 255)] ^ t[1792 | (k2 >>> 24)];
+    return x >>> this.shift;
   }
 
   private probe(k: number, k2: number): number {
@@ -245,14 +247,15 @@ export class SourceSlots {
     return walked;
   }
 
-  /** A new seed, and every numeric key indexed again under it (keys that met under the old seed part). */
+  /** New random tables, and every numeric key indexed again under them (keys that met under the old ones part). */
   private rehash(): void {
     this.reseeds++;
-    this.h[H.seed] = this.random() | 1;
-    this.h[H.seed2] = this.random() | 1;
+    this.draw();
     this.idx.fill(0);
     this.reindex(this.h[H.used]);
   }
+
+  private draw(): void { for (let i = 0; i < this.tab.length; i++) this.tab[i] = this.random(); }
 
   private reindex(slots: number): void {
     for (let s = 0; s < slots; s++) {
