@@ -51,6 +51,20 @@ describe('the Redis decision queue', () => {
     expect(next.size).toBe(3);
   });
 
+  it('forgets the oldest of what the full queue dropped past as many again, so the saved copy stays bounded', () => {
+    const warned: string[] = [];
+    const store = { saved: [] as Decision[], load: () => [] as Decision[], save(ds: Decision[]) { this.saved = ds; } };
+    const q = new DecisionQueue(2, store, { info() {}, warn: (_o, m) => warned.push(m ?? '') });
+    const t = Date.now();
+    for (let i = 1; i <= 7; i++) q.put(ban(`10.0.0.${i}`, t + i), true);
+    q.close();
+    // 2 queued, 2 dropped kept as never written, the 3 oldest forgotten (and said so).
+    expect(ips(store.saved)).toEqual(['10.0.0.4', '10.0.0.5', '10.0.0.6', '10.0.0.7']);
+    expect(q.holds(pendingKey(ban('10.0.0.3', t)))).toBe(false);
+    expect(q.holds(pendingKey(ban('10.0.0.4', t)))).toBe(true);
+    expect(warned.filter((m) => /forgotten/.test(m))).toHaveLength(1);
+  });
+
   it.skipIf(!hasRedis)('does not write again a decision dropped from the full queue while its batch was being written (real Redis)', async () => {
     const redis = await startRedis();
     const cmd = new Redis(redis.url), sub = new Redis(redis.url);

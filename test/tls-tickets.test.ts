@@ -164,9 +164,9 @@ describe.skipIf(!hasRedis)('rotation (clock injected, real stores and a real Red
   const ROTATE = 60_000;
   function node(name: string, clock: { t: number }, bus: RedisBus | null) {
     const store = new SqliteFilterStore(openStore(tempDir(`scrubber-tk-${name}-`)));
-    const applied: Buffer[] = [];
-    const keys = new TicketKeys({ rotateMs: ROTATE, now: () => clock.t, store, shared: bus ? (p, t, m) => bus.ticketKey(p, t, m) : undefined, apply: (k) => applied.push(k), log: silent });
-    return { keys, applied, store };
+    const applied: Buffer[] = [], warned: string[] = [];
+    const keys = new TicketKeys({ rotateMs: ROTATE, now: () => clock.t, store, shared: bus ? (p, t, m) => bus.ticketKey(p, t, m) : undefined, apply: (k) => applied.push(k), log: { warn: (_o, m) => warned.push(m ?? '') } });
+    return { keys, applied, store, warned };
   }
 
   it('every node changes key at the same period, to the same key; a node cut off uses its own and takes the shared one back', async () => {
@@ -193,6 +193,9 @@ describe.skipIf(!hasRedis)('rotation (clock injected, real stores and a real Red
       const ownA = await a.keys.refresh(), ownB = await b.keys.refresh();
       expect(ownA).not.toEqual(k2);
       expect(ownA).not.toEqual(ownB);
+      // Said once, not at every check while it lasts.
+      await a.keys.refresh();
+      expect(a.warned).toEqual(['tls: the shared session ticket key could not be had; this node seals with its own until it can']);
       // ...and once it is back, the first to offer its own makes it the cluster's, and the other takes it.
       await redis.restart();
       await until(() => busA.healthy && busB.healthy);

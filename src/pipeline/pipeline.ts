@@ -97,10 +97,13 @@ export class Pipeline implements FlowContext {
   private later(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket, info = connectionInfo(socket as net.Socket);
     if (++info.pipelined > PIPELINE_DEPTH) { socket.destroy(); return; }
-    if (info.pipelined === 1) socket.pause();
+    // Paused at each one: Node resumes a connection it paused itself (a large answer drained) while ours still wait.
+    socket.pause();
     res.once('socket', () => {
       if (--info.pipelined === 0) socket.resume();
-      this.handle(req, res);
+      else socket.pause();
+      // Node hands the socket on even when the answer before ended in its destruction: nothing to start then.
+      if (!socket.destroyed) this.handle(req, res);
     });
   }
 

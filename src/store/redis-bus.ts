@@ -135,7 +135,7 @@ export class RedisBus implements DecisionBus {
     }
   }
 
-  ticketKey(p: number, ttlMs: number, mine: Buffer): Promise<Buffer> { return this.healthy ? sharedValue(this.cmd, this.k.ticket + p, mine, ttlMs) : Promise.resolve(mine); }
+  ticketKey(p: number, ttlMs: number, mine: Buffer): Promise<Buffer> { return this.healthy ? sharedValue(this.cmd, this.k.ticket + p, mine, ttlMs) : Promise.reject(new Error('Redis is out of reach')); }
 
   async secret(local: Buffer): Promise<Buffer> {
     if (!(await this.waitReady())) {

@@ -27,6 +27,7 @@ export class DecisionQueue {
   /** Keys (pendingKey) of decisions dropped from the full queue: never written, still in force here. */
   private readonly unwritten = new Map<string, Decision>();
   private dropped = 0;
+  private forgotten = 0;
   /** The saved copy is not empty (it must be cleared once everything is written). */
   private saved = false;
   private timer: NodeJS.Timeout | null = null;
@@ -69,6 +70,12 @@ export class DecisionQueue {
     if (lost) {
       this.unwritten.set(pendingKey(lost), lost);
       if (this.dropped++ % 10_000 === 0) this.log.warn({ dropped: this.dropped, max: this.max }, 'redis: decision queue full, oldest dropped');
+      // Bounded too (memory, and the saved copy): past as many again, the oldest dropped are forgotten, in force here
+      // only, and a catch-up may take their absence from Redis for another node's undoing.
+      if (this.unwritten.size > this.max) {
+        this.unwritten.delete(this.unwritten.keys().next().value!);
+        if (this.forgotten++ % 10_000 === 0) this.log.warn({ forgotten: this.forgotten, max: this.max }, 'redis: decisions dropped from the full queue were forgotten (never written)');
+      }
     }
     if (away) this.saveSoon();
   }
@@ -91,7 +98,7 @@ export class DecisionQueue {
   catchingUp(on: boolean): void { this.writtenInCatchUp = on ? new Set() : null; }
 
   /** A batch was written (`wrote`: what Redis took of it; the rest had expired, or was older than what Redis holds);
-   *  a saved copy follows (emptied with the queue: it must not replay written decisions). */
+   *  a saved copy follows soon (emptied with the queue). */
   done(batch: Batch, wrote: ReadonlySet<Decision>): void {
     this.pending.done(batch);
     const now = Date.now();
@@ -103,7 +110,9 @@ export class DecisionQueue {
     }
     for (const [key, e] of this.recent) { if (e.w > now - RECENT_MS) break; this.recent.delete(key); }
     for (const [key] of batch) this.refusals.delete(key);
-    if (this.saved) this.save();
+    // Within a second, not after every batch (the whole queue each time): a copy that replays a written decision
+    // after a crash rewrites what Redis holds, or is refused there as older.
+    if (this.saved) this.saveSoon();
   }
 
   /**
