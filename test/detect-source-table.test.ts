@@ -167,7 +167,7 @@ describe('the compact source table', () => {
   const HI = 0x20010db8;
   it('spreads /64s picked to share one home under a fixed hash', () => {
     const t = new SourceTable(3, 4096);
-    // The hash the table had before it was seeded: Fibonacci hashing of the two words (8192 positions: >>> 19).
+    // The hash the table had before it was keyed: Fibonacci hashing of the two words (8192 positions: >>> 19).
     const fixed = (lo: number, hi: number) => Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 19;
     const keys: string[] = [];
     // lo × 0x9e3779b1 (odd, so invertible mod 2^32) small ⇒ the top 13 bits 0 ⇒ home 0, for each lo below.
