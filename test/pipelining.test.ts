@@ -100,3 +100,24 @@ describe('pipelined requests', () => {
     expect(origin.seen.map((s) => s.url)).toEqual(['/last?ms=50']);
   });
 });
+
+describe('a pipelining flood', () => {
+  let guarded: Proxy;
+  beforeAll(async () => { guarded = await startProxy({ filter: { mode: 'auto' }, domains: [domain('site.test', [origin.address])] }); });
+  afterAll(async () => { await guarded.close(); });
+
+  it('is counted against its source at each connection closed for its depth, and banned as malformed', async () => {
+    const wire = ['/slow?ms=100', ...Array.from({ length: PIPELINE_DEPTH + 1 }, (_, i) => `/q${i}`)].map((p) => get(p)).join('');
+    for (let i = 0; i < 30 && !guarded.app.filter.bans().some((b) => b.ip === '127.0.91.1'); i++) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect({ port: guarded.port, host: '127.0.0.1', localAddress: '127.0.91.1' });
+        s.on('connect', () => s.write(wire));
+        s.on('data', () => {});
+        s.on('error', () => {});
+        s.on('close', () => resolve());
+        setTimeout(() => { s.destroy(); resolve(); }, 1000);
+      });
+    }
+    expect(guarded.app.filter.bans().find((b) => b.ip === '127.0.91.1')?.rule).toBe('malformed');
+  });
+});

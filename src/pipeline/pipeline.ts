@@ -96,7 +96,12 @@ export class Pipeline implements FlowContext {
    */
   private later(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket, info = connectionInfo(socket as net.Socket);
-    if (++info.pipelined > PIPELINE_DEPTH) { socket.destroy(); return; }
+    if (++info.pipelined > PIPELINE_DEPTH) {
+      // Counted against the source as a malformed request: no client needs that many answers outstanding.
+      if (!socket.destroyed) this.filter.onClientError(info.source, 'HPE_PIPELINE_DEPTH');
+      socket.destroy();
+      return;
+    }
     // Paused at each one: Node resumes a connection it paused itself (a large answer drained) while ours still wait.
     socket.pause();
     res.once('socket', () => {
