@@ -446,6 +446,9 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       const p = 'secret-back:';
       const a = mk(own.url, p, 'A');
       const s = await a.bus.secret(Buffer.alloc(32, 7));
+      // The first catch-up must have read Redis's epoch before Redis goes, or its return is a first contact, not a wipe
+      // (the secret's two round trips can end before the epoch's three: the test failed so once under a loaded CI).
+      await waitFor('first catch-up', () => a.bus.healthy && !a.bus.catchingUp, 5000);
       await own.restart();
       await waitFor('written back', () => a.bus.healthy && a.logs.some((l) => l.includes('its data is gone')) && a.bus.pendingCount === 0, 8000);
       await sleep(200);
