@@ -53,7 +53,7 @@ export class SourceSlots {
   private lastSlot = -1;
   /** 32 random bits (tests inject theirs). */
   private readonly random: () => number;
-  private reseeds = 0;
+  private rehashCount = 0;
   /** The hash's random tables (source-hash.ts): 8 × 256 words, one table per byte of the key's two words. A later
    *  table shared between threads must share these too. */
   private tab = new Int32Array(TABLES * 256);
@@ -110,7 +110,7 @@ export class SourceSlots {
   get evicted(): number { return this.hf[1]; }
   get capacity(): number { return this.h[H.capacity]; }
   /** Times the index was rebuilt on new random tables because keys piled up on one place (see LONG_PROBE). */
-  get rehashes(): number { return this.reseeds; }
+  get rehashes(): number { return this.rehashCount; }
 
   /** The most any lookup can walk now (for tests and diagnostics; O(index)). */
   longestRun(): number { return longestRun(this.idx); }
@@ -249,7 +249,7 @@ export class SourceSlots {
 
   /** New random tables, and every numeric key indexed again under them (keys that met under the old ones part). */
   private rehash(): void {
-    this.reseeds++;
+    this.rehashCount++;
     this.draw();
     this.idx.fill(0);
     this.reindex(this.h[H.used]);

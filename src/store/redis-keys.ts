@@ -42,6 +42,9 @@ export const redisKeys = (p: string): RedisKeys =>
 /** The value every node uses at `key`: `mine` is written first where there is none (the first node wins; with an
  *  expiry, ms, when given). */
 export async function sharedValue(cmd: Redis, key: string, mine: Buffer, ttlMs?: number): Promise<Buffer> {
+  // Read first: the ticket key is asked every few seconds, and is there nearly always (one round trip, no write).
+  const had = await cmd.getBuffer(key);
+  if (had && had.length) return had;
   if (ttlMs) await cmd.set(key, mine, 'PX', ttlMs, 'NX');
   else await cmd.set(key, mine, 'NX');
   const v = await cmd.getBuffer(key);
