@@ -16,8 +16,6 @@ process.on('disconnect', () => process.exit(0));
 let worker: Worker | null = null;
 const early: [ToWorker, net.Socket | undefined][] = [];
 process.on('message', (m: ToWorker, socket?: net.Socket) => {
-  // Node has acknowledged the descriptor already (so the channel is free): the primary's next one may come.
-  if (m.t === 'conn') send({ t: 'took' });
   if (worker) { worker.handle(m, socket); return; }
   if (m.t !== 'init') { early.push([m, socket]); return; }
   const log = createLogger(m.init.config.log.level).child({ worker: m.init.index });

@@ -8,10 +8,12 @@
 // read it (one turn of its event loop) every later message waits in Node's
 // own queue, decisions included, behind all the connections queued before
 // them. So the pool keeps its own queue per worker and hands the next
-// connection only once the worker said it took the last ('took', sent right
-// after Node's acknowledgement): a decision then waits for one handover at
-// most, and a connection whose source was banned while it waited is refused
-// here, as at accept, instead of being handed over.
+// connection only once Node's acknowledgement of the last one came back (the
+// channel's internal NODE_HANDLE_ACK, which Node itself waits for; a message
+// of our own would cost the worker a second write and the primary a second
+// wake-up per connection): a decision then waits for one handover at most, and
+// a connection whose source was banned while it waited is refused here, as at
+// accept, instead of being handed over.
 import { fork, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Logger } from '../log.ts';
@@ -118,11 +120,17 @@ export class WorkerPool {
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
         w.heardAt = this.now();
-        if (m.t === 'took') { w.sending = false; this.handOver(w); return; }
         if (m.t === 'ready') { w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
         if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; this.d.onReport(index, m.r); this.answered(m.id, index); return; }
         this.d.onMessage(index, m);
+      });
+      // Node's own listener (registered at fork, so it runs first) has sent what waited behind the descriptor.
+      child.on('internalMessage', (m: { cmd?: string }) => {
+        if (m?.cmd !== 'NODE_HANDLE_ACK' || !w.sending) return;
+        w.heardAt = this.now();
+        w.sending = false;
+        this.handOver(w);
       });
       child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
       child.once('exit', (code, signal) => {
@@ -158,7 +166,7 @@ export class WorkerPool {
     if (w.child.connected) w.child.send(m, () => {});
   }
 
-  /** Hands over the oldest waiting connection unless one is on its way (the worker's 'took' calls this again). */
+  /** Hands over the oldest waiting connection unless one is on its way (Node's acknowledgement calls this again). */
   private handOver(w: Worker): void {
     while (!w.sending && w.waiting.length > 0) {
       const c = w.waiting.shift()!;

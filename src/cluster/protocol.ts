@@ -65,8 +65,6 @@ export type ToWorker =
 
 export type FromWorker =
   | { t: 'ready' }
-  /** The connection handed over last arrived: the primary may hand over the next (pool.ts). */
-  | { t: 'took' }
   | { t: 'failed'; error: string }
   | { t: 'decision'; d: Decision }
   | { t: 'offender'; ip: string; r: OffenderRecord }
