@@ -25,6 +25,12 @@ beforeAll(async () => {
       res.end(body);
     }, delay);
   });
+  origin.server.on('upgrade', (_req, sock: net.Socket) => {
+    sock.on('error', () => {});
+    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    sock.on('data', (d) => sock.write(d));
+    sock.on('end', () => sock.end());
+  });
   proxy = await startProxy({ filter: { mode: 'off' }, domains: [domain('site.test', [origin.address])] });
 });
 afterAll(async () => { await proxy.close(); await origin.close(); });
@@ -33,18 +39,29 @@ beforeEach(() => { origin.seen.length = 0; mostAtOnce = 0; });
 const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: site.test\r\n${extra}\r\n`;
 
 /** Writes `wire` at once on one connection; the answers' bodies in the order they came, after `ms` or the close. */
-function pipeline(wire: string, ms: number, closeAfterMs?: number): Promise<string[]> {
+async function pipeline(wire: string, ms: number, closeAfterMs?: number): Promise<string[]> {
+  const text = await exchange([[0, wire]], ms, closeAfterMs);
+  return [...text.matchAll(/answer to (\S+)/g)].map((m) => m[1]);
+}
+
+/** Writes each step's bytes after its pause, on one connection; everything that came back, after `ms` or the close. */
+function exchange(steps: [number, string][], ms: number, closeAfterMs?: number): Promise<string> {
   return new Promise((resolve) => {
     const s = net.connect({ port: proxy.port, host: '127.0.0.1' });
     let text = '';
-    s.on('connect', () => { s.write(wire); if (closeAfterMs !== undefined) setTimeout(() => s.destroy(), closeAfterMs); });
+    s.on('connect', async () => {
+      if (closeAfterMs !== undefined) setTimeout(() => s.destroy(), closeAfterMs);
+      for (const [wait, bytes] of steps) { await sleep(wait); if (!s.destroyed) s.write(bytes); }
+    });
     s.on('data', (c) => { text += c; });
     s.on('error', () => {});
-    const done = () => { clearTimeout(t); s.destroy(); resolve([...text.matchAll(/answer to (\S+)/g)].map((m) => m[1])); };
+    const done = () => { clearTimeout(t); s.destroy(); resolve(text); };
     const t = setTimeout(done, ms);
     s.on('close', done);
   });
 }
+
+const upgrade = (path: string) => get(path, 'Upgrade: websocket\r\nConnection: Upgrade\r\n');
 
 describe('pipelined requests', () => {
   it('go upstream one at a time, in order, and are answered in order', async () => {
@@ -93,6 +110,28 @@ describe('pipelined requests', () => {
   });
 
   // (Node's own parser takes nothing after a request that says Connection: close: this held before, and holds.)
+  it('an Upgrade behind an answer still on its way waits for it: the 101 and the tunnel come after it, not into it', async () => {
+    const text = await exchange([[0, get('/slow?ms=300')], [50, upgrade('/ws')], [400, 'ping-through-tunnel']], 1500);
+    const answer = text.indexOf('answer to /slow'), switched = text.indexOf('101 Switching'), echoed = text.indexOf('ping-through-tunnel');
+    expect(answer).toBeGreaterThan(-1);
+    expect(switched).toBeGreaterThan(answer);
+    expect(echoed).toBeGreaterThan(switched);
+  });
+
+  it('an Upgrade behind pipelined requests waits for every one of them, in order', async () => {
+    const text = await exchange([[0, get('/slow?ms=200') + get('/b') + upgrade('/ws')], [500, 'ping-through-tunnel']], 1500);
+    const order = ['answer to /slow', 'answer to /b', '101 Switching', 'ping-through-tunnel'].map((t) => text.indexOf(t));
+    expect(order.every((i) => i > -1)).toBe(true);
+    expect([...order].sort((a, b) => a - b)).toEqual(order);
+  });
+
+  it('a CONNECT behind an answer still on its way: the answer goes out whole, then the 405', async () => {
+    const text = await exchange([[0, get('/slow?ms=200')], [50, 'CONNECT site.test:443 HTTP/1.1\r\nHost: site.test:443\r\n\r\n']], 1000);
+    const answer = text.indexOf('answer to /slow'), refused = text.indexOf('405');
+    expect(answer).toBeGreaterThan(-1);
+    expect(refused).toBeGreaterThan(answer);
+  });
+
   it('behind one that closes the connection (Connection: close), never go upstream', async () => {
     const answers = await pipeline(get('/last?ms=50', 'Connection: close\r\n') + get('/never'), 1500);
     expect(answers).toEqual(['/last?ms=50']);

@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
-import type { Pipeline } from '../pipeline/pipeline.ts';
+import { afterAnswers, type Pipeline } from '../pipeline/pipeline.ts';
 import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
 import { MAX_HELLO, parseClientHello } from './sni.ts';
 import { passthroughHosts, splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
@@ -134,7 +134,7 @@ export class Listeners {
       });
     } else server.on('request', this.pipeline.handle);
     server.on('upgrade', this.pipeline.handleUpgrade);
-    server.on('connect', (_req, socket) => socket.end(rawResponse(405, 'method-not-allowed')));
+    server.on('connect', (_req, socket) => afterAnswers(socket, () => socket.end(rawResponse(405, 'method-not-allowed'))));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Counted, never logged per request: attack traffic is not access-logged.
       const source = connectionInfo(socket).source;

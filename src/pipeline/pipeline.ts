@@ -46,6 +46,21 @@ export interface ConnectionGuard {
 /** Requests one HTTP/1.1 connection may have waiting behind the one being answered (pipelined); past it, it is closed. */
 export const PIPELINE_DEPTH = 16;
 
+/**
+ * Runs `go` once every answer before it on its HTTP/1.1 connection has gone out (never, if the connection closes
+ * first). Node hands over an Upgrade or a CONNECT as soon as it has parsed its head, even behind answers still being
+ * written or waiting their turn (pipelined): a 101, a tunnel or a refusal written then would come first, and those
+ * answers would be written into the tunnel. Each answer passes the connection to the next as it finishes and is
+ * closed a tick later, so each 'close' looks again. Bytes sent after the head wait in the socket meanwhile (Node
+ * leaves an upgraded socket paused).
+ */
+export function afterAnswers(socket: Duplex, go: () => void): void {
+  const current = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (socket.destroyed) return;
+  if (current) { current.once('close', () => afterAnswers(socket, go)); return; }
+  go();
+}
+
 export class Pipeline implements FlowContext {
   readonly runtime: RuntimeRef;
   readonly upstreams: Upstreams;
@@ -90,9 +105,10 @@ export class Pipeline implements FlowContext {
    * has no socket yet (Node answers in order, and hands it the socket once that answer is written). It starts then:
    * a connection's requests go upstream one at a time, as nginx and HAProxy take them. Started at once, a GET
    * pipelined behind a POST reached the upstream first, while the POST's body was still being read at the edge.
-   * Node reads on while the answers queued behind write nothing (it stops only on written bytes): so the connection
-   * is not read while a request waits, and past PIPELINE_DEPTH waiting it is closed. One whose connection closes
-   * before its turn never starts, and is not counted.
+   * Node reads on while requests wait (it resumes the connection after each head it parses, so a pause here would
+   * not hold, and one left on an Upgrade behind them stalled its tunnel): what bounds them is PIPELINE_DEPTH, past
+   * which the connection is closed; a waiting request's body is read only up to the stream's buffer until its turn.
+   * One whose connection closes before its turn never starts, and is not counted.
    */
   private later(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket, info = connectionInfo(socket as net.Socket);
@@ -102,11 +118,8 @@ export class Pipeline implements FlowContext {
       socket.destroy();
       return;
     }
-    // Paused at each one: Node resumes a connection it paused itself (a large answer drained) while ours still wait.
-    socket.pause();
     res.once('socket', () => {
-      if (--info.pipelined === 0) socket.resume();
-      else socket.pause();
+      info.pipelined--;
       // Node hands the socket on even when the answer before ended in its destruction: nothing to start then.
       if (!socket.destroyed) this.handle(req, res);
     });
@@ -114,7 +127,7 @@ export class Pipeline implements FlowContext {
 
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => {});
-    new RequestFlow(this, headOf(req), req, new SocketReply(socket, this.pages), null, { socket, head }).start();
+    afterAnswers(socket, () => new RequestFlow(this, headOf(req), req, new SocketReply(socket, this.pages), null, { socket, head }).start());
   };
 
   /** Also tells `fn` of every finished request (tests, tools). */
