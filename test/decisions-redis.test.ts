@@ -488,7 +488,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     });
   }, 15_000);
 
-  it('a decision Redis keeps refusing goes after three tries; the rest of its batch is written, the others never hear of it', async () => {
+  it('a decision Redis keeps refusing is set aside after three tries; the rest of its batch is written, the others never hear of it until Redis takes it', async () => {
     const p = prefix();
     const a = await healthyNode(redis.url, p, 'A');
     const b = await healthyNode(redis.url, p, 'B');
@@ -503,8 +503,25 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await sleep(2500);
       // Published only with what was written: the others never heard of it.
       expect(b.got.filter((d) => d.kind === 'attack')).toEqual([]);
+      // Set aside, not forgotten: once Redis can take it (the key mended), it is tried again and written, with no
+      // reconnection to call for it.
+      await raw.del(`${p}attack`);
+      await waitFor('the refused one written at last', () => b.got.some((d) => d.kind === 'attack'), 10_000);
+      expect(await raw.hget(`${p}attack`, 'x.test')).not.toBeNull();
     });
-  }, 20_000);
+  }, 30_000);
+
+  it('decisions dropped from a full queue while Redis is there are written once the queue has room, with no reconnection', async () => {
+    const p = prefix();
+    const a = await healthyNode(redis.url, p, 'A', { maxPending: 2 });
+    await withRaw(redis.url, async (raw) => {
+      // One tick: two queued, two dropped (kept as never written: as many as the queue holds).
+      for (let i = 1; i <= 4; i++) a.bus.publish({ kind: 'ban', entry: ban(`10.13.1.${i}`) });
+      const t0 = Date.now();
+      while (Date.now() - t0 < 6000 && (await raw.hlen(`${p}bans`)) < 4) await sleep(50);
+      expect(await raw.hlen(`${p}bans`)).toBe(4);
+    });
+  }, 15_000);
 
   const inRedis = (p: string, ip: string) => new Promise<string | null>((resolve, reject) => { void withRaw(redis.url, async (raw) => resolve(await raw.hget(`${p}bans`, ip))).catch(reject); });
 

@@ -65,6 +65,59 @@ describe('the Redis decision queue', () => {
     expect(warned.filter((m) => /forgotten/.test(m))).toHaveLength(1);
   });
 
+  it.skipIf(!hasRedis)('a ban of this node that ran out while queued stands over no other node\'s ban on its address (real Redis)', async () => {
+    const redis = await startRedis();
+    const cmd = new Redis(redis.url);
+    try {
+      const { q } = queueOf(10);
+      const t = Date.now();
+      // Made while Redis was away, for a few minutes, run out before Redis came back: not written.
+      q.put({ kind: 'ban', entry: { ip: '10.0.0.9', reason: 'test', rule: 'test', since: t - 5000, expiresAt: t - 1000 } }, true);
+      expect(await q.write(cmd, redisKeys('q:'), 'node-a')).toBe(1);
+      // Another node's ban on the address, made before it and for a day, read back by the catch-up: it is applied.
+      expect(q.standsOver({ kind: 'ban', entry: { ip: '10.0.0.9', reason: 'test', rule: 'test', since: t - 10_000, expiresAt: t + 86_400_000 } })).toBe(false);
+    } finally {
+      cmd.disconnect();
+      await redis.close();
+    }
+  });
+
+  it.skipIf(!hasRedis)('Redis out of memory: a refused unban leaves the ban whole, a refused ban writes nothing; refused three times, a decision is kept and saved as never written (real Redis)', async () => {
+    const redis = await startRedis();
+    const cmd = new Redis(redis.url);
+    try {
+      const k = redisKeys('q:');
+      const { q, store } = queueOf(10);
+      const t = Date.now();
+      q.put(ban('10.0.0.1', t), false);
+      await q.write(cmd, k, 'node-a');
+      expect(await cmd.hexists(k.bans, '10.0.0.1')).toBe(1);
+      await cmd.config('SET', 'maxmemory', '1');
+      q.put(unban('10.0.0.1', t + 1), false);
+      q.put(ban('10.0.0.2', t + 2), false);
+      for (let i = 0; i < 3; i++) await expect(q.write(cmd, k, 'node-a')).rejects.toThrow(/refused 2/);
+      expect(await cmd.hexists(k.bans, '10.0.0.1')).toBe(1);
+      expect(await cmd.zscore(k.exp, '10.0.0.1')).not.toBeNull();
+      expect(await cmd.zscore(k.gone, 'b:10.0.0.1')).toBeNull();
+      expect(await cmd.hexists(k.bans, '10.0.0.2')).toBe(0);
+      expect(await cmd.zscore(k.exp, '10.0.0.2')).toBeNull();
+      // Set aside after the third refusal: still this node's (the catch-up leaves them), and in its store.
+      expect(q.size).toBe(0);
+      expect(q.holds(pendingKey(unban('10.0.0.1', t)))).toBe(true);
+      await vi.waitFor(() => expect(ips(store.saved)).toEqual(['-10.0.0.1', '10.0.0.2']), { timeout: 3000 });
+      // Redis has room again: tried again once the queue is empty, and written.
+      await cmd.config('SET', 'maxmemory', '0');
+      expect(q.retryUnwritten()).toBe(true);
+      await q.write(cmd, k, 'node-a');
+      expect(await cmd.hexists(k.bans, '10.0.0.1')).toBe(0);
+      expect(await cmd.zscore(k.gone, 'b:10.0.0.1')).toBe(String(t + 1));
+      expect(await cmd.hexists(k.bans, '10.0.0.2')).toBe(1);
+    } finally {
+      cmd.disconnect();
+      await redis.close();
+    }
+  });
+
   it.skipIf(!hasRedis)('does not write again a decision dropped from the full queue while its batch was being written (real Redis)', async () => {
     const redis = await startRedis();
     const cmd = new Redis(redis.url), sub = new Redis(redis.url);

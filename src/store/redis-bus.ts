@@ -54,8 +54,7 @@ export class RedisBus implements DecisionBus {
   /** What this node holds from its own store (snapshot's `local`), until a catch-up has reconciled it with Redis. */
   private own: DecisionSnapshot | null = null;
   /** When a failure was last logged (one line every 10 s at most while it lasts); the secret to write back. */
-  private warnedAt = 0;
-  private sharedSecret: Buffer | null = null;
+  private warnedAt = 0; private sharedSecret: Buffer | null = null;
   private readyWaiters: (() => void)[] = [];
 
   constructor(opts: RedisBusOptions) {
@@ -204,6 +203,7 @@ export class RedisBus implements DecisionBus {
       this.sub.disconnect(true);
     }).finally(() => { clearTimeout(timer); this.pinging = false; });
     this.clock.maybeCheck();
+    if (this.healthy && !this.resyncing && this.pending.retryUnwritten()) this.scheduleFlush(); // else: a reconnection
     const now = Date.now();
     if (now - this.lastPrune > PRUNE_EVERY_MS) { this.lastPrune = now; pruneBans(this.cmd, this.k, now).catch(() => {}); this.known.forgetExpired(now); }
   }

@@ -14,7 +14,8 @@ const SAVE_EVERY_MS = 1000;
 const RECENT_MS = 60_000;
 /** Decisions written per script call. */
 const FLUSH_BATCH = 2000;
-/** A decision Redis refused this many times is dropped (never published: the other nodes never heard of it). */
+/** A decision Redis refused this many times in a row leaves the queue, remembered as never written (in force here,
+ *  unpublished) and queued again once the queue is empty (retryUnwritten). */
 const MAX_REFUSALS = 3;
 
 type Batch = ReturnType<PendingWrites['take']>;
@@ -77,7 +78,8 @@ export class DecisionQueue {
         if (this.forgotten++ % 10_000 === 0) this.log.warn({ forgotten: this.forgotten, max: this.max }, 'redis: decisions dropped from the full queue were forgotten (never written)');
       }
     }
-    if (away) this.saveSoon();
+    // Dropped while Redis is there too: never written yet and in force here, it must outlive a kill -9.
+    if (away || lost) this.saveSoon();
   }
 
   /** Queued again: `ds` (what this node knows in force, when Redis came back empty or never saw it) and what the
@@ -90,6 +92,15 @@ export class DecisionQueue {
     if (this.closed) this.save();
   }
 
+  /** While Redis is there and the queue is empty, what was never written (dropped from the full queue, or refused by
+   *  Redis: out of memory, read-only after a failover) is queued again; a catch-up comes only with a reconnection.
+   *  True when something was. */
+  retryUnwritten(): boolean {
+    if (this.pending.size > 0 || this.unwritten.size === 0) return false;
+    this.requeue();
+    return true;
+  }
+
   /** A decision of this node on this key is queued, was never written, or was written during the catch-up under way:
    *  what the catch-up read of Redis cannot tell it was lifted. */
   holds(key: string): boolean { return this.pending.has(key) || this.unwritten.has(key) || this.writtenInCatchUp?.has(key) === true; }
@@ -97,13 +108,15 @@ export class DecisionQueue {
   /** A catch-up starts reading Redis (true) or is over (false). */
   catchingUp(on: boolean): void { this.writtenInCatchUp = on ? new Set() : null; }
 
-  /** A batch was written (`wrote`: what Redis took of it; the rest had expired, or was older than what Redis holds);
-   *  a saved copy follows soon (emptied with the queue). */
-  done(batch: Batch, wrote: ReadonlySet<Decision>): void {
+  /** A batch was written (`sent`: what went to Redis, the rest had expired while queued; `wrote`: what Redis took of
+   *  it, the rest was older than what Redis holds); a saved copy follows soon (emptied with the queue). */
+  done(batch: Batch, wrote: ReadonlySet<Decision>, sent: ReadonlySet<Decision>): void {
     this.pending.done(batch);
     const now = Date.now();
     for (const [key, , d] of batch) {
-      this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now });
+      // A ban that ran out unwritten stands over nothing: another node's longer ban on its address, made before it and
+      // read back by the catch-up its expiry calls for, must be applied.
+      if (sent.has(d)) { this.recent.delete(key); this.recent.set(key, { t: decidedAt(d), w: now }); }
       if (wrote.has(d)) this.writtenInCatchUp?.add(key);
       // Dropped from the full queue while this batch was being written: it is written (or stale) all the same.
       if (this.unwritten.get(key) === d) this.unwritten.delete(key);
@@ -116,13 +129,13 @@ export class DecisionQueue {
   }
 
   /**
-   * A batch Redis wrote but for `refused` (a key of the wrong type): the rest is done; the refused stay queued
-   * (unpublished) and go after MAX_REFUSALS rather than be tried for ever (in force on this node only: remembered
-   * as never written).
-   * Returns how many were dropped.
+   * A batch Redis wrote but for `refused` (a key of the wrong type, a command it refused): the rest is done; the
+   * refused stay queued (unpublished) and leave it after MAX_REFUSALS, so that they do not hold up what follows (in
+   * force on this node only, remembered as never written, and tried again once the queue is empty).
+   * Returns how many left it.
    */
-  settle(all: Batch, refused: Set<Decision>, wrote: ReadonlySet<Decision>): number {
-    this.done(all.filter(([, , d]) => !refused.has(d)), wrote);
+  settle(all: Batch, refused: Set<Decision>, wrote: ReadonlySet<Decision>, sent: ReadonlySet<Decision>): number {
+    this.done(all.filter(([, , d]) => !refused.has(d)), wrote, sent);
     let dropped = 0;
     for (const e of all.filter(([, , d]) => refused.has(d))) {
       const n = (this.refusals.get(e[0]) ?? 0) + 1;
@@ -132,6 +145,7 @@ export class DecisionQueue {
       this.unwritten.set(e[0], e[2]);
       dropped++;
     }
+    if (dropped) this.saveSoon();
     return dropped;
   }
 
@@ -143,17 +157,17 @@ export class DecisionQueue {
   async write(cmd: Redis, k: RedisKeys, nodeId: string): Promise<number> {
     const batch = this.pending.take(FLUSH_BATCH);
     const { args, ds } = writeArgs(k, nodeId, batch.map(([, , d]) => d), Date.now());
-    const expired = batch.length - ds.length;
-    if (!ds.length) { this.done(batch, new Set()); return expired; }
+    const expired = batch.length - ds.length, sent = new Set(ds);
+    if (!ds.length) { this.done(batch, new Set(), sent); return expired; }
     const { stale, refused } = writeOutcome(ds, await cmd.eval(WRITE_LUA, 5, ...writeKeys(k), ...args));
     const wrote = new Set(ds.filter((d) => !stale.has(d) && !refused.has(d)));
     // An attack state older than another's changes what this node filters by nothing: no catch-up for it alone.
     const older = [...stale].filter((d) => d.kind !== 'attack').length;
-    if (!refused.size) { this.done(batch, wrote); return older + expired; }
-    const dropped = this.settle(batch, refused, wrote);
+    if (!refused.size) { this.done(batch, wrote, sent); return older + expired; }
+    const dropped = this.settle(batch, refused, wrote, sent);
     if (dropped && Date.now() - this.warnedAt > 10_000) {
       this.warnedAt = Date.now();
-      this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were dropped (in force on this node only)');
+      this.log.warn({ dropped }, 'redis: decisions Redis keeps refusing were set aside (in force on this node only; tried again when the queue is empty)');
     }
     throw Object.assign(new Error(`Redis refused ${refused.size} decision(s)`), { stale: older + expired });
   }

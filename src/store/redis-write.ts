@@ -46,7 +46,10 @@ for i = 0, n - 1 do
   else hash = KEYS[4]; gone = nil end
   local bad = false
   for _, k in ipairs(uses[kind] or {}) do if not usable[k] then bad = true end end
+  -- After a failed command nothing more of this decision is written: what grows memory (refused when Redis is out of
+  -- it) goes first, so a refused unban leaves the ban whole rather than deleted without its lifting recorded.
   local function call(...)
+    if bad then return nil end
     local r = redis.pcall(...)
     if failed(r) then bad = true; return nil end
     return r
@@ -65,12 +68,12 @@ for i = 0, n - 1 do
   else
     if kind == 'ban' then call('HSET', hash, id, val); call('ZADD', KEYS[2], score, id); call('ZREM', KEYS[5], gone)
     elseif kind == 'unban' then
-      call('HDEL', hash, id); call('ZREM', KEYS[2], id)
       if t ~= '' then call('ZADD', KEYS[5], t, gone) end
+      call('HDEL', hash, id); call('ZREM', KEYS[2], id)
     elseif kind == 'whitelist' then call('HSET', hash, id, val); call('ZREM', KEYS[5], gone)
     elseif kind == 'unwhitelist' then
-      call('HDEL', hash, id)
       if t ~= '' then call('ZADD', KEYS[5], t, gone) end
+      call('HDEL', hash, id)
     else call('HSET', hash, id, val) end
     if bad then refused[#refused + 1] = i else pub[#pub + 1] = msg end
   end
