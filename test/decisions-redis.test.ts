@@ -511,6 +511,29 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     });
   }, 30_000);
 
+  it('a node killed while Redis was away, before its queue was saved, writes back on its restart what Redis never saw, and takes what was lifted since', async () => {
+    const p = prefix();
+    const b = await healthyNode(redis.url, p, 'B');
+    await withRaw(redis.url, async (raw) => {
+      const epoch = await raw.get(`${p}epoch`);
+      expect(epoch).not.toBeNull();
+      const t = Date.now();
+      // Y: banned and written, then lifted by B. X: banned on A in the last second before its kill -9, never written.
+      b.bus.publish({ kind: 'ban', entry: ban('10.13.2.2', 600_000, t - 5000) });
+      await waitFor('Y written', () => b.bus.pendingCount === 0, 3000);
+      b.bus.publish({ kind: 'unban', ip: '10.13.2.2', at: t - 1000 });
+      await waitFor('Y lifted', () => b.bus.pendingCount === 0, 3000);
+      // A starts again from its own store (both bans in force there), with Redis's epoch kept: not a first contact.
+      const a = mk(redis.url, p, 'A', { epoch: { load: () => epoch, save() {} } });
+      await a.bus.snapshot(Date.now(), { bans: [ban('10.13.2.1', 600_000, t - 2000), ban('10.13.2.2', 600_000, t - 5000)], whitelist: [] });
+      await waitFor('X written back and published', () => bansOf(b.got).includes('10.13.2.1'), 5000);
+      expect(await raw.hget(`${p}bans`, '10.13.2.1')).not.toBeNull();
+      await waitFor('Y lifted on A', () => a.got.some((d) => d.kind === 'unban' && d.ip === '10.13.2.2'), 5000);
+      expect(a.got.some((d) => d.kind === 'unban' && d.ip === '10.13.2.1')).toBe(false);
+      expect(await raw.hget(`${p}bans`, '10.13.2.2')).toBeNull();
+    });
+  }, 20_000);
+
   it('decisions dropped from a full queue while Redis is there are written once the queue has room, with no reconnection', async () => {
     const p = prefix();
     const a = await healthyNode(redis.url, p, 'A', { maxPending: 2 });

@@ -265,8 +265,6 @@ export class RedisBus implements DecisionBus {
         // The challenge secret in use too, or the next node to start would set one of its own.
         if (this.sharedSecret) await this.cmd.set(this.k.secret, this.sharedSecret, 'NX');
       }
-      // Never reconciled with this Redis (no epoch kept: a first start, or one before epochs were kept).
-      const first = this.epoch === null;
       if (wiped) this.needResync = true;
       this.epoch = epoch;
       if (!this.needResync) return;
@@ -276,11 +274,12 @@ export class RedisBus implements DecisionBus {
       this.needResync = false; // before the read, which takes steps: a link lost meanwhile sets it again (onDown)
       this.pending.catchingUp(true); // from here a write may land where the read has passed (holds, below)
       const snap = await readState(this.cmd, this.k, now, pause, epoch);
-      // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data, and of what this
-      // node holds from its own store when this Redis never saw it. Otherwise Redis is the cluster: what it lacks
-      // was lifted elsewhere (the diff below), except what this node has not written yet.
+      // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data. Of what this node
+      // holds from its own store, what Redis lacks is queued too: the write keeps it only where Redis remembers no
+      // later lifting (<p>gone; a first contact, or a decision of a node killed before its queue was saved), and one
+      // it refuses as older comes back as stale, and the catch-up it calls for lifts it here (the diff below).
       if (wiped) this.pending.requeue(this.known.missingFrom(snap, now));
-      else if (first && this.own) this.pending.requeue(new Known(this.own).missingFrom(snap, now));
+      else if (this.own) this.pending.requeue(new Known(this.own).missingFrom(snap, now));
       this.own = null;
       if (epoch && epoch !== this.epochStore?.load()) this.epochToKeep = epoch;
       const out = await this.known.diffInSteps(snap, Date.now(), (key) => this.pending.holds(key), pause); // expiry as of after the read
