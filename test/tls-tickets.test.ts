@@ -223,6 +223,19 @@ describe.skipIf(!hasRedis)('rotation (clock injected, real stores and a real Red
     expect(applied.length).toBe(n);
   });
 
+  it('a refresh still waiting for the shared key when stop() comes puts nothing in use and saves nothing', async () => {
+    const applied: Buffer[] = [], saved: number[] = [];
+    let answer: (k: Buffer) => void = () => {};
+    const store = { loadTicketKey: () => null, saveTicketKey: (p: number) => { saved.push(p); } };
+    const keys = new TicketKeys({ rotateMs: ROTATE, now: () => 1_800_000_000_000, store, shared: () => new Promise<Buffer>((r) => { answer = r; }), apply: (k) => applied.push(k), log: silent });
+    const refreshing = keys.refresh();
+    keys.stop(); // shutdown: the store closes next
+    answer(Buffer.alloc(48, 7));
+    await refreshing;
+    expect(applied).toEqual([]);
+    expect(saved).toEqual([]);
+  });
+
   it('a store that fails costs the key nothing: it is used, and a warning says why', async () => {
     const warned: string[] = [];
     const broken = { loadTicketKey(): never { throw new Error('disk gone'); }, saveTicketKey(): never { throw new Error('disk gone'); } };

@@ -45,6 +45,7 @@ export class TicketKeys {
   private timer: NodeJS.Timeout | null = null;
   /** The shared key could not be had last time (said once, until it can again). */
   private unshared = false;
+  private stopped = false;
 
   constructor(deps: TicketKeyDeps) { this.d = deps; }
 
@@ -73,8 +74,9 @@ export class TicketKeys {
       if (why && !this.unshared) this.d.log.warn({ err: why }, 'tls: the shared session ticket key could not be had; this node seals with its own until it can');
       this.unshared = why !== null;
     }
-    // Another refresh may have finished meanwhile: the later period wins.
-    if (period < this.period) return this.key!;
+    // Another refresh may have finished meanwhile: the later period wins. Stopped meanwhile (shutdown): the store
+    // may be closed, and nothing is served any more.
+    if (period < this.period || this.stopped) return this.key ?? key;
     if (period !== this.period || !this.key?.equals(key)) {
       this.period = period;
       this.key = key;
@@ -102,6 +104,7 @@ export class TicketKeys {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
