@@ -1,6 +1,6 @@
 // What the primary shows of its workers as one proxy: their counters added up
 // (each worker's are monotonic from its own start, so the primary adds deltas
-// and a replaced worker's fresh zeros lose nothing), domains under attack in
+// per process, and a replaced worker's first report counts whole), domains under attack in
 // any worker, and their upstream queues summed. Bans are the primary's own
 // count: every ban, wherever decided, is recorded once by its Decisions.
 import type { AttackState } from '../detect/attack-mode.ts';
@@ -8,7 +8,7 @@ import type { Filter, FilterSnapshot } from '../detect/filter.ts';
 import type { QueueView } from '../stats/metrics.ts';
 import type { WorkerReport } from './protocol.ts';
 
-interface Seen { counters: Record<string, number>; attack: Map<string, AttackState>; queues: Map<string, QueueView> }
+interface Seen { pid: number | undefined; counters: Record<string, number>; attack: Map<string, AttackState>; queues: Map<string, QueueView> }
 
 const isBanCounter = (k: string) => k === 'bans' || k === 'bansExpired' || k.startsWith('bans.');
 
@@ -21,14 +21,17 @@ export class WorkersView {
 
   constructor(primary: Filter) { this.primary = primary; }
 
-  take(index: number, r: WorkerReport): void {
-    const last = this.seen.get(index)?.counters ?? {};
+  /** `pid`: the process that sent it. A new process under an index counts from zero: all of its first report is new
+   *  (a counter that merely went down would miss a replacement that counted past its predecessor's last value). */
+  take(index: number, r: WorkerReport, pid?: number): void {
+    const s = this.seen.get(index);
+    const last = s && s.pid === pid ? s.counters : {};
     for (const [k, v] of Object.entries(r.counters)) {
       const before = last[k] ?? 0;
-      // A counter that went down belongs to a new worker under this index: all of it is new.
       this.totals[k] = (this.totals[k] ?? 0) + (v >= before ? v - before : v);
     }
     this.seen.set(index, {
+      pid,
       counters: r.counters,
       attack: new Map(r.attack ?? []),
       queues: new Map(r.queues.map(([d, active, queued, limit]) => [d, { active, queued, limit: limit ?? 0 }])),

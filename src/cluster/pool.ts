@@ -28,7 +28,8 @@ export interface PoolDeps {
   /** What a worker starts from, taken at each (re)start so that it holds every decision made so far. */
   init(index: number): WorkerInit;
   onMessage(index: number, m: FromWorker): void;
-  onReport(index: number, r: WorkerReport): void;
+  /** `pid`: the process that sent it (a replaced worker's counters start again from zero). */
+  onReport(index: number, r: WorkerReport, pid: number | undefined): void;
   /** A worker process ended (its gauges are gone; its replacement reports afresh). */
   onExit?(index: number): void;
   /** Whether a source is banned now (asked again of a connection that waited for its worker). */
@@ -37,6 +38,8 @@ export interface PoolDeps {
   watchdogMs?: number;
   /** Connections that may wait for one worker (MAX_HANDING unless given). */
   maxWaiting?: number;
+  /** How long a new worker may take to say ready (START_DEADLINE_MS unless given). */
+  startDeadlineMs?: number;
   /** The watchdog's clock: monotonic (performance.now) unless given; a wall clock stepped forward would make every
    *  worker look silent at once. */
   now?(): number;
@@ -49,8 +52,9 @@ interface Worker {
   heardAt: number;
   /** As of its last report. */
   memory: WorkerReport['memory'] | null;
-  /** Connections for this worker not handed over yet, oldest first, and whether one is on its way. */
-  waiting: Waiting[]; sending: boolean;
+  /** Connections for this worker not handed over yet, oldest first, and the one on its way (the primary's copy,
+   *  closed once Node's acknowledgement, or its refusal, comes back, or the worker is gone). */
+  waiting: Waiting[]; sending: net.Socket | null;
 }
 
 /** Connections waiting for one worker: a stalled worker would have the primary hold every new connection (and its
@@ -65,6 +69,13 @@ const WATCH_EVERY_MS = 500;
 
 /** After this many quick deaths in a row the pause before the next fork stops growing. */
 const MAX_BACKOFF_MS = 5000;
+
+/** A worker not ready this long after its fork is killed (and replaced after the back-off): one stuck starting would
+ *  otherwise hold the proxy's start, or its sources' home, for ever (the watchdog judges ready workers only). */
+const START_DEADLINE_MS = 30_000;
+
+/** A worker that lived this long died on its own: the next one starts after the shortest pause again. */
+const QUICK_DEATH_MS = 10_000;
 
 export class WorkerPool {
   private readonly d: PoolDeps;
@@ -112,41 +123,56 @@ export class WorkerPool {
     }
   }
 
-  private spawn(index: number, restarts: number): Promise<void> {
+  /** `quickDeaths`: how many workers under this index in a row died within QUICK_DEATH_MS of their start. */
+  private spawn(index: number, restarts: number, quickDeaths = 0): Promise<void> {
     const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
     const born = this.now();
-    const w: Worker = { index, child, ready: false, restarts, startedAt: born, heardAt: born, memory: null, requests: 0, waiting: [], sending: false };
+    const w: Worker = { index, child, ready: false, restarts, startedAt: born, heardAt: born, memory: null, requests: 0, waiting: [], sending: null };
     this.workers[index] = w;
+    const startMs = this.d.startDeadlineMs ?? START_DEADLINE_MS;
+    const deadline = setTimeout(() => {
+      this.d.log.error({ worker: index, pid: child.pid, afterMs: startMs }, 'worker not ready in time; killing it, a new one starts');
+      child.kill('SIGKILL');
+    }, startMs);
+    deadline.unref();
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
         w.heardAt = this.now();
-        if (m.t === 'ready') { w.ready = true; resolve(); return; }
+        if (m.t === 'ready') { clearTimeout(deadline); w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
-        if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; this.d.onReport(index, m.r); this.answered(m.id, index); return; }
+        if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; this.d.onReport(index, m.r, child.pid); this.answered(m.id, index); return; }
         this.d.onMessage(index, m);
       });
-      // Node's own listener (registered at fork, so it runs first) has sent what waited behind the descriptor.
+      // Node's own listener (registered at fork, so it runs first) has sent what waited behind the descriptor. Sent
+      // with keepOpen, the primary's copy is ours to close: the worker has its own once it acknowledged; refused (a
+      // worker out of descriptors: Node sends no more of it), the connection is lost and closed here, as it is when
+      // the worker dies with it on its way (Node keeps a copy it would close only on an acknowledgement).
       child.on('internalMessage', (m: { cmd?: string }) => {
-        if (m?.cmd !== 'NODE_HANDLE_ACK' || !w.sending) return;
+        if ((m?.cmd !== 'NODE_HANDLE_ACK' && m?.cmd !== 'NODE_HANDLE_NACK') || !w.sending) return;
         w.heardAt = this.now();
-        w.sending = false;
+        w.sending.destroy();
+        w.sending = null;
+        if (m.cmd === 'NODE_HANDLE_NACK') this.refuse(index, 'the worker could not take a connection (out of descriptors?)');
         this.handOver(w);
       });
       child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
       child.once('exit', (code, signal) => {
+        clearTimeout(deadline);
         w.ready = false;
-        w.sending = false;
+        w.sending?.destroy();
+        w.sending = null;
         // What waited for this worker goes to the next ready one (its replacement owns the sources again later).
         for (const c of w.waiting.splice(0)) if (this.stopping) c.socket.destroy(); else this.dispatch(c.listener, c.source, c.socket, c.spread);
         this.d.onExit?.(index);
         for (const c of this.collects.values()) if (c.waiting.delete(index) && c.waiting.size === 0) c.done();
         if (this.workers[index] === w && !this.stopping) {
           reject(new Error(`worker ${index} exited (${signal ?? code}) before it was ready`));
-          // Quick deaths in a row wait longer each time, so a worker that cannot start does not spin the machine.
-          const quick = this.now() - w.startedAt < 10_000;
-          const wait = quick ? Math.min(100 * 2 ** Math.min(w.restarts, 6), MAX_BACKOFF_MS) : 100;
+          // Quick deaths in a row wait longer each time, so a worker that cannot start does not spin the machine; one
+          // that lived its life (a crash a week after the last) starts again at once.
+          const quick = this.now() - w.startedAt < QUICK_DEATH_MS ? quickDeaths + 1 : 0;
+          const wait = Math.min(100 * 2 ** Math.min(Math.max(quick - 1, 0), 6), MAX_BACKOFF_MS);
           this.d.log.error({ worker: index, pid: child.pid, code, signal, restartInMs: wait }, 'worker died; starting a new one');
-          setTimeout(() => { if (!this.stopping) this.spawn(index, w.restarts + 1).catch((e) => this.d.log.error({ err: (e as Error).message }, 'worker restart failed')); }, wait);
+          setTimeout(() => { if (!this.stopping) this.spawn(index, w.restarts + 1, quick).catch((e) => this.d.log.error({ err: (e as Error).message }, 'worker restart failed')); }, wait);
         }
       });
       // What a worker starts from is read from the store: one that cannot be read now (a full disk, a locked file)
@@ -171,11 +197,11 @@ export class WorkerPool {
     while (!w.sending && w.waiting.length > 0) {
       const c = w.waiting.shift()!;
       if (!w.child.connected || this.d.banned?.(c.source)) { c.socket.destroy(); continue; }
-      w.sending = true;
-      w.child.send({ t: 'conn', l: c.listener } satisfies ToWorker, c.socket, { keepOpen: false }, (e) => {
+      w.sending = c.socket;
+      w.child.send({ t: 'conn', l: c.listener } satisfies ToWorker, c.socket, { keepOpen: true }, (e) => {
         if (!e) return;
         c.socket.destroy();
-        w.sending = false;
+        if (w.sending === c.socket) w.sending = null;
         this.handOver(w);
       });
     }
