@@ -86,6 +86,16 @@ it('a connection the worker could not take (out of descriptors): lost alone, the
   expect(pool.list()[0].refusedConnections).toBeGreaterThanOrEqual(1);
 }, 15_000);
 
+it('a worker whose channel closed before its exit: its connections go to the next worker meanwhile', async () => {
+  const { pool, port, ip } = await served();
+  expect(await answered(port, ip)).toBe(true);
+  const w = (pool as unknown as { workers: { child: import('node:child_process').ChildProcess }[] }).workers[0];
+  w.child.send({ t: 'hang-up' }); // its channel closes now, its exit comes 1.5 s later
+  for (let t = 0; t < 1000 && w.child.connected; t += 5) await sleep(5);
+  expect(w.child.connected).toBe(false);
+  expect(await answered(port, ip, 1000)).toBe(true);
+}, 15_000);
+
 it('a worker that never says ready is killed at its start deadline: the start fails instead of waiting for ever', async () => {
   process.env.POOL_TEST_NEVER_READY = '1';
   const pool = poolOf({ startDeadlineMs: 1000 });

@@ -196,7 +196,9 @@ export class WorkerPool {
   private handOver(w: Worker): void {
     while (!w.sending && w.waiting.length > 0) {
       const c = w.waiting.shift()!;
-      if (!w.child.connected || this.d.banned?.(c.source)) { c.socket.destroy(); continue; }
+      if (this.d.banned?.(c.source)) { c.socket.destroy(); continue; }
+      // Its channel closed just before its exit: no longer ready, its connections go to the next one, as at the exit.
+      if (!w.child.connected) { w.ready = false; if (this.stopping) c.socket.destroy(); else this.dispatch(c.listener, c.source, c.socket, c.spread); continue; }
       w.sending = c.socket;
       w.child.send({ t: 'conn', l: c.listener } satisfies ToWorker, c.socket, { keepOpen: true }, (e) => {
         if (!e) return;
