@@ -14,8 +14,9 @@ import { registerFilterRoutes } from '../admin/routes-lists.ts';
 import { registerStatsRoutes, type StatsRouteDeps } from '../admin/routes-stats.ts';
 import { registerDashboard } from '../admin/dashboard.ts';
 
-/** Keys bound at start: a reload that changes them would silently not apply. */
-const RESTART_KEYS = ['listen', 'tls.listen', 'tls.http2', 'tls.ticketKeyRotateSeconds', 'admin', 'state', 'workers'];
+/** Keys bound at start: a reload that changes them would silently not apply. limits.maxHeaderBytes is Node's parser
+ *  option, fixed when a listener is created; the demo origin is started once; the statistics timer is set once. */
+const RESTART_KEYS = ['listen', 'tls.listen', 'tls.http2', 'tls.ticketKeyRotateSeconds', 'limits.maxHeaderBytes', 'admin', 'state', 'stats.flushIntervalMs', 'workers', 'demo'];
 
 export type ReloadResult = { ok: true } | { ok: false; problems: string[] };
 

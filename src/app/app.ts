@@ -68,6 +68,8 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
     reload(next) {
       const r = checkReload(next, opts.configFile, app.config);
       if (!r.ok) { log.warn({ problems: r.problems }, 'config reload refused; the running config stays'); return r; }
+      // First, so that the reload's own line is written at the new level (pino's children follow their parent's).
+      log.level = r.config.log.level;
       applyConfig(edge, r.config);
       log.info({ domains: r.config.domains.length }, 'config reloaded');
       return { ok: true };

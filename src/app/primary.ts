@@ -137,6 +137,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       const r = checkReload(next, opts.configFile, current);
       if (!r.ok) { log.warn({ problems: r.problems }, 'config reload refused; the running config stays'); return r; }
       current = r.config;
+      log.level = r.config.log.level;
       upstreams.apply(r.config);
       filter.reconfigure(r.config);
       workers.broadcast({ t: 'reload', config: r.config, health: upstreams.healthById() });

@@ -83,6 +83,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
       else if (m.t === 'reload') {
+        log.level = m.config.log.level;
         applyConfig(edge, workerConfig(m.config, init.workers));
         for (const [id, healthy] of m.health) upstreams.mirror(id, healthy);
         log.info({ domains: m.config.domains.length }, 'config reloaded');

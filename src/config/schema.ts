@@ -136,7 +136,7 @@ export const schema = {
     maxBodyBytes: { doc: 'Largest request body; larger gets 413.', format: nat, default: 10 * 1024 * 1024 },
     postBudgetBytes: { doc: 'Sum of declared sizes of all request bodies in flight at once; past it, 413.', format: nat, default: 256 * 1024 * 1024 },
     maxHeaderCount: { doc: 'Most request header lines; more gets 431.', format: nat, default: 100 },
-    maxHeaderBytes: { doc: 'Largest request head in bytes; larger gets 431.', format: nat, default: 16384 },
+    maxHeaderBytes: { doc: 'Largest request head in bytes; larger gets 431. Changing it needs a restart.', format: nat, default: 16384 },
     headerTimeoutMs: { doc: 'Deadline to receive the whole request head.', format: nat, default: 10000 },
     requestTimeoutMs: { doc: 'Deadline to receive the whole request (head and body).', format: nat, default: 120000 },
     idleTimeoutMs: { doc: 'Idle client keep-alive connections are closed after this.', format: nat, default: 5000 },
@@ -207,19 +207,19 @@ export const schema = {
     },
   },
   stats: {
-    flushIntervalMs: { doc: 'How often counted statistics are written to the embedded store (and on shutdown).', format: 'nat', default: 5000 },
+    flushIntervalMs: { doc: 'How often counted statistics are written to the embedded store (and on shutdown). Changing it needs a restart.', format: 'nat', default: 5000 },
     retentionDays: { doc: 'How long 3-minute statistics buckets are kept (at least 13 months for billing disputes).', format: 'nat', default: 430 },
   },
   shutdown: {
     drainTimeoutMs: { doc: 'On SIGTERM/SIGINT, how long in-flight requests may take to finish.', format: nat, default: 10000 },
   },
   log: {
-    level: { doc: 'pino log level.', format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+    level: { doc: 'pino log level; a reload applies it at once (every worker too).', format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
   },
   workers: { doc: 'Worker processes, 1 to 1024: the primary accepts connections and hands each source to one of them (1 = one process, as the tests that start the app in-process run).', format: int, default: os.availableParallelism() },
   workerWatchdogMs: { doc: 'A worker not heard from for this long (its event loop stopped turning: it reports every second) is killed and replaced; 0: never. At least 2000 otherwise.', format: nat, default: 10000 },
   demo: {
-    enabled: { doc: 'Start the bundled demo origin (for npm start).', format: Boolean, default: false },
+    enabled: { doc: 'Start the bundled demo origin (for npm start). Changing demo.* needs a restart.', format: Boolean, default: false },
     host: { doc: 'Demo origin address.', format: String, default: '127.0.0.1' },
     port: { doc: 'Demo origin port.', format: 'port', default: 8081 },
   },
