@@ -17,6 +17,11 @@ function source(param: string): string {
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** A config entry is the config's: overwritten through the API it would turn into an API entry, which DELETE then removes. */
+function notFromConfig(f: Filter, text: string): void {
+  if (f.whitelistEntry(text)?.origin === 'config') throw new HttpError(400, `${text} comes from filter.whitelist in the config; change it there`);
+}
+
 export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
   admin.route('GET', '/api/blacklist', () => ({ entries: f.bans().sort((a, b) => a.since - b.since).map(banJson) }));
 
@@ -50,6 +55,7 @@ export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
   admin.route('PUT', '/api/whitelist/:entry', async (r) => {
     const p = parseWhitelistEntry(r.params.entry);
     if (!p.ok) throw new HttpError(400, p.error);
+    notFromConfig(f, p.value.text);
     const body = await r.json();
     if (body !== null && !isObj(body)) throw new HttpError(400, 'body must be empty or a JSON object {"note"}');
     const note = body?.note ?? '';
@@ -61,8 +67,7 @@ export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
   admin.route('DELETE', '/api/whitelist/:entry', ({ params }) => {
     const p = parseWhitelistEntry(params.entry);
     if (!p.ok) throw new HttpError(400, p.error);
-    const e = f.whitelistEntry(p.value.text);
-    if (e?.origin === 'config') throw new HttpError(400, `${p.value.text} comes from filter.whitelist in the config; remove it there`);
+    notFromConfig(f, p.value.text);
     return { ip: p.value.text, removed: f.removeWhitelist(p.value.text) };
   });
 }

@@ -1,0 +1,39 @@
+// The lists through the admin API, refusals that change nothing (SPEC §10):
+// a whitelist entry from the config is changed in the config only, not
+// overwritten (and then deleted) through the API; a malformed blacklist
+// address is refused, not cut short; the whitelist takes only its own body
+// fields and answers entries as GET /api/whitelist lists them.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startProxy, domain, type Proxy } from './helpers/servers.ts';
+
+const TOKEN = 'lists-token';
+let proxy: Proxy;
+
+function api(method: string, path: string, body?: string) {
+  return fetch(proxy.adminUrl + path, { method, body, headers: { authorization: `Bearer ${TOKEN}` } })
+    .then(async (r) => ({ status: r.status, json: await r.json() as Record<string, unknown> }));
+}
+const whitelist = async () => (await api('GET', '/api/whitelist')).json.entries as { ip: string; origin: string; note: string }[];
+
+beforeAll(async () => {
+  proxy = await startProxy({
+    admin: { host: '127.0.0.1', port: 0, token: TOKEN },
+    domains: [domain('a.test', ['127.0.0.1:1'])],
+    filter: { whitelist: ['10.9.0.0/16'] },
+  });
+});
+afterAll(async () => { await proxy?.close(); });
+
+describe('whitelist entries from the config', () => {
+  it('PUT on one is refused with 400 naming filter.whitelist, in any spelling of the range; it stays a config entry', async () => {
+    for (const spelled of ['10.9.0.0%2F16', '10.9.1.2%2F16']) {
+      const r = await api('PUT', `/api/whitelist/${spelled}`, JSON.stringify({ note: 'taken over' }));
+      expect(r.status, spelled).toBe(400);
+      expect(r.json.error).toMatch(/10\.9\.0\.0\/16 comes from filter\.whitelist in the config/);
+    }
+    expect(await whitelist()).toEqual([expect.objectContaining({ ip: '10.9.0.0/16', origin: 'config', note: '' })]);
+    // And so it cannot be deleted through the API either.
+    expect((await api('DELETE', '/api/whitelist/10.9.0.0%2F16')).status).toBe(400);
+    expect((await whitelist()).map((e) => e.ip)).toEqual(['10.9.0.0/16']);
+  });
+});
