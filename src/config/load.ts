@@ -39,6 +39,14 @@ strictFormat('decimal', parseDecimal);
 strictFormat('strict-int', (v) => parseDecimal(v), (n) => (Number.isSafeInteger(n) ? null : 'must be a whole number'));
 strictFormat('strict-port', parseCount, (n) => (n > 65535 ? 'ports must be within range 0 - 65535' : null));
 
+// convict's Boolean reads every text but "false" as true (SCRUBBER_DEMO_ENABLED=0, no, off, "" loaded as true):
+// only true and false, as JSON or as text, are taken; anything else is kept as it is and refused by validate.
+convict.addFormat({
+  name: 'strict-boolean',
+  validate(v: unknown) { if (typeof v !== 'boolean') throw new Error('must be true or false'); },
+  coerce(v: unknown) { return v === 'true' ? true : v === 'false' ? false : v; },
+});
+
 const STRICT: Record<string, string> = { size: 'size', ms: 'duration-ms', s: 'duration-s', count: 'count' };
 
 /** The strict format for a schema leaf: by the key's name for whole numbers (see numericKind), else as declared. */
@@ -47,6 +55,7 @@ function strictFormatOf(format: unknown, key: string): unknown {
   if (format === 'port') return 'strict-port';
   if (format === 'int') return 'strict-int';
   if (format === Number) return 'decimal';
+  if (format === Boolean) return 'strict-boolean';
   return format;
 }
 
@@ -78,6 +87,15 @@ function convictProblems(message: string): string[] {
   });
 }
 
+/** A problem of a key the environment set names the variable and what it held (the file may not have the key at all). Pure. */
+export function withEnvSource(problem: string, env: NodeJS.ProcessEnv): string {
+  const m = /^([A-Za-z0-9.]+): (.*?)(?:: value was .*)?$/s.exec(problem);
+  if (!m) return problem;
+  const name = envName(m[1].split('.'));
+  const v = env[name];
+  return v === undefined ? problem : `${m[1]}: ${m[2]} (${name}=${JSON.stringify(v)})`;
+}
+
 export type LoadResult = { ok: true; config: Config } | { ok: false; problems: string[] };
 
 /** Loads from a parsed object (env still applies). */
@@ -89,9 +107,9 @@ export function loadConfigObject(raw: unknown, env: NodeJS.ProcessEnv = process.
     c = convict(withEnv(schema as unknown as SchemaNode) as never, { env, args: [] });
     c.load(raw);
   } catch (e) {
-    return { ok: false, problems: convictProblems((e as Error).message) };
+    return { ok: false, problems: convictProblems((e as Error).message).map((p) => withEnvSource(p, env)) };
   }
-  try { c.validate({ allowed: 'strict' }); } catch (e) { problems.push(...convictProblems((e as Error).message)); }
+  try { c.validate({ allowed: 'strict' }); } catch (e) { problems.push(...convictProblems((e as Error).message).map((p) => withEnvSource(p, env))); }
   const config = c.getProperties() as unknown as Config;
   // Structural checks still run, so one `scrubber check` lists every problem.
   try { problems.push(...validateStructure(config)); } catch (e) { problems.push(`(root): ${(e as Error).message}`); }
