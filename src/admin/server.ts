@@ -4,6 +4,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
+import { crossSiteRefusal } from './guard.ts';
 
 export class HttpError extends Error {
   readonly status: number;
@@ -105,6 +106,8 @@ function sendError(res: http.ServerResponse, e: unknown): void {
 export class AdminServer {
   private routes: Route[] = [];
   private server: http.Server | null = null;
+  /** admin.host, as given to listen(): a name the Host header may carry without a token. */
+  private host = '';
   token = '';
 
   route(method: string, pattern: string, handler: AdminHandler, opts: { auth?: boolean } = {}): void {
@@ -120,6 +123,8 @@ export class AdminServer {
   }
 
   readonly handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const refused = crossSiteRefusal(req.headers, { token: this.token !== '', adminHost: this.host });
+    if (refused) return sendJson(res, 403, { error: refused });
     let url: URL;
     try { url = new URL(req.url ?? '/', 'http://admin'); } catch { return sendJson(res, 400, { error: 'malformed URL' }); }
     let pathMatched = false;
@@ -157,6 +162,7 @@ export class AdminServer {
   };
 
   listen(host: string, port: number): Promise<void> {
+    this.host = host;
     this.server = http.createServer((req, res) => void this.handle(req, res));
     return new Promise((resolve, reject) => {
       this.server!.once('error', reject);

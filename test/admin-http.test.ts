@@ -1,0 +1,61 @@
+// The admin listener as HTTP (SPEC §10), on real sockets: what a browser on
+// another site can make it do (nothing: a foreign Origin is refused, and
+// without a token a Host that is not this machine is refused, against DNS
+// rebinding), and the protocol details a client relies on.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startProxy, request, domain, type Proxy } from './helpers/servers.ts';
+
+const TOKEN = 'http-token';
+let open: Proxy;
+let guarded: Proxy;
+
+beforeAll(async () => {
+  open = await startProxy({ domains: [domain('a.test', ['127.0.0.1:1'])] });
+  guarded = await startProxy({ admin: { host: '127.0.0.1', port: 0, token: TOKEN }, domains: [domain('a.test', ['127.0.0.1:1'])] });
+});
+afterAll(async () => { await open?.close(); await guarded?.close(); });
+
+const call = async (p: Proxy, method: string, path: string, headers: Record<string, string> = {}, body?: string) => {
+  const r = await request(p.adminUrl + path, { method, headers, body });
+  let json: Record<string, unknown> | null = null;
+  try { json = JSON.parse(r.body); } catch { /* not JSON */ }
+  return { status: r.status, headers: r.headers, body: r.body, json };
+};
+const listed = async (p: Proxy, ip: string, headers: Record<string, string> = {}) => (await call(p, 'GET', `/api/blacklist/${ip}`, headers)).json?.listed;
+
+describe('cross-site requests', () => {
+  it('a foreign Origin is refused with 403 naming it, and changes nothing (no token)', async () => {
+    const ban = await call(open, 'PUT', '/api/blacklist/203.0.113.5', { origin: 'http://evil.example', 'content-type': 'application/json' }, '{"ttlSeconds":600}');
+    expect(ban.status).toBe(403);
+    expect(ban.json?.error).toMatch(/Origin http:\/\/evil\.example/);
+    expect(await listed(open, '203.0.113.5')).toBe(false);
+    const reload = await call(open, 'POST', '/api/reload', { origin: 'http://evil.example' });
+    expect(reload.status).toBe(403);
+    // "null" (a sandboxed frame, a file: page) is not this listener either.
+    expect((await call(open, 'POST', '/api/reload', { origin: 'null' })).status).toBe(403);
+  });
+
+  it('the admin\'s own Origin is answered (the dashboard calls the API from it)', async () => {
+    const r = await call(open, 'PUT', '/api/blacklist/203.0.113.6', { origin: `http://127.0.0.1:${open.adminPort}`, 'content-type': 'application/json' }, '{"ttlSeconds":600}');
+    expect(r.status).toBe(200);
+    expect(await listed(open, '203.0.113.6')).toBe(true);
+  });
+
+  it('without a token, a Host that is a name other than localhost is refused with 403 naming it (DNS rebinding)', async () => {
+    const r = await call(open, 'GET', '/api/blacklist', { host: `rebind.evil.example:${open.adminPort}` });
+    expect(r.status).toBe(403);
+    expect(r.json?.error).toMatch(/Host rebind\.evil\.example/);
+    const ban = await call(open, 'PUT', '/api/blacklist/203.0.113.7', { host: 'rebind.evil.example', origin: 'http://rebind.evil.example', 'content-type': 'application/json' }, '{"ttlSeconds":600}');
+    expect(ban.status).toBe(403);
+    expect(await listed(open, '203.0.113.7')).toBe(false);
+    for (const host of [`localhost:${open.adminPort}`, `127.0.0.1:${open.adminPort}`, `[::1]:${open.adminPort}`, 'LOCALHOST']) {
+      expect((await call(open, 'GET', '/api/blacklist', { host })).status, host).toBe(200);
+    }
+  });
+
+  it('with a token any Host is answered (the token is what guards), a foreign Origin still is not', async () => {
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    expect((await call(guarded, 'GET', '/api/blacklist', { ...auth, host: 'scrubber-admin.internal' })).status).toBe(200);
+    expect((await call(guarded, 'POST', '/api/reload', { ...auth, origin: 'http://evil.example' })).status).toBe(403);
+  });
+});
