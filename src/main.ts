@@ -1,6 +1,7 @@
 // The CLI: `scrubber [--config FILE]`, `scrubber check --config FILE`,
 // `scrubber keys`. Signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
 import './app/v8-flags.ts';
+import { reloadOnSighup } from './sighup.ts';
 import { parseArgs } from 'node:util';
 import { describeKeys, loadConfigFile } from './config/load.ts';
 import { startApp } from './app/app.ts';
@@ -60,7 +61,10 @@ async function main(argv: string[]): Promise<number> {
     // Whatever the failed start had already opened (listeners, timers) must not keep the process alive.
     process.exit(1);
   }
-  process.on('SIGHUP', () => { app.reload(); });
+  if (reloadOnSighup(app)) {
+    log.info({ signal: 'SIGHUP' }, 'SIGHUP during the start: reloading now');
+    app.reload();
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
