@@ -37,3 +37,18 @@ describe('whitelist entries from the config', () => {
     expect((await whitelist()).map((e) => e.ip)).toEqual(['10.9.0.0/16']);
   });
 });
+
+describe('blacklist addresses', () => {
+  it('an address with more after its /64 is refused with 400 naming it, and bans nothing', async () => {
+    for (const bad of ['2001:db8::%2F64%2Fjunk', '2001:db8::%2F64%2F', '2001:db8::%2F64%2F64']) {
+      const r = await api('PUT', `/api/blacklist/${bad}`, JSON.stringify({ ttlSeconds: 60 }));
+      expect(r.status, bad).toBe(400);
+      expect(r.json.error).toContain(JSON.stringify(decodeURIComponent(bad)));
+    }
+    expect((await api('GET', '/api/blacklist/2001:db8::1')).json.listed).toBe(false);
+    expect((await api('GET', '/api/blacklist')).json.entries).toEqual([]);
+    // The /64 itself is still taken.
+    expect((await api('PUT', '/api/blacklist/2001:db8::%2F64', JSON.stringify({ ttlSeconds: 60 }))).json).toMatchObject({ ip: '2001:db8::/64', listed: true });
+    expect((await api('DELETE', '/api/blacklist/2001:db8::%2F64')).json).toMatchObject({ removed: true });
+  });
+});

@@ -54,9 +54,11 @@ export function parseBlacklistAddress(input: string): Parsed<string> {
   const text = input.trim();
   const bad = { ok: false as const, error: `${JSON.stringify(input)} is not an IP address` };
   if (text.includes('/')) {
-    const [a, p] = text.split('/');
-    if (p !== '64' || net.isIPv6(a) === false) return { ok: false, error: `${JSON.stringify(input)}: only single addresses (IPv6: a /64) can be blacklisted` };
-    return { ok: true, value: sourceKey(a) };
+    // Exactly address/prefix: "2001:db8::/64/junk" is not an address with a tail to ignore.
+    const parts = text.split('/');
+    if (parts.length !== 2 || !net.isIP(parts[0])) return { ok: false, error: `${JSON.stringify(input)} is not an IP address or an IPv6 /64` };
+    if (parts[1] !== '64' || !net.isIPv6(parts[0])) return { ok: false, error: `${JSON.stringify(input)}: only single addresses (IPv6: a /64) can be blacklisted` };
+    return { ok: true, value: sourceKey(parts[0]) };
   }
   if (!net.isIP(text)) return bad;
   return { ok: true, value: sourceKey(ipaddr.process(text).toString()) };
