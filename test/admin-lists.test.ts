@@ -52,3 +52,20 @@ describe('blacklist addresses', () => {
     expect((await api('DELETE', '/api/blacklist/2001:db8::%2F64')).json).toMatchObject({ removed: true });
   });
 });
+
+describe('whitelist bodies and answers', () => {
+  it('an unknown body field is refused with 400 naming it, and adds nothing', async () => {
+    const r = await api('PUT', '/api/whitelist/10.20.0.0%2F24', JSON.stringify({ note: 'x', ttlSeconds: 60 }));
+    expect(r.status).toBe(400);
+    expect(r.json.error).toContain('"ttlSeconds"');
+    expect((await whitelist()).map((e) => e.ip)).toEqual(['10.9.0.0/16']);
+  });
+
+  it('the answer of PUT is the entry as GET lists it, nothing internal', async () => {
+    const r = await api('PUT', '/api/whitelist/10.21.0.0%2F24', JSON.stringify({ note: 'office' }));
+    expect(r.status).toBe(200);
+    expect(r.json).toEqual({ ip: '10.21.0.0/24', origin: 'api', note: 'office', since: expect.any(String) });
+    expect((await whitelist()).find((e) => e.ip === '10.21.0.0/24')).toEqual(r.json);
+    expect((await api('DELETE', '/api/whitelist/10.21.0.0%2F24')).json).toEqual({ ip: '10.21.0.0/24', removed: true });
+  });
+});

@@ -58,6 +58,7 @@ export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
     notFromConfig(f, p.value.text);
     const body = await r.json();
     if (body !== null && !isObj(body)) throw new HttpError(400, 'body must be empty or a JSON object {"note"}');
+    for (const k of Object.keys(body ?? {})) if (k !== 'note') throw new HttpError(400, `unknown field ${JSON.stringify(k)}`);
     const note = body?.note ?? '';
     if (typeof note !== 'string' || note.length > 500) throw new HttpError(400, 'note must be a string of at most 500 characters');
     const e = f.addWhitelist(p.value, note);

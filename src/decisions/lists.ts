@@ -97,11 +97,11 @@ export class Whitelist {
     this.rebuild();
   }
 
+  /** The entry as it is listed (its parsed range stays inside). */
   add(range: ParsedRange, origin: 'config' | 'api', note: string, since: number): WhitelistEntry {
-    const e = { ip: range.text, origin, note, since, range };
-    this.entries.set(range.text, e);
+    this.entries.set(range.text, { ip: range.text, origin, note, since, range });
     this.rebuild();
-    return e;
+    return { ip: range.text, origin, note, since };
   }
 
   get(text: string): WhitelistEntry | undefined { return this.entries.get(text); }
