@@ -59,3 +59,36 @@ describe('cross-site requests', () => {
     expect((await call(guarded, 'POST', '/api/reload', { ...auth, origin: 'http://evil.example' })).status).toBe(403);
   });
 });
+
+describe('methods', () => {
+  it('HEAD is answered as GET without a body (auth as for GET)', async () => {
+    const get = await call(open, 'GET', '/healthz');
+    const head = await call(open, 'HEAD', '/healthz');
+    expect(head.status).toBe(200);
+    expect(head.body).toBe('');
+    expect(head.headers['content-type']).toBe(get.headers['content-type']);
+    expect(head.headers['content-length']).toBe(get.headers['content-length']);
+    const page = await call(open, 'HEAD', '/');
+    expect(page.status).toBe(200);
+    expect(page.headers['content-type']).toMatch(/^text\/html/);
+    expect(page.body).toBe('');
+    expect((await call(guarded, 'HEAD', '/api/blacklist')).status).toBe(401);
+    expect((await call(guarded, 'HEAD', '/api/blacklist', { authorization: `Bearer ${TOKEN}` })).status).toBe(200);
+  });
+
+  it('a method a path does not take gets 405 with Allow listing those it does', async () => {
+    const cases: [string, string, string][] = [
+      ['OPTIONS', '/api/blacklist', 'GET, HEAD'],
+      ['PUT', '/healthz', 'GET, HEAD'],
+      ['POST', '/api/blacklist/192.0.2.1', 'GET, PUT, DELETE, HEAD'],
+      ['GET', '/api/reload', 'POST'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const r = await call(open, method, path);
+      expect(r.status, `${method} ${path}`).toBe(405);
+      expect(r.headers.allow, `${method} ${path}`).toBe(allow);
+      expect(r.json?.error).toContain(method);
+    }
+    expect((await call(open, 'OPTIONS', '/nope')).status).toBe(404);
+  });
+});

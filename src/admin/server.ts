@@ -97,6 +97,13 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
+/** The Allow header of a path from the methods of its routes: HEAD wherever GET is (RFC 9110 §10.2.1). Pure. */
+export function allowHeader(methods: string[]): string {
+  const set = [...new Set(methods)];
+  if (set.includes('GET')) set.push('HEAD');
+  return set.join(', ');
+}
+
 function sendError(res: http.ServerResponse, e: unknown): void {
   if (res.headersSent) { res.destroy(); return; }
   if (e instanceof HttpError) sendJson(res, e.status, { error: e.message });
@@ -127,12 +134,14 @@ export class AdminServer {
     if (refused) return sendJson(res, 403, { error: refused });
     let url: URL;
     try { url = new URL(req.url ?? '/', 'http://admin'); } catch { return sendJson(res, 400, { error: 'malformed URL' }); }
-    let pathMatched = false;
+    // HEAD is GET without the body (node:http leaves the body out of an answer to HEAD by itself).
+    const method = req.method === 'HEAD' ? 'GET' : req.method;
+    const allowed: string[] = [];
     for (const r of this.routes) {
       const params = matchPath(r.parts, url.pathname);
       if (!params) continue;
-      pathMatched = true;
-      if (r.method !== req.method) continue;
+      allowed.push(r.method);
+      if (r.method !== method) continue;
       if (r.auth && !this.authorized(req)) {
         res.setHeader('www-authenticate', 'Bearer');
         return sendJson(res, 401, { error: 'missing or wrong bearer token' });
@@ -158,7 +167,10 @@ export class AdminServer {
       }
       return;
     }
-    sendJson(res, pathMatched ? 405 : 404, { error: pathMatched ? 'method not allowed' : 'not found' });
+    if (!allowed.length) return sendJson(res, 404, { error: 'not found' });
+    const allow = allowHeader(allowed);
+    res.setHeader('allow', allow);
+    sendJson(res, 405, { error: `method ${req.method} not allowed on ${url.pathname}: ${allow}` });
   };
 
   listen(host: string, port: number): Promise<void> {
