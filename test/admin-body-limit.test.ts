@@ -4,6 +4,7 @@
 // still works on the same route.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
+import net from 'node:net';
 import { startProxy, domain, type Proxy } from './helpers/servers.ts';
 
 const TOKEN = 'body-limit-token';
@@ -58,5 +59,35 @@ describe('admin bodies over 1 MiB', () => {
     const r = await send(proxy, 'PUT', '/api/blacklist/10.9.8.6', exact);
     expect(r.status).toBe(200);
     expect((await send(proxy, 'GET', '/api/blacklist/10.9.8.6', '')).json?.listed).toBe(true);
+  });
+
+  it('a declared Content-Length over the limit is answered 413 at once, before the body is sent (and bans nothing)', async () => {
+    for (const declared of [2 * MIB, 100 * MIB]) {
+      const s = net.connect(proxy.adminPort, '127.0.0.1');
+      s.on('error', () => {});
+      let text = '';
+      s.on('data', (d) => { text += d; });
+      s.write(`PUT /api/blacklist/10.9.8.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n{"reason":`);
+      const t0 = Date.now();
+      while (!text.includes('}') && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 20));
+      s.destroy();
+      expect(text, `declared ${declared}`).toMatch(/^HTTP\/1\.1 413 /);
+      expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)).error).toBe(`body too large: at most ${MIB} bytes`);
+    }
+    expect((await send(proxy, 'GET', '/api/blacklist/10.9.8.5', '')).json?.listed).toBe(false);
+  });
+
+  it('after that early 413, the rest of the body (if sent) is read and dropped, and the connection takes the next request', async () => {
+    const s = net.connect(proxy.adminPort, '127.0.0.1');
+    s.on('error', () => {});
+    let text = '';
+    s.on('data', (d) => { text += d; });
+    s.write(`PUT /api/blacklist/10.9.8.4 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: ${2 * MIB}\r\n\r\n`);
+    s.write(Buffer.alloc(2 * MIB, 0x61));
+    s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    const t0 = Date.now();
+    while (!text.includes('"status"') && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+    s.destroy();
+    expect(text).toMatch(/^HTTP\/1\.1 413 [\s\S]*HTTP\/1\.1 200 [\s\S]*\{"status":"ok"\}$/);
   });
 });

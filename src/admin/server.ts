@@ -71,13 +71,24 @@ const MAX_BODY = 1024 * 1024;
 const DRAIN_BYTES = 64 * 1024 * 1024;
 const DRAIN_MS = 10_000;
 
+/** Reads and drops the rest of a refused body, within the drain's bounds (past them the connection is cut). */
+function drain(req: http.IncomingMessage): void {
+  let size = 0;
+  const timer = setTimeout(() => req.destroy(), DRAIN_MS);
+  req.on('data', (c: Buffer) => { size += c.length; if (size > DRAIN_BYTES) { clearTimeout(timer); req.destroy(); } });
+  req.on('end', () => clearTimeout(timer));
+  req.on('close', () => clearTimeout(timer));
+}
+
 function readBody(req: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     let size = 0;
     const chunks: Buffer[] = [];
     const tooLarge = () => new HttpError(413, `body too large: at most ${MAX_BODY} bytes`);
-    if (declared > MAX_BODY + DRAIN_BYTES) { reject(tooLarge()); req.destroy(); return; }
+    // Known too large from the head: answered at once (a client waiting for it, or reading while it sends, gets it
+    // before sending the rest; before, a declared size past the drain's bound was cut with no answer at all).
+    if (declared > MAX_BODY) { drain(req); reject(tooLarge()); return; }
     let timer: NodeJS.Timeout | undefined;
     req.on('data', (c: Buffer) => {
       size += c.length;
