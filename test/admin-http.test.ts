@@ -92,3 +92,14 @@ describe('methods', () => {
     expect((await call(open, 'OPTIONS', '/nope')).status).toBe(404);
   });
 });
+
+describe('the bearer token', () => {
+  it('the scheme is case-insensitive (RFC 9110 §11.1); the token is not', async () => {
+    for (const h of [`bearer ${TOKEN}`, `BEARER ${TOKEN}`, `Bearer  ${TOKEN}`]) {
+      expect((await call(guarded, 'GET', '/api/blacklist', { authorization: h })).status, h).toBe(200);
+    }
+    for (const h of [`Bearer ${TOKEN.toUpperCase()}`, `Basic ${TOKEN}`, `Bearer${TOKEN}`, TOKEN]) {
+      expect((await call(guarded, 'GET', '/api/blacklist', { authorization: h })).status, h).toBe(401);
+    }
+  });
+});

@@ -134,8 +134,9 @@ export class AdminServer {
 
   private authorized(req: http.IncomingMessage): boolean {
     if (!this.token) return true;
-    const h = req.headers.authorization ?? '';
-    const given = Buffer.from(h.startsWith('Bearer ') ? h.slice(7) : '');
+    // The scheme is case-insensitive and followed by one or more spaces (RFC 9110 §11.1, §11.4); the token is exact.
+    const m = /^bearer +(.*)$/i.exec(req.headers.authorization ?? '');
+    const given = Buffer.from(m ? m[1] : '');
     const want = Buffer.from(this.token);
     return given.length === want.length && timingSafeEqual(given, want);
   }
