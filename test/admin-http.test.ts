@@ -103,3 +103,21 @@ describe('the bearer token', () => {
     }
   });
 });
+
+describe('/api/stats dates', () => {
+  it('a day the month does not have is refused with 400 naming the parameter, not read as the next month', async () => {
+    // The other end is a valid date near by (a range over 430 days is refused on its own).
+    const cases: [string, string, string][] = [
+      ['from', '2024-02-30', 'to=2024-03-05'], ['from', '2023-02-29', 'to=2023-03-05'], ['to', '2024-04-31', 'from=2024-04-01'],
+      ['from', '2024-02-31T10:00:00Z', 'to=2024-03-05'], ['to', '2024-06-00', 'from=2024-05-01'],
+    ];
+    for (const [param, value, other] of cases) {
+      const r = await call(open, 'GET', `/api/stats?domain=a.test&${param}=${encodeURIComponent(value)}&${other}`);
+      expect(r.status, `${param}=${value}`).toBe(400);
+      expect(r.json?.error).toMatch(new RegExp(`^${param}: "${value}"`));
+    }
+    const leap = await call(open, 'GET', '/api/stats?domain=a.test&from=2024-02-29&to=2024-03-01');
+    expect(leap.status).toBe(200);
+    expect(leap.json).toMatchObject({ from: Date.UTC(2024, 1, 29) / 1000, to: Date.UTC(2024, 2, 1) / 1000 });
+  });
+});

@@ -9,10 +9,20 @@ export function findDomain(config: Config, name: string | null): DomainConfig | 
   return config.domains.find((d) => d.name.toLowerCase() === n || d.aliases.some((a) => a.toLowerCase() === n)) ?? null;
 }
 
+/** Days in month m (1-12) of year y, proleptic Gregorian as ISO 8601 has it. */
+function daysInMonth(y: number, m: number): number {
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  return m === 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].includes(m) ? 30 : 31;
+}
+
 /** A moment as Unix seconds (digits) or an ISO 8601 date/time; null when malformed. */
 export function parseTime(v: string): number | null {
   if (/^\d{1,12}$/.test(v)) return Number(v);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(v)) return null;
+  const d = /^(\d{4})-(\d{2})-(\d{2})/.exec(v);
+  if (!d) return null;
+  // Date.parse rolls a day the month lacks over into the next month (2024-02-30 → 2024-03-01).
+  const [y, m, day] = [Number(d[1]), Number(d[2]), Number(d[3])];
+  if (m < 1 || m > 12 || day < 1 || day > daysInMonth(y, m)) return null;
   const ms = Date.parse(v);
   return Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
 }
