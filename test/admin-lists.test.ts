@@ -69,3 +69,20 @@ describe('whitelist bodies and answers', () => {
     expect((await api('DELETE', '/api/whitelist/10.21.0.0%2F24')).json).toEqual({ ip: '10.21.0.0/24', removed: true });
   });
 });
+
+describe('manual ban time (README: as given, 1 s to 8 h)', () => {
+  it('ttlSeconds from 1 to 28800 is taken as given, not clamped; outside it is a 400 that bans nothing', async () => {
+    for (const ttl of [1, 28800]) {
+      const r = await api('PUT', '/api/blacklist/192.0.2.77', JSON.stringify({ ttlSeconds: ttl }));
+      expect(r.status).toBe(200);
+      expect(Date.parse(String(r.json.expiresAt)) - Date.parse(String(r.json.since))).toBe(ttl * 1000);
+      await api('DELETE', '/api/blacklist/192.0.2.77');
+    }
+    for (const ttl of [0, 28801, 30000]) {
+      const r = await api('PUT', '/api/blacklist/192.0.2.78', JSON.stringify({ ttlSeconds: ttl }));
+      expect(r.status, String(ttl)).toBe(400);
+      expect(r.json.error).toBe('ttlSeconds must be an integer from 1 to 28800');
+    }
+    expect((await api('GET', '/api/blacklist/192.0.2.78')).json.listed).toBe(false);
+  });
+});
