@@ -25,7 +25,10 @@ function ownOrigin(host: string): string | null {
  */
 export function crossSiteRefusal(headers: { origin?: string; host?: string }, opts: { token: boolean; adminHost: string }): string | null {
   const { origin, host } = headers;
-  if (origin !== undefined) {
+  // With a token the Origin says nothing more: a page elsewhere cannot send the Authorization header without a CORS
+  // preflight, which this listener never grants; and behind a TLS-terminating proxy the browser's Origin
+  // (https://<public name>) never matches the Host that reaches here.
+  if (origin !== undefined && !opts.token) {
     // An Origin the browser serialised ("http://h:p", or "null") against the name the request was sent to.
     let given: string | null = null;
     try { given = new URL(origin).origin; } catch { /* "null" or malformed: not ours */ }
@@ -34,7 +37,7 @@ export function crossSiteRefusal(headers: { origin?: string; host?: string }, op
       return `Origin ${origin} is not this admin listener (${own ?? 'no Host'}): requests from another site are refused`;
     }
   }
-  // With a token the rebinding page has nothing to send; without one, only names that cannot be rebound are answered
+  // Likewise the rebinding page has no token to send; without one, only names that cannot be rebound are answered
   // (a request without Host is no browser's).
   if (!opts.token && host !== undefined) {
     const name = hostName(host);
