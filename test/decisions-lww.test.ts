@@ -161,3 +161,14 @@ describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)
 });
 
 if (!hasRedis) describe('the later decision stands (write script, real Redis)', () => { it.skip(redisSkipReason, () => {}); });
+
+describe('what a node writes back (Known.missingFrom)', () => {
+  it('a part Redis could not give (a key of the wrong type) is unknown, not empty: nothing of it is written back', () => {
+    const now = Date.now();
+    const known = new Known({ bans: [{ ip: '10.2.0.1', reason: 'r', rule: 'rate', since: now, expiresAt: now + 60_000 }], whitelist: [{ ip: '10.2.1.0/24', origin: 'api', note: '', since: now }] });
+    const empty = { bans: [], whitelist: [], attacks: [] };
+    expect(known.missingFrom(empty, now).map((d) => d.kind).sort()).toEqual(['ban', 'whitelist']);
+    expect(known.missingFrom({ ...empty, unreadable: ['bans'] }, now).map((d) => d.kind)).toEqual(['whitelist']);
+    expect(known.missingFrom({ ...empty, unreadable: ['whitelist'] }, now).map((d) => d.kind)).toEqual(['ban']);
+  });
+});

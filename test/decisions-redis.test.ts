@@ -511,7 +511,7 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
     });
   }, 30_000);
 
-  it('a node killed while Redis was away, before its queue was saved, writes back on its restart what Redis never saw, and takes what was lifted since', async () => {
+  it('a node killed while Redis was away, before its queue was saved, writes back on its restart the bans Redis never saw, and takes what was lifted since', async () => {
     const p = prefix();
     const b = await healthyNode(redis.url, p, 'B');
     await withRaw(redis.url, async (raw) => {
@@ -525,12 +525,18 @@ describe.skipIf(!haveRedis)('decisions through Redis', () => {
       await waitFor('Y lifted', () => b.bus.pendingCount === 0, 3000);
       // A starts again from its own store (both bans in force there), with Redis's epoch kept: not a first contact.
       const a = mk(redis.url, p, 'A', { epoch: { load: () => epoch, save() {} } });
-      await a.bus.snapshot(Date.now(), { bans: [ban('10.13.2.1', 600_000, t - 2000), ban('10.13.2.2', 600_000, t - 5000)], whitelist: [] });
+      // W: a whitelist entry its store holds and Redis does not, lifted so long ago that Redis no longer remembers it
+      // (liftings are kept 7 days; a whitelist entry has no end): not brought back.
+      const w = { ip: '10.13.3.0/24', origin: 'api' as const, note: 'old', since: t - 9 * 86_400_000 };
+      await a.bus.snapshot(Date.now(), { bans: [ban('10.13.2.1', 600_000, t - 2000), ban('10.13.2.2', 600_000, t - 5000)], whitelist: [w] });
       await waitFor('X written back and published', () => bansOf(b.got).includes('10.13.2.1'), 5000);
       expect(await raw.hget(`${p}bans`, '10.13.2.1')).not.toBeNull();
       await waitFor('Y lifted on A', () => a.got.some((d) => d.kind === 'unban' && d.ip === '10.13.2.2'), 5000);
       expect(a.got.some((d) => d.kind === 'unban' && d.ip === '10.13.2.1')).toBe(false);
       expect(await raw.hget(`${p}bans`, '10.13.2.2')).toBeNull();
+      await waitFor('W lifted on A', () => a.got.some((d) => d.kind === 'unwhitelist' && d.ip === w.ip), 5000);
+      expect(await raw.hget(`${p}whitelist`, w.ip)).toBeNull();
+      expect(b.got.some((d) => d.kind === 'whitelist')).toBe(false);
     });
   }, 20_000);
 

@@ -266,6 +266,7 @@ export class RedisBus implements DecisionBus {
         if (this.sharedSecret) await this.cmd.set(this.k.secret, this.sharedSecret, 'NX');
       }
       if (wiped) this.needResync = true;
+      const first = this.epoch === null; // never reconciled with this Redis (a first start, or no epoch kept)
       this.epoch = epoch;
       if (!this.needResync) return;
       await this.flush();
@@ -274,12 +275,13 @@ export class RedisBus implements DecisionBus {
       this.needResync = false; // before the read, which takes steps: a link lost meanwhile sets it again (onDown)
       this.pending.catchingUp(true); // from here a write may land where the read has passed (holds, below)
       const snap = await readState(this.cmd, this.k, now, pause, epoch);
-      // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data. Of what this node
-      // holds from its own store, what Redis lacks is queued too: the write keeps it only where Redis remembers no
-      // later lifting (<p>gone; a first contact, or a decision of a node killed before its queue was saved), and one
-      // it refuses as older comes back as stale, and the catch-up it calls for lifts it here (the diff below).
+      // Written back, not lifted: what Redis lacks of all this node knows when Redis lost its data; of what this node
+      // holds from its own store, all of it at a first contact, else its bans (a node killed before its queue was
+      // saved): the write keeps one only where Redis remembers no later lifting (<p>gone), and one refused as older
+      // is lifted here by the catch-up that calls for. Liftings are remembered 7 days and a ban lasts 8 h at most;
+      // a whitelist entry has no end, so one lifted longer ago would come back: not written back on a restart.
       if (wiped) this.pending.requeue(this.known.missingFrom(snap, now));
-      else if (this.own) this.pending.requeue(new Known(this.own).missingFrom(snap, now));
+      else if (this.own) this.pending.requeue(new Known(first ? this.own : { ...this.own, whitelist: [] }).missingFrom(snap, now));
       this.own = null;
       if (epoch && epoch !== this.epochStore?.load()) this.epochToKeep = epoch;
       const out = await this.known.diffInSteps(snap, Date.now(), (key) => this.pending.holds(key), pause); // expiry as of after the read

@@ -35,10 +35,12 @@ export class Known {
   missingFrom(snap: RedisSnapshot, now: number): Decision[] {
     const bans = new Set(snap.bans.map((e) => e.ip)), wl = new Set(snap.whitelist.map((e) => e.ip));
     const out: Decision[] = [];
-    for (const e of this.bans.values()) if (!bans.has(e.ip) && e.expiresAt > now) out.push({ kind: 'ban', entry: e });
-    for (const e of this.wl.values()) if (!wl.has(e.ip)) out.push({ kind: 'whitelist', entry: e });
+    // A part Redis could not give (a key of the wrong type) is unknown, not empty: nothing of it is missing.
+    const unread = new Set(snap.unreadable ?? []);
+    if (!unread.has('bans')) for (const e of this.bans.values()) if (!bans.has(e.ip) && e.expiresAt > now) out.push({ kind: 'ban', entry: e });
+    if (!unread.has('whitelist')) for (const e of this.wl.values()) if (!wl.has(e.ip)) out.push({ kind: 'whitelist', entry: e });
     const attacks = new Set(snap.attacks.map((a) => a.domain));
-    for (const [domain, v] of this.attack) if (!attacks.has(domain)) out.push({ kind: 'attack', domain, ...parse<Omit<AttackState, 'domain'>>(v)! });
+    if (!unread.has('attacks')) for (const [domain, v] of this.attack) if (!attacks.has(domain)) out.push({ kind: 'attack', domain, ...parse<Omit<AttackState, 'domain'>>(v)! });
     return out;
   }
 
