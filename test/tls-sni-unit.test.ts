@@ -6,6 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
 import { parseClientHello } from '../src/listen/sni.ts';
+import { sniLookup } from '../src/listen/certs.ts';
 import { proxyV2Header, PROXY_V2_SIGNATURE } from '../src/listen/proxy-protocol.ts';
 
 const realHello = capturedClientHello;
@@ -105,5 +106,27 @@ describe('PROXY protocol v2 header', () => {
 
   it('an unknown address gives LOCAL', () => {
     expect(proxyV2Header({ address: '', port: 0 }, { address: '127.0.0.1', port: 1 }).subarray(12).toString('hex')).toBe('20000000');
+  });
+});
+
+describe('the certificate chosen by SNI (sniLookup)', () => {
+  const ctx = (name: string) => ({ name }) as unknown as tls.SecureContext;
+  const certs = new Map([['a.test', ctx('a')], ['b.test', ctx('b')], ['*.w.test', ctx('w')]]);
+  const pick = (name: string) => (sniLookup(() => certs, name) as unknown as { name: string }).name;
+
+  it('a fully qualified name (trailing dot) gets its own certificate, as without the dot', () => {
+    expect(pick('b.test')).toBe('b');
+    expect(pick('b.test.')).toBe('b');
+    expect(pick('B.Test.')).toBe('b');
+    expect(pick('x.w.test.')).toBe('w');
+  });
+
+  it('a wildcard covers one label below its domain, not the domain itself nor a bare name', () => {
+    expect(pick('x.w.test')).toBe('w');
+    expect(pick('w.test')).toBe('a'); // the first certificate, as any unknown name gets
+    const tld = new Map([['a.test', ctx('a')], ['*.test', ctx('t')]]);
+    const pickTld = (name: string) => (sniLookup(() => tld, name) as unknown as { name: string }).name;
+    expect(pickTld('x.test')).toBe('t');
+    expect(pickTld('test')).toBe('a');
   });
 });

@@ -269,6 +269,15 @@ describe('tls.ticketKeyRotateSeconds', () => {
   });
 });
 
+describe('tls.handshakeTimeoutMs', () => {
+  it('0 is refused: it would leave a TLS handshake (or a connection that never sends one) without a deadline', () => {
+    const ok = { domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] };
+    expect(loadConfigObject({ ...ok, tls: { handshakeTimeoutMs: 1 } }).ok).toBe(true);
+    const bad = loadConfigObject({ ...ok, tls: { handshakeTimeoutMs: 0 } });
+    expect(bad.ok ? [] : bad.problems).toEqual(['tls.handshakeTimeoutMs: must be at least 1 (0 would leave TLS handshakes without a deadline)']);
+  });
+});
+
 async function until(f: () => boolean, ms = 10_000): Promise<void> {
   const t0 = Date.now();
   while (!f()) { if (Date.now() - t0 > ms) throw new Error('timed out'); await sleep(25); }

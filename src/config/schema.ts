@@ -114,7 +114,7 @@ export const schema = {
       default: [],
     },
     http2: { doc: 'Offer HTTP/2 by ALPN on the TLS listeners (h2 and http/1.1); false: HTTP/1.1 only. Changing it needs a restart.', format: Boolean, default: true },
-    handshakeTimeoutMs: { doc: 'Deadline from accept to a finished TLS handshake (for a passthrough domain: to a complete ClientHello); then the connection is closed and counted against its source as slow.', format: nat, default: 10000 },
+    handshakeTimeoutMs: { doc: 'Deadline from accept to a finished TLS handshake (for a passthrough domain: to a complete ClientHello); then the connection is closed and counted against its source as slow. At least 1.', format: nat, default: 10000 },
     ticketKeyRotateSeconds: { doc: 'TLS session tickets: how long one ticket key is used (at least 60). Every worker, every node on the same Redis, and this node after a restart use the same key within a period, counted from the epoch; at each change, returning clients make one full handshake. Changing it needs a restart.', format: nat, default: 43200 },
   },
   admin: {

@@ -226,6 +226,7 @@ export function validateStructure(cfg: Config): string[] {
   // A worker reports every second: less than two of those would kill one that is merely busy.
   if (cfg.workerWatchdogMs > 0 && cfg.workerWatchdogMs < 2000) problems.push(`workerWatchdogMs: 0 (never) or at least 2000 (was ${cfg.workerWatchdogMs})`);
   if (cfg.stats.flushIntervalMs < 100) problems.push('stats.flushIntervalMs: must be at least 100');
+  if (cfg.tls.handshakeTimeoutMs < 1) problems.push('tls.handshakeTimeoutMs: must be at least 1 (0 would leave TLS handshakes without a deadline)');
   if (cfg.tls.ticketKeyRotateSeconds < 60) problems.push(`tls.ticketKeyRotateSeconds: must be at least 60 (was ${cfg.tls.ticketKeyRotateSeconds})`);
   if (cfg.stats.retentionDays < 1) problems.push('stats.retentionDays: must be at least 1');
   if (cfg.upstream.connectAttempts < 1) problems.push('upstream.connectAttempts: must be at least 1');

@@ -24,10 +24,14 @@ export function defaultCertificate(config: Config): { cert: Buffer; key: Buffer 
   return c ? { cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) } : {};
 }
 
+/** The certificate for an SNI name: its own, else the wildcard one label up, else the default. A fully qualified name
+ *  (`b.test.`, trailing dot) is the same host, as the passthrough routing takes it; a bare name (no dot) is covered by
+ *  no wildcard. */
 export function sniLookup(certs: () => Map<string, tls.SecureContext>, name: string): tls.SecureContext | undefined {
   const m = certs();
-  const n = name.toLowerCase();
-  return m.get(n) ?? m.get('*.' + n.slice(n.indexOf('.') + 1)) ?? m.values().next().value;
+  const n = name.toLowerCase().replace(/\.$/, '');
+  const dot = n.indexOf('.');
+  return m.get(n) ?? (dot > 0 ? m.get('*.' + n.slice(dot + 1)) : undefined) ?? m.values().next().value;
 }
 
 /** The TLS session id context of every listener. Node's default is a hash of the process's command line, and a
