@@ -5,6 +5,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { bucketOf, countInto, newCounters, F, FIELDS, attackPeriods, toBucketJson, BUCKET_SECONDS } from '../src/stats/buckets.ts';
 import { Recorder } from '../src/stats/recorder.ts';
 import { StatsStore, DEFAULT_RETENTION_DAYS } from '../src/stats/store.ts';
+import { parseTime } from '../src/admin/query.ts';
 
 const RETENTION_SECONDS = DEFAULT_RETENTION_DAYS * 86400;
 import type { Observation } from '../src/observe/observation.ts';
@@ -98,6 +99,43 @@ describe('recorder', () => {
   });
 });
 
+describe('attack seconds', () => {
+  it('a bucket never holds more than its 180 s, however often it is sampled and written (each admin call samples)', () => {
+    let now = 3_000 * 180_000;
+    const r = new Recorder(() => now);
+    const db = new DatabaseSync(':memory:');
+    const s = new StatsStore(db);
+    const under = { blacklistSize: 0, underAttack: ['a.test'], droppedConnections: 0, counters: {} };
+    // A whole bucket under attack: the 5 s timer, and three admin calls a few ms after each, each sampling and writing.
+    for (let i = 0; i < 36; i++) {
+      for (const secs of [5, 0.004, 0.003, 0.005]) {
+        now += secs * 1000;
+        r.sample(under, secs);
+        const p = r.pending();
+        s.write(p.domains, p.globals);
+        r.commit();
+      }
+    }
+    const row = s.domainRows('a.test', 3_000 * 180, 3_001 * 180)[0];
+    // Sampled time inside the bucket: 35 rounds of 5.012 s (the 36th crosses into the next bucket).
+    expect(row.attack_seconds).toBeGreaterThanOrEqual(174);
+    expect(row.attack_seconds).toBeLessThanOrEqual(180);
+    db.close();
+  });
+
+  it('a short attack still shades its bucket (one second at least), once', () => {
+    const now = 3_100 * 180_000;
+    const r = new Recorder(() => now);
+    r.sample({ blacklistSize: 0, underAttack: ['a.test'], droppedConnections: 0, counters: {} }, 0.2);
+    r.sample({ blacklistSize: 0, underAttack: ['a.test'], droppedConnections: 0, counters: {} }, 0.2);
+    expect(r.pending().domains[0].c[F.attackSeconds]).toBe(1);
+  });
+
+  it('read back, a bucket says at most 180 s (nodes of a cluster add theirs up)', () => {
+    expect(toBucketJson(180, { attack_seconds: 420 }, undefined).attackSeconds).toBe(BUCKET_SECONDS);
+  });
+});
+
 describe('store', () => {
   it('adds deltas to stored rows, keeps the largest blacklist sample, and prunes past retention only', () => {
     const db = new DatabaseSync(':memory:');
@@ -122,5 +160,23 @@ describe('store', () => {
     s.prune(181 + 86400, 1);
     expect(s.domainRows('a.test', 0, 360)).toHaveLength(0);
     db.close();
+  });
+});
+
+describe('from/to of the stats API (parseTime)', () => {
+  it('a date and time without an offset is UTC, as the buckets are, whatever the server\'s time zone', () => {
+    const tz = process.env.TZ;
+    process.env.TZ = 'America/New_York';
+    try {
+      expect(parseTime('2025-03-10T12:00:00')).toBe(1741608000);
+      expect(parseTime('2025-03-10T12:00')).toBe(1741608000);
+      expect(parseTime('2025-03-10 12:00:00')).toBe(1741608000);
+      expect(parseTime('2025-03-10')).toBe(1741564800);
+      expect(parseTime('2025-03-10T12:00:00Z')).toBe(1741608000);
+      expect(parseTime('2025-03-10T08:00:00-04:00')).toBe(1741608000);
+      expect(parseTime('2025-03-10T14:00:00+0200')).toBe(1741608000);
+    } finally {
+      if (tz === undefined) delete process.env.TZ; else process.env.TZ = tz;
+    }
   });
 });

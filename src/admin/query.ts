@@ -23,7 +23,10 @@ export function parseTime(v: string): number | null {
   // Date.parse rolls a day the month lacks over into the next month (2024-02-30 → 2024-03-01).
   const [y, m, day] = [Number(d[1]), Number(d[2]), Number(d[3])];
   if (m < 1 || m > 12 || day < 1 || day > daysInMonth(y, m)) return null;
-  const ms = Date.parse(v);
+  // A time without an offset is UTC, as the buckets are: Date.parse would read it in the server's time zone (a date
+  // alone it already reads as UTC).
+  const t = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.exec(v) ? `${v.replace(' ', 'T')}Z` : v;
+  const ms = Date.parse(t);
   return Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
 }
 

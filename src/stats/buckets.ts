@@ -98,7 +98,8 @@ export function toBucketJson(t: number, d: Row | undefined, g: Row | undefined):
     proxyAnswered: { requests: v('req_proxy') },
     upstreamErrors: { connect: v('err_connect'), timeout: v('err_timeout'), reset: v('err_reset'), '5xx': v('err_5xx') },
     status: { '1xx': v('status_1xx'), '2xx': v('status_2xx'), '3xx': v('status_3xx'), '4xx': v('status_4xx'), '5xx': v('status_5xx') },
-    attackSeconds: v('attack_seconds'),
+    // At most the bucket: the nodes of a cluster add up theirs (each one's is capped where it is stored).
+    attackSeconds: Math.min(v('attack_seconds'), BUCKET_SECONDS),
     attack: v('attack_seconds') > 0,
     blacklistSize: Number(g?.blacklist_size ?? 0),
     acceptDropped: Number(g?.accept_dropped ?? 0),

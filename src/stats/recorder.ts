@@ -10,7 +10,9 @@ import type { DomainDelta, GlobalDelta } from './store.ts';
 /** What statistics read of the filter: a periodic snapshot. */
 export interface FilterView { snapshot(): FilterSnapshot }
 
-interface DomainAcc { t: number; c: Float64Array; total: Float64Array; dirty: boolean }
+/** `attackCarry`: sampled attack time not yet counted as a whole second; `attackIn`: the bucket attack time was last
+ *  counted in (its first second there is counted whole, so a short attack still shades its bucket). */
+interface DomainAcc { t: number; c: Float64Array; total: Float64Array; dirty: boolean; attackCarry: number; attackIn: number }
 
 /** Finished-bucket deltas kept while the store refuses writes; past this the oldest are given up. */
 const MAX_UNWRITTEN = 50_000;
@@ -35,7 +37,7 @@ export class Recorder {
 
   private acc(domain: string, t: number): DomainAcc {
     let a = this.domains.get(domain);
-    if (!a) { a = { t, c: newCounters(), total: newCounters(), dirty: false }; this.domains.set(domain, a); }
+    if (!a) { a = { t, c: newCounters(), total: newCounters(), dirty: false, attackCarry: 0, attackIn: -1 }; this.domains.set(domain, a); }
     else if (a.t !== t) {
       if (a.dirty) { this.finished.push({ domain, t: a.t, c: a.c }); a.c = newCounters(); a.dirty = false; }
       a.t = t;
@@ -88,9 +90,14 @@ export class Recorder {
     for (const d of snap.underAttack) {
       const a = this.acc(d, t);
       a.dirty = true;
-      // At least one second, so that a short attack still shades its bucket.
-      a.c[F.attackSeconds] += Math.max(1, Math.round(secs));
-      if (a.c[F.attackSeconds] > BUCKET_SECONDS) a.c[F.attackSeconds] = BUCKET_SECONDS;
+      // Whole seconds, the rest carried: every admin call samples too, a few ms after the timer, and a second for each
+      // made one bucket hold 280 s. The first in a bucket counts whole, so that a short attack still shades it (the
+      // carry goes below zero for what that second was ahead).
+      a.attackCarry += secs;
+      let whole = Math.max(0, Math.floor(a.attackCarry));
+      if (a.attackIn !== t) { a.attackIn = t; whole = Math.max(whole, 1); }
+      a.attackCarry -= whole;
+      a.c[F.attackSeconds] = Math.min(a.c[F.attackSeconds] + whole, BUCKET_SECONDS);
     }
   }
 

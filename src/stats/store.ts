@@ -4,7 +4,7 @@
 // keeps adding to the same bucket.
 import type { Db } from '../store/db.ts';
 import type { StatementSync } from 'node:sqlite';
-import { FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS } from './buckets.ts';
+import { BUCKET_SECONDS, FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS } from './buckets.ts';
 import { outboxPayload, totalsPayloads } from './cluster.ts';
 
 /** Kept for more than 13 months (SPEC: at least 13), so last year's same month can always be billed again. */
@@ -48,7 +48,7 @@ export class StatsStore {
     this.insOutbox = db.prepare('INSERT INTO stats_outbox (body) VALUES (?)');
     const qs = (n: number) => Array(n).fill('?').join(', ');
     this.upsertDomain = db.prepare(`INSERT INTO stats_domain_bucket (domain, t, ${FIELDS.join(', ')}) VALUES (?, ?, ${qs(FIELDS.length)})
-      ON CONFLICT (domain, t) DO UPDATE SET ${FIELDS.map((f) => `${f} = ${f} + excluded.${f}`).join(', ')}`);
+      ON CONFLICT (domain, t) DO UPDATE SET ${FIELDS.map((f) => (f === 'attack_seconds' ? `${f} = MIN(${BUCKET_SECONDS}, ${f} + excluded.${f})` : `${f} = ${f} + excluded.${f}`)).join(', ')}`);
     this.upsertGlobal = db.prepare(`INSERT INTO stats_global_bucket (t, ${GLOBAL_FIELDS.join(', ')}) VALUES (?, ${qs(GLOBAL_FIELDS.length)})
       ON CONFLICT (t) DO UPDATE SET ${GLOBAL_FIELDS.map((f) => GLOBAL_MAX_FIELDS.has(f) ? `${f} = MAX(${f}, excluded.${f})` : `${f} = ${f} + excluded.${f}`).join(', ')}`);
     this.selDomain = db.prepare('SELECT * FROM stats_domain_bucket WHERE domain = ? AND t >= ? AND t < ? ORDER BY t');
