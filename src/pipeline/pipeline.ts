@@ -55,8 +55,8 @@ export const PIPELINE_DEPTH = 16;
  * leaves an upgraded socket paused).
  */
 export function afterAnswers(socket: Duplex, go: () => void): void {
-  const current = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
   if (socket.destroyed) return;
+  const current = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
   if (current) { current.once('close', () => afterAnswers(socket, go)); return; }
   go();
 }
