@@ -60,7 +60,7 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
     if ('error' in range) throw new HttpError(400, range.error);
     const cluster = requireScope(r, deps.stats);
     const from = range.from - (range.from % BUCKET_SECONDS);
-    const buckets = cluster ? await clusterCall(() => cluster.buckets(d.name, from, range.to)) : deps.stats.buckets(d.name, from, range.to);
+    const buckets = cluster ? await clusterCall(() => deps.stats.clusterBuckets(d.name, from, range.to)) : deps.stats.buckets(d.name, from, range.to);
     return { domain: d.name, scope: cluster ? 'cluster' : 'node', bucketSeconds: BUCKET_SECONDS, from: range.from, to: range.to, attackPeriods: attackPeriods(buckets), buckets };
   });
 

@@ -47,6 +47,8 @@ export interface Stats {
   readonly cluster: ClusterStats | null;
   /** The month's bill over every node. */
   clusterBilling(domain: string, month: string): Promise<Bill>;
+  /** Buckets over every node, this node's latest counts included (flushed first, as `buckets` and the bills do). */
+  clusterBuckets(domain: string, from: number, to: number): Promise<BucketJson[]>;
   readonly registry: Registry;
 }
 
@@ -95,6 +97,11 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
       if (!cluster) throw new Error('no cluster: state.redis.url is not set');
       if (!closed) flush();
       return bill(month, await cluster.billingSamples(domain, r.from, r.to), now());
+    },
+    async clusterBuckets(domain, from, to) {
+      if (!cluster) throw new Error('no cluster: state.redis.url is not set');
+      if (!closed) flush();
+      return cluster.buckets(domain, from, to);
     },
     record: (o: Observation) => recorder.record(o),
     ingest: (domains, globals) => recorder.merge(domains, globals),
