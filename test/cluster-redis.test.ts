@@ -173,6 +173,23 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
     await within(async () => !(await whitelisted(b, entry)), 3000);
   }, 30_000);
 
+  it('a ban changed on another node while a node was down (a new expiry and reason) is the one it holds when it starts again', async () => {
+    const ip = '127.0.61.50';
+    expect((await api(b, 'PUT', `/api/blacklist/${ip}`, { ttlSeconds: 7200, reason: 'old, two hours' })).status).toBe(200);
+    await within(async () => JSON.parse((await api(a, 'GET', `/api/blacklist/${ip}`)).body).reason === 'old, two hours', 3000);
+    await stopNode(b);
+    await sleep(20);
+    expect((await api(a, 'PUT', `/api/blacklist/${ip}`, { ttlSeconds: 60, reason: 'new, one minute' })).status).toBe(200);
+    b = await startNode({ port: b.port, admin: b.admin, dir: b.dir, file: b.file });
+    const view = async (n: Node) => { const e = JSON.parse((await api(n, 'GET', `/api/blacklist/${ip}`)).body); return { reason: e.reason, expiresAt: e.expiresAt }; };
+    const onA = await view(a);
+    expect(onA.reason).toBe('new, one minute');
+    // Its own store held the two-hour ban; the later decision stands, at once and after every catch-up.
+    expect(await view(b)).toEqual(onA);
+    await sleep(1500);
+    expect(await view(b)).toEqual(onA);
+  }, 30_000);
+
   it('every node restarted after Redis lost its data: what they hold is written back', async () => {
     const ip = '127.0.61.40';
     expect((await api(a, 'PUT', `/api/blacklist/${ip}`, { ttlSeconds: 600, reason: 'before the wipe' })).status).toBe(200);

@@ -195,7 +195,12 @@ export class Decisions {
   async join(now: number): Promise<void> {
     const snap = await this.bus.snapshot(now, { bans: this.blacklist.all(), whitelist: this.whitelist.all().filter((w) => w.origin === 'api') });
     for (const w of snap.whitelist) this.apply({ kind: 'whitelist', entry: w });
-    for (const b of snap.bans) if (b.expiresAt > now && !this.blacklist.has(b.ip)) this.apply({ kind: 'ban', entry: b });
+    // The later decision stands: a ban this node holds from before it stopped gives way to one decided since (a new
+    // expiry or reason set on another node meanwhile), which the catch-up would not deliver again.
+    for (const b of snap.bans) {
+      const mine = this.blacklist.get(b.ip);
+      if (b.expiresAt > now && (!mine || b.since > mine.since)) this.apply({ kind: 'ban', entry: b });
+    }
     // A domain another node is filtering is filtered here from the start, not from the next change of its state (a
     // state not said again for a while, left by a node that stopped under attack, is not taken up: the detector).
     for (const a of snap.attacks ?? []) if (a.under) this.apply({ kind: 'attack', ...a });
