@@ -161,7 +161,7 @@ describe('a NAT address with a history when an attack starts (auto mode)', () =>
     const users = Array.from({ length: 30 }, (_, i) => { const b = new Browser(nat, `Mozilla/5.0 (X11; Linux x86_64) ${agents[i % agents.length]} u${i % 12}`); b.port = auto.port; return b; });
     let attackAt = 0;
     // Calm at first (auto mode: nothing enforced but what no person does), then an attack starts.
-    const attack = setTimeout(() => { attackAt = Date.now(); auto.app.filter.detector.remoteAttack(HOST, true, Date.now(), 'test'); }, 4000);
+    const attack = setTimeout(() => { attackAt = Date.now(); auto.app.filter.detector.attacks.remoteAttack(HOST, true, Date.now(), 'test'); }, 4000);
     await Promise.all(users.map(async (u, i) => {
       await sleep((i * 53) % 1000);
       for (let v = 0; v < 7; v++) { await u.visit(i * 7 + v, true); await sleep(900 + ((i * 97 + v * 31) % 500)); }

@@ -220,7 +220,7 @@ describe('adaptive upstream limit, default config, real sockets', () => {
     const answers = Array.from({ length: 30 }, (_, i) => get(proxy!.port, `/search?q=${i}`, { local: `127.0.78.${i + 1}`, agent: false, accept: PAGE_ACCEPT, timeoutMs: 8000 }));
     await sleep(300);
     // The domain comes under attack while they wait (here: another node says so).
-    f.detector.remoteAttack(HOST, true, Date.now(), 'test');
+    f.detector.attacks.remoteAttack(HOST, true, Date.now(), 'test');
     const statuses = (await Promise.all(answers)).map((r) => r.status);
     const atOrigin = [...origin.perSecond.values()].reduce((n, c) => n + c.legit + c.attack, 0);
     expect(statuses.filter((s) => s === 302).length, JSON.stringify(statuses)).toBeGreaterThanOrEqual(20);

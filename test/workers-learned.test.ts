@@ -1,6 +1,6 @@
-// The learned rate baseline with workers, black-box: the real CLI on real sockets. Each worker learns the rate of
-// its share of a domain's sources; the node's baseline is their sum (what /api/domains shows), and it is stored as
-// the node's, so a restart with another `workers` count starts from the same baseline, not from one worker's share.
+// The learned rate baseline with workers, black-box: the real CLI on real sockets. The primary learns the node's rate
+// on the sum of its workers' seconds (what /api/domains shows), and it is stored as the node's, so a restart with
+// another `workers` count starts from the same baseline, not from one worker's share.
 // The adaptive upstream limit's start (and floor) is shared out the same way: the node starts where one process would.
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';

@@ -15,9 +15,6 @@ import { startOrigin, freePort, tempDir, request, rawExchange, sleep, type Origi
 import { makePki } from './helpers/certs.ts';
 import { shardOf, workerConfig, type FromWorker, type WorkerInit } from '../src/cluster/protocol.ts';
 import { WorkerStore } from '../src/cluster/worker-links.ts';
-import { WorkersView } from '../src/cluster/aggregate.ts';
-import type { Filter } from '../src/detect/filter.ts';
-import { newAttackState } from '../src/detect/attack-mode.ts';
 import type { LearnedDomain } from '../src/store/filter-store.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 
@@ -280,15 +277,5 @@ describe('sharding (pure)', () => {
     expect(new WorkerStore(init(4, 100), () => {}).loadLearned().get('a.test')!.attack.baselineRps).toBe(25);
     // What else was learned is not a rate: it is kept as it is (the latency is the origin's, the same in every worker).
     expect(new WorkerStore(init(4, 100), () => {}).loadLearned().get('a.test')!.attack.baselineLatencyMs).toBe(40);
-  });
-
-  it('shows a domain\'s rate baseline as the node\'s: the sum of what each worker learned of its share', () => {
-    const view = new WorkersView({} as Filter);
-    const report = (baselineRps: number, under = false) => ({ domains: [], globals: [], counters: {}, queues: [], requests: 0, memory: { rss: 0, heapUsed: 0 }, attack: [['a.test', { ...newAttackState(), baselineRps, baselineLatencyMs: 40, learned: 600, under, since: under ? 5 : 0 }]] as [string, ReturnType<typeof newAttackState>][] });
-    view.take(0, report(40));
-    view.take(1, report(60, true));
-    const a = view.attackState('a.test')!;
-    expect(a.baselineRps).toBe(100);
-    expect([a.under, a.since, a.baselineLatencyMs]).toEqual([true, 5, 40]); // the rest is the worker's that found the attack
   });
 });

@@ -8,7 +8,7 @@ import type { DecisionBus } from '../decisions/bus.ts';
 import { SqliteFilterStore, type FilterStore } from '../store/filter-store.ts';
 import { Decisions } from '../decisions/decisions.ts';
 import { CookieChallenge } from '../challenge/cookie.ts';
-import { Detector } from '../detect/detector.ts';
+import { Detector, type DetectorDeps } from '../detect/detector.ts';
 import { Filter } from '../detect/filter.ts';
 
 export interface FilterDeps {
@@ -25,6 +25,8 @@ export interface FilterDeps {
   saturated?: (domain: string, now: number) => boolean | null;
   /** Whether a source takes over its share of a domain's origin (OriginGuard.heavy). */
   heavy?: (domain: string, source: string) => boolean;
+  /** A worker of several: each domain's second goes to the primary, which judges attack mode for the node. */
+  attackSamples?: DetectorDeps['attackSamples'];
 }
 
 export function createFilter(config: Config, deps: FilterDeps): Filter {
@@ -37,7 +39,7 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   // The key is imported once: the HMAC runs on the request path of every untrusted source under attack.
   const secret = createSecretKey(deps.secret ?? store.secret());
   const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName, { maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
-  const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy });
-  decisions.watch({ onRemoteAttack: (domain, under, since, reason, at) => detector.remoteAttack(domain, under, since, reason, at) });
+  const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy, attackSamples: deps.attackSamples });
+  decisions.watch({ onRemoteAttack: (domain, under, since, reason, at) => detector.attacks.remoteAttack(domain, under, since, reason, at) });
   return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode });
 }

@@ -17,7 +17,7 @@ import { passthroughObservation, type PassthroughEvent } from '../listen/passthr
 import { Upstreams, type Upstream, type UpstreamsOptions } from '../upstream/upstreams.ts';
 import { OriginGuard } from '../limits/origin-guard.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { createFilter } from './build-filter.ts';
+import { createFilter, type FilterDeps } from './build-filter.ts';
 
 export interface Edge {
   runtime: RuntimeRef;
@@ -39,6 +39,8 @@ export interface EdgeDeps {
   log: Logger; now: () => number; store: FilterStore; bus: DecisionBus; secret: Buffer; db?: Db;
   /** A worker process: upstream health is the primary's (it logs the changes); what requests met goes up in batches. */
   upstreamRelay?: UpstreamsOptions['relay'];
+  /** A worker process: each domain's seconds of traffic go to the primary, which judges attack mode (FilterDeps). */
+  attackSamples?: FilterDeps['attackSamples'];
 }
 
 /** Upstreams that log their health changes (one line per change, never per request). */
@@ -64,7 +66,7 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
   const origin = new OriginGuard(config, { now: deps.now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason) });
   const filter = createFilter(config, {
     db: deps.db, log: deps.log, now: deps.now, store: deps.store, bus: deps.bus, secret: deps.secret,
-    saturated: (d, t) => origin.takeSaturated(d, t), heavy: (d, source) => origin.heavy(d, source),
+    saturated: (d, t) => origin.takeSaturated(d, t), heavy: (d, source) => origin.heavy(d, source), attackSamples: deps.attackSamples,
   });
   const detector = filter.detector;
   const observers: ((o: Observation) => void)[] = [(o) => detector.observe(o)];

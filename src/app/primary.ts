@@ -14,7 +14,7 @@ import type { Config } from '../config/schema.ts';
 import type { LoadResult } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.ts';
-import { ATTACK_REFRESH_MS, LocalBus } from '../decisions/bus.ts';
+import { LocalBus } from '../decisions/bus.ts';
 import { AdminServer } from '../admin/server.ts';
 import { openStore } from '../store/db.ts';
 import { SqliteFilterStore, type FilterStore } from '../store/filter-store.ts';
@@ -25,6 +25,7 @@ import { startDemoOrigin } from '../demo/origin.ts';
 import { WorkerPool } from '../cluster/pool.ts';
 import { Dispatcher } from '../cluster/dispatcher.ts';
 import { WorkersView } from '../cluster/aggregate.ts';
+import { NodeAttacks } from '../cluster/node-attacks.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
 import { closeState, loggedUpstreams, redisLocal, saveBansAtOnce } from './edge.ts';
@@ -47,8 +48,9 @@ class FanoutBus implements DecisionBus {
   constructor(inner: DecisionBus, down: (d: Decision) => void) { this.inner = inner; this.down = down; }
   get healthy(): boolean { return this.inner.healthy; }
   get clock(): DecisionBus['clock'] { return this.inner.clock; }
-  publish(d: Decision): void { this.inner.publish(d); this.down(d); }
-  subscribe(fn: (d: Decision) => void): void { this.inner.subscribe((d) => { fn(d); this.down(d); }); }
+  // Not an attack state: the workers hear the node's own, as judged here (primary.ts tellAttack).
+  publish(d: Decision): void { this.inner.publish(d); if (d.kind !== 'attack') this.down(d); }
+  subscribe(fn: (d: Decision) => void): void { this.inner.subscribe((d) => { fn(d); if (d.kind !== 'attack') this.down(d); }); }
   snapshot(now: number, local?: DecisionSnapshot) { return this.inner.snapshot(now, local); }
   secret(local: Buffer) { return this.inner.secret(local); }
   close() { return this.inner.close(); }
@@ -65,13 +67,11 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   let pool: WorkerPool | null = null;
   const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
   const secret = await bus.secret(store.secret());
-  // The primary's own detector sees no traffic: what it would save of domains would overwrite what the workers learned,
-  // and an attack it restored would be announced as its own (and its end, a minute later, over the workers' attack).
-  const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, {
-    putLearned() {},
-    loadLearned: () => new Map([...store.loadLearned()].map(([d, l]) => [d, { ...l, attack: { ...l.attack, under: false } }])),
-  });
-  const filter = createFilter(config, { log, now, store: ownStore, bus, secret });
+  // The primary's detector judges attack mode for the node (on the workers' seconds), but sees no request: what it
+  // learned of a domain's attack is stored with what a worker sends of the rest (static paths, body sizes).
+  const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, { putLearned() {} });
+  // Its own seconds are empty (it forwards no request): the workers' come in as messages (NodeAttacks).
+  const filter = createFilter(config, { log, now, store: ownStore, bus, secret, attackSamples: () => {} });
   await filter.decisions.join(now());
   saveBansAtOnce(filter);
   // The node's one health state of each upstream: the active checks run here only, the workers send what their
@@ -91,27 +91,18 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
       ticketKey: (tickets?.current ?? randomBytes(48)).toString('base64'),
       health: upstreams.healthById(),
-      attacks: view.snapshot().underAttack.map((domain) => {
-        // A worker's state when one is under attack, else the primary's (another node's attack, joined here).
-        const w = view.attackState(domain), a = w?.under ? w : filter.attackState(domain);
-        return { domain, since: a?.since ?? 0, reason: a?.under ? a.reason : null };
-      }),
+      attacks: nodeAttacks.underAttack(),
     };
   };
-  // Each worker under attack says so again every minute: the node says it once (a start or an end always).
-  const relayed = new Map<string, { under: boolean; at: number }>();
-  const attackNews = (domain: string, under: boolean, t: number): boolean => {
-    const last = relayed.get(domain);
-    if (last && last.under === under && t - last.at < ATTACK_REFRESH_MS / 2) return false;
-    relayed.set(domain, { under, at: t });
-    return true;
-  };
+  // Attack mode is judged here, once for the node, on the sum of every worker's seconds of a domain; the workers are
+  // told each change (and the other nodes, through the decisions, as a process alone would tell them).
+  const nodeAttacks = new NodeAttacks(filter, (domain, a) => pool?.broadcast({ t: 'attack', domain, a }));
+  filter.decisions.watch({ onRemoteAttack: (domain) => nodeAttacks.tell(domain, false) });
   const onMessage = (index: number, m: FromWorker) => {
-    if (m.t === 'decision') {
-      if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry);
-      else if (m.d.kind === 'attack' && attackNews(m.d.domain, m.d.under, now())) filter.decisions.publishAttack(m.d.domain, m.d.under, m.d.since, m.d.reason, m.d.at ?? now());
-    } else if (m.t === 'offender') store.putOffender(m.ip, m.r);
-    else if (m.t === 'learned') store.putLearned(m.domain, m.l);
+    if (m.t === 'decision') { if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry); }
+    else if (m.t === 'samples') nodeAttacks.samples(index, m.s, now());
+    else if (m.t === 'offender') store.putOffender(m.ip, m.r);
+    else if (m.t === 'learned') store.putLearned(m.domain, nodeAttacks.learned(m.domain, m.l, now()));
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);
   };
   pool = new WorkerPool({
@@ -125,7 +116,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const workers = pool;
   const dispatcher = new Dispatcher(workers, filter.blockList, (source) => filter.isWhitelistedSource(source));
   filter.decisions.watch({ setBlockList: (l) => dispatcher.setBlockList(l) });
-  const timer = setInterval(() => filter.tick(), TICK_MS);
+  const timer = setInterval(() => { filter.tick(); nodeAttacks.due(now()); }, TICK_MS);
   timer.unref();
   await workers.start();
 

@@ -9,6 +9,7 @@ import { Recorder } from '../stats/recorder.ts';
 import { WorkerBus, WorkerStore, type SendUp } from '../cluster/worker-links.ts';
 import { workerConfig, type ToWorker, type WorkerInit, type WorkerReport } from '../cluster/protocol.ts';
 import { applyConfig, buildEdge } from './edge.ts';
+import type { Sample } from '../detect/attack-mode.ts';
 import { TICK_MS } from './app.ts';
 
 /** How often a worker sends what it counted (the primary's totals lag by at most this much, unless it asks). */
@@ -24,10 +25,12 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   const config = workerConfig(init.config, init.workers);
   const bus = new WorkerBus(send);
   const store = new WorkerStore(init, send);
-  const edge = buildEdge(config, { log, now, store, bus, secret: store.secret(), upstreamRelay: (id, firstOk, runs) => send({ t: 'upstream', id, firstOk, runs }) });
+  // Each domain's seconds go up for the primary to judge attack mode on the node's whole traffic (one message a tick).
+  const samples: [string, Sample][] = [];
+  const edge = buildEdge(config, { log, now, store, bus, secret: store.secret(), upstreamRelay: (id, firstOk, runs) => send({ t: 'upstream', id, firstOk, runs }), attackSamples: (d, s) => samples.push([d, s]) });
   const { filter, pipeline, listeners, upstreams } = edge;
   for (const [id, healthy] of init.health) upstreams.mirror(id, healthy);
-  for (const a of init.attacks) filter.detector.remoteAttack(a.domain, true, a.since, a.reason, now());
+  for (const a of init.attacks) filter.detector.attacks.nodeAttack(a.domain, { ...a, suspects: false }, now());
   const recorder = new Recorder(now);
   let requests = 0;
   edge.observers.push((o) => { requests++; recorder.record(o); });
@@ -54,7 +57,11 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
     requests = 0;
     return r;
   };
-  const tick = setInterval(() => { filter.tick(); edge.originTick.step(); }, TICK_MS);
+  const tick = setInterval(() => {
+    filter.tick();
+    edge.originTick.step();
+    if (samples.length) send({ t: 'samples', s: samples.splice(0) });
+  }, TICK_MS);
   const reporter = setInterval(() => send({ t: 'report', id: 0, r: report() }), REPORT_MS);
   let stopping = false;
 
@@ -80,6 +87,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       if (m.t === 'conn') { if (socket && !stopping) listeners.accept(m.l, socket); else socket?.destroy(); }
       else if (m.t === 'decision') bus.deliver(m.d);
       else if (m.t === 'health') upstreams.mirror(m.id, m.healthy);
+      else if (m.t === 'attack') filter.detector.attacks.nodeAttack(m.domain, m.a, now());
       else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
       else if (m.t === 'reload') {

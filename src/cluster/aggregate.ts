@@ -1,8 +1,9 @@
 // What the primary shows of its workers as one proxy: their counters added up
 // (each worker's are monotonic from its own start, so the primary adds deltas
-// per process, and a replaced worker's first report counts whole), domains under attack in
-// any worker, and their upstream queues summed. Bans are the primary's own
-// count: every ban, wherever decided, is recorded once by its Decisions.
+// per process, and a replaced worker's first report counts whole), and their
+// upstream queues summed. Bans and attack mode are the primary's own: every
+// ban, wherever decided, is recorded once by its Decisions, and attack mode is
+// judged there for the node (node-attacks.ts).
 import type { AttackState } from '../detect/attack-mode.ts';
 import type { Filter, FilterSnapshot } from '../detect/filter.ts';
 import type { QueueView } from '../stats/metrics.ts';
@@ -10,7 +11,8 @@ import type { WorkerReport } from './protocol.ts';
 
 interface Seen { pid: number | undefined; counters: Record<string, number>; attack: Map<string, AttackState>; queues: Map<string, QueueView> }
 
-const isBanCounter = (k: string) => k === 'bans' || k === 'bansExpired' || k.startsWith('bans.');
+/** Counted by the primary alone: bans (recorded once, wherever decided) and attacks (judged there for the node). */
+const isBanCounter = (k: string) => k === 'bans' || k === 'bansExpired' || k.startsWith('bans.') || k === 'attacksStarted';
 
 export class WorkersView {
   private readonly primary: Filter;
@@ -61,9 +63,8 @@ export class WorkersView {
     const refusedHere = this.primary.decisions.blacklist.tally.refused;
     const droppedConnections = refusedHere + (this.totals.droppedConnections ?? 0);
     counters.droppedConnections = droppedConnections;
-    const under = new Set(p.underAttack);
-    for (const s of this.seen.values()) for (const [d, a] of s.attack) if (a.under) under.add(d);
-    return { blacklistSize: p.blacklistSize, underAttack: [...under], droppedConnections, counters };
+    // Attack mode is the primary's judgement for the node (node-attacks.ts): the workers follow it.
+    return { blacklistSize: p.blacklistSize, underAttack: p.underAttack, droppedConnections, counters };
   }
 
   /** The domains a worker filters as under attack, as of its last report (for /api/workers). */
@@ -71,18 +72,6 @@ export class WorkersView {
     return [...(this.seen.get(index)?.attack ?? [])].filter(([, a]) => a.under).map(([d]) => d);
   }
 
-  /** A domain's attack state: the worker that found it under attack first, else the one that learned most; its rate
-   *  baseline is the node's, the sum of what each worker learned of its share of the requests. */
-  attackState(domain: string): Readonly<AttackState> | undefined {
-    let best: AttackState | undefined;
-    let rps = 0;
-    for (const s of this.seen.values()) {
-      const a = s.attack.get(domain);
-      if (!a) continue;
-      rps += a.baselineRps;
-      if (!best) best = a;
-      else if (a.under !== best.under) { if (a.under) best = a; } else if (a.under ? a.since < best.since : a.learned > best.learned) best = a;
-    }
-    return best ? { ...best, baselineRps: rps } : this.primary.attackState(domain);
-  }
+  /** A domain's attack state: the node's, judged by the primary on every worker's seconds. */
+  attackState(domain: string): Readonly<AttackState> | undefined { return this.primary.attackState(domain); }
 }

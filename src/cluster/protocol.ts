@@ -12,7 +12,7 @@ import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { OffenderRecord } from '../decisions/ban-time.ts';
 import type { LearnedDomain } from '../store/filter-store.ts';
-import type { AttackState } from '../detect/attack-mode.ts';
+import type { AttackState, NodeAttack, Sample } from '../detect/attack-mode.ts';
 
 /** What a (re)started worker starts from: what is in force and what was learned, as the primary's store has it. */
 export interface WorkerInit {
@@ -32,7 +32,7 @@ export interface WorkerInit {
   health: [string, boolean][];
   /** Domains the node filters as under attack now (found by another worker, or on another node): a replaced worker
    *  filters them from its start, as the worker it replaces did. */
-  attacks: { domain: string; since: number; reason: string | null }[];
+  attacks: ({ domain: string } & NodeAttack)[];
 }
 
 /** One worker's counts since its last report (statistics deltas) and its state now (gauges). */
@@ -60,6 +60,9 @@ export type ToWorker =
   | { t: 'health'; id: string; healthy: boolean }
   /** The TLS session ticket key changed (base64). */
   | { t: 'tickets'; key: string }
+  /** The node's attack state of a domain changed (the primary judges it on every worker's seconds, or joined another
+   *  node's), or its upstream just started failing in the attack (`suspects`: each worker bans its worst sources). */
+  | { t: 'attack'; domain: string; a: NodeAttack }
   | { t: 'collect'; id: number }
   | { t: 'stop' };
 
@@ -72,6 +75,8 @@ export type FromWorker =
   | { t: 'upstream'; id: string; firstOk: boolean; runs: number[] }
   | { t: 'learned'; domain: string; l: LearnedDomain }
   | { t: 'report'; id: number; r: WorkerReport }
+  /** Each domain's last second of traffic (attack-mode.ts Sample): the primary judges attack mode on their sum. */
+  | { t: 'samples'; s: [string, Sample][] }
   | { t: 'stopped' };
 
 /** FNV-1a of the source key: the same source goes to the same worker index for the life of the process. Pure. */
@@ -85,8 +90,8 @@ export function shardOf(source: string, workers: number): number {
  * The config a worker runs: limits that bound the whole process (the POST budget, a domain's upstream ceiling and
  * queue, the upstream connection pool, the sources remembered) are shared out between the workers, so that N
  * workers together hold what one process would. Per-source limits stay as they are: a source lives in one worker.
- * Attack mode's minimum rate is shared out too: each worker sees its share of a domain's requests. So are the
- * adaptive limit's floor and start: each worker learns its own limit against the same origin, and unshared, N
+ * Attack mode's thresholds stay whole: the primary judges it on the sum of the workers' seconds. The adaptive
+ * limit's floor and start are shared out too: each worker learns its own limit against the same origin, and unshared, N
  * workers would hold it to at least N × minLimit requests at once (128 on 16 cores, for an origin of 8 slots):
  * the limit would never bind, and nothing would queue in front of the origin, where people go first. And the
  * newcomers' slice: each worker's sources without a history are its share of the node's. Pure.
@@ -102,7 +107,7 @@ export function workerConfig(c: Config, workers: number): Config {
       adaptive: { ...c.limits.adaptive, minLimit: share(c.limits.adaptive.minLimit), initialLimit: share(c.limits.adaptive.initialLimit) },
     },
     filter: {
-      ...c.filter, maxSources: share(c.filter.maxSources), attack: { ...c.filter.attack, minRps: c.filter.attack.minRps / workers },
+      ...c.filter, maxSources: share(c.filter.maxSources),
       fairShare: { ...c.filter.fairShare, newcomerSources: c.filter.fairShare.newcomerSources / workers },
     },
     domains: c.domains.map((d) => ({ ...d, maxInflight: share(d.maxInflight) })),

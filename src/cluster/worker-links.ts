@@ -35,7 +35,8 @@ export class WorkerStore implements FilterStore {
   loadWhitelist(): WhitelistEntry[] { return this.init.whitelist; }
   loadOffenders(): Map<string, OffenderRecord> { return new Map(this.init.offenders); }
   // The store holds the node's rate baseline; this worker sees its share of the requests (scaleLearned).
-  loadLearned(): Map<string, LearnedDomain> { return new Map(this.init.learned.map(([d, l]) => [d, scaleLearned(l, 1 / this.init.workers)])); }
+  // Whether a domain is under attack is the node's (init.attacks, then the primary's word), not what was saved.
+  loadLearned(): Map<string, LearnedDomain> { return new Map(this.init.learned.map(([d, l]) => [d, scaleLearned({ ...l, attack: { ...l.attack, under: false } }, 1 / this.init.workers)])); }
   secret(): Buffer { return Buffer.from(this.init.secret, 'base64'); }
   // Bans and the whitelist travel as decisions on the bus; the primary stores them once.
   putBan(): void {}

@@ -73,6 +73,29 @@ export interface Sample {
   queuedBrowsing?: number;
 }
 
+/** A domain's attack state as a node of several workers has it: its primary judges the domain on every worker's
+ *  second (their samples summed) and tells the workers; `suspects`: the upstream just started failing, each worker
+ *  bans the most suspicious of its own sources (it alone knows them). */
+export interface NodeAttack { under: boolean; since: number; reason: string; failing: boolean; suspects: boolean }
+
+/** Several processes' seconds of one domain as one: counts add up, the rate is the sum of their rates (`seconds` is
+ *  chosen so), and the origin was saturated when at least half of those with an adaptive limit say so (each limit
+ *  judges the same origin on its share of the requests). Pure. */
+export function combineSamples(ss: readonly Sample[]): Sample {
+  const out: Sample = { requests: 0, answered: 0, latencySumMs: 0, upstreamErrors: 0, queued: 0, seconds: 0, saturated: null, queuedBrowsing: 0 };
+  let rate = 0, secs = 0, judged = 0, saturated = 0;
+  for (const s of ss) {
+    const sec = s.seconds > 0 ? s.seconds : 1;
+    out.requests += s.requests; out.answered += s.answered; out.latencySumMs += s.latencySumMs;
+    out.upstreamErrors += s.upstreamErrors; out.queued += s.queued; out.queuedBrowsing! += s.queuedBrowsing ?? 0;
+    rate += s.requests / sec; secs += sec;
+    if (s.saturated != null) { judged++; if (s.saturated) saturated++; }
+  }
+  out.seconds = out.requests > 0 ? out.requests / rate : ss.length ? secs / ss.length : 1;
+  if (judged) out.saturated = saturated * 2 >= judged;
+  return out;
+}
+
 /** Fewer upstream failures than this in a second are chance, whatever their share (one 503 in five requests). */
 const MIN_FAILURES = 3;
 /** A saturated second is a crowd, not an attack, when at least this share of the requests that waited came from sources browsing like people. */

@@ -15,11 +15,12 @@ import { enforced } from '../decisions/ban-time.ts';
 import { LruSourceStore, type SourceState, type SourceStore } from './sources.ts';
 import { Knowledge, DomainKnowledge } from './knowledge.ts';
 import { answerEvents, requestEvents, staticRequest } from './extract.ts';
-import { ATTACK_STALE_MS, joinRemoteAttack, stepAttack } from './attack-mode.ts';
+import { DomainAttacks } from './domain-attacks.ts';
 import { Counters } from './counters.ts';
+import { suspects } from './suspects.ts';
 import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
 import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
-import { PASS, DROP, SLOW_CODES, LEARNED_SAVE_MS, CHALLENGE_GRACE_MS, NAT_GRACE_MS, type Verdict, type DetectorDeps } from './verdict.ts';
+import { PASS, DROP, SLOW_CODES, CHALLENGE_GRACE_MS, NAT_GRACE_MS, type Verdict, type DetectorDeps } from './verdict.ts';
 
 export type { Verdict, DetectorDeps };
 
@@ -35,8 +36,8 @@ export class Detector {
   private readonly verdict = newVerdict();
   private readonly policies = new DomainPolicies();
   private readonly d: DetectorDeps;
-  private lastStep: number;
-  private lastLearnedSave: number;
+  /** Attack mode of each domain, stepped over time (tick, a timer at the edge). */
+  readonly attacks: DomainAttacks;
 
   constructor(config: Config, deps: DetectorDeps) {
     this.d = deps;
@@ -46,7 +47,7 @@ export class Detector {
     this.sources = new LruSourceStore(this.cfg.maxSources, this.rules.count);
     this.shared = new SharedAddresses(sharedOptions(config), deps.now);
     const now = deps.now();
-    this.lastStep = this.lastLearnedSave = now;
+    this.attacks = new DomainAttacks({ ...deps, knowledge: this.knowledge, counters: this.counters, filter: () => this.cfg, banSuspects: (d, t) => this.banSuspects(d, t) });
     const configured = new Set(config.domains.map((d) => d.name));
     for (const [name, l] of deps.store.loadLearned()) if (configured.has(name)) this.knowledge.set(name, DomainKnowledge.restore(l, now, this.cfg.attack));
   }
@@ -253,44 +254,8 @@ export class Detector {
 
   /** When a domain's upstream starts failing (or its queue is crowded) in an attack, its most suspicious sources go first. */
   private banSuspects(domain: string, now: number): void {
-    const line = scoreLine(this.cfg.scoreThreshold, true, this.cfg.attack.tighten) / 2;
-    const found: { source: string; s: SourceState }[] = [];
-    // Not a source with a history (people behind a NAT are asked for cookies first; the rules still judge it after).
-    const since = this.knowledge.peek(domain)?.traffic.state.since ?? now;
-    for (const [source, s] of this.sources.entries()) if (s.domain === domain && s.score >= line && !(s.goodSince > 0 && s.goodSince < since) && !this.whitelisted(source, s)) found.push({ source, s });
-    found.sort((a, b) => b.s.score - a.s.score);
-    for (const { source, s } of found.slice(0, this.cfg.attack.suspects)) {
-      const f = fills(s.levels, s.last, now, this.rules, this.shared.factor(now, source));
-      let top = 0;
-      for (let i = 1; i < f.length; i++) if (this.rules.weight[i] * Math.min(1, f[i]) > this.rules.weight[top] * Math.min(1, f[top])) top = i;
-      this.ban(source, 'suspect', `suspect while the upstream fails or is crowded: ${explainScore(s.score, line, f, this.rules)}`, this.rules.rules[top]?.banSeconds ?? 1800, now);
-    }
-  }
-
-  // ---- time -----------------------------------------------------------------------------------
-
-  /** Steps attack mode once a second and saves what was learned once a minute. Called by a timer at the edge. */
-  tick(): void {
-    const now = this.d.now();
-    if (now - this.lastStep >= 1000) {
-      const secs = (now - this.lastStep) / 1000;
-      this.lastStep = now;
-      for (const [name, k] of this.knowledge.entries()) {
-        const t = k.traffic;
-        const step = stepAttack(t.state, t.take(secs, this.d.saturated?.(name, now) ?? null), this.cfg.attack, now);
-        if (step.entered) { this.counters.attacksStarted++; this.d.log.warn({ domain: name, reason: t.state.reason }, 'domain under attack: filtering on'); }
-        if (step.exited) this.d.log.info({ domain: name }, 'attack over: filtering relaxed');
-        if (step.announce) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null, now);
-        if (step.failingStarted && this.cfg.mode !== 'off') this.banSuspects(name, now);
-      }
-    }
-    if (now - this.lastLearnedSave >= LEARNED_SAVE_MS) this.saveLearned(now);
-  }
-
-  /** Queues what was learned of each domain for the store (written by the next flush). */
-  saveLearned(now: number): void {
-    this.lastLearnedSave = now;
-    for (const [name, k] of this.knowledge.entries()) this.d.store.putLearned(name, k.save(now));
+    const q = { domain, since: this.knowledge.peek(domain)?.traffic.state.since ?? now, line: scoreLine(this.cfg.scoreThreshold, true, this.cfg.attack.tighten) / 2, count: this.cfg.attack.suspects, rules: this.rules, now };
+    for (const x of suspects(this.sources.entries(), { ...q, people: (src) => this.shared.factor(now, src), whitelisted: (src, s) => this.whitelisted(src, s) })) this.ban(x.source, 'suspect', x.reason, x.banSeconds, now);
   }
 
   reconfigure(config: Config): void {
@@ -304,11 +269,6 @@ export class Detector {
     }
     this.cfg = f;
     this.d.challenge.reconfigure?.(config);
-  }
-
-  /** Another worker or node says (at `at`) the domain is under attack: filtered here too, unless that word is stale. */
-  remoteAttack(domain: string, under: boolean, since: number, reason: string | null, at: number = since): void {
-    if (under && this.d.now() - at < ATTACK_STALE_MS && joinRemoteAttack(this.knowledge.of(domain).traffic.state, since || this.d.now(), reason)) this.counters.attacksStarted++;
   }
 
   /** Forgets a source's state (an operator banned it: it starts over when the ban ends). */

@@ -102,7 +102,7 @@ export class Filter {
     const now = this.now();
     // Each expiry rebuilds the BlockList: with many bans, batch them once a second.
     if (this.decisions.size < 1000 || now - this.lastExpire >= 1000) { this.lastExpire = now; this.decisions.expire(now); }
-    this.detector.tick();
+    this.detector.attacks.tick();
     if (now - this.lastFlush >= 1000) { this.lastFlush = now; this.save(); }
   }
 
@@ -121,7 +121,7 @@ export class Filter {
   }
 
   async close(): Promise<void> {
-    this.detector.saveLearned(this.now());
+    this.detector.attacks.saveLearned(this.now());
     this.save();
     await this.decisions.close();
   }

@@ -5,6 +5,7 @@ import type { Decisions } from '../decisions/decisions.ts';
 import type { Challenge } from '../challenge/challenge.ts';
 import type { Answer } from '../respond/reply.ts';
 import type { FilterStore } from '../store/filter-store.ts';
+import type { Sample } from './attack-mode.ts';
 
 export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge'; answer: Answer } | { kind: 'refuse'; answer: Answer }; // refuse: drop, after a 429
 export const PASS: Verdict = { kind: 'pass' };
@@ -28,4 +29,6 @@ export interface DetectorDeps {
   /** Whether the domain's origin was saturated over the last second (its adaptive limit); null: it has none. */
   saturated?: (domain: string, now: number) => boolean | null;
   /** The source takes over its share of the domain's origin time (OriginGuard.heavy): no member of a crowd. */ heavy?: (domain: string, source: string) => boolean;
+  /** A worker of several: each domain's second goes to the primary, which steps attack mode for the node. */
+  attackSamples?: (domain: string, s: Sample) => void;
 }

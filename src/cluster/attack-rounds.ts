@@ -1,0 +1,59 @@
+// Attack mode of a node of several workers is judged once, by its primary, on
+// the domain's whole traffic: each worker sees only the share of a domain's
+// requests its sources bring, so judged there, fixed counts (5 requests, 3
+// failures a second) would take N times the traffic to show, and a rise from
+// the few sources of one worker would be measured against a 1/N baseline.
+// Each worker sends its seconds of every domain; this gathers them into the
+// node's seconds: a round closes once every worker heard from lately has sent
+// its second, or after ROUND_WAIT_MS (a worker that died or lags). Pure; time
+// is passed in.
+import { combineSamples, type Sample } from '../detect/attack-mode.ts';
+
+/** A round waits this long for a worker's second (a worker steps every 1–1.25 s, its tick being 250 ms). */
+export const ROUND_WAIT_MS = 1500;
+/** A worker not heard from for this long is not waited for (it died, or is being replaced). */
+const LIVE_MS = 3000;
+
+interface Round { opened: number; by: Map<number, Sample> }
+
+export class AttackRounds {
+  private readonly rounds = new Map<string, Round>();
+  private readonly lastSeen = new Map<number, number>();
+
+  /** A worker's second of a domain. Returns the node's second when this closes the domain's round. */
+  add(worker: number, domain: string, s: Sample, now: number): Sample | null {
+    this.lastSeen.set(worker, now);
+    let r = this.rounds.get(domain);
+    if (!r) { r = { opened: now, by: new Map() }; this.rounds.set(domain, r); }
+    const before = r.by.get(worker);
+    // A worker's second second before the round closed (the others lag): both are its share of this round.
+    r.by.set(worker, before ? add(before, s) : s);
+    if (r.by.size < this.live(now)) return null;
+    this.rounds.delete(domain);
+    return combineSamples([...r.by.values()]);
+  }
+
+  /** Rounds left open ROUND_WAIT_MS or longer, closed with what came. */
+  due(now: number): [string, Sample][] {
+    const out: [string, Sample][] = [];
+    for (const [domain, r] of this.rounds) {
+      if (now - r.opened < ROUND_WAIT_MS) continue;
+      this.rounds.delete(domain);
+      out.push([domain, combineSamples([...r.by.values()])]);
+    }
+    return out;
+  }
+
+  private live(now: number): number {
+    let n = 0;
+    for (const [w, t] of this.lastSeen) { if (now - t <= LIVE_MS) n++; else this.lastSeen.delete(w); }
+    return n;
+  }
+}
+
+/** One process's two seconds as one longer sample (its rate over both). */
+function add(a: Sample, b: Sample): Sample {
+  const secs = (a.seconds > 0 ? a.seconds : 1) + (b.seconds > 0 ? b.seconds : 1);
+  const c = combineSamples([a, b]);
+  return { ...c, seconds: secs };
+}
