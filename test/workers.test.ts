@@ -237,11 +237,21 @@ describe('sharding (pure)', () => {
   });
 
   it('shares out the limits that bound a whole process, and keeps the per-source ones', () => {
-    const w = workerConfig(configOf({ limits: { postBudgetBytes: 1000, maxConnectionsPerSource: 64 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], maxInflight: 5 }] }), 2);
+    const w = workerConfig(configOf({ limits: { postBudgetBytes: 1000, maxBodyBytes: 100, maxConnectionsPerSource: 64 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], maxInflight: 5 }] }), 2);
     expect(w.limits.postBudgetBytes).toBe(500);
     expect(w.domains[0].maxInflight).toBe(3);
     expect(w.limits.maxConnectionsPerSource).toBe(64);
     expect(w.demo.enabled).toBe(false);
+  });
+
+  it('never shares the POST budget below one largest body: a worker takes any upload one process would', () => {
+    // A chunked body reserves limits.maxBodyBytes: with the defaults (10 MiB, a budget of 256 MiB) a share on 26 cores
+    // or more was below it, and every chunked upload on the node was refused on an idle proxy.
+    const c = configOf({ domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] });
+    expect(workerConfig(c, 32).limits.postBudgetBytes).toBe(c.limits.maxBodyBytes);
+    expect(workerConfig(configOf({ limits: { postBudgetBytes: 1500, maxBodyBytes: 1000 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] }), 2).limits.postBudgetBytes).toBe(1000);
+    // A budget smaller than one body stays what it is (such a body is refused by one process too).
+    expect(workerConfig(configOf({ limits: { postBudgetBytes: 600, maxBodyBytes: 1000 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] }), 2).limits.postBudgetBytes).toBe(600);
   });
 
   it("shares out the adaptive limit's floor and start: the workers' limits add up to one process's, however many cores", () => {

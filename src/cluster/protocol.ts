@@ -103,7 +103,9 @@ export function workerConfig(c: Config, workers: number): Config {
     demo: { ...c.demo, enabled: false },
     upstream: { ...c.upstream, maxConnections: share(c.upstream.maxConnections) },
     limits: {
-      ...c.limits, postBudgetBytes: share(c.limits.postBudgetBytes), maxQueued: share(c.limits.maxQueued),
+      // Never below one largest body (a chunked one reserves that much): a worker takes any upload one process
+      // would, so on many cores the node's total may pass the budget, by at most a body per worker.
+      ...c.limits, postBudgetBytes: Math.max(share(c.limits.postBudgetBytes), Math.min(c.limits.postBudgetBytes, c.limits.maxBodyBytes)), maxQueued: share(c.limits.maxQueued),
       adaptive: { ...c.limits.adaptive, minLimit: share(c.limits.adaptive.minLimit), initialLimit: share(c.limits.adaptive.initialLimit) },
     },
     filter: {
