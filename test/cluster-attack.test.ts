@@ -8,6 +8,7 @@ import path from 'node:path';
 import { startOrigin, startWorkersCli, request, sleep, tempDir, type Origin } from './helpers/servers.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
 import { RedisBus } from '../src/store/redis-bus.ts';
+import type { Decision } from '../src/decisions/bus.ts';
 
 const HOST = 'attacked.test';
 const hasRedis = findRedisServer() !== null;
@@ -81,6 +82,31 @@ describe.skipIf(!hasRedis)('attack state across workers and nodes', () => {
     const under = async () => Object.fromEntries(((await get(cli, '/api/domains')).domains as { name: string; underAttack: boolean }[]).map((d) => [d.name, d.underAttack]));
     await within('the fresh state taken up', async () => (await under())['fresh.test'], 3000);
     expect((await under())['stale.test']).toBe(false);
+  }, 30_000);
+
+  it('an upstream failing in an attack is told to the other nodes, which tighten their filter for the domain too', async () => {
+    const heard: Decision[] = [];
+    elsewhere.subscribe((d) => { if (d.kind === 'attack') heard.push(d); });
+    const broken = await startOrigin((_q, res) => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('down'); });
+    try {
+      const cli = await startWorkersCli('broken.test', broken.address, {
+        workers: 2, filter: { mode: 'auto' }, state: { dir: path.join(tempDir(), 'data'), redis: { url: redis.url } },
+        domains: [{ name: 'broken.test', upstreams: [broken.address] }, { name: 'told.test', upstreams: [origin.address] }],
+      });
+      clis.push(cli);
+      const attack = async (name: string) => ((await get(cli, '/api/domains')).domains as { name: string; attack: { under: boolean; upstreamFailing: boolean } }[]).find((d) => d.name === name)!.attack;
+      // Another node's upstream fails: this one tightens as well.
+      elsewhere.publish({ kind: 'attack', domain: 'told.test', under: true, since: Date.now(), reason: 'upstream failing', at: Date.now(), failing: true });
+      await within('told.test tightened here', async () => (await attack('told.test')).upstreamFailing, 3000);
+      // This node's own upstream fails (every request a 503, 8 a second over both workers): the others hear it.
+      const t0 = Date.now();
+      for (let n = 0; Date.now() - t0 < 6000 && !heard.some((d) => d.kind === 'attack' && d.domain === 'broken.test' && d.failing); n++) {
+        void request(`http://127.0.0.1:${cli.port}/`, { headers: { host: 'broken.test' }, localAddress: `127.0.74.${(n % 16) + 1}` }).catch(() => {});
+        await sleep(125);
+      }
+      expect(heard.find((d) => d.kind === 'attack' && d.domain === 'broken.test')).toMatchObject({ under: true, failing: true });
+      expect(await attack('broken.test')).toMatchObject({ under: true, upstreamFailing: true });
+    } finally { await broken.close(); }
   }, 30_000);
 });
 

@@ -244,6 +244,23 @@ describe('attack mode', () => {
     stepAttack(both, sample(100), params, 10 * S);
     expect(stepAttack(both, sample(100), params, 11 * S).announce).toBe(true);
     expect(calm(both, 20 * S).announce).toBe(true);
+
+    // The node that found it says its upstream fails: the filter is tightened here too (the same upstream), whether
+    // that comes with the first word or a later one; this node's own attack goes by what it sees itself.
+    const failing = newAttackState();
+    joinRemoteAttack(failing, 5, 'upstream failing', true);
+    expect([failing.under, failing.upstreamFailing]).toEqual([true, true]);
+    const later = newAttackState();
+    joinRemoteAttack(later, 5, 'rate');
+    expect(later.upstreamFailing).toBe(false);
+    joinRemoteAttack(later, 5, 'rate', true);
+    expect(later.upstreamFailing).toBe(true);
+    const seenHere = newAttackState();
+    for (let i = 0; i < 10; i++) stepAttack(seenHere, sample(10), params, i * S);
+    for (let i = 10; i < 13; i++) stepAttack(seenHere, sample(100), params, i * S);
+    expect([seenHere.under, seenHere.remote]).toEqual([true, false]);
+    joinRemoteAttack(seenHere, 5, 'upstream failing', true);
+    expect(seenHere.upstreamFailing).toBe(false);
   });
 
   it('little traffic is never an attack by rate', () => {

@@ -109,6 +109,8 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
             under: a?.under ?? false, since: a?.under && a.since ? new Date(a.since).toISOString() : null, reason: a?.under ? a.reason : null,
             baselineRps: Math.round((a?.baselineRps ?? 0) * 10) / 10, baselineLatencyMs: Math.round(a?.baselineLatencyMs ?? 0),
             learnedSeconds: Math.round(a?.learned ?? 0),
+            // The upstream fails (or its queue is crowded) in this attack, here or on the node that found it: tightened.
+            upstreamFailing: a?.under === true && a.upstreamFailing,
           },
         };
       }),

@@ -40,6 +40,6 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   const secret = createSecretKey(deps.secret ?? store.secret());
   const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName, { maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
   const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy, attackSamples: deps.attackSamples });
-  decisions.watch({ onRemoteAttack: (domain, under, since, reason, at) => detector.attacks.remoteAttack(domain, under, since, reason, at) });
+  decisions.watch({ onRemoteAttack: (domain, under, since, reason, at, failing) => detector.attacks.remoteAttack(domain, under, since, reason, at, failing) });
   return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode });
 }

@@ -16,7 +16,8 @@ export type Decision =
   | { kind: 'unban'; ip: string; at?: number }
   | { kind: 'whitelist'; entry: WhitelistEntry }
   | { kind: 'unwhitelist'; ip: string; at?: number }
-  | { kind: 'attack'; domain: string; under: boolean; since: number; reason: string | null; at?: number };
+  /** `failing`: its upstream fails (or its queue is crowded) in the attack: the filter is tightened (filter.attack.tighten). */
+  | { kind: 'attack'; domain: string; under: boolean; since: number; reason: string | null; at?: number; failing?: boolean };
 
 /** A node under attack on a domain says so again at least this often (with a new `at`): an attack state in Redis
  *  older than a few of these was left by a node that stopped, and a node joining does not take it up. */

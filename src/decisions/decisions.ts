@@ -30,7 +30,7 @@ export interface DecisionWatcher {
   onBan?(source: string): void;
   setBlockList?(list: import('node:net').BlockList): void;
   /** Another node found a domain under attack (`at`: when it said so last). */
-  onRemoteAttack?(domain: string, under: boolean, since: number, reason: string | null, at?: number): void;
+  onRemoteAttack?(domain: string, under: boolean, since: number, reason: string | null, at?: number, failing?: boolean): void;
 }
 
 export class Decisions {
@@ -188,7 +188,7 @@ export class Decisions {
         this.liftWhitelisted();
       }
     } else if (d.kind === 'unwhitelist') { if (this.whitelist.remove(d.ip)) store.deleteWhitelist(d.ip); }
-    else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason, d.at);
+    else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason, d.at, d.failing === true);
   }
 
   /** Brings in what the cluster decided while this node was away (start, reconnect). */
@@ -207,8 +207,8 @@ export class Decisions {
   }
 
   get busHealthy(): boolean { return this.bus.healthy; }
-  publishAttack(domain: string, under: boolean, since: number, reason: string | null, at: number): void {
-    this.bus.publish({ kind: 'attack', domain, under, since, reason, at });
+  publishAttack(domain: string, under: boolean, since: number, reason: string | null, at: number, failing = false): void {
+    this.bus.publish({ kind: 'attack', domain, under, since, reason, at, ...(failing ? { failing } : {}) });
   }
 
   private halfLifeMs(): number { return this.policy.repeatHalfLifeHours * 3600_000 * this.policy.timeScale; }

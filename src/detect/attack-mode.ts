@@ -188,13 +188,16 @@ const REMOTE = 'found elsewhere: ';
 const REMOTE_HOLD_S = (2 * ATTACK_REFRESH_MS) / 1000;
 /** A state not said again for this long was left by a process that stopped under attack: not taken up. */
 export const ATTACK_STALE_MS = 3 * ATTACK_REFRESH_MS;
-/** Another worker or node found the domain under attack: this one filters too from `since` (and leaves attack mode by
- *  its own calm seconds). Mutates st; true when it entered attack mode. */
-export function joinRemoteAttack(st: AttackState, since: number, reason: string | null): boolean {
+/** Another node found the domain under attack: this one filters too from `since` (and leaves attack mode by its own
+ *  calm seconds); `failing`: the upstream fails there (or its queue is crowded), so the filter is tightened here too,
+ *  as it is there (the upstream is the same). Mutates st; true when it entered attack mode. */
+export function joinRemoteAttack(st: AttackState, since: number, reason: string | null, failing = false): boolean {
   if (st.under) {
     if (st.remote) st.calm = 0; // said again: held on
+    if (st.remote && failing) st.upstreamFailing = true; // its own attack: what it sees decides
     return false;
   }
+  st.upstreamFailing = failing;
   st.under = true;
   st.since = since;
   st.calm = 0;

@@ -46,7 +46,8 @@ export class DomainAttacks {
     const step = stepAttack(t.state, sample, cfg.attack, now);
     if (step.entered) { this.d.counters.attacksStarted++; this.d.log.warn({ domain: name, reason: t.state.reason }, 'domain under attack: filtering on'); }
     if (step.exited) this.d.log.info({ domain: name }, 'attack over: filtering relaxed');
-    if (step.announce) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null, now);
+    // The others hear of a failing upstream at once too: they tighten their filter for the domain as this one does.
+    if (step.announce || (step.failingStarted && !t.state.remote)) this.d.decisions.publishAttack(name, t.state.under, t.state.since, t.state.under ? t.state.reason : null, now, t.state.upstreamFailing);
     if (step.failingStarted && cfg.mode !== 'off') this.d.banSuspects(name, now);
     return step;
   }
@@ -59,9 +60,10 @@ export class DomainAttacks {
     if (a.suspects && a.under && this.d.filter().mode !== 'off') this.d.banSuspects(domain, now);
   }
 
-  /** Another node says (at `at`) the domain is under attack: filtered here too, unless that word is stale. */
-  remoteAttack(domain: string, under: boolean, since: number, reason: string | null, at: number = since): void {
-    if (under && this.d.now() - at < ATTACK_STALE_MS && joinRemoteAttack(this.d.knowledge.of(domain).traffic.state, since || this.d.now(), reason)) this.d.counters.attacksStarted++;
+  /** Another node says (at `at`) the domain is under attack (`failing`: its upstream fails there): filtered here too,
+   *  unless that word is stale. */
+  remoteAttack(domain: string, under: boolean, since: number, reason: string | null, at: number = since, failing = false): void {
+    if (under && this.d.now() - at < ATTACK_STALE_MS && joinRemoteAttack(this.d.knowledge.of(domain).traffic.state, since || this.d.now(), reason, failing)) this.d.counters.attacksStarted++;
   }
 
   /** Queues what was learned of each domain for the store (written by the next flush). */

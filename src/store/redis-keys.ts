@@ -7,7 +7,7 @@
 //   <p>bans        hash    ip → JSON BanEntry
 //   <p>bans:exp    zset    ip scored by expiresAt (pruning the hash)
 //   <p>whitelist   hash    ip → JSON WhitelistEntry
-//   <p>attack      hash    domain → JSON { under, since, reason, at }
+//   <p>attack      hash    domain → JSON { under, since, reason, at, failing? }
 //   <p>gone        zset    "b:<ip>" / "w:<ip>" scored by when that ban / whitelist entry was lifted (a ban that
 //                          ran out: when it was made): an older decision arriving later (a node back from a cut)
 //                          does not bring it back; kept 7 days
@@ -25,7 +25,7 @@ import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { Decision, DecisionSnapshot } from '../decisions/bus.ts';
 import type { Redis } from 'ioredis';
 
-export interface AttackState { domain: string; under: boolean; since: number; reason: string | null; at?: number }
+export interface AttackState { domain: string; under: boolean; since: number; reason: string | null; at?: number; failing?: boolean }
 
 /** The snapshot a RedisBus returns: DecisionSnapshot plus the attack state of every domain. */
 export interface RedisSnapshot extends DecisionSnapshot {
@@ -192,14 +192,14 @@ export function parseState(bans: Record<string, string>, wl: Record<string, stri
   }
   for (const v of Object.values(wl)) { const e = parse<unknown>(v); if (isWlEntry(e)) out.whitelist.push(e); }
   for (const [domain, v] of Object.entries(attack)) {
-    const a = parse<{ under: boolean; since: number; reason: string | null; at?: number }>(v);
-    if (a) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: a.reason ?? null, ...(typeof a.at === 'number' ? { at: a.at } : {}) });
+    const a = parse<{ under: boolean; since: number; reason: string | null; at?: number; failing?: boolean }>(v);
+    if (a) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: a.reason ?? null, ...(typeof a.at === 'number' ? { at: a.at } : {}), ...(a.failing === true ? { failing: true } : {}) });
   }
   return out;
 }
 
 /** A domain's attack state as stored in <p>attack; also the form in which a node remembers it (compared as a string). */
-export const attackJson = (d: Extract<Decision, { kind: 'attack' }>): string => JSON.stringify({ under: d.under, since: d.since, reason: d.reason, at: d.at });
+export const attackJson = (d: Extract<Decision, { kind: 'attack' }>): string => JSON.stringify({ under: d.under, since: d.since, reason: d.reason, at: d.at, ...(d.failing ? { failing: true } : {}) });
 
 export function parse<T>(s: string): T | null {
   try { return JSON.parse(s) as T; } catch { return null; }
