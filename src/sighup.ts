@@ -7,9 +7,11 @@
 let target: { reload(): unknown } | null = null;
 let held = false;
 
+// A reload answers a config it cannot apply with a refusal, logged; should one still throw, the signal handler is
+// where it would become an uncaught exception and end the proxy: a reload asked for must never stop it.
 process.on('SIGHUP', () => {
-  if (target) target.reload();
-  else held = true;
+  if (!target) { held = true; return; }
+  try { target.reload(); } catch (e) { process.stderr.write(`scrubber: SIGHUP: reload failed, the running config stays: ${(e as Error).message}\n`); }
 });
 
 /** From now on SIGHUP reloads `app`. Whether one came during the start (the caller then reloads once, and says so). */

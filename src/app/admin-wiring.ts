@@ -34,6 +34,25 @@ export function checkReload(next: LoadResult | undefined, configFile: string | u
   return { ok: true, config: r.config };
 }
 
+export function refuseReload(log: Logger, problems: string[]): ReloadResult {
+  log.warn({ problems }, 'config reload refused; the running config stays');
+  return { ok: false, problems };
+}
+
+/**
+ * Puts a checked config in use with `apply`, or none of it: apply reads what can fail first (the CA bundle, the
+ * certificates), but should a step still throw (a file changed since the check, a defect), the running config is
+ * applied again and the reload is refused with the reason, as an invalid one is. An error let through would answer
+ * the API with a 500 over a half-switched proxy, and end the process on a SIGHUP.
+ */
+export function applyOrKeep(log: Logger, next: Config, running: Config, apply: (c: Config) => void): ReloadResult {
+  try { apply(next); return { ok: true }; } catch (e) {
+    log.error({ err: e }, 'config reload failed while being applied; the running config is put back');
+    try { apply(running); } catch (again) { log.error({ err: again }, 'putting the running config back failed too'); }
+    return refuseReload(log, [`(reload): ${(e as Error).message}`]);
+  }
+}
+
 /** With Redis, every statistics flush also feeds the cluster's totals (exactly once, through an outbox in the store). */
 export function clusterStats(config: Config, log: Logger, current: () => Config): StatsDeps['cluster'] {
   const url = config.state.redis.url;

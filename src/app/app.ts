@@ -21,7 +21,7 @@ import { RedisBus } from '../store/redis-bus.ts';
 import { SqliteFilterStore } from '../store/filter-store.ts';
 import { startTicketKeys } from '../listen/ticket-keys.ts';
 import { applyConfig, buildEdge, closeState, redisLocal, saveBansAtOnce } from './edge.ts';
-import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
+import { applyOrKeep, checkReload, clusterStats, refuseReload, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 
 export interface App {
   readonly config: Config;
@@ -67,12 +67,13 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
     pipeline, listeners, filter, stats, upstreams, log, admin: new AdminServer(),
     reload(next) {
       const r = checkReload(next, opts.configFile, app.config);
-      if (!r.ok) { log.warn({ problems: r.problems }, 'config reload refused; the running config stays'); return r; }
-      // First, so that the reload's own line is written at the new level (pino's children follow their parent's).
+      if (!r.ok) return refuseReload(log, r.problems);
+      const done = applyOrKeep(log, r.config, app.config, (c) => applyConfig(edge, c));
+      if (!done.ok) return done;
+      // Before the reload's own line, so that it is written at the new level (pino's children follow their parent's).
       log.level = r.config.log.level;
-      applyConfig(edge, r.config);
       log.info({ domains: r.config.domains.length }, 'config reloaded');
-      return { ok: true };
+      return done;
     },
     async close() {
       log.info('draining');

@@ -13,6 +13,7 @@ import type { Observation } from '../observe/observation.ts';
 import { Pipeline } from '../pipeline/pipeline.ts';
 import { buildRuntime, type RuntimeRef } from '../pipeline/runtime.ts';
 import { Listeners } from '../listen/listeners.ts';
+import { certFiles } from '../listen/certs.ts';
 import { passthroughObservation, type PassthroughEvent } from '../listen/passthrough.ts';
 import { Upstreams, type Upstream, type UpstreamsOptions } from '../upstream/upstreams.ts';
 import { OriginGuard } from '../limits/origin-guard.ts';
@@ -113,12 +114,17 @@ function ownLagTicker(origin: OriginGuard): { step(): void; stop(): void } {
   };
 }
 
-/** A reloaded config (already checked): one new runtime, and the parts that span requests follow it. */
+/** A reloaded config (already checked): one new runtime, and the parts that span requests follow it. What can throw
+ *  (building the runtime; reading the CA bundle and the certificates: a file changed since the check) is done first,
+ *  so that a throw leaves every part on the running config. */
 export function applyConfig(edge: Edge, config: Config): void {
-  edge.runtime.current = buildRuntime(config);
-  edge.upstreams.apply(config);
+  const runtime = buildRuntime(config);
+  const upstreams = edge.upstreams.prepare(config);
+  const files = certFiles(config);
+  edge.runtime.current = runtime;
+  upstreams();
   edge.pipeline.reconfigure(config);
-  edge.listeners.reconfigure(config);
+  edge.listeners.reconfigure(config, files);
   edge.filter.reconfigure(config);
 }
 

@@ -29,7 +29,7 @@ import { NodeAttacks } from '../cluster/node-attacks.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
 import { closeState, loggedUpstreams, redisLocal, saveBansAtOnce } from './edge.ts';
-import { checkReload, clusterStats, wireAdmin, type ReloadResult } from './admin-wiring.ts';
+import { applyOrKeep, checkReload, clusterStats, refuseReload, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
 
 export interface Primary {
@@ -126,15 +126,17 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
     pool: workers,
     reload(next) {
       const r = checkReload(next, opts.configFile, current);
-      if (!r.ok) { log.warn({ problems: r.problems }, 'config reload refused; the running config stays'); return r; }
+      if (!r.ok) return refuseReload(log, r.problems);
+      // The primary's own parts first: the config in force (the API's, a new worker's) and the workers' change only
+      // once they took it, so a reload that fails leaves every process on the running config.
+      const done = applyOrKeep(log, r.config, current, (c) => { upstreams.apply(c); filter.reconfigure(c); });
+      if (!done.ok) return done;
       current = r.config;
       log.level = r.config.log.level;
-      upstreams.apply(r.config);
-      filter.reconfigure(r.config);
       workers.broadcast({ t: 'reload', config: r.config, health: upstreams.healthById() });
       workers.watchdogMs = r.config.workerWatchdogMs;
       log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');
-      return { ok: true };
+      return done;
     },
     async close() {
       log.info('draining');

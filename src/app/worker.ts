@@ -91,8 +91,13 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
       else if (m.t === 'reload') {
+        // The primary put this config in force (it read the same files): a worker that cannot (a certificate changed
+        // in between) would serve another one for good. It ends instead; the one started in its place has the primary's.
+        try { applyConfig(edge, workerConfig(m.config, init.workers)); } catch (e) {
+          log.error({ err: e }, 'config reload failed in this worker; it restarts on the config in force');
+          process.exit(1);
+        }
         log.level = m.config.log.level;
-        applyConfig(edge, workerConfig(m.config, init.workers));
         for (const [id, healthy] of m.health) upstreams.mirror(id, healthy);
         log.info({ domains: m.config.domains.length }, 'config reloaded');
       } else if (m.t === 'stop') void stop();

@@ -130,7 +130,11 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
   };
 }
 
-const readable = (f: string) => { try { fs.accessSync(f, fs.constants.R_OK); return true; } catch { return false; } };
+/** A file the proxy reads whole (a CA bundle, a certificate, a key): access() alone passes a directory (and a FIFO
+ *  or a device), which readFileSync then fails on (EISDIR) or hangs on, mid-reload or mid-start. */
+const readableFile = (f: string) => {
+  try { fs.accessSync(f, fs.constants.R_OK); return fs.statSync(f).isFile(); } catch { return false; }
+};
 
 const LOOPBACK = new net.BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
@@ -215,9 +219,9 @@ export function validateStructure(cfg: Config): string[] {
   if (ad.initialLimit < ad.minLimit) problems.push(`limits.adaptive.initialLimit: must be at least limits.adaptive.minLimit (${ad.minLimit})`);
   if (cfg.limits.headerTimeoutMs > cfg.limits.requestTimeoutMs) problems.push(`limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (${cfg.limits.requestTimeoutMs})`);
   if (!isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
-  if (cfg.upstream.caFile) { try { fs.accessSync(cfg.upstream.caFile, fs.constants.R_OK); } catch { problems.push(`upstream.caFile: cannot read ${cfg.upstream.caFile}`); } }
+  if (cfg.upstream.caFile && !readableFile(cfg.upstream.caFile)) problems.push(`upstream.caFile: ${cfg.upstream.caFile} is not a readable file`);
   for (const [i, c] of (Array.isArray(cfg.tls.certs) ? cfg.tls.certs : []).entries()) {
-    for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readable(c[k])) problems.push(`tls.certs[${i}].${k}: cannot read ${c[k]}`);
+    for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readableFile(c[k])) problems.push(`tls.certs[${i}].${k}: ${c[k]} is not a readable file`);
   }
   if (cfg.state.redis.url && !/^rediss?:\/\/[^\s]+$/.test(cfg.state.redis.url)) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} is not a redis:// or rediss:// URL`);
   // 0 or below used to run one process without a word, as if 1 was meant; a typo of 1000 would fork a thousand.

@@ -24,6 +24,11 @@ export function defaultCertificate(config: Config): { cert: Buffer; key: Buffer 
   return c ? { cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) } : {};
 }
 
+/** Every certificate file of a config, read (what a reload does before it changes anything; throws as the above). */
+export function certFiles(config: Config): { certs: Map<string, tls.SecureContext>; fallback: ReturnType<typeof defaultCertificate> } {
+  return { certs: loadCertificates(config), fallback: defaultCertificate(config) };
+}
+
 /** The certificate for an SNI name: its own, else the wildcard one label up, else the default. A fully qualified name
  *  (`b.test.`, trailing dot) is the same host, as the passthrough routing takes it; a bare name (no dot) is covered by
  *  no wildcard. */

@@ -23,7 +23,7 @@ import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply } from './h2.ts';
 import { H2Sessions } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
-import { defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
+import { certFiles, defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
 
 export { loadCertificates };
 
@@ -262,14 +262,14 @@ export class Listeners {
     target.emit('connection', socket);
   }
 
-  /** Applies a reloaded config to the running servers (listen addresses need a restart). */
-  reconfigure(config: Config): void {
+  /** Applies a reloaded config to the running servers (listen addresses need a restart). `files`: its certificates,
+   *  read by a reload before anything changes (certFiles), so that nothing here fails half way. */
+  reconfigure(config: Config, { certs, fallback } = certFiles(config)): void {
     this.config = config;
-    this.certs = loadCertificates(config);
+    this.certs = certs;
     this.passthrough = passthroughHosts(config);
     this.connections.cap = config.limits.maxConnectionsPerSource;
     for (const s of this.servers) this.configure(s, config);
-    const fallback = defaultCertificate(config);
     if (fallback.cert) for (const s of this.servers) if (s instanceof tls.Server) s.setSecureContext({ ...fallback, ticketKeys: this.ticketKeys, sessionIdContext: SESSION_ID_CONTEXT });
   }
 

@@ -68,9 +68,11 @@ export class Upstream {
   relay: ((u: Upstream) => void) | null = null;
   readonly outcomes = new OutcomeRuns();
 
-  constructor(key: string, address: string, domain: DomainConfig, up: Config['upstream']) {
+  /** `tlsOptions`: read once per config by Upstreams.prepare (the CA bundle), not here, so building one cannot fail
+   *  half way through a reload. */
+  constructor(key: string, address: string, domain: DomainConfig, up: Config['upstream'], tlsOptions: UpstreamTls) {
     const hp = parseHostPort(address)!;
-    this.tlsOptions = upstreamTls(up);
+    this.tlsOptions = tlsOptions;
     this.key = key;
     this.address = address;
     this.host = hp.host;
@@ -172,14 +174,26 @@ export class Upstreams {
   constructor(o: UpstreamsOptions = {}) { this.o = o; }
 
   /** Builds groups for a config, reusing unchanged upstreams; closes the ones that are gone. */
-  apply(config: Config): void {
+  apply(config: Config): void { this.prepare(config)(); }
+
+  /**
+   * Reads what `config` needs from files (the CA bundle: what can fail, EISDIR or a file gone since the check) and
+   * returns the step that puts it in use; nothing changes before that step. A reload prepares every part first, so a
+   * failure leaves the running config whole.
+   */
+  prepare(config: Config): () => void {
+    const tlsOptions = upstreamTls(config.upstream);
+    return () => this.commit(config, tlsOptions);
+  }
+
+  private commit(config: Config, tlsOptions: UpstreamTls): void {
     const next = new Map<string, Upstream>();
     const groups = new Map<string, UpstreamGroup>();
     const get = (d: DomainConfig, a: string) => {
       const key = upstreamKey(d, a, config.upstream);
       let u = next.get(key) ?? this.byKey.get(key);
       if (!u) {
-        u = new Upstream(key, a, d, config.upstream);
+        u = new Upstream(key, a, d, config.upstream, tlsOptions);
         // A worker's new upstream is healthy until the primary says otherwise, as the primary's own new one is.
         if (this.o.relay) u.relay = (x) => this.batched(x);
         else u.startChecks();
