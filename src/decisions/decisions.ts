@@ -105,8 +105,13 @@ export class Decisions {
     return e;
   }
 
-  /** A ban decided by another process of this node (a worker): recorded, stored and published as if made here. */
+  /** A ban decided by another process of this node (a worker): recorded, stored and published as if made here, unless
+   *  the ban in force here was decided later: an operator's that crossed it on the way (the worker decided before it
+   *  heard of it). The later decision stands, as at a join and in Redis (a tie keeps the one in force, as at a join),
+   *  and the one kept, counted when it was made, is not counted again; the worker has it, or will, as every worker does. */
   adopt(e: BanEntry): void {
+    const mine = this.blacklist.get(e.ip);
+    if (mine && mine.since >= e.since) return;
     if (!this.whitelist.covers(e.ip)) this.record(e);
   }
 
