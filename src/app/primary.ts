@@ -108,6 +108,8 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   pool = new WorkerPool({
     entry: ENTRY, count: config.workers, log, init, onMessage, onExit: (index) => view.gone(index),
     banned: (source) => filter.decisions.has(source), watchdogMs: config.workerWatchdogMs,
+    // Counted where Node's refusals at accept are (the BlockList's tally): scrubber_connections_dropped_at_accept_total.
+    droppedBanned: () => { filter.decisions.blacklist.tally.refused++; },
     onReport: (index, r, pid) => {
       view.take(index, r, pid);
       stats.ingest(r.domains.map((d) => ({ domain: d.domain, t: d.t, c: Float64Array.from(d.c) })), r.globals.map((g) => ({ t: g.t, g: Float64Array.from(g.g) })));

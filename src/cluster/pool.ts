@@ -34,6 +34,8 @@ export interface PoolDeps {
   onExit?(index: number): void;
   /** Whether a source is banned now (asked again of a connection that waited for its worker). */
   banned?(source: string): boolean;
+  /** A connection that waited was closed for its source's ban: dropped at accept, as Node drops one there. */
+  droppedBanned?(): void;
   /** A ready worker silent for this long is killed and replaced (cluster/watchdog.ts; 0: never). */
   watchdogMs?: number;
   /** Connections that may wait for one worker (MAX_HANDING unless given). */
@@ -196,7 +198,7 @@ export class WorkerPool {
   private handOver(w: Worker): void {
     while (!w.sending && w.waiting.length > 0) {
       const c = w.waiting.shift()!;
-      if (this.d.banned?.(c.source)) { c.socket.destroy(); continue; }
+      if (this.d.banned?.(c.source)) { c.socket.destroy(); this.d.droppedBanned?.(); continue; }
       // Its channel closed just before its exit: no longer ready, its connections go to the next one, as at the exit.
       if (!w.child.connected) { w.ready = false; if (this.stopping) c.socket.destroy(); else this.dispatch(c.listener, c.source, c.socket, c.spread); continue; }
       w.sending = c.socket;
