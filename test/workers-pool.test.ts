@@ -118,3 +118,21 @@ it('a replaced worker\'s counters count whole, even past the value its predecess
   view.take(0, report({ challenges: 40 }), 101);
   expect(view.snapshot().counters.challenges).toBe(75);
 });
+
+it("gauges are each live worker's last value, not added up as counters; a dead worker's queues leave the sums at once", () => {
+  const primary = { snapshot: () => ({ counters: {}, underAttack: [], blacklistSize: 0 }), decisions: { blacklist: { tally: { refused: 0 } } } } as unknown as Filter;
+  const view = new WorkersView(primary);
+  const report = (sourcesTracked: number, queues: WorkerReport['queues'] = []) => ({ domains: [], globals: [], counters: { sourcesTracked, sourcesEvicted: 0 }, attack: [], queues, requests: 0, memory: { rss: 0, heapUsed: 0 } }) as WorkerReport;
+  view.take(0, report(50, [['a.test', 3, 2, 10]]), 100);
+  view.take(1, report(10, [['a.test', 1, 1, 5]]), 200);
+  // Worker 0 forgot sources: the node tracks 20 + 10 now, not 50 + 20 + 10.
+  view.take(0, report(20, [['a.test', 3, 2, 10]]), 100);
+  expect(view.snapshot().counters.sourcesTracked).toBe(30);
+  expect(view.queues.get('a.test')).toEqual({ active: 4, queued: 3, limit: 15 });
+  view.gone(0);
+  // At once, not at the next report of another worker (up to a second later).
+  expect(view.queues.get('a.test')).toEqual({ active: 1, queued: 1, limit: 5 });
+  expect(view.snapshot().counters.sourcesTracked).toBe(10);
+  view.take(0, report(5), 101);
+  expect(view.snapshot().counters.sourcesTracked).toBe(15);
+});

@@ -3,16 +3,20 @@
 // per process, and a replaced worker's first report counts whole), and their
 // upstream queues summed. Bans and attack mode are the primary's own: every
 // ban, wherever decided, is recorded once by its Decisions, and attack mode is
-// judged there for the node (node-attacks.ts).
+// judged there for the node (node-attacks.ts). A gauge among the counters
+// (sources tracked) is the sum of each live worker's last value instead.
 import type { AttackState } from '../detect/attack-mode.ts';
 import type { Filter, FilterSnapshot } from '../detect/filter.ts';
 import type { QueueView } from '../stats/metrics.ts';
 import type { WorkerReport } from './protocol.ts';
 
-interface Seen { pid: number | undefined; counters: Record<string, number>; attack: Map<string, AttackState>; queues: Map<string, QueueView> }
+interface Seen { pid: number | undefined; counters: Record<string, number>; gauges: Record<string, number>; attack: Map<string, AttackState>; queues: Map<string, QueueView> }
 
 /** Counted by the primary alone: bans (recorded once, wherever decided) and attacks (judged there for the node). */
 const isBanCounter = (k: string) => k === 'bans' || k === 'bansExpired' || k.startsWith('bans.') || k === 'attacksStarted';
+/** What a worker has now, not what it did: it goes down as well as up (a source forgotten), and to nothing with the
+ *  worker. Added up as a counter, every drop was counted again as new. */
+const GAUGES = new Set(['sourcesTracked']);
 
 export class WorkersView {
   private readonly primary: Filter;
@@ -28,16 +32,33 @@ export class WorkersView {
   take(index: number, r: WorkerReport, pid?: number): void {
     const s = this.seen.get(index);
     const last = s && s.pid === pid ? s.counters : {};
+    const gauges: Record<string, number> = {};
     for (const [k, v] of Object.entries(r.counters)) {
+      if (GAUGES.has(k)) { gauges[k] = v; continue; }
       const before = last[k] ?? 0;
       this.totals[k] = (this.totals[k] ?? 0) + (v >= before ? v - before : v);
     }
     this.seen.set(index, {
       pid,
       counters: r.counters,
+      gauges,
       attack: new Map(r.attack ?? []),
       queues: new Map(r.queues.map(([d, active, queued, limit]) => [d, { active, queued, limit: limit ?? 0 }])),
     });
+    this.sumQueues();
+  }
+
+  /** A worker that died: its gauges go at once (its counters stay in the totals); the sums shown without it. */
+  gone(index: number): void {
+    const s = this.seen.get(index);
+    if (!s) return;
+    s.attack.clear();
+    s.queues.clear();
+    s.gauges = {};
+    this.sumQueues();
+  }
+
+  private sumQueues(): void {
     this.queues.clear();
     for (const s of this.seen.values()) {
       for (const [d, q] of s.queues) {
@@ -48,17 +69,12 @@ export class WorkersView {
     }
   }
 
-  /** A worker that died: its gauges go (its counters stay in the totals). */
-  gone(index: number): void {
-    const s = this.seen.get(index);
-    if (s) { s.attack.clear(); s.queues.clear(); }
-  }
-
   snapshot(): FilterSnapshot {
     const p = this.primary.snapshot();
     const counters: Record<string, number> = {};
     for (const [k, v] of Object.entries(this.totals)) if (!isBanCounter(k)) counters[k] = v;
     for (const [k, v] of Object.entries(p.counters)) if (isBanCounter(k)) counters[k] = v;
+    for (const k of GAUGES) counters[k] = [...this.seen.values()].reduce((n, s) => n + (s.gauges[k] ?? 0), 0);
     // Refused at accept happens here in the primary; refused just after (a ban not yet at the primary) in a worker.
     const refusedHere = this.primary.decisions.blacklist.tally.refused;
     const droppedConnections = refusedHere + (this.totals.droppedConnections ?? 0);
