@@ -39,6 +39,10 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   // The key is imported once: the HMAC runs on the request path of every untrusted source under attack.
   const secret = createSecretKey(deps.secret ?? store.secret());
   const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName, { maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
+  // The shared secret taken up later: cookies this node signed until then still pass for as long as they were issued
+  // for (the trust time as configured at start), so that nobody who passed here is challenged again for the change.
+  const graceMs = f.challenge.trustSeconds * 1000 * f.timeScale;
+  deps.bus?.watchSecret?.((s) => challenge.setSecret(createSecretKey(s), now(), graceMs));
   const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy, attackSamples: deps.attackSamples });
   decisions.watch({ onRemoteAttack: (domain, under, since, reason, at, failing) => detector.attacks.remoteAttack(domain, under, since, reason, at, failing) });
   return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode });

@@ -53,6 +53,7 @@ class FanoutBus implements DecisionBus {
   subscribe(fn: (d: Decision) => void): void { this.inner.subscribe((d) => { fn(d); if (d.kind !== 'attack') this.down(d); }); }
   snapshot(now: number, local?: DecisionSnapshot) { return this.inner.snapshot(now, local); }
   secret(local: Buffer) { return this.inner.secret(local); }
+  watchSecret(fn: (s: Buffer) => void) { this.inner.watchSecret?.(fn); }
   close() { return this.inner.close(); }
 }
 
@@ -66,7 +67,10 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
   let pool: WorkerPool | null = null;
   const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
-  const secret = await bus.secret(store.secret());
+  let secret = await bus.secret(store.secret());
+  // The shared secret taken up later (Redis reached after the start, or emptied): to every worker, as the ticket key
+  // is, and to a worker started from then on.
+  redis.watchSecret?.((s) => { secret = s; pool?.broadcast({ t: 'secret', key: s.toString('base64') }); });
   // The primary's detector judges attack mode for the node (on the workers' seconds), but sees no request: what it
   // learned of a domain's attack is stored with what a worker sends of the rest (static paths, body sizes).
   const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, { putLearned() {} });

@@ -89,6 +89,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       else if (m.t === 'health') upstreams.mirror(m.id, m.healthy);
       else if (m.t === 'attack') filter.detector.attacks.nodeAttack(m.domain, m.a, now());
       else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
+      else if (m.t === 'secret') bus.deliverSecret(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
       else if (m.t === 'reload') {
         // The primary put this config in force (it read the same files): a worker that cannot (a certificate changed

@@ -124,7 +124,10 @@ export class TokenSpread {
 /** The cookie challenge: passed by a request that brings back a valid, not over-shared token for its domain. */
 export class CookieChallenge implements Challenge {
   readonly kind = 'cookie';
-  private readonly secret: KeyObject;
+  private secret: KeyObject;
+  /** The secret replaced by setSecret, still honoured until `previousUntil` (then forgotten, with what it verified). */
+  private previous: KeyObject | null = null;
+  private previousUntil = 0;
   private cookieName: string;
   readonly spread: TokenSpread;
   /** Tokens already verified (token → client id): a trusted browser sends its cookie with every asset, and an HMAC
@@ -143,16 +146,28 @@ export class CookieChallenge implements Challenge {
     this.spread.opts = { ...this.spread.opts, maxNetworks: c.maxNetworksPerToken };
   }
 
+  /** A new secret (the nodes' shared one, adopted once Redis was reached): tokens are signed with it from now on;
+   *  those signed with the one in use until now still pass for `graceMs` (the longest a token issued before can
+   *  live), so that nobody who passed here is challenged again for the change. */
+  setSecret(secret: KeyObject, now: number, graceMs: number): void {
+    if (secret.equals(this.secret)) return;
+    this.previous = this.secret;
+    this.previousUntil = now + graceMs;
+    this.secret = secret;
+  }
+
   /** The client id of the request's token when it is valid for the domain and honoured from this source; else null. */
   client(head: RequestHead, domain: string, now: number): string | null {
     const token = cookieValue(head.headers.cookie, this.cookieName);
     if (token === null) return null;
+    // Past the changeover: what only the old secret verified must not stay honoured through the cache.
+    if (this.previous !== null && now >= this.previousUntil) { this.previous = null; this.verified.clear(); }
     // Keyed by the token alone (a token is valid for its domain only: a hit for another domain is verified, and fails):
     // a key built per request would be a new string to hash on every request.
     const v = this.verified.get(token);
     let id: string | null;
     if (v === undefined || v.domain !== domain) {
-      id = verifyToken(this.secret, token, domain, now);
+      id = verifyToken(this.secret, token, domain, now) ?? (this.previous && verifyToken(this.previous, token, domain, now));
       if (id !== null) {
         if (this.verified.size >= MAX_VERIFIED) this.verified.clear();
         this.verified.set(token, { domain, id, expiresAt: parseInt(token, 36) * 1000 }); // expiry: the first field

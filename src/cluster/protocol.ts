@@ -63,6 +63,8 @@ export type ToWorker =
   /** The node's attack state of a domain changed (the primary judges it on every worker's seconds, or joined another
    *  node's), or its upstream just started failing in the attack (`suspects`: each worker bans its worst sources). */
   | { t: 'attack'; domain: string; a: NodeAttack }
+  /** The challenge secret changed: the nodes' shared one, taken up after the start (base64). */
+  | { t: 'secret'; key: string }
   | { t: 'collect'; id: number }
   | { t: 'stop' };
 

@@ -16,6 +16,7 @@ export class WorkerBus implements DecisionBus {
   readonly healthy = true;
   private readonly send: SendUp;
   private readonly subscribers: ((d: Decision) => void)[] = [];
+  private readonly secretWatchers: ((s: Buffer) => void)[] = [];
   constructor(send: SendUp) { this.send = send; }
   publish(d: Decision): void { this.send({ t: 'decision', d }); }
   subscribe(fn: (d: Decision) => void): void { this.subscribers.push(fn); }
@@ -24,6 +25,9 @@ export class WorkerBus implements DecisionBus {
   // What was in force when this worker started came with its init (WorkerStore): nothing more to join.
   async snapshot(): Promise<DecisionSnapshot> { return { bans: [], whitelist: [] }; }
   async secret(local: Buffer): Promise<Buffer> { return local; }
+  watchSecret(fn: (s: Buffer) => void): void { this.secretWatchers.push(fn); }
+  /** The challenge secret the primary passed down (the nodes' shared one, taken up after the start). */
+  deliverSecret(s: Buffer): void { for (const fn of this.secretWatchers) fn(s); }
   async close(): Promise<void> {}
 }
 

@@ -51,6 +51,9 @@ export interface DecisionBus {
   snapshot(now: number, local?: DecisionSnapshot): Promise<DecisionSnapshot>;
   /** The challenge secret shared by every node (a browser that passed on one node passes on all). */
   secret(local: Buffer): Promise<Buffer>;
+  /** Called with the shared secret when this node takes it up after its start (it could not read it then: the
+   *  shared store was out of reach; or the store lost it and another node's stands now). Absent: it never changes. */
+  watchSecret?(fn: (secret: Buffer) => void): void;
   /** The TLS session ticket key every node uses in `period` (listen/ticket-keys.ts), `mine` offered when there is
    *  none yet; `mine` when the shared store is out of reach. Absent: a node alone. */
   ticketKey?(period: number, ttlMs: number, mine: Buffer): Promise<Buffer>;

@@ -15,6 +15,7 @@ import { parseMessage, redisKeys, sharedValue, type RedisKeys, type RedisSnapsho
 import { Known, checkEpoch, deliverInSteps, pause, pruneBans, readState } from './redis-resync.ts';
 import { DecisionQueue } from './redis-queue.ts';
 import { ClockCheck } from './redis-clock.ts';
+import { SharedSecret } from './redis-secret.ts';
 
 const PRUNE_EVERY_MS = 10_000;
 /** A write that failed is tried again after this (Redis refusing a command would otherwise be asked twice a second). */
@@ -53,8 +54,9 @@ export class RedisBus implements DecisionBus {
   private readonly epochStore: RedisBusOptions['epoch'] | null;
   /** What this node holds from its own store (snapshot's `local`), until a catch-up has reconciled it with Redis. */
   private own: DecisionSnapshot | null = null;
-  /** When a failure was last logged (one line every 10 s at most while it lasts); the secret to write back. */
-  private warnedAt = 0; private sharedSecret: Buffer | null = null;
+  /** When a failure was last logged (one line every 10 s at most while it lasts). */
+  private warnedAt = 0;
+  private readonly sharedSecret: SharedSecret; // the challenge secret, taken up at each connection (redis-secret.ts)
   private readyWaiters: (() => void)[] = [];
 
   constructor(opts: RedisBusOptions) {
@@ -79,6 +81,7 @@ export class RedisBus implements DecisionBus {
     };
     this.cmd = new Redis(opts.url, { ...common, commandTimeout: 10_000, connectionName: `scrubber-${this.nodeId}` });
     this.sub = new Redis(opts.url, { ...common, autoResubscribe: false, connectionName: `scrubber-sub-${this.nodeId}` });
+    this.sharedSecret = new SharedSecret(this.cmd, this.k.secret, this.log);
 
     for (const c of [this.cmd, this.sub]) c.on('error', () => {}); // state changes are followed through 'ready' / 'close'
     this.cmd.on('ready', () => { this.cmdReady = true; this.onUp(); });
@@ -136,18 +139,9 @@ export class RedisBus implements DecisionBus {
 
   ticketKey(p: number, ttlMs: number, mine: Buffer): Promise<Buffer> { return this.healthy ? sharedValue(this.cmd, this.k.ticket + p, mine, ttlMs) : Promise.reject(new Error('Redis is out of reach')); }
 
-  async secret(local: Buffer): Promise<Buffer> {
-    if (!(await this.waitReady())) {
-      this.log.warn({}, 'redis: unreachable, challenge secret is this node\'s own');
-      return local;
-    }
-    try {
-      return (this.sharedSecret = await sharedValue(this.cmd, this.k.secret, local));
-    } catch (err) {
-      this.log.warn({ err: String(err) }, 'redis: secret not read, challenge secret is this node\'s own');
-      return local;
-    }
-  }
+  async secret(local: Buffer): Promise<Buffer> { return this.sharedSecret.first(local, await this.waitReady()); }
+  /** The shared secret, when this node takes it up after its start (Redis reached late, or emptied). */
+  watchSecret(fn: (secret: Buffer) => void): void { this.sharedSecret.watch(fn); }
 
   async close(): Promise<void> {
     if (this.closed) return;
@@ -182,6 +176,7 @@ export class RedisBus implements DecisionBus {
     if (this.closed || !this.wasHealthy) return;
     this.wasHealthy = false;
     this.needResync = true;
+    this.sharedSecret.forget(); // read again at the next connection (Redis may come back another, or empty)
     this.pending.save(); // what was on its way waits in the node's store too
     this.log.warn({ node: this.nodeId }, 'redis: connection lost; protecting on local state, decisions queued');
   }
@@ -262,10 +257,12 @@ export class RedisBus implements DecisionBus {
       const { epoch, wiped } = await checkEpoch(this.cmd, this.k.epoch, this.epoch);
       if (wiped) {
         this.log.warn({ bans: this.known.bans.size }, 'redis: its data is gone (restarted without persistence?); writing back what this node knows');
-        // The challenge secret in use too, or the next node to start would set one of its own.
-        if (this.sharedSecret) await this.cmd.set(this.k.secret, this.sharedSecret, 'NX');
+        // The challenge secret in use too (SET NX): or, where a node that started since set its own first, that one.
+        this.sharedSecret.forget();
+        this.needResync = true;
       }
-      if (wiped) this.needResync = true;
+      // A node that could not read it at its start takes it up here (a failure does not hold the catch-up back).
+      await this.sharedSecret.tryCheck();
       const first = this.epoch === null; // never reconciled with this Redis (a first start, or no epoch kept)
       this.epoch = epoch;
       if (!this.needResync) return;
