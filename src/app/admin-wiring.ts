@@ -69,17 +69,20 @@ export interface AdminWiring extends Omit<StatsRouteDeps, 'filter'> {
   view?: StatsRouteDeps['filter'];
   reload(): ReloadResult;
   /** The decision bus: whether Redis is in reach, and this node's clock against Redis's (a bus on Redis only). */
-  bus: Pick<DecisionBus, 'healthy' | 'clock'>;
+  bus: Pick<DecisionBus, 'healthy' | 'clock' | 'writeProblem'>;
 }
 
 export function wireAdmin(admin: AdminServer, w: AdminWiring): void {
-  // Degraded, still 200: a node cut off from Redis keeps protecting on what it knows (SPEC §9).
+  // Degraded, still 200: a node cut off from Redis keeps protecting on what it knows (SPEC §9). So is one connected to a
+  // Redis that refuses its writes (READONLY after a failover, OOM) or lets them wait: its decisions reach no other node.
   // With Redis and this node's clock off from Redis's by more than a second (store/redis-clock.ts): "clock": "skewed" and
   // the offset too (decisions across nodes are ordered by time); the node still works, so the status does not change.
   // A clock in step adds nothing: {"status":"ok"} as SPEC §10 has it (the offset is always in /metrics).
   admin.route('GET', '/healthz', () => {
     const c = w.bus.clock, clock = c?.skewed && c.offsetMs !== null ? { clock: 'skewed', clockOffsetMs: c.offsetMs } : {};
-    return w.bus.healthy ? { status: 'ok', ...clock } : { status: 'degraded', redis: 'unreachable', ...clock };
+    if (!w.bus.healthy) return { status: 'degraded', redis: 'unreachable', ...clock };
+    const writes = w.bus.writeProblem;
+    return writes ? { status: 'degraded', ...writes, ...clock } : { status: 'ok', ...clock };
   }, { auth: false });
   admin.route('POST', '/api/reload', () => {
     const r = w.reload();

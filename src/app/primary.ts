@@ -47,6 +47,7 @@ class FanoutBus implements DecisionBus {
   private readonly down: (d: Decision) => void;
   constructor(inner: DecisionBus, down: (d: Decision) => void) { this.inner = inner; this.down = down; }
   get healthy(): boolean { return this.inner.healthy; }
+  get writeProblem(): DecisionBus['writeProblem'] { return this.inner.writeProblem; }
   get clock(): DecisionBus['clock'] { return this.inner.clock; }
   // Not an attack state: the workers hear the node's own, as judged here (primary.ts tellAttack).
   publish(d: Decision): void { this.inner.publish(d); if (d.kind !== 'attack') this.down(d); }

@@ -59,6 +59,9 @@ export interface DecisionBus {
   ticketKey?(period: number, ttlMs: number, mine: Buffer): Promise<Buffer>;
   /** False while the shared store is out of reach (the node keeps protecting on what it knows). */
   readonly healthy: boolean;
+  /** Healthy (connected) but what this node decides is not reaching the others (the shared store refuses writes, or
+   *  they wait too long): what /healthz names as the reason it is degraded. null or absent: nothing of the kind. */
+  readonly writeProblem?: { readonly redis: string } | null;
   /** A bus shared with other nodes: this node's clock minus the shared store's, ms (null until measured). */
   readonly clock?: { readonly offsetMs: number | null; readonly skewed: boolean };
   close(): Promise<void>;

@@ -16,6 +16,7 @@ import { Known, checkEpoch, deliverInSteps, pause, pruneBans, readState } from '
 import { DecisionQueue } from './redis-queue.ts';
 import { ClockCheck } from './redis-clock.ts';
 import { SharedSecret } from './redis-secret.ts';
+import { ReadyGate, WriteHealth, pingWithin, type WriteProblem } from './redis-health.ts';
 
 const PRUNE_EVERY_MS = 10_000;
 /** A write that failed is tried again after this (Redis refusing a command would otherwise be asked twice a second). */
@@ -57,7 +58,8 @@ export class RedisBus implements DecisionBus {
   /** When a failure was last logged (one line every 10 s at most while it lasts). */
   private warnedAt = 0;
   private readonly sharedSecret: SharedSecret; // the challenge secret, taken up at each connection (redis-secret.ts)
-  private readyWaiters: (() => void)[] = [];
+  private readonly ready = new ReadyGate();
+  private readonly writes: WriteHealth; // whether writes go through, connected (redis-health.ts)
 
   constructor(opts: RedisBusOptions) {
     this.prefix = opts.prefix ?? 'scrubber:';
@@ -65,6 +67,7 @@ export class RedisBus implements DecisionBus {
     this.log = opts.logger ?? { info() {}, warn() {} };
     this.pending = new DecisionQueue(opts.maxPending ?? 100_000, opts.queue ?? null, this.log);
     this.epochStore = opts.epoch ?? null;
+    this.writes = new WriteHealth(this.log);
     this.epoch = this.epochStore?.load() ?? null;
     for (const d of this.pending.loadSaved()) this.known.remember(d);
     this.waitMs = opts.waitMs ?? 2000;
@@ -99,6 +102,8 @@ export class RedisBus implements DecisionBus {
   }
 
   get healthy(): boolean { return this.cmdReady && this.subReady && !this.closed; }
+  /** Connected, yet what this node decides is not reaching the others: Redis refuses writes, or they wait too long. */
+  get writeProblem(): WriteProblem { return this.healthy ? this.writes.problem(this.pending.size, Date.now()) : null; }
 
   get catchingUp(): boolean { return this.resyncing; } // a catch-up is under way (tests wait for its end)
   /** Decisions waiting to be written (while Redis is out of reach). */
@@ -109,6 +114,7 @@ export class RedisBus implements DecisionBus {
     try {
       this.known.remember(d);
       this.pending.put(d, !this.healthy);
+      this.writes.waiting(this.pending.size, Date.now());
       this.scheduleFlush();
     } catch (err) {
       this.log.warn({ err: String(err) }, 'redis: publish failed');
@@ -154,7 +160,7 @@ export class RedisBus implements DecisionBus {
     // What could not be written waits in the node's store for its next start (or the store forgets an old queue).
     this.pending.close();
     for (const t of this.timers) clearInterval(t);
-    for (const w of this.readyWaiters.splice(0)) w();
+    this.ready.open();
     this.cmd.disconnect();
     this.sub.disconnect();
   }
@@ -163,9 +169,10 @@ export class RedisBus implements DecisionBus {
 
   private onUp(): void {
     if (!this.healthy) return;
-    for (const w of this.readyWaiters.splice(0)) w();
+    this.ready.open();
     if (!this.wasHealthy) {
       this.wasHealthy = true;
+      this.writes.waiting(this.pending.size, Date.now(), true); // what waited while cut off waits from now
       this.log.info({ node: this.nodeId, pending: this.pending.size }, 'redis: connected');
     }
     this.clock.maybeCheck(true);
@@ -184,34 +191,25 @@ export class RedisBus implements DecisionBus {
   private heartbeat(): void {
     if (!this.cmdReady || this.closed || this.pinging) return;
     this.pinging = true;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('heartbeat timeout')), this.heartbeatTimeoutMs); });
     // Both connections: the subscriber's can die silently too (an idle link cut by a NAT or a firewall), and then
     // no decision of another node would arrive while this one looks healthy.
     // Answered: Redis's epoch too (a FLUSHALL while connected empties it as a restart does: written back at once).
-    Promise.race([Promise.all([this.cmd.ping(), this.subReady ? this.sub.ping() : null]), late]).then(() => { if (this.healthy) void this.resync(); }, () => {
+    pingWithin([this.cmd, this.subReady ? this.sub : null], this.heartbeatTimeoutMs).then(() => { if (this.healthy) void this.resync(); }, () => {
       // No answer in time: the link is dead without having closed. Reconnect both connections.
       if (this.closed || this.cmd.status !== 'ready') return;
       this.cmdReady = false;
       this.onDown();
       this.cmd.disconnect(true);
       this.sub.disconnect(true);
-    }).finally(() => { clearTimeout(timer); this.pinging = false; });
+    }).finally(() => { this.pinging = false; });
     this.clock.maybeCheck();
+    this.writes.waiting(this.pending.size, Date.now()); this.writes.report(this.pending.size, Date.now()); // queued by a catch-up too
     if (this.healthy && !this.resyncing && this.pending.retryUnwritten()) this.scheduleFlush(); // else: a reconnection
     const now = Date.now();
     if (now - this.lastPrune > PRUNE_EVERY_MS) { this.lastPrune = now; pruneBans(this.cmd, this.k, now).catch(() => {}); this.known.forgetExpired(now); }
   }
 
-  private waitReady(): Promise<boolean> {
-    if (this.healthy) return Promise.resolve(true);
-    if (this.closed) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const t = setTimeout(() => { this.readyWaiters = this.readyWaiters.filter((w) => w !== done); resolve(this.healthy); }, this.waitMs);
-      const done = () => { clearTimeout(t); resolve(this.healthy); };
-      this.readyWaiters.push(done);
-    });
-  }
+  private waitReady(): Promise<boolean> { return this.closed ? Promise.resolve(false) : this.ready.wait(this.waitMs, () => this.healthy); }
 
   // --- writing ---
 
@@ -227,14 +225,19 @@ export class RedisBus implements DecisionBus {
     let failed = false, stale = 0; // stale: older than another node's since: this node reads back what is in force
     try {
       // Asked for at once (a flush may run on for long, or fail later): the later decision must reach this node.
-      while (this.pending.size && this.cmdReady) { const n = await this.pending.write(this.cmd, this.k, this.nodeId); if (n) { stale += n; this.needResync = true; } }
+      while (this.pending.size && this.cmdReady) {
+        const n = await this.pending.write(this.cmd, this.k, this.nodeId); this.writes.wrote(this.pending.size, Date.now());
+        if (n) { stale += n; this.needResync = true; }
+      }
       if (stale) this.log.info({ decisions: stale }, 'redis: decisions older than what another node decided since, or expired while queued, were not written');
     } catch (err) {
       failed = true; // a refusal alone calls for no catch-up (Redis would refuse it again); older decisions do
+      this.writes.refused(err);
       if ((err as { stale?: number }).stale) this.needResync = true;
       if (Date.now() - this.warnedAt > 10_000) { this.warnedAt = Date.now(); this.log.warn({ err: String(err), pending: this.pending.size }, 'redis: write failed, decisions kept'); }
     } finally {
       this.flushing = false;
+      this.writes.report(this.pending.size, Date.now()); // a change logged as it comes (the heartbeat: a stall)
       if (failed) setTimeout(() => this.scheduleFlush(), RETRY_MS).unref();
       else if (this.pending.size && this.cmdReady && !this.closed) this.scheduleFlush();
       this.keepEpoch();
