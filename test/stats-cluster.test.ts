@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, startProxy, request, domain, tempDir, sleep, type Origin, type Proxy } from './helpers/servers.ts';
 import { findRedisServer, startRedis, type RedisServer } from './helpers/redis.ts';
+import { relay } from './helpers/relay.ts';
 import { Redis } from 'ioredis';
 import { openStore } from '../src/store/db.ts';
 import { StatsStore } from '../src/stats/store.ts';
@@ -216,3 +217,50 @@ describe.skipIf(!hasRedis)('the statistics outbox', () => {
   });
 });
 
+
+describe.skipIf(!hasRedis)('the statistics connection', () => {
+  // As test/decisions-redis.test.ts does for the decision connection: a relay that freezes (connections stay open,
+  // nothing passes). Before 2026-12 the statistics connection had no heartbeat: it stayed "ready" for minutes, each
+  // push and each scope=cluster query waited out ioredis's 10 s command timeout (a query: ~20 s to its 503), and
+  // close() could wait ~10 s past the drain time.
+  it('a link that dies silently (no reset) is noticed by the heartbeat; queries fail fast, close() is bounded', async () => {
+    const redis = await startRedis();
+    const link = await relay(redis.port);
+    const db = openStore(tempDir());
+    let cluster: RedisClusterStats | null = null;
+    try {
+      const store = new StatsStore(db);
+      store.outbox = true;
+      const t = bucketOf(Date.now());
+      const c = newCounters();
+      c[F.reqIn] = 5;
+      const mk = () => new RedisClusterStats({ url: link.url, store, nodeId: 'node-hb', retentionDays: () => 1, log: quiet, heartbeatMs: 300, heartbeatTimeoutMs: 1000, closeTimeoutMs: 1000 });
+      cluster = mk();
+      const answers = async () => { try { await cluster!.buckets(HOST, t, t + 180); return true; } catch { return false; } };
+      expect(await until(answers, 5000)).toBe(true);
+      link.freeze();
+      // Noticed within the heartbeat's timeout (and a period): from then on a query fails at once (the API's 503).
+      await sleep(2000);
+      const got = await Promise.race([cluster.buckets(HOST, t, t + 180).then(() => 'answered', (e) => String(e)), sleep(500).then(() => 'no answer within 500 ms')]);
+      expect(got).toMatch(/unreachable/);
+      // Back: what was counted meanwhile is pushed.
+      store.write([{ domain: HOST, t, c }], []);
+      link.thaw();
+      expect(await until(async () => { await cluster!.push(); return store.outboxSize === 0; }, 5000)).toBe(true);
+      expect(sum(await cluster.buckets(HOST, t, t + 180), (x) => x.incoming.requests)).toBe(5);
+      // Frozen again, at once closed with a row to push: close() waits no longer than its bound.
+      link.freeze();
+      store.write([{ domain: HOST, t, c }], []);
+      const t1 = Date.now();
+      await cluster.close();
+      cluster = null;
+      expect(Date.now() - t1).toBeLessThan(2000);
+      expect(store.outboxSize).toBe(1); // kept for the next start
+    } finally {
+      await cluster?.close();
+      await link.close();
+      db.close();
+      await redis.close();
+    }
+  }, 30_000);
+});

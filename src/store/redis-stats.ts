@@ -10,6 +10,7 @@ import type { StatsStore } from '../stats/store.ts';
 import { MAX_COLUMNS, billingSamplesOf, clusterBuckets, daysOf, rowsOf, type ClusterStats } from '../stats/cluster.ts';
 import type { BucketJson } from '../stats/buckets.ts';
 import type { BillingSample } from '../stats/billing.ts';
+import { pingWithin } from './redis-health.ts';
 
 // Applies one outbox row, unless this node already applied it (a crash between the push and the outbox delete);
 // returns -1 without applying when Redis's epoch is not the one the node pushes to (its data was lost meanwhile).
@@ -55,6 +56,12 @@ export interface RedisClusterStatsOptions {
   retentionDays(): number;
   prefix?: string;
   log: { warn(o: object, msg: string): void; info(o: object, msg: string): void };
+  /** Heartbeat period, and how long a PING may go unanswered before the link is taken for dead and reconnected;
+   *  default 1000 and 1500 ms, as the decision bus's. */
+  heartbeatMs?: number;
+  heartbeatTimeoutMs?: number;
+  /** How long close() waits for its last push (what is not pushed stays in the outbox for the next start); 2000 ms. */
+  closeTimeoutMs?: number;
 }
 
 export class RedisClusterStats implements ClusterStats {
@@ -64,6 +71,8 @@ export class RedisClusterStats implements ClusterStats {
   private pushing: Promise<void> | null = null;
   private failing = false;
   private closed = false;
+  private pinging = false;
+  private readonly beat: NodeJS.Timeout;
 
   constructor(o: RedisClusterStatsOptions) {
     this.o = o;
@@ -73,6 +82,22 @@ export class RedisClusterStats implements ClusterStats {
       retryStrategy: (n: number) => Math.min(100 * n, 1000), connectionName: `scrubber-stats-${o.nodeId}` });
     this.redis.on('error', () => {});
     this.redis.on('ready', () => { void this.push(); });
+    // A link that dies without a reset (a NAT or a firewall forgetting an idle connection) would stay "ready" for
+    // minutes: every push and every scope=cluster query waiting out the 10 s command timeout. A PING not answered in
+    // time drops the connection (disconnect(true): ioredis reconnects): queries answer 503 at once meanwhile, and a
+    // push in flight fails (its rows stay in the outbox).
+    this.beat = setInterval(() => this.heartbeat(), o.heartbeatMs ?? 1000);
+    this.beat.unref();
+  }
+
+  private heartbeat(): void {
+    if (this.closed || this.pinging || this.redis.status !== 'ready') return;
+    this.pinging = true;
+    pingWithin([this.redis], this.o.heartbeatTimeoutMs ?? 1500).catch(() => {
+      if (this.closed || this.redis.status !== 'ready') return;
+      this.o.log.warn({}, 'redis: the statistics connection does not answer; reconnecting');
+      this.redis.disconnect(true);
+    }).finally(() => { this.pinging = false; });
   }
 
   get backlog(): number { return this.o.store.outboxSize; }
@@ -151,7 +176,11 @@ export class RedisClusterStats implements ClusterStats {
   }
 
   async close(): Promise<void> {
-    await this.push();
+    clearInterval(this.beat);
+    // Bounded: on a link that does not answer, the last push would wait out the command timeout past the drain time.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.push(), new Promise((r) => { timer = setTimeout(r, this.o.closeTimeoutMs ?? 2000); })]);
+    clearTimeout(timer);
     this.closed = true;
     this.redis.disconnect();
   }
