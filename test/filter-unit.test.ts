@@ -261,6 +261,21 @@ describe('attack mode', () => {
     expect([seenHere.under, seenHere.remote]).toEqual([true, false]);
     joinRemoteAttack(seenHere, 5, 'upstream failing', true);
     expect(seenHere.upstreamFailing).toBe(false);
+
+    // Tightened by another node's word, this node still goes after its own suspects at its own first failing second
+    // (it alone knows its sources); and one that takes the attack over goes by what it sees itself.
+    const failingSample = sample(10);
+    failingSample.upstreamErrors = 10;
+    failingSample.answered = 0;
+    const told = newAttackState();
+    joinRemoteAttack(told, 5, 'upstream failing', true);
+    const starts = [0, 1, 2].map((i) => stepAttack(told, failingSample, params, 10 * S + i * S).failingStarted);
+    expect(starts).toEqual([true, false, false]);
+    const takenOver = newAttackState();
+    for (let i = 0; i < 10; i++) stepAttack(takenOver, sample(10), params, i * S);
+    joinRemoteAttack(takenOver, 5, 'upstream failing', true);
+    for (let i = 10; i < 13; i++) stepAttack(takenOver, sample(100), params, i * S);
+    expect([takenOver.remote, takenOver.upstreamFailing]).toEqual([false, false]);
   });
 
   it('little traffic is never an attack by rate', () => {

@@ -46,8 +46,12 @@ export interface AttackState {
   calm: number;
   /** When the current attack started (ms), 0 when calm. */
   since: number;
-  /** The upstream is failing, or its queue is crowded, in this attack (the score line is lowered). */
+  /** The upstream is failing, or its queue is crowded, in this attack, here or on the node that found it (the score
+   *  line is lowered). */
   upstreamFailing: boolean;
+  /** This process saw it fail (or crowded) itself in this attack, and went after its suspects: another node's word
+   *  tightens the line but leaves them to this process's own first failing second. */
+  failingSeen: boolean;
   /** Why it is (or was last) under attack. */
   reason: string;
   /** Under attack because another worker or node said so, not (yet) by what this process sees: its end is not
@@ -101,7 +105,7 @@ const MIN_FAILURES = 3;
 /** A saturated second is a crowd, not an attack, when at least this share of the requests that waited came from sources browsing like people. */
 const BROWSING_SHARE = 0.5;
 
-export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, reason: '', remote: false, announcedAt: 0 });
+export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, failingSeen: false, reason: '', remote: false, announcedAt: 0 });
 
 /** `announce`: the others are told the state now (it started, it ended here, or it goes on: ATTACK_REFRESH_MS). */
 export interface Step { entered: boolean; exited: boolean; failingStarted: boolean; announce: boolean }
@@ -140,17 +144,18 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   } else if (st.under && st.calm >= (st.remote ? Math.max(p.exitSeconds, REMOTE_HOLD_S) : p.exitSeconds)) {
     st.under = false;
     st.since = 0;
-    st.upstreamFailing = false;
+    st.upstreamFailing = st.failingSeen = false;
     out.exited = true;
   } else if (st.under && st.remote && st.hot >= p.enterSeconds) {
     st.remote = false; // seen here too: this process's own attack now, said at once
     st.announcedAt = -Infinity;
+    st.upstreamFailing = st.failingSeen; // by what it sees itself from now on, not another node's word
   }
   if (out.entered || out.exited) st.remote = false;
   out.announce = out.entered || (out.exited && !wasRemote) || (st.under && !st.remote && now - st.announcedAt >= ATTACK_REFRESH_MS);
   if (out.announce) st.announcedAt = now;
   // A crowded queue is the same pressure caught before the application fails: tighten and go after the suspects.
-  if (st.under && (failing || crowded) && !st.upstreamFailing) { st.upstreamFailing = true; out.failingStarted = true; }
+  if (st.under && (failing || crowded) && !st.failingSeen) { st.upstreamFailing = st.failingSeen = true; out.failingStarted = true; }
 
   // Learn only from calm seconds: an attack must not become the new normal.
   if (!st.under && !hot) {
@@ -244,6 +249,8 @@ export function restoreAttack(saved: SavedAttack, savedAt: number, now: number, 
     st.reason = typeof saved.reason === 'string' ? saved.reason : '';
     // Joined from elsewhere before the restart: still not this process's to announce.
     st.remote = saved.remote === true || st.reason.startsWith(REMOTE);
+    // Its own attack's suspects were gone after before the restart; a joined one's are left to its own failing second.
+    st.failingSeen = st.upstreamFailing && !st.remote;
   }
   return st;
 }
