@@ -56,6 +56,11 @@ describe('the node judges attack mode on the sum of its workers\' seconds (pure)
     expect(rounds.due(4000 + ROUND_WAIT_MS).map(([d, s]) => [d, s.requests])).toEqual([['a', 7]]);
     // Heard from no more: not waited for.
     expect(rounds.add(0, 'a', sample(7), 9000)).not.toBe(null);
+    // A worker none of whose sources came for a domain sends none of it: the domain's rounds do not wait for it.
+    for (let t = 10_000; t < 14_000; t += 1000) {
+      expect(rounds.add(1, 'b', sample(3), t)).not.toBe(null);
+      expect(rounds.add(0, 'a', sample(3), t + 10)).not.toBe(null);
+    }
   });
 
   it('an origin failing every request at 8 req/s puts the domain under attack with 2 workers, as in one process', () => {
