@@ -1,5 +1,5 @@
 // The challenge secret is shared by every node on one Redis (SPEC §9): a browser that passed the challenge on one node
-// passes on all. Before 2026-12, a node that started while Redis was down kept its own secret for its whole life, even
+// passes on all. Until 2026-11-28, a node that started while Redis was down kept its own secret for its whole life, even
 // once Redis was back (review r1): a browser that passed on another node was challenged again on it. Now the node
 // takes up the shared secret when it reaches Redis (its workers too), and the cookies it signed with its own until
 // then still pass on it for the trust time.
@@ -9,6 +9,7 @@ import { startOrigin, startProxy, startWorkersCli, sleep, domain, type Origin, t
 import { findRedisServer, startRedis, type RedisServer } from './helpers/redis.ts';
 import { relay } from './helpers/relay.ts';
 import { RedisBus } from '../src/store/redis-bus.ts';
+import { shardOf } from '../src/cluster/protocol.ts';
 import { createSecretKey, randomBytes } from 'node:crypto';
 import { CookieChallenge } from '../src/challenge/cookie.ts';
 import type { RequestHead } from '../src/http/head.ts';
@@ -110,6 +111,28 @@ describe.skipIf(findRedisServer() === null)('challenge secret of a node started 
       });
       expect(r, `client 127.0.${i}.9`).toBe(200);
     }
+  }, 40_000);
+
+  it('with workers: a worker replaced after the node took up the shared secret still honours the cookies the node signed before', async () => {
+    await begin();
+    const link = await relay(redis.port);
+    try {
+      a = await startProxy({ ...cfg(), filter: { mode: 'always' } }); // its secret is the shared one
+      await within(() => healthOk(a.adminUrl), 10_000);
+      await link.cut();
+      cli = await startWorkersCli(HOST, origin.address, { filter: { mode: 'always' }, state: { redis: { url: link.url } } });
+      const own = await cookieFrom(cli.port); // Redis out of reach: signed with the node's own secret
+      expect((await get(cli.port, own)).status).toBe(200);
+      await link.heal();
+      await within(async () => (await get(a.port, await cookieFrom(cli!.port))).status === 200, 10_000); // took up the shared one
+      const admin = `http://127.0.0.1:${cli.admin}`;
+      const owner = shardOf('127.0.0.77', 2);
+      const list = async () => (JSON.parse(await fetch(`${admin}/api/workers`).then((r) => r.text())).workers as { index: number; pid: number; ready: boolean }[]);
+      const victim = (await list())[owner];
+      process.kill(victim.pid, 'SIGKILL');
+      await within(async () => { const w = (await list())[owner]; return w.pid !== victim.pid && w.ready; }, 10_000);
+      expect((await get(cli.port, own)).status).toBe(200);
+    } finally { await link.close(); }
   }, 40_000);
 
   it('a node started just after Redis came back empty ends with the same secret as the others', async () => {

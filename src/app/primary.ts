@@ -71,7 +71,13 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   let secret = await bus.secret(store.secret());
   // The shared secret taken up later (Redis reached after the start, or emptied): to every worker, as the ticket key
   // is, and to a worker started from then on.
-  redis.watchSecret?.((s) => { secret = s; pool?.broadcast({ t: 'secret', key: s.toString('base64') }); });
+  // A worker started within the changeover is given the one before too: the cookies signed with it still pass there.
+  let previous: { key: Buffer; until: number } | null = null;
+  redis.watchSecret?.((s) => {
+    if (!s.equals(secret)) previous = { key: secret, until: now() + current.filter.challenge.trustSeconds * 1000 * current.filter.timeScale };
+    secret = s;
+    pool?.broadcast({ t: 'secret', key: s.toString('base64') });
+  });
   // The primary's detector judges attack mode for the node (on the workers' seconds), but sees no request: what it
   // learned of a domain's attack is stored with what a worker sends of the rest (static paths, body sizes).
   const ownStore: FilterStore = Object.assign(Object.create(store) as FilterStore, { putLearned() {} });
@@ -94,6 +100,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       index, workers: current.workers, config: current,
       bans: filter.bans(), whitelist: filter.whitelistEntries().filter((w) => w.origin === 'api'),
       offenders: [...store.loadOffenders()], learned: [...store.loadLearned()], secret: secret.toString('base64'),
+      ...(previous && previous.until > now() ? { previousSecret: { key: previous.key.toString('base64'), until: previous.until } } : {}),
       ticketKey: (tickets?.current ?? randomBytes(48)).toString('base64'),
       health: upstreams.healthById(),
       attacks: nodeAttacks.underAttack(),

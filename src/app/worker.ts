@@ -27,9 +27,12 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   const store = new WorkerStore(init, send);
   // Each domain's seconds go up for the primary to judge attack mode on the node's whole traffic (one message a tick).
   const samples: [string, Sample][] = [];
-  const edge = buildEdge(config, { log, now, store, bus, secret: store.secret(), upstreamRelay: (id, firstOk, runs) => send({ t: 'upstream', id, firstOk, runs }), attackSamples: (d, s) => samples.push([d, s]) });
+  // Started within a change of the challenge secret: built on the one before, then given the new one (so both pass).
+  const before = init.previousSecret && init.previousSecret.until > now() ? Buffer.from(init.previousSecret.key, 'base64') : null;
+  const edge = buildEdge(config, { log, now, store, bus, secret: before ?? store.secret(), upstreamRelay: (id, firstOk, runs) => send({ t: 'upstream', id, firstOk, runs }), attackSamples: (d, s) => samples.push([d, s]) });
   const { filter, pipeline, listeners, upstreams } = edge;
   for (const [id, healthy] of init.health) upstreams.mirror(id, healthy);
+  if (before) bus.deliverSecret(store.secret());
   for (const a of init.attacks) filter.detector.attacks.nodeAttack(a.domain, { ...a, suspects: false }, now());
   const recorder = new Recorder(now);
   let requests = 0;

@@ -25,6 +25,8 @@ export interface WorkerInit {
   learned: [string, LearnedDomain][];
   /** The challenge secret, base64: a cookie issued by one worker (or node) passes on every other. */
   secret: string;
+  /** The secret in use before the node took up the shared one, while the cookies it signed still pass (until, ms). */
+  previousSecret?: { key: string; until: number };
   /** The TLS session ticket key in use, base64 (listen/ticket-keys.ts): a replaced worker resumes what the one it
    *  replaces sealed. */
   ticketKey: string;
