@@ -4,9 +4,9 @@
 // split. Judged in each worker on its share (as before), fixed counts (5
 // requests, 3 failures a second) took N times the traffic to show, and a rise
 // from the few sources of one worker was measured against a 1/N baseline.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { startOrigin, startWorkersCli, request, sleep, type Origin } from './helpers/servers.ts';
+import { perTest, request, sleep } from './helpers/servers.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
 import { AttackRounds, ROUND_WAIT_MS } from '../src/cluster/attack-rounds.ts';
@@ -86,14 +86,7 @@ describe('the node judges attack mode on the sum of its workers\' seconds (pure)
 });
 
 const HOST = 'split.test';
-type Cli = Awaited<ReturnType<typeof startWorkersCli>>;
-let clis: Cli[] = [];
-let origins: Origin[] = [];
-afterEach(async () => {
-  for (const c of clis) await c.stop();
-  for (const o of origins) await o.close();
-  clis = []; origins = [];
-});
+const started = perTest();
 
 function get(port: number, local: string): Promise<number> {
   return new Promise((resolve) => {
@@ -112,10 +105,8 @@ function addressesOf(w: number, n: number, count: number): string[] {
 
 describe('attack mode of a node of two workers, on real sockets', () => {
   it('an origin that answers 503 to all of 6 req/s, spread over both workers, puts the domain under attack in both', async () => {
-    const origin = await startOrigin((_q, res) => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('busy'); });
-    origins.push(origin);
-    const cli = await startWorkersCli(HOST, origin.address, { workers: 2, filter: { mode: 'auto' } });
-    clis.push(cli);
+    const origin = await started.origin((_q, res) => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('busy'); });
+    const cli = await started.cli(HOST, origin.address, { workers: 2, filter: { mode: 'auto' } });
     // 3 failures a second in each worker: below a worker's own line (3 of at least 5 requests), over the node's.
     const srcs = [...addressesOf(0, 2, 6), ...addressesOf(1, 2, 6)];
     const t0 = Date.now();

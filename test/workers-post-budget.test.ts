@@ -1,18 +1,11 @@
 // limits.postBudgetBytes with workers, black-box: a worker's share is never below one largest body (limits.maxBodyBytes), so
 // one upload on an idle proxy passes with any number of workers, as in one process.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { startOrigin, startWorkersCli, type Origin } from './helpers/servers.ts';
+import { perTest } from './helpers/servers.ts';
 
 const HOST = 'budget.test';
-type Cli = Awaited<ReturnType<typeof startWorkersCli>>;
-let clis: Cli[] = [];
-let origins: Origin[] = [];
-afterEach(async () => {
-  for (const c of clis) await c.stop();
-  for (const o of origins) await o.close();
-  clis = []; origins = [];
-});
+const started = perTest();
 
 function post(port: number, body: string, chunked: boolean): Promise<{ status: number; reason: string }> {
   return new Promise((resolve) => {
@@ -30,10 +23,8 @@ function post(port: number, body: string, chunked: boolean): Promise<{ status: n
 describe('limits.postBudgetBytes with workers: one upload on an idle proxy', () => {
   for (const workers of [1, 2]) {
     it(`workers ${workers}: an 800-byte upload and a small chunked one pass (budget 1500, maxBodyBytes 1000)`, async () => {
-      const origin = await startOrigin();
-      origins.push(origin);
-      const cli = await startWorkersCli(HOST, origin.address, { workers, limits: { maxBodyBytes: 1000, postBudgetBytes: 1500 } });
-      clis.push(cli);
+      const origin = await started.origin();
+      const cli = await started.cli(HOST, origin.address, { workers, limits: { maxBodyBytes: 1000, postBudgetBytes: 1500 } });
       const a = await post(cli.port, 'x'.repeat(800), false);
       const b = await post(cli.port, 'hello', true);
       expect({ workers, fixed: `${a.status} ${a.reason}`, chunked: `${b.status} ${b.reason}` }).toEqual({ workers, fixed: '200 ', chunked: '200 ' });

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
+import { afterEach } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { loadConfigObject } from '../../src/config/load.ts';
 import { startApp, type App } from '../../src/app/app.ts';
@@ -207,4 +208,19 @@ export function openRaw(port: number, head: string, localAddress?: string) {
 /** A domain entry with short health-check times for tests. */
 export function domain(name: string, upstreams: string[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { name, upstreams, healthCheck: { type: 'tcp', intervalMs: 60000, timeoutMs: 500, fall: 3, rise: 2 }, ...extra };
+}
+
+/** For a test file whose tests each start their own CLI (with workers) and origins: everything started is stopped after
+ *  each test. Call at the file's top level. */
+export function perTest(): { cli: typeof startWorkersCli; origin: typeof startOrigin } {
+  const clis: Awaited<ReturnType<typeof startWorkersCli>>[] = [];
+  const origins: Origin[] = [];
+  afterEach(async () => {
+    for (const c of clis.splice(0)) await c.stop();
+    for (const o of origins.splice(0)) await o.close();
+  });
+  return {
+    cli: async (...a) => { const c = await startWorkersCli(...a); clis.push(c); return c; },
+    origin: async (...a) => { const o = await startOrigin(...a); origins.push(o); return o; },
+  };
 }
