@@ -70,8 +70,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
   let secret = await bus.secret(store.secret());
   // The shared secret taken up later (Redis reached after the start, or emptied): to every worker, as the ticket key
-  // is, and to a worker started from then on.
-  // A worker started within the changeover is given the one before too: the cookies signed with it still pass there.
+  // is, and to a worker started from then on, with the one before while the cookies signed with it still pass.
   let previous: { key: Buffer; until: number } | null = null;
   redis.watchSecret?.((s) => {
     if (!s.equals(secret)) previous = { key: secret, until: now() + current.filter.challenge.trustSeconds * 1000 * current.filter.timeScale };
