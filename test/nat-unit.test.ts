@@ -28,6 +28,25 @@ describe('TokenSpread', () => {
     expect(t.use('id2', '203.0.113.9')).toBe(true); // other tokens are not affected
   });
 
+  it('with workers: each tells the node the networks it first sees a token from; the node counts them all, and a token it revokes is refused in every worker', () => {
+    const node = new TokenSpread({ maxNetworks: 3, maxTokens: 10 });
+    const workers = [new TokenSpread({ maxNetworks: 3, maxTokens: 10 }), new TokenSpread({ maxNetworks: 3, maxTokens: 10 })];
+    const told: string[] = [];
+    for (const w of workers) w.onNetwork = (id, net) => { told.push(net); if (!node.useNetwork(id, net)) for (const x of workers) x.revoke(id); };
+    // A copied token, two networks in each worker: under the line in each, over it for the node.
+    expect(workers[0].use('id', '198.51.100.1')).toBe(true);
+    expect(workers[0].use('id', '198.51.100.2')).toBe(true); // same /24: not told again
+    expect(workers[1].use('id', '203.0.113.9')).toBe(true);
+    expect(workers[0].use('id', '192.0.2.1')).toBe(true);
+    workers[1].use('id', '100.64.0.1'); // the fourth network of the node
+    expect(told).toEqual(['198.51.100', '203.0.113', '192.0.2', '100.64.0']);
+    expect([workers[0].use('id', '198.51.100.1'), workers[1].use('id', '203.0.113.9')]).toEqual([false, false]);
+    expect(node.revoked).toBe(1);
+    // The same network told twice (a worker that forgot the token and saw it again) counts once.
+    const again = new TokenSpread({ maxNetworks: 1, maxTokens: 10 });
+    expect([again.useNetwork('t', '10.0.0'), again.useNetwork('t', '10.0.0')]).toEqual([true, true]);
+  });
+
   it('forgets the least recently used token first, to the second (a token in use every request is not moved every time)', () => {
     const t = new TokenSpread({ maxNetworks: 4, maxTokens: 2 });
     t.use('a', '10.0.0.1', 0);

@@ -123,3 +123,33 @@ describe('attack mode of a node of two workers, on real sockets', () => {
     expect(w.map((x) => x.underAttack)).toEqual([[HOST], [HOST]]);
   }, 30_000);
 });
+
+describe('a copied challenge cookie on a node of two workers', () => {
+  const UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0';
+  const page = (port: number, local: string, cookie?: string) => new Promise<{ status: number; cookie: string }>((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', localAddress: local, agent: false,
+      headers: { host: HOST, 'user-agent': UA, accept: 'text/html,application/xhtml+xml,*/*;q=0.8', 'accept-language': 'en', ...(cookie ? { cookie } : {}) } }, (res) => {
+      res.resume(); res.on('end', () => resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie']?.[0] ?? '').split(';')[0] }));
+    });
+    req.on('error', () => resolve({ status: 0, cookie: '' }));
+    req.end();
+  });
+
+  // A source belongs to one worker: counted per worker, a token used from 8 networks spread over two was honoured 8
+  // times, not 4 (filter.challenge.maxNetworksPerToken); the node counts them now.
+  it('is honoured from maxNetworksPerToken networks in all, however they are spread over the workers', async () => {
+    const origin = await started.origin();
+    const cli = await started.cli(HOST, origin.address, { workers: 2, filter: { mode: 'always' } });
+    const first = await page(cli.port, '127.0.81.9');
+    expect(first.status).toBe(302);
+    const statuses: number[] = [];
+    for (let n = 1; n <= 8; n++) {
+      statuses.push((await page(cli.port, `127.0.${80 + n}.9`, first.cookie)).status);
+      await sleep(100); // the node's count comes back to the workers over IPC
+    }
+    expect(new Set([1, 2, 3, 4, 5, 6, 7, 8].map((n) => shardOf(`127.0.${80 + n}.9`, 2))).size).toBe(2);
+    // The request that crosses the line passes in its worker (the node's count answers over IPC); none after it.
+    expect(statuses.slice(0, 4)).toEqual([200, 200, 200, 200]);
+    expect(statuses.slice(5)).toEqual([302, 302, 302]);
+  }, 30_000);
+});

@@ -45,5 +45,5 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   deps.bus?.watchSecret?.((s) => challenge.setSecret(createSecretKey(s), now(), graceMs));
   const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy, attackSamples: deps.attackSamples });
   decisions.watch({ onRemoteAttack: (domain, under, since, reason, at, failing) => detector.attacks.remoteAttack(domain, under, since, reason, at, failing) });
-  return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode });
+  return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode, tokens: challenge.spread });
 }

@@ -26,6 +26,7 @@ import { WorkerPool } from '../cluster/pool.ts';
 import { Dispatcher } from '../cluster/dispatcher.ts';
 import { WorkersView } from '../cluster/aggregate.ts';
 import { NodeAttacks } from '../cluster/node-attacks.ts';
+import { TokenSpread } from '../challenge/cookie.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
 import { closeState, loggedUpstreams, redisLocal, saveBansAtOnce } from './edge.ts';
@@ -109,9 +110,12 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   // told each change (and the other nodes, through the decisions, as a process alone would tell them).
   const nodeAttacks = new NodeAttacks(filter, (domain, a) => pool?.broadcast({ t: 'attack', domain, a }));
   filter.decisions.watch({ onRemoteAttack: (domain) => nodeAttacks.tell(domain, false) });
+  // Where each challenge token was used from, over every worker (maxNetworksPerToken holds for the node).
+  const tokens = new TokenSpread({ maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
   const onMessage = (index: number, m: FromWorker) => {
     if (m.t === 'decision') { if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry); }
     else if (m.t === 'samples') nodeAttacks.samples(index, m.s, now());
+    else if (m.t === 'token') { if (!tokens.useNetwork(m.id, m.net, now())) pool?.broadcast({ t: 'revoke', id: m.id }); }
     else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, nodeAttacks.learned(m.domain, m.l, now()));
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);
@@ -148,6 +152,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       log.level = r.config.log.level;
       workers.broadcast({ t: 'reload', config: r.config, health: upstreams.healthById() });
       workers.watchdogMs = r.config.workerWatchdogMs;
+      tokens.opts = { maxNetworks: r.config.filter.challenge.maxNetworksPerToken, maxTokens: r.config.filter.maxSources };
       log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');
       return done;
     },

@@ -33,6 +33,8 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   const { filter, pipeline, listeners, upstreams } = edge;
   for (const [id, healthy] of init.health) upstreams.mirror(id, healthy);
   if (before) bus.deliverSecret(store.secret());
+  // A copied token's networks may land on several workers: the primary counts them for the node.
+  if (filter.tokens) filter.tokens.onNetwork = (id, net) => send({ t: 'token', id, net });
   for (const a of init.attacks) filter.detector.attacks.nodeAttack(a.domain, { ...a, suspects: false }, now());
   const recorder = new Recorder(now);
   let requests = 0;
@@ -91,6 +93,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       else if (m.t === 'decision') bus.deliver(m.d);
       else if (m.t === 'health') upstreams.mirror(m.id, m.healthy);
       else if (m.t === 'attack') filter.detector.attacks.nodeAttack(m.domain, m.a, now());
+      else if (m.t === 'revoke') filter.tokens?.revoke(m.id, now());
       else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
       else if (m.t === 'secret') bus.deliverSecret(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });

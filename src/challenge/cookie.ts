@@ -90,11 +90,40 @@ export class TokenSpread {
   private readonly tokens = new Map<string, { nets: string[]; revoked: boolean; at: number; last: string }>();
   /** Tokens refused for their spread (a counter for the operator). */
   revoked = 0;
+  /** A worker of several: told each network a token is first seen from here. A copied token's networks may land on
+   *  different workers (a source belongs to one), so its primary counts them for the node (useNetwork) and tells
+   *  every worker to revoke it (revoke). */
+  onNetwork: ((id: string, net: string) => void) | null = null;
 
   constructor(opts: TokenSpreadOptions) { this.opts = opts; }
 
   /** The token of client id was presented from source: false when it has been used from too many networks. */
   use(id: string, source: string, now = 0): boolean {
+    const e = this.entry(id, now);
+    if (e.revoked) return false;
+    if (source === e.last) return true; // the address it came from last time: its network is already counted
+    e.last = source;
+    const net = networkOf(source);
+    if (e.nets.includes(net)) return true;
+    this.onNetwork?.(id, net);
+    return this.add(e, net);
+  }
+
+  /** The primary: a worker saw the token from `net` first. False when the token is (now) used from too many. */
+  useNetwork(id: string, net: string, now = 0): boolean {
+    const e = this.entry(id, now);
+    if (e.revoked) return false;
+    return e.nets.includes(net) || this.add(e, net);
+  }
+
+  /** A worker: the node found the token over-shared; refused here from now on (counted where it was found). */
+  revoke(id: string, now = 0): void {
+    const e = this.entry(id, now);
+    e.revoked = true;
+    e.nets = [];
+  }
+
+  private entry(id: string, now: number): { nets: string[]; revoked: boolean; at: number; last: string } {
     let e = this.tokens.get(id);
     if (e) {
       // Re-inserted last (the Map's order is recency) at most once a second: a browser sends its token with every
@@ -105,11 +134,10 @@ export class TokenSpread {
       e = { nets: [], revoked: false, at: now, last: '' };
       this.tokens.set(id, e);
     }
-    if (e.revoked) return false;
-    if (source === e.last) return true; // the address it came from last time: its network is already counted
-    e.last = source;
-    const net = networkOf(source);
-    if (e.nets.includes(net)) return true;
+    return e;
+  }
+
+  private add(e: { nets: string[]; revoked: boolean }, net: string): boolean {
     e.nets.push(net);
     if (e.nets.length <= this.opts.maxNetworks) return true;
     e.revoked = true;

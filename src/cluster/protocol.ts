@@ -67,6 +67,8 @@ export type ToWorker =
   | { t: 'attack'; domain: string; a: NodeAttack }
   /** The challenge secret changed: the nodes' shared one, taken up after the start (base64). */
   | { t: 'secret'; key: string }
+  /** A challenge token the node found used from too many networks (over all its workers): refused from now on. */
+  | { t: 'revoke'; id: string }
   | { t: 'collect'; id: number }
   | { t: 'stop' };
 
@@ -79,6 +81,8 @@ export type FromWorker =
   | { t: 'upstream'; id: string; firstOk: boolean; runs: number[] }
   | { t: 'learned'; domain: string; l: LearnedDomain }
   | { t: 'report'; id: number; r: WorkerReport }
+  /** A challenge token's client id seen from a network for the first time in this worker (TokenSpread.onNetwork). */
+  | { t: 'token'; id: string; net: string }
   /** Each domain's last second of traffic (attack-mode.ts Sample): the primary judges attack mode on their sum. */
   | { t: 'samples'; s: [string, Sample][] }
   | { t: 'stopped' };

@@ -2,6 +2,7 @@
 // it decided (Decisions) behind one object, with the periodic work (ban
 // expiry, attack-mode steps, saving) in tick(). The flow asks the detector;
 // operators, statistics and the dashboard read and act through here.
+import type { TokenSpread } from '../challenge/cookie.ts';
 import type net from 'node:net';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
@@ -34,11 +35,14 @@ export interface FilterParts {
   log: Logger;
   now: () => number;
   mode: Config['filter']['mode'];
+  /** Where each challenge token was used from (the cookie challenge's): a worker of several links it to its primary. */
+  tokens?: TokenSpread;
 }
 
 export class Filter {
   readonly detector: Detector;
   readonly decisions: Decisions;
+  readonly tokens: TokenSpread | null;
   private readonly store: FilterStore;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -49,6 +53,7 @@ export class Filter {
   constructor(p: FilterParts) {
     this.detector = p.detector;
     this.decisions = p.decisions;
+    this.tokens = p.tokens ?? null;
     this.store = p.store;
     this.log = p.log;
     this.now = p.now;
