@@ -101,15 +101,17 @@ describe.skipIf(findRedisServer() === null)('challenge secret of a node started 
     elsewhere.publish({ kind: 'attack', domain: HOST, under: true, since: Date.now(), reason: 'test', at: Date.now() });
     await within(async () => a.app.filter.attackState(HOST)?.under === true && (await get(cli!.port)).status === 302, 5000);
     const cookie = await cookieFrom(a.port);
-    // From several client addresses: each goes to the worker owning it.
+    // From several client addresses of one network (one client's, as far as maxNetworksPerToken goes, counted for the
+    // whole node): each goes to the worker owning it.
+    expect(new Set([1, 2, 3, 4, 5, 6].map((i) => shardOf(`127.0.1.${i}`, 2))).size).toBe(2);
     for (let i = 1; i <= 6; i++) {
       const r = await new Promise<number>((resolve) => {
-        const req = http.request({ host: '127.0.0.1', port: cli!.port, path: '/', localAddress: `127.0.${i}.9`, agent: false,
+        const req = http.request({ host: '127.0.0.1', port: cli!.port, path: '/', localAddress: `127.0.1.${i}`, agent: false,
           headers: { host: HOST, 'user-agent': UA, accept: 'text/html,*/*;q=0.8', 'accept-language': 'en', cookie } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
         req.on('error', () => resolve(0));
         req.end();
       });
-      expect(r, `client 127.0.${i}.9`).toBe(200);
+      expect(r, `client 127.0.1.${i}`).toBe(200);
     }
   }, 40_000);
 
