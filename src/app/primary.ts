@@ -117,7 +117,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
     else if (m.t === 'samples') nodeAttacks.samples(index, m.s, now());
     else if (m.t === 'token') { if (!tokens.useNetwork(m.id, m.net, now())) pool?.broadcast({ t: 'revoke', id: m.id }); }
     else if (m.t === 'offender') store.putOffender(m.ip, m.r);
-    else if (m.t === 'learned') store.putLearned(m.domain, nodeAttacks.learned(m.domain, m.l, now()));
+    else if (m.t === 'learned') store.putLearned(m.domain, nodeAttacks.learned(m.domain, m.l));
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);
   };
   pool = new WorkerPool({

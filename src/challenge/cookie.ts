@@ -78,6 +78,9 @@ export interface TokenSpreadOptions {
   maxTokens: number;
 }
 
+/** A token's networks so far (`last`: the address it came from last), and whether it was found over-shared. */
+interface SpreadEntry { nets: string[]; revoked: boolean; at: number; last: string }
+
 /**
  * Where each honoured token was used from, to stop a token copied to many
  * machines: one client moves between a few networks (home, phone, IPv4 and
@@ -87,7 +90,7 @@ export interface TokenSpreadOptions {
  */
 export class TokenSpread {
   opts: TokenSpreadOptions;
-  private readonly tokens = new Map<string, { nets: string[]; revoked: boolean; at: number; last: string }>();
+  private readonly tokens = new Map<string, SpreadEntry>();
   /** Tokens refused for their spread (a counter for the operator). */
   revoked = 0;
   /** A worker of several: told each network a token is first seen from here. A copied token's networks may land on
@@ -123,7 +126,7 @@ export class TokenSpread {
     e.nets = [];
   }
 
-  private entry(id: string, now: number): { nets: string[]; revoked: boolean; at: number; last: string } {
+  private entry(id: string, now: number): SpreadEntry {
     let e = this.tokens.get(id);
     if (e) {
       // Re-inserted last (the Map's order is recency) at most once a second: a browser sends its token with every
@@ -137,7 +140,7 @@ export class TokenSpread {
     return e;
   }
 
-  private add(e: { nets: string[]; revoked: boolean }, net: string): boolean {
+  private add(e: SpreadEntry, net: string): boolean {
     e.nets.push(net);
     if (e.nets.length <= this.opts.maxNetworks) return true;
     e.revoked = true;

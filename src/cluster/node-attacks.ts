@@ -7,7 +7,7 @@
 // traffic (its rate and latency baselines) is this judge's, stored with what
 // a worker learned of the rest.
 import type { Filter } from '../detect/filter.ts';
-import type { NodeAttack, Sample } from '../detect/attack-mode.ts';
+import { saveAttack, type NodeAttack, type Sample } from '../detect/attack-mode.ts';
 import type { LearnedDomain } from '../store/filter-store.ts';
 import { AttackRounds } from './attack-rounds.ts';
 
@@ -61,8 +61,8 @@ export class NodeAttacks {
   }
 
   /** What a worker learned of a domain, with the node's attack baselines (judged here) in place of its own. */
-  learned(domain: string, l: LearnedDomain, now: number): LearnedDomain {
+  learned(domain: string, l: LearnedDomain): LearnedDomain {
     const k = this.filter.detector.knowledge.peek(domain);
-    return k ? { ...l, attack: k.save(now).attack } : l;
+    return k ? { ...l, attack: saveAttack(k.traffic.state) } : l;
   }
 }
