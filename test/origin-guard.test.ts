@@ -225,6 +225,24 @@ describe('origin guard: the adaptive limit drives the fair queue', () => {
   });
 });
 
+describe('origin guard: what a source used of the origin', () => {
+  it("the proxy's own event-loop delay is no origin time: a source's share counts its answers less the loop's mean delay", () => {
+    // Under attack the proxy's own loop is busy: every answer is read that much later, cheap ones as much as dear ones,
+    // which would squeeze every source's share towards the same value (a bot at four times a person's pace measured
+    // at three). Answers timed at 50 ms with a mean delay of 40 ms are 10 ms of the origin's time.
+    const sim = newSim();
+    sim.guard.tick(0, 60, 40);
+    for (let i = 0; i < 10; i++) { sim.t += 100; sim.guard.sample(sim.d, 'a', 50, false); }
+    expect(sim.d.share.used(sim.t, 'a')).toBeCloseTo(100, 5);
+    // Never below 1 ms an answer; with no delay told, all of it counts.
+    for (let i = 0; i < 10; i++) { sim.t += 100; sim.guard.sample(sim.d, 'b', 20, false); }
+    expect(sim.d.share.used(sim.t, 'b')).toBeCloseTo(10, 5);
+    sim.guard.tick(0, 0, 0);
+    for (let i = 0; i < 10; i++) { sim.t += 100; sim.guard.sample(sim.d, 'c', 50, false); }
+    expect(sim.d.share.used(sim.t, 'c')).toBeCloseTo(500, 5);
+  });
+});
+
 describe('origin guard: requests that outlive every answer', () => {
   beforeEach(() => { vi.useFakeTimers(); });
   afterEach(() => { vi.clearAllTimers(); vi.useRealTimers(); });

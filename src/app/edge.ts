@@ -106,9 +106,9 @@ function ownLagTicker(origin: OriginGuard): { step(): void; stop(): void } {
   h.enable();
   return {
     step() {
-      const lag = h.count > 0 ? h.percentile(90) / 1e6 : 0;
+      const lag = h.count > 0 ? h.percentile(90) / 1e6 : 0, mean = h.count > 0 ? h.mean / 1e6 : 0;
       h.reset();
-      origin.tick(performance.now(), lag);
+      origin.tick(performance.now(), lag, mean);
     },
     stop() { h.disable(); },
   };

@@ -123,6 +123,8 @@ export class OriginGuard {
   private readonly deps: OriginGuardDeps;
   private config: Config;
   private sessionsBehind: ((source: string) => number) | null = null;
+  /** The proxy's own mean event-loop delay lately (ms): every answer is timed in that loop, and what it adds is no origin time. */
+  private meanLagMs = 0;
 
   constructor(config: Config, deps: OriginGuardDeps) {
     this.config = config;
@@ -195,7 +197,7 @@ export class OriginGuard {
     const saturated = d.saturatedAt(now);
     d.noteSaturation(now, saturated);
     d.share.notePressure(now, saturated);
-    d.share.record(now, source, rttMs, !saturated);
+    d.share.record(now, source, Math.max(1, rttMs - this.meanLagMs), !saturated);
     if (!saturated) return;
     const v = d.share.assess(now, source, true);
     if (v.persistent) this.deps.onOverShare(source, d.name, overShareReason(v, d.share.opts.windowMs, this.config.filter.fairShare.banAfterSeconds));
@@ -251,7 +253,8 @@ export class OriginGuard {
    * prevent (long polls hold no origin work, so they do not saturate it: nothing answers slowly).
    */
   /** Every 250 ms; `ownLagMs` is the proxy's own event-loop delay lately (see AdaptiveLimit.ownLagMs). */
-  tick(perfNow: number, ownLagMs = 0): void {
+  tick(perfNow: number, ownLagMs = 0, meanLagMs = 0): void {
+    this.meanLagMs = meanLagMs;
     for (const d of this.domains.values()) {
       const l = d.limit;
       if (l) l.ownLagMs = ownLagMs;
