@@ -209,7 +209,7 @@ export class RequestFlow {
       req: this.req, res: this.res!, path: head.url, method: head.method, headers: this.upstreamHeaders(false), body,
       responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
       replaceErrorPages: domain!.proxyErrorPages, finishOnClientAbort: this.origin!.queue.limit > 0, listener: this,
-    }, this.p.upstreams.groups.get(domain!.name)!, this.forwarded);
+    }, this.p.upstreams.groups.get(domain!.name), this.forwarded);
   }
 
   /** The upstream answered: its work is done, so the slot goes to the next waiter (a long body or a stream then holds

@@ -29,7 +29,7 @@ export interface ForwardOutcome {
   status: number;
   bytesOut: number;
   /** Set when the proxy answered instead of the upstream. */
-  proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'body-too-slow' | 'bad-request' | null;
+  proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'body-too-slow' | 'bad-request' | 'unknown-host' | null;
   upstreamError: UpstreamErrorKind;
   upstream: Upstream | null;
   contentType: string | null;
@@ -69,7 +69,10 @@ const REPLACEABLE = new Set([502, 503, 504]);
  * Runs the request; `done` is called exactly once, when the upstream part is over: the response has been read
  * whole (the client may still be taking the read-ahead, under the send deadline) or abandoned.
  */
-export function forward(fr: ForwardRequest, group: UpstreamGroup, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
+export function forward(fr: ForwardRequest, group: UpstreamGroup | undefined, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
+  // No group: a reload removed the domain while the request waited (its body, its turn). It is answered as the new
+  // config answers its Host, not sent to upstreams whose pools the reload closed (nor left to throw here).
+  if (!group) return done({ status: 421, bytesOut: 0, proxyReason: 'unknown-host', upstreamError: null, upstream: null, contentType: null, clientAborted: false, slowReader: false }, true);
   if (fr.method === 'OPTIONS' && fr.path === '*') return answerOptionsStar(fr, done);
   new Forwarding(fr, group.order(), done).start();
 }
