@@ -133,11 +133,25 @@ class UpgradeForwarding {
       u.socket.write(head + 'connection: close\r\n\r\n');
       let bytes = 0;
       pres.on('data', (c: Buffer) => { bytes += c.length; });
-      pres.pipe(u.socket);
+      // Closed once the answer is written, as Node closes a `connection: close` response's socket: the server's socket
+      // allows a half-open connection, so an end() alone leaves it (and shutdown, which waits for it) to the client.
+      pres.pipe(u.socket, { end: false });
+      pres.once('end', () => (u.socket as Socket).destroySoon());
       pres.once('error', () => u.socket.destroy());
       const status = pres.statusCode ?? 0;
       const ct = pres.headers['content-type'];
-      pres.once('end', () => this.report({ status, bytesOut: bytes, proxyReason: null, upstreamError: status >= 500 ? '5xx' : null, contentType: ct ?? null, clientAborted: false }));
+      // The request holds its slots until this is reported, so it is reported however the response ends: whole, cut
+      // by the upstream, or left by the client (then the upstream's response is cut too, not read on for no one).
+      let ended = false;
+      const end = () => { if (!ended) { ended = true; this.report({ status, bytesOut: bytes, proxyReason: null, upstreamError: status >= 500 ? '5xx' : null, contentType: ct ?? null, clientAborted: !pres.complete }); } };
+      pres.once('end', end);
+      pres.once('close', end);
+      // Node left the client's socket paused: nothing it sends now is for anyone (this answer closes the connection),
+      // but only reading it sees the client leave (a FIN counts, as nginx counts it, whatever the upstream is doing).
+      const gone = () => { pres.destroy(); u.socket.destroy(); end(); };
+      u.socket.once('end', gone);
+      u.socket.once('close', gone);
+      u.socket.resume();
     });
 
     preq.once('error', (err) => {

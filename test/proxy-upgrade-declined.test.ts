@@ -1,0 +1,73 @@
+// An upgrade the upstream declines (a plain response instead of 101) is relayed as it is, then the connection closes.
+// Its request holds its per-source slot and counts in flight until that response has gone; it used to give them back
+// only at the response's clean end, so a declined response cut by the upstream, or left by its client, held them for
+// good, kept the upstream's response being read, and left the client's half-open socket to hold shutdown for ever.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
+import { startProxy, domain, openRaw, until, sleep, type Proxy } from './helpers/servers.ts';
+
+let origin: http.Server;
+let address: string;
+let proxy: Proxy;
+const upstreamSockets = new Set<net.Socket>();
+
+beforeAll(async () => {
+  origin = http.createServer();
+  origin.on('upgrade', (req, socket: net.Socket) => {
+    upstreamSockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => upstreamSockets.delete(socket));
+    socket.on('end', () => socket.destroy());
+    socket.resume();
+    if (req.url === '/whole') { socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!'); return; }
+    // Declined: a chunked 403 whose body starts, then is either cut (/cut) or never finishes (/hang).
+    socket.write('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n');
+    if (req.url === '/cut') setTimeout(() => socket.destroy(), 50);
+  });
+  origin.listen(0, '127.0.0.1');
+  await once(origin, 'listening');
+  address = `127.0.0.1:${(origin.address() as net.AddressInfo).port}`;
+  proxy = await startProxy({ shutdown: { drainTimeoutMs: 500 }, domains: [domain('ws.test', [address])] });
+});
+afterAll(async () => { await proxy?.close(); for (const s of upstreamSockets) s.destroy(); origin?.close(); });
+
+const handshake = (path: string) => `GET ${path} HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+
+describe('a declined upgrade', () => {
+  it('gives its slots back when the upstream cuts its response', async () => {
+    const c = openRaw(proxy.port, handshake('/cut'));
+    expect(await until(() => c.text().includes('nope!'), 2000)).toBe(true);
+    expect(c.text()).toMatch(/^HTTP\/1\.1 403/);
+    await Promise.race([c.closed, sleep(2000)]);
+    expect(await until(() => proxy.app.pipeline.inFlight === 0, 1000)).toBe(true);
+    expect(proxy.app.pipeline.perSource.of('127.0.0.1')).toBe(0);
+    c.s.destroy();
+  });
+
+  it('gives its slots back, and lets the upstream go, when its client leaves', async () => {
+    const c = openRaw(proxy.port, handshake('/hang'));
+    expect(await until(() => c.text().includes('nope!'), 2000)).toBe(true);
+    c.s.destroy();
+    expect(await until(() => proxy.app.pipeline.inFlight === 0, 1000)).toBe(true);
+    expect(proxy.app.pipeline.perSource.of('127.0.0.1')).toBe(0);
+    expect(await until(() => upstreamSockets.size === 0, 1000)).toBe(true);
+  });
+
+  it('closes the connection once answered, so a client that keeps its half open does not hold shutdown', async () => {
+    const p = await startProxy({ shutdown: { drainTimeoutMs: 300 }, domains: [domain('ws.test', [address])] });
+    const s = net.connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true });
+    s.on('error', () => {});
+    let text = '';
+    s.on('data', (c) => { text += c; });
+    s.write(handshake('/whole'));
+    expect(await until(() => text.includes('nope!'), 2000)).toBe(true);
+    await sleep(100);
+    const t0 = Date.now();
+    await Promise.race([p.close(), sleep(3000)]);
+    s.destroy();
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+});
