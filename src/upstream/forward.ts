@@ -64,6 +64,8 @@ export interface ForwardRequest {
 }
 
 const REPLACEABLE = new Set([502, 503, 504]);
+/** What Node's writeHead refuses in a reason phrase (its checkInvalidHeaderChar). */
+const UNWRITABLE_REASON = /[^\t\x20-\x7e\x80-\xff]/;
 
 /**
  * Runs the request; `done` is called exactly once, when the upstream part is over: the response has been read
@@ -221,7 +223,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // The upstream answered before the client finished sending its body: the rest of that body
     // would be read as the next request on this connection, so the client is told not to reuse it.
     if (this.fr.body && !this.fr.req.complete) res.shouldKeepAlive = false;
-    res.writeHead(statusCode, statusMessage || undefined, toClientHeaders(headers));
+    // undici decodes the reason phrase as UTF-8, so a Latin-1 byte in it (obs-text: "404 Non trouvé") comes as U+FFFD,
+    // which writeHead refuses: the response would be lost. The status is what counts; Node's phrase stands in then.
+    res.writeHead(statusCode, statusMessage && !UNWRITABLE_REASON.test(statusMessage) ? statusMessage : undefined, toClientHeaders(headers));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
