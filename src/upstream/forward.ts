@@ -64,7 +64,6 @@ export interface ForwardRequest {
 }
 
 const REPLACEABLE = new Set([502, 503, 504]);
-/** What Node's writeHead refuses in a reason phrase (its checkInvalidHeaderChar). */
 const UNWRITABLE_REASON = /[^\t\x20-\x7e\x80-\xff]/;
 
 /**
@@ -224,7 +223,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // would be read as the next request on this connection, so the client is told not to reuse it.
     if (this.fr.body && !this.fr.req.complete) res.shouldKeepAlive = false;
     // undici decodes the reason phrase as UTF-8, so a Latin-1 byte in it (obs-text: "404 Non trouvé") comes as U+FFFD,
-    // which writeHead refuses: the response would be lost. The status is what counts; Node's phrase stands in then.
+    // which writeHead refuses (its checkInvalidHeaderChar): the response would be lost. Node's phrase stands in then.
     res.writeHead(statusCode, statusMessage && !UNWRITABLE_REASON.test(statusMessage) ? statusMessage : undefined, toClientHeaders(headers));
   }
 
@@ -260,7 +259,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private fail(err: unknown): void {
     if (this.finished) return;
     if (this.clientGone) { this.finish(null, false); return; }
-    const kind = classify(err);
+    // Failed before the request went on a connection (undici starts it on a connected socket): a TLS handshake reset,
+    // a certificate that does not verify. The upstream never saw it: a failed connect, for health and failover alike.
+    const k = classify(err), kind = this.controller === null && (k === 'reset' || k === 'other') ? 'connect' : k;
     if (this.responded) {
       // Mid-body failure: the status line is gone, so the only honest signal is a cut connection.
       this.fr.res.destroy();
