@@ -92,7 +92,15 @@ export function probe(host: string, port: number, hc: Pick<HealthCheckConfig, 't
       return;
     }
     const mod = hc.type === 'https' ? https : http;
-    const req = mod.request({ host, port, path: hc.path, method: 'GET', agent: false, headers: { host: hostHeader, 'user-agent': 'scrubber-health' }, ...tlsOpts, servername: hostHeader });
+    let req: http.ClientRequest;
+    try {
+      req = mod.request({ host, port, path: hc.path, method: 'GET', agent: false, headers: { host: hostHeader, 'user-agent': 'scrubber-health' }, ...tlsOpts, servername: hostHeader });
+    } catch (e) {
+      // A path Node will not send (a space, a character past Latin-1: the config check asks only for a leading /) is a
+      // failed check; thrown, it rejected the probe, which nobody awaits in a handler (the checker's timer): a crash.
+      finish({ reachable: false, status: null, error: (e as NodeJS.ErrnoException).code ?? String(e) });
+      return;
+    }
     cleanup = () => req.destroy();
     req.once('socket', (s) => s.once(hc.type === 'https' ? 'secureConnect' : 'connect', () => { connectMs = Math.round(performance.now() - started); }));
     req.once('response', (res) => {
