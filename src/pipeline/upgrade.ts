@@ -136,7 +136,7 @@ class UpgradeForwarding {
       // Closed once the answer is written, as Node closes a `connection: close` response's socket: the server's socket
       // allows a half-open connection, so an end() alone leaves it (and shutdown, which waits for it) to the client.
       pres.pipe(u.socket, { end: false });
-      pres.once('end', () => (u.socket as Socket).destroySoon());
+      pres.once('end', () => u.socket.end(() => u.socket.destroy()));
       pres.once('error', () => u.socket.destroy());
       const status = pres.statusCode ?? 0;
       const ct = pres.headers['content-type'];
