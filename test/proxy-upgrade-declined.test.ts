@@ -56,6 +56,17 @@ describe('a declined upgrade', () => {
     expect(await until(() => upstreamSockets.size === 0, 1000)).toBe(true);
   });
 
+  it('cuts an answer the upstream stalls in for longer than bodyTimeoutMs (nothing else times it: shutdown waited on it)', async () => {
+    const p = await startProxy({ shutdown: { drainTimeoutMs: 300 }, upstream: { bodyTimeoutMs: 300 }, domains: [domain('ws.test', [address])] });
+    try {
+      const c = openRaw(p.port, handshake('/hang'));
+      expect(await until(() => c.text().includes('nope!'), 2000)).toBe(true);
+      expect(await Promise.race([c.closed.then(() => true), sleep(2000).then(() => false)])).toBe(true);
+      expect(await until(() => p.app.pipeline.inFlight === 0, 1000)).toBe(true);
+      expect(p.app.pipeline.perSource.of('127.0.0.1')).toBe(0);
+    } finally { await Promise.race([p.close(), sleep(3000)]); }
+  });
+
   it('closes the connection once answered, so a client that keeps its half open does not hold shutdown', async () => {
     const p = await startProxy({ shutdown: { drainTimeoutMs: 300 }, domains: [domain('ws.test', [address])] });
     const s = net.connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true });

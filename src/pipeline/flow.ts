@@ -247,12 +247,12 @@ export class RequestFlow {
   outlived(): void { if (this.slot) this.freeSlot(); }
 
   private forwardUpgrade(): void {
-    const config = this.rt.config;
+    const up = this.rt.config.upstream;
     this.sentAt = performance.now();
     forwardUpgrade({
       req: this.req, socket: this.socket!, head: this.upgradeHead!, headers: this.upstreamHeaders(true), domain: this.domain!.name,
       order: this.p.upstreams.groups.get(this.domain!.name)!.order(), pages: this.p.pages, tunnels: this.p.tunnels,
-      connectTimeoutMs: config.upstream.connectTimeoutMs, connectAttempts: config.upstream.connectAttempts, responseTimeoutMs: config.upstream.responseTimeoutMs,
+      connectTimeoutMs: up.connectTimeoutMs, connectAttempts: up.connectAttempts, responseTimeoutMs: up.responseTimeoutMs, bodyTimeoutMs: up.bodyTimeoutMs,
     }, (out) => {
       this.release();
       this.observe(out.proxyReason ? 'proxy' : out.clientAborted ? 'proxy' : 'passed', out.status, this.head.headBytes, out.bytesOut, out.proxyReason, out);

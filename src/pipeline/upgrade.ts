@@ -34,6 +34,8 @@ export interface UpgradeRequest {
   connectTimeoutMs: number;
   connectAttempts: number;
   responseTimeoutMs: number;
+  /** Longest pause in a declined upgrade's answer (upstream.bodyTimeoutMs, as for any response); 0 = none. */
+  bodyTimeoutMs: number;
 }
 
 export interface UpgradeOutcome {
@@ -138,6 +140,9 @@ class UpgradeForwarding {
       pres.pipe(u.socket, { end: false });
       pres.once('end', () => u.socket.end(() => u.socket.destroy()));
       pres.once('error', () => u.socket.destroy());
+      // undici times a plain response's pauses; here nothing else would, and an upstream that stalls mid-answer would
+      // hold both sockets (and shutdown, which waits for the client's) for as long as it likes.
+      if (u.bodyTimeoutMs > 0) pres.setTimeout(u.bodyTimeoutMs, () => pres.destroy(new Error('upstream body timeout')));
       const status = pres.statusCode ?? 0;
       const ct = pres.headers['content-type'];
       // The request holds its slots until this is reported, so it is reported however the response ends: whole, cut
