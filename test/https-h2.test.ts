@@ -114,6 +114,18 @@ describe('HTTP/2 by ALPN', () => {
     expect(same.status).toBe(200);
     s.close();
   });
+
+  it('cookie crumbs (browsers send each cookie as its own field on HTTP/2) reach the HTTP/1.1 upstream as one Cookie line (RFC 9113 §8.2.3)', async () => {
+    const s = await h2session();
+    const r = await h2req(s, { ':path': '/cookies', cookie: ['a=1', 'b=2', 'c=3'], 'x-after': 'z' });
+    expect(r.status).toBe(200);
+    const raw = origin.seen.find((x) => x.url === '/cookies')!.rawHeaders;
+    const cookies = raw.flatMap((v, i) => (i % 2 === 0 && v.toLowerCase() === 'cookie' ? [raw[i + 1]] : []));
+    expect(cookies).toEqual(['a=1; b=2; c=3']);
+    expect(raw).toContain('x-after');
+    s.close();
+  });
+
 });
 
 describe('HTTP/1.1 on the h2-capable listener', () => {

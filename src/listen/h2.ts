@@ -18,10 +18,17 @@ export function asHttp1Head(req: http2.Http2ServerRequest): http.IncomingMessage
   const raw = req.rawHeaders;
   const out: string[] = [];
   let host: string | null = null;
+  let cookie = -1;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
     if (name.length === 4 && name.toLowerCase() === 'host') host = raw[i + 1];
+    if (name.length === 6 && name.toLowerCase() === 'cookie') {
+      // Browsers send each cookie as its own field on HTTP/2 (HPACK indexes them one by one); an HTTP/1.1 upstream
+      // must get one line joined by "; " (RFC 9113 §8.2.3), or it reads only the first or joins them with ", ".
+      if (cookie >= 0) { out[cookie] += '; ' + raw[i + 1]; continue; }
+      cookie = out.length + 1;
+    }
     out.push(name, raw[i + 1]);
   }
   // HTTP/2 frames the body itself: a body without content-length is what HTTP/1.1 calls chunked, and the
