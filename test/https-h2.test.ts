@@ -126,6 +126,18 @@ describe('HTTP/2 by ALPN', () => {
     s.close();
   });
 
+  it('CONNECT on HTTP/2 is refused with a 405 (as on HTTP/1.1), never a 200 whose body is an HTTP/1.1 answer', async () => {
+    const s = await h2session();
+    const before = origin.seen.length;
+    const r = await h2req(s, { ':method': 'CONNECT', ':authority': 'a.test:443' });
+    expect(r.status).toBe(405);
+    expect(r.headers['x-scrubber']).toBe('method-not-allowed');
+    expect(r.body).toBe('');
+    expect(origin.seen.length).toBe(before);
+    // The connection is still good for other streams.
+    expect((await h2req(s, { ':path': '/after-connect' })).status).toBe(200);
+    s.close();
+  });
 });
 
 describe('HTTP/1.1 on the h2-capable listener', () => {

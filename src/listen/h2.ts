@@ -71,6 +71,13 @@ function socketFacade(req: http2.Http2ServerRequest): net.Socket {
   return tagConnectionInfo(facade, info) as unknown as net.Socket;
 }
 
+/** CONNECT on HTTP/2 reaches the server's 'connect' listener with the compat response, not a socket: raw HTTP/1.1
+ *  bytes written to it would be the body of a 200. It gets the 405 an HTTP/1.1 CONNECT gets. */
+export function refuseConnect(res: http2.Http2ServerResponse): void {
+  res.writeHead(405, { 'x-scrubber': 'method-not-allowed', 'content-length': 0 });
+  res.end();
+}
+
 /** Headers that say something about an HTTP/1.1 connection; on HTTP/2 node:http2 throws on them (keep-alive, upgrade...) or warns and drops them (connection). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 

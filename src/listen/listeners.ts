@@ -20,7 +20,7 @@ import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connec
 import { MAX_HELLO, parseClientHello } from './sni.ts';
 import { passthroughHosts, splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
-import { asHttp1Head, asHttp1Reply } from './h2.ts';
+import { asHttp1Head, asHttp1Reply, refuseConnect } from './h2.ts';
 import { H2Sessions } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
 import { certFiles, defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
@@ -134,7 +134,7 @@ export class Listeners {
       });
     } else server.on('request', this.pipeline.handle);
     server.on('upgrade', this.pipeline.handleUpgrade);
-    server.on('connect', (_req, socket) => afterAnswers(socket, () => socket.end(rawResponse(405, 'method-not-allowed'))));
+    server.on('connect', (_req, socket) => socket instanceof http2.Http2ServerResponse ? refuseConnect(socket) : afterAnswers(socket, () => socket.end(rawResponse(405, 'method-not-allowed'))));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Counted, never logged per request: attack traffic is not access-logged.
       const source = connectionInfo(socket).source;
