@@ -300,7 +300,8 @@ export class Listeners {
     for (const s of this.servers) (s as Partial<http.Server>).closeIdleConnections?.();
     this.h2.closeAll();
     const t = setTimeout(() => {
-      for (const s of this.servers) (s as Partial<http.Server>).closeAllConnections?.();
+      // Http2SecureServer has no closeAllConnections: node:http's own, on its HTTP/1.1 (ALPN) connections.
+      for (const s of this.servers) http.Server.prototype.closeAllConnections.call(s as http.Server);
       this.h2.destroyAll();
       this.tunnels.closeAll();
     }, drainMs);
