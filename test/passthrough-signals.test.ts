@@ -9,7 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import fs from 'node:fs';
 import { once } from 'node:events';
-import { startProxy, domain, freePort, until, type Proxy } from './helpers/servers.ts';
+import { startProxy, startBlackhole, domain, freePort, until, type Proxy } from './helpers/servers.ts';
 import { makePki, type TestPki } from './helpers/certs.ts';
 
 let pki: TestPki;
@@ -127,5 +127,27 @@ describe('the passthrough splice', () => {
     await proxy.close();
     await held;
     expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it('a drain also closes a passthrough connection still waiting for its upstream to accept', async () => {
+    // The upstream never accepts: the connection waits connectTimeoutMs × connectAttempts, far past the drain.
+    const hole = await startBlackhole();
+    try {
+      const { proxy, port } = await start({
+        shutdown: { drainTimeoutMs: 300 }, upstream: { connectTimeoutMs: 4000, connectAttempts: 2 },
+        domains: [domain('hole.test', [hole.address], { passthrough: true })],
+      });
+      const waiting = connectTls(port, 'hole.test', { hold: true });
+      // Past the ClientHello, before any upstream accepted it.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(proxy.app.listeners.tunnels.size).toBe(0);
+      const t0 = performance.now();
+      await proxy.close();
+      const took = performance.now() - t0;
+      expect((await waiting).secure).toBe(false);
+      expect(took).toBeLessThan(1500);
+    } finally {
+      hole.close();
+    }
   });
 });

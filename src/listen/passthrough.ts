@@ -66,6 +66,7 @@ export function splice(client: net.Socket, opts: SpliceOptions, tunnels: Tunnels
   const finish = (outcome: PassthroughOutcome, up: Upstream | null): PassthroughEvent | null => {
     if (finished) return null;
     finished = true;
+    tunnels.connecting.delete(client);
     client.off('close', onClientGone);
     const e: PassthroughEvent = { domain: opts.domain.name, source: opts.source, client: opts.client, outcome, upstream: up?.address ?? null, attempts, connectMs: Date.now() - t0 };
     opts.onEvent(e);
@@ -73,6 +74,7 @@ export function splice(client: net.Socket, opts: SpliceOptions, tunnels: Tunnels
   };
   const onClientGone = () => { current?.destroy(); finish('client-gone', null); };
   client.once('close', onClientGone);
+  tunnels.connecting.add(client);
 
   const tryNext = () => {
     if (client.destroyed) return onClientGone();

@@ -109,6 +109,9 @@ export class Tunnel {
 /** Every open tunnel, so that shutdown can destroy them all (a tunnel never drains by itself). */
 export class Tunnels {
   private readonly open = new Set<Tunnel>();
+  /** Client sockets waiting for their upstream to accept (a passthrough connect, retries and failover included):
+   *  no tunnel yet, yet the listener's close() waits for them like for any socket, so shutdown must cut them too. */
+  readonly connecting = new Set<Duplex>();
 
   /** Splices client ⇄ upstream and tracks the tunnel until both sockets are closed. */
   add(client: Duplex, upstream: Duplex, opts: TunnelOptions): Tunnel {
@@ -123,10 +126,11 @@ export class Tunnels {
 
   get size(): number { return this.open.size; }
 
-  /** Destroys every tunnel (shutdown); returns how many there were. */
+  /** Destroys every tunnel and every client still connecting (shutdown); returns how many tunnels there were. */
   closeAll(): number {
     const n = this.open.size;
     for (const t of [...this.open]) t.destroy('shutdown');
+    for (const c of [...this.connecting]) c.destroy();
     return n;
   }
 }
