@@ -128,3 +128,24 @@ describe('/api/stats dates', () => {
     expect(leap.json).toMatchObject({ from: Date.UTC(2024, 1, 29) / 1000, to: Date.UTC(2024, 2, 1) / 1000 });
   });
 });
+
+describe('path parameters', () => {
+  it('a parameter that is not valid percent-encoding gets 400 naming it (not 404 "not found"), and changes nothing', async () => {
+    // A CIDR typed with its "/" half-encoded, an unencoded IPv6 zone: the route exists, the value is what is wrong.
+    const cases: [string, string, string][] = [
+      ['PUT', '/api/whitelist/10.9.0.0%2', 'entry'],
+      ['DELETE', '/api/whitelist/10.9.0.0%2', 'entry'],
+      ['PUT', '/api/blacklist/203.0.113.44%', 'ip'],
+      ['GET', '/api/blacklist/fe80::1%eth0', 'ip'],
+    ];
+    for (const [method, path, param] of cases) {
+      const r = await call(open, method, path, { 'content-type': 'application/json' }, method === 'PUT' ? '{}' : undefined);
+      expect(r.status, `${method} ${path}`).toBe(400);
+      expect(r.json?.error, `${method} ${path}`).toMatch(new RegExp(`^${param}: `));
+    }
+    expect(JSON.stringify((await call(open, 'GET', '/api/whitelist')).json)).not.toContain('10.9.');
+    expect(await listed(open, '203.0.113.44')).toBe(false);
+    // Still: no auth, no answer but 401 (the parameter is not looked at first).
+    expect((await call(guarded, 'PUT', '/api/whitelist/10.9.0.0%2')).status).toBe(401);
+  });
+});

@@ -50,17 +50,25 @@ export function sendStatic(res: http.ServerResponse, ext: string, body: Buffer |
   res.end(body);
 }
 
-/** Matches "/api/blacklist/:ip" against a path; decodes parameters (%2F for CIDR). Pure. */
-export function matchPath(parts: string[], path: string): Record<string, string> | null {
+/**
+ * Matches "/api/blacklist/:ip" against a path; decodes parameters (%2F for CIDR). A parameter that is not valid
+ * percent-encoding ("10.0.0.0%2", an unencoded "fe80::1%eth0") still matches, named in `malformed`: the route exists
+ * and the value is what is wrong, a 400 saying so rather than a 404 "not found". Pure.
+ */
+export function matchPath(parts: string[], path: string): { params: Record<string, string>; malformed: string | null } | null {
   const segs = path.split('/').filter(Boolean);
   if (segs.length !== parts.length) return null;
   const params: Record<string, string> = {};
+  let malformed: string | null = null;
   for (let i = 0; i < parts.length; i++) {
     if (parts[i].startsWith(':')) {
-      try { params[parts[i].slice(1)] = decodeURIComponent(segs[i]); } catch { return null; }
+      const name = parts[i].slice(1);
+      try { params[name] = decodeURIComponent(segs[i]); } catch {
+        malformed ??= `${name}: "${segs[i]}" is not valid percent-encoding (a CIDR's "/" is written %2F, "%" itself %25)`;
+      }
     } else if (parts[i] !== segs[i]) return null;
   }
-  return params;
+  return { params, malformed };
 }
 
 const MAX_BODY = 1024 * 1024;
@@ -150,14 +158,16 @@ export class AdminServer {
     const method = req.method === 'HEAD' ? 'GET' : req.method;
     const allowed: string[] = [];
     for (const r of this.routes) {
-      const params = matchPath(r.parts, url.pathname);
-      if (!params) continue;
+      const m = matchPath(r.parts, url.pathname);
+      if (!m) continue;
       allowed.push(r.method);
       if (r.method !== method) continue;
       if (r.auth && !this.authorized(req)) {
         res.setHeader('www-authenticate', 'Bearer');
         return sendJson(res, 401, { error: 'missing or wrong bearer token' });
       }
+      if (m.malformed) return sendJson(res, 400, { error: m.malformed });
+      const params = m.params;
       // The body is read before the handler runs, so that a request refused for its body changes nothing, whichever route it hits.
       let text: string;
       try { text = await readBody(req); } catch (e) { return sendError(res, e); }
