@@ -2,6 +2,10 @@
 // recorder on a fake clock, and the sqlite store on a real (in-memory) database.
 import { describe, it, expect } from 'vitest';
 import { DatabaseSync } from 'node:sqlite';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openStore } from '../src/store/db.ts';
 import { bucketOf, countInto, newCounters, F, FIELDS, attackPeriods, toBucketJson, BUCKET_SECONDS } from '../src/stats/buckets.ts';
 import { Recorder } from '../src/stats/recorder.ts';
 import { StatsStore, DEFAULT_RETENTION_DAYS } from '../src/stats/store.ts';
@@ -159,6 +163,37 @@ describe('store', () => {
     s.write([{ domain: 'a.test', t: 180, c }], [{ t: 180, g }]);
     s.prune(181 + 86400, 1);
     expect(s.domainRows('a.test', 0, 360)).toHaveLength(0);
+    db.close();
+  });
+
+  // The hourly prune runs on the event loop: with 430 days of buckets for many domains, a statement that reads
+  // the whole table (SCAN) blocks the proxy for as long as that takes. Every statement it runs must go through a key.
+  it('prunes through the keys (SEARCH, never a SCAN), deleting exactly the rows past retention, on a real store file', () => {
+    const db = openStore(fs.mkdtempSync(path.join(os.tmpdir(), 'scrubber-prune-')));
+    const prepared: string[] = [];
+    const prepare = db.prepare.bind(db);
+    db.prepare = ((sql: string) => { prepared.push(sql); return prepare(sql); }) as typeof db.prepare;
+    const s = new StatsStore(db);
+    const now = 100 * 86400;
+    const cut = now - 86400; // retention 1 day: a bucket starting before this goes
+    const ts = [cut - 360, cut - 180, cut, cut + 180];
+    const c = newCounters();
+    c[F.reqIn] = 1;
+    const g = new Float64Array([1, 0, 0, 0, 0]);
+    s.write(['a.test', 'b.test'].flatMap((domain) => ts.map((t) => ({ domain, t, c }))), ts.map((t) => ({ t, g })));
+    s.write([{ domain: 'old.test', t: cut - 180, c }], []);
+    const fromPrune = prepared.length;
+    s.prune(now, 1);
+    db.prepare = prepare;
+    const checked = prepared.filter((q, i) => i >= fromPrune || /^\s*DELETE/i.test(q));
+    expect(checked.some((q) => /DELETE FROM stats_domain_bucket/i.test(q))).toBe(true);
+    for (const q of checked) {
+      const plan = (db.prepare(`EXPLAIN QUERY PLAN ${q}`).all() as { detail: string }[]).map((r) => r.detail).join(' | ');
+      expect(plan, q).not.toMatch(/\bSCAN\b/);
+    }
+    const left = (db.prepare('SELECT domain, t FROM stats_domain_bucket ORDER BY domain, t').all() as { domain: string; t: number }[]).map((r) => `${r.domain}@${r.t}`);
+    expect(left).toEqual(['a.test', 'b.test'].flatMap((d) => [`${d}@${cut}`, `${d}@${cut + 180}`]));
+    expect(s.globalRows(0, now).map((r) => r.t)).toEqual([cut, cut + 180]);
     db.close();
   });
 });

@@ -113,10 +113,7 @@ export class StatsStore {
     // Every row queued until now is in the totals about to be read: they go, a few per step (a row of a rebuild
     // never pushed is large, ~0.5 ms to delete).
     const upTo = Number((this.db.prepare('SELECT coalesce(max(seq), 0) AS s FROM stats_outbox').get() as { s: number }).s);
-    // Each domain found by a seek in the primary key (a DISTINCT would read every row: tens of ms in one go).
-    const nextDomain = this.db.prepare('SELECT domain FROM stats_domain_bucket WHERE domain > ? ORDER BY domain LIMIT 1');
-    const domains: string[] = [];
-    for (let d = nextDomain.get('') as { domain: string } | undefined; d; d = nextDomain.get(d.domain) as { domain: string } | undefined) domains.push(d.domain);
+    const domains = this.domains();
     const r: Rebuild = { pending: new Set(domains), domain: null, t: -Infinity, globalT: -Infinity, globalDone: false };
     this.rebuild = r;
     const readDomain = this.db.prepare(`SELECT * FROM stats_domain_bucket WHERE domain = ? AND t > ? ORDER BY t LIMIT ${REBUILD_ROWS}`);
@@ -175,9 +172,29 @@ export class StatsStore {
     return id;
   }
 
+  /** The domains with stored buckets, each found by a seek in the primary key (a DISTINCT would read every row: tens of ms in one go). */
+  private domains(): string[] {
+    const nextDomain = this.db.prepare('SELECT domain FROM stats_domain_bucket WHERE domain > ? ORDER BY domain LIMIT 1');
+    const domains: string[] = [];
+    for (let d = nextDomain.get('') as { domain: string } | undefined; d; d = nextDomain.get(d.domain) as { domain: string } | undefined) domains.push(d.domain);
+    return domains;
+  }
+
+  /**
+   * Deletes the buckets past retention; runs hourly, on the event loop. The key is (domain, t): `WHERE t < ?` alone
+   * reads the whole table (SCAN: every bucket of every domain, millions of rows at 430 days), so the old buckets are
+   * deleted domain by domain, each a range of the key, in one transaction (one commit). No index on t: it would cost
+   * every new bucket a write, and building it on an existing store would hold up the start.
+   */
   prune(nowS: number, retentionDays = DEFAULT_RETENTION_DAYS): void {
     const before = nowS - retentionDays * 24 * 3600;
-    this.db.prepare('DELETE FROM stats_domain_bucket WHERE t < ?').run(before);
-    this.db.prepare('DELETE FROM stats_global_bucket WHERE t < ?').run(before);
+    const old = this.db.prepare('DELETE FROM stats_domain_bucket WHERE domain = ? AND t < ?');
+    const domains = this.domains();
+    this.db.exec('BEGIN');
+    try {
+      for (const domain of domains) old.run(domain, before);
+      this.db.prepare('DELETE FROM stats_global_bucket WHERE t < ?').run(before);
+      this.db.exec('COMMIT');
+    } catch (e) { this.db.exec('ROLLBACK'); throw e; }
   }
 }
