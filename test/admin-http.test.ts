@@ -109,6 +109,13 @@ describe('the bearer token', () => {
       expect((await call(guarded, 'GET', '/api/blacklist', { authorization: h })).status, h).toBe(401);
     }
   });
+
+  it('only the token itself is taken: one of the same length, shorter, longer, empty or none gets 401', async () => {
+    expect((await call(guarded, 'GET', '/api/blacklist', { authorization: `Bearer ${TOKEN}` })).status).toBe(200);
+    const wrong = [TOKEN.slice(0, -1) + 'X', TOKEN.slice(0, -1), TOKEN.slice(1), TOKEN + 'n', `${TOKEN} `.repeat(2).trim(), 'x'.repeat(200), ''];
+    for (const t of wrong) expect((await call(guarded, 'GET', '/api/blacklist', { authorization: `Bearer ${t}` })).status, JSON.stringify(t)).toBe(401);
+    expect((await call(guarded, 'GET', '/api/blacklist')).status).toBe(401);
+  });
 });
 
 describe('/api/stats dates', () => {
