@@ -98,6 +98,17 @@ describe('reload in one process', () => {
     });
   }
 
+  it('a reload with an admin.token outside visible ASCII is refused naming admin.token; nothing changes', async () => {
+    const before = JSON.stringify(proxy.app.config);
+    write({ admin: { host: '127.0.0.1', port: proxy.adminPort, token: 'токен' } });
+    const r = await reload(proxy.adminPort);
+    expect(r.status).toBe(400);
+    expect(r.json.error).toMatch(/admin\.token: .*visible ASCII/);
+    expect(JSON.stringify(proxy.app.config)).toBe(before);
+    write({});
+    expect((await reload(proxy.adminPort)).status).toBe(200);
+  });
+
   it('a config that still fails while being applied is refused with the reason; the running one stays in force', async () => {
     const before = JSON.stringify(proxy.app.config);
     const r = proxy.app.reload({ ok: true, config: failingApply(proxy.app.config, path.dirname(file)) });

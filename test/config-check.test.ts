@@ -138,6 +138,29 @@ describe('scrubber check refuses configs that cannot work', () => {
     for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) expect(check({ ...ok, admin: { host, port: 9090 } }).code, host).toBe(0);
   });
 
+  // Node reads header bytes as Latin-1 and browsers refuse to send other characters: a token outside visible ASCII
+  // could never match, and a space at either end is cut from the header.
+  it('an admin.token with characters outside visible ASCII is refused, naming the key and what is allowed, by check and at startup', async () => {
+    const why = /^admin\.token: .*visible ASCII.*0x21.*0x7E/;
+    for (const token of ['токен', 'pass word', 'tab\there', 'café1234', ' lead']) {
+      const p = load({ admin: { host: '127.0.0.1', port: 9090, token } }).problems;
+      expect(p, token).toEqual([expect.stringMatching(why)]);
+      // The value is a secret: the error does not repeat it.
+      expect(p[0]).not.toContain(token.trim());
+    }
+    expect(load({}, { SCRUBBER_ADMIN_TOKEN: 'токен' }).problems).toEqual([expect.stringMatching(why)]);
+    for (const token of ['', 'A-z0_9.~+/=!#$%&*', 'x'.repeat(128)]) expect(load({ admin: { host: '127.0.0.1', port: 9090, token } }).problems, token).toEqual([]);
+    const r = check({ ...ok, admin: { host: '127.0.0.1', port: 9090, token: 'токен' } });
+    expect(r.code).toBe(2);
+    expect(r.lines[0]).toMatch(why);
+    const child = spawn(process.execPath, [BIN, '--config', writeConfig({ ...ok, listen: [{ host: '127.0.0.1', port: 0 }], admin: { host: '127.0.0.1', port: 0, token: 'токен' }, state: { dir: tempDir() } })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c) => { err += c; });
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(err.trim().split('\n')[0]).toBe(r.lines[0]);
+  });
+
   it('filter.fairShare.newcomerSources 0 or below is refused, naming the key; a fraction is taken', () => {
     expect(load({ filter: { fairShare: { newcomerSources: 0 } } }).problems).toEqual([expect.stringMatching(/^filter\.fairShare\.newcomerSources: must be more than 0/)]);
     expect(load({ filter: { fairShare: { newcomerSources: -1 } } }).problems.length).toBe(1);

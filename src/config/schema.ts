@@ -120,7 +120,7 @@ export const schema = {
   admin: {
     host: { doc: 'Admin API / dashboard address. A non-loopback host needs a token.', format: String, default: '127.0.0.1' },
     port: { doc: 'Admin API / dashboard port (0 = any free port).', format: 'port', default: 9090 },
-    token: { doc: 'Bearer token for the admin API ("" = no auth, loopback only).', format: String, default: '', sensitive: true },
+    token: { doc: 'Bearer token for the admin API ("" = no auth, loopback only); visible ASCII only (0x21-0x7E, no spaces).', format: String, default: '', sensitive: true },
   },
   upstream: {
     connectTimeoutMs: { doc: 'How long one connect attempt waits for the upstream to accept.', format: nat, default: 9000 },

@@ -219,6 +219,11 @@ export function validateStructure(cfg: Config): string[] {
   if (ad.initialLimit < ad.minLimit) problems.push(`limits.adaptive.initialLimit: must be at least limits.adaptive.minLimit (${ad.minLimit})`);
   if (cfg.limits.headerTimeoutMs > cfg.limits.requestTimeoutMs) problems.push(`limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (${cfg.limits.requestTimeoutMs})`);
   if (!isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
+  // Node reads header bytes as Latin-1 and browsers refuse to send other characters, and a space at either end is
+  // cut from the header: a token with any of them could never match. The value is a secret: not repeated here.
+  if (typeof cfg.admin.token === 'string' && !/^[\x21-\x7E]*$/.test(cfg.admin.token)) {
+    problems.push('admin.token: only visible ASCII characters are allowed (0x21-0x7E: letters, digits, punctuation; no spaces or other characters), as only those can be sent in an Authorization header');
+  }
   if (cfg.upstream.caFile && !readableFile(cfg.upstream.caFile)) problems.push(`upstream.caFile: ${cfg.upstream.caFile} is not a readable file`);
   for (const [i, c] of (Array.isArray(cfg.tls.certs) ? cfg.tls.certs : []).entries()) {
     for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readableFile(c[k])) problems.push(`tls.certs[${i}].${k}: ${c[k]} is not a readable file`);
