@@ -10,13 +10,15 @@ import fs from 'node:fs';
 import { once } from 'node:events';
 import { execFile } from 'node:child_process';
 import { startOrigin, startProxy, domain, freePort, type Origin, type Proxy } from './helpers/servers.ts';
-import { makePki, type TestPki } from './helpers/certs.ts';
+import { capturedClientHello, makePki, type TestPki } from './helpers/certs.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 
 let pki: TestPki;
 let origin: Origin;
 let proxy: Proxy;
 let tlsPort: number;
+/** TCP connections the pass.test upstream accepted. */
+let passConnections = 0;
 const closers: (() => void)[] = [];
 /** Client addresses the PROXY-protocol upstream was told, in order. */
 const told: { family: number; source: string; sourcePort: number; destPort: number }[] = [];
@@ -62,6 +64,7 @@ beforeAll(async () => {
   const own = pki.leaf('a.test');
   origin = await startOrigin((req, res) => res.end(String(req.headers['x-forwarded-proto'])));
   const pass = await tlsOrigin('pass.test', 'from the upstream itself');
+  pass.server.on('connection', () => { passConnections++; });
   const failover = await tlsOrigin('fo.test', 'second upstream');
   const pp = await proxyProtocolOrigin('pp.test');
   const refused = `127.0.0.1:${await freePort()}`;
@@ -144,6 +147,34 @@ describe('TLS passthrough', () => {
     d.onConnection = (src) => { seen.push(src); return orig(src); };
     try { await get('pass.test', '127.0.0.9'); } finally { d.onConnection = orig; }
     expect(seen).toEqual(['127.0.0.9']);
+  });
+});
+
+describe('a ClientHello dripped in tiny TLS records', () => {
+  // Each record carries one byte of the handshake message: reassembling them cost the proxy time quadratic in their
+  // number. A real hello that names a passthrough domain, so that the old code ended by passing it upstream.
+  it('is closed after a few records, never reaches the upstream; a real client still passes through', async () => {
+    const hello = await capturedClientHello('pass.test');
+    const msg = hello.subarray(5, 5 + hello.readUInt16BE(3));
+    const before = passConnections;
+    const s = net.connect({ port: tlsPort, host: '127.0.0.1', noDelay: true });
+    s.on('error', () => {});
+    s.on('data', () => {});
+    let closed = false;
+    s.on('close', () => { closed = true; });
+    await once(s, 'connect');
+    let sent = 0;
+    for (; sent < msg.length && !closed; sent++) {
+      await new Promise((r) => s.write(Buffer.from([0x16, 3, 1, 0, 1, msg[sent]]), r));
+      await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(closed).toBe(true);
+    expect(sent).toBeLessThan(Math.min(200, msg.length));
+    expect(passConnections).toBe(before);
+    s.destroy();
+    expect(await get('pass.test')).toEqual({ cn: 'pass.test', body: 'from the upstream itself' });
+    expect(passConnections).toBe(before + 1);
   });
 });
 

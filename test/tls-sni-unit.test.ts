@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
-import { parseClientHello } from '../src/listen/sni.ts';
+import { MAX_HELLO_RECORDS, parseClientHello, TOO_MANY_RECORDS } from '../src/listen/sni.ts';
 import { sniLookup } from '../src/listen/certs.ts';
 import { proxyV2Header, PROXY_V2_SIGNATURE } from '../src/listen/proxy-protocol.ts';
 
@@ -40,12 +40,23 @@ describe('ClientHello SNI', () => {
     expect(parseClientHello(h)).toEqual({ kind: 'done', sni: 'a-much-longer-name.example.test' });
   });
 
-  it('reassembles a hello split across many TLS records (and their prefixes)', async () => {
+  it('reassembles a hello split across up to MAX_HELLO_RECORDS TLS records (and their prefixes)', async () => {
     const h = await realHello('split.test');
-    for (const n of [1, 3, 7, 100]) {
-      const f = fragment(h, n);
+    const body = h.readUInt16BE(3);
+    for (const records of [2, 5, MAX_HELLO_RECORDS]) {
+      const f = fragment(h, Math.ceil(body / records));
       expect(parseClientHello(f)).toEqual({ kind: 'done', sni: 'split.test' });
-      if (n >= 7) for (let i = 0; i < f.length; i += 5) expect(parseClientHello(f.subarray(0, i)).kind).toBe('more');
+      for (let i = 0; i < f.length; i += 5) expect(parseClientHello(f.subarray(0, i)).kind).toBe('more');
+    }
+  });
+
+  it('refuses a hello split over more records, as soon as the records past the cap are needed', async () => {
+    const h = await realHello('split.test');
+    for (const n of [1, 7, Math.ceil(h.readUInt16BE(3) / (MAX_HELLO_RECORDS + 1))]) {
+      const f = fragment(h, n);
+      expect(parseClientHello(f)).toEqual({ kind: 'error', reason: TOO_MANY_RECORDS });
+      // Already when the cap's worth of records is in: no need to wait for the rest.
+      expect(parseClientHello(f.subarray(0, MAX_HELLO_RECORDS * (5 + n))).kind).toBe('error');
     }
   });
 

@@ -17,7 +17,8 @@ import crypto from 'node:crypto';
 import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
 import { afterAnswers, type Pipeline } from '../pipeline/pipeline.ts';
 import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
-import { MAX_HELLO, parseClientHello } from './sni.ts';
+import { TOO_MANY_RECORDS } from './sni.ts';
+import { peekClientHello } from './hello-peek.ts';
 import { passthroughHosts, splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply, refuseConnect } from './h2.ts';
@@ -181,22 +182,19 @@ export class Listeners {
       }, ms);
     }
     if (this.passthrough.size === 0) { server.emit('connection', raw); return; }
-    let seen: Buffer = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-      const r = parseClientHello(seen);
-      if (r.kind === 'more' && seen.length <= MAX_HELLO + 64) return;
-      raw.off('data', onData);
-      raw.pause();
+    peekClientHello(raw, (seen, r) => {
       const domain = r.kind === 'done' && r.sni !== null ? this.passthrough.get(r.sni.replace(/\.$/, '')) : undefined;
       if (domain) this.pass(raw, seen, domain);
-      else {
+      else if (r.kind === 'error' && r.reason === TOO_MANY_RECORDS) {
+        // Only a client out to cost the proxy time splits its hello so (sni.ts): closed, and counted as malformed.
+        this.pipeline.filter.onClientError?.(connectionInfo(raw).source, 'HPE_TLS_HELLO_RECORDS');
+        raw.destroy();
+      } else {
         // Not ours to pass: the TLS server reads the ClientHello again (it answers garbage itself).
         raw.unshift(seen);
         server.emit('connection', raw);
       }
-    };
-    raw.on('data', onData);
+    });
   }
 
   private pass(raw: Raw, head: Buffer, domain: DomainConfig): void {

@@ -18,6 +18,13 @@ const EXT_SERVER_NAME = 0x0000;
 const MAX_RECORD = 16384 + 2048; // TLSCiphertext bound (RFC 8446 §5.2); a plaintext hello is smaller
 /** A ClientHello larger than this is refused (real ones, post-quantum key shares included, are a few KB). */
 export const MAX_HELLO = 64 * 1024;
+/**
+ * Most records a ClientHello may be split over. Real clients send it in one record (it fits: a few KB against 16 KB),
+ * tools that split it to hide the SNI from DPI in two or a few; past this, splitting has no use but to make the
+ * reassembly cost (each record is read and copied) and to hold the connection open record by record.
+ */
+export const MAX_HELLO_RECORDS = 16;
+export const TOO_MANY_RECORDS = 'ClientHello split over too many records';
 
 const MORE: HelloResult = { kind: 'more' };
 const err = (reason: string): HelloResult => ({ kind: 'error', reason });
@@ -30,6 +37,7 @@ export function parseClientHello(buf: Uint8Array): HelloResult {
   let need = -1; // handshake message length incl. its 4-byte header, once known
   let off = 0;
   while (need < 0 || have < need) {
+    if (parts.length === MAX_HELLO_RECORDS) return err(TOO_MANY_RECORDS);
     if (buf.length - off < 5) return buf.length - off > 0 && buf[off] !== RECORD_HANDSHAKE ? err('not a TLS handshake record') : MORE;
     if (buf[off] !== RECORD_HANDSHAKE) return err('not a TLS handshake record');
     if (buf[off + 1] !== 0x03) return err('unknown record version');
