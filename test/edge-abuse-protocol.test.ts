@@ -18,7 +18,10 @@ beforeAll(async () => {
   proxy = await startProxy({
     limits: { maxBodyBytes: 4 * 1024 * 1024 },
     upstream: { responseTimeoutMs: 300 },
-    domains: [domain('site.test', [origin.address]), domain('silent.test', [silent.address])],
+    domains: [
+      domain('site.test', [origin.address]), domain('silent.test', [silent.address]),
+      domain('down.test', [origin.address], { maintenance: { enabled: true, redirect: null, retryAfterSeconds: 60 } }),
+    ],
   });
 });
 afterAll(async () => { await proxy.close(); await origin.close(); await silent.close(); });
@@ -52,6 +55,66 @@ describe('Expect: 100-continue (item 2)', () => {
     expect(origin.seen).toHaveLength(1);
     expect(origin.seen[0].body.length).toBe(BIG);
     expect(origin.seen[0].headers.expect).toBeUndefined();
+  });
+
+  /** Sends a head with Expect: 100-continue and reads the first response head the proxy sends back. */
+  async function expectFirst(head: string): Promise<{ s: net.Socket; first: string }> {
+    const s = net.connect(proxy.port, '127.0.0.1');
+    s.on('error', () => {});
+    await new Promise((r) => s.once('connect', r));
+    s.write(head);
+    return { s, first: await readUntil(s, (t) => t.includes('\r\n\r\n'), 3000) };
+  }
+
+  // As nginx and HAProxy: a body the proxy will refuse is never asked for (RFC 9110 §10.1.1 lets the server answer
+  // the final status instead of 100); the client does not upload megabytes only to be told 413.
+  it('a Content-Length over limits.maxBodyBytes gets 413 at once, never 100, and nothing reaches the upstream', async () => {
+    const { s, first } = await expectFirst(`POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: ${5 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n`);
+    expect(statusOf(first)).toBe(413);
+    expect(first).toMatch(/x-scrubber: body-too-large/i);
+    await readUntil(s, () => false, 2000); // until the proxy closes the connection
+    expect(s.destroyed || s.readableEnded).toBe(true);
+    expect(origin.seen).toHaveLength(0);
+    s.destroy();
+  });
+
+  it('a request refused before its body (maintenance, a source the filter drops) gets no 100 either', async () => {
+    const m = await expectFirst('POST /f HTTP/1.1\r\nHost: down.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+    expect(statusOf(m.first)).toBe(503);
+    m.s.destroy();
+    const d = proxy.app.filter.detector;
+    const judge = d.judge;
+    d.judge = () => ({ kind: 'drop' });
+    try {
+      const b = await expectFirst('POST /f HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+      expect(b.first).toBe('');
+      b.s.destroy();
+    } finally { d.judge = judge; }
+    expect(origin.seen).toHaveLength(0);
+  });
+
+  it('a small upload gets 100, then the upstream\'s 200, on a connection that stays open for the next request', async () => {
+    const { s, first } = await expectFirst('POST /small HTTP/1.1\r\nHost: site.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
+    expect(first).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    const rest = readUntil(s, (t) => t.includes('ok from'), 3000);
+    s.write('hello');
+    expect(statusOf(await rest)).toBe(200);
+    const next = readUntil(s, (t) => t.includes('ok from'), 3000);
+    s.write('GET /next HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n');
+    expect(statusOf(await next)).toBe(200);
+    s.destroy();
+    expect(origin.seen.map((r) => [r.url, r.body])).toEqual([['/small', 'hello'], ['/next', '']]);
+  });
+
+  it('a request with no body that still sends Expect gets its 100 at once, as before, and its connection stays open', async () => {
+    const { s, first } = await expectFirst('GET /nobody HTTP/1.1\r\nHost: site.test\r\nExpect: 100-continue\r\n\r\n');
+    expect(first).toBe('HTTP/1.1 100 Continue\r\n\r\n');
+    const rest = await readUntil(s, (t) => t.includes('ok from'), 3000);
+    expect(statusOf(rest)).toBe(200);
+    const next = readUntil(s, (t) => t.includes('ok from'), 3000);
+    s.write('GET /next HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n');
+    expect(statusOf(await next)).toBe(200);
+    s.destroy();
   });
 });
 

@@ -153,6 +153,60 @@ describe('HTTP/1.1 on the h2-capable listener', () => {
   });
 });
 
+describe('Expect: 100-continue over TLS (limits.maxBodyBytes 1000)', () => {
+  /** Writes a head over TLS (HTTP/1.1 by ALPN) and reads the first response head. */
+  async function h1First(head: string): Promise<{ s: tls.TLSSocket; first: string }> {
+    const s = tls.connect({ port, host: '127.0.0.1', servername: 'a.test', ca: fs.readFileSync(pki.ca), ALPNProtocols: ['http/1.1'] });
+    s.on('error', () => {});
+    await once(s, 'secureConnect');
+    s.write(head);
+    let first = '';
+    await new Promise<void>((r) => { const t = setTimeout(r, 3000); s.on('data', (c) => { first += c; if (first.includes('\r\n\r\n')) { clearTimeout(t); r(); } }); });
+    return { s, first };
+  }
+
+  it('HTTP/1.1: an oversized Content-Length gets 413, not 100; a small one gets 100 and the upstream\'s answer', async () => {
+    const before = origin.seen.length;
+    const big = await h1First('POST /big HTTP/1.1\r\nhost: a.test\r\ncontent-length: 5000\r\nexpect: 100-continue\r\n\r\n');
+    expect(big.first).toMatch(/^HTTP\/1\.1 413 /);
+    big.s.destroy();
+    expect(origin.seen.length).toBe(before);
+    const small = await h1First('POST /small HTTP/1.1\r\nhost: a.test\r\ncontent-length: 3\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n');
+    expect(small.first).toBe('HTTP/1.1 100 Continue\r\n\r\n');
+    let rest = '';
+    small.s.on('data', (c) => { rest += c; });
+    small.s.write('abc');
+    await once(small.s, 'close');
+    expect(rest).toMatch(/^HTTP\/1\.1 200 /);
+    expect(JSON.parse(rest.slice(rest.indexOf('\r\n\r\n') + 4))).toMatchObject({ url: '/small', body: 'abc' });
+  });
+
+  it('HTTP/2: an oversized content-length gets 413 with no 100; a small one gets 100, then the upstream\'s answer', async () => {
+    const s = await h2session();
+    const before = origin.seen.length;
+    const ask = (path: string, length: number) => {
+      const r = s.request({ ':method': 'POST', ':path': path, 'content-length': String(length), expect: '100-continue' });
+      let continued = false;
+      r.on('continue', () => { continued = true; r.end('x'.repeat(length)); });
+      return new Promise<{ status: number; continued: boolean; body: string }>((resolve, reject) => {
+        let status = 0, body = '';
+        r.on('response', (h) => { status = Number(h[':status']); });
+        r.on('data', (c) => { body += c; });
+        r.on('end', () => resolve({ status, continued, body }));
+        r.on('close', () => resolve({ status, continued, body }));
+        r.on('error', reject);
+      });
+    };
+    const big = await ask('/big2', 5000);
+    expect(big).toMatchObject({ status: 413, continued: false });
+    expect(origin.seen.length).toBe(before);
+    const small = await ask('/small2', 4);
+    expect(small).toMatchObject({ status: 200, continued: true });
+    expect(JSON.parse(small.body)).toMatchObject({ url: '/small2', body: 'xxxx' });
+    s.close();
+  });
+});
+
 describe('the HTTP/2 request shim', () => {
   it('req.socket.destroy() ends the stream\'s connection instead of throwing; the socket says encrypted', async () => {
     const a = pki.leaf('shim.test');

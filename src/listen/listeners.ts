@@ -24,6 +24,7 @@ import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply, refuseConnect } from './h2.ts';
 import { H2Sessions } from './h2-guard.ts';
 import { rawResponse } from '../respond/reply.ts';
+import { awaitContinue } from '../http/expect-continue.ts';
 import { certFiles, defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
 
 export { loadCertificates };
@@ -134,6 +135,8 @@ export class Listeners {
         else this.pipeline.handle(req as http.IncomingMessage, res as http.ServerResponse);
       });
     } else server.on('request', this.pipeline.handle);
+    // Expect: 100-continue: the 100 waits until the flow reads the body, so that a refused request is not uploaded first.
+    server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => { awaitContinue(req, res); server.emit('request', req, res); });
     server.on('upgrade', this.pipeline.handleUpgrade);
     server.on('connect', (_req, socket) => socket instanceof http2.Http2ServerResponse ? refuseConnect(socket) : afterAnswers(socket, () => socket.end(rawResponse(405, 'method-not-allowed'))));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {

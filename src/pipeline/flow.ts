@@ -30,6 +30,7 @@ import { declaredBodySize } from '../limits/budget.ts';
 import { BodyLimitError, BodyMeter } from '../limits/body-meter.ts';
 import { bufferBody } from '../limits/body-buffer.ts';
 import { forwardUpgrade } from './upgrade.ts';
+import { bodyOf } from '../http/expect-continue.ts';
 import { exemptRefusal } from '../challenge/policy.ts';
 import { connectionInfo, requestEnded } from '../listen/connections.ts';
 
@@ -139,7 +140,7 @@ export class RequestFlow {
   private readBody(): void {
     const l = this.rt.config.limits;
     const meter = this.meter = new BodyMeter(l.maxBodyBytes, l.minBodyRateBytesPerSec, l.minBodyRateGraceMs);
-    this.req.pipe(meter);
+    bodyOf(this.req, this.res).pipe(meter);
     if (l.bufferBodyBytes === 0) return this.enterQueue(meter);
     this.buffering = bufferBody(meter, l.bufferBodyBytes, (b) => {
       this.buffering = null;
@@ -193,11 +194,7 @@ export class RequestFlow {
   /** Out of the queue, not upstream: gives back what it holds; true when its body is unread (the answer must close). */
   private leaveQueue(): boolean { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); return close; }
 
-  private waited(): void {
-    this.waiter = null;
-    this.queuedMs = performance.now() - this.queuedAt;
-    this.res!.off('close', this.gone);
-  }
+  private waited(): void { this.waiter = null; this.queuedMs = performance.now() - this.queuedAt; this.res!.off('close', this.gone); }
 
   private forward(body: Body): void {
     const { head, domain } = this;

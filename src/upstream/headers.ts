@@ -21,8 +21,8 @@ const PROTECTED = new Set([
 ]);
 
 /**
- * Client → upstream only. The proxy answers `Expect: 100-continue` itself (Node's
- * server sends the 100 when there is no 'checkContinue' listener) and then sends
+ * Client → upstream only. The proxy answers `Expect: 100-continue` itself (the
+ * flow sends the 100 when it reads the body: http/expect-continue.ts) and then sends
  * the whole body; undici refuses the header outright, so forwarding it failed
  * every such request with a 502.
  */
