@@ -214,9 +214,13 @@ export class CookieChallenge implements Challenge {
   issue(head: RequestHead, domain: string, now: number, trustMs: number): Answer {
     const token = signToken(this.secret, newClientId(), domain, now + trustMs);
     const maxAge = Math.max(1, Math.ceil(trustMs / 1000));
+    // A target whose path starts with "//" (or "/\", the same to a browser) would, as a Location, name another host
+    // (a link to https://site//evil.example/ would send the visitor there): "/." keeps it a path on this host, and
+    // the browser's dot-segment removal brings it back to the very same URL.
+    const url = head.url, c = url.charCodeAt(1);
     return {
       status: 302, reason: 'challenge', body: '',
-      headers: { location: head.url, 'set-cookie': `${this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${head.tls ? '; Secure' : ''}` },
+      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': `${this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${head.tls ? '; Secure' : ''}` },
     };
   }
 }
