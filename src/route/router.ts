@@ -1,12 +1,20 @@
 // Host → domain. Pure: the table is built once per config and looked up per request.
+import { isIPv6 } from 'node:net';
 import type { DomainConfig } from '../config/schema.ts';
 
 export type RouteTable = Map<string, DomainConfig>;
 
 export function buildRouteTable(domains: DomainConfig[]): RouteTable {
   const t: RouteTable = new Map();
-  for (const d of domains) for (const h of [d.name, ...d.aliases]) t.set(h.replace(/\.$/, ''), d);
+  for (const d of domains) for (const h of [d.name, ...d.aliases]) t.set(h.includes(':') ? ipLiteral(h) ?? h : h.replace(/\.$/, ''), d);
   return t;
+}
+
+/** An IPv6 address as a Host names it: in brackets, canonical (lower case, compressed), so that every spelling of
+ *  one address finds the domain configured by any other; null when it is no IPv6 address. */
+function ipLiteral(address: string): string | null {
+  if (!isIPv6(address)) return null;
+  try { return new URL(`http://[${address}]/`).hostname; } catch { return null; }
 }
 
 const HOST_CHARS = /^[a-z0-9._-]+$/;
@@ -20,7 +28,7 @@ export function hostName(header: string | undefined): string | null {
     if (end < 0) return null;
     const rest = h.slice(end + 1);
     if (rest && !/^:\d{1,5}$/.test(rest)) return null;
-    return h.slice(0, end + 1);
+    return ipLiteral(h.slice(1, end));
   }
   const colon = h.indexOf(':');
   if (colon >= 0) {
