@@ -160,6 +160,9 @@ export class CookieChallenge implements Challenge {
   private previous: KeyObject | null = null;
   private previousUntil = 0;
   private cookieName: string;
+  /** The name over HTTPS. A browser that holds a Secure cookie refuses a non-Secure one of the same name set over
+   *  HTTP (RFC 6265bis §5.7): one name for both would loop every http:// page of a visitor who passed over HTTPS. */
+  private secureName: string;
   readonly spread: TokenSpread;
   /** Tokens already verified (token → client id): a trusted browser sends its cookie with every asset, and an HMAC
    *  per request would cost more than the look-up. Bounded: emptied when full. */
@@ -168,12 +171,14 @@ export class CookieChallenge implements Challenge {
   constructor(secret: KeyObject, cookieName: string, spread: TokenSpreadOptions = { maxNetworks: 4, maxTokens: 100_000 }) {
     this.secret = secret;
     this.cookieName = cookieName;
+    this.secureName = `__Secure-${cookieName}`;
     this.spread = new TokenSpread(spread);
   }
 
   reconfigure(config: Config): void {
     const c = config.filter.challenge;
     this.cookieName = c.cookieName;
+    this.secureName = `__Secure-${c.cookieName}`;
     this.spread.opts = { ...this.spread.opts, maxNetworks: c.maxNetworksPerToken };
   }
 
@@ -189,7 +194,9 @@ export class CookieChallenge implements Challenge {
 
   /** The client id of the request's token when it is valid for the domain and honoured from this source; else null. */
   client(head: RequestHead, domain: string, now: number): string | null {
-    const token = cookieValue(head.headers.cookie, this.cookieName);
+    // Over HTTPS the plain name counts too: a token earned over HTTP is as good (it is bound to the domain only).
+    const cookie = head.headers.cookie;
+    const token = (head.tls ? cookieValue(cookie, this.secureName) : null) ?? cookieValue(cookie, this.cookieName);
     if (token === null) return null;
     // Past the changeover: what only the old secret verified must not stay honoured through the cache.
     if (this.previous !== null && now >= this.previousUntil) { this.previous = null; this.verified.clear(); }
@@ -220,7 +227,7 @@ export class CookieChallenge implements Challenge {
     const url = head.url, c = url.charCodeAt(1);
     return {
       status: 302, reason: 'challenge', body: '',
-      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': `${this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${head.tls ? '; Secure' : ''}` },
+      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': head.tls ? `${this.secureName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax; Secure` : `${this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax` },
     };
   }
 }
