@@ -208,7 +208,9 @@ export class CookieChallenge implements Challenge {
       id = verifyToken(this.secret, token, domain, now) ?? (this.previous && verifyToken(this.previous, token, domain, now));
       if (id !== null) {
         if (this.verified.size >= MAX_VERIFIED) this.verified.clear();
-        this.verified.set(token, { domain, id, expiresAt: parseInt(token, 36) * 1000 }); // expiry: the first field
+        // A copy as the key: the token is a cut of the Cookie header, which in V8 keeps the whole header (up to
+        // maxHeaderBytes) alive for as long as the entry lives. Once per token, after an HMAC: the copy costs nothing.
+        this.verified.set(Buffer.from(token, 'latin1').toString('latin1'), { domain, id, expiresAt: parseInt(token, 36) * 1000 }); // expiry: the first field
       }
     } else if (v.expiresAt <= now) { this.verified.delete(token); return null; }
     else id = v.id;
