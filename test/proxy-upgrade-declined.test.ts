@@ -21,6 +21,7 @@ beforeAll(async () => {
     socket.on('close', () => upstreamSockets.delete(socket));
     socket.on('end', () => socket.destroy());
     socket.resume();
+    if (req.url === '/silent') return; // never answers the handshake
     if (req.url === '/whole') { socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!'); return; }
     // Declined: a chunked 403 whose body starts, then is either cut (/cut) or never finishes (/hang).
     socket.write('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n');
@@ -81,4 +82,20 @@ describe('a declined upgrade', () => {
     s.destroy();
     expect(Date.now() - t0).toBeLessThan(2000);
   });
+
+  // Neither is a tunnel yet, nor a request Node's server tracks (it let go of the socket at the Upgrade head), so the
+  // drain's deadline cut neither: shutdown waited for the upstream's body timeout (300 s by default), or its answer.
+  for (const [what, path, seen] of [['stalls in its declined answer', '/hang', 'nope!'], ['never answers the handshake', '/silent', '']] as const) {
+    it(`is cut at drainTimeoutMs when the upstream ${what}`, async () => {
+      const p = await startProxy({ shutdown: { drainTimeoutMs: 300 }, domains: [domain('ws.test', [address])] });
+      const c = openRaw(p.port, handshake(path));
+      if (seen) expect(await until(() => c.text().includes(seen), 2000)).toBe(true);
+      else expect(await until(() => upstreamSockets.size > 0, 2000)).toBe(true);
+      const t0 = Date.now();
+      await Promise.race([p.close(), sleep(4000)]);
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(await Promise.race([c.closed.then(() => true), sleep(500).then(() => false)])).toBe(true);
+      c.s.destroy();
+    });
+  }
 });

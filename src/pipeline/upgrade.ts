@@ -133,6 +133,10 @@ class UpgradeForwarding {
       const raw = pres.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) if (!HOP_BY_HOP_RESPONSE.has(raw[i].toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
       u.socket.write(head + 'connection: close\r\n\r\n');
+      // No tunnel, and no request Node's server still tracks (it let the socket go at the Upgrade head): without this,
+      // shutdown's drain deadline would not cut an answer the upstream is slow to finish.
+      u.tunnels.connecting.add(u.socket);
+      u.socket.once('close', () => u.tunnels.connecting.delete(u.socket));
       let bytes = 0;
       pres.on('data', (c: Buffer) => { bytes += c.length; });
       // Closed once the answer is written, as Node closes a `connection: close` response's socket: the server's socket

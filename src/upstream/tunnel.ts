@@ -109,8 +109,9 @@ export class Tunnel {
 /** Every open tunnel, so that shutdown can destroy them all (a tunnel never drains by itself). */
 export class Tunnels {
   private readonly open = new Set<Tunnel>();
-  /** Client sockets waiting for their upstream to accept (a passthrough connect, retries and failover included):
-   *  no tunnel yet, yet the listener's close() waits for them like for any socket, so shutdown must cut them too. */
+  /** Client sockets with no tunnel that shutdown must cut: a passthrough waiting for its upstream to accept (retries
+   *  and failover included), a declined upgrade's answer being relayed. The listener's close() waits for them like for
+   *  any socket, and no request of Node's server holds them. */
   readonly connecting = new Set<Duplex>();
 
   /** Splices client ⇄ upstream and tracks the tunnel until both sockets are closed. */
