@@ -54,6 +54,20 @@ describe('per-domain rules', () => {
     expect(p('GET', '/svc', 'application/grpc')).toBe('exempt');
     expect(p('GET', '/other', NAV)).toBe('challenge');
   });
+  it('matches the path as the upstream will read it: one rule is not dodged by another spelling of its path', () => {
+    // An upstream that merges slashes, decodes %-escapes of unreserved characters and resolves dot segments (nginx by
+    // default, most frameworks) serves each of these as /private/data: each must meet the rule /private/ does.
+    const q = compileChallengePolicy([{ path: '/private/', action: 'challenge' }, { path: '/api/', action: 'exempt' }]);
+    const json = 'application/json';
+    for (const path of ['/private/data', '//private/data', '/%70rivate/data', '/%70RIVATE/../private/data', '/x/../private/data', '/./private/data', '/private//data?x=1', '/x/%2e%2e/private/data', '/a/b/../../private/data']) {
+      expect(challengeDecision(q, { method: 'GET', path, accept: json }), path).toBe('challenge');
+    }
+    // Exempt alike (the upstream serves /api/ there), and what is not the rule's path stays out of it.
+    expect(challengeDecision(q, { method: 'GET', path: '//api/items', accept: NAV })).toBe('exempt');
+    for (const path of ['/privatedata', '/private', '/%2fprivate/data', '/pri%76ate', '/..%2fprivate/x']) {
+      expect(challengeDecision(q, { method: 'GET', path, accept: json }), path).toBe('exempt');
+    }
+  });
   it('matches the path without its query', () => {
     const q = compileChallengePolicy([{ path: '/a', action: 'exempt' }]);
     expect(challengeDecision(q, { method: 'GET', path: '/b?next=/a', accept: NAV })).toBe('challenge');

@@ -115,10 +115,33 @@ export function compileChallengePolicy(rules: readonly ChallengeRule[] | undefin
 
 export const DEFAULT_CHALLENGE_POLICY: ChallengePolicy = compileChallengePolicy([]);
 
+const UNRESERVED = /%(2[dDeE]|3\d|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])/g;
+
+/**
+ * The path as an upstream will read it, for the rules' prefixes: %-escapes of unreserved characters decoded, repeated
+ * slashes merged, dot segments resolved (RFC 3986 §5.2.4) — what nginx does before it matches a location, and most
+ * frameworks before routing. A rule on /private/ is otherwise dodged by //private/, /%70rivate/ or /x/../private/,
+ * which the upstream serves as /private/. Reserved escapes (%2F) stay: the upstream keeps them apart from "/". The
+ * common path has none of these and is returned as it is.
+ */
+function matchedPath(path: string): string {
+  if (!path.includes('%') && !path.includes('//') && !path.includes('/.')) return path;
+  const decoded = path.replace(UNRESERVED, (e) => String.fromCharCode(parseInt(e.slice(1), 16)));
+  const out: string[] = [];
+  const segs = decoded.split('/');
+  for (let i = 1; i < segs.length; i++) {
+    const seg = segs[i], last = i === segs.length - 1;
+    if (seg === '..') { out.pop(); if (last) out.push(''); }
+    else if (seg === '.' || (seg === '' && !last)) { if (last) out.push(''); }
+    else out.push(seg);
+  }
+  return '/' + out.join('/');
+}
+
 /** 'challenge' when the request may get the cookie challenge, 'exempt' when it must be judged without one. */
 export function challengeDecision(policy: ChallengePolicy, req: ChallengeRequest): ChallengeAction {
   const q = req.path.indexOf('?');
-  const path = q < 0 ? req.path : req.path.slice(0, q);
+  const path = matchedPath(q < 0 ? req.path : req.path.slice(0, q));
   const method = req.method.toUpperCase();
   const accept = req.accept ?? '';
   for (const r of policy.rules) {
