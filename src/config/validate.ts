@@ -3,8 +3,10 @@
 // `domains[1].upstreams: 17 upstreams, at most 16`. Defaults are filled in so
 // the rest of the program sees complete objects.
 import { validateChallengePolicy, type ChallengeRule } from '../challenge/policy.ts';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { validateFilterConfig } from '../detect/config.ts';
 import { parseDuration } from './units.ts';
 import { domainDefaults, MAX_UPSTREAMS, MAX_WORKERS, type Config, type DomainConfig, type HostPort } from './schema.ts';
@@ -136,6 +138,27 @@ const readableFile = (f: string) => {
   try { fs.accessSync(f, fs.constants.R_OK); return fs.statSync(f).isFile(); } catch { return false; }
 };
 
+/** Readable files Node still cannot use (not PEM, a key of another certificate) passed `check` and failed only at
+ *  the start ("cannot start: PEM routines::no start line", naming no file) or at a reload: tried here as the
+ *  listeners will use them. */
+function checkCertPair(c: { cert: string; key: string }, at: string, problems: string[]): void {
+  try { tls.createSecureContext({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) }); } catch (e) {
+    problems.push(`${at}: ${c.cert} and ${c.key} are not a usable certificate and its key (PEM): ${(e as Error).message}`);
+  }
+}
+
+/** Node ignores what in a CA bundle is not a certificate: a wrong file was taken silently, and every HTTPS upstream
+ *  signed by the CA meant then failed verification. */
+function checkCaFile(file: string, problems: string[]): void {
+  try {
+    const text = fs.readFileSync(file, 'utf8');
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate');
+    new crypto.X509Certificate(text);
+  } catch {
+    problems.push(`upstream.caFile: ${file} holds no PEM certificate`);
+  }
+}
+
 const LOOPBACK = new net.BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
 LOOPBACK.addAddress('::1', 'ipv6');
@@ -225,8 +248,11 @@ export function validateStructure(cfg: Config): string[] {
     problems.push('admin.token: only visible ASCII characters are allowed (0x21-0x7E: letters, digits, punctuation; no spaces or other characters), as only those can be sent in an Authorization header');
   }
   if (cfg.upstream.caFile && !readableFile(cfg.upstream.caFile)) problems.push(`upstream.caFile: ${cfg.upstream.caFile} is not a readable file`);
+  else if (cfg.upstream.caFile) checkCaFile(cfg.upstream.caFile, problems);
   for (const [i, c] of (Array.isArray(cfg.tls.certs) ? cfg.tls.certs : []).entries()) {
-    for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readableFile(c[k])) problems.push(`tls.certs[${i}].${k}: ${c[k]} is not a readable file`);
+    let readable = isObj(c);
+    for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readableFile(c[k])) { readable = false; problems.push(`tls.certs[${i}].${k}: ${c[k]} is not a readable file`); }
+    if (readable && typeof c.cert === 'string' && c.cert && typeof c.key === 'string' && c.key) checkCertPair(c, `tls.certs[${i}]`, problems);
   }
   if (cfg.state.redis.url && !/^rediss?:\/\/[^\s]+$/.test(cfg.state.redis.url)) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} is not a redis:// or rediss:// URL`);
   // 0 or below used to run one process without a word, as if 1 was meant; a typo of 1000 would fork a thousand.
