@@ -96,18 +96,36 @@ export function withEnvSource(problem: string, env: NodeJS.ProcessEnv): string {
   return v === undefined ? problem : `${m[1]}: ${m[2]} (${name}=${JSON.stringify(v)})`;
 }
 
+const kindOf = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
+const isPlain = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A section (limits, tls, filter.attack …) given as something else than an object came out of convict as one
+ *  "missing from config, did you override its parent?" per key, a wrong "unknown key" and a TypeError: it is named
+ *  once here and left out (its keys keep their defaults), so the rest of the config is still checked. */
+function withoutBadSections(node: SchemaNode, raw: Record<string, unknown>, at: string[], problems: string[]): Record<string, unknown> {
+  const out = { ...raw };
+  for (const [k, v] of Object.entries(raw)) {
+    const sub = Object.hasOwn(node, k) ? node[k] as SchemaNode : undefined;
+    if (!sub || isLeaf(sub)) continue;
+    if (isPlain(v)) out[k] = withoutBadSections(sub, v, [...at, k], problems);
+    else { problems.push(`${[...at, k].join('.')}: must be an object (a section of keys), not ${kindOf(v)}`); delete out[k]; }
+  }
+  return out;
+}
+
 export type LoadResult = { ok: true; config: Config } | { ok: false; problems: string[] };
 
 /** Loads from a parsed object (env still applies). */
 export function loadConfigObject(raw: unknown, env: NodeJS.ProcessEnv = process.env): LoadResult {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, problems: ['(root): the config must be a JSON object'] };
   const problems: string[] = [];
+  const sections = withoutBadSections(schema as unknown as SchemaNode, raw as Record<string, unknown>, [], problems);
   let c;
   try {
     c = convict(withEnv(schema as unknown as SchemaNode) as never, { env, args: [] });
-    c.load(raw);
+    c.load(sections);
   } catch (e) {
-    return { ok: false, problems: convictProblems((e as Error).message).map((p) => withEnvSource(p, env)) };
+    return { ok: false, problems: [...problems, ...convictProblems((e as Error).message).map((p) => withEnvSource(p, env))] };
   }
   try { c.validate({ allowed: 'strict' }); } catch (e) { problems.push(...convictProblems((e as Error).message).map((p) => withEnvSource(p, env))); }
   const config = c.getProperties() as unknown as Config;

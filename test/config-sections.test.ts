@@ -1,0 +1,40 @@
+// Black-box: a config section (limits, tls, upstream, filter.attack …) given as
+// something other than an object is one clear line naming it. It used to come
+// out as convict's internals, one line per key of the section ("configuration
+// param 'limits.maxBodyBytes' missing from config, did you override its
+// parent?"), a wrong "limits: unknown key", and a TypeError ("(root): Cannot
+// read properties of null (reading 'maxHeaderCount')").
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadConfigObject } from '../src/config/load.ts';
+import { tempDir } from './helpers/servers.ts';
+
+const ok = { domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'] }] };
+const problems = (raw: Record<string, unknown>) => { const r = loadConfigObject({ ...ok, ...raw }, {}); return r.ok ? [] : r.problems; };
+
+describe('a section that is not an object', () => {
+  it('is one line naming the section, for null, a number, an array and a string, at any depth', () => {
+    expect(problems({ limits: null })).toEqual(['limits: must be an object (a section of keys), not null']);
+    expect(problems({ limits: 5 })).toEqual(['limits: must be an object (a section of keys), not a number']);
+    expect(problems({ tls: [] })).toEqual(['tls: must be an object (a section of keys), not an array']);
+    expect(problems({ filter: { attack: 'fast' } })).toEqual(['filter.attack: must be an object (a section of keys), not a string']);
+  });
+
+  it('the other problems of the config are still listed with it', () => {
+    const p = problems({ upstream: true, limits: { maxBodyBytes: '10 potatoes' }, bogus: 1 });
+    expect(p).toContain('upstream: must be an object (a section of keys), not a boolean');
+    expect(p.some((l) => l.startsWith('limits.maxBodyBytes: '))).toBe(true);
+    expect(p).toContain('bogus: unknown key');
+    expect(p.every((l) => !/did you override|Cannot read/.test(l))).toBe(true);
+  });
+
+  it('scrubber check prints it and exits 2', () => {
+    const file = path.join(tempDir(), 'c.json');
+    fs.writeFileSync(file, JSON.stringify({ ...ok, limits: null }));
+    const r = spawnSync(process.execPath, [path.resolve('bin/scrubber.js'), 'check', '--config', file], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stdout.trim().split('\n')).toEqual(['limits: must be an object (a section of keys), not null']);
+  });
+});
