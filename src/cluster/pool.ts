@@ -19,6 +19,7 @@ import type net from 'node:net';
 import type { Logger } from '../log.ts';
 import { shardOf, type FromWorker, type ToWorker, type WorkerInit, type WorkerReport } from './protocol.ts';
 import { silentWorkers } from './watchdog.ts';
+import { MAX_DURATION_MS } from '../config/units.ts';
 
 export interface PoolDeps {
   /** The worker's entry module. */
@@ -279,7 +280,8 @@ export class WorkerPool {
     // 'close', not 'exit': it comes after the last messages (a worker's final counts) have been read.
     const exited = alive.map((w) => new Promise<void>((r) => w.child.once('close', () => r())));
     for (const w of alive) this.send(w, { t: 'stop' });
-    const kill = setTimeout(() => { for (const w of alive) w.child.kill('SIGKILL'); }, drainMs + 3000);
+    // Node fires a timer past 2^31-1 ms at once: a drain time near the config's longest would kill every worker now.
+    const kill = setTimeout(() => { for (const w of alive) w.child.kill('SIGKILL'); }, Math.min(drainMs + 3000, MAX_DURATION_MS));
     await Promise.all(exited);
     clearTimeout(kill);
   }
