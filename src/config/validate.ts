@@ -9,6 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { validateFilterConfig } from '../detect/config.ts';
 import { parseDuration } from './units.ts';
+import { canonicalHost } from '../route/router.ts';
 import { domainDefaults, MAX_UPSTREAMS, MAX_WORKERS, type Config, type DomainConfig, type HostPort } from './schema.ts';
 
 type Obj = Record<string, unknown>;
@@ -109,7 +110,7 @@ function checkDomain(d: unknown, i: number, names: Map<string, string>, problems
   // Names are claimed even by an entry with other problems, so that fixing those does not reveal a clash only later.
   const hosts = [d.name, ...(Array.isArray(aliases) ? aliases : [])].filter((h): h is string => typeof h === 'string' && isValidHostname(h));
   for (const h of hosts) {
-    const key = h.toLowerCase().replace(/\.$/, '');
+    const key = canonicalHost(h);
     const prev = names.get(key);
     if (prev) problems.push(`${at}: host ${key} is already used by ${prev}`);
     else names.set(key, at);

@@ -17,6 +17,13 @@ function ipLiteral(address: string): string | null {
   try { return new URL(`http://[${address}]/`).hostname; } catch { return null; }
 }
 
+/** One spelling per configured host (the config's duplicate check): lower case, no trailing dot, an IPv6 address as
+ *  the route table keys it. */
+export function canonicalHost(h: string): string {
+  const n = h.toLowerCase().replace(/\.$/, '');
+  return ipLiteral(n) ?? n;
+}
+
 const HOST_CHARS = /^[a-z0-9._-]+$/;
 
 /** The Host header's name part, lower-cased, port and trailing dot stripped; null when malformed. */
