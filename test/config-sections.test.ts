@@ -38,3 +38,36 @@ describe('a section that is not an object', () => {
     expect(r.stdout.trim().split('\n')).toEqual(['limits: must be an object (a section of keys), not null']);
   });
 });
+
+// convict merges an object given for a key into the key's default: `"listen": {"host": "0.0.0.0", "port": 80}` (a
+// list of one written without its brackets) was taken silently as the default listener, 127.0.0.1:8080, and
+// `"domains": {…}` as no domain at all; `scrubber check` said ok.
+describe('a key given as an object', () => {
+  it('an array key given as an object is refused naming it, not replaced by the default', () => {
+    const listen = { host: '0.0.0.0', port: 80 };
+    expect(problems({ listen })).toEqual(['listen: must be an array, not an object']);
+    expect(loadConfigObject({ domains: { name: 'a.test', upstreams: ['127.0.0.1:1'] } }, {}).ok).toBe(false);
+    expect(problems({ domains: { name: 'a.test', upstreams: ['127.0.0.1:1'] } })).toContain('domains: must be an array, not an object');
+    expect(problems({ filter: { whitelist: { office: '10.1.2.3' } } })).toEqual(['filter.whitelist: must be an array, not an object']);
+  });
+
+  it('from the environment too: JSON of an object for an array key is refused naming the variable', () => {
+    const r = loadConfigObject(ok, { SCRUBBER_LISTEN: '{"host":"0.0.0.0","port":80}' });
+    expect(r.ok).toBe(false);
+    expect(r.ok ? [] : r.problems[0]).toBe('listen: must be an array (SCRUBBER_LISTEN="{\\"host\\":\\"0.0.0.0\\",\\"port\\":80}")');
+    expect(r.ok ? [] : r.problems.every((l) => !/did you override|unknown key/.test(l))).toBe(true);
+  });
+
+  it('a single-value key given as an object is one line naming it', () => {
+    expect(problems({ limits: { maxBodyBytes: { mb: 10 } } })).toEqual(['limits.maxBodyBytes: must be a single value (text, a number or true/false), not an object']);
+    expect(problems({ admin: { host: { a: 1 } } })).toEqual(['admin.host: must be a single value (text, a number or true/false), not an object']);
+  });
+
+  it('scrubber check refuses "listen": {…} with exit 2', () => {
+    const file = path.join(tempDir(), 'c.json');
+    fs.writeFileSync(file, JSON.stringify({ ...ok, listen: { host: '0.0.0.0', port: 80 } }));
+    const r = spawnSync(process.execPath, [path.resolve('bin/scrubber.js'), 'check', '--config', file], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stdout.trim().split('\n')).toEqual(['listen: must be an array, not an object']);
+  });
+});

@@ -9,10 +9,11 @@ import { numericKind, parseCount, parseDecimal, parseDuration, parseSize, type P
 convict.addFormat({
   name: 'json-array',
   validate(v: unknown) { if (!Array.isArray(v)) throw new Error('must be an array'); },
-  // From the environment an array arrives as JSON text.
+  // From the environment an array arrives as JSON text. Only an array is taken: convict merges an object given for
+  // a key into the key's default (see withoutBadShapes), so JSON of an object is kept as text and refused.
   coerce(v: unknown) {
     if (typeof v !== 'string') return v;
-    try { return JSON.parse(v); } catch { return v; }
+    try { const a: unknown = JSON.parse(v); return Array.isArray(a) ? a : v; } catch { return v; }
   },
 });
 
@@ -100,15 +101,22 @@ const kindOf = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an arr
 const isPlain = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A section (limits, tls, filter.attack …) given as something else than an object came out of convict as one
- *  "missing from config, did you override its parent?" per key, a wrong "unknown key" and a TypeError: it is named
- *  once here and left out (its keys keep their defaults), so the rest of the config is still checked. */
-function withoutBadSections(node: SchemaNode, raw: Record<string, unknown>, at: string[], problems: string[]): Record<string, unknown> {
+ *  "missing from config, did you override its parent?" per key, a wrong "unknown key" and a TypeError; and an object
+ *  given for a key (`"listen": {"host": …, "port": …}`, `"domains": {…}`) convict merges into the key's default, so
+ *  it was taken silently as the default (the proxy on 127.0.0.1:8080 with no domains). Each is named once here and
+ *  left out (its keys keep their defaults), so the rest of the config is still checked. */
+function withoutBadShapes(node: SchemaNode, raw: Record<string, unknown>, at: string[], problems: string[]): Record<string, unknown> {
   const out = { ...raw };
   for (const [k, v] of Object.entries(raw)) {
     const sub = Object.hasOwn(node, k) ? node[k] as SchemaNode : undefined;
-    if (!sub || isLeaf(sub)) continue;
-    if (isPlain(v)) out[k] = withoutBadSections(sub, v, [...at, k], problems);
-    else { problems.push(`${[...at, k].join('.')}: must be an object (a section of keys), not ${kindOf(v)}`); delete out[k]; }
+    if (!sub) continue;
+    const key = [...at, k].join('.');
+    if (isLeaf(sub)) {
+      if (!isPlain(v)) continue;
+      problems.push(`${key}: must be ${sub.format === 'json-array' ? 'an array' : 'a single value (text, a number or true/false)'}, not an object`);
+      delete out[k];
+    } else if (isPlain(v)) out[k] = withoutBadShapes(sub, v, [...at, k], problems);
+    else { problems.push(`${key}: must be an object (a section of keys), not ${kindOf(v)}`); delete out[k]; }
   }
   return out;
 }
@@ -119,7 +127,7 @@ export type LoadResult = { ok: true; config: Config } | { ok: false; problems: s
 export function loadConfigObject(raw: unknown, env: NodeJS.ProcessEnv = process.env): LoadResult {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, problems: ['(root): the config must be a JSON object'] };
   const problems: string[] = [];
-  const sections = withoutBadSections(schema as unknown as SchemaNode, raw as Record<string, unknown>, [], problems);
+  const sections = withoutBadShapes(schema as unknown as SchemaNode, raw as Record<string, unknown>, [], problems);
   let c;
   try {
     c = convict(withEnv(schema as unknown as SchemaNode) as never, { env, args: [] });
