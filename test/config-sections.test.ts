@@ -71,3 +71,11 @@ describe('a key given as an object', () => {
     expect(r.stdout.trim().split('\n')).toEqual(['listen: must be an array, not an object']);
   });
 });
+
+describe('admin.host of the wrong type', () => {
+  // The loopback check ran on it anyway and added "(root): h.toLowerCase is not a function".
+  it('is one line naming the key, with no TypeError after it', () => {
+    expect(problems({ admin: { host: 5 } })).toEqual(['admin.host: must be of type String: value was 5']);
+    expect(problems({ admin: { host: null } })).toEqual(['admin.host: must be of type String']);
+  });
+});

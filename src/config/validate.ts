@@ -242,7 +242,7 @@ export function validateStructure(cfg: Config): string[] {
   if (ad.minLimit < 1) problems.push('limits.adaptive.minLimit: must be at least 1');
   if (ad.initialLimit < ad.minLimit) problems.push(`limits.adaptive.initialLimit: must be at least limits.adaptive.minLimit (${ad.minLimit})`);
   if (cfg.limits.headerTimeoutMs > cfg.limits.requestTimeoutMs) problems.push(`limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (${cfg.limits.requestTimeoutMs})`);
-  if (!isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
+  if (typeof cfg.admin.host === 'string' && !isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
   // Node reads header bytes as Latin-1 and browsers refuse to send other characters, and a space at either end is
   // cut from the header: a token with any of them could never match. The value is a secret: not repeated here.
   if (typeof cfg.admin.token === 'string' && !/^[\x21-\x7E]*$/.test(cfg.admin.token)) {
