@@ -31,6 +31,6 @@ describe('an IPv6 address as a domain name or alias', () => {
 
   it('two spellings of one address in two domains are refused as a clash', () => {
     const r = loadConfigObject({ domains: [{ name: 'a.test', aliases: ['::1'], upstreams: ['127.0.0.1:1'] }, { name: 'b.test', aliases: ['0:0::1'], upstreams: ['127.0.0.1:1'] }] }, {});
-    expect(r.ok ? [] : r.problems).toEqual(['domains[1]: host ::1 is already used by domains[0]']);
+    expect(r.ok ? [] : r.problems).toEqual(['domains[1]: host [::1] is already used by domains[0]']);
   });
 });
