@@ -96,12 +96,20 @@ export async function stopAll(): Promise<void> {
   await Promise.all([...children].map((c) => c.stop(2000)));
 }
 
+/** Ports handed out by freePort in this process: the kernel may give a port just closed again, and two of a target's
+ *  ports (its listener and its admin API) that came out the same made it refuse its config (a lab run died of it). */
+const handedOut = new Set<number>();
+
 export async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return p;
+  for (;;) {
+    const s = net.createServer().listen(0, '127.0.0.1');
+    await once(s, 'listening');
+    const p = (s.address() as net.AddressInfo).port;
+    await new Promise((r) => s.close(r));
+    if (handedOut.has(p)) continue;
+    handedOut.add(p);
+    return p;
+  }
 }
 
 /** Waits until something accepts TCP connections on host:port (or the child exits). */
