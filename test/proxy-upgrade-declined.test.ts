@@ -22,6 +22,7 @@ beforeAll(async () => {
     socket.on('end', () => socket.destroy());
     socket.resume();
     if (req.url === '/silent') return; // never answers the handshake
+    if (req.url === '/latin1') { socket.end(Buffer.concat([Buffer.from('HTTP/1.1 403 Forbidden\r\nX-Note: caf'), Buffer.from([0xe9]), Buffer.from('\r\nContent-Length: 5\r\n\r\nnope!')])); return; }
     if (req.url === '/whole') { socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!'); return; }
     // Declined: a chunked 403 whose body starts, then is either cut (/cut) or never finishes (/hang).
     socket.write('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n');
@@ -98,4 +99,17 @@ describe('a declined upgrade', () => {
       c.s.destroy();
     });
   }
+
+  it("relays the upstream's header bytes as they are (a Latin-1 byte is not re-encoded as UTF-8)", async () => {
+    const s = net.connect(proxy.port, '127.0.0.1');
+    const got: Buffer[] = [];
+    s.on('data', (c: Buffer) => got.push(c));
+    s.write(handshake('/latin1'));
+    await Promise.race([once(s, 'close'), sleep(2000)]);
+    const bytes = Buffer.concat(got);
+    const at = bytes.indexOf('X-Note: caf');
+    expect(at).toBeGreaterThan(0);
+    expect([...bytes.subarray(at + 11, at + 13)]).toEqual([0xe9, 0x0d]);
+    s.destroy();
+  });
 });

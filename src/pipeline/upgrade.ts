@@ -117,7 +117,9 @@ class UpgradeForwarding {
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
       const raw = pres.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      u.socket.write(head + '\r\n');
+      // Latin-1: Node read the upstream's header bytes as Latin-1, so written back so they are the same bytes (as UTF-8,
+      // every byte past 0x7F of a header value came out as two others).
+      u.socket.write(head + '\r\n', 'latin1');
       // Idle timeout, a bounded half-close, and shutdown's closeAll: a tunnel never lingers.
       u.tunnels.add(u.socket, psocket, { idleTimeoutMs: TUNNEL_IDLE_MS, clientHead: u.head, upstreamHead: phead });
       this.report({ status: pres.statusCode ?? 101, bytesOut: 0, proxyReason: null, upstreamError: null, contentType: null, clientAborted: false });
@@ -132,7 +134,7 @@ class UpgradeForwarding {
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? ''}\r\n`;
       const raw = pres.rawHeaders;
       for (let i = 0; i < raw.length; i += 2) if (!HOP_BY_HOP_RESPONSE.has(raw[i].toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      u.socket.write(head + 'connection: close\r\n\r\n');
+      u.socket.write(head + 'connection: close\r\n\r\n', 'latin1');
       // No tunnel, and no request Node's server still tracks (it let the socket go at the Upgrade head): without this,
       // shutdown's drain deadline would not cut an answer the upstream is slow to finish.
       u.tunnels.connecting.add(u.socket);
