@@ -154,9 +154,11 @@ export class Decisions {
     const e = this.whitelist.add(range, 'api', note, now);
     this.deps.store.putWhitelist({ ip: e.ip, origin: 'api', note, since: e.since });
     // The bans it lifts are lifted everywhere, in Redis too: left there, a node started later would ban the source
-    // again once the whitelist entry is gone.
-    for (const ip of this.liftWhitelisted()) this.bus.publish({ kind: 'unban', ip, at: now });
+    // again once the whitelist entry is gone. The entry goes first: a process that takes it lifts them all at once
+    // (one new BlockList), and the unbans that follow find nothing left to rebuild for.
+    const lifted = this.liftWhitelisted();
     this.bus.publish({ kind: 'whitelist', entry: { ip: e.ip, origin: 'api', note, since: e.since } });
+    for (const ip of lifted) this.bus.publish({ kind: 'unban', ip, at: now });
     this.deps.store.flush();
     return e;
   }
@@ -169,8 +171,8 @@ export class Decisions {
 
   /** Whitelisted sources are never blocked: lifts the bans the whitelist now covers; returns their addresses. */
   private liftWhitelisted(): string[] {
-    const lifted: string[] = [];
-    for (const b of this.blacklist.all()) if (this.whitelist.covers(b.ip)) { this.drop(b.ip); lifted.push(b.ip); }
+    const lifted = this.blacklist.removeAll(this.blacklist.all().filter((b) => this.whitelist.covers(b.ip)).map((b) => b.ip));
+    for (const ip of lifted) this.deps.store.deleteBan(ip);
     return lifted;
   }
 
