@@ -84,15 +84,21 @@ export class Whitelist {
   private lists = { ipv4: new net.BlockList(), ipv6: new net.BlockList() };
   /** IPv6 entries narrower than a /64, by the /64 source they fall in (an IPv6 source is a whole /64). */
   private narrowV6 = new Set<string>();
+  /** The config's entries as last set, also those an API entry of the same range stands in for (see remove). */
+  private config = new Map<string, WhitelistEntry & { range: ParsedRange }>();
   /** Bumped on every change: sources cache their verdict per version. */
   version = 0;
 
   /** Replaces the config part (on start and reload); API entries stay. */
   setConfigEntries(items: string[], now: number): void {
     for (const [k, e] of this.entries) if (e.origin === 'config') this.entries.delete(k);
+    this.config.clear();
     for (const it of items) {
       const p = parseWhitelistEntry(it);
-      if (p.ok && !this.entries.has(p.value.text)) this.entries.set(p.value.text, { ip: p.value.text, origin: 'config', note: '', since: now, range: p.value });
+      if (!p.ok || this.config.has(p.value.text)) continue;
+      const e = { ip: p.value.text, origin: 'config' as const, note: '', since: now, range: p.value };
+      this.config.set(e.ip, e);
+      if (!this.entries.has(e.ip)) this.entries.set(e.ip, e);
     }
     this.rebuild();
   }
@@ -106,8 +112,11 @@ export class Whitelist {
 
   get(text: string): WhitelistEntry | undefined { return this.entries.get(text); }
 
+  /** An API entry the config lists too gives way to the config's: the range stays whitelisted, as the config says. */
   remove(text: string): boolean {
     const ok = this.entries.delete(text);
+    const kept = this.config.get(text);
+    if (ok && kept) this.entries.set(text, kept);
     if (ok) this.rebuild();
     return ok;
   }
