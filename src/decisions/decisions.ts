@@ -61,7 +61,11 @@ export class Decisions {
       const p = parseWhitelistEntry(w.ip);
       if (p.ok) this.whitelist.add(p.value, 'api', w.note, w.since);
     }
-    for (const b of store.loadBans(now)) if (!this.whitelist.covers(b.ip)) this.blacklist.add(b);
+    // A ban the whitelist covers is lifted for good, as a whitelist entry added while running lifts it: left in the
+    // store, it came back at the first start after the entry was taken out again.
+    let lifted = 0;
+    for (const b of store.loadBans(now)) if (!this.whitelist.covers(b.ip)) this.blacklist.add(b); else { store.deleteBan(b.ip); lifted++; }
+    if (lifted) store.flush();
     this.bus.subscribe((d) => this.apply(d));
   }
 
