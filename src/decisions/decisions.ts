@@ -57,10 +57,7 @@ export class Decisions {
     store.pruneOffenders(now - 20 * this.halfLifeMs());
     for (const [ip, r] of store.loadOffenders()) this.offenders.set(ip, r);
     this.whitelist.setConfigEntries(configWhitelist, now);
-    for (const w of store.loadWhitelist()) {
-      const p = parseWhitelistEntry(w.ip);
-      if (p.ok) this.whitelist.add(p.value, 'api', w.note, w.since);
-    }
+    this.whitelist.addAll(parsedEntries(store.loadWhitelist()), 'api');
     // A ban the whitelist covers is lifted for good, as a whitelist entry added while running lifts it: left in the
     // store, it came back at the first start after the entry was taken out again.
     let lifted = 0;
@@ -191,21 +188,21 @@ export class Decisions {
       store.putBan(d.entry);
       this.banned(d.entry.ip);
     } else if (d.kind === 'unban') { if (this.blacklist.remove(d.ip)) store.deleteBan(d.ip); }
-    else if (d.kind === 'whitelist') {
-      const p = parseWhitelistEntry(d.entry.ip);
-      if (p.ok) {
-        const e = this.whitelist.add(p.value, 'api', d.entry.note, d.entry.since);
-        store.putWhitelist({ ip: e.ip, origin: 'api', note: d.entry.note, since: d.entry.since });
-        this.liftWhitelisted();
-      }
-    } else if (d.kind === 'unwhitelist') { if (this.whitelist.remove(d.ip)) store.deleteWhitelist(d.ip); }
+    else if (d.kind === 'whitelist') this.takeWhitelist([d.entry]);
+    else if (d.kind === 'unwhitelist') { if (this.whitelist.remove(d.ip)) store.deleteWhitelist(d.ip); }
     else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason, d.at, d.failing === true);
+  }
+
+  /** API whitelist entries decided elsewhere: in force, stored, and the bans they cover lifted (all in one go). */
+  private takeWhitelist(entries: WhitelistEntry[]): void {
+    for (const e of this.whitelist.addAll(parsedEntries(entries), 'api')) this.deps.store.putWhitelist(e);
+    this.liftWhitelisted();
   }
 
   /** Brings in what the cluster decided while this node was away (start, reconnect). */
   async join(now: number): Promise<void> {
     const snap = await this.bus.snapshot(now, { bans: this.blacklist.all(), whitelist: this.whitelist.all().filter((w) => w.origin === 'api') });
-    for (const w of snap.whitelist) this.apply({ kind: 'whitelist', entry: w });
+    this.takeWhitelist(snap.whitelist);
     // The later decision stands: a ban this node holds from before it stopped gives way to one decided since (a new
     // expiry or reason set on another node meanwhile), which the catch-up would not deliver again.
     for (const b of snap.bans) {
@@ -225,4 +222,9 @@ export class Decisions {
   private halfLifeMs(): number { return this.policy.repeatHalfLifeHours * 3600_000 * this.policy.timeScale; }
 
   async close(): Promise<void> { await this.bus.close(); }
+}
+
+/** Stored or received API whitelist entries as ranges; one that does not parse is skipped. */
+function parsedEntries(entries: WhitelistEntry[]): { range: ParsedRange; note: string; since: number }[] {
+  return entries.flatMap((w) => { const p = parseWhitelistEntry(w.ip); return p.ok ? [{ range: p.value, note: w.note, since: w.since }] : []; });
 }
