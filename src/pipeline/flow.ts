@@ -144,15 +144,16 @@ export class RequestFlow {
     if (l.bufferBodyBytes === 0) return this.enterQueue(meter);
     this.buffering = bufferBody(meter, l.bufferBodyBytes, (b) => {
       this.buffering = null;
-      if (b.ok) return this.enterQueue(b.body);
-      this.res!.off('close', this.gone);
-      this.release();
-      if (b.error instanceof BodyLimitError) {
-        return this.refuse({ status: b.error.reason === 'body-too-large' ? 413 : 408, reason: b.error.reason, page: true, close: true });
-      }
-      this.reply.destroy();
-      this.observe('proxy', 0, this.head.headBytes, 0, null);
+      if (b.ok) this.enterQueue(b.body); else this.bodyFailed(b.error);
     });
+  }
+
+  /** Its body failed before it went upstream (too large, too slow): it holds nothing more, and is told so. */
+  private bodyFailed(e: Error): void {
+    this.res!.off('close', this.gone); this.release();
+    if (e instanceof BodyLimitError) return this.refuse({ status: e.reason === 'body-too-large' ? 413 : 408, reason: e.reason, page: true, close: true });
+    this.reply.destroy();
+    this.observe('proxy', 0, this.head.headBytes, 0, null);
   }
 
   /** Takes a place in the domain's upstream queue, fair between sources and ordered by their standing. */
@@ -165,6 +166,8 @@ export class RequestFlow {
     const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
     const no = (why: QueueRefusal | 'newcomer-share') => this.refuseBusy(why, this.leaveQueue());
     this.waiter = queue.wait(source, cls, () => this.atTurn(body, no), no);
+    // A streamed body may fail while it waits (too slow, too large): answered now; unheard, its 'error' killed the process.
+    if (body && !Buffer.isBuffer(body) && this.waiter.waiting) body.once('error', (e) => { if (this.waiter?.waiting) { queue.cancel(this.waiter); this.waited(); this.bodyFailed(e); } });
   }
 
   /** Its turn in the queue. The domain may have come under attack while it waited: a navigation the challenge would now
