@@ -56,6 +56,24 @@ describe('UpstreamQueue (unit)', () => {
     expect(q.queued).toBe(0);
   });
 
+  it('waiters whose turn ends at once (answered by the proxy: OPTIONS *, a domain a reload removed) run one after another, not nested', () => {
+    // Each such turn gives its place back from inside run(); a pump() that recursed there went one level deeper per
+    // waiter, and a couple of thousand queued behind a busy origin overflowed the stack (an uncaught RangeError, with
+    // the places and the requests of the unwound turns never given back).
+    const q = new UpstreamQueue(1, 1000, 20_000);
+    let depth = 0, deepest = 0, ran = 0;
+    expect(q.tryEnter()).toBe(true);
+    for (let i = 0; i < 5000; i++) {
+      q.wait(`s${i}`, 1, () => { depth++; deepest = Math.max(deepest, depth); ran++; q.leave(); depth--; return true; }, () => {});
+    }
+    q.leave();
+    expect(ran).toBe(5000);
+    expect(deepest).toBe(1);
+    expect(q.active).toBe(0);
+    expect(q.queued).toBe(0);
+    expect(q.tryEnter()).toBe(true);
+  });
+
   it('leave() runs the next waiter, and only one per leave', () => {
     const { q, log, add } = harness(1);
     expect(q.tryEnter()).toBe(true);

@@ -47,6 +47,8 @@ export class UpstreamQueue {
   maxQueued: number;
   active = 0;
   queued = 0;
+  /** pump() is running (see there). */
+  private pumping = false;
   /** Per class: source → its waiters, oldest first. A Map keeps insertion order: the first key is next in turn. */
   private readonly classes: Map<string, Waiter[]>[] = Array.from({ length: CLASSES }, () => new Map());
 
@@ -121,12 +123,19 @@ export class UpstreamQueue {
 
   /** Runs waiters while there is room (the limit may also have been raised by a reload). */
   private pump(): void {
-    while (this.queued > 0 && (this.limit === 0 || this.active < this.limit)) {
-      const w = this.next();
-      if (!w) return;
-      this.active++;
-      if (w.run() === false) this.active--;
-    }
+    // Not re-entered: a turn that ends within run() (a request the proxy answers itself) calls leave() from inside it,
+    // and a nested pump went one level deeper per such waiter (a few thousand queued overflowed the stack). The loop
+    // below sees the room that leave() made.
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queued > 0 && (this.limit === 0 || this.active < this.limit)) {
+        const w = this.next();
+        if (!w) break;
+        this.active++;
+        if (w.run() === false) this.active--;
+      }
+    } finally { this.pumping = false; }
   }
 
   /** Takes the next waiter in turn: best class, the source whose turn it is, its oldest request. */
