@@ -52,3 +52,29 @@ for (const [label, bufferBodyBytes] of [['buffered at the edge', 64 * 1024], ['s
     }
   });
 }
+
+// maxBodyBytes 0: no body at all. A chunked one has no size to refuse at the head, so it is read and counted like any
+// other; it was taken for no body (its declared size, maxBodyBytes, is 0) and went upstream without it, silently.
+describe('maxBodyBytes 0', () => {
+  let proxy: Proxy;
+  beforeAll(async () => { proxy = await startProxy({ limits: { maxBodyBytes: 0 }, domains: [domain('site.test', [origin.address])] }); });
+  afterAll(async () => { await proxy.close(); });
+
+  for (const chunked of [false, true]) {
+    it(`${chunked ? 'chunked' : 'Content-Length'}: a body of 10 bytes gets 413 and nothing reaches the upstream`, async () => {
+      const text = await post(proxy.port, 10, chunked);
+      expect(statusOf(text)).toBe(413);
+      await sleep(100);
+      expect(origin.seen).toHaveLength(0);
+      expect(proxy.app.pipeline.budget.inFlight).toBe(0);
+    });
+  }
+
+  it('an empty chunked body passes', async () => {
+    const c = openRaw(proxy.port, 'POST /e HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    await Promise.race([c.closed, sleep(5000)]);
+    expect(statusOf(c.text())).toBe(200);
+    expect(origin.seen).toHaveLength(1);
+    expect(proxy.app.pipeline.budget.inFlight).toBe(0);
+  });
+});

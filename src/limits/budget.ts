@@ -14,8 +14,9 @@ export class BodyBudget {
   release(bytes: number): void { if (bytes > 0) this.inFlight = Math.max(0, this.inFlight - bytes); }
 }
 
-/** Declared body size of a request: Content-Length, or for chunked bodies the most it may grow to. */
+/** Declared body size of a request: Content-Length, or for chunked bodies the most it may grow to — at least 1, since
+ *  0 means no body: with maxBodyBytes 0 a chunked body was not read at all, and went upstream without its bytes. */
 export function declaredBodySize(contentLength: string | undefined, chunked: boolean, maxBodyBytes: number): number {
   if (contentLength !== undefined) return Number(contentLength);
-  return chunked ? maxBodyBytes : 0;
+  return chunked ? Math.max(1, maxBodyBytes) : 0;
 }

@@ -113,7 +113,7 @@ export class RequestFlow {
     // Limits: judged on the declared size before a byte of the body is read.
     const h = head.headers;
     const declared = declaredBodySize(h['content-length'], h['transfer-encoding'] !== undefined, config.limits.maxBodyBytes);
-    if (declared > config.limits.maxBodyBytes) return this.refuse({ status: 413, reason: 'body-too-large', page: true, close: true });
+    if (declared > config.limits.maxBodyBytes && h['content-length'] !== undefined) return this.refuse({ status: 413, reason: 'body-too-large', page: true, close: true });
     // One source may not hold more than its share of the upstream, from its first request on: past the cap it gets
     // our 503 at once (detection counts it as 'overCap': a source that keeps hitting the cap is flooding). A body
     // we will not read would desynchronise the connection, so then it is closed.
