@@ -97,16 +97,21 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
   return { runtime, upstreams, filter, pipeline, listeners, observers, passthroughs, origin, originTick: ownLagTicker(origin) };
 }
 
+/** monitorEventLoopDelay's sampling interval (ms). */
+const LAG_RESOLUTION_MS = 5;
+
 /**
  * The proxy's own event-loop delay (p90 since the last step), for the adaptive limits: their samples are timed in
  * this loop, so a proxy busy with its own work would otherwise read its lag as the origin's and shrink the limit.
  */
-function ownLagTicker(origin: OriginGuard): { step(): void; stop(): void } {
-  const h = monitorEventLoopDelay({ resolution: 5 });
+export function ownLagTicker(origin: Pick<OriginGuard, 'tick'>): { step(): void; stop(): void } {
+  const h = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
   h.enable();
   return {
     step() {
-      const lag = h.count > 0 ? h.percentile(90) / 1e6 : 0, mean = h.count > 0 ? h.mean / 1e6 : 0;
+      // The histogram records each whole interval between its timer's runs: an idle loop reads its resolution. The
+      // mean is taken off every fair-share sample, so only the delay past the resolution is the loop's own.
+      const lag = h.count > 0 ? h.percentile(90) / 1e6 : 0, mean = h.count > 0 ? Math.max(0, h.mean / 1e6 - LAG_RESOLUTION_MS) : 0;
       h.reset();
       origin.tick(performance.now(), lag, mean);
     },
