@@ -229,7 +229,7 @@ export class CookieChallenge implements Challenge {
     const url = head.url, c = url.charCodeAt(1);
     return {
       status: 302, reason: 'challenge', body: '',
-      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': head.tls ? `${this.secureName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax; Secure` : `${this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax` },
+      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': `${head.tls ? this.secureName : this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${head.tls ? '; Secure' : ''}` },
     };
   }
 }
