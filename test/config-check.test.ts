@@ -161,6 +161,13 @@ describe('scrubber check refuses configs that cannot work', () => {
     expect(err.trim().split('\n')[0]).toBe(r.lines[0]);
   });
 
+  it('filter.maxBans: 0 or a fraction is refused, naming the key; the default bounds the blacklist', () => {
+    expect(load({ filter: { maxBans: 0 } }).problems).toEqual(['filter.maxBans: must be at least 1']);
+    expect(load({ filter: { maxBans: 2.5 } }).problems).toEqual([expect.stringMatching(/^filter\.maxBans: /)]);
+    expect(load({}).config?.filter.maxBans).toBe(500000);
+    expect(check({ ...ok, filter: { maxBans: 0 } }).lines).toContain('filter.maxBans: must be at least 1');
+  });
+
   it('filter.fairShare.newcomerSources 0 or below is refused, naming the key; a fraction is taken', () => {
     expect(load({ filter: { fairShare: { newcomerSources: 0 } } }).problems).toEqual([expect.stringMatching(/^filter\.fairShare\.newcomerSources: must be more than 0/)]);
     expect(load({ filter: { fairShare: { newcomerSources: -1 } } }).problems.length).toBe(1);

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, startProxy, request, rawExchange, domain, statusOf, type Origin, type Proxy } from './helpers/servers.ts';
-import { CountingBlockList } from '../src/decisions/blacklist.ts';
+import { Blacklist } from '../src/decisions/blacklist.ts';
 import { parseWhitelistEntry, Whitelist } from '../src/decisions/lists.ts';
 
 let origin: Origin;
@@ -79,17 +79,21 @@ describe('matching by family (the lists themselves)', () => {
     expect(w.covers('10.0.3.4')).toBe(true);
   });
 
-  it('CountingBlockList: an IPv6 subnet does not refuse IPv4 peers; an IPv4 ban refuses its IPv4-mapped form', () => {
-    const tally = { refused: 0 };
-    const l = new CountingBlockList(tally);
-    l.addSubnet('::', 64, 'ipv6');
-    l.addSubnet('::', 0, 'ipv6');
+  it('the blacklist\'s BlockList: an IPv6 /64 ban refuses no IPv4 peer; an IPv4 ban refuses its IPv4-mapped form', () => {
+    const b = new Blacklist();
+    const ban = (ip: string) => b.add({ ip, reason: '', rule: 'manual', since: 0, expiresAt: 1e15 });
+    ban('::/64');
+    const l = b.blockList;
     expect(l.check('127.0.0.1', 'ipv4')).toBe(false);
+    expect(l.check('0.0.0.1', 'ipv4')).toBe(false);
     expect(l.check('::1', 'ipv6')).toBe(true);
-    l.addAddress('10.0.0.1', 'ipv4');
+    ban('10.0.0.1');
     expect(l.check('10.0.0.1', 'ipv4')).toBe(true);
     expect(l.check('::ffff:10.0.0.1', 'ipv6')).toBe(true);
     expect(l.check(new net.SocketAddress({ address: '127.0.0.2', family: 'ipv4' }))).toBe(false);
-    expect(tally.refused).toBe(3);
+    expect(l.check(new net.SocketAddress({ address: '::2', family: 'ipv6' }))).toBe(true);
+    expect(b.tally.refused).toBe(4);
+    // Entries are the blacklist's: one added to the list itself would never be consulted.
+    expect(() => l.addAddress('10.0.0.2')).toThrow(/Blacklist/);
   });
 });

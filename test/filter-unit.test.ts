@@ -2,7 +2,6 @@
 // score, ban times, attack mode, list parsing, the challenge token, request
 // signals, and the memory bound of the source table.
 import { describe, expect, it } from 'vitest';
-import net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { compileRules, DEFAULT_RULES, EVENT_INDEX, validateRules, type Rule } from '../src/detect/rules.ts';
@@ -323,9 +322,8 @@ describe('lists', () => {
     expect(w.covers('192.0.2.77')).toBe(false);
   });
 
-  it('blacklist: a new ban joins the live BlockList; an expiry is refused no more at once, in the same list (rebuilt only once enough were lifted: test/blacklist-lift)', () => {
-    const installed: net.BlockList[] = [];
-    const b = new Blacklist((l) => installed.push(l));
+  it('blacklist: a new ban joins the live BlockList; an expiry is refused no more at once, in the same list (test/blacklist)', () => {
+    const b = new Blacklist();
     const live = b.blockList;
     b.add({ ip: '192.0.2.1', reason: 'x', rule: 'flood', since: 0, expiresAt: 1000 });
     b.add({ ip: '2001:db8:0:1::/64', reason: 'x', rule: 'flood', since: 0, expiresAt: 5000 });
@@ -333,7 +331,6 @@ describe('lists', () => {
     expect(live.check('2001:db8:0:1:ffff::1', 'ipv6')).toBe(true);
     expect(b.expire(999)).toEqual([]);
     expect(b.expire(1000).map((e) => e.ip)).toEqual(['192.0.2.1']);
-    expect(installed).toHaveLength(0);
     expect(live.check('192.0.2.1', 'ipv4')).toBe(false);
     expect(live.check('2001:db8:0:1::9', 'ipv6')).toBe(true);
     expect(b.blockList).toBe(live);

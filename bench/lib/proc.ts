@@ -180,8 +180,10 @@ export async function startScrubber(opts: { name?: string; root?: string; cpu?: 
   const file = path.join(dir, 'scrubber.json');
   fs.writeFileSync(file, JSON.stringify(config, null, 2));
   const log = fs.openSync(path.join(dir, 'scrubber.log'), 'w');
-  // BENCH_SCRUBBER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the proxy under the bench's load.
-  const nodeArgs = (process.env.BENCH_SCRUBBER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // BENCH_SCRUBBER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the proxy under the bench's load;
+  // BENCH_BASELINE_NODE_ARGS, when set, stands in for it for the other checkout (--baseline): one flag against another.
+  const env = opts.root && process.env.BENCH_BASELINE_NODE_ARGS !== undefined ? process.env.BENCH_BASELINE_NODE_ARGS : process.env.BENCH_SCRUBBER_NODE_ARGS;
+  const nodeArgs = (env ?? '').split(' ').filter(Boolean);
   const child = start(NODE, [...nodeArgs, '--no-warnings', path.join(opts.root ?? ROOT, 'bin/scrubber.js'), '--config', file], { name: opts.name ?? 'scrubber', cpu: opts.cpu, stdout: log, stderr: log });
   fs.closeSync(log);
   try { await waitForPort(port, child); await waitForPort(adminPort, child); } catch (e) {

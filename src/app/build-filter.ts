@@ -6,7 +6,7 @@ import type { Db } from '../store/db.ts';
 import type { Logger } from '../log.ts';
 import type { DecisionBus } from '../decisions/bus.ts';
 import { SqliteFilterStore, type FilterStore } from '../store/filter-store.ts';
-import { Decisions } from '../decisions/decisions.ts';
+import { banPolicy, Decisions } from '../decisions/decisions.ts';
 import { CookieChallenge } from '../challenge/cookie.ts';
 import { Detector, type DetectorDeps } from '../detect/detector.ts';
 import { Filter } from '../detect/filter.ts';
@@ -34,8 +34,7 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   const store = deps.store ?? new SqliteFilterStore(deps.db!);
   const f = config.filter;
   const decisions = new Decisions(
-    { repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources },
-    f.whitelist, { store, log: deps.log, bus: deps.bus }, now());
+    banPolicy(f), f.whitelist, { store, log: deps.log, bus: deps.bus }, now());
   // The key is imported once: the HMAC runs on the request path of every untrusted source under attack.
   const secret = createSecretKey(deps.secret ?? store.secret());
   const challenge = new CookieChallenge(secret, config.filter.challenge.cookieName, { maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });

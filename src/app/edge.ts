@@ -93,7 +93,7 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
     }
     if (e.end !== undefined || failed) { const o = passthroughObservation(e); for (const fn of passthroughs) fn(o); }
   };
-  filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s), setBlockList: (l) => listeners.setBlockList(l) });
+  filter.decisions.watch({ onBan: (s) => listeners.connections.closeSource(s) });
   return { runtime, upstreams, filter, pipeline, listeners, observers, passthroughs, origin, originTick: ownLagTicker(origin) };
 }
 

@@ -132,7 +132,6 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   });
   const workers = pool;
   const dispatcher = new Dispatcher(workers, filter.blockList, (source) => filter.isWhitelistedSource(source));
-  filter.decisions.watch({ setBlockList: (l) => dispatcher.setBlockList(l) });
   const timer = setInterval(() => { filter.tick(); nodeAttacks.due(now()); }, TICK_MS);
   timer.unref();
   await workers.start();

@@ -13,7 +13,7 @@ import type { WorkerReport } from './protocol.ts';
 interface Seen { pid: number | undefined; counters: Record<string, number>; gauges: Record<string, number>; attack: Map<string, AttackState>; queues: Map<string, QueueView> }
 
 /** Counted by the primary alone: bans (recorded once, wherever decided) and attacks (judged there for the node). */
-const isBanCounter = (k: string) => k === 'bans' || k === 'bansExpired' || k.startsWith('bans.') || k === 'attacksStarted';
+const isBanCounter = (k: string) => k === 'bans' || k === 'bansExpired' || k === 'bansEvicted' || k.startsWith('bans.') || k === 'attacksStarted';
 /** What a worker has now, not what it did: it goes down as well as up (a source forgotten), and to nothing with the
  *  worker. Added up as a counter, every drop was counted again as new. */
 const GAUGES = new Set(['sourcesTracked']);

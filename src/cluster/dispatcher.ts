@@ -13,7 +13,7 @@ type Listening = net.Server & { blockList: net.BlockList };
 export class Dispatcher {
   private readonly servers: { server: Listening; tls: boolean }[] = [];
   private readonly pool: WorkerPool;
-  private blockList: net.BlockList;
+  private readonly blockList: net.BlockList;
 
   /** Whether a source may go to any worker (it is whitelisted: no history to keep in one place). */
   private readonly spread: (source: string) => boolean;
@@ -37,12 +37,6 @@ export class Dispatcher {
       });
       this.servers.push({ server, tls });
     }
-  }
-
-  /** The blacklist rebuilt its list (an unban, an expiry): every listener takes the new one. */
-  setBlockList(list: net.BlockList): void {
-    this.blockList = list;
-    for (const s of this.servers) s.server.blockList = list;
   }
 
   addresses(): { host: string; port: number; tls: boolean }[] {

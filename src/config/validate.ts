@@ -238,6 +238,8 @@ export function validateStructure(cfg: Config): string[] {
   for (const k of ['maxHeaderCount', 'maxHeaderBytes', 'headerTimeoutMs', 'requestTimeoutMs', 'idleTimeoutMs'] as const) {
     if (cfg.limits[k] === 0) problems.push(`limits.${k}: must be at least 1`);
   }
+  // No room for a ban would lift each at once: the filter would ban and forget in the same breath.
+  if (cfg.filter.maxBans === 0) problems.push('filter.maxBans: must be at least 1');
   const ad = cfg.limits.adaptive;
   if (ad.minLimit < 1) problems.push('limits.adaptive.minLimit: must be at least 1');
   if (ad.initialLimit < ad.minLimit) problems.push(`limits.adaptive.initialLimit: must be at least limits.adaptive.minLimit (${ad.minLimit})`);

@@ -1,15 +1,16 @@
-// The blacklist: entries with a reason, a start and an expiry, mirrored into
-// the net.BlockList every listener consults at accept. A new ban is simply
-// added to the live list. A BlockList cannot forget an address, and building a
-// fresh one costs some 6 µs a ban (0.6 s for 100,000: with bans expiring every
-// second, a rebuild per unban or expiry held the accepting process most of the
-// time). So a lifted entry stays in the list, and a match is confirmed against
-// the live bans (only a match: a refused or lifted source, never a clean one);
-// the list is rebuilt, and handed to the listeners (setBlockList), once as many
-// entries were lifted as are live, so each removal pays its share of one.
+// The blacklist: entries with a reason, a start and an expiry, and the one
+// net.BlockList every listener consults at accept. The list holds no entries of
+// its own: its check() looks the peer's source up in the bans (a Map), so a ban,
+// an unban or an expiry is in force at the next accept, and the list is never
+// rebuilt nor swapped. (It used to mirror the bans in Node's native lists: some
+// 500–900 bytes of native memory a ban, and, as a BlockList cannot forget an
+// address, a rebuild that held the accepting process 2.4 s with a million bans;
+// `node bench/ban-memory.ts` measures both.)
+// The bans are bounded (filter.maxBans): past it, those that would end soonest go
+// first (soonestToGo), automatic before manual.
 import net from 'node:net';
-import { blockTarget } from './lists.ts';
 import { sourceKey } from '../listen/source.ts';
+import { soonestToGo } from './ban-cap.ts';
 
 export interface BanEntry {
   /** The source key: an IPv4 address or an IPv6 /64. */
@@ -22,133 +23,141 @@ export interface BanEntry {
 }
 
 /**
- * A BlockList that counts what it refuses, and keeps the two families apart.
+ * A BlockList that asks `banned` and counts what it refuses.
  * Node consults `server.blockList.check()` at accept and emits no event for a refusal, so this is the only place
- * the connections dropped at accept can be counted, and it costs one increment. A plain net.BlockList matches an
- * IPv4 peer against IPv6 ranges over the IPv4-mapped space: the ban of ::1 (the source ::/64) dropped every IPv4
- * client. Here each family has its own list, and an IPv4-mapped peer (::ffff:a.b.c.d, on a dual-stack listener) is
- * checked as the IPv4 address it is.
+ * the connections dropped at accept can be counted, and it costs one increment. The address is checked as the
+ * source it is (sourceKey): an IPv6 peer by its /64, an IPv4-mapped peer (::ffff:a.b.c.d, on a dual-stack listener)
+ * as the IPv4 address, so a ban of ::/64 refuses no IPv4 client (a plain net.BlockList matched IPv4 peers against
+ * IPv6 ranges over the mapped space).
  */
 export class CountingBlockList extends net.BlockList {
   private readonly tally: { refused: number };
-  private readonly v4 = new net.BlockList();
-  private readonly v6 = new net.BlockList();
-  /** Confirms a match (the address as checked): false when the entry it matched was lifted since the list was built. */
-  private readonly live: ((address: string) => boolean) | null;
-  constructor(tally: { refused: number }, live: ((address: string) => boolean) | null = null) { super(); this.tally = tally; this.live = live; }
-
-  private of(type: net.IPVersion | undefined): net.BlockList { return type === 'ipv6' ? this.v6 : this.v4; }
-
-  override addAddress(address: string | net.SocketAddress, type?: net.IPVersion): void {
-    if (typeof address === 'string') this.of(type).addAddress(address, type);
-    else this.of(address.family).addAddress(address);
-  }
-
-  override addRange(start: string | net.SocketAddress, end: string | net.SocketAddress, type?: net.IPVersion): void {
-    const family = typeof start === 'string' ? type : start.family;
-    this.of(family).addRange(start as string, end as string, family);
-  }
-
-  override addSubnet(net_: string | net.SocketAddress, prefix: number, type?: net.IPVersion): void {
-    if (typeof net_ === 'string') this.of(type).addSubnet(net_, prefix, type);
-    else this.of(net_.family).addSubnet(net_, prefix);
-  }
+  private readonly banned: (key: string, address: string) => boolean;
+  constructor(tally: { refused: number }, banned: (key: string, address: string) => boolean) { super(); this.tally = tally; this.banned = banned; }
 
   override check(address: net.SocketAddress): boolean;
   override check(address: string, type?: net.IPVersion): boolean;
-  override check(address: string | net.SocketAddress, type?: net.IPVersion): boolean {
-    let a = typeof address === 'string' ? address : address.address;
-    let family: net.IPVersion = typeof address === 'string' ? (type ?? (net.isIPv6(a) ? 'ipv6' : 'ipv4')) : address.family;
-    if (family === 'ipv6' && a.startsWith('::ffff:') && a.includes('.')) { a = a.slice(7); family = 'ipv4'; }
-    const hit = this.of(family).check(a, family) && (this.live === null || this.live(a));
+  override check(address: string | net.SocketAddress): boolean {
+    const a = typeof address === 'string' ? address : address.address;
+    const hit = this.banned(sourceKey(a), a);
     if (hit) this.tally.refused++;
     return hit;
   }
 
-  /** What the lists hold, both families (for inspection; net.BlockList's own `rules` would be empty). */
-  allRules(): string[] { return [...this.v4.rules, ...this.v6.rules]; }
+  // Its entries are the Blacklist's: one added here would never be consulted.
+  override addAddress(): void { throw new Error('CountingBlockList: ban through the Blacklist'); }
+  override addRange(): void { throw new Error('CountingBlockList: ban through the Blacklist'); }
+  override addSubnet(): void { throw new Error('CountingBlockList: ban through the Blacklist'); }
 }
 
-/** Lifted entries a list may keep before it is rebuilt, however few bans are live (a rebuild of a few is cheap). */
-const MIN_LIFTED = 256;
+/** Width of one slot of the expiry wheel (ms). */
+const SLOT_MS = 1000;
 
 export class Blacklist {
   private bans = new Map<string, BanEntry>();
-  private nextExpiry = Infinity;
-  /** Entries lifted (unbans, expiries) since the list in force was built: still in it, refused no more. */
-  private lifted = 0;
-  /** Connections refused at accept, across every list this blacklist has installed. */
+  /** The keys ending in each second: an expiry visits only what ends, not every ban (a pass over half a million held
+   *  the accepting process ~40 ms, every second bans ended). A key lifted or replaced early stays in its slot until
+   *  the slot is swept or the wheel rebuilt (its entry decides); `wheeled` counts them all. */
+  private wheel = new Map<number, string[]>();
+  private wheeled = 0;
+  /** Every slot up to this one has been swept. */
+  private swept = -Infinity;
+  /** Most entries held at once (filter.maxBans). */
+  maxEntries: number;
+  /** Connections refused at accept. */
   readonly tally = { refused: 0 };
-  /** A match of the list is a ban in force: the source's own entry (an IPv4 address, an IPv6 /64), or an address
-   *  banned as it is (a key that is no address of either form). */
-  private readonly live = (address: string): boolean => this.bans.has(sourceKey(address)) || this.bans.has(address);
-  blockList: net.BlockList = new CountingBlockList(this.tally, this.live);
-  private readonly install: (list: net.BlockList) => void;
+  /** The source's own entry (an IPv4 address, an IPv6 /64), or an address banned as it is (a key of neither form). */
+  readonly blockList: net.BlockList = new CountingBlockList(this.tally, (key, address) => this.bans.has(key) || (key !== address && this.bans.has(address)));
 
-  constructor(install: (list: net.BlockList) => void) { this.install = install; }
+  constructor(maxEntries = Infinity) { this.maxEntries = maxEntries; }
 
   has(source: string): boolean { return this.bans.has(source); }
   get(source: string): BanEntry | undefined { return this.bans.get(source); }
   get size(): number { return this.bans.size; }
   all(): BanEntry[] { return [...this.bans.values()]; }
 
-  /** Adds or replaces an entry; true when the source was not banned before. */
+  /** Adds or replaces an entry; true when the source was not banned before. Past maxEntries, see trim(). */
   add(e: BanEntry): boolean {
     const fresh = !this.bans.has(e.ip);
     this.bans.set(e.ip, e);
-    if (e.expiresAt < this.nextExpiry) this.nextExpiry = e.expiresAt;
-    if (fresh) {
-      const t = blockTarget(e.ip);
-      if (t) t.prefix === 128 || t.prefix === 32 ? this.blockList.addAddress(t.address, t.type) : this.blockList.addSubnet(t.address, t.prefix, t.type);
-    }
+    this.enter(e);
+    // Keys of lifted and replaced bans would pile up in the wheel under a flood the cap trims: rebuilt from the live
+    // bans once they are as many as those, each add paying its share.
+    if (this.wheeled > 2 * this.bans.size + 1024) this.rewheel();
     return fresh;
   }
 
-  remove(source: string): boolean {
-    if (!this.bans.delete(source)) return false;
-    this.lift(1);
-    return true;
-  }
+  remove(source: string): boolean { return this.bans.delete(source); }
 
-  /** Removes several entries (a rebuild per entry was quadratic: a whitelisted range over thousands of bans held the
-   *  loop for minutes); returns the ones that were there. */
+  /** Removes several entries; returns the ones that were there. */
   removeAll(sources: Iterable<string>): string[] {
     const gone: string[] = [];
     for (const s of sources) if (this.bans.delete(s)) gone.push(s);
-    if (gone.length) this.lift(gone.length);
     return gone;
   }
 
-  /** n entries left the bans: refused no more at once (the list confirms its matches); rebuilt once enough did. */
-  private lift(n: number): void {
-    this.lifted += n;
-    if (this.lifted >= Math.max(MIN_LIFTED, this.bans.size)) this.rebuild();
+  /**
+   * Over maxEntries: lifts the entries that would end soonest (automatic ones first), and a hundredth of the cap more,
+   * so that a flood of new bans pays one pass over the list per hundredth, not one per ban. Returns the lifted.
+   */
+  trim(): BanEntry[] {
+    if (this.bans.size <= this.maxEntries) return [];
+    const n = this.bans.size - this.maxEntries + Math.floor(this.maxEntries / 100);
+    const gone = soonestToGo(this.bans, n);
+    for (const e of gone) this.bans.delete(e.ip);
+    return gone;
   }
 
-  /** Drops expired entries (cheap when none is due); returns the expired ones. */
+  /**
+   * Drops the entries ended by `now`, visiting only the slots (seconds) that ended since the last call; returns them.
+   * A ban is lifted at the first whole second at or after its end: up to a second late, as the filter's tick (once a
+   * second with many bans) already had it, and never a rescan of a second's bans at every call.
+   */
   expire(now: number): BanEntry[] {
-    if (now < this.nextExpiry) return [];
     const gone: BanEntry[] = [];
-    let next = Infinity;
-    for (const [k, e] of this.bans) {
-      if (e.expiresAt <= now) { this.bans.delete(k); gone.push(e); } else if (e.expiresAt < next) next = e.expiresAt;
-    }
-    this.nextExpiry = next;
-    if (gone.length) this.lift(gone.length);
+    const upTo = Math.floor(now / SLOT_MS);
+    // Ends entered after their second was swept (a ban taken from elsewhere, already over) wait in the last swept slot.
+    this.sweep(this.swept, Math.max(upTo, this.swept) * SLOT_MS, gone);
+    if (upTo <= this.swept) return gone;
+    // The seconds since the last sweep, or, after a leap of the clock longer than the wheel, the wheel's own slots.
+    const due = upTo - this.swept <= this.wheel.size ? seconds(this.swept + 1, upTo) : [...this.wheel.keys()].filter((k) => k <= upTo);
+    for (const k of due) this.sweep(k, upTo * SLOT_MS, gone);
+    this.swept = upTo;
     return gone;
   }
 
-  private rebuild(): void {
-    this.lifted = 0;
-    const list = new CountingBlockList(this.tally, this.live);
-    let next = Infinity;
-    for (const e of this.bans.values()) {
-      const t = blockTarget(e.ip);
-      if (t) t.prefix === 128 || t.prefix === 32 ? list.addAddress(t.address, t.type) : list.addSubnet(t.address, t.prefix, t.type);
-      if (e.expiresAt < next) next = e.expiresAt;
+  /** Lifts the bans of one slot ended by `end`; a key whose ban was lifted, or replaced with a later end (its key sits
+   *  in that slot too), is passed over. */
+  private sweep(slot: number, end: number, gone: BanEntry[]): void {
+    const keys = this.wheel.get(slot);
+    if (!keys) return;
+    this.wheel.delete(slot);
+    this.wheeled -= keys.length;
+    for (const key of keys) {
+      const e = this.bans.get(key);
+      if (e && e.expiresAt <= end) { this.bans.delete(key); gone.push(e); }
     }
-    this.nextExpiry = next;
-    this.blockList = list;
-    this.install(list);
   }
+
+  private enter(e: BanEntry): void {
+    // An end in a second already swept (a ban taken from elsewhere, already over): in the last swept slot, which the
+    // next expire() sweeps first.
+    const slot = Math.max(Math.ceil(e.expiresAt / SLOT_MS), this.swept);
+    const keys = this.wheel.get(slot);
+    if (keys) keys.push(e.ip); else this.wheel.set(slot, [e.ip]);
+    this.wheeled++;
+  }
+
+  private rewheel(): void {
+    this.wheel = new Map();
+    this.wheeled = 0;
+    for (const e of this.bans.values()) this.enter(e);
+  }
+}
+
+/** The seconds from..to (both included). */
+function seconds(from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let k = from; k <= to; k++) out.push(k);
+  return out;
 }

@@ -3,6 +3,7 @@
 // source must go; this module is the one place that records it, persists it,
 // tells the listeners (accept-time drop, open connections closed) and the
 // other processes and nodes (the DecisionBus). Time is passed in.
+import type { Config } from '../config/schema.ts';
 import type { FilterStore } from '../store/filter-store.ts';
 import type { Logger } from '../log.ts';
 import { Blacklist, type BanEntry } from './blacklist.ts';
@@ -16,6 +17,13 @@ export interface BanPolicy {
   repeatHalfLifeHours: number;
   timeScale: number;
   maxSources: number;
+  /** Most bans held at once (filter.maxBans): past it, those ending soonest are lifted early. None: no cap. */
+  maxBans?: number;
+}
+
+/** The ban policy of the config's filter section. */
+export function banPolicy(f: Pick<Config['filter'], 'repeatGrowth' | 'repeatHalfLifeHours' | 'timeScale' | 'maxSources' | 'maxBans'>): BanPolicy {
+  return { repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources, maxBans: f.maxBans };
 }
 
 export interface DecisionsDeps {
@@ -24,11 +32,10 @@ export interface DecisionsDeps {
   bus?: DecisionBus;
 }
 
-/** The edge, told of what was decided: a banned source's open connections go at once; a new BlockList is installed
- *  on every listener (a BlockList cannot forget an address, so unbans and expiries swap the list). */
+/** The edge, told of what was decided: a banned source's open connections go at once (the accept-time drop needs no
+ *  telling: the listeners' BlockList looks the blacklist up). */
 export interface DecisionWatcher {
   onBan?(source: string): void;
-  setBlockList?(list: import('node:net').BlockList): void;
   /** Another node found a domain under attack (`at`: when it said so last). */
   onRemoteAttack?(domain: string, under: boolean, since: number, reason: string | null, at?: number, failing?: boolean): void;
 }
@@ -44,17 +51,20 @@ export class Decisions {
   /** Monotonic counters for statistics. */
   bansTotal = 0;
   bansExpired = 0;
+  /** Bans lifted early because the blacklist was full (filter.maxBans). */
+  bansEvicted = 0;
+  private evictionLoggedAt = -Infinity;
+  private prunedAt = 0;
   readonly bansByRule = new Map<string, number>();
 
   constructor(policy: BanPolicy, configWhitelist: string[], deps: DecisionsDeps, now: number) {
     this.policy = policy;
     this.deps = deps;
     this.bus = deps.bus ?? new LocalBus();
-    this.blacklist = new Blacklist((list) => { for (const w of this.watchers) w.setBlockList?.(list); });
+    this.blacklist = new Blacklist(policy.maxBans ?? Infinity);
     this.offenders = new LRUCache({ max: policy.maxSources });
     const store = deps.store;
-    // After 20 half-lives an offence weighs less than a millionth: forget it.
-    store.pruneOffenders(now - 20 * this.halfLifeMs());
+    this.pruneOffenders(now);
     for (const [ip, r] of store.loadOffenders()) this.offenders.set(ip, r);
     this.whitelist.setConfigEntries(configWhitelist, now);
     this.whitelist.addAll(parsedEntries(store.loadWhitelist()), 'api');
@@ -62,6 +72,7 @@ export class Decisions {
     // store, it came back at the first start after the entry was taken out again.
     let lifted = 0;
     for (const b of store.loadBans(now)) if (!this.whitelist.covers(b.ip)) this.blacklist.add(b); else { store.deleteBan(b.ip); lifted++; }
+    this.trim(now);
     if (lifted) store.flush();
     this.bus.subscribe((d) => this.apply(d));
   }
@@ -71,8 +82,26 @@ export class Decisions {
 
   reconfigure(policy: BanPolicy, configWhitelist: string[], now: number): void {
     this.policy = policy;
+    this.blacklist.maxEntries = policy.maxBans ?? Infinity;
     this.whitelist.setConfigEntries(configWhitelist, now);
     this.liftWhitelisted();
+    this.trim(now);
+  }
+
+  /**
+   * Over filter.maxBans: the bans that would end soonest are lifted here (a flood of IPv6 /64s, each a source, must
+   * not grow memory without end). Not told to the other processes and nodes: each holds the same cap over the same
+   * bans, and one with room keeps them (Redis too, for a node that starts with a larger cap).
+   */
+  private trim(now: number): void {
+    const gone = this.blacklist.trim();
+    if (!gone.length) return;
+    for (const e of gone) this.deps.store.deleteBan(e.ip);
+    this.bansEvicted += gone.length;
+    if (now - this.evictionLoggedAt >= 60_000) {
+      this.evictionLoggedAt = now;
+      this.deps.log.warn({ lifted: gone.length, maxBans: this.policy.maxBans, liftedInAll: this.bansEvicted }, 'blacklist full (filter.maxBans): the bans ending soonest were lifted early');
+    }
   }
 
   has(source: string): boolean { return this.blacklist.has(source); }
@@ -124,6 +153,7 @@ export class Decisions {
     this.bansByRule.set(e.rule, (this.bansByRule.get(e.rule) ?? 0) + 1);
     this.bus.publish({ kind: 'ban', entry: e });
     this.banned(e.ip);
+    this.trim(e.since);
     return e;
   }
 
@@ -139,8 +169,16 @@ export class Decisions {
     return ok;
   }
 
-  /** Drops the bans that ran out. */
+  /** After 20 half-lives an offence weighs less than a millionth: forgotten by the store, at start and every hour (a
+   *  proxy that runs for months under rotating floods would otherwise keep a row for every source it ever banned). */
+  private pruneOffenders(now: number): void {
+    this.prunedAt = now;
+    this.deps.store.pruneOffenders(now - 20 * this.halfLifeMs());
+  }
+
+  /** Drops the bans that ran out (and, hourly, the offender records that no longer weigh). */
   expire(now: number): number {
+    if (now - this.prunedAt >= 3600_000) this.pruneOffenders(now);
     const gone = this.blacklist.expire(now);
     for (const e of gone) this.deps.store.deleteBan(e.ip);
     this.bansExpired += gone.length;
@@ -187,6 +225,7 @@ export class Decisions {
       this.blacklist.add(d.entry);
       store.putBan(d.entry);
       this.banned(d.entry.ip);
+      this.trim(d.entry.since);
     } else if (d.kind === 'unban') { if (this.blacklist.remove(d.ip)) store.deleteBan(d.ip); }
     else if (d.kind === 'whitelist') this.takeWhitelist([d.entry]);
     else if (d.kind === 'unwhitelist') { if (this.whitelist.remove(d.ip)) store.deleteWhitelist(d.ip); }

@@ -7,7 +7,7 @@ import type net from 'node:net';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
 import type { FilterStore } from '../store/filter-store.ts';
-import type { Decisions } from '../decisions/decisions.ts';
+import { banPolicy, type Decisions } from '../decisions/decisions.ts';
 import type { BanEntry } from '../decisions/blacklist.ts';
 import type { ParsedRange, WhitelistEntry } from '../decisions/lists.ts';
 import type { AttackState } from './attack-mode.ts';
@@ -98,6 +98,7 @@ export class Filter {
     const counters: Record<string, number> = { ...c, droppedConnections, sourcesTracked: this.detector.sourcesTracked, sourcesEvicted: this.detector.sourcesEvicted };
     counters.bans = this.decisions.bansTotal;
     counters.bansExpired = this.decisions.bansExpired;
+    counters.bansEvicted = this.decisions.bansEvicted;
     for (const [rule, n] of this.decisions.bansByRule) counters['bans.' + rule] = n;
     return { blacklistSize: this.decisions.size, underAttack: this.detector.knowledge.underAttack(), droppedConnections, counters };
   }
@@ -105,7 +106,7 @@ export class Filter {
   /** The periodic work; a timer at the edge calls it every 250 ms. */
   tick(): void {
     const now = this.now();
-    // Each expiry rebuilds the BlockList: with many bans, batch them once a second.
+    // An expiry is a pass over the bans: with many, batch them once a second.
     if (this.decisions.size < 1000 || now - this.lastExpire >= 1000) { this.lastExpire = now; this.decisions.expire(now); }
     this.detector.attacks.tick();
     if (now - this.lastFlush >= 1000) { this.lastFlush = now; this.save(); }
@@ -116,7 +117,7 @@ export class Filter {
     this.mode = f.mode;
     this.detector.reconfigure(config);
     this.detector.shared.reconfigure(sharedOptions(config));
-    this.decisions.reconfigure({ repeatGrowth: f.repeatGrowth, repeatHalfLifeHours: f.repeatHalfLifeHours, timeScale: f.timeScale, maxSources: f.maxSources }, f.whitelist, this.now());
+    this.decisions.reconfigure(banPolicy(f), f.whitelist, this.now());
   }
 
   /** Writes what is queued (periodically, at close, and right after a ban: app/edge.ts saveBansAtOnce); false when

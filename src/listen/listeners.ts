@@ -280,11 +280,6 @@ export class Listeners {
     for (const s of this.servers) if (s instanceof tls.Server) s.setTicketKeys(key);
   }
 
-  /** Swaps the BlockList on every listener (the filter rebuilds it when entries expire). */
-  setBlockList(list: net.BlockList): void {
-    for (const s of [...this.servers, ...this.fronts]) (s as net.Server & { blockList: net.BlockList }).blockList = list;
-  }
-
   addresses(): { host: string; port: number; tls: boolean }[] {
     const plain = this.servers.filter((s) => s instanceof http.Server && !(s instanceof https.Server));
     return [...plain, ...this.fronts].map((s) => { const a = s.address() as net.AddressInfo; return { host: a.address, port: a.port, tls: !plain.includes(s as Server) }; });

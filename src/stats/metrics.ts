@@ -67,6 +67,10 @@ export function createMetrics(deps: MetricsDeps): Registry {
     name: 'scrubber_blacklist_size', help: 'Sources on the blacklist now.', registers: [registry],
     collect() { this.set(deps.filter.snapshot().blacklistSize); },
   });
+  new Counter({
+    name: 'scrubber_bans_evicted_total', help: 'Bans lifted before their time because the blacklist was full (filter.maxBans).', registers: [registry],
+    collect() { this.reset(); this.inc(deps.filter.snapshot().counters.bansEvicted ?? 0); },
+  });
   new Gauge({
     name: 'scrubber_under_attack', help: '1 while the domain is in attack mode.', labelNames: ['domain'], registers: [registry],
     collect() {
