@@ -129,6 +129,24 @@ describe('origin guard: the adaptive limit drives the fair queue', () => {
     expect(sim.d.queue.limit).toBe(0);
   });
 
+  it('a domain a reload removed is forgotten once its last request is out (its fair share held megabytes); one back gets a fresh part', () => {
+    const guard = new OriginGuard(config(), { now: () => 0, onOverShare: () => {} });
+    const site = config().domains[0] as DomainConfig;
+    const d = guard.of(site);
+    expect(d.queue.tryEnter()).toBe(true);
+    guard.reconfigure(config({}, { name: 'other.test' }));
+    guard.tick(0);
+    expect(guard.peek('site.test')).toBe(d);
+    expect(guard.queues.has('site.test')).toBe(true);
+    d.queue.leave();
+    guard.tick(250);
+    expect(guard.peek('site.test')).toBeUndefined();
+    expect(guard.queues.has('site.test')).toBe(false);
+    // Back in the config: a part of its own, not the one that was dropped.
+    guard.reconfigure(config());
+    expect(guard.of(site)).not.toBe(d);
+  });
+
   it('started in the middle of a rotating flood, says saturated soon enough for attack mode within 5 s, and holds the origin near its slots', () => {
     const sim = newSim();
     // 400 clients keeping a request each outstanding, a new address for every request; an origin of 8 workers.

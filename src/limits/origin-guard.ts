@@ -120,6 +120,8 @@ export class OriginGuard {
   private readonly domains = new Map<string, DomainOrigin>();
   /** Each domain's queue by name (statistics and the admin API read them). */
   readonly queues = new Map<string, UpstreamQueue>();
+  /** Domains the last reload removed, forgotten once idle. */
+  private readonly removed = new Set<string>();
   private readonly deps: OriginGuardDeps;
   private config: Config;
   private sessionsBehind: ((source: string) => number) | null = null;
@@ -255,6 +257,14 @@ export class OriginGuard {
   /** Every 250 ms; `ownLagMs` is the proxy's own event-loop delay lately (see AdaptiveLimit.ownLagMs). */
   tick(perfNow: number, ownLagMs = 0, meanLagMs = 0): void {
     this.meanLagMs = meanLagMs;
+    // A domain a reload removed is forgotten once its last requests are out (its fair share held up to ~14 MB).
+    for (const name of this.removed) {
+      const d = this.domains.get(name);
+      if (d && (d.queue.active > 0 || d.queue.queued > 0)) continue;
+      this.domains.delete(name);
+      this.queues.delete(name);
+      this.removed.delete(name);
+    }
     for (const d of this.domains.values()) {
       const l = d.limit;
       if (l) l.ownLagMs = ownLagMs;
@@ -264,9 +274,11 @@ export class OriginGuard {
     }
   }
 
-  /** A reload: new ceilings, queue settings, adaptive on or off. A removed domain's part keeps counting its last requests out. */
+  /** A reload: new ceilings, queue settings, adaptive on or off. A removed domain's part keeps counting its last requests
+   *  out, then goes (tick). */
   reconfigure(config: Config): void {
     this.config = config;
+    this.removed.clear();
     const f = config.filter.fairShare;
     for (const [name, d] of this.domains) {
       const domain = config.domains.find((x) => x.name === name);
@@ -275,7 +287,7 @@ export class OriginGuard {
       d.share.opts.overShareRatio = f.overShareRatio;
       d.share.opts.persistMs = f.banAfterSeconds * 1000;
       if (domain) this.apply(d, domain);
-      else { d.limit = null; d.queue.setLimit(0); }
+      else { d.limit = null; d.queue.setLimit(0); this.removed.add(name); }
     }
   }
 
