@@ -55,6 +55,9 @@ export class Decisions {
   bansEvicted = 0;
   private evictionLoggedAt = -Infinity;
   private prunedAt = 0;
+  /** When each recently unbanned source was unbanned (here or on another node): a ban decided before that, which a
+   *  worker sends up only now, is not taken as new. */
+  private readonly unbannedAt = new LRUCache<string, number>({ max: 10_000 });
   readonly bansByRule = new Map<string, number>();
 
   constructor(policy: BanPolicy, configWhitelist: string[], deps: DecisionsDeps, now: number) {
@@ -142,6 +145,8 @@ export class Decisions {
   adopt(e: BanEntry): void {
     const mine = this.blacklist.get(e.ip);
     if (mine && mine.since >= e.since) return;
+    // An unban made after the worker decided (it had not heard of it): the later decision stands here too.
+    if ((this.unbannedAt.get(e.ip) ?? -Infinity) >= e.since) return;
     if (!this.whitelist.covers(e.ip)) this.record(e);
   }
 
@@ -158,6 +163,7 @@ export class Decisions {
   }
 
   unban(source: string, now: number): boolean {
+    this.unbannedAt.set(source, now);
     const ok = this.drop(source);
     if (ok) { this.bus.publish({ kind: 'unban', ip: source, at: now }); this.deps.store.flush(); }
     return ok;
@@ -226,7 +232,10 @@ export class Decisions {
       store.putBan(d.entry);
       this.banned(d.entry.ip);
       this.trim(d.entry.since);
-    } else if (d.kind === 'unban') { if (this.blacklist.remove(d.ip)) store.deleteBan(d.ip); }
+    } else if (d.kind === 'unban') {
+      if (d.at !== undefined && d.at > (this.unbannedAt.get(d.ip) ?? -Infinity)) this.unbannedAt.set(d.ip, d.at);
+      if (this.blacklist.remove(d.ip)) store.deleteBan(d.ip);
+    }
     else if (d.kind === 'whitelist') this.takeWhitelist([d.entry]);
     else if (d.kind === 'unwhitelist') { if (this.whitelist.remove(d.ip)) store.deleteWhitelist(d.ip); }
     else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason, d.at, d.failing === true);
