@@ -166,6 +166,27 @@ describe('store', () => {
     db.close();
   });
 
+  // After a long downtime or a lowered retention the backlog is millions of buckets: one transaction held the proxy
+  // for as long as it took. It goes in steps of a bounded number of rows, the event loop running in between.
+  it('prunes a backlog in steps of at most rowsPerStep rows, each leaving the rest for the next', () => {
+    const db = openStore(fs.mkdtempSync(path.join(os.tmpdir(), 'scrubber-prune-')));
+    const s = new StatsStore(db);
+    const c = newCounters();
+    c[F.reqIn] = 1;
+    const g = new Float64Array([1, 0, 0, 0, 0]);
+    const N = 1200, keep = 5;
+    const ts = Array.from({ length: N + keep }, (_, i) => 180 * (i + 1));
+    s.write(ts.map((t) => ({ domain: 'a.test', t, c })), ts.map((t) => ({ t, g })));
+    const now = 180 * (N + 1) + 86400; // retention 1 day: the first N buckets go
+    const count = (table: string) => (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    const left: number[] = [];
+    for (const _ of s.pruneSteps(now, 1, 500)) left.push(count('stats_domain_bucket') + count('stats_global_bucket'));
+    // 1,200 rows in steps of 500 (500, 500, 200) for the domain, then for the global table.
+    expect(left).toEqual([2 * (N + keep) - 500, 2 * (N + keep) - 1000, N + 2 * keep, N + 2 * keep - 500, N + 2 * keep - 1000, 2 * keep]);
+    expect(s.domainRows('a.test', 0, now).map((r) => r.t)).toEqual(ts.slice(N));
+    db.close();
+  });
+
   // The hourly prune runs on the event loop: with 430 days of buckets for many domains, a statement that reads
   // the whole table (SCAN) blocks the proxy for as long as that takes. Every statement it runs must go through a key.
   it('prunes through the keys (SEARCH, never a SCAN), deleting exactly the rows past retention, on a real store file', () => {

@@ -55,6 +55,11 @@ export interface Stats {
 export const DEFAULT_FLUSH_MS = 5000;
 const PRUNE_EVERY_MS = 3600_000;
 
+/** Runs the prune's steps with a turn of the event loop between each (requests go on meanwhile). */
+async function pruneInSteps(steps: Generator<void>): Promise<void> {
+  for (const _ of steps) await new Promise((r) => setImmediate(r));
+}
+
 export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions = {}): Stats {
   const now = opts.now ?? Date.now;
   const recorder = new Recorder(now);
@@ -64,6 +69,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   const registry = createMetrics({ recorder, filter: deps.filter, upstreams: deps.upstreams, queues: deps.queues, clock: deps.clock });
   let lastSample = now();
   let lastPrune = 0;
+  let pruning = false;
   let closed = false;
 
   const flush = () => {
@@ -79,9 +85,12 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
       recorder.keepBounded();
       deps.log.warn({ err: (e as Error).message }, 'stats: writing to the store failed; kept in memory, will retry');
     }
-    if (t - lastPrune >= PRUNE_EVERY_MS) {
+    if (t - lastPrune >= PRUNE_EVERY_MS && !pruning) {
       lastPrune = t;
-      try { store.prune(t / 1000, deps.config().stats.retentionDays); } catch (e) { deps.log.warn({ err: (e as Error).message }, 'stats: pruning old buckets failed'); }
+      pruning = true;
+      void pruneInSteps(store.pruneSteps(t / 1000, deps.config().stats.retentionDays))
+        .catch((e) => deps.log.warn({ err: (e as Error).message }, 'stats: pruning old buckets failed'))
+        .finally(() => { pruning = false; });
     }
   };
 

@@ -9,6 +9,8 @@ import { outboxPayload, totalsPayloads } from './cluster.ts';
 
 /** Kept for more than 13 months (SPEC: at least 13), so last year's same month can always be billed again. */
 export const DEFAULT_RETENTION_DAYS = 430;
+/** Buckets the hourly prune deletes per step (a step of 5,000 rows takes a few ms; the event loop runs in between). */
+const PRUNE_STEP_ROWS = 5000;
 
 /** Buckets per outbox row when a node pushes its whole totals again (rebuildOutbox), and per step reading them. */
 const REBUILD_ROWS = 500;
@@ -181,20 +183,36 @@ export class StatsStore {
   }
 
   /**
-   * Deletes the buckets past retention; runs hourly, on the event loop. The key is (domain, t): `WHERE t < ?` alone
-   * reads the whole table (SCAN: every bucket of every domain, millions of rows at 430 days), so the old buckets are
-   * deleted domain by domain, each a range of the key, in one transaction (one commit). No index on t: it would cost
-   * every new bucket a write, and building it on an existing store would hold up the start.
+   * Deletes the buckets past retention, in steps of at most `rowsPerStep` rows, yielding after each (the caller
+   * lets the event loop run between them: after a long downtime, or a retention lowered, the backlog is millions of
+   * rows, and one transaction held the proxy for as long as it took). The key is (domain, t): `WHERE t < ?` alone
+   * reads the whole table (SCAN), so each step deletes a range of one domain's key, up to the step's last bucket
+   * (found through the key as well). No index on t: it would cost every new bucket a write.
    */
-  prune(nowS: number, retentionDays = DEFAULT_RETENTION_DAYS): void {
+  *pruneSteps(nowS: number, retentionDays = DEFAULT_RETENTION_DAYS, rowsPerStep = PRUNE_STEP_ROWS): Generator<void> {
     const before = nowS - retentionDays * 24 * 3600;
+    const edge = this.db.prepare('SELECT t FROM stats_domain_bucket WHERE domain = ? AND t < ? ORDER BY t LIMIT 1 OFFSET ?');
     const old = this.db.prepare('DELETE FROM stats_domain_bucket WHERE domain = ? AND t < ?');
-    const domains = this.domains();
-    this.db.exec('BEGIN');
-    try {
-      for (const domain of domains) old.run(domain, before);
-      this.db.prepare('DELETE FROM stats_global_bucket WHERE t < ?').run(before);
-      this.db.exec('COMMIT');
-    } catch (e) { this.db.exec('ROLLBACK'); throw e; }
+    for (const domain of this.domains()) {
+      for (;;) {
+        const next = edge.get(domain, before, rowsPerStep) as { t: number } | undefined;
+        old.run(domain, next ? next.t : before);
+        yield;
+        if (!next) break;
+      }
+    }
+    const gEdge = this.db.prepare('SELECT t FROM stats_global_bucket WHERE t < ? ORDER BY t LIMIT 1 OFFSET ?');
+    const gOld = this.db.prepare('DELETE FROM stats_global_bucket WHERE t < ?');
+    for (;;) {
+      const next = gEdge.get(before, rowsPerStep) as { t: number } | undefined;
+      gOld.run(next ? next.t : before);
+      yield;
+      if (!next) break;
+    }
+  }
+
+  /** Every step of pruneSteps at once (tests, tools). */
+  prune(nowS: number, retentionDays = DEFAULT_RETENTION_DAYS): void {
+    for (const _ of this.pruneSteps(nowS, retentionDays)) { /* each step commits by itself */ }
   }
 }
