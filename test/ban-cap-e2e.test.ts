@@ -8,7 +8,7 @@ import { startOrigin, startWorkersCli, request, rawExchange, type Origin } from 
 let origin: Origin;
 let proxy: Awaited<ReturnType<typeof startWorkersCli>>;
 const CAP = 3;
-const ip = (i: number) => `127.0.0.${81 + i}`;
+const ip = (i: number) => `127.0.0.${81 + i}`; // 0–5
 
 beforeAll(async () => {
   origin = await startOrigin();
@@ -31,5 +31,10 @@ describe('filter.maxBans', () => {
     for (const i of [0, 1]) expect(await answered(i), ip(i)).toBe(true);
     for (const i of [2, 3, 4]) expect(await answered(i), ip(i)).toBe(false);
     await expect.poll(async () => Number(/^scrubber_bans_evicted_total (\d+)/m.exec((await request(`${admin}/metrics`)).body)?.[1] ?? -1), { timeout: 12000, interval: 500 }).toBe(2);
+    // A ban ending sooner than all the (manual) ones held is lifted as soon as it is made: the answer says so.
+    const short = await request(`${admin}/api/blacklist/${ip(5)}`, { method: 'PUT', body: JSON.stringify({ ttlSeconds: 60, reason: 'test' }) });
+    expect(short.status).toBe(200);
+    expect(JSON.parse(short.body)).toMatchObject({ ip: ip(5), listed: false });
+    expect(await answered(5)).toBe(true);
   });
 });

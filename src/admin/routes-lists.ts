@@ -42,7 +42,9 @@ export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
     const reason = b.reason ?? 'manual';
     if (typeof reason !== 'string' || reason.length > 500) throw new HttpError(400, 'reason must be a string of at most 500 characters');
     if (f.isWhitelistedSource(ip)) throw new HttpError(400, `${ip} is whitelisted; remove it from the whitelist first`);
-    return { ...banJson(f.manualBan(ip, ttl, reason)), listed: true };
+    const e = f.manualBan(ip, ttl, reason);
+    // A blacklist full of longer manual bans (filter.maxBans) lifts this one at once: it is said so.
+    return { ...banJson(e), listed: f.banOf(ip) === e };
   });
 
   admin.route('DELETE', '/api/blacklist/:ip', ({ params }) => {

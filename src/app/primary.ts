@@ -52,6 +52,8 @@ class FanoutBus implements DecisionBus {
   get clock(): DecisionBus['clock'] { return this.inner.clock; }
   // Not an attack state: the workers hear the node's own, as judged here (primary.ts tellAttack).
   publish(d: Decision): void { this.inner.publish(d); if (d.kind !== 'attack') this.down(d); }
+  // Lifted early by the node's cap: its workers lift them too (they hold every ban of the node, for its requests).
+  evicted(ips: string[]): void { this.inner.evicted?.(ips); for (const ip of ips) this.down({ kind: 'unban', ip }); }
   subscribe(fn: (d: Decision) => void): void { this.inner.subscribe((d) => { fn(d); if (d.kind !== 'attack') this.down(d); }); }
   snapshot(now: number, local?: DecisionSnapshot) { return this.inner.snapshot(now, local); }
   secret(local: Buffer) { return this.inner.secret(local); }

@@ -168,7 +168,7 @@ export const schema = {
     scoreThreshold: { doc: 'A source whose combined score (sum of rule weight x bucket fill) reaches this is banned, even with every bucket under capacity.', format: Number, default: 1 },
     whitelist: { doc: 'Addresses or CIDR ranges (no broader than /16 IPv4, /48 IPv6) never blocked nor challenged.', format: 'json-array', default: [] },
     maxSources: { doc: 'Most sources remembered at once (least recently seen go first): bounds the filter memory (about 200 bytes each, allocated as sources arrive).', format: nat, default: 100000 },
-    maxBans: { doc: 'Most bans held at once (about 300 bytes each): past it, the bans that would end soonest are lifted early, automatic before manual, so that a flood of ever new sources (IPv6 /64s) cannot grow memory without end. Each process and node applies it to the bans it holds.', format: nat, default: 500000 },
+    maxBans: { doc: 'Most bans held at once (about 300 bytes each): past it, the bans that would end soonest are lifted early, automatic before manual, so that a flood of ever new sources (IPv6 /64s) cannot grow memory without end. Each node applies it to the bans it holds, and with workers each process holds them all: the memory is per process.', format: nat, default: 500000 },
     timeScale: { doc: 'Multiplies ban times (after clamping to 5 min..8 h), trust time and offender decay; 1 in production, small in tests and labs.', format: Number, default: 1 },
     repeatGrowth: { doc: 'A repeat offender\'s ban time is multiplied by this for each earlier (decayed) ban.', format: Number, default: 2 },
     repeatHalfLifeHours: { doc: 'An offender\'s count of earlier bans halves every this many hours.', format: Number, default: 24 },

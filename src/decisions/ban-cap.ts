@@ -1,39 +1,30 @@
 // Which bans go when the blacklist is full (filter.maxBans): those that would
 // end soonest lose the least protection. An operator's bans go only once no
-// automatic one is left: they were asked for by name. Pure; linear in the bans
-// (three passes, a histogram of expiries), no sort of the whole list: the cap
-// is met while a flood is being banned, in the process that accepts.
+// automatic one is left: they were asked for by name. Pure; it reads the
+// blacklist's expiry wheel (the keys ending in each second), so it visits the
+// seconds in order and stops once it has enough: no sort of the bans, however
+// their ends are spread (a histogram over the spread of ends put a flood of
+// 5-minute bans beside one 8-hour ban into one bucket, and sorted it whole).
 
 export interface Expiring { ip: string; rule: string; expiresAt: number }
 
-const BUCKETS = 1024;
-
-/** The n entries (or all, when fewer) that end soonest, automatic before manual. */
-export function soonestToGo<E extends Expiring>(bans: ReadonlyMap<string, E>, n: number): E[] {
-  if (n <= 0) return [];
-  const auto = soonest(bans, n, false);
-  return auto.length >= n ? auto : auto.concat(soonest(bans, n - auto.length, true));
-}
-
-function soonest<E extends Expiring>(bans: ReadonlyMap<string, E>, n: number, manual: boolean): E[] {
-  const mine = (e: E) => (e.rule === 'manual') === manual;
-  let lo = Infinity, hi = -Infinity, count = 0;
-  for (const e of bans.values()) if (mine(e)) { count++; if (e.expiresAt < lo) lo = e.expiresAt; if (e.expiresAt > hi) hi = e.expiresAt; }
-  if (count <= n) return [...bans.values()].filter(mine);
-  const width = (hi - lo) / BUCKETS || 1;
-  const bucketOf = (t: number) => Math.min(BUCKETS - 1, Math.floor((t - lo) / width));
-  const counts = new Uint32Array(BUCKETS);
-  for (const e of bans.values()) if (mine(e)) counts[bucketOf(e.expiresAt)]++;
-  // The bucket where the n-th soonest falls: everything before it goes, and the soonest part of it.
-  let edge = 0, before = 0;
-  while (before + counts[edge] < n) before += counts[edge++];
-  const out: E[] = [], atEdge: E[] = [];
-  for (const e of bans.values()) {
-    if (!mine(e)) continue;
-    const b = bucketOf(e.expiresAt);
-    if (b < edge) out.push(e); else if (b === edge) atEdge.push(e);
+/** The n live entries (or all, when fewer) that end soonest, to the second, automatic before manual. `slotMs`: the
+ *  wheel's slot width; a key in a slot before its entry's own is a ban since replaced with a later end, passed over. */
+export function soonestToGo<E extends Expiring>(wheel: ReadonlyMap<number, readonly string[]>, bans: ReadonlyMap<string, E>, n: number, slotMs: number): E[] {
+  const out: E[] = [];
+  if (n <= 0) return out;
+  const slots = [...wheel.keys()].sort((a, b) => a - b);
+  const taken = new Set<string>();
+  for (const manual of [false, true]) {
+    for (const s of slots) {
+      for (const key of wheel.get(s)!) {
+        const e = bans.get(key);
+        if (!e || (e.rule === 'manual') !== manual || Math.ceil(e.expiresAt / slotMs) > s || taken.has(key)) continue;
+        taken.add(key);
+        out.push(e);
+        if (out.length >= n) return out;
+      }
+    }
   }
-  atEdge.sort((a, b) => a.expiresAt - b.expiresAt);
-  for (let i = 0; i < n - before; i++) out.push(atEdge[i]);
   return out;
 }

@@ -57,6 +57,10 @@ export interface DecisionBus {
   /** The TLS session ticket key every node uses in `period` (listen/ticket-keys.ts), `mine` offered when there is
    *  none yet; `mine` when the shared store is out of reach. Absent: a node alone. */
   ticketKey?(period: number, ttlMs: number, mine: Buffer): Promise<Buffer>;
+  /** This process lifted these bans early (filter.maxBans): a bus that remembers what is in force forgets them too (so
+   *  its memory is bounded as the blacklist's is), and one with processes below it has them lift them as well. Not a
+   *  decision for the cluster: each node applies the cap to what it holds. */
+  evicted?(ips: string[]): void;
   /** False while the shared store is out of reach (the node keeps protecting on what it knows). */
   readonly healthy: boolean;
   /** Healthy (connected) but what this node decides is not reaching the others (the shared store refuses writes, or

@@ -100,6 +100,7 @@ export class Decisions {
     const gone = this.blacklist.trim();
     if (!gone.length) return;
     for (const e of gone) this.deps.store.deleteBan(e.ip);
+    this.bus.evicted?.(gone.map((e) => e.ip));
     this.bansEvicted += gone.length;
     if (now - this.evictionLoggedAt >= 60_000) {
       this.evictionLoggedAt = now;
@@ -146,7 +147,8 @@ export class Decisions {
     const mine = this.blacklist.get(e.ip);
     if (mine && mine.since >= e.since) return;
     // An unban made after the worker decided (it had not heard of it): the later decision stands here too.
-    if ((this.unbannedAt.get(e.ip) ?? -Infinity) >= e.since) return;
+    // (A tie is taken: the ban then shows, and can be lifted again; refused, the worker would keep one nobody sees.)
+    if ((this.unbannedAt.get(e.ip) ?? -Infinity) > e.since) return;
     if (!this.whitelist.covers(e.ip)) this.record(e);
   }
 
@@ -162,10 +164,13 @@ export class Decisions {
     return e;
   }
 
+  /** An operator's unban; true when the source was banned here. Told to every process and node whether or not: one
+   *  may hold a ban this process's cap (filter.maxBans) lifted early, and the operator means the source everywhere. */
   unban(source: string, now: number): boolean {
     this.unbannedAt.set(source, now);
     const ok = this.drop(source);
-    if (ok) { this.bus.publish({ kind: 'unban', ip: source, at: now }); this.deps.store.flush(); }
+    this.bus.publish({ kind: 'unban', ip: source, at: now });
+    this.deps.store.flush();
     return ok;
   }
 

@@ -104,11 +104,9 @@ export class RedisBus implements DecisionBus {
   get healthy(): boolean { return this.cmdReady && this.subReady && !this.closed; }
   /** Connected, yet what this node decides is not reaching the others: Redis refuses writes, or they wait too long. */
   get writeProblem(): WriteProblem { return this.healthy ? this.writes.problem(this.pending.size, Date.now()) : null; }
-
   get catchingUp(): boolean { return this.resyncing; } // a catch-up is under way (tests wait for its end)
   /** Decisions waiting to be written (while Redis is out of reach). */
   get pendingCount(): number { return this.pending.size; }
-
   publish(d: Decision): void {
     if (this.closed) return;
     try {
@@ -122,6 +120,8 @@ export class RedisBus implements DecisionBus {
   }
 
   subscribe(fn: (d: Decision) => void): void { this.subscribers.push(fn); }
+  /** Lifted early by this node's cap: no longer part of what it knows in force (so that stays bounded too). */
+  evicted(ips: string[]): void { for (const ip of ips) this.known.bans.delete(ip); }
 
   async snapshot(now: number, local?: DecisionSnapshot): Promise<RedisSnapshot> {
     // What this node holds is known: the catch-up lifts what others lifted, or writes it back (first contact, wiped).
