@@ -93,8 +93,9 @@ export class Decisions {
 
   /**
    * Over filter.maxBans: the bans that would end soonest are lifted here (a flood of IPv6 /64s, each a source, must
-   * not grow memory without end). Not told to the other processes and nodes: each holds the same cap over the same
-   * bans, and one with room keeps them (Redis too, for a node that starts with a larger cap).
+   * not grow memory without end). Not a decision for the cluster: each node applies its own cap to the same bans, and
+   * one with room keeps them (Redis too, for a node that starts with a larger cap). The bus is told all the same: what
+   * it remembers of the cluster's bans forgets them, and a primary's workers lift them too.
    */
   private trim(now: number): void {
     const gone = this.blacklist.trim();
