@@ -32,6 +32,7 @@ import { createFilter } from './build-filter.ts';
 import { closeState, loggedUpstreams, redisLocal, saveBansAtOnce } from './edge.ts';
 import { applyOrKeep, checkReload, clusterStats, refuseReload, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
+import { readConfigFiles } from '../config/files.ts';
 
 export interface Primary {
   readonly config: Config;
@@ -65,6 +66,8 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const log = opts.log;
   const now = Date.now;
   let current = config;
+  // The certificates, keys and CA bundle as read now: what every worker builds its TLS from (config/files.ts).
+  let files = readConfigFiles(config);
   const demo: http.Server | null = config.demo.enabled ? await startDemoOrigin(config.demo.host, config.demo.port) : null;
   const db = openStore(config.state.dir);
   const store = new SqliteFilterStore(db);
@@ -106,6 +109,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       ticketKey: (tickets?.current ?? randomBytes(48)).toString('base64'),
       health: upstreams.healthById(),
       attacks: nodeAttacks.underAttack(),
+      files,
     };
   };
   // Attack mode is judged here, once for the node, on the sum of every worker's seconds of a domain; the workers are
@@ -145,13 +149,16 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
     reload(next) {
       const r = checkReload(next, opts.configFile, current);
       if (!r.ok) return refuseReload(log, r.problems);
+      let nextFiles: [string, string][];
+      try { nextFiles = readConfigFiles(r.config); } catch (e) { return refuseReload(log, [`(reload): ${(e as Error).message}`]); }
       // The primary's own parts first: the config in force (the API's, a new worker's) and the workers' change only
       // once they took it, so a reload that fails leaves every process on the running config.
       const done = applyOrKeep(log, r.config, current, (c) => { upstreams.apply(c); filter.reconfigure(c); });
       if (!done.ok) return done;
       current = r.config;
+      files = nextFiles;
       log.level = r.config.log.level;
-      workers.broadcast({ t: 'reload', config: r.config, health: upstreams.healthById() });
+      workers.broadcast({ t: 'reload', config: r.config, health: upstreams.healthById(), files });
       workers.watchdogMs = r.config.workerWatchdogMs;
       tokens.opts = { maxNetworks: r.config.filter.challenge.maxNetworksPerToken, maxTokens: r.config.filter.maxSources };
       log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');

@@ -11,6 +11,7 @@ import { workerConfig, type ToWorker, type WorkerInit, type WorkerReport } from 
 import { applyConfig, buildEdge } from './edge.ts';
 import type { Sample } from '../detect/attack-mode.ts';
 import { TICK_MS } from './app.ts';
+import { holdConfigFiles } from '../config/files.ts';
 
 /** How often a worker sends what it counted (the primary's totals lag by at most this much, unless it asks). */
 const REPORT_MS = 1000;
@@ -22,6 +23,8 @@ export interface Worker {
 /** `exit` says 'stopped' to the primary and ends the process once that is sent. */
 export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: () => void): Worker {
   const now = Date.now;
+  // Its TLS from the bytes the primary read, not the disk (config/files.ts).
+  holdConfigFiles(init.files);
   const config = workerConfig(init.config, init.workers);
   const bus = new WorkerBus(send);
   const store = new WorkerStore(init, send);
@@ -98,8 +101,10 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       else if (m.t === 'secret') bus.deliverSecret(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });
       else if (m.t === 'reload') {
-        // The primary put this config in force (it read the same files): a worker that cannot (a certificate changed
-        // in between) would serve another one for good. It ends instead; the one started in its place has the primary's.
+        // The primary put this config in force, with the files it read (config/files.ts): a worker applies the same
+        // bytes. One that still cannot would serve another config for good: it ends, and the one started in its place
+        // takes the primary's config and files.
+        holdConfigFiles(m.files);
         try { applyConfig(edge, workerConfig(m.config, init.workers)); } catch (e) {
           log.error({ err: e }, 'config reload failed in this worker; it restarts on the config in force');
           process.exit(1);

@@ -35,6 +35,8 @@ export interface WorkerInit {
   /** Domains the node filters as under attack now (found by another worker, or on another node): a replaced worker
    *  filters them from its start, as the worker it replaces did. */
   attacks: ({ domain: string } & NodeAttack)[];
+  /** The files the config names, as the primary read them ([path, base64]: config/files.ts). */
+  files: [string, string][];
 }
 
 /** One worker's counts since its last report (statistics deltas) and its state now (gauges). */
@@ -57,7 +59,7 @@ export type ToWorker =
   | { t: 'conn'; l: number }
   | { t: 'decision'; d: Decision }
   /** With the upstreams' health after the reload: one the primary rebuilt starts healthy where a worker kept its own. */
-  | { t: 'reload'; config: Config; health: [string, boolean][] }
+  | { t: 'reload'; config: Config; health: [string, boolean][]; files: [string, string][] }
   /** An upstream went down or came back (the primary keeps the node's state; upstream/health.ts). */
   | { t: 'health'; id: string; healthy: boolean }
   /** The TLS session ticket key changed (base64). */

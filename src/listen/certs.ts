@@ -1,14 +1,14 @@
 // The certificates of the TLS listeners: loaded from the config (and again on
 // reload), chosen by SNI, with a default for a ClientHello that names no host.
 import tls from 'node:tls';
-import fs from 'node:fs';
 import type { Config } from '../config/schema.ts';
+import { configFile } from '../config/files.ts';
 
 /** Loads the certificates of the config into SNI contexts; throws with the file name when one is unreadable. */
 export function loadCertificates(config: Config): Map<string, tls.SecureContext> {
   const map = new Map<string, tls.SecureContext>();
   for (const c of config.tls.certs) {
-    const ctx = tls.createSecureContext({ cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) });
+    const ctx = tls.createSecureContext({ cert: configFile(c.cert), key: configFile(c.key) });
     for (const d of c.domains) map.set(d.toLowerCase(), ctx);
   }
   return map;
@@ -21,7 +21,7 @@ export function loadCertificates(config: Config): Map<string, tls.SecureContext>
  */
 export function defaultCertificate(config: Config): { cert: Buffer; key: Buffer } | Record<string, never> {
   const c = config.tls.certs[0];
-  return c ? { cert: fs.readFileSync(c.cert), key: fs.readFileSync(c.key) } : {};
+  return c ? { cert: configFile(c.cert), key: configFile(c.key) } : {};
 }
 
 /** Every certificate file of a config, read (what a reload does before it changes anything; throws as the above). */

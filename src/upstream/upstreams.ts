@@ -1,18 +1,18 @@
 // Upstream servers of each domain: one undici Pool per server, its health
 // state and its active checker. Objects survive a config reload when the
 // server's settings did not change, so health and warm connections carry over.
-import fs from 'node:fs';
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import { Pool, buildConnector, errors } from 'undici';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/validate.ts';
+import { configFile } from '../config/files.ts';
 import { changesNothing, initialHealth, nextHealth, OutcomeRuns, outcomesOf, probe, probeOk, type Health, type ProbeResult, type UpstreamTls } from './health.ts';
 import { RR_PERIOD, tryOrder } from './balancer.ts';
 
 /** An extra CA bundle is added to the system roots, not put in their place. */
 function upstreamTls(up: Config['upstream']): UpstreamTls {
-  return up.caFile ? { rejectUnauthorized: up.rejectUnauthorized, ca: [...tls.rootCertificates, fs.readFileSync(up.caFile, 'utf8')] } : { rejectUnauthorized: up.rejectUnauthorized };
+  return up.caFile ? { rejectUnauthorized: up.rejectUnauthorized, ca: [...tls.rootCertificates, configFile(up.caFile).toString('utf8')] } : { rejectUnauthorized: up.rejectUnauthorized };
 }
 
 /**
