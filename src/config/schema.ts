@@ -62,6 +62,7 @@ export interface Config {
     idleTimeoutMs: number;
     minBodyRateBytesPerSec: number;
     minBodyRateGraceMs: number;
+    sendTimeoutMs: number;
     maxConnectionsPerSource: number;
     maxInflightPerSource: number;
     bufferBodyBytes: number;
@@ -143,6 +144,7 @@ export const schema = {
     idleTimeoutMs: { doc: 'Idle client keep-alive connections are closed after this.', format: nat, default: 5000 },
     minBodyRateBytesPerSec: { doc: 'Slowest accepted request-body rate (after the grace period); slower is cut (408).', format: nat, default: 1024 },
     minBodyRateGraceMs: { doc: 'Time before the minimum body rate is enforced.', format: nat, default: 5000 },
+    sendTimeoutMs: { doc: 'A client that takes no byte of its response for this long is disconnected (nginx\'s send_timeout), and its source gets a "slow" signal. At least 1.', format: nat, default: 60000 },
     maxConnectionsPerSource: { doc: 'Concurrent client connections per source address (IPv6 per /64), times the people seen behind it (filter.nat); at the cap its idle keep-alive connections are closed before a new one is refused.', format: nat, default: 64 },
     maxInflightPerSource: { doc: 'Requests from one source (IPv6 per /64) in flight to the upstream at once, times the people seen behind it (filter.nat); past it the proxy answers 503 (X-Scrubber: overloaded, Retry-After: 1), or 429 to a request the challenge policy exempts. 0 = no cap.', format: nat, default: 24 },
     bufferBodyBytes: { doc: 'Request bodies are read at the edge, up to this many bytes, before the request goes upstream (a slow POST then holds no upstream slot); a longer body streams on after them. 0 = stream at once.', format: nat, default: 1024 * 1024 },

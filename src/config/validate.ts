@@ -235,7 +235,7 @@ export function validateStructure(cfg: Config): string[] {
   if (cfg.listen.length === 0 && cfg.tls.listen.length === 0) problems.push('listen: no listener configured');
   checkBindClashes(cfg, problems);
   // Each of these makes every request fail (0 headers allowed) or removes a deadline Node treats 0 as "none" for.
-  for (const k of ['maxHeaderCount', 'maxHeaderBytes', 'headerTimeoutMs', 'requestTimeoutMs', 'idleTimeoutMs'] as const) {
+  for (const k of ['maxHeaderCount', 'maxHeaderBytes', 'headerTimeoutMs', 'requestTimeoutMs', 'idleTimeoutMs', 'sendTimeoutMs'] as const) {
     if (cfg.limits[k] === 0) problems.push(`limits.${k}: must be at least 1`);
   }
   // No room for a ban would lift each at once: the filter would ban and forget in the same breath.

@@ -20,7 +20,7 @@ import { Counters } from './counters.ts';
 import { suspects } from './suspects.ts';
 import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
 import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
-import { PASS, DROP, SLOW_CODES, CHALLENGE_GRACE_MS, NAT_GRACE_MS, type Verdict, type DetectorDeps } from './verdict.ts';
+import { PASS, DROP, SLOW_CODES, SLOW_READER, CHALLENGE_GRACE_MS, NAT_GRACE_MS, type Verdict, type DetectorDeps } from './verdict.ts';
 
 export type { Verdict, DetectorDeps };
 
@@ -154,6 +154,10 @@ export class Detector {
     if (s.score >= 0.3 * this.cfg.scoreThreshold) return 2;
     return s.goodSince > 0 || s.trustUntil > this.d.now() ? 0 : 1;
   }
+
+  /** A client the send deadline cut after its request was observed (a slow reader of a response that fitted in the
+   *  read-ahead): as slow as a slowloris. */
+  onSlowReader(source: string): void { this.onClientError(source, SLOW_READER); }
 
   /** A request that never became one (slow headers, parse errors, timeouts). */
   onClientError(source: string, kind: string): void {

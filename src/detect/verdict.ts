@@ -11,8 +11,10 @@ export type Verdict = { kind: 'pass' } | { kind: 'drop' } | { kind: 'challenge';
 export const PASS: Verdict = { kind: 'pass' };
 export const DROP: Verdict = { kind: 'drop' };
 
-/** Client errors that mean "too slow" (slowloris); those from the parser mean "not HTTP"; the rest (resets) are ordinary. */
-export const SLOW_CODES = new Set(['HPE_HEADERS_TIMEOUT', 'ERR_HTTP_REQUEST_TIMEOUT']);
+/** Client errors that mean "too slow" (slowloris; a reader cut by the send deadline after its request was observed);
+ *  those from the parser mean "not HTTP"; the rest (resets) are ordinary. */
+export const SLOW_READER = 'SLOW_READER';
+export const SLOW_CODES = new Set(['HPE_HEADERS_TIMEOUT', 'ERR_HTTP_REQUEST_TIMEOUT', SLOW_READER]);
 /** How often what was learned of each domain's traffic is saved (and on close): a crash loses at most this much learning. */
 export const LEARNED_SAVE_MS = 60_000;
 /** A browser follows the challenge's 302 within this; until then the source's other newcomers ignored nothing. */

@@ -48,21 +48,17 @@ export class RequestFlow {
   private readonly socket: Duplex | null;
   private readonly upgradeHead: Buffer | null;
   private readonly started = performance.now();
-  private domain: DomainConfig | null = null;
-  private host = '';
-  private origin: DomainOrigin | null = null;
+  private domain: DomainConfig | null = null; private host = ''; private origin: DomainOrigin | null = null;
   /** Holds a place in the domain's upstream queue: given back at the upstream's response headers, or when it fails. */
   private slot = false;
   /** Holds a place in the domain's newcomers' slice (under attack, a source without a history): given back once. */
   private newcomer = false;
-  private declared = 0;
-  private holding = false;
+  private declared = 0; private holding = false;
   private meter: BodyMeter | null = null;
   private buffering: { cancel(): void } | null = null;
   private waiter: Waiter | null = null;
   private settled = false;
-  private queuedAt = 0;
-  private queuedMs = 0;
+  private queuedAt = 0; private queuedMs = 0;
   /** performance.now() when it went upstream (the origin guard reads it: see outlived). */
   sentAt = 0;
   /** Links of the domain's HolderList (limits/holders.ts). */
@@ -207,7 +203,7 @@ export class RequestFlow {
     this.origin!.holders.add(this);
     forward({
       req: this.req, res: this.res!, path: head.url, method: head.method, headers: this.upstreamHeaders(false), body,
-      responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts,
+      responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts, sendTimeoutMs: config.limits.sendTimeoutMs,
       replaceErrorPages: domain!.proxyErrorPages, finishOnClientAbort: this.origin!.queue.limit > 0, listener: this,
     }, this.p.upstreams.groups.get(domain!.name), this.forwarded);
   }
@@ -241,6 +237,9 @@ export class RequestFlow {
     }
     this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
   };
+
+  /** The send deadline cut its client after it was observed (its response fitted in the read-ahead): told apart. */
+  slowReader(): void { if (this.settled) this.p.detector.onSlowReader(this.head.source); }
 
   /** Waited for its answer far longer than the origin answers (a long poll, a long job): it gives its place in the
    *  limit back while it goes on (OriginGuard.tick), and its answer, whenever it comes, is no latency sample. */

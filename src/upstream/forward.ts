@@ -10,11 +10,9 @@ import type { Upstream, UpstreamGroup } from './upstreams.ts';
 import { toClientHeaders } from './headers.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
 import { classify, SAFE_METHODS, type ErrorClass } from './errors.ts';
-
-export { classify };
 import { ReadAhead, SendDeadline, SEND_TIMEOUT_MS, readAheadBudget } from './slow-client.ts';
 
-export { SEND_TIMEOUT_MS, readAheadBudget };
+export { classify, SEND_TIMEOUT_MS, readAheadBudget };
 
 /**
  * How much of an upstream response is read ahead of a slow client (nginx's proxy_buffering, bounded): a response
@@ -59,8 +57,9 @@ export interface ForwardRequest {
   sendTimeoutMs?: number;
   /** Called when the send deadline cuts a client, also after `done` (the upstream part may be over by then). */
   onSlowReader?: () => void;
-  /** Told when the upstream's response headers arrive: the origin's part is done (an object, so nothing is bound per request). */
-  listener?: { upstreamAnswered(status: number): void };
+  /** Told when the upstream's response headers arrive: the origin's part is done; and when the send deadline cut the
+   *  client, also after `done` (an object, so nothing is bound per request). */
+  listener?: { upstreamAnswered(status: number): void; slowReader?(): void };
 }
 
 const REPLACEABLE = new Set([502, 503, 504]);
@@ -163,7 +162,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   private get upstream(): Upstream { return this.order[this.idx]; }
 
-  /** @internal the send deadline cut the client (no byte taken for sendTimeoutMs) */ onStalled(): void { this.slowReader = true; this.fr.onSlowReader?.(); }
+  /** @internal the send deadline cut the client (no byte taken for sendTimeoutMs) */ onStalled(): void { this.slowReader = true; this.fr.onSlowReader?.(); this.fr.listener?.slowReader?.(); }
 
   start(): void {
     const { fr } = this;
