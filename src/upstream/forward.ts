@@ -94,15 +94,11 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private idx = 0;
   private attempt = 1;
   private controller: Dispatcher.DispatchController | null = null;
-  private responded = false;
-  private finished = false;
-  private bytesOut = 0;
-  private contentType: string | null = null;
-  private status = 0;
+  private responded = false; private finished = false;
+  private bytesOut = 0; private contentType: string | null = null; private status = 0;
   private lastError: ErrorClass | null = null;
-  private clientGone = false;
-  private waitingDrain = false;
-  private slowReader = false;
+  private clientGone = false; private waitingDrain = false; private slowReader = false;
+  private bodyError: Error | null = null; // the client's body failed (too large, too slow) after the upstream's headers
   /** The proxy's own response deadline: undici's timers are coarse (up to a second late). */
   private responseTimer: NodeJS.Timeout | null = null;
   private readonly send: SendDeadline;
@@ -154,7 +150,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.readAhead = new ReadAhead(fr.res, fr.readAheadBytes ?? READ_AHEAD_BYTES);
     this.send = new SendDeadline(fr.res, fr.sendTimeoutMs ?? SEND_TIMEOUT_MS, this);
     if (fr.body && !Buffer.isBuffer(fr.body)) {
-      fr.body.on('error', (e) => { if (!this.responded) this.fail(e); });
+      fr.body.on('error', (e) => { if (this.responded) this.bodyError = e; else this.fail(e); }); // then: see fail()
       // The deadline counts from the end of a streamed body (no 'data' listener here: it would consume the stream).
       fr.body.once('end', () => { this.responseTimer?.refresh(); });
     }
@@ -262,9 +258,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // a certificate that does not verify. The upstream never saw it: a failed connect, for health and failover alike.
     const k = classify(err), kind = this.controller === null && (k === 'reset' || k === 'other') ? 'connect' : k;
     if (this.responded) {
-      // Mid-body failure: the status line is gone, so the only honest signal is a cut connection.
+      // Mid-body failure: the status line is gone, so the only honest signal is a cut connection. Caused by the client's
+      // own body (answered early), it is no upstream failure: a client would make a healthy upstream read as failing.
       this.fr.res.destroy();
-      this.finish('reset', false);
+      this.clientGone = this.bodyError !== null;
+      this.finish(this.clientGone ? null : 'reset', false);
+      if ((this.bodyError as BodyLimitError | null)?.reason === 'body-too-slow') this.fr.listener?.slowReader?.();
       return;
     }
     if (kind === 'invalid') {
