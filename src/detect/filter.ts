@@ -47,7 +47,6 @@ export class Filter {
   private readonly log: Logger;
   private readonly now: () => number;
   private lastFlush: number;
-  private lastExpire = 0;
   private mode: Config['filter']['mode'];
 
   constructor(p: FilterParts) {
@@ -106,8 +105,8 @@ export class Filter {
   /** The periodic work; a timer at the edge calls it every 250 ms. */
   tick(): void {
     const now = this.now();
-    // An expiry is a pass over the bans: with many, batch them once a second.
-    if (this.decisions.size < 1000 || now - this.lastExpire >= 1000) { this.lastExpire = now; this.decisions.expire(now); }
+    // Cheap at every tick: the blacklist visits only the seconds that ended since (its expiry wheel).
+    this.decisions.expire(now);
     this.detector.attacks.tick();
     if (now - this.lastFlush >= 1000) { this.lastFlush = now; this.save(); }
   }
