@@ -150,6 +150,32 @@ describe('UpstreamQueue (unit)', () => {
     expect(log).toEqual(['run:neg', 'run:mid', 'run:big']);
   });
 
+  it('room: with no free upstream connection a request waits even under the limit (or with none); kick() lets it go once there is', () => {
+    for (const limit of [0, 5]) {
+      const q = new UpstreamQueue(limit, 1000, 100);
+      const log: string[] = [];
+      // Free connections: a request that goes takes one (as its dispatch does), an ended response gives it back.
+      let free = 1;
+      q.room = () => free > 0;
+      const add = (name: string, source: string) => q.wait(source, 1, () => { free--; log.push(`run:${name}`); }, (why) => log.push(`refuse:${name}:${why}`));
+      expect(q.tryEnter()).toBe(true);
+      free--;
+      expect(q.tryEnter()).toBe(false);
+      add('w1', 's');
+      add('w2', 't');
+      // A place in the limit given back changes nothing while the upstreams have no room.
+      q.leave();
+      expect(log).toEqual([]);
+      free++;
+      q.kick();
+      expect(log).toEqual(['run:w1']);
+      free++;
+      q.kick();
+      expect(log).toEqual(['run:w1', 'run:w2']);
+      expect(q.queued).toBe(0);
+    }
+  });
+
   it('a waiter is refused with queue-timeout after timeoutMs, and nothing else is run', () => {
     const { q, log, add } = harness(1, 300);
     q.tryEnter();

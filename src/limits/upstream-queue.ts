@@ -20,6 +20,9 @@
 //     newcomer's zero says nothing (a rotating flood is all newcomers).
 // A request waits at most timeoutMs; a full queue makes room for a better
 // class by refusing the waiter of the worst class whose turn is next.
+// Besides the limit, the upstreams' own room (`room`: a free connection in
+// their pools): past it a request would wait in undici's queue, in arrival
+// order and with no deadline, so it waits here instead, even with no limit.
 //
 // Memory is bounded by maxQueued waiters, whatever the number of sources.
 
@@ -41,12 +44,14 @@ export const CLASSES = 3;
 export const PICK_AMONG = 8;
 
 export class UpstreamQueue {
-  /** Most requests in flight to the upstreams; 0 = no cap (nothing ever waits). */
+  /** Most requests in flight to the upstreams; 0 = no cap (only `room` makes them wait). */
   limit: number;
   timeoutMs: number;
   maxQueued: number;
   active = 0;
   queued = 0;
+  /** Whether the upstreams can take a request now (a free connection); null: always. */
+  room: (() => boolean) | null = null;
   /** pump() is running (see there). */
   private pumping = false;
   /** Per class: source → its waiters, oldest first. A Map keeps insertion order: the first key is next in turn. */
@@ -67,7 +72,7 @@ export class UpstreamQueue {
 
   /** True when a request may go now without waiting (the caller then owes one leave()). */
   tryEnter(): boolean {
-    if (this.limit > 0 && (this.active >= this.limit || this.queued > 0)) return false;
+    if (this.queued > 0 || (this.limit > 0 && this.active >= this.limit) || (this.room !== null && !this.room())) return false;
     this.active++;
     return true;
   }
@@ -118,6 +123,9 @@ export class UpstreamQueue {
     this.pump();
   }
 
+  /** The upstreams' room may have grown (a request's response ended): waiters go if it did. */
+  kick(): void { if (this.queued > 0) this.pump(); }
+
   /** Sources with requests waiting, per class (for the admin API and tests). */
   waitingSources(): number[] { return this.classes.map((m) => m.size); }
 
@@ -129,7 +137,7 @@ export class UpstreamQueue {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (this.queued > 0 && (this.limit === 0 || this.active < this.limit)) {
+      while (this.queued > 0 && (this.limit === 0 || this.active < this.limit) && (this.room === null || this.room())) {
         const w = this.next();
         if (!w) break;
         this.active++;

@@ -230,6 +230,7 @@ export class RequestFlow {
       if (e === 'timeout' || e === 'connect' || e === 'reset') this.p.origin.sample(this.origin!, this.head.source, performance.now() - this.sentAt, true);
       this.freeSlot();
     }
+    this.origin!.queue.kick(); // its connection is free now (its place in the limit may have been given back before)
     if (sendPage && out.proxyReason) {
       const close = this.meter !== null && !this.req.complete;
       void this.reply.send({ status: out.status, reason: out.proxyReason, page: true, close }, this.domain!.name).catch(() => this.reply.destroy());

@@ -24,8 +24,7 @@ export const READ_AHEAD_BYTES = 1024 * 1024;
 export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | '5xx' | null;
 
 export interface ForwardOutcome {
-  status: number;
-  bytesOut: number;
+  status: number; bytesOut: number;
   /** Set when the proxy answered instead of the upstream. */
   proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'body-too-slow' | 'bad-request' | 'unknown-host' | null;
   upstreamError: UpstreamErrorKind;
@@ -39,8 +38,7 @@ export interface ForwardOutcome {
 export interface ForwardRequest {
   req: IncomingMessage;
   res: ServerResponse;
-  path: string;
-  method: string;
+  path: string; method: string;
   headers: string[];
   /** A body read whole at the edge (Buffer), or the client's stream. */
   body: Buffer | Readable | null;
@@ -105,6 +103,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private readonly readAhead: ReadAhead;
   /** Made on the first pause only: most responses never wait for their client. */
   private onDrain: (() => void) | null = null;
+  private on: Upstream | null = null; // the upstream it is counted on (Upstream.busy), from dispatch until finish
 
   /** @internal the response timer's callback (a module function with an argument: no closure per request). */
   onResponseTimeout(): void {
@@ -165,6 +164,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.controller = null;
     this.stopResponseTimer();
     const up = this.upstream;
+    if (this.on) this.on.busy--; // a retry: counted on the next one
+    (this.on = up).busy++;
     up.pool.dispatch({
       path: fr.path, method: fr.method, headers: fr.headers, body: fr.body,
       // The name an HTTPS upstream is reached by (TLS SNI, and the name its certificate is verified for) is the
@@ -297,6 +298,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.finished = true;
     this.stopResponseTimer();
+    if (this.on) { this.on.busy--; this.on = null; }
     if (this.onDrain) this.fr.res.off('drain', this.onDrain);
     const clientAborted = this.clientGone;
     const proxyReason: ForwardOutcome['proxyReason'] = !sendPage || clientAborted ? null

@@ -8,7 +8,7 @@ import type { Config, DomainConfig } from '../config/schema.ts';
 import { parseHostPort } from '../config/validate.ts';
 import { configFile } from '../config/files.ts';
 import { changesNothing, initialHealth, nextHealth, OutcomeRuns, outcomesOf, probe, probeOk, type Health, type ProbeResult, type UpstreamTls } from './health.ts';
-import { RR_PERIOD, tryOrder } from './balancer.ts';
+import { RR_PERIOD, hasRoom, tryOrder } from './balancer.ts';
 
 /** An extra CA bundle is added to the system roots, not put in their place. */
 function upstreamTls(up: Config['upstream']): UpstreamTls {
@@ -55,6 +55,10 @@ export class Upstream {
   readonly port: number;
   readonly tls: boolean;
   readonly pool: Pool;
+  /** upstream.maxConnections of its pool (0: no cap), and the requests on it now, from dispatch until their response
+   *  ended or failed (Forwarding counts them): at the cap, another would wait in undici's queue, unseen and untimed. */
+  readonly capacity: number;
+  busy = 0;
   readonly tlsOptions: UpstreamTls;
   health: Health = initialHealth();
   domain: DomainConfig;
@@ -81,6 +85,7 @@ export class Upstream {
     this.domain = domain;
     this.id = `${domain.name} ${address}`;
     const origin = `${this.tls ? 'https' : 'http'}://${address}`;
+    this.capacity = up.maxConnections;
     this.pool = new Pool(origin, {
       connections: up.maxConnections || null,
       pipelining: 1,
@@ -94,6 +99,7 @@ export class Upstream {
   }
 
   get healthy(): boolean { return this.health.healthy; }
+  get full(): boolean { return this.capacity > 0 && this.busy >= this.capacity; }
 
   /** Feeds the fall/rise state machine (active checks and real requests alike). */
   report(ok: boolean): void {
@@ -148,6 +154,8 @@ export class UpstreamGroup {
     return o;
   }
   all(): Upstream[] { return [...this.main, ...this.backup]; }
+  /** One of the upstreams a request would be sent to has a free connection (the domain's queue asks). */
+  hasRoom(): boolean { return hasRoom(this.main, this.backup); }
 }
 
 const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream']) =>
