@@ -4,6 +4,7 @@ import './app/v8-flags.ts';
 import { reloadOnSighup } from './sighup.ts';
 import { parseArgs } from 'node:util';
 import { describeKeys, loadConfigFile } from './config/load.ts';
+import { configWarnings } from './config/advice.ts';
 import { startApp } from './app/app.ts';
 import { startPrimary } from './app/primary.ts';
 import { createLogger } from './log.ts';
@@ -45,7 +46,11 @@ async function main(argv: string[]): Promise<number> {
 
   const loaded = loadConfigFile(file);
   if (command === 'check') {
-    if (loaded.ok) { console.log(`${file}: ok`); return 0; }
+    if (loaded.ok) {
+      console.log(`${file}: ok`);
+      for (const w of configWarnings(loaded.config)) console.log(`warning: ${w}`);
+      return 0;
+    }
     for (const p of loaded.problems) console.log(p);
     return 2;
   }

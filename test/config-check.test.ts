@@ -211,3 +211,37 @@ describe('scrubber check refuses configs that cannot work', () => {
     expect(check({ domains: [{ name: 'a.test', upstreams: ups(17) }] }).lines).toContain('domains[0].upstreams: 17 upstreams, at most 16');
   });
 });
+
+describe('settings that contradict each other: said, not refused', () => {
+  it('maxBodyBytes above postBudgetBytes, and a maxInflight above what the upstream connections take: check says so with exit 0', () => {
+    const quiet = check(ok);
+    expect(quiet.code).toBe(0);
+    expect(quiet.lines.filter((l) => l.startsWith('warning:'))).toEqual([]);
+    const r = check({ limits: { maxBodyBytes: '2MB', postBudgetBytes: '1MB' }, upstream: { maxConnections: 10 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1', '127.0.0.1:2'], maxInflight: 21 }, { name: 'b.test', upstreams: ['127.0.0.1:3'], maxInflight: 10 }] });
+    expect(r.code).toBe(0);
+    expect(r.lines[0]).toMatch(/: ok$/);
+    expect(r.lines.slice(1)).toEqual([
+      'warning: limits.maxBodyBytes: 2000000 is above limits.postBudgetBytes (1000000): a body larger than the budget always gets 413 (post-budget)',
+      'warning: domains[0].maxInflight: 21 is above what its upstreams take at once (upstream.maxConnections 10 × 2 upstreams = 20): past that, requests wait in the queue for a free connection',
+    ]);
+    // maxConnections 0 is no cap: nothing to say about maxInflight.
+    expect(check({ upstream: { maxConnections: 0 }, domains: [{ name: 'a.test', upstreams: ['127.0.0.1:1'], maxInflight: 5000 }] }).lines).toHaveLength(1);
+  });
+
+  it('a start with such a config runs, and logs the warning', async () => {
+    const dir = tempDir();
+    const file = writeConfig({ ...ok, listen: [{ host: '127.0.0.1', port: 0 }], admin: { host: '127.0.0.1', port: 0, token: '' }, state: { dir }, workers: 1, limits: { maxBodyBytes: 2048, postBudgetBytes: 1024 } });
+    const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c) => { out += c; });
+    try {
+      const deadline = Date.now() + 10_000;
+      while (!out.includes('scrubber started') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string; problem?: string });
+      const warned = lines.filter((l) => l.problem !== undefined);
+      expect(warned).toHaveLength(1);
+      expect(warned[0].level).toBe(40);
+      expect(warned[0].problem).toMatch(/^limits\.maxBodyBytes: 2048 is above limits\.postBudgetBytes \(1024\)/);
+    } finally { child.kill('SIGTERM'); await once(child, 'exit'); }
+  });
+});

@@ -107,6 +107,22 @@ it('a worker that never says ready is killed at its start deadline: the start fa
   expect(performance.now() - t0).toBeLessThan(5000);
 }, 10_000);
 
+it('a worker whose "ready" is read only after its start deadline killed it is not taken as ready: the start fails', async () => {
+  // The race: the worker says ready just before its deadline, and the primary's loop is busy across both. The loop then
+  // runs the deadline first (timers come before I/O), kills the worker, and reads the "ready" that was waiting in the
+  // pipe: taken as ready, a killed worker was handed connections, and the start resolved on a worker that was gone.
+  process.env.POOL_TEST_READY_DELAY_MS = '150';
+  const pool = poolOf({ count: 1, startDeadlineMs: 300 });
+  const started = pool.start();
+  delete process.env.POOL_TEST_READY_DELAY_MS;
+  cleanup.push(() => pool.stop(200));
+  const outcome = started.then(() => 'ready', (e: Error) => e.message);
+  await sleep(50);
+  // Busy from the check phase, past both the worker's ready (~150 ms after its init) and the deadline (300 ms).
+  await new Promise<void>((r) => setImmediate(() => { const end = performance.now() + 450; while (performance.now() < end); r(); }));
+  expect(await outcome).toMatch(/exited .* before it was ready/);
+}, 10_000);
+
 it('a replaced worker\'s counters count whole, even past the value its predecessor reached', () => {
   const primary = { snapshot: () => ({ counters: {}, underAttack: [], blacklistSize: 0 }), decisions: { blacklist: { tally: { refused: 0 } } } } as unknown as Filter;
   const view = new WorkersView(primary);

@@ -7,6 +7,7 @@
 import type http from 'node:http';
 import type { Config } from '../config/schema.ts';
 import type { LoadResult } from '../config/load.ts';
+import { logConfigWarnings } from '../config/advice.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import type { Listeners } from '../listen/listeners.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
@@ -73,6 +74,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       // Before the reload's own line, so that it is written at the new level (pino's children follow their parent's).
       log.level = r.config.log.level;
       log.info({ domains: r.config.domains.length }, 'config reloaded');
+      logConfigWarnings(log, r.config);
       return done;
     },
     async close() {
@@ -98,5 +100,6 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   await admin.listen(config.admin.host, config.admin.port);
   await listeners.listen(config);
   log.info({ listen: listeners.addresses(), admin: admin.address() }, 'scrubber started');
+  logConfigWarnings(log, config);
   return app;
 }

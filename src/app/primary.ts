@@ -33,6 +33,7 @@ import { closeState, loggedUpstreams, redisLocal, saveBansAtOnce } from './edge.
 import { applyOrKeep, checkReload, clusterStats, refuseReload, wireAdmin, type ReloadResult } from './admin-wiring.ts';
 import { TICK_MS } from './app.ts';
 import { readConfigFiles } from '../config/files.ts';
+import { logConfigWarnings } from '../config/advice.ts';
 
 export interface Primary {
   readonly config: Config;
@@ -162,6 +163,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       workers.watchdogMs = r.config.workerWatchdogMs;
       tokens.opts = { maxNetworks: r.config.filter.challenge.maxNetworksPerToken, maxTokens: r.config.filter.maxSources };
       log.info({ domains: r.config.domains.length, workers: r.config.workers }, 'config reloaded');
+      logConfigWarnings(log, r.config);
       return done;
     },
     async close() {
@@ -186,5 +188,6 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   await admin.listen(config.admin.host, config.admin.port);
   await dispatcher.listen(config);
   log.info({ listen: dispatcher.addresses(), admin: admin.address(), workers: config.workers }, 'scrubber started');
+  logConfigWarnings(log, config);
   return primary;
 }

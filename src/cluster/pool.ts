@@ -141,7 +141,9 @@ export class WorkerPool {
     return new Promise<void>((resolve, reject) => {
       child.on('message', (m: FromWorker) => {
         w.heardAt = this.now();
-        if (m.t === 'ready') { clearTimeout(deadline); w.ready = true; resolve(); return; }
+        // A "ready" read after the start deadline killed it (both were due while the loop was busy: timers run first)
+        // is from a worker that is going: its exit fails the start or starts another.
+        if (m.t === 'ready') { if (child.killed) return; clearTimeout(deadline); w.ready = true; resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
         if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; this.d.onReport(index, m.r, child.pid); this.answered(m.id, index); return; }
         this.d.onMessage(index, m);
