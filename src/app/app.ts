@@ -8,6 +8,7 @@ import type http from 'node:http';
 import type { Config } from '../config/schema.ts';
 import type { LoadResult } from '../config/load.ts';
 import { logConfigWarnings } from '../config/advice.ts';
+import { shareTokenSpread } from '../store/redis-tokens.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import type { Listeners } from '../listen/listeners.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
@@ -51,6 +52,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
   const edge = buildEdge(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()) });
   const { filter, pipeline, listeners, upstreams, runtime } = edge;
+  const shared = config.state.redis.url && filter.tokens ? shareTokenSpread(filter.tokens, config.state.redis.url, () => runtime.current.config, now, log) : null;
   await filter.decisions.join(now());
   saveBansAtOnce(filter);
   const stats = createStats(config, {
@@ -87,6 +89,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       clearInterval(timer);
       tickets?.stop();
       edge.originTick.stop();
+      await shared?.close();
       await closeState({ admin: app.admin, filter, stats, upstreams, demo, db, log });
     },
   };

@@ -27,6 +27,7 @@ import { Dispatcher } from '../cluster/dispatcher.ts';
 import { WorkersView } from '../cluster/aggregate.ts';
 import { NodeAttacks } from '../cluster/node-attacks.ts';
 import { TokenSpread } from '../challenge/cookie.ts';
+import { SharedTokens } from '../store/redis-tokens.ts';
 import type { FromWorker, WorkerInit } from '../cluster/protocol.ts';
 import { createFilter } from './build-filter.ts';
 import { closeState, loggedUpstreams, redisLocal, saveBansAtOnce } from './edge.ts';
@@ -119,10 +120,14 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   filter.decisions.watch({ onRemoteAttack: (domain) => nodeAttacks.tell(domain, false) });
   // Where each challenge token was used from, over every worker (maxNetworksPerToken holds for the node).
   const tokens = new TokenSpread({ maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
+  // ... and over every node on Redis (store/redis-tokens.ts): a token over-shared anywhere is refused by every worker here.
+  const shared = config.state.redis.url ? new SharedTokens({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }) }) : null;
+  shared?.onRevoked((id) => { tokens.revoke(id, now()); pool?.broadcast({ t: 'revoke', id }); });
+  const countShared = (id: string, net: string) => { const c = current.filter.challenge; shared?.network(id, net, c.maxNetworksPerToken, c.trustSeconds * 1000); };
   const onMessage = (index: number, m: FromWorker) => {
     if (m.t === 'decision') { if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry); }
     else if (m.t === 'samples') nodeAttacks.samples(index, m.s, now());
-    else if (m.t === 'token') { if (!tokens.useNetwork(m.id, m.net, now())) pool?.broadcast({ t: 'revoke', id: m.id }); }
+    else if (m.t === 'token') { countShared(m.id, m.net); if (!tokens.useNetwork(m.id, m.net, now())) pool?.broadcast({ t: 'revoke', id: m.id }); }
     else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, nodeAttacks.learned(m.domain, m.l));
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);
@@ -173,6 +178,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       await workers.stop(current.shutdown.drainTimeoutMs);
       clearInterval(timer);
       tickets?.stop();
+      await shared?.close();
       await closeState({ admin, filter, stats, upstreams, demo, db, log });
     },
   };

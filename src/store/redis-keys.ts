@@ -18,6 +18,7 @@
 //                          Redis lost its data (restarted without persistence)
 //                          and writes back everything it knows
 //   <p>decisions   channel JSON { node, ds: Decision[] }, a node ignores its own
+//   <p>token:<id>, <p>tokens  a challenge token's networks and its revocation: redis-tokens.ts (not the bus's)
 //
 // This file imports nothing from the other redis-* files (they import it).
 import type { BanEntry } from '../decisions/blacklist.ts';

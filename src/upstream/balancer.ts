@@ -30,16 +30,18 @@ export function tryOrder<T extends Candidate>(main: readonly T[], backup: readon
 /** Whether one of the upstreams tryOrder would offer has a free connection (the same tiers, no array made: it is
  *  asked before every request goes upstream). */
 export function hasRoom(main: readonly Candidate[], backup: readonly Candidate[]): boolean {
-  const tier = (xs: readonly Candidate[]): boolean | null => {
-    let healthy = false;
-    for (const u of xs) if (u.healthy) { if (!u.full) return true; healthy = true; }
-    return healthy ? false : null;
-  };
-  const m = tier(main);
+  const m = healthyRoom(main);
   if (m !== null) return m;
-  const b = tier(backup);
+  const b = healthyRoom(backup);
   if (b !== null) return b;
   return main.some((u) => !u.full) || backup.some((u) => !u.full);
+}
+
+/** Room among the healthy ones of a tier; null when none is healthy (the next tier is tried). */
+function healthyRoom(xs: readonly Candidate[]): boolean | null {
+  let healthy = false;
+  for (const u of xs) if (u.healthy) { if (!u.full) return true; healthy = true; }
+  return healthy ? false : null;
 }
 
 /** The full ones last (a retry may still reach them), the others in their order. */
