@@ -113,6 +113,65 @@ describe('the upstream pool bounds what goes upstream (upstream.maxConnections)'
   });
 });
 
+/** An origin whose /stream answers at once and keeps its body open until release() (its connection stays busy, and
+ *  no response deadline runs: the headers came); anything else is answered at once. */
+async function streamingOrigin(): Promise<{ origin: Origin; streams: http.ServerResponse[]; release(): void }> {
+  const streams: http.ServerResponse[] = [];
+  const origin = await startOrigin((req, res) => {
+    req.resume();
+    if (req.url === '/stream') { res.writeHead(200, { 'content-type': 'text/plain' }); res.write('part 1\n'); streams.push(res); return; }
+    const body = `ok from ${origin.port}`;
+    res.writeHead(200, { 'content-length': body.length }); res.end(body);
+  });
+  return { origin, streams, release: () => { for (const r of streams.splice(0)) if (!r.destroyed) r.end('end\n'); } };
+}
+
+describe('room that appears without a request ending, and a failover onto a full upstream', () => {
+  it('a failover whose only other upstream is full waits there under the response deadline, not untimed', async () => {
+    const busy = await streamingOrigin();
+    const refused = await freePortAddress();
+    const p = await startProxy({ upstream: { maxConnections: 1, responseTimeoutMs: 800 }, limits: { queueTimeoutMs: 300 }, filter: { mode: 'off' }, domains: [domain(HOST, [refused, busy.origin.address])] });
+    try {
+      // A stream ends on the streaming upstream (directly, or after the refused one): its one connection is busy.
+      const stream = get(p, '/stream');
+      expect(await until(() => busy.streams.length === 1, 2000)).toBe(true);
+      // The refused upstream has room (it is still taken for healthy): admitted, refused, failed over to the full one.
+      const t0 = performance.now();
+      const r = await get(p, '/second');
+      const took = performance.now() - t0;
+      expect(r.status).toBe(504);
+      expect(r.headers['x-scrubber']).toBe('upstream-timeout');
+      // The deadline from the failover (800 ms), not whenever the stream ends.
+      expect(took).toBeLessThan(2500);
+      busy.release();
+      expect((await stream).body).toBe('part 1\nend\n');
+      expect(await until(() => p.app.upstreams.groups.get(HOST)!.main.every((u) => u.busy === 0), 3000)).toBe(true);
+    } finally { busy.release(); await p.close(); await busy.origin.close(); }
+  });
+
+  it('a waiter goes as soon as room appears by a health change (the main one down, the backup free), not at its timeout', async () => {
+    const main = await streamingOrigin();
+    const backup = await startOrigin();
+    const hc = { type: 'tcp', intervalMs: 100, timeoutMs: 200, fall: 1, rise: 1 };
+    const p = await startProxy({ upstream: { maxConnections: 1 }, limits: { queueTimeoutMs: 4000 }, filter: { mode: 'off' }, domains: [domain(HOST, [main.origin.address], { backup: [backup.address], healthCheck: hc })] });
+    try {
+      const stream = get(p, '/stream');
+      expect(await until(() => main.streams.length === 1, 2000)).toBe(true);
+      const second = get(p, '/second');
+      expect(await until(() => queueOf(p).queued === 1, 1000)).toBe(true);
+      // The main upstream stops accepting (its stream goes on): its health check fails, the backup is next.
+      main.origin.server.close();
+      const t0 = performance.now();
+      const r = await second;
+      expect(r.status).toBe(200);
+      expect(r.body).toBe(`ok from ${backup.port}`);
+      expect(performance.now() - t0).toBeLessThan(2000);
+      main.release();
+      expect((await stream).status).toBe(200);
+    } finally { main.release(); await p.close(); await main.origin.close(); await backup.close(); }
+  });
+});
+
 describe('what an upstream counts as busy comes back to zero, however its requests end', () => {
   it('answered, streamed, client gone mid-request and mid-body, refused connection (failover), response timeout, a body that fails', async () => {
     const origin = await startOrigin((req, res) => {

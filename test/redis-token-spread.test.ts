@@ -2,7 +2,7 @@
 // refused everywhere once it was used from more networks than that, wherever they were seen. Until 2026-11-29 each
 // node counted its own: a token seen from two networks on each of two nodes (maxNetworksPerToken 3) was honoured by
 // both. Real Redis, real nodes (in-process ones and a CLI node with two worker processes), real clients on 127.x
-// addresses (IPv4 networks are /24s).
+// addresses (IPv4 networks are /24s). The cases run in order on one Redis and one origin (the first starts them).
 import { afterAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { startOrigin, startProxy, startWorkersCli, sleep, domain, type Origin, type Proxy } from './helpers/servers.ts';
@@ -77,6 +77,18 @@ describe.skipIf(findRedisServer() === null)('a challenge token\'s spread is coun
     for (const net of ['127.23.1.5', '127.23.2.5', '127.23.3.5']) await get(cli.port, net, second);
     expect(await within(async () => (await get(a.port, '127.23.9.5', second)).status === 302, 3000)).toBe(true);
   }, 40_000);
+
+  it('a node stops at once while Redis is frozen (no answer at all): nothing waits for Redis to say goodbye', async () => {
+    const c = await startProxy({ filter, state: { redis: { url: redis.url } }, domains: [domain(HOST, [origin.address])] });
+    expect(await within(() => healthOk(c.adminUrl), 10_000)).toBe(true);
+    process.kill(redis.pid!, 'SIGSTOP');
+    try {
+      const t0 = performance.now();
+      const closed = await Promise.race([c.close().then(() => true), sleep(8000).then(() => false)]);
+      expect(closed).toBe(true);
+      expect(performance.now() - t0).toBeLessThan(5000);
+    } finally { process.kill(redis.pid!, 'SIGCONT'); }
+  }, 20_000);
 
   it('Redis out of reach: each node still refuses a token past its own count, and nothing waits for Redis', async () => {
     const a = nodes[0];

@@ -111,16 +111,21 @@ it('a worker whose "ready" is read only after its start deadline killed it is no
   // The race: the worker says ready just before its deadline, and the primary's loop is busy across both. The loop then
   // runs the deadline first (timers come before I/O), kills the worker, and reads the "ready" that was waiting in the
   // pipe: taken as ready, a killed worker was handed connections, and the start resolved on a worker that was gone.
+  const mark = path.join(fs.mkdtempSync('/tmp/pool-ready-'), 'sent');
   process.env.POOL_TEST_READY_DELAY_MS = '150';
-  const pool = poolOf({ count: 1, startDeadlineMs: 300 });
+  process.env.POOL_TEST_READY_MARK = mark;
+  const pool = poolOf({ count: 1, startDeadlineMs: 1000 });
   const started = pool.start();
   delete process.env.POOL_TEST_READY_DELAY_MS;
+  delete process.env.POOL_TEST_READY_MARK;
   cleanup.push(() => pool.stop(200));
   const outcome = started.then(() => 'ready', (e: Error) => e.message);
   await sleep(50);
-  // Busy from the check phase, past both the worker's ready (~150 ms after its init) and the deadline (300 ms).
-  await new Promise<void>((r) => setImmediate(() => { const end = performance.now() + 450; while (performance.now() < end); r(); }));
+  // Busy from the check phase, past both the worker's ready (~150 ms after its init) and the deadline (1 s).
+  await new Promise<void>((r) => setImmediate(() => { const end = performance.now() + 1500; while (performance.now() < end); r(); }));
   expect(await outcome).toMatch(/exited .* before it was ready/);
+  // The race happened: the worker had sent "ready" before it was killed (a slow start would make this test say nothing).
+  expect(fs.existsSync(mark)).toBe(true);
 }, 10_000);
 
 it('a replaced worker\'s counters count whole, even past the value its predecessor reached', () => {

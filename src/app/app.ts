@@ -102,7 +102,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   });
   await admin.listen(config.admin.host, config.admin.port);
   await listeners.listen(config);
-  log.info({ listen: listeners.addresses(), admin: admin.address() }, 'scrubber started');
   logConfigWarnings(log, config);
+  log.info({ listen: listeners.addresses(), admin: admin.address() }, 'scrubber started');
   return app;
 }

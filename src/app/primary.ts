@@ -127,7 +127,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const onMessage = (index: number, m: FromWorker) => {
     if (m.t === 'decision') { if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry); }
     else if (m.t === 'samples') nodeAttacks.samples(index, m.s, now());
-    else if (m.t === 'token') { countShared(m.id, m.net); if (!tokens.useNetwork(m.id, m.net, now())) pool?.broadcast({ t: 'revoke', id: m.id }); }
+    else if (m.t === 'token') { if (!tokens.counted(m.id, m.net)) countShared(m.id, m.net); if (!tokens.useNetwork(m.id, m.net, now())) pool?.broadcast({ t: 'revoke', id: m.id }); }
     else if (m.t === 'offender') store.putOffender(m.ip, m.r);
     else if (m.t === 'learned') store.putLearned(m.domain, nodeAttacks.learned(m.domain, m.l));
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);
@@ -193,7 +193,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   });
   await admin.listen(config.admin.host, config.admin.port);
   await dispatcher.listen(config);
-  log.info({ listen: dispatcher.addresses(), admin: admin.address(), workers: config.workers }, 'scrubber started');
   logConfigWarnings(log, config);
+  log.info({ listen: dispatcher.addresses(), admin: admin.address(), workers: config.workers }, 'scrubber started');
   return primary;
 }

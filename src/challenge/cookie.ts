@@ -119,6 +119,9 @@ export class TokenSpread {
     return e.nets.includes(net) || this.add(e, net);
   }
 
+  /** The primary: whether this network of the token is already counted here (or the token refused): no news for Redis. */
+  counted(id: string, net: string): boolean { const e = this.tokens.get(id); return e !== undefined && (e.revoked || e.nets.includes(net)); }
+
   /** A worker: the node found the token over-shared; refused here from now on (counted where it was found). */
   revoke(id: string, now = 0): void {
     const e = this.entry(id, now);

@@ -268,6 +268,7 @@ export class OriginGuard {
     for (const d of this.domains.values()) {
       const l = d.limit;
       if (l) l.ownLagMs = ownLagMs;
+      d.queue.kick(); // the upstreams' room changes without a request ending too (health, a failover): no waiter stays stuck
       if (d.queue.queued === 0 || d.holders.size === 0 || l?.saturated) continue;
       const line = Math.max(OUTLIVED_MIN_MS, OUTLIVED_FACTOR * Math.max(l?.shortRttMs ?? 0, l?.noLoadRttMs ?? 0));
       d.holders.forEach((h) => { if (perfNow - h.sentAt > line) h.outlived(); });

@@ -11,6 +11,7 @@ import { toClientHeaders } from './headers.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
 import { classify, SAFE_METHODS, type ErrorClass } from './errors.ts';
 import { ReadAhead, SendDeadline, SEND_TIMEOUT_MS, readAheadBudget } from './slow-client.ts';
+import { answerOptionsStar } from './options-star.ts';
 
 export { classify, SEND_TIMEOUT_MS, readAheadBudget };
 
@@ -71,21 +72,8 @@ export function forward(fr: ForwardRequest, group: UpstreamGroup | undefined, do
   // No group: a reload removed the domain while the request waited (its body, its turn). It is answered as the new
   // config answers its Host, not sent to upstreams whose pools the reload closed (nor left to throw here).
   if (!group) return done({ status: 421, bytesOut: 0, proxyReason: 'unknown-host', upstreamError: null, upstream: null, contentType: null, clientAborted: false, slowReader: false }, true);
-  if (fr.method === 'OPTIONS' && fr.path === '*') return answerOptionsStar(fr, done);
+  if (fr.method === 'OPTIONS' && fr.path === '*') { answerOptionsStar(fr); return done({ status: 200, bytesOut: 0, proxyReason: null, upstreamError: null, upstream: null, contentType: null, clientAborted: false, slowReader: false }, false); }
   new Forwarding(fr, group.order(), done).start();
-}
-
-/**
- * `OPTIONS *` asks about the server, not a resource (RFC 9110 §9.3.7), and undici cannot write a `*` target: the
- * proxy answers it, for the methods it forwards. Sending it on used to fail in undici and count as an upstream reset.
- */
-function answerOptionsStar(fr: ForwardRequest, done: (o: ForwardOutcome, sendPage: boolean) => void): void {
-  const { res } = fr;
-  // A body nobody reads would be taken for the next request on this connection.
-  if (fr.body && !Buffer.isBuffer(fr.body) && !fr.req.complete) res.shouldKeepAlive = false;
-  res.writeHead(200, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS', 'content-length': 0, 'x-scrubber': 'options' });
-  res.end();
-  done({ status: 200, bytesOut: 0, proxyReason: null, upstreamError: null, upstream: null, contentType: null, clientAborted: false, slowReader: false }, false);
 }
 
 class Forwarding implements Dispatcher.DispatchHandler {
@@ -165,6 +153,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.stopResponseTimer();
     const up = this.upstream;
     if (this.on) this.on.busy--; // a retry: counted on the next one
+    // All its connections in use (a failover only): it waits in undici's queue, timed from now (and again once on one).
+    const waits = up.full;
     (this.on = up).busy++;
     up.pool.dispatch({
       path: fr.path, method: fr.method, headers: fr.headers, body: fr.body,
@@ -178,6 +168,14 @@ class Forwarding implements Dispatcher.DispatchHandler {
       // Only a backstop: the proxy's own timer (armed when the request goes on a connection, as undici's is) fires first.
       headersTimeout: fr.responseTimeoutMs > 0 ? fr.responseTimeoutMs + 2000 : 0, idempotent: SAFE_METHODS.has(fr.method),
     } as Dispatcher.DispatchOptions, this);
+    if (waits && fr.responseTimeoutMs > 0 && this.controller === null && !this.finished) this.responseTimer = setTimeout(responseTimeout, fr.responseTimeoutMs, this);
+  }
+
+  /** The next upstream in the order, one with a free connection first (a full one would hold the request in its queue). */
+  private failover(): void {
+    const rest = this.order.splice(this.idx + 1);
+    this.order.push(...rest.filter((u) => !u.full), ...rest.filter((u) => u.full));
+    this.idx++; this.attempt = 1; this.start();
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -288,7 +286,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (kind === 'connect-timeout' || kind === 'connect' || kind === 'reset') {
       this.upstream.report(false);
       const retryable = bodyUntouched && (kind !== 'reset' || SAFE_METHODS.has(this.fr.method));
-      if (retryable && this.idx + 1 < this.order.length) { this.idx++; this.attempt = 1; this.start(); return; }
+      if (retryable && this.idx + 1 < this.order.length) { this.failover(); return; }
     }
     if (kind === 'response-timeout') this.upstream.report(false);
     this.finish(kind === 'response-timeout' ? 'timeout' : kind === 'reset' || kind === 'other' ? 'reset' : 'connect', true);
