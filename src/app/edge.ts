@@ -64,7 +64,11 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
   if (relay) upstreams.apply(config);
   // The origin guard and the filter know of each other: the filter asks whether an origin is saturated (attack mode),
   // the guard reports a source persistently over its share (the filter bans it when its mode allows).
-  const origin = new OriginGuard(config, { now: deps.now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason) });
+  // Its queues ask the domain's upstreams, as the last reload built them, for a free connection.
+  const origin = new OriginGuard(config, {
+    now: deps.now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason),
+    room: (domain) => upstreams.groups.get(domain)?.hasRoom() ?? true,
+  });
   const filter = createFilter(config, {
     db: deps.db, log: deps.log, now: deps.now, store: deps.store, bus: deps.bus, secret: deps.secret,
     saturated: (d, t) => origin.takeSaturated(d, t), heavy: (d, source) => origin.heavy(d, source), attackSamples: deps.attackSamples,

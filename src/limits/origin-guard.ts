@@ -48,6 +48,8 @@ export interface OriginGuardDeps {
   now: () => number;
   /** A source over its share of a saturated origin for banAfterSeconds: ban it (the filter decides whether it may now). */
   onOverShare: (source: string, domain: string, reason: string) => void;
+  /** Whether the domain's upstreams have a free connection now (UpstreamQueue.room); absent: always. */
+  room?: (domain: string) => boolean;
 }
 
 /** One domain's queue, learned limit and shares. */
@@ -128,17 +130,13 @@ export class OriginGuard {
   /** The proxy's own mean event-loop delay lately (ms): every answer is timed in that loop, and what it adds is no origin time. */
   private meanLagMs = 0;
 
-  constructor(config: Config, deps: OriginGuardDeps) {
-    this.config = config;
-    this.deps = deps;
-  }
+  constructor(config: Config, deps: OriginGuardDeps) { this.config = config; this.deps = deps; }
 
   /** The domain's part, made on first use. */
   of(domain: DomainConfig): DomainOrigin {
     let d = this.domains.get(domain.name);
     if (!d) {
-      const l = this.config.limits;
-      const f = this.config.filter.fairShare;
+      const l = this.config.limits, f = this.config.filter.fairShare;
       const share = new FairShare({ maxSources: Math.min(SHARE_SOURCES, this.config.filter.maxSources), overShareRatio: f.overShareRatio, persistMs: f.banAfterSeconds * 1000 });
       if (this.sessionsBehind) share.setSessionsBehind(this.sessionsBehind);
       // The queue serves the least used of the sources at the head of its line first (fair share of origin time).
@@ -146,9 +144,10 @@ export class OriginGuard {
       // Time held in the queue is taken out of the window a source's share is judged over (its pace: FairShare).
       const held = (source: string, on: boolean) => (on ? share.hold(this.deps.now(), source) : share.unhold(this.deps.now(), source));
       d = new DomainOrigin(domain.name, new UpstreamQueue(domain.maxInflight, l.queueTimeoutMs, l.maxQueued, usage, held), share);
+      const room = this.deps.room, name = domain.name;
+      if (room) d.queue.room = () => room(name);
       this.apply(d, domain);
-      this.domains.set(domain.name, d);
-      this.queues.set(domain.name, d.queue);
+      this.domains.set(name, d); this.queues.set(name, d.queue);
     }
     return d;
   }

@@ -146,13 +146,8 @@ export class Pipeline implements FlowContext {
     this.origin.reconfigure(config);
   }
 
-  /** The domain's queue, limit and shares, made on first use; its queue asks the domain's upstreams (as the last
-   *  reload built them) for a free connection. */
-  originFor(domain: DomainConfig): DomainOrigin {
-    const d = this.origin.of(domain), name = domain.name;
-    d.queue.room ??= () => this.upstreams.groups.get(name)?.hasRoom() ?? true;
-    return d;
-  }
+  /** The domain's queue, limit and shares, made on first use. */
+  originFor(domain: DomainConfig): DomainOrigin { return this.origin.of(domain); }
 
   /** Shutdown: every tunnel goes (they have no request to finish). */
   closeTunnels(): void {
