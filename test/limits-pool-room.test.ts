@@ -10,6 +10,8 @@
 // other was free. Real origins, real clients, the proxy in-process.
 import { describe, expect, it } from 'vitest';
 import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
 import { startOrigin, startProxy, request, domain, until, sleep, freePort, type Origin, type Proxy, type RawResponse } from './helpers/servers.ts';
 import { hasRoom, tryOrder } from '../src/upstream/balancer.ts';
 
@@ -235,5 +237,34 @@ describe('balancer: room (pure)', () => {
     expect(tryOrder(m, [], 0).map((x) => x.key)).toEqual(['a', 'b', 'c']);
     expect(tryOrder(m, [], 1).map((x) => x.key)).toEqual(['c', 'a', 'b']);
     expect(tryOrder(m, [], 2).map((x) => x.key)).toEqual(['c', 'a', 'b']);
+  });
+});
+
+describe('a client that leaves while its request still waits for an upstream connection', () => {
+  it('the upstream stays counted busy until undici lets go of the request (the connection attempt it holds)', async () => {
+    // Accepts TCP and never answers the TLS handshake: undici's one connection to it stays connecting until the
+    // connect timeout, with the request on it. Before: the client's leaving gave the place back at once, so the
+    // upstream read as having room while its only connection was still taken by the abandoned request.
+    const silent = net.createServer((s) => { s.on('error', () => {}); });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const address = `127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+    const p = await startProxy({
+      upstream: { maxConnections: 1, connectTimeoutMs: 1200, connectAttempts: 1 }, filter: { mode: 'off' },
+      domains: [domain(HOST, [address], { upstreamTls: true, healthCheck: { type: 'tcp', intervalMs: 60000, timeoutMs: 500, fall: 100, rise: 2 } })],
+    });
+    const up = () => p.app.upstreams.groups.get(HOST)!.main[0];
+    try {
+      const r = http.get({ port: p.port, path: '/', headers: { host: HOST }, agent: false });
+      r.on('error', () => {});
+      expect(await until(() => up().busy === 1, 2000)).toBe(true);
+      r.destroy();
+      await sleep(300);
+      // Still connecting for the request that was left: no room yet.
+      expect(up().busy).toBe(1);
+      expect(up().full).toBe(true);
+      // The connect timeout ends undici's hold on it: the place comes back.
+      expect(await until(() => up().busy === 0, 3000)).toBe(true);
+    } finally { await p.close(); silent.close(); }
   });
 });

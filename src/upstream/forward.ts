@@ -3,10 +3,9 @@
 // a connect attempt that times out is repeated (connectAttempts), then the next
 // upstream is tried; a refused/unreachable upstream fails over at once. The
 // request body has not been read by then, so every method can move on safely.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Upstream, UpstreamGroup } from './upstreams.ts';
+import type { UpstreamErrorKind, ForwardOutcome, ForwardRequest } from './forward-types.ts';
 import { toClientHeaders } from './headers.ts';
 import { BodyLimitError } from '../limits/body-meter.ts';
 import { classify, SAFE_METHODS, type ErrorClass } from './errors.ts';
@@ -22,44 +21,7 @@ export { classify, SEND_TIMEOUT_MS, readAheadBudget };
  */
 export const READ_AHEAD_BYTES = 1024 * 1024;
 
-export type UpstreamErrorKind = 'connect' | 'timeout' | 'reset' | '5xx' | null;
-
-export interface ForwardOutcome {
-  status: number; bytesOut: number;
-  /** Set when the proxy answered instead of the upstream. */
-  proxyReason: 'connect-timeout' | 'connect-refused' | 'upstream-timeout' | 'upstream-error' | 'upstream-page' | 'body-too-large' | 'body-too-slow' | 'bad-request' | 'unknown-host' | null;
-  upstreamError: UpstreamErrorKind;
-  upstream: Upstream | null;
-  contentType: string | null;
-  clientAborted: boolean;
-  /** The client took no byte of its response for sendTimeoutMs and was cut: a signal against its source. */
-  slowReader: boolean;
-}
-
-export interface ForwardRequest {
-  req: IncomingMessage;
-  res: ServerResponse;
-  path: string; method: string;
-  headers: string[];
-  /** A body read whole at the edge (Buffer), or the client's stream. */
-  body: Buffer | Readable | null;
-  responseTimeoutMs: number;
-  connectAttempts: number;
-  /** The domain opted in (proxyErrorPages): the upstream's own 502/503/504 are replaced by the proxy's pages. */
-  replaceErrorPages?: boolean;
-  /** A client that leaves before the answer does not cut the upstream request: it runs until the upstream
-   *  answers (then it is cut), so a capped domain counts the work its application is really doing. */
-  finishOnClientAbort?: boolean;
-  /** Bytes of response read ahead of the client (default READ_AHEAD_BYTES). */
-  readAheadBytes?: number;
-  /** No progress sending to the client for this long → the client connection is cut (default SEND_TIMEOUT_MS). */
-  sendTimeoutMs?: number;
-  /** Called when the send deadline cuts a client, also after `done` (the upstream part may be over by then). */
-  onSlowReader?: () => void;
-  /** Told when the upstream's response headers arrive: the origin's part is done; and when the send deadline cut the
-   *  client, also after `done` (an object, so nothing is bound per request). */
-  listener?: { upstreamAnswered(status: number): void; slowReader?(): void };
-}
+export type { UpstreamErrorKind, ForwardOutcome, ForwardRequest } from './forward-types.ts';
 
 const REPLACEABLE = new Set([502, 503, 504]);
 const UNWRITABLE_REASON = /[^\t\x20-\x7e\x80-\xff]/;
@@ -92,6 +54,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   /** Made on the first pause only: most responses never wait for their client. */
   private onDrain: (() => void) | null = null;
   private on: Upstream | null = null; // the upstream it is counted on (Upstream.busy), from dispatch until finish
+  /** In undici's hands with no connection yet (connecting, or its queue): undici calls back whatever happens. */
+  private queued = false;
 
   /** @internal the response timer's callback (a module function with an argument: no closure per request). */
   onResponseTimeout(): void {
@@ -156,6 +120,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // All its connections in use (a failover only): it waits in undici's queue, timed from now (and again once on one).
     const waits = up.full;
     (this.on = up).busy++;
+    this.queued = true;
     up.pool.dispatch({
       path: fr.path, method: fr.method, headers: fr.headers, body: fr.body,
       // The name an HTTPS upstream is reached by (TLS SNI, and the name its certificate is verified for) is the
@@ -180,7 +145,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.finished) { controller.abort(new Error('client closed')); return; }
+    this.queued = false;
+    if (this.finished) { this.letGo(); controller.abort(new Error('client closed')); return; }
     this.stopResponseTimer();
     if (this.fr.responseTimeoutMs > 0) this.responseTimer = setTimeout(responseTimeout, this.fr.responseTimeoutMs, this);
   }
@@ -247,8 +213,14 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    this.queued = false;
+    if (this.finished) this.letGo();
     this.fail(err);
   }
+
+  /** Its place on the upstream is given back once undici holds nothing of it: a request left while it was still
+   *  connecting (its client gone, its deadline past) keeps the connection attempt, so the upstream has no room yet. */
+  private letGo(): void { if (this.on && !this.queued) { this.on.busy--; this.on = null; } }
 
   private fail(err: unknown): void {
     if (this.finished) return;
@@ -296,7 +268,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.finished = true;
     this.stopResponseTimer();
-    if (this.on) { this.on.busy--; this.on = null; }
+    this.letGo();
     if (this.onDrain) this.fr.res.off('drain', this.onDrain);
     const clientAborted = this.clientGone;
     const proxyReason: ForwardOutcome['proxyReason'] = !sendPage || clientAborted ? null
