@@ -100,4 +100,20 @@ describe.skipIf(findRedisServer() === null)('a challenge token\'s spread is coun
     expect((await get(a.port, '127.24.1.5', cookie)).status).toBe(302);
     expect(performance.now() - t0).toBeLessThan(2000);
   }, 20_000);
+  it('networks a node saw while Redis was out of reach are counted once it is back: the token is refused everywhere', async () => {
+    const [a, b] = nodes;
+    await redis.restart();
+    expect(await within(async () => (await healthOk(a.adminUrl)) && healthOk(b.adminUrl), 10_000)).toBe(true);
+    const cookie = await cookieFrom(a.port);
+    await redis.stop();
+    // Two networks on A while Redis is down: within A's own line (2).
+    for (const from of ['127.25.1.5', '127.25.2.5']) expect((await get(a.port, from, cookie)).status).toBe(200);
+    await redis.restart();
+    expect(await within(async () => (await healthOk(a.adminUrl)) && healthOk(b.adminUrl), 10_000)).toBe(true);
+    expect(await within(() => a.app.sharedTokens?.waiting === 0, 3000)).toBe(true);
+    // A third network on B: three in Redis. Before, A's two were never sent, B counted one, and both honoured it.
+    await get(b.port, '127.25.3.5', cookie);
+    expect(await within(async () => (await get(a.port, '127.25.1.5', cookie)).status === 302, 3000)).toBe(true);
+    expect(await within(async () => (await get(b.port, '127.25.3.5', cookie)).status === 302, 3000)).toBe(true);
+  }, 40_000);
 });

@@ -8,7 +8,7 @@ import type http from 'node:http';
 import type { Config } from '../config/schema.ts';
 import type { LoadResult } from '../config/load.ts';
 import { logConfigWarnings } from '../config/advice.ts';
-import { shareTokenSpread } from '../store/redis-tokens.ts';
+import { shareTokenSpread, type SharedTokens } from '../store/redis-tokens.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import type { Listeners } from '../listen/listeners.ts';
 import type { Upstreams } from '../upstream/upstreams.ts';
@@ -34,6 +34,8 @@ export interface App {
   readonly stats: Stats;
   readonly upstreams: Upstreams;
   readonly log: Logger;
+  /** The challenge tokens' spread counted on Redis (state.redis.url), else null. */
+  readonly sharedTokens: SharedTokens | null;
   /** Reloads from the config file (or the given result); refuses an invalid config and keeps the old one. */
   reload(next?: LoadResult): ReloadResult;
   close(): Promise<void>;
@@ -67,7 +69,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
 
   const app: App = {
     get config() { return runtime.current.config; },
-    pipeline, listeners, filter, stats, upstreams, log, admin: new AdminServer(),
+    pipeline, listeners, filter, stats, upstreams, log, admin: new AdminServer(), sharedTokens: shared,
     reload(next) {
       const r = checkReload(next, opts.configFile, app.config);
       if (!r.ok) return refuseReload(log, r.problems);
