@@ -6,7 +6,8 @@ import { parseBlacklistAddress, parseWhitelistEntry } from '../decisions/lists.t
 import type { BanEntry } from '../decisions/blacklist.ts';
 import type { Filter } from '../detect/filter.ts';
 
-const iso = (ms: number) => new Date(ms).toISOString();
+// A ban without end (one found so in Redis, or given the longest time) has no date: null, not a 500 for the listing.
+const iso = (ms: number) => (Number.isFinite(ms) && Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : null);
 const banJson = (e: BanEntry) => ({ ip: e.ip, reason: e.reason, rule: e.rule, since: iso(e.since), expiresAt: iso(e.expiresAt) });
 
 function source(param: string): string {

@@ -280,5 +280,6 @@ export class Decisions {
 
 /** Stored or received API whitelist entries as ranges; one that does not parse is skipped. */
 function parsedEntries(entries: WhitelistEntry[]): { range: ParsedRange; note: string; since: number }[] {
-  return entries.flatMap((w) => { const p = parseWhitelistEntry(w.ip); return p.ok ? [{ range: p.value, note: w.note, since: w.since }] : []; });
+  // A note missing from an entry written by hand (or another version) is an empty one: the store binds only text.
+  return entries.flatMap((w) => { const p = parseWhitelistEntry(w.ip); return p.ok ? [{ range: p.value, note: typeof w.note === 'string' ? w.note : '', since: w.since }] : []; });
 }

@@ -157,12 +157,15 @@ const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object
 const isTime = (x: unknown): boolean => x === undefined || (typeof x === 'number' && Number.isFinite(x));
 // null or absent: a ban without end (JSON has no Infinity).
 const isNum = (x: unknown): boolean => typeof x === 'number' || x === null || x === undefined;
+// A free text a node writes as a string; absent or null from a hand-written key or another version.
+const isText = (x: unknown): boolean => typeof x === 'string' || x === null || x === undefined;
 
 /** A ban entry as a node writes it (an expiry of null is one without end). */
 export function isBanEntry(e: unknown): e is BanEntry {
-  return isObj(e) && typeof e.ip === 'string' && typeof e.reason === 'string' && typeof e.rule === 'string' && typeof e.since === 'number' && isNum(e.expiresAt);
+  return isObj(e) && typeof e.ip === 'string' && typeof e.reason === 'string' && typeof e.rule === 'string' && Number.isFinite(e.since) && isNum(e.expiresAt);
 }
-const isWlEntry = (e: unknown): e is WhitelistEntry => isObj(e) && typeof e.ip === 'string' && typeof e.since === 'number';
+/** A whitelist entry; its note may be missing (read as empty: decisions.ts), anything else in it is not one. */
+const isWlEntry = (e: unknown): e is WhitelistEntry => isObj(e) && typeof e.ip === 'string' && Number.isFinite(e.since) && isText(e.note);
 
 /** The decisions among parsed JSON values (a ban without end comes back from JSON with a null expiry). */
 export function decisionsOf(xs: unknown[]): Decision[] {
@@ -178,7 +181,7 @@ export function isDecision(d: unknown): d is Decision {
     case 'ban': return isBanEntry(d.entry);
     case 'whitelist': return isWlEntry(d.entry);
     case 'unban': case 'unwhitelist': return typeof d.ip === 'string' && isTime(d.at);
-    case 'attack': return typeof d.domain === 'string' && typeof d.under === 'boolean' && typeof d.since === 'number' && isTime(d.at);
+    case 'attack': return typeof d.domain === 'string' && typeof d.under === 'boolean' && Number.isFinite(d.since) && isText(d.reason) && isTime(d.at);
     default: return false;
   }
 }
@@ -193,8 +196,9 @@ export function parseState(bans: Record<string, string>, wl: Record<string, stri
   }
   for (const v of Object.values(wl)) { const e = parse<unknown>(v); if (isWlEntry(e)) out.whitelist.push(e); }
   for (const [domain, v] of Object.entries(attack)) {
-    const a = parse<{ under: boolean; since: number; reason: string | null; at?: number; failing?: boolean }>(v);
-    if (a) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: a.reason ?? null, ...(typeof a.at === 'number' ? { at: a.at } : {}), ...(a.failing === true ? { failing: true } : {}) });
+    const a = parse<{ under: boolean; since: number; reason: unknown; at?: number; failing?: boolean }>(v);
+    // A reason that is no text (another version's structured one) is no reason here; a state with no time is none.
+    if (isObj(a) && Number.isFinite(a.since)) out.attacks.push({ domain, under: !!a.under, since: a.since, reason: typeof a.reason === 'string' ? a.reason : null, ...(typeof a.at === 'number' ? { at: a.at } : {}), ...(a.failing === true ? { failing: true } : {}) });
   }
   return out;
 }
