@@ -103,6 +103,17 @@ describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)
     expect(await raw.hget(k.bans, '10.2.0.1')).not.toBeNull();
   });
 
+  it('the liftings remembered are bounded: past the latest GONE_MAX (here 3), the oldest are forgotten first', async () => {
+    // Until 2026-11-29 every ban that ran out left its marker for 7 days, however many: a week of a large botnet's
+    // bans was a marker per address in Redis.
+    const k = redisKeys('gonecap:');
+    const t = Date.now();
+    for (let i = 0; i < 6; i++) await writeOne(k, { kind: 'ban', entry: { ip: `10.5.0.${i}`, reason: 'r', rule: 'rate', since: t - 10_000 + i, expiresAt: t - 1000 } }, t - 5000);
+    await pruneBans(raw, k, t, 3);
+    expect(await raw.zrange(k.gone, 0, -1)).toEqual(['b:10.5.0.3', 'b:10.5.0.4', 'b:10.5.0.5']);
+    expect(await raw.hlen(k.bans)).toBe(0);
+  });
+
   it('a key of the wrong type refuses the decisions that use it before any of their writes; the rest is written', async () => {
     const k = redisKeys('wrongtype:');
     await raw.set(k.exp, 'not a sorted set');

@@ -55,10 +55,13 @@ export async function sharedValue(cmd: Redis, key: string, mine: Buffer, ttlMs?:
 /** How long a lifted ban or whitelist entry is remembered as lifted (<p>gone): a node cut off for longer than this
  *  may bring back, when it returns, a decision of its own older than the lifting. */
 export const GONE_KEPT_MS = 7 * 24 * 3600_000;
+/** And at most this many of them, the latest: a week of a large botnet's bans running out would otherwise leave a
+ *  marker per address (about 100 bytes each in Redis); past it, the oldest liftings are forgotten first. */
+export const GONE_MAX = 1_000_000;
 
 /** Deletes expired bans from the hash and the zset, in bounded steps (one call never holds Redis long), and what
- *  was lifted longer ago than GONE_KEPT_MS. KEYS: bans hash, bans:exp zset, gone zset; ARGV: now (ms), the oldest
- *  lifting kept (ms). */
+ *  was lifted longer ago than GONE_KEPT_MS or is past the GONE_MAX latest. KEYS: bans hash, bans:exp zset, gone zset;
+ *  ARGV: now (ms), the oldest lifting kept (ms), how many liftings are kept at most. */
 export const PRUNE_LUA = `
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[2])
 local n = 0
@@ -77,6 +80,7 @@ for i = 1, 50 do
   redis.call('ZREM', KEYS[2], unpack(ips))
   n = n + #ips
 end
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[3]) + 1))
 return n`;
 
 /** The slot a decision takes in the pending queue: a later decision on the same ban / whitelist entry / domain

@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import type { BanEntry } from '../decisions/blacklist.ts';
 import type { WhitelistEntry } from '../decisions/lists.ts';
 import type { Decision } from '../decisions/bus.ts';
-import { GONE_KEPT_MS, PRUNE_LUA, attackJson, parse, parseState, pendingKey, type AttackState, type RedisKeys, type RedisSnapshot } from './redis-keys.ts';
+import { GONE_KEPT_MS, GONE_MAX, PRUNE_LUA, attackJson, parse, parseState, pendingKey, type AttackState, type RedisKeys, type RedisSnapshot } from './redis-keys.ts';
 
 /** What one node knows is in force: the base a resync diffs against. */
 export class Known {
@@ -120,8 +120,8 @@ const sameWl = (a: WhitelistEntry | undefined, b: WhitelistEntry): boolean =>
   !!a && a.origin === b.origin && a.note === b.note && a.since === b.since;
 
 /** Deletes the bans that ran out (in bounded steps: PRUNE_LUA). */
-export async function pruneBans(cmd: Redis, k: RedisKeys, now: number): Promise<void> {
-  await cmd.eval(PRUNE_LUA, 3, k.bans, k.exp, k.gone, String(now), String(now - GONE_KEPT_MS));
+export async function pruneBans(cmd: Redis, k: RedisKeys, now: number, goneMax = GONE_MAX): Promise<void> {
+  await cmd.eval(PRUNE_LUA, 3, k.bans, k.exp, k.gone, String(now), String(now - GONE_KEPT_MS), String(goneMax));
 }
 
 /** Entries read (and parsed), and decisions delivered, per step of a catch-up. */
