@@ -110,7 +110,7 @@ describe.skipIf(!hasRedis)('the later decision stands (write script, real Redis)
     const t = Date.now();
     for (let i = 0; i < 6; i++) await writeOne(k, { kind: 'ban', entry: { ip: `10.5.0.${i}`, reason: 'r', rule: 'rate', since: t - 10_000 + i, expiresAt: t - 1000 } }, t - 5000);
     await pruneBans(raw, k, t, 3);
-    expect(await raw.zrange(k.gone, 0, -1)).toEqual(['b:10.5.0.3', 'b:10.5.0.4', 'b:10.5.0.5']);
+    expect(await raw.zrange(k.gone, '0', '-1')).toEqual(['b:10.5.0.3', 'b:10.5.0.4', 'b:10.5.0.5']);
     expect(await raw.hlen(k.bans)).toBe(0);
   });
 
