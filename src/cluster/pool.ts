@@ -18,7 +18,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import type { Logger } from '../log.ts';
 import { shardOf, type FromWorker, type ToWorker, type WorkerInit, type WorkerReport } from './protocol.ts';
-import { silentWorkers } from './watchdog.ts';
+import { silentWorkers, backoffMs, QUICK_DEATH_MS, START_DEADLINE_MS } from './watchdog.ts';
 import { MAX_DURATION_MS } from '../config/units.ts';
 
 export interface PoolDeps {
@@ -58,6 +58,8 @@ interface Worker {
   /** Connections for this worker not handed over yet, oldest first, and the one on its way (the primary's copy,
    *  closed once Node's acknowledgement, or its refusal, comes back, or the worker is gone). */
   waiting: Waiting[]; sending: net.Socket | null;
+  /** Stopping: told to stop once what waits for it has been handed over ('asked'), and told ('sent'). */
+  stop?: 'asked' | 'sent';
 }
 
 /** Connections waiting for one worker: a stalled worker would have the primary hold every new connection (and its
@@ -70,15 +72,6 @@ const REFUSED_LOG_MS = 10_000;
 /** How often the watchdog looks: a fraction of its shortest allowed silence (2 s). */
 const WATCH_EVERY_MS = 500;
 
-/** After this many quick deaths in a row the pause before the next fork stops growing. */
-const MAX_BACKOFF_MS = 5000;
-
-/** A worker not ready this long after its fork is killed (and replaced after the back-off): one stuck starting would
- *  otherwise hold the proxy's start, or its sources' home, for ever (the watchdog judges ready workers only). */
-const START_DEADLINE_MS = 30_000;
-
-/** A worker that lived this long died on its own: the next one starts after the shortest pause again. */
-const QUICK_DEATH_MS = 10_000;
 
 export class WorkerPool {
   private readonly d: PoolDeps;
@@ -128,7 +121,15 @@ export class WorkerPool {
 
   /** `quickDeaths`: how many workers under this index in a row died within QUICK_DEATH_MS of their start. */
   private spawn(index: number, restarts: number, quickDeaths = 0): Promise<void> {
-    const child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+    let child: ChildProcess;
+    try {
+      child = fork(this.d.entry, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+    } catch (e) {
+      // Some failed forks throw here (ENOMEM; the IPC pair not made): the index is tried again after the back-off.
+      this.d.log.error({ worker: index, err: (e as Error).message }, 'worker could not be forked');
+      this.respawnLater(index, restarts, quickDeaths + 1);
+      return Promise.reject(e);
+    }
     const born = this.now();
     const w: Worker = { index, child, ready: false, restarts, startedAt: born, heardAt: born, memory: null, requests: 0, waiting: [], sending: null };
     this.workers[index] = w;
@@ -160,8 +161,16 @@ export class WorkerPool {
         if (m.cmd === 'NODE_HANDLE_NACK') this.refuse(index, 'the worker could not take a connection (out of descriptors?)');
         this.handOver(w);
       });
-      child.on('error', (e) => this.d.log.warn({ worker: index, err: e.message }, 'worker IPC error'));
-      child.once('exit', (code, signal) => {
+      // A fork that failed late (EMFILE, EAGAIN: the primary out of descriptors or processes, as under a connection
+      // flood) says so with 'error' and never 'exit': it is an exit all the same, or the index stays empty for good.
+      child.on('error', (e) => {
+        this.d.log.warn({ worker: index, err: e.message }, child.pid === undefined ? 'worker could not be forked' : 'worker IPC error');
+        if (child.pid === undefined) exited(null, null);
+      });
+      let gone = false;
+      const exited = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (gone) return;
+        gone = true;
         clearTimeout(deadline);
         w.ready = false;
         w.sending?.destroy();
@@ -175,11 +184,12 @@ export class WorkerPool {
           // Quick deaths in a row wait longer each time, so a worker that cannot start does not spin the machine; one
           // that lived its life (a crash a week after the last) starts again at once.
           const quick = this.now() - w.startedAt < QUICK_DEATH_MS ? quickDeaths + 1 : 0;
-          const wait = Math.min(100 * 2 ** Math.min(Math.max(quick - 1, 0), 6), MAX_BACKOFF_MS);
+          const wait = backoffMs(quick);
           this.d.log.error({ worker: index, pid: child.pid, code, signal, restartInMs: wait }, 'worker died; starting a new one');
-          setTimeout(() => { if (!this.stopping) this.spawn(index, w.restarts + 1, quick).catch((e) => this.d.log.error({ err: (e as Error).message }, 'worker restart failed')); }, wait);
+          this.respawnLater(index, w.restarts, quick, wait);
         }
-      });
+      };
+      child.once('exit', exited);
       // What a worker starts from is read from the store: one that cannot be read now (a full disk, a locked file)
       // must not leave this child waiting for ever (never ready, so no watchdog either): it goes, and the exit above
       // starts another after the back-off.
@@ -193,12 +203,25 @@ export class WorkerPool {
     });
   }
 
+  /** Forks index again after `wait` (by default its back-off): a failure then is logged, not thrown out of a timer. */
+  private respawnLater(index: number, restarts: number, quick: number, wait = backoffMs(quick)): void {
+    setTimeout(() => { if (!this.stopping) this.spawn(index, restarts + 1, quick).catch((e) => this.d.log.error({ err: (e as Error).message }, 'worker restart failed')); }, wait);
+  }
+
   private send(w: Worker, m: ToWorker): void {
     if (w.child.connected) w.child.send(m, () => {});
   }
 
-  /** Hands over the oldest waiting connection unless one is on its way (Node's acknowledgement calls this again). */
+  private sendStop(w: Worker): void { if (w.stop !== 'sent') { w.stop = 'sent'; this.send(w, { t: 'stop' }); } }
+
+  /** Hands over the oldest waiting connection unless one is on its way (Node's acknowledgement calls this again);
+   *  stopping, the worker is told to stop once none is left. */
   private handOver(w: Worker): void {
+    this.handOn(w);
+    if (w.stop === 'asked' && !w.sending && w.waiting.length === 0) this.sendStop(w);
+  }
+
+  private handOn(w: Worker): void {
     while (!w.sending && w.waiting.length > 0) {
       const c = w.waiting.shift()!;
       if (this.d.banned?.(c.source)) { c.socket.destroy(); this.d.droppedBanned?.(); continue; }
@@ -281,10 +304,14 @@ export class WorkerPool {
     const alive = this.workers.filter((w): w is Worker => w !== null && w.child.exitCode === null && w.child.signalCode === null);
     // 'close', not 'exit': it comes after the last messages (a worker's final counts) have been read.
     const exited = alive.map((w) => new Promise<void>((r) => w.child.once('close', () => r())));
-    for (const w of alive) this.send(w, { t: 'stop' });
+    // A connection accepted before the listeners closed, still waiting for its (busy) worker, is served in the drain:
+    // 'stop' goes after the last of them (a worker that stops destroys what it is handed after), within the drain time.
+    for (const w of alive) { w.stop = 'asked'; this.handOver(w); }
+    const late = setTimeout(() => { for (const w of alive) this.sendStop(w); }, Math.min(drainMs, MAX_DURATION_MS));
     // Node fires a timer past 2^31-1 ms at once: a drain time near the config's longest would kill every worker now.
     const kill = setTimeout(() => { for (const w of alive) w.child.kill('SIGKILL'); }, Math.min(drainMs + 3000, MAX_DURATION_MS));
     await Promise.all(exited);
+    clearTimeout(late);
     clearTimeout(kill);
   }
 }
