@@ -61,8 +61,10 @@ export function requestEnded(info: ConnectionInfo, now: number): void {
   info.idleSince = now;
 }
 
-/** Idle: has served a request (a brand-new connection is about to send one) and is answering none now. */
-const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed; };
+/** Idle: has served a request (a brand-new connection is about to send one), is answering none now, and has nothing
+ *  left to send: a response is observed once its upstream part is over, while up to the read-ahead of it may still
+ *  wait here for a slow client (closed then, the download was cut). What the kernel holds is still sent after a close. */
+const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed && s.writableLength === 0; };
 
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {

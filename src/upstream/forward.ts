@@ -56,6 +56,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private on: Upstream | null = null; // the upstream it is counted on (Upstream.busy), from dispatch until finish
   /** In undici's hands with no connection yet (connecting, or its queue): undici calls back whatever happens. */
   private queued = false;
+  /** The whole request (its body too) went out on the connection (undici's onRequestSent). */
+  private requestSent = false;
 
   /** @internal the response timer's callback (a module function with an argument: no closure per request). */
   onResponseTimeout(): void {
@@ -114,6 +116,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   start(): void {
     const { fr } = this;
     this.controller = null;
+    this.requestSent = false;
     this.stopResponseTimer();
     const up = this.upstream;
     if (this.on) this.on.busy--; // a retry: counted on the next one
@@ -150,6 +153,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.stopResponseTimer();
     if (this.fr.responseTimeoutMs > 0) this.responseTimer = setTimeout(responseTimeout, this.fr.responseTimeoutMs, this);
   }
+
+  onRequestSent(): void { this.requestSent = true; }
 
   private stopResponseTimer(): void {
     if (this.responseTimer) { clearTimeout(this.responseTimer); this.responseTimer = null; }
@@ -250,6 +255,13 @@ class Forwarding implements Dispatcher.DispatchHandler {
       return;
     }
     this.lastError = kind;
+    if (kind === 'reset' && this.controller !== null && !this.requestSent && this.fr.body) {
+      // Cut while its body was still going out: an upstream that answered early (a 413, a 401) and closed, whose
+      // answer undici drops when its next write fails (a known gap: the client gets 502). It refused the body: no
+      // failing upstream, for its health and its limit alike.
+      this.finish(null, true);
+      return;
+    }
     // A body held whole can be sent again; a stream only if no attempt has read from it.
     const bodyUntouched = !this.fr.body || Buffer.isBuffer(this.fr.body) || !this.fr.body.readableDidRead;
     if (kind === 'connect-timeout') {
