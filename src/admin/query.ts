@@ -1,12 +1,14 @@
 // Parsing of admin query parameters. Pure; a malformed value is null, which
 // the routes turn into a 400 before anything is done.
 import type { Config, DomainConfig } from '../config/schema.ts';
+import { canonicalHost } from '../route/router.ts';
 
-/** A domain by its name or one of its aliases, case-insensitive. */
+/** A domain by its name or one of its aliases, compared as routing compares a Host (route/router.ts: any case, a
+ *  trailing dot, an IPv6 literal with or without brackets, in any spelling). */
 export function findDomain(config: Config, name: string | null): DomainConfig | null {
-  if (!name) return null;
-  const n = name.trim().toLowerCase();
-  return config.domains.find((d) => d.name.toLowerCase() === n || d.aliases.some((a) => a.toLowerCase() === n)) ?? null;
+  if (!name || !name.trim()) return null;
+  const n = canonicalHost(name.trim());
+  return config.domains.find((d) => canonicalHost(d.name) === n || d.aliases.some((a) => canonicalHost(a) === n)) ?? null;
 }
 
 /** Days in month m (1-12) of year y, proleptic Gregorian as ISO 8601 has it. */

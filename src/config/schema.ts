@@ -120,7 +120,7 @@ export const schema = {
     ticketKeyRotateSeconds: { doc: 'TLS session tickets: how long one ticket key is used (at least 60). Every worker, every node on the same Redis, and this node after a restart use the same key within a period, counted from the epoch; at each change, returning clients make one full handshake. Changing it needs a restart.', format: nat, default: 43200 },
   },
   admin: {
-    host: { doc: 'Admin API / dashboard address. A non-loopback host needs a token.', format: String, default: '127.0.0.1' },
+    host: { doc: 'Admin API / dashboard address (an IPv6 address without brackets, e.g. ::1). A non-loopback host needs a token.', format: String, default: '127.0.0.1' },
     port: { doc: 'Admin API / dashboard port (0 = any free port).', format: 'port', default: 9090 },
     token: { doc: 'Bearer token for the admin API ("" = no auth, loopback only); visible ASCII only (0x21-0x7E, no spaces).', format: String, default: '', sensitive: true },
   },

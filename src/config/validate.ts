@@ -244,6 +244,10 @@ export function validateStructure(cfg: Config): string[] {
   if (ad.minLimit < 1) problems.push('limits.adaptive.minLimit: must be at least 1');
   if (ad.initialLimit < ad.minLimit) problems.push(`limits.adaptive.initialLimit: must be at least limits.adaptive.minLimit (${ad.minLimit})`);
   if (cfg.limits.headerTimeoutMs > cfg.limits.requestTimeoutMs) problems.push(`limits.headerTimeoutMs: must not exceed limits.requestTimeoutMs (${cfg.limits.requestTimeoutMs})`);
+  // Listened on as written: "[::1]" (brackets) is no host the listener can resolve, and the start would fail naming no key.
+  for (const [k, h] of [['admin.host', cfg.admin.host], ['demo.host', cfg.demo.host]] as const) {
+    if (typeof h === 'string' && !isValidHostname(h)) problems.push(`${k}: must be an address or host name (an IPv6 address without brackets, e.g. ::1)`);
+  }
   if (typeof cfg.admin.host === 'string' && !isLoopbackHost(cfg.admin.host) && !cfg.admin.token) problems.push(`admin.token: required when admin.host (${cfg.admin.host}) is not loopback`);
   // Node reads header bytes as Latin-1 and browsers refuse to send other characters, and a space at either end is
   // cut from the header: a token with any of them could never match. The value is a secret: not repeated here.

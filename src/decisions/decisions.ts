@@ -135,7 +135,7 @@ export class Decisions {
   manualBan(source: string, ttlSeconds: number, reason: string, now: number): BanEntry {
     if (this.blacklist.has(source)) this.blacklist.remove(source);
     const e = this.record({ ip: source, reason, rule: 'manual', since: now, expiresAt: now + ttlSeconds * 1000 });
-    this.deps.store.flush();
+    this.saveNow();
     this.deps.log.info({ source, rule: 'manual', reason, banSeconds: ttlSeconds }, 'source banned');
     return e;
   }
@@ -151,6 +151,15 @@ export class Decisions {
     // (A tie is taken: the ban then shows, and can be lifted again; refused, the worker would keep one nobody sees.)
     if ((this.unbannedAt.get(e.ip) ?? -Infinity) > e.since) return;
     if (!this.whitelist.covers(e.ip)) this.record(e);
+  }
+
+  /** An operator's change is saved at once (a kill -9 right after it keeps it). A store that refuses the write now (a
+   *  lock held by another process, a full disk) does not undo it: it is in force and published, its write stays
+   *  queued for the periodic save, and the operator is answered as it is, not with a 500 for a change in force. */
+  private saveNow(): void {
+    try { this.deps.store.flush(); } catch (e) {
+      this.deps.log.warn({ err: (e as Error).message }, 'filter state not saved now (in force; saved with the next save)');
+    }
   }
 
   /** The bookkeeping every ban shares, wherever it was decided. */
@@ -171,7 +180,7 @@ export class Decisions {
     this.unbannedAt.set(source, now);
     const ok = this.drop(source);
     this.bus.publish({ kind: 'unban', ip: source, at: now });
-    this.deps.store.flush();
+    this.saveNow();
     return ok;
   }
 
@@ -210,13 +219,13 @@ export class Decisions {
     const lifted = this.liftWhitelisted();
     this.bus.publish({ kind: 'whitelist', entry: { ip: e.ip, origin: 'api', note, since: e.since } });
     for (const ip of lifted) this.bus.publish({ kind: 'unban', ip, at: now });
-    this.deps.store.flush();
+    this.saveNow();
     return e;
   }
 
   removeWhitelist(text: string, now: number): boolean {
     const ok = this.whitelist.remove(text);
-    if (ok) { this.deps.store.deleteWhitelist(text); this.bus.publish({ kind: 'unwhitelist', ip: text, at: now }); this.deps.store.flush(); }
+    if (ok) { this.deps.store.deleteWhitelist(text); this.bus.publish({ kind: 'unwhitelist', ip: text, at: now }); this.saveNow(); }
     return ok;
   }
 
