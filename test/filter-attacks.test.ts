@@ -173,6 +173,18 @@ describe('attacks are banned within seconds, then dropped at accept', () => {
     expect(ms).toBeLessThan(5000);
   });
 
+  it('404 scanning hidden among as many real pages (half the answers found) is still caught', async () => {
+    // Found answers take back part of a miss (a NAT's people miss now and then among many found answers), so a
+    // scanner must send two real requests per probe to hide; one per probe is still a scan.
+    const ip = '127.0.2.16';
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 2, localAddress: ip });
+    const probes = ['/.env', '/wp-login.php', '/admin/', '/phpmyadmin/', '/.git/config', '/backup.sql', '/config.php', '/server-status'];
+    const ms = await attack('diluted 404 scanning', ip, (i) => hit(proxy.port, i % 2 ? `/page/${i}` : `${probes[(i / 2) % probes.length]}?${i}`, { local: ip, agent, headers: { 'user-agent': 'Mozilla/5.0 zgrab/0.x', accept: '*/*' } }), { concurrency: 2, max: 1000, ms: 12000 });
+    agent.destroy();
+    expect(['probe', 'score']).toContain(filter.banOf(ip)?.rule);
+    expect(ms).toBeLessThan(10000);
+  });
+
   it('a browser-mimicking bot (browser headers, keep-alive, steady crawl of pages, never an asset)', async () => {
     const ip = '127.0.2.5';
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: ip });

@@ -100,6 +100,8 @@ export function combineSamples(ss: readonly Sample[]): Sample {
   return out;
 }
 
+/** Under attack by rate alone, the rate let through is learned this many times slower than calm seconds are. */
+const UNDER_ATTACK_LEARN_SLOWER = 10;
 /** Fewer upstream failures than this in a second are chance, whatever their share (one 503 in five requests). */
 const MIN_FAILURES = 3;
 /** A saturated second is a crowd, not an attack, when at least this share of the requests that waited came from sources browsing like people. */
@@ -164,6 +166,15 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
     st.baselineRps += a * (rps - st.baselineRps);
     if (s.answered > 0) st.baselineLatencyMs = st.baselineLatencyMs > 0 ? st.baselineLatencyMs + a * (latency - st.baselineLatencyMs) : latency;
     st.learned += secs;
+  } else if (st.under && rateHot && !latencyHot && !failing && !crowded) {
+    // Under attack by its rate alone, the origin well (answering at its usual pace, nothing failing, nothing waiting):
+    // a new level of real traffic (the site's own after a DNS switch to a proxy that learned the trickle before it, a
+    // campaign that lasts) would hold attack mode for as long as it lasts. The rate the filter lets through to the
+    // origin is learned then, upwards only: a flood it holds back (challenged, refused, banned) does not pass and does
+    // not become the new normal; people, who pass, do, and attack mode ends once the rate is theirs. Ten times slower
+    // than in calm: a flood that gets through for a while (before its sources are banned) moves it little.
+    const passed = s.answered / secs;
+    if (passed > st.baselineRps) st.baselineRps += Math.min(1, secs / (UNDER_ATTACK_LEARN_SLOWER * p.learnSeconds)) * (passed - st.baselineRps);
   }
   return out;
 }

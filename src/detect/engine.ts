@@ -49,6 +49,8 @@ export function applyEvents(levels: Levels, last: number, now: number, pending: 
     let level = levels[at + r] - dt * rules.leakPerMs[r] * k;
     if (level < 0) level = 0;
     level += pending[rules.ruleEvent[r]];
+    // An event may take back (a found answer against the misses): never below empty either.
+    if (level < 0) level = 0;
     levels[at + r] = level;
     const fill = level / (rules.capacity[r] * k);
     if (fill > overflowFill) { overflow = r; overflowFill = fill; }

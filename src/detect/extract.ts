@@ -11,6 +11,9 @@ import type { DomainKnowledge } from './knowledge.ts';
 import { EVENT_INDEX as E } from './rules.ts';
 import { hashRange, headerOddness, userAgentHash, isAssetPath, isHtml, isStaticType, pathEnd, queryKeysHash } from './signals.ts';
 
+/** How much of a 404 a found (2xx/3xx, non-asset) answer of the same source takes back: see answerEvents. */
+export const FOUND_OFFSETS_MISS = 0.5;
+
 /** Events of a request as it arrives, before any answer. */
 export function requestEvents(head: RequestHead, s: SourceState, p: Float64Array): void {
   p[E.request] += 1;
@@ -61,4 +64,9 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
   }
   if (o.status === 404 || o.status === 410) { if (!assetPath) p[E.notFound] += 1; }
   else if (o.status >= 400 && o.status < 500) p[E.error] += 1;
+  // What makes a scan is the share of misses, not their count: a scanner's answers are nearly all 404s, while many
+  // people behind one address (an app's users at a carrier NAT, each with its routine 404) miss now and then among
+  // many found answers. A found page or call takes back part of a miss (FOUND_OFFSETS_MISS): the source's misses
+  // are judged past a third of its answers, and a scanner must send two real requests per probe to hide.
+  else if (o.status < 400 && !assetPath && !asset) p[E.notFound] -= FOUND_OFFSETS_MISS;
 }

@@ -50,10 +50,18 @@ export function queryKeysHash(url: string, q: number): number {
 
 const ASSET_PATH = /\.(?:css|js|mjs|map|png|jpe?g|gif|webp|avif|svg|ico|bmp|woff2?|ttf|otf|eot|mp4|webm|mp3|ogg|wasm|txt)$/i;
 
+/** A script's name before the end of a path: the rest is its PATH_INFO (/index.php/x.js runs index.php). */
+const SCRIPT_SEGMENT = /\.(?:php\d?|phtml|aspx?|ashx|jsp|jspx|do|action|cgi|pl|py|rb)\//i;
+
 /** Obviously an asset by its path (a browser loads these after a page). */
 export function isAssetPath(url: string, end: number): boolean {
   // Only the last few characters matter; slicing a short tail keeps the regex cheap on long URLs.
-  return ASSET_PATH.test(url.slice(Math.max(0, end - 8), end));
+  if (!ASSET_PATH.test(url.slice(Math.max(0, end - 8), end))) return false;
+  // What the application runs, whatever the end says (an asset suffix is free to add: a flood that appends one must
+  // not pass as cheap): ";params" (a servlet container drops them, /api/search;1.js is /api/search) and a script
+  // before the end (PATH_INFO).
+  const semi = url.indexOf(';');
+  return (semi < 0 || semi >= end) && !SCRIPT_SEGMENT.test(url.slice(0, end));
 }
 
 /** Static by the response's Content-Type, not the file extension. */
