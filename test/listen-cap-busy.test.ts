@@ -7,7 +7,11 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import tls from 'node:tls';
+import fs from 'node:fs';
 import { startOrigin, startProxy, domain, sleep, until, type Origin, type Proxy } from './helpers/servers.ts';
+import { makePki } from './helpers/certs.ts';
+import { SourceConnections, adoptConnectionInfo, connectionInfo } from '../src/listen/connections.ts';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -92,5 +96,60 @@ describe('a source at its connection cap', () => {
     const bodyBytes = () => { const t = all(); const i = t.indexOf('\r\n\r\n'); return i < 0 ? 0 : t.length - i - 4; };
     await Promise.race([aClosed, until(() => bodyBytes() >= size, 8000)]);
     expect({ downloaded: bodyBytes(), cut: a.destroyed && bodyBytes() < size }).toEqual({ downloaded: size, cut: false });
+  });
+});
+
+describe('a source at its connection cap, over TLS', () => {
+  it('what waits for the client is in the TLS socket, not the raw one: a connection with a response still going out is not idle', async () => {
+    // Until 2026-11-29 the check read the raw TCP socket, which holds nothing on a TLS connection (a reviewer measured
+    // 582,824 bytes waiting in the TLSSocket and 0 in the raw one), so at the cap an HTTPS download was closed first.
+    // Real TLS connections on loopback; the cap's own object, as the listener drives it.
+    const pki = makePki();
+    const leaf = pki.leaf('site.test');
+    const accepted: { raw: net.Socket; tls: tls.TLSSocket }[] = [];
+    const server = tls.createServer({ cert: fs.readFileSync(leaf.cert), key: fs.readFileSync(leaf.key) }, (t) => {
+      t.on('error', () => {});
+      accepted.push({ raw: (t as unknown as { _parent: net.Socket })._parent, tls: t });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as net.AddressInfo).port;
+    const clients: tls.TLSSocket[] = [];
+    const open = async () => {
+      const c = tls.connect({ port, host: '127.0.0.1', localAddress: '127.0.23.1', servername: 'site.test', ca: fs.readFileSync(pki.ca) } as tls.ConnectionOptions);
+      c.on('error', () => {});
+      c.pause(); // reads nothing
+      clients.push(c);
+      const n = accepted.length;
+      await until(() => accepted.length > n, 3000);
+      return accepted[accepted.length - 1];
+    };
+    try {
+      const conns = new SourceConnections(2);
+      const a = await open(), b = await open();
+      for (const [x, idleSince] of [[a, 1], [b, 2]] as const) {
+        expect(conns.admit(x.raw, '127.0.23.1')).toBe(true);
+        const info = adoptConnectionInfo(x.tls, x.raw);
+        info.requests = 1; info.idleSince = idleSince; // both answered; A idle the longest
+      }
+      // A's response still going out: written until the kernel's buffers are full and the TLS socket holds what the
+      // client has not taken (a write that does not drain within 300 ms).
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      for (let i = 0; i < 2000; i++) {
+        if (a.tls.write(chunk)) continue;
+        const drained = await Promise.race([once(a.tls, 'drain').then(() => true), sleep(300).then(() => false)]);
+        if (!drained) break;
+      }
+      expect(a.tls.writableLength).toBeGreaterThan(0);
+      const c = await open();
+      expect(conns.admit(c.raw, '127.0.23.1')).toBe(true);
+      // The truly idle B made room; A, still sending, is kept.
+      expect({ aClosed: a.raw.destroyed, bClosed: b.raw.destroyed }).toEqual({ aClosed: false, bClosed: true });
+      expect(connectionInfo(a.raw).wire).toBe(a.tls);
+    } finally {
+      for (const c of clients) c.destroy();
+      for (const x of accepted) x.tls.destroy();
+      server.close();
+    }
   });
 });

@@ -25,6 +25,8 @@ export interface ConnectionInfo {
   pipelined: number;
   /** The challenge client id its last request carried (detection reads and sets it: a replaced cookie). */
   clientId: string | null;
+  /** The TLS socket over this raw one, where what waits for the client is held (the raw one shows none of it). */
+  wire?: net.Socket;
 }
 
 const INFO = Symbol('scrubber.connection');
@@ -45,6 +47,7 @@ export function connectionInfo(socket: net.Socket): ConnectionInfo {
 export function adoptConnectionInfo(tlsSocket: net.Socket, raw: net.Socket): ConnectionInfo {
   const info = connectionInfo(raw);
   info.tls = true;
+  info.wire = tlsSocket;
   (tlsSocket as Tagged)[INFO] = info;
   return info;
 }
@@ -64,7 +67,7 @@ export function requestEnded(info: ConnectionInfo, now: number): void {
 /** Idle: has served a request (a brand-new connection is about to send one), is answering none now, and has nothing
  *  left to send: a response is observed once its upstream part is over, while up to the read-ahead of it may still
  *  wait here for a slow client (closed then, the download was cut). What the kernel holds is still sent after a close. */
-const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed && s.writableLength === 0; };
+const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed && (i.wire ?? s).writableLength === 0; };
 
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {

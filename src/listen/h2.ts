@@ -121,5 +121,10 @@ export function asHttp1Reply(res: http2.Http2ServerResponse): http.ServerRespons
   // and writableLength drops only when all of it is sent (a MiB at once), so the send deadline would see a client
   // reading steadily as one taking nothing. Chunk by chunk, every chunk the client takes shows (as on HTTP/1.1).
   (res.stream as unknown as { _writev: unknown })._writev = null;
+  // Answered before its request body ended (a 408 for a body too slow, a 413, a refusal after buffering): the stream
+  // is closed with NO_ERROR once the answer is out (RFC 9113 §8.1), or the client's half stays open, the session is
+  // never idle, and one HEADERS frame without its end holds the connection for ever.
+  // (The stream's own 'finish': the compat response says 'finish' only once the stream has closed.)
+  res.stream.once('finish', () => { if (!res.stream.endAfterHeaders && !res.stream.closed && !res.stream.destroyed && !res.stream.readableEnded) res.stream.close(http2.constants.NGHTTP2_NO_ERROR); });
   return res as unknown as http.ServerResponse;
 }

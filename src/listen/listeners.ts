@@ -23,7 +23,7 @@ import { passthroughHosts, splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } 
 import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply, refuseConnect } from './h2.ts';
 import { H2Sessions } from './h2-guard.ts';
-import { rawResponse } from '../respond/reply.ts';
+import { endWith, rawResponse } from '../respond/reply.ts';
 import { awaitContinue } from '../http/expect-continue.ts';
 import { certFiles, defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
 
@@ -138,7 +138,7 @@ export class Listeners {
     // Expect: 100-continue: the 100 waits until the flow reads the body, so that a refused request is not uploaded first.
     server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => { awaitContinue(req, res); server.emit('request', req, res); });
     server.on('upgrade', this.pipeline.handleUpgrade);
-    server.on('connect', (_req, socket) => socket instanceof http2.Http2ServerResponse ? refuseConnect(socket) : afterAnswers(socket, () => socket.end(rawResponse(405, 'method-not-allowed'))));
+    server.on('connect', (_req, socket) => socket instanceof http2.Http2ServerResponse ? refuseConnect(socket) : afterAnswers(socket, () => endWith(socket, rawResponse(405, 'method-not-allowed'))));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
       // Counted, never logged per request: attack traffic is not access-logged.
       const source = connectionInfo(socket).source;
@@ -148,7 +148,7 @@ export class Listeners {
       this.pipeline.filter.onClientError?.(source, err.code ?? 'unknown');
       if (socket.writable && !(socket as net.Socket & { _httpMessage?: unknown })._httpMessage) {
         const [status, reason] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad-request'];
-        socket.end(rawResponse(status, reason));
+        endWith(socket, rawResponse(status, reason));
       } else socket.destroy();
     });
     return server;

@@ -14,7 +14,7 @@ import type { Upstream } from '../upstream/upstreams.ts';
 import type { Pages } from '../respond/pages.ts';
 import type { ProxyReason, UpstreamError } from '../observe/observation.ts';
 import { classify } from '../upstream/forward.ts';
-import { rawResponse } from '../respond/reply.ts';
+import { endWith, rawResponse } from '../respond/reply.ts';
 import type { Tunnels } from '../upstream/tunnel.ts';
 
 /** A tunnel with no byte either way for this long is closed (a peer that vanished without a FIN, a half-open one). */
@@ -175,7 +175,7 @@ class UpgradeForwarding {
   private refuseInvalid(_err: unknown): void {
     this.done = true;
     this.report({ status: 400, bytesOut: 0, proxyReason: 'bad-request', upstreamError: null, contentType: null, clientAborted: false });
-    if (!this.u.socket.destroyed) this.u.socket.end(rawResponse(400, 'bad-request'));
+    if (!this.u.socket.destroyed) endWith(this.u.socket, rawResponse(400, 'bad-request'));
   }
 
   private fail(err: unknown): void {
@@ -193,7 +193,7 @@ class UpgradeForwarding {
     const upstreamError: UpstreamError = kind === 'response-timeout' ? 'timeout' : kind === 'reset' || kind === 'other' ? 'reset' : 'connect';
     this.report({ status, bytesOut: 0, proxyReason: reason, upstreamError, contentType: null, clientAborted: false });
     void u.pages.render(status, reason, u.domain).then((html) => {
-      if (!u.socket.destroyed) u.socket.end(rawResponse(status, reason, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, html));
+      if (!u.socket.destroyed) endWith(u.socket, rawResponse(status, reason, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, html));
     }, () => u.socket.destroy());
   }
 }

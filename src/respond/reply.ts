@@ -70,6 +70,20 @@ export class HttpReply implements Reply {
   get destroyed(): boolean { return this.res.destroyed; }
 }
 
+/** How long a connection the proxy answered and closed (end(): the answer, then its FIN) waits for the client to
+ *  close its side. A client that ignores the FIN would otherwise hold the socket, and its place under the source's
+ *  connection cap, for good (nginx and HAProxy bound their lingering close too). */
+export const CLOSE_GRACE_MS = 2000;
+
+/** Sends a raw answer and closes the connection: ended now, destroyed if the client has not closed it within
+ *  CLOSE_GRACE_MS (its answer is long delivered by then). */
+export function endWith(socket: Duplex, answer: string): void {
+  socket.end(answer);
+  const t = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+  t.unref();
+  socket.once('close', () => clearTimeout(t));
+}
+
 export class SocketReply implements Reply {
   private readonly socket: Duplex;
   private readonly pages: Pages;
@@ -78,11 +92,11 @@ export class SocketReply implements Reply {
   async send(a: Answer, domain: string | null): Promise<void> {
     const body = a.page !== undefined ? await this.pages.render(a.status, a.reason, domain, a.page === true ? undefined : a.page) : (a.body ?? '');
     const headers = a.page !== undefined ? { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', ...a.headers } : (a.headers ?? {});
-    if (!this.socket.destroyed) this.socket.end(rawResponse(a.status, a.reason, headers, body));
+    if (!this.socket.destroyed) endWith(this.socket, rawResponse(a.status, a.reason, headers, body));
   }
 
   sendBuiltin(status: number, reason: ProxyReason): void {
-    if (!this.socket.destroyed) this.socket.end(rawResponse(status, reason));
+    if (!this.socket.destroyed) endWith(this.socket, rawResponse(status, reason));
   }
 
   destroy(): void { this.socket.destroy(); }
