@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.ts';
 import { createFilter } from '../src/app/build-filter.ts';
 import type { RequestHead } from '../src/http/head.ts';
 import type { Observation } from '../src/observe/observation.ts';
-import { requestEvents, answerEvents } from '../src/detect/extract.ts';
+import { requestEvents, answerEvents, FOUND_OFFSETS_MISS } from '../src/detect/extract.ts';
 import { SourceState } from '../src/detect/sources.ts';
 import { DomainKnowledge } from '../src/detect/knowledge.ts';
 import { newPending } from '../src/detect/engine.ts';
@@ -127,8 +127,10 @@ describe('extraction (pure: head or observation in, events out)', () => {
     answerEvents(o('/b?x=1'), s, k, p, false);
     expect(p[E.cacheBust]).toBe(1);
     answerEvents(o('/nope', { status: 404 }), s, k, p, false);
-    expect(p[E.notFound]).toBe(1);
+    // The 404, less what the three pages found before it take back (a scan is judged by its share of misses).
+    expect(p[E.notFound]).toBe(1 - 3 * FOUND_OFFSETS_MISS);
     answerEvents(o('/theme', { contentType: 'text/css' }), s, k, p, false);
+    expect(p[E.notFound]).toBe(1 - 3 * FOUND_OFFSETS_MISS); // an asset takes nothing back
     expect(k.staticPaths.size).toBe(1);
     expect(p[E.upstreamSeconds]).toBeCloseTo(1.25);
   });
