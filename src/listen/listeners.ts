@@ -22,7 +22,7 @@ import { peekClientHello } from './hello-peek.ts';
 import { passthroughHosts, splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
 import { Tunnels } from '../upstream/tunnel.ts';
 import { asHttp1Head, asHttp1Reply, refuseConnect } from './h2.ts';
-import { H2Sessions } from './h2-guard.ts';
+import { H2Sessions, H2_BUDGET } from './h2-guard.ts';
 import { endWith, rawResponse } from '../respond/reply.ts';
 import { awaitContinue } from '../http/expect-continue.ts';
 import { certFiles, defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
@@ -45,8 +45,11 @@ type Raw = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
 /** What a passthrough connection learns of the connection it rides on (tls.TLSSocket keeps the raw socket here). */
 type Wrapped = net.Socket & { _parent?: Raw };
 
-/** Concurrent streams per HTTP/2 connection (Node's default is unbounded). */
-const H2_MAX_STREAMS = 100;
+const H2_MAX_STREAMS = 100; // concurrent streams per HTTP/2 connection at most (Node's default is unbounded)
+/** What an HTTP/2 connection may have in flight: no more than its source may (limits.maxInflightPerSource). A browser
+ *  sends a page's every image at once and holds back what SETTINGS_MAX_CONCURRENT_STREAMS does not allow: told 100,
+ *  its requests past the cap were refused (503/429) with the origin idle, and counted against it. */
+const h2Streams = (c: Config): number => (c.limits.maxInflightPerSource > 0 ? Math.min(H2_MAX_STREAMS, c.limits.maxInflightPerSource) : H2_MAX_STREAMS);
 
 export class Listeners {
   /** The HTTP servers: plain ones listen; the https ones are fed by the TLS fronts. */
@@ -120,8 +123,8 @@ export class Listeners {
       // h2 and http/1.1 by ALPN; the HTTP/1.1 connections get node:http's own handling (and the options above).
       server = http2.createSecureServer({
         ...opts, ...tlsOpts, allowHTTP1: true,
-        settings: { maxConcurrentStreams: H2_MAX_STREAMS, maxHeaderListSize: config.limits.maxHeaderBytes },
-        maxHeaderListPairs: config.limits.maxHeaderCount + 5,
+        settings: { maxConcurrentStreams: h2Streams(config), maxHeaderListSize: config.limits.maxHeaderBytes },
+        maxHeaderListPairs: config.limits.maxHeaderCount + 5, maxSessionRejectedStreams: H2_BUDGET.refusedStreams,
       } as http2.SecureServerOptions);
       // The source was counted at accept on the raw socket (the TLS socket has not adopted it yet).
       server.on('session', (session: http2.ServerHttp2Session) => this.h2.add(session, connectionInfo((session.socket as Wrapped)._parent ?? session.socket).source));
@@ -271,6 +274,8 @@ export class Listeners {
     this.passthrough = passthroughHosts(config);
     this.connections.cap = config.limits.maxConnectionsPerSource;
     for (const s of this.servers) this.configure(s, config);
+    // New sessions only: one open keeps what it was told (a peer is not asked to shrink what it may have in flight).
+    for (const s of this.servers) (s as Partial<http2.Http2SecureServer>).updateSettings?.({ maxConcurrentStreams: h2Streams(config), maxHeaderListSize: config.limits.maxHeaderBytes });
     if (fallback.cert) for (const s of this.servers) if (s instanceof tls.Server) s.setSecureContext({ ...fallback, ticketKeys: this.ticketKeys, sessionIdContext: SESSION_ID_CONTEXT });
   }
 
