@@ -16,10 +16,11 @@ const keys = (xs: Candidate[]) => xs.map((x) => x.key);
 describe('tryOrder', () => {
   const main = [c('a'), c('b'), c('c')];
 
-  it('rotates the healthy main upstreams and never offers backups while one is healthy', () => {
-    expect(keys(tryOrder(main, [c('x')], 0))).toEqual(['a', 'b', 'c']);
-    expect(keys(tryOrder(main, [c('x')], 1))).toEqual(['b', 'c', 'a']);
-    expect(keys(tryOrder(main, [c('x')], 2))).toEqual(['c', 'a', 'b']);
+  it('rotates the healthy main upstreams; a healthy backup comes after them all (a failover\'s last resort), never first', () => {
+    expect(keys(tryOrder(main, [c('x')], 0))).toEqual(['a', 'b', 'c', 'x']);
+    expect(keys(tryOrder(main, [c('x')], 1))).toEqual(['b', 'c', 'a', 'x']);
+    expect(keys(tryOrder(main, [c('x')], 2))).toEqual(['c', 'a', 'b', 'x']);
+    expect(keys(tryOrder(main, [c('x', false)], 0))).toEqual(['a', 'b', 'c']);
   });
 
   it('leaves unhealthy main upstreams out', () => {

@@ -1,6 +1,6 @@
 // Which upstreams to try, in which order. Pure.
-// Healthy main upstreams in round-robin order; when none is healthy, healthy
-// backups in list order; when nothing is healthy, everything (fail open),
+// Healthy main upstreams in round-robin order (then the healthy backups, for
+// a failover only); when none is healthy, healthy backups in list order; when nothing is healthy, everything (fail open),
 // because a health check can be wrong and a 502 is certain. Among those, one
 // with a free connection goes first: a request given to an upstream whose
 // every connection is busy would wait in undici's queue (first come first
@@ -21,8 +21,11 @@ export const RR_PERIOD = 720720;
 /** Rotates by rr over the healthy ones only, so a dead upstream's share is spread evenly, not handed to its neighbour. */
 export function tryOrder<T extends Candidate>(main: readonly T[], backup: readonly T[], rr: number): T[] {
   const healthyMain = main.filter((u) => u.healthy);
-  if (healthyMain.length) return roomFirst(rotate(healthyMain, rr));
   const healthyBackup = backup.filter((u) => u.healthy);
+  // The healthy backups after them, as the last resort of a failover: mains that died a moment ago are still marked
+  // healthy until their checks (or fall failed requests) say so, and a request that fails on every one of them moves
+  // on to a backup rather than getting a 502. A request goes to a backup only so, never for want of room on a main.
+  if (healthyMain.length) return roomFirst(rotate(healthyMain, rr)).concat(roomFirst(healthyBackup));
   if (healthyBackup.length) return roomFirst(healthyBackup);
   return roomFirst(rotate(main, rr).concat(backup));
 }

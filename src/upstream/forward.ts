@@ -118,7 +118,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.controller = null;
     this.requestSent = false;
     this.stopResponseTimer();
-    const up = this.upstream;
+    let up = this.upstream;
+    // Rebuilt by a reload since the order was made (a setting changed): the old pool takes nothing new.
+    while (up.replacedBy) up = this.order[this.idx] = up.replacedBy;
     if (this.on) this.on.busy--; // a retry: counted on the next one
     // All its connections in use (a failover only): it waits in undici's queue, timed from now (and again once on one).
     const waits = up.full;

@@ -71,6 +71,9 @@ export class Upstream {
    *  (mirror). Null: the state is kept here (one process, the primary). */
   relay: ((u: Upstream) => void) | null = null;
   readonly outcomes = new OutcomeRuns();
+  /** The same upstream as a reload rebuilt it (its settings changed; this one's pool is closing): a request in flight
+   *  that tries it again (a connect retry, a failover) goes there. */
+  replacedBy: Upstream | null = null;
 
   /** `tlsOptions`: read once per config by Upstreams.prepare (the CA bundle), not here, so building one cannot fail
    *  half way through a reload. */
@@ -202,6 +205,10 @@ export class Upstreams {
       let u = next.get(key) ?? this.byKey.get(key);
       if (!u) {
         u = new Upstream(key, a, d, config.upstream, tlsOptions);
+        // Rebuilt by a reload that changed its settings: it is as healthy as it was (new, it would read healthy until
+        // its first check, intervalMs away, and take traffic again if it was down).
+        const before = this.byId.get(u.id);
+        if (before) u.health = { ...before.health };
         // A worker's new upstream is healthy until the primary says otherwise, as the primary's own new one is.
         if (this.o.relay) u.relay = (x) => this.batched(x);
         else u.startChecks();
@@ -212,9 +219,10 @@ export class Upstreams {
       return u;
     };
     for (const d of config.domains) groups.set(d.name, new UpstreamGroup(d, d.upstreams.map((a) => get(d, a)), d.backup.map((a) => get(d, a))));
-    for (const [key, u] of this.byKey) if (!next.has(key)) { u.stopChecks(); void u.pool.close().catch(() => {}); }
+    const byId = new Map([...next.values()].map((u) => [u.id, u]));
+    for (const [key, u] of this.byKey) if (!next.has(key)) { u.replacedBy = byId.get(u.id) ?? null; u.stopChecks(); void u.pool.close().catch(() => {}); }
     this.byKey = next;
-    this.byId = new Map([...next.values()].map((u) => [u.id, u]));
+    this.byId = byId;
     this.groups = groups;
   }
 
