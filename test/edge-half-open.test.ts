@@ -13,17 +13,12 @@
 //    idleTimeoutMs GOAWAY never comes, and one HEADERS frame holds the connection for ever. On HTTP/1.1 the same
 //    answer closes the connection. The README says it "ends only its stream", and it does not end it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import https from 'node:https';
 import net from 'node:net';
-import tls from 'node:tls';
-import fs from 'node:fs';
 import { once } from 'node:events';
-import { startOrigin, startProxy, domain, sleep, until, type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, domain, until, type Origin, type Proxy } from './helpers/servers.ts';
 import { makePki, type TestPki } from './helpers/certs.ts';
 import { RawH2, T, FLAG, frame, getHeaders } from './helpers/h2-raw.ts';
 
-const KIB = 1024;
-const MIB = 1024 * KIB;
 
 let pki: TestPki;
 let origin: Origin;

@@ -14,7 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { Redis } from 'ioredis';
-import { startOrigin, startProxy, rawExchange, request, sleep, until, domain,  type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, rawExchange, request, until, domain, type Origin, type Proxy } from './helpers/servers.ts';
 import { findRedisServer, startRedis, type RedisServer } from './helpers/redis.ts';
 
 const HOST = 'site.test';
