@@ -19,7 +19,6 @@ import { startOrigin, startProxy, domain, until, type Origin, type Proxy } from 
 import { makePki, type TestPki } from './helpers/certs.ts';
 import { RawH2, T, FLAG, frame, getHeaders } from './helpers/h2-raw.ts';
 
-
 let pki: TestPki;
 let origin: Origin;
 beforeAll(async () => {
