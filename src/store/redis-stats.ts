@@ -93,11 +93,18 @@ export class RedisClusterStats implements ClusterStats {
   private heartbeat(): void {
     if (this.closed || this.pinging || this.redis.status !== 'ready') return;
     this.pinging = true;
-    pingWithin([this.redis], this.o.heartbeatTimeoutMs ?? 1500).catch(() => {
+    pingWithin([this.redis], this.o.heartbeatTimeoutMs ?? 1500).then(async () => {
+      // Emptied with the connection up (FLUSHALL, a failover to an empty replica): no 'ready' says so, and a node that
+      // counts nothing new would never push, its whole history missing from the cluster's totals until its next
+      // request. The epoch is looked at with every beat; a changed one has the node push its totals again.
+      if (this.pushing || this.closed) return;
+      const cur = await this.redis.get(`${this.prefix}epoch`);
+      if (cur !== this.o.store.clusterEpoch()) void this.push();
+    }, () => {
       if (this.closed || this.redis.status !== 'ready') return;
       this.o.log.warn({}, 'redis: the statistics connection does not answer; reconnecting');
       this.redis.disconnect(true);
-    }).finally(() => { this.pinging = false; });
+    }).catch(() => {}).finally(() => { this.pinging = false; });
   }
 
   get backlog(): number { return this.o.store.outboxSize; }
@@ -141,8 +148,11 @@ export class RedisClusterStats implements ClusterStats {
     await this.redis.set(key, crypto.randomBytes(8).toString('hex'), 'NX');
     const cur = (await this.redis.get(key))!;
     const mine = this.o.store.clusterEpoch();
-    if (mine === null) this.o.store.setClusterEpoch(cur);
-    else if (mine !== cur) {
+    if (mine === null) {
+      // First contact: what this node stored while it ran alone (before state.redis.url was set) is part of the
+      // cluster's totals too, as a rebuild would push it (nothing to push for a new store).
+      await this.o.store.rebuildOutbox(cur, () => new Promise((r) => setImmediate(r)));
+    } else if (mine !== cur) {
       // In steps with a turn of the event loop between them: the proxy serves on while a large store is read.
       const rows = await this.o.store.rebuildOutbox(cur, () => new Promise((r) => setImmediate(r)));
       this.o.log.warn({ rows }, 'redis: the cluster statistics were lost (Redis restarted empty?); pushing this node\'s totals again');
