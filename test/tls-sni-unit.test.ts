@@ -1,12 +1,13 @@
 // The ClientHello SNI reader and the PROXY v2 header builder, on bytes.
-import { capturedClientHello } from './helpers/certs.ts';
+import { capturedClientHello, makePki } from './helpers/certs.ts';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
 import { MAX_HELLO_RECORDS, parseClientHello, TOO_MANY_RECORDS } from '../src/listen/sni.ts';
-import { sniLookup } from '../src/listen/certs.ts';
+import { loadCertificates, sniLookup } from '../src/listen/certs.ts';
+import type { Config } from '../src/config/schema.ts';
 import { proxyV2Header, PROXY_V2_SIGNATURE } from '../src/listen/proxy-protocol.ts';
 
 const realHello = capturedClientHello;
@@ -139,5 +140,17 @@ describe('the certificate chosen by SNI (sniLookup)', () => {
     const pickTld = (name: string) => (sniLookup(() => tld, name) as unknown as { name: string }).name;
     expect(pickTld('x.test')).toBe('t');
     expect(pickTld('test')).toBe('a');
+  });
+});
+
+describe('the certificates of the config (loadCertificates)', () => {
+  it('a name written fully qualified or in capitals in tls.certs[].domains is found as SNI names are looked up', () => {
+    // Until 2026-11-29 the names were kept as written but for case: "a.test." never matched (lookups drop the dot).
+    const pki = makePki();
+    const a = pki.leaf('a.test'), b = pki.leaf('b.test');
+    const certs = loadCertificates({ tls: { certs: [{ ...b, domains: ['b.test'] }, { ...a, domains: ['A.Test.'] }] } } as unknown as Config);
+    expect([...certs.keys()].sort()).toEqual(['a.test', 'b.test']);
+    expect(sniLookup(() => certs, 'a.test')).toBe(certs.get('a.test'));
+    expect(sniLookup(() => certs, 'a.test')).not.toBe(certs.get('b.test'));
   });
 });

@@ -9,7 +9,8 @@ export function loadCertificates(config: Config): Map<string, tls.SecureContext>
   const map = new Map<string, tls.SecureContext>();
   for (const c of config.tls.certs) {
     const ctx = tls.createSecureContext({ cert: configFile(c.cert), key: configFile(c.key) });
-    for (const d of c.domains) map.set(d.toLowerCase(), ctx);
+    // Looked up as SNI names are (lower case, no trailing dot): a name written "a.test." would otherwise never match.
+    for (const d of c.domains) map.set(d.toLowerCase().replace(/\.$/, ''), ctx);
   }
   return map;
 }
