@@ -230,9 +230,13 @@ export class CookieChallenge implements Challenge {
     // (a link to https://site//evil.example/ would send the visitor there): "/." keeps it a path on this host, and
     // the browser's dot-segment removal brings it back to the very same URL.
     const url = head.url, c = url.charCodeAt(1);
+    // Over HTTPS SameSite=None: a page of the site inside another site's frame (a widget, an embed, a 3-D Secure
+    // frame) is a cross-site response the browser stores no Lax cookie from, and it looped on 302s. The cookie grants
+    // nothing to the application (it only lets the request through the filter), so sending it cross-site opens no
+    // forgery; None needs Secure, so plain HTTP keeps Lax.
     return {
       status: 302, reason: 'challenge', body: '',
-      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': `${head.tls ? this.secureName : this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${head.tls ? '; Secure' : ''}` },
+      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': `${head.tls ? this.secureName : this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; ${head.tls ? 'SameSite=None; Secure' : 'SameSite=Lax'}` },
     };
   }
 }

@@ -220,7 +220,10 @@ export class Detector {
     if (staticRequest(head.url, k)) return false;
     // A source that browsed like a browser before the attack began has a history.
     if (s.goodSince > 0 && s.goodSince < (k.traffic.state.under ? k.traffic.state.since : Infinity) && !busierThanOne(s.levels, this.rules, this.shared.factor(now, head.source))) return false;
-    if (s.challengedAt > 0 && now - s.challengedAt > CHALLENGE_GRACE_MS) { this.pending[E.challengeIgnored] += 1; this.counters.challengesIgnored++; }
+    // One ignored challenge per grace period, and its clock starts again: a browser with cookies off follows the 302
+    // up to 20 times in one page load (2 s on a slow link), which counted every hop past the first second and filled
+    // the bucket — one page load was an hour's ban for everyone behind the address.
+    if (s.challengedAt > 0 && now - s.challengedAt > CHALLENGE_GRACE_MS) { this.pending[E.challengeIgnored] += 1; this.counters.challengesIgnored++; s.challengedAt = now; }
     return true;
   }
 
