@@ -43,6 +43,7 @@
 // (or fails often) — demand beyond what the origin can serve.
 //
 // Pure: time is passed in; no timers; memory is one window of samples.
+import { EndpointBaselines } from './endpoint-baselines.ts';
 
 export interface AdaptiveLimitOptions {
   /** Limit before anything is learned. */
@@ -143,6 +144,8 @@ export class AdaptiveLimit {
   private probes = 0;
   private probeStart: number | null = null;
   private probeRtts: number[] = [];
+  /** Each endpoint's own no-load latency: a slow endpoint at its usual speed is not a loaded origin. */
+  readonly endpoints = new EndpointBaselines();
 
   constructor(options: AdaptiveLimitOptions = {}) {
     const o = { ...DEFAULTS, ...options };
@@ -191,16 +194,20 @@ export class AdaptiveLimit {
    * @param inflight requests in flight to the origin when it completed (itself included)
    * @param dropped  a failure that says the origin is overloaded: timeout, 503, connection refused/reset
    * @param queued   requests waiting in front of the limit at that moment, when the caller knows it
+   * @param endpoint what the request asked for (endpointOf): the sample is judged against that endpoint's baseline
    */
-  onSample(now: number, rttMs: number, inflight: number, dropped = false, queued?: number): void {
+  onSample(now: number, rttMs: number, inflight: number, dropped = false, queued?: number, endpoint?: string): void {
     if (!Number.isFinite(rttMs) || rttMs < 0) return;
     if (this.winStart === null) this.winStart = now;
+    // First mapped by its endpoint's own usual latency (a slow search is not a loaded origin): endpoint-baselines.ts.
+    const inProbe = this.probeStart !== null && now - rttMs >= this.probeStart, o = this.opts;
+    if (!dropped && endpoint !== undefined) rttMs = this.endpoints.scale(endpoint, rttMs, this.noLoad, inProbe, o.tolerance - 1, o.slackMs + LAG_FACTOR * this.ownLagMs);
     if (dropped) this.winDrops++;
     else if (this.rtts.length < this.opts.maxWindowSamples) this.rtts.push(rttMs);
     if (inflight > this.winMaxInflight) this.winMaxInflight = inflight;
     if (queued !== undefined && queued > this.winQueued) this.winQueued = queued;
 
-    if (this.probeStart !== null && !dropped && now - rttMs >= this.probeStart && this.probeRtts.length < this.opts.maxWindowSamples) this.probeRtts.push(rttMs);
+    if (inProbe && !dropped && this.probeRtts.length < o.maxWindowSamples) this.probeRtts.push(rttMs); // dispatched in it (rttMs is mapped now)
     this.maybeEndProbe(now);
 
     const n = this.rtts.length + this.winDrops;
@@ -216,8 +223,9 @@ export class AdaptiveLimit {
       const p = percentile(this.probeRtts, this.opts.percentile);
       if (this.noLoad === null || p < this.noLoad) this.noLoad = p;
     }
-    this.probeStart = null;
-    this.probeRtts = [];
+    // A probe at the floor ran at the concurrency outside it: it cannot tell an endpoint's own latency from load.
+    this.endpoints.endProbe(this.limit < Math.floor(this.estimate));
+    this.probeStart = null; this.probeRtts = [];
     this.bindingSince = null;
   }
 
@@ -232,6 +240,7 @@ export class AdaptiveLimit {
     // What a window may take on top of the origin's latency: jitter, and what the proxy's own loop adds.
     const allowance = o.slackMs + LAG_FACTOR * this.ownLagMs;
     this.windows++;
+    this.endpoints.closeWindow(binding || this.probeStart !== null, appLimited && this.probeStart === null);
 
     if (s !== null) {
       this.short = s;

@@ -181,14 +181,15 @@ export class OriginGuard {
 
   /**
    * The origin answered a request of `source` (response headers) or failed it, rttMs after it was dispatched.
-   * `dropped`: a failure that says the origin is overloaded (503/504, timeout, refused, reset). The queue's limit
+   * `dropped`: a failure that says the origin is overloaded (503/504, timeout, refused, reset); `endpoint`: what the
+   * request asked for (endpointOf), whose own usual latency the sample is judged against. The queue's limit
    * follows the learned one; a source persistently over its share of the saturated origin is reported for a ban.
    */
-  sample(d: DomainOrigin, source: string, rttMs: number, dropped: boolean): void {
+  sample(d: DomainOrigin, source: string, rttMs: number, dropped: boolean, endpoint?: string): void {
     const now = this.deps.now();
     const l = d.limit;
     if (l) {
-      l.onSample(now, rttMs, d.queue.active, dropped, d.queue.queued);
+      l.onSample(now, rttMs, d.queue.active, dropped, d.queue.queued, endpoint);
       const n = l.limit;
       if (n !== d.queue.limit) d.queue.setLimit(n);
     }

@@ -27,6 +27,7 @@ import { route } from '../route/router.ts';
 import { toUpstreamHeaders } from '../upstream/headers.ts';
 import { forward } from '../upstream/forward.ts';
 import { declaredBodySize } from '../limits/budget.ts';
+import { endpointOf } from '../limits/endpoint-baselines.ts';
 import { BodyLimitError, BodyMeter } from '../limits/body-meter.ts';
 import { bufferBody } from '../limits/body-buffer.ts';
 import { forwardUpgrade } from './upgrade.ts';
@@ -56,8 +57,7 @@ export class RequestFlow {
   private declared = 0; private holding = false;
   private meter: BodyMeter | null = null;
   private buffering: { cancel(): void } | null = null;
-  private waiter: Waiter | null = null;
-  private settled = false;
+  private waiter: Waiter | null = null; private settled = false;
   private queuedAt = 0; private queuedMs = 0;
   /** performance.now() when it went upstream (the origin guard reads it: see outlived). */
   sentAt = 0;
@@ -213,7 +213,7 @@ export class RequestFlow {
   upstreamAnswered(status: number): void {
     if (!this.slot) return;
     const ms = performance.now() - this.sentAt;
-    this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504);
+    this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504, endpointOf(this.head.method, this.head.url));
     this.leaveSlice(ms);
     this.freeSlot();
   }

@@ -1,0 +1,74 @@
+// A healthy origin with one slow endpoint among fast ones, end to end in the
+// default config: a real origin whose /search takes 100 ms whatever the load
+// (a timer, no queue) and whose other pages answer at once, real clients each
+// bound to its own loopback address, about 200 requests a second, three in
+// five on the search (about 12 in flight needed). Nothing here is an attack:
+// attack mode must never start and nobody may wait in the proxy's queue for
+// long. Until 2026-11-29 the adaptive limit judged every answer against the
+// site's fastest pages: it sat at its floor of 8, requests waited, and the
+// origin was called saturated (a sign of attack).
+import { afterEach, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import { once } from 'node:events';
+import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
+import { startProxy, domain, sleep, type Proxy } from './helpers/servers.ts';
+
+const HOST = 'site.test';
+let proxy: Proxy | null = null;
+let origin: http.Server | null = null;
+afterEach(async () => {
+  await proxy?.close(); proxy = null;
+  if (origin) { origin.closeAllConnections(); origin.close(); origin = null; }
+});
+
+function get(agent: http.Agent, port: number, path: string): Promise<{ status: number; ms: number }> {
+  const at = performance.now();
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path, agent, headers: { host: HOST, accept: 'application/json' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - at }));
+    });
+    req.setTimeout(5000, () => req.destroy());
+    req.on('error', () => resolve({ status: 0, ms: performance.now() - at }));
+    req.end();
+  });
+}
+
+describe('an origin with a slow endpoint among fast ones', () => {
+  it('is not read as loaded: attack mode never starts, nothing is refused, the search answers in about its own time', async () => {
+    origin = http.createServer((req, res) => {
+      const answer = () => res.end('{"ok":true}');
+      if (req.url!.startsWith('/search')) setTimeout(answer, 100); else answer();
+    });
+    origin.listen(0, '127.0.0.1');
+    await once(origin, 'listening');
+    const port = (origin.address() as { port: number }).port;
+    proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${port}`])] });
+    const f = proxy.app.filter as ScrubberFilter;
+    const end = Date.now() + 12_000;
+    const searches: number[] = [], statuses = new Map<number, number>();
+    let engaged = false;
+    const watch = (async () => { while (Date.now() < end) { if (f.snapshot().underAttack.includes(HOST)) engaged = true; await sleep(100); } })();
+    // 30 API clients, each about 7 requests a second; every one bounded in count and time.
+    const clients = Array.from({ length: 30 }, async (_, i) => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: `127.0.81.${i + 1}` });
+      for (let n = 0; n < 120 && Date.now() < end; n++) {
+        const path = n % 5 === 1 || n % 5 === 3 ? `/page/${n}` : `/search?q=${i}-${n}`;
+        const r = await get(agent, proxy!.port, path);
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        if (path.startsWith('/search') && n >= 20) searches.push(r.ms);
+        await sleep(Math.max(0, 140 - r.ms));
+      }
+      agent.destroy();
+    });
+    await Promise.all([...clients, watch]);
+
+    const total = [...statuses.values()].reduce((a, b) => a + b, 0);
+    expect(total).toBeGreaterThan(1500);
+    expect(Object.fromEntries(statuses)).toEqual({ 200: total });
+    expect(engaged).toBe(false);
+    expect(f.snapshot().counters.attacksStarted ?? 0).toBe(0);
+    searches.sort((a, b) => a - b);
+    expect(searches[Math.floor(searches.length * 0.9)]).toBeLessThan(250); // its own 100 ms, not a wait in the queue
+  }, 30_000);
+});
