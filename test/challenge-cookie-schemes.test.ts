@@ -16,7 +16,9 @@
 //    `challenge` bucket (4) and the person's address is banned for an hour,
 //    dropped at accept with no explanation. Cloudflare/Anubis answer such a
 //    client with a page that says cookies are needed; one page load must
-//    never be a ban.
+//    never be a ban. Since 2026-11-29 the second hop on the same connection
+//    gets such a page (503, Retry-After) instead of the loop (before: 302s
+//    until the browser's own error page).
 // 2. A page of the site embedded in a cross-site iframe (a widget, a video, a
 //    3-D Secure frame) gets a SameSite=Lax cookie, which browsers refuse to
 //    store from a cross-site non-top-level response (RFC 6265bis §5.7; Chrome:
@@ -119,6 +121,44 @@ describe('the challenge and real browsers', () => {
     const after = await rawExchange(proxy.port, `GET /about HTTP/1.1\r\nhost: site.test\r\nconnection: close\r\n${NAV_LINES}\r\n`, { localAddress: L, timeoutMs: 1500 });
     expect(statusOf(after.text), `hops: ${hops.join(',')}; then ${JSON.stringify(after)}`).not.toBe(0);
   }, 20_000);
+
+  it('a browser with cookies off is told cookies are needed at its second hop, not looped; people on other connections are not', async () => {
+    const L = '127.0.93.3';
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: L });
+    const other = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: L }); // another person behind the address
+    const nav = (a: http.Agent, path: string, cookie?: string) => new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: proxy.port, path, agent: a, headers: { ...NAV, ...(cookie ? { cookie } : {}) } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c) => { body += c; }).on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    try {
+      const first = await nav(agent, '/article?id=8');
+      expect(first.status).toBe(302);
+      expect(first.headers.location).toBe('/article?id=8');
+      // Another person's first navigation to the same URL from the same address: the redirect, as always.
+      expect((await nav(other, '/article?id=8')).status).toBe(302);
+      // The browser follows its redirect with no cookie: a page that says so, not another redirect.
+      const second = await nav(agent, '/article?id=8');
+      expect(second.status).toBe(503);
+      expect(second.headers['x-scrubber']).toBe('challenge');
+      expect(second.headers['retry-after']).toBe('30');
+      expect(second.headers['cache-control']).toBe('no-store');
+      expect(second.body).toMatch(/cookie/i);
+      expect(second.body).toContain('href=""');
+      // Its "try again": a redirect once more (so a browser that does keep cookies gets through).
+      expect((await nav(agent, '/article?id=8')).status).toBe(302);
+      // The page set a cookie too: a browser that kept it passes.
+      const cookie = String(second.headers['set-cookie']?.[0]).split(';')[0];
+      expect((await nav(agent, '/article?id=8', cookie)).status).toBe(200);
+      // The other person follows their redirect with the cookie: through, with no page in between.
+      const theirs = await nav(other, '/other');
+      expect(theirs.status).toBe(302);
+      expect((await nav(other, '/other', String(theirs.headers['set-cookie']?.[0]).split(';')[0])).status).toBe(200);
+    } finally { agent.destroy(); other.destroy(); }
+  });
 
   it('a page of the site in a cross-site iframe gets a cookie the browser can store, and loads', async () => {
     const L = '127.0.93.2';

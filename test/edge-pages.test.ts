@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startOrigin, startProxy, request, freePort, tempDir, domain, type Origin, type Proxy } from './helpers/servers.ts';
+import { Pages } from '../src/respond/pages.ts';
 
 let origin: Origin;
 let proxy: Proxy;
@@ -95,6 +96,15 @@ describe('proxy-generated pages', () => {
     const r = await get('other-down.test');
     expect(r.status).toBe(502);
     expect(r.body).toContain('HTTP QRATOR 502');
+  });
+
+  it('the cookies-needed page (a challenge answered without the cookie) is shipped, and built in when the folder has none', async () => {
+    const shipped = await new Pages(path.resolve('errors-pages'), 'QRATOR').render(503, 'challenge', null, 'cookies-needed');
+    expect(shipped).toMatch(/allow cookies/i);
+    const builtin = await new Pages(tempDir('scrubber-nopages-'), 'QRATOR').render(503, 'challenge', 'site.test', 'cookies-needed');
+    expect(builtin).toContain('HTTP QRATOR 503');
+    expect(builtin).toMatch(/allow cookies/i);
+    expect(builtin).toContain('<a href="">try again</a>');
   });
 });
 

@@ -14,7 +14,8 @@ export interface Challenge {
   /** The client id of a valid proof the request carries, or null: trust is per client, and the ids tell the people
    *  behind one address apart. Pure (now passed in) but for the challenge's own bounded bookkeeping. */
   client?(head: RequestHead, domain: string, now: number): string | null;
-  /** The answer that makes a client prove itself; passing it earns trust for trustMs. */
-  issue(head: RequestHead, domain: string, now: number, trustMs: number): Answer;
+  /** The answer that makes a client prove itself; passing it earns trust for trustMs. `again`: the client came straight
+   *  back without the proof (on the same connection, for the same URL): it cannot keep it, and is told so. */
+  issue(head: RequestHead, domain: string, now: number, trustMs: number, again?: boolean): Answer;
   reconfigure?(config: Config): void;
 }

@@ -31,6 +31,9 @@ const ID = /^[A-Za-z0-9_-]{11}$/;
 const MAX_VERIFIED = 50_000;
 /** How stale a token's place in the recency order may get (TokenSpread.use). */
 const REORDER_MS = 1000;
+/** The page (pages folder, or built in) for a browser that came back without the cookie, and its Retry-After (s). */
+export const COOKIES_NEEDED_PAGE = 'cookies-needed';
+const COOKIES_RETRY_AFTER_S = 30;
 
 // A KeyObject made once (createSecretKey, in the filter) spares createHmac importing the raw key bytes on every
 // request of an untrusted source under attack; a Buffer is still accepted (tests, one-off checks).
@@ -222,10 +225,15 @@ export class CookieChallenge implements Challenge {
 
   passed(head: RequestHead, domain: string, now: number): boolean { return this.client(head, domain, now) !== null; }
 
-  /** Same URL again, with the cookie; marked as ours and never cached. */
-  issue(head: RequestHead, domain: string, now: number, trustMs: number): Answer {
+  /** Same URL again, with the cookie; marked as ours and never cached. `again` (it came straight back without it): a
+   *  page saying cookies are needed, with a link to try again, instead of a redirect loop the browser ends with an error
+   *  of its own; 503 with Retry-After, what a crawler that keeps no cookies reads as "come back later". It still sets a
+   *  cookie: a browser that does keep it (another person behind the address, or a lost cookie) passes with the link. */
+  issue(head: RequestHead, domain: string, now: number, trustMs: number, again = false): Answer {
     const token = signToken(this.secret, newClientId(), domain, now + trustMs);
     const maxAge = Math.max(1, Math.ceil(trustMs / 1000));
+    const cookie = `${head.tls ? this.secureName : this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; ${head.tls ? 'SameSite=None; Secure' : 'SameSite=Lax'}`;
+    if (again) return { status: 503, reason: 'challenge', page: COOKIES_NEEDED_PAGE, headers: { 'set-cookie': cookie, 'retry-after': COOKIES_RETRY_AFTER_S } };
     // A target whose path starts with "//" (or "/\", the same to a browser) would, as a Location, name another host
     // (a link to https://site//evil.example/ would send the visitor there): "/." keeps it a path on this host, and
     // the browser's dot-segment removal brings it back to the very same URL.
@@ -236,7 +244,7 @@ export class CookieChallenge implements Challenge {
     // forgery; None needs Secure, so plain HTTP keeps Lax.
     return {
       status: 302, reason: 'challenge', body: '',
-      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': `${head.tls ? this.secureName : this.cookieName}=${token}; Path=/; Max-Age=${maxAge}; HttpOnly; ${head.tls ? 'SameSite=None; Secure' : 'SameSite=Lax'}` },
+      headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': cookie },
     };
   }
 }

@@ -157,7 +157,7 @@ export const schema = {
     },
   },
   pages: {
-    dir: { doc: 'Folder of proxy-generated pages (502.html, 503.html, 504.html, maintenance.html, <domain>/<status>.html).', format: String, default: 'errors-pages' },
+    dir: { doc: 'Folder of proxy-generated pages (502.html, 503.html, 504.html, maintenance.html, cookies-needed.html, <domain>/<status>.html).', format: String, default: 'errors-pages' },
     brand: { doc: 'Brand named on the proxy-generated pages ("HTTP QRATOR 502").', format: String, default: 'QRATOR' },
   },
   filter: {

@@ -77,7 +77,7 @@ export class Detector {
     const client = head.headers.cookie !== undefined ? this.d.challenge.client?.(head, domain.name, now) ?? null : null;
     const conn = head.conn;
     this.shared.note(now, source, client, head.headers.cookie, conn ? conn.clientId : null);
-    if (conn && client !== null) conn.clientId = client;
+    if (conn && client !== null) { conn.clientId = client; conn.challenged = null; }
     requestEvents(head, s, this.pending);
     const challenge = client === null && domain.challenge && this.challengeActive(k) && !this.exempt(head, domain)
       && this.mustChallenge(head, s, k, now);
@@ -100,7 +100,12 @@ export class Detector {
   private challenge(head: RequestHead, s: SourceState, domain: DomainConfig, now: number): Verdict {
     s.challengedAt ||= now; // the oldest challenge not answered since
     this.counters.challenges++;
-    return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs()) };
+    // The same URL again on the connection its challenge went out on, still without the proof: the client follows the
+    // redirect but keeps no cookie, and another would loop it. Per connection, not per address: the people behind a
+    // NAT come on connections of their own.
+    const conn = head.conn, again = conn !== undefined && conn.challenged === head.url;
+    if (conn) conn.challenged = again ? null : head.url;
+    return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs(), again) };
   }
 
   /** After every request the pipeline handled. */

@@ -27,7 +27,7 @@ export interface RequestHead {
   /** Request line and header bytes, near enough for statistics. */
   headBytes: number;
   /** What detection keeps per connection (absent: a head made without one, in tests). */
-  conn?: { clientId: string | null };
+  conn?: { clientId: string | null; challenged: string | null };
 }
 
 /** The head of an HTTP/1.1 request (and, through Node's compatibility layer, an HTTP/2 one). */

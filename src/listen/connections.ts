@@ -25,6 +25,9 @@ export interface ConnectionInfo {
   pipelined: number;
   /** The challenge client id its last request carried (detection reads and sets it: a replaced cookie). */
   clientId: string | null;
+  /** The URL of the last challenge answered on it (detection): the same URL again without the cookie is a browser that
+   *  does not keep it. */
+  challenged: string | null;
   /** The TLS socket over this raw one, where what waits for the client is held (the raw one shows none of it). */
   wire?: net.Socket;
 }
@@ -37,7 +40,7 @@ export function connectionInfo(socket: net.Socket): ConnectionInfo {
   let info = s[INFO];
   if (!info) {
     const client = clientAddress(socket.remoteAddress);
-    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0, active: 0, idleSince: 0, pipelined: 0, clientId: null };
+    info = { source: sourceKey(client), client, tls: 'encrypted' in socket, requests: 0, active: 0, idleSince: 0, pipelined: 0, clientId: null, challenged: null };
     s[INFO] = info;
   }
   return info;

@@ -14,12 +14,19 @@ const TITLES: Record<number, string> = {
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-/** The built-in page, used when no file exists for the status. */
-export function builtinPage(brand: string, status: number, reason: string): string {
+/** What a named page says beyond its status (the link "" is the page's own URL: the request again). */
+const TEXTS: Record<string, string> = {
+  'cookies-needed': 'This site is protected against an attack right now and lets visitors through with a cookie. Your browser ' +
+    'did not keep it: allow cookies for this site, then <a href="">try again</a>.',
+};
+
+/** The built-in page, used when no file exists for the status (or the named page). */
+export function builtinPage(brand: string, status: number, reason: string, name?: string): string {
   const title = `HTTP ${esc(brand)} ${status}`;
+  const text = (name !== undefined && TEXTS[name]) || `${esc(TITLES[status] ?? 'Error')} (${esc(reason)})`;
   return `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${title}</title>` +
     `<style>body{font:16px system-ui,sans-serif;margin:4em auto;max-width:36em;color:#222}h1{font-size:2em}</style></head>` +
-    `<body><h1>${title}</h1><p>${esc(TITLES[status] ?? 'Error')} (${esc(reason)})</p></body></html>\n`;
+    `<body><h1>${title}</h1><p>${text}</p></body></html>\n`;
 }
 
 /** Fills {{brand}}, {{status}}, {{reason}} in a page file. */
@@ -44,7 +51,7 @@ export class Pages {
     for (const f of pageFiles(this.dir, domain, name)) {
       try { return fillTemplate(await fs.readFile(f, 'utf8'), this.brand, status, reason); } catch { /* next */ }
     }
-    return builtinPage(this.brand, status, reason);
+    return builtinPage(this.brand, status, reason, name);
   }
 
   /** The built-in page with the configured brand. */
