@@ -19,6 +19,7 @@ import { DomainAttacks } from './domain-attacks.ts';
 import { Counters } from './counters.ts';
 import { suspects } from './suspects.ts';
 import { DomainPolicies, exemptRefusal } from '../challenge/policy.ts';
+import { nextMark } from '../challenge/cookieless.ts';
 import { SharedAddresses, sharedOptions, busierThanOne } from './shared-address.ts';
 import { PASS, DROP, SLOW_CODES, SLOW_READER, CHALLENGE_GRACE_MS, NAT_GRACE_MS, type Verdict, type DetectorDeps } from './verdict.ts';
 
@@ -100,12 +101,12 @@ export class Detector {
   private challenge(head: RequestHead, s: SourceState, domain: DomainConfig, now: number): Verdict {
     s.challengedAt ||= now; // the oldest challenge not answered since
     this.counters.challenges++;
-    // The same URL again on the connection its challenge went out on, still without the proof: the client follows the
-    // redirect but keeps no cookie, and another would loop it. Per connection, not per address: the people behind a
-    // NAT come on connections of their own.
-    const conn = head.conn, again = conn !== undefined && conn.challenged === head.url;
-    if (conn) conn.challenged = again ? null : head.url;
-    return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs(), again) };
+    // A client that follows the redirect but keeps no cookie gets a page that says so (challenge/cookieless.ts). Per
+    // connection, not per address: the people behind a NAT come on connections of their own.
+    const conn = head.conn;
+    const row = conn ? nextMark(conn.challenged, head.url, head.headers, domain.name, now) : null;
+    if (conn) conn.challenged = row!.mark;
+    return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs(), row?.cookieless ?? false) };
   }
 
   /** After every request the pipeline handled. */

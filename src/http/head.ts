@@ -4,6 +4,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { connectionInfo } from '../listen/connections.ts';
+import type { ChallengeMark } from '../challenge/cookieless.ts';
 
 export interface RequestHead {
   method: string;
@@ -27,7 +28,7 @@ export interface RequestHead {
   /** Request line and header bytes, near enough for statistics. */
   headBytes: number;
   /** What detection keeps per connection (absent: a head made without one, in tests). */
-  conn?: { clientId: string | null; challenged: string | null };
+  conn?: { clientId: string | null; challenged: ChallengeMark | null };
 }
 
 /** The head of an HTTP/1.1 request (and, through Node's compatibility layer, an HTTP/2 one). */

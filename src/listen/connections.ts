@@ -14,6 +14,7 @@ import type net from 'node:net';
 import { clientAddress } from '../upstream/headers.ts';
 import { sourceKey } from './source.ts';
 import { scaledCap } from '../detect/sessions-seen.ts';
+import type { ChallengeMark } from '../challenge/cookieless.ts';
 
 export interface ConnectionInfo {
   source: string; client: string; tls: boolean; requests: number;
@@ -25,9 +26,9 @@ export interface ConnectionInfo {
   pipelined: number;
   /** The challenge client id its last request carried (detection reads and sets it: a replaced cookie). */
   clientId: string | null;
-  /** The URL of the last challenge answered on it (detection): the same URL again without the cookie is a browser that
-   *  does not keep it. */
-  challenged: string | null;
+  /** The last challenge answered on it (detection): the same one again and again without the cookie is a client that
+   *  does not keep it (challenge/cookieless.ts). */
+  challenged: ChallengeMark | null;
   /** The TLS socket over this raw one, where what waits for the client is held (the raw one shows none of it). */
   wire?: net.Socket;
 }
