@@ -23,34 +23,40 @@ const searchContention = (capacity: number): Origin => (path, cost, running) =>
 
 /**
  * `arrivals(now)` yields the requests arriving in that millisecond. The origin model gives a request its latency when
- * it is dispatched (`running` is what is in flight then, itself excluded). Measures from `measureFrom` on.
+ * it is dispatched (`running` is what is in flight then, itself excluded). Measures from `measureFrom` on. Several
+ * limits are several workers (one limit and one queue each, requests dealt round robin as sources are sharded) in
+ * front of the one origin; `satMs` is then their mean. withEndpoints=false is the reading before 2026-11-29.
  */
-function simulate(lim: AdaptiveLimit, ms: number, arrivals: (now: number) => Req[], origin: Origin, measureFrom: number, withEndpoints = true, slots = Infinity): Run {
-  const queue: Req[] = [], poolQueue: { r: Req; start: number }[] = [];
-  const running: { path: string; method: string; start: number; end: number }[] = [];
-  let timeouts = 0, satMs = 0, served = 0;
+function simulate(lims: AdaptiveLimit | AdaptiveLimit[], ms: number, arrivals: (now: number) => Req[], origin: Origin, measureFrom: number, withEndpoints = true, slots = Infinity): Run {
+  const ws = Array.isArray(lims) ? lims : [lims], n = ws.length;
+  const queues: Req[][] = ws.map(() => []), inOrigin = ws.map(() => 0), poolQueue: { r: Req; start: number; w: number }[] = [];
+  const running: { path: string; method: string; start: number; end: number; w: number }[] = [];
+  let timeouts = 0, satMs = 0, served = 0, rr = 0;
   const limits: number[] = [];
-  let inOrigin = 0;
   for (let now = 0; now < ms; now++) {
     for (let i = running.length - 1; i >= 0; i--) {
       const r = running[i];
       if (r.end > now) continue;
       running.splice(i, 1);
-      lim.onSample(now, now - r.start, inOrigin, false, queue.length, withEndpoints ? endpointOf(r.method, r.path) : undefined);
-      inOrigin--;
+      ws[r.w].onSample(now, now - r.start, inOrigin[r.w], false, queues[r.w].length, withEndpoints ? endpointOf(r.method, r.path) : undefined);
+      inOrigin[r.w]--;
       if (now >= measureFrom) served++;
     }
-    for (const r of arrivals(now)) queue.push(r);
-    while (queue.length && now - queue[0].at > 1000) { queue.shift(); if (now >= measureFrom) timeouts++; }
-    while (queue.length && inOrigin < lim.limit) { inOrigin++; poolQueue.push({ r: queue.shift()!, start: now }); }
+    for (const r of arrivals(now)) queues[rr++ % n].push(r);
+    for (let w = 0; w < n; w++) {
+      const q = queues[w];
+      while (q.length && now - q[0].at > 1000) { q.shift(); if (now >= measureFrom) timeouts++; }
+      while (q.length && inOrigin[w] < ws[w].limit) { inOrigin[w]++; poolQueue.push({ r: q.shift()!, start: now, w }); }
+      if (now >= measureFrom && ws[w].saturatedAt(now)) satMs += 1 / n;
+    }
     // The origin's own worker slots (Infinity: no queue in the origin).
     while (poolQueue.length && running.length < slots) {
-      const { r, start } = poolQueue.shift()!;
-      running.push({ path: r.path, method: 'GET', start, end: now + Math.max(1, Math.round(origin(r.path, r.cost, running))) });
+      const { r, start, w } = poolQueue.shift()!;
+      running.push({ path: r.path, method: 'GET', start, w, end: now + Math.max(1, Math.round(origin(r.path, r.cost, running))) });
     }
-    if (now >= measureFrom) { if (lim.saturatedAt(now)) satMs++; if (now % 100 === 0) limits.push(lim.limit); }
+    if (now >= measureFrom && now % 100 === 0) limits.push(ws[0].limit);
   }
-  return { timeouts, satMs, limits, servedPerSec: served / ((ms - measureFrom) / 1000) };
+  return { timeouts, satMs: Math.round(satMs), limits, servedPerSec: served / ((ms - measureFrom) / 1000) };
 }
 
 /** `perSecond` requests a second, evenly spread, cycling through `mix` (path, cost in ms). */
@@ -164,6 +170,36 @@ describe('adaptive limit, endpoints of different speeds', () => {
     // An endpoint faster than the site, or one not learned yet, is left as it came.
     expect(b.scale('GET /static', 0.5, 1, false, 0.5, 21)).toBe(0.5);
     expect(b.scale('GET /new', 50, 1, false, 0.5, 21)).toBe(50);
+  });
+
+  it('a flood of a contended endpoint behind maxInflight 10 stays saturated: a probe from 10 to 8 teaches no higher baseline (a reviewer\'s case)', () => {
+    // The first version let a probe raise a baseline to its median when that was about the endpoint's recent median at
+    // full concurrency, and took any probe below the estimate as "lowered": near the floor (here the operator's ceiling
+    // of 10) the probe ran at 8, the contended search answered in 175 ms there against ~220 ms at 10, and 175 ms became
+    // its usual latency: saturated 1.2 s of 28 while 5,000+ requests timed out.
+    const mk = () => new AdaptiveLimit({ initialLimit: 20, minLimit: 8, maxLimit: 10 });
+    const traffic = () => both(steady(40, MIXED), steady(300, [['/search', 100]], 15_000));
+    expect(simulate(mk(), 45_000, traffic(), searchContention(4), 17_000, false).satMs, 'without endpoints').toBeGreaterThan(25_000);
+    const lim = mk();
+    const r = simulate(lim, 45_000, traffic(), searchContention(4), 17_000);
+    expect(r.timeouts).toBeGreaterThan(5000); // the origin really is overwhelmed
+    expect(r.satMs).toBeGreaterThan(25_000); // of 28 s
+    expect(lim.endpoints.baseOf('GET /search')!).toBeLessThan(150);
+  });
+
+  it('eight workers in front of one origin: a long flood of a contended endpoint does not teach them its loaded latency (a reviewer\'s case)', () => {
+    // A worker's probe lowers only its own share of the origin's concurrency: the latency hardly falls, and the first
+    // version took it for the endpoint's own, probe after probe (baselines of 860–1,790 ms for a 100 ms search after
+    // three minutes, saturated 40 s of the last 60). The same with several nodes, or traffic that bypasses the proxy.
+    const N = 8;
+    const mk = () => Array.from({ length: N }, () => new AdaptiveLimit({ initialLimit: Math.ceil(20 / N), minLimit: Math.ceil(8 / N), maxLimit: 1000 }));
+    const traffic = () => both(steady(100, MIXED), steady(300, [['/search', 100]], 15_000));
+    expect(simulate(mk(), 200_000, traffic(), searchContention(16), 140_000, false).satMs, 'without endpoints').toBeGreaterThan(54_000);
+    const lims = mk();
+    const r = simulate(lims, 200_000, traffic(), searchContention(16), 140_000);
+    expect(r.timeouts).toBeGreaterThan(5000);
+    expect(r.satMs).toBeGreaterThan(54_000); // mean of the workers, of the last 60 s
+    expect(Math.max(...lims.map((l) => l.endpoints.baseOf('GET /search') ?? 0))).toBeLessThan(150);
   });
 
   it('a flood of random paths (each a new endpoint) is judged against the site\'s latency, as without endpoints', () => {

@@ -223,8 +223,7 @@ export class AdaptiveLimit {
       const p = percentile(this.probeRtts, this.opts.percentile);
       if (this.noLoad === null || p < this.noLoad) this.noLoad = p;
     }
-    // A probe at the floor ran at the concurrency outside it: it cannot tell an endpoint's own latency from load.
-    this.endpoints.endProbe(this.limit < Math.floor(this.estimate));
+    this.endpoints.endProbe();
     this.probeStart = null; this.probeRtts = [];
     this.bindingSince = null;
   }

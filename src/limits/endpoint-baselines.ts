@@ -20,13 +20,22 @@
 //
 // What a baseline may learn from, since an endpoint under attack must not
 // learn its loaded latency as its own:
-//   - windows in which the origin was not loaded by us (application limited,
-//     as the domain's no-load latency does): lower at once, higher slowly;
-//   - a lower window median, always (halfway);
-//   - a probe (the limit dropped to a quarter): a lower median, always; a
-//     higher one only when it is about what the endpoint answered in at full
-//     concurrency just before. Latency that does not fall when concurrency
-//     does is the endpoint's own; latency that falls was load.
+//   - its first windows, only while the limit holds nothing back (no request
+//     waits for it): the first thing known of a new endpoint;
+//   - then a lower window median, always (halfway), and a higher one only
+//     slowly and only in windows in which the origin was not loaded by us
+//     (application limited, as the domain's no-load latency does);
+//   - a probe (the limit dropped to a quarter): a lower median only. A probe
+//     cannot tell an endpoint's own latency from load: near the floor (or
+//     under a low maxInflight) it hardly lowers the concurrency, and with
+//     several workers (or nodes, or traffic that bypasses the proxy) in front
+//     of one origin it lowers only its own share of it. Letting a probe raise
+//     a baseline when its latency did not fall taught flooded endpoints their
+//     loaded latency, probe after probe (a reviewer's tests).
+// So a proxy started under the full traffic of such a site, with requests
+// waiting from the first window on, learns nothing of its slow endpoint until
+// a window in which nothing waits: until then it reads the site as the old
+// code did (loaded).
 //
 // Memory: at most MAX_ENDPOINTS per domain (least recently answered evicted:
 // a flood of random paths pushes the real endpoints out, and they are
@@ -39,18 +48,11 @@ const MAX_ENDPOINTS = 256;
 const MAX_SAMPLES = 32;
 /** Samples an endpoint needs in a window (or probe) for its median to count. */
 const MIN_SAMPLES = 3;
-/** A probe's median raises a baseline only when it is at least this share of the endpoint's recent median under
- *  full concurrency: an endpoint whose latency falls by more when concurrency falls to a quarter was loaded. */
-const SAME_AT_LOW_CONCURRENCY = 0.8;
-/** Weight of a window's median in an endpoint's recent median. */
-const RECENT_WEIGHT = 0.3;
 /** Longest endpoint key (method, space, path): a long first segment is cut, not stored whole. */
 const MAX_KEY = 80;
 
 interface Endpoint {
   base: number | null;
-  /** Median of its recent windows outside probes (EWMA), whatever the load. */
-  recent: number | null;
   win: number[];
   probe: number[];
 }
@@ -79,7 +81,7 @@ export class EndpointBaselines {
    */
   scale(key: string, rttMs: number, unit: number | null, inProbe: boolean, headroom: number, allowanceMs: number): number {
     let e = this.table.get(key);
-    if (e === undefined) { e = { base: null, recent: null, win: [], probe: [] }; this.table.set(key, e); }
+    if (e === undefined) { e = { base: null, win: [], probe: [] }; this.table.set(key, e); }
     const into = inProbe ? e.probe : e.win;
     if (into.length < MAX_SAMPLES) { into.push(rttMs); this.touched.add(e); }
     const base = e.base;
@@ -99,7 +101,6 @@ export class EndpointBaselines {
     for (const e of this.touched) {
       if (e.win.length >= MIN_SAMPLES) {
         const m = median(e.win);
-        e.recent = e.recent === null ? m : e.recent + RECENT_WEIGHT * (m - e.recent);
         if (e.base === null) { if (!binding) e.base = m; }
         else if (m < e.base) e.base += 0.5 * (m - e.base);
         else if (appLimited) e.base += 0.05 * (m - e.base);
@@ -109,15 +110,10 @@ export class EndpointBaselines {
     }
   }
 
-  /** A probe ended; `lowered`: it ran at a lower concurrency than outside it (not at the limit's floor). */
-  endProbe(lowered: boolean): void {
+  /** A probe ended: a lower median is the endpoint's (a higher one is never taken from a probe: see the header). */
+  endProbe(): void {
     for (const e of this.touched) {
-      if (e.probe.length >= MIN_SAMPLES) {
-        const m = median(e.probe);
-        // With neither a baseline nor a reading at a higher concurrency there is nothing to compare with: nothing learned.
-        if (e.base !== null && m < e.base) e.base = m;
-        else if (lowered && e.recent !== null && m >= SAME_AT_LOW_CONCURRENCY * e.recent) e.base = m;
-      }
+      if (e.probe.length >= MIN_SAMPLES && e.base !== null) e.base = Math.min(e.base, median(e.probe));
       e.probe = [];
       if (e.win.length === 0) this.touched.delete(e);
     }
