@@ -97,6 +97,21 @@ describe('adaptive limit, endpoints of different speeds', () => {
     expect(old.satMs).toBeGreaterThan(1000);
   });
 
+  it('a slow endpoint whose latency varies as real ones do (log-normal, median 60 ms) among varying pages: not saturated either', () => {
+    const run = (withEndpoints: boolean, seed: number) => {
+      let x = seed;
+      const rnd = () => { x = (x * 16807) % 2147483647; return x / 2147483647; };
+      const gauss = () => Math.sqrt(-2 * Math.log(rnd() || 1e-9)) * Math.cos(2 * Math.PI * rnd());
+      const origin: Origin = (p, cost) => p.startsWith('/search') ? 60 * Math.exp(0.8 * gauss()) : cost * Math.exp(0.3 * gauss());
+      return simulate(new AdaptiveLimit(), 40_000, steady(200, MIXED), origin, 10_000, withEndpoints);
+    };
+    for (const seed of [7, 11, 13]) {
+      const r = run(true, seed);
+      expect({ seed, sat: r.satMs, timeouts: r.timeouts }).toEqual({ seed, sat: 0, timeouts: 0 });
+      expect(run(false, seed).satMs, `seed ${seed} without endpoints`).toBeGreaterThan(20_000); // of 30 s
+    }
+  });
+
   it('a flood of the slow endpoint on a shared worker pool still reads as saturated, after calm traffic taught its latency', () => {
     const lim = new AdaptiveLimit();
     const calm = steady(40, MIXED);

@@ -32,7 +32,7 @@ const MAX_VERIFIED = 50_000;
 /** How stale a token's place in the recency order may get (TokenSpread.use). */
 const REORDER_MS = 1000;
 /** The page (pages folder, or built in) for a browser that came back without the cookie, and its Retry-After (s). */
-export const COOKIES_NEEDED_PAGE = 'cookies-needed';
+const COOKIES_NEEDED_PAGE = 'cookies-needed';
 const COOKIES_RETRY_AFTER_S = 30;
 
 // A KeyObject made once (createSecretKey, in the filter) spares createHmac importing the raw key bytes on every
@@ -225,10 +225,10 @@ export class CookieChallenge implements Challenge {
 
   passed(head: RequestHead, domain: string, now: number): boolean { return this.client(head, domain, now) !== null; }
 
-  /** Same URL again, with the cookie; marked as ours and never cached. `again` (it came straight back without it): a
-   *  page saying cookies are needed, with a link to try again, instead of a redirect loop the browser ends with an error
-   *  of its own; 503 with Retry-After, what a crawler that keeps no cookies reads as "come back later". It still sets a
-   *  cookie: a browser that does keep it (another person behind the address, or a lost cookie) passes with the link. */
+  /** Same URL again, with the cookie; marked as ours and never cached. `again` (it keeps coming back without it:
+   *  challenge/cookieless.ts): a page saying cookies are needed, with a link to try again, instead of a redirect loop the
+   *  browser ends with an error of its own; 503 with Retry-After, what a crawler that keeps no cookies reads as "come
+   *  back later". It still sets a cookie: a browser that does keep it (a lost cookie) passes with the link. */
   issue(head: RequestHead, domain: string, now: number, trustMs: number, again = false): Answer {
     const token = signToken(this.secret, newClientId(), domain, now + trustMs);
     const maxAge = Math.max(1, Math.ceil(trustMs / 1000));

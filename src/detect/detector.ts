@@ -104,9 +104,9 @@ export class Detector {
     // A client that follows the redirect but keeps no cookie gets a page that says so (challenge/cookieless.ts). Per
     // connection, not per address: the people behind a NAT come on connections of their own.
     const conn = head.conn;
-    const row = conn ? nextMark(conn.challenged, head.url, head.headers, domain.name, now) : null;
-    if (conn) conn.challenged = row!.mark;
-    return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs(), row?.cookieless ?? false) };
+    let cookieless = false;
+    if (conn) ({ mark: conn.challenged, cookieless } = nextMark(conn.challenged, head.url, head.headers, domain.name, now));
+    return { kind: 'challenge', answer: this.d.challenge.issue(head, domain.name, now, this.trustMs(), cookieless) };
   }
 
   /** After every request the pipeline handled. */

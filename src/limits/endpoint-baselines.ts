@@ -13,10 +13,9 @@
 // its usual 100 ms counts as the site's no-load latency, one answered past its
 // own line of load (tolerance × its usual latency, plus the allowance for
 // jitter and the proxy's own loop, in ms) as past the site's. A baseline only
-// ever maps down (an endpoint faster
-// than the site is left as it is), and an endpoint with no baseline is taken
-// as it comes — as before — so a flood of new or random paths is judged
-// against the site.
+// ever maps down (an endpoint faster than the site is left as it is), and an
+// endpoint with no baseline is taken as it comes, as before, so a flood of new
+// or random paths is judged against the site.
 //
 // What a baseline may learn from, since an endpoint under attack must not
 // learn its loaded latency as its own:
@@ -105,7 +104,7 @@ export class EndpointBaselines {
         else if (m < e.base) e.base += 0.5 * (m - e.base);
         else if (appLimited) e.base += 0.05 * (m - e.base);
       }
-      e.win = [];
+      e.win.length = 0;
       if (e.probe.length === 0) this.touched.delete(e);
     }
   }
@@ -114,7 +113,7 @@ export class EndpointBaselines {
   endProbe(): void {
     for (const e of this.touched) {
       if (e.probe.length >= MIN_SAMPLES && e.base !== null) e.base = Math.min(e.base, median(e.probe));
-      e.probe = [];
+      e.probe.length = 0;
       if (e.win.length === 0) this.touched.delete(e);
     }
   }
