@@ -86,6 +86,27 @@ describe('slow clients', () => {
   });
 });
 
+describe('a body past limits.requestTimeoutMs', () => {
+  // A body fast enough for minBodyRateBytesPerSec that is still coming when the whole request's deadline passes: Node
+  // calls it a request timeout, and the proxy used to close the connection with no answer (its response object
+  // existed, so the client-error handler took it for a request already answered). nginx answers 408 there.
+  it.each([['read at the edge', undefined], ['streamed to the upstream', 0]])('is answered 408 and closed (%s)', async (_name, bufferBodyBytes) => {
+    const p = await startProxy({
+      limits: { headerTimeoutMs: 500, requestTimeoutMs: 1200, minBodyRateBytesPerSec: 1, minBodyRateGraceMs: 60_000, ...(bufferBodyBytes === undefined ? {} : { bufferBodyBytes }) },
+      domains: [domain('site.test', [origin.address])],
+    });
+    try {
+      const c = openRaw(p.port, 'POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000\r\n\r\n');
+      const until = Date.now() + 4000;
+      while (Date.now() < until && !c.s.destroyed && c.text() === '') { c.s.write('x'.repeat(10)); await sleep(100); } // 100 B/s
+      await Promise.race([c.closed, sleep(2500)]);
+      expect(statusOf(c.text()), c.text()).toBe(408);
+      expect(c.text().toLowerCase()).toContain('x-scrubber: request-timeout');
+      expect(c.s.destroyed || c.s.readableEnded).toBe(true);
+    } finally { await p.close(); }
+  });
+});
+
 describe('connections per source', () => {
   it('past maxConnectionsPerSource a source\'s new connections are closed; other sources are served', async () => {
     const held = [0, 1, 2].map(() => openRaw(proxy.port, '', '127.0.0.51'));

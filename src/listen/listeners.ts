@@ -143,13 +143,13 @@ export class Listeners {
     server.on('upgrade', this.pipeline.handleUpgrade);
     server.on('connect', (_req, socket) => socket instanceof http2.Http2ServerResponse ? refuseConnect(socket) : afterAnswers(socket, () => endWith(socket, rawResponse(405, 'method-not-allowed'))));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
-      // Counted, never logged per request: attack traffic is not access-logged.
-      const source = connectionInfo(socket).source;
-      // Bytes pipelined after a request that asked to close (RFC 9112 §9.6: never processed): the answer in flight
-      // still goes out, then Node closes the connection. Destroying it here would lose an answer the upstream executed.
-      if (err.code === 'HPE_CLOSED_CONNECTION' && (socket as net.Socket & { _httpMessage?: unknown })._httpMessage) return;
-      this.pipeline.filter.onClientError?.(source, err.code ?? 'unknown');
-      if (socket.writable && !(socket as net.Socket & { _httpMessage?: unknown })._httpMessage) {
+      // Counted, never logged per request. Bytes pipelined after a request that asked to close (RFC 9112 §9.6): the
+      // answer in flight still goes out, then Node closes; destroying here would lose an answer the upstream executed.
+      const msg = (socket as net.Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
+      if (err.code === 'HPE_CLOSED_CONNECTION' && msg) return;
+      this.pipeline.filter.onClientError?.(connectionInfo(socket).source, err.code ?? 'unknown');
+      // A body still coming past limits.requestTimeoutMs has no answer started: it is told so (408), as nginx does.
+      if (socket.writable && (!msg || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && !msg.headersSent))) {
         const [status, reason] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad-request'];
         endWith(socket, rawResponse(status, reason));
       } else socket.destroy();
