@@ -217,6 +217,35 @@ describe('adaptive limit, endpoints of different speeds', () => {
     expect(Math.max(...lims.map((l) => l.endpoints.baseOf('GET /search') ?? 0))).toBeLessThan(150);
   });
 
+  it('restarted under the full traffic of such a site with what it learned before, the proxy reads it calm (without: loaded, as before)', () => {
+    // 400 requests a second, two in three on the 100 ms search: about 27 in flight needed, above the initial limit of
+    // 20, so requests wait from the first window on and no window may teach a new endpoint.
+    const mix: [string, number][] = [['/search', 100], ['/', 2], ['/search', 100]];
+    let owed = 0;
+    const rampUp = (now: number): Req[] => { // the same traffic reached over 10 s: learned on the way
+      owed += Math.min(400, (400 * now) / 10_000) / 1000;
+      const out: Req[] = [];
+      for (let k = 0; owed >= 1; owed--, k++) { const [path, cost] = mix[(now + k) % 3]; out.push({ at: now, path: `${path}?n=${now}`, cost }); }
+      return out;
+    };
+    const before = new AdaptiveLimit();
+    expect(simulate(before, 30_000, rampUp, ownLatency, 15_000).satMs).toBe(0);
+    const saved = JSON.parse(JSON.stringify(before.endpoints.learned())) as unknown; // through the state store
+    expect(before.endpoints.baseOf('GET /search')).toBeGreaterThan(80);
+    const cold = simulate(new AdaptiveLimit(), 30_000, steady(400, mix), ownLatency, 10_000);
+    expect(cold.satMs, 'restarted with nothing learned').toBeGreaterThan(15_000);
+    const restarted = new AdaptiveLimit();
+    restarted.endpoints.restore(saved);
+    const warm = simulate(restarted, 30_000, steady(400, mix), ownLatency, 10_000);
+    expect({ sat: warm.satMs, timeouts: warm.timeouts }).toEqual({ sat: 0, timeouts: 0 });
+    // What the store gives back is checked entry by entry: junk is ignored, the rest kept.
+    const b = new EndpointBaselines();
+    b.restore([['GET /a', 50], ['GET /b', -1], [7, 5], ['GET /c', Infinity], 'x', ['x'.repeat(200), 5], ['GET /d', 20]]);
+    expect(b.learned()).toEqual([['GET /a', 50], ['GET /d', 20]]);
+    b.restore({ not: 'a list' });
+    expect(b.learned()).toHaveLength(2);
+  });
+
   it('a flood of random paths (each a new endpoint) is judged against the site\'s latency, as without endpoints', () => {
     const lim = new AdaptiveLimit();
     const calm = steady(40, MIXED);

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { once } from 'node:events';
 import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
-import { startProxy, domain, sleep, type Proxy } from './helpers/servers.ts';
+import { startProxy, domain, sleep, tempDir, type Proxy } from './helpers/servers.ts';
 
 const HOST = 'site.test';
 let proxy: Proxy | null = null;
@@ -70,5 +70,32 @@ describe('an origin with a slow endpoint among fast ones', () => {
     expect(f.snapshot().counters.attacksStarted ?? 0).toBe(0);
     searches.sort((a, b) => a - b);
     expect(searches[Math.floor(searches.length * 0.9)]).toBeLessThan(250); // its own 100 ms, not a wait in the queue
+  }, 30_000);
+
+  it('what it learned of the slow endpoint is kept across a restart (a proxy restarted under full traffic would learn nothing)', async () => {
+    origin = http.createServer((req, res) => { if (req.url!.startsWith('/search')) setTimeout(() => res.end('{}'), 100); else res.end('{}'); });
+    origin.listen(0, '127.0.0.1');
+    await once(origin, 'listening');
+    const port = (origin.address() as { port: number }).port;
+    const dir = tempDir('scrubber-endpoints-');
+    const config = { state: { dir }, domains: [domain(HOST, [`127.0.0.1:${port}`])] };
+    proxy = await startProxy(config);
+    // Calm traffic: ten clients, a search and a page in turn, for 3 s.
+    const end = Date.now() + 3000;
+    await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: `127.0.82.${i + 1}` });
+      for (let n = 0; n < 60 && Date.now() < end; n++) await get(agent, proxy!.port, n % 2 ? `/page/${n}` : `/search?q=${n}`);
+      agent.destroy();
+    }));
+    const learned = proxy.app.pipeline.origin.endpointsOf(HOST) ?? [];
+    const search = learned.find(([k]) => k === 'GET /search');
+    expect(search?.[1]).toBeGreaterThan(90);
+    await proxy.close();
+    proxy = await startProxy(config);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: '127.0.82.20' });
+    expect((await get(agent, proxy.port, '/page/1')).status).toBe(200); // the domain's limit is made at its first request
+    agent.destroy();
+    const restored = proxy.app.pipeline.origin.endpointsOf(HOST) ?? [];
+    expect(restored.find(([k]) => k === 'GET /search')?.[1]).toBeCloseTo(search![1], 6);
   }, 30_000);
 });

@@ -287,5 +287,12 @@ describe('sharding (pure)', () => {
     expect(new WorkerStore(init(4, 100), () => {}).loadLearned().get('a.test')!.attack.baselineRps).toBe(25);
     // What else was learned is not a rate: it is kept as it is (the latency is the origin's, the same in every worker).
     expect(new WorkerStore(init(4, 100), () => {}).loadLearned().get('a.test')!.attack.baselineLatencyMs).toBe(40);
+    // Nor are the endpoints' usual latencies (the adaptive limit's, kept across a restart): they go up and come down whole.
+    const endpoints: [string, number][] = [['GET /search', 101.5], ['GET /', 2]];
+    const up: FromWorker[] = [];
+    new WorkerStore(init(2, 0), (m) => up.push(m)).putLearned('a.test', { ...learned(50), endpoints });
+    expect(up[0]).toMatchObject({ t: 'learned', l: { endpoints } });
+    const down = { ...init(4, 100), learned: [['a.test', { ...learned(100), endpoints }]] as WorkerInit['learned'] };
+    expect(new WorkerStore(down, () => {}).loadLearned().get('a.test')!.endpoints).toEqual(endpoints);
   });
 });

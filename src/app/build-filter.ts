@@ -25,6 +25,8 @@ export interface FilterDeps {
   saturated?: (domain: string, now: number) => boolean | null;
   /** Whether a source takes over its share of a domain's origin (OriginGuard.heavy). */
   heavy?: (domain: string, source: string) => boolean;
+  /** What each domain's endpoints usually answer in (OriginGuard.endpointsOf), kept across a restart. */
+  endpointsOf?: (domain: string) => [string, number][] | undefined;
   /** A worker of several: each domain's second goes to the primary, which judges attack mode for the node. */
   attackSamples?: DetectorDeps['attackSamples'];
 }
@@ -42,7 +44,7 @@ export function createFilter(config: Config, deps: FilterDeps): Filter {
   // for (the trust time as configured at start), so that nobody who passed here is challenged again for the change.
   const graceMs = f.challenge.trustSeconds * 1000 * f.timeScale;
   deps.bus?.watchSecret?.((s) => challenge.setSecret(createSecretKey(s), now(), graceMs));
-  const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy, attackSamples: deps.attackSamples });
+  const detector = new Detector(config, { decisions, challenge, store, log: deps.log, now, saturated: deps.saturated, heavy: deps.heavy, attackSamples: deps.attackSamples, endpointsOf: deps.endpointsOf });
   decisions.watch({ onRemoteAttack: (domain, under, since, reason, at, failing) => detector.attacks.remoteAttack(domain, under, since, reason, at, failing) });
   return new Filter({ detector, decisions, store, log: deps.log, now, mode: f.mode, tokens: challenge.spread });
 }

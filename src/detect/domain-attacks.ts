@@ -69,6 +69,10 @@ export class DomainAttacks {
   /** Queues what was learned of each domain for the store (written by the next flush). */
   saveLearned(now: number): void {
     this.lastLearnedSave = now;
-    for (const [name, k] of this.d.knowledge.entries()) this.d.store.putLearned(name, k.save(now));
+    for (const [name, k] of this.d.knowledge.entries()) {
+      const l = k.save(now), endpoints = this.d.endpointsOf?.(name);
+      if (endpoints?.length) l.endpoints = endpoints;
+      this.d.store.putLearned(name, l);
+    }
   }
 }

@@ -33,4 +33,6 @@ export interface DetectorDeps {
   /** The source takes over its share of the domain's origin time (OriginGuard.heavy): no member of a crowd. */ heavy?: (domain: string, source: string) => boolean;
   /** A worker of several: each domain's second goes to the primary, which steps attack mode for the node. */
   attackSamples?: (domain: string, s: Sample) => void;
+  /** What the domain's endpoints usually answer in (OriginGuard.endpointsOf), saved with what detection learned. */
+  endpointsOf?: (domain: string) => [string, number][] | undefined;
 }

@@ -72,6 +72,23 @@ export class EndpointBaselines {
   /** The baseline learned for an endpoint (ms), or null. */
   baseOf(key: string): number | null { return this.table.peek(key)?.base ?? null; }
 
+  /** [endpoint, baseline ms] of every endpoint learned, least recently answered first: what a restart keeps. */
+  learned(): [string, number][] {
+    const out: [string, number][] = [];
+    for (const [k, e] of this.table.rentries() as Generator<[string, Endpoint]>) if (e.base !== null) out.push([k, e.base]);
+    return out;
+  }
+
+  /** Puts back what learned() gave (from the state store: each entry checked, the rest ignored). A proxy restarted
+   *  under its site's full traffic would otherwise learn no endpoint at all: requests wait from the first window on. */
+  restore(list: unknown): void {
+    if (!Array.isArray(list)) return;
+    for (const x of list) {
+      if (!Array.isArray(x) || typeof x[0] !== 'string' || x[0].length > MAX_KEY || !(typeof x[1] === 'number' && x[1] > 0 && Number.isFinite(x[1]))) continue;
+      this.table.set(x[0], { base: x[1], win: [], probe: [] });
+    }
+  }
+
   /**
    * A sample of `key`, mapped onto the domain's no-load latency `unit` by the endpoint's baseline when that is slower
    * than the unit (else as it came). `inProbe`: dispatched during a probe, at the probe's low concurrency. `headroom`

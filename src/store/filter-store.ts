@@ -21,6 +21,8 @@ export interface LearnedDomain {
   staticPaths: number[];
   /** [path hash, usual body size, samples], least recently used first. */
   bodySizes: [number, number, number][];
+  /** [endpoint, usual latency ms] the adaptive limit learned (limits/endpoint-baselines.ts), least recently used first. */
+  endpoints?: [string, number][];
 }
 
 export interface FilterStore {
@@ -87,7 +89,7 @@ export class SqliteFilterStore implements FilterStore {
       try {
         const d = JSON.parse(String(r.data)) as Partial<LearnedDomain> | null;
         if (d === null || typeof d !== 'object' || d.attack === null || typeof d.attack !== 'object') continue;
-        m.set(String(r.domain), { savedAt: Number(r.saved_at), attack: d.attack, staticPaths: d.staticPaths ?? [], bodySizes: d.bodySizes ?? [] });
+        m.set(String(r.domain), { savedAt: Number(r.saved_at), attack: d.attack, staticPaths: d.staticPaths ?? [], bodySizes: d.bodySizes ?? [], endpoints: d.endpoints ?? [] });
       } catch { /* skipped */ }
     }
     return m;
@@ -143,7 +145,7 @@ export class SqliteFilterStore implements FilterStore {
         else if (op.t === 'wl') wl.run(op.e.ip, op.e.note, op.e.since);
         else if (op.t === 'unwl') unwl.run(op.ip);
         else if (op.t === 'off') off.run(op.ip, op.r.count, op.r.lastBanAt);
-        else learn.run(op.domain, op.l.savedAt, JSON.stringify({ attack: op.l.attack, staticPaths: op.l.staticPaths, bodySizes: op.l.bodySizes }));
+        else learn.run(op.domain, op.l.savedAt, JSON.stringify({ attack: op.l.attack, staticPaths: op.l.staticPaths, bodySizes: op.l.bodySizes, endpoints: op.l.endpoints }));
       }
       this.db.exec('COMMIT');
       this.queue.clear();
