@@ -122,3 +122,44 @@ describe('connections per source', () => {
     expect(again.status).toBe(200);
   });
 });
+
+describe('no 408 for a pipelined request whose answer is due first', () => {
+  let slowOrigin: Origin;
+  beforeAll(async () => {
+    slowOrigin = await startOrigin((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        const e = slowOrigin.seen.find((r) => r.url === req.url);
+        if (e) e.body = Buffer.concat(chunks).toString();
+        setTimeout(() => { if (!res.destroyed) { res.writeHead(201, { 'content-length': 7 }); res.end('created'); } }, req.url!.startsWith('/slow') ? 4000 : 0);
+      });
+    });
+  });
+  afterAll(async () => { await slowOrigin.close(); });
+
+  // A reviewer's case (failed on the first version of the 408, which looked at socket._httpMessage: the response of the
+  // FIRST request still unanswered on the connection, not of the request that timed out). With a pipelined
+  // request whose body is slow behind a complete one still at the origin, the complete request — forwarded and
+  // executed by the origin — gets "408 Request Timeout" as its answer (HTTP/1.1 answers are in order), and its real
+  // answer is thrown away. 408 tells the client the server never got the request, so clients retry it: a
+  // non-idempotent request (an order, a payment) runs twice. The connection is closed with no answer there (the
+  // client cannot know, and does not blindly retry a POST), as before the 408.
+  it('a complete pipelined request the origin executed is not answered 408 because the next one\'s body is slow', async () => {
+    const p = await startProxy({
+      limits: { headerTimeoutMs: 500, requestTimeoutMs: 1200, minBodyRateBytesPerSec: 1, minBodyRateGraceMs: 60_000 },
+      domains: [domain('site.test', [slowOrigin.address])],
+    });
+    try {
+      slowOrigin.seen.length = 0;
+      const c = openRaw(p.port, `POST /slow/order HTTP/1.1\r\nHost: site.test\r\nContent-Length: 7\r\n\r\nitem=42` +
+        `POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000\r\n\r\n`, '127.0.0.62');
+      const end = Date.now() + 3500;
+      while (Date.now() < end && !c.s.destroyed && c.text() === '') { c.s.write('x'.repeat(10)); await sleep(100); } // 100 B/s
+      await Promise.race([c.closed, sleep(500)]);
+      c.s.destroy();
+      expect(slowOrigin.seen.find((r) => r.url === '/slow/order')?.body, 'the order reached the origin whole').toBe('item=42');
+      expect(statusOf(c.text()), `the first answer on the connection (the order's): ${JSON.stringify(c.text())}`).not.toBe(408);
+    } finally { await p.close(); }
+  }, 20_000);
+});

@@ -10,8 +10,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { once } from 'node:events';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import type { Filter as ScrubberFilter } from '../src/detect/filter.ts';
-import { startProxy, domain, sleep, tempDir, type Proxy } from './helpers/servers.ts';
+import { startProxy, domain, sleep, tempDir, freePort, type Proxy } from './helpers/servers.ts';
+import { openStore } from '../src/store/db.ts';
+import { SqliteFilterStore } from '../src/store/filter-store.ts';
+import { DomainKnowledge } from '../src/detect/knowledge.ts';
 
 const HOST = 'site.test';
 let proxy: Proxy | null = null;
@@ -91,6 +96,10 @@ describe('an origin with a slow endpoint among fast ones', () => {
     const search = learned.find(([k]) => k === 'GET /search');
     expect(search?.[1]).toBeGreaterThan(90);
     await proxy.close();
+    // Started and stopped before the domain's first request (a quick restart, a crash loop, a worker that got none of
+    // its sources): what was saved stays saved (a reviewer's case: the first version saved the record without it).
+    proxy = await startProxy(config);
+    await proxy.close();
     proxy = await startProxy(config);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: '127.0.82.20' });
     expect((await get(agent, proxy.port, '/page/1')).status).toBe(200); // the domain's limit is made at its first request
@@ -98,4 +107,39 @@ describe('an origin with a slow endpoint among fast ones', () => {
     const restored = proxy.app.pipeline.origin.endpointsOf(HOST) ?? [];
     expect(restored.find(([k]) => k === 'GET /search')?.[1]).toBeCloseTo(search![1], 6);
   }, 30_000);
+
+  // A reviewer's case (failed on the first version): the whole startup snapshot of filter_learned (every domain's
+  // record, with up to 4096 static paths and 4096 body sizes, for domains configured or not: rows are never deleted)
+  // was kept for the life of the process, only to read `endpoints` out of it: 150 old domains' records held ~55 MB.
+  // Only the configured domains' endpoints are kept.
+  it('the startup snapshot of the learned records is not kept for the life of the process', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const heap = async () => { for (let i = 0; i < 3; i++) { gc(); await new Promise((r) => setImmediate(r)); } return process.memoryUsage().heapUsed; };
+    const up = `127.0.0.1:${await freePort()}`;
+    const dir = tempDir('scrubber-review-mem-');
+    const db = openStore(dir);
+    const store = new SqliteFilterStore(db);
+    for (let d = 0; d < 150; d++) { // domains this proxy once served, now gone from its config
+      const l = new DomainKnowledge().save(Date.now());
+      l.staticPaths = Array.from({ length: 4096 }, (_, i) => (i * 2654435761) >>> 0);
+      l.bodySizes = Array.from({ length: 4096 }, (_, i) => [((i + d) * 40503) >>> 0, 200 + i, 30]);
+      l.endpoints = [['GET /search', 100]];
+      store.putLearned(`old${d}.test`, l);
+    }
+    store.flush();
+    db.close();
+    const config = (stateDir: string) => ({ state: { dir: stateDir }, domains: [domain(HOST, [up])] });
+    await (await startProxy(config(tempDir('scrubber-review-mem0-')))).close(); // warm-up: modules loaded
+    const b0 = await heap();
+    const control = await startProxy(config(tempDir('scrubber-review-mem1-')));
+    const b1 = await heap();
+    await control.close();
+    const c0 = await heap();
+    const p = await startProxy(config(dir));
+    const c1 = await heap();
+    await p.close();
+    const controlMb = (b1 - b0) / 1e6, loadedMb = (c1 - c0) / 1e6;
+    expect(loadedMb - controlMb, `heap held by a running proxy: ${loadedMb.toFixed(1)} MB with the old records, ${controlMb.toFixed(1)} MB without`).toBeLessThan(15);
+  }, 60_000);
 });

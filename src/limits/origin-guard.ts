@@ -27,6 +27,7 @@
 import type { SlotHolder } from './holders.ts';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { AdaptiveLimit } from './adaptive-limit.ts';
+import { EndpointBaselines } from './endpoint-baselines.ts';
 import { UpstreamQueue } from './upstream-queue.ts';
 import { FairShare, type ShareVerdict } from '../detect/fair-share.ts';
 import { DomainOrigin } from './domain-origin.ts';
@@ -90,8 +91,15 @@ export class OriginGuard {
   peek(name: string): DomainOrigin | undefined { return this.domains.get(name); }
   entries(): IterableIterator<[string, DomainOrigin]> { return this.domains.entries(); }
 
-  /** What the domain's endpoints usually answer in, for the state store (kept across a restart); undefined: nothing. */
-  endpointsOf(domain: string): [string, number][] | undefined { return this.domains.get(domain)?.limit?.endpoints.learned(); }
+  /** What the domain's endpoints usually answer in, for the state store (kept across a restart): what its limit learned,
+   *  or, before its first request made one, what was restored (a run without its traffic must not save it away). */
+  endpointsOf(domain: string): [string, number][] | undefined {
+    const l = this.domains.get(domain)?.limit;
+    if (l) return l.endpoints.learned();
+    const b = new EndpointBaselines();
+    b.restore(this.deps.learnedEndpoints?.(domain));
+    return b.learned();
+  }
 
   /** For attack mode, once a second per domain: see DomainOrigin.takeSaturated. */
   takeSaturated(domain: string, now: number): boolean | null {

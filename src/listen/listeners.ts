@@ -148,8 +148,8 @@ export class Listeners {
       const msg = (socket as net.Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
       if (err.code === 'HPE_CLOSED_CONNECTION' && msg) return;
       this.pipeline.filter.onClientError?.(connectionInfo(socket).source, err.code ?? 'unknown');
-      // A body still coming past limits.requestTimeoutMs has no answer started: it is told so (408), as nginx does.
-      if (socket.writable && (!msg || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && !msg.headersSent))) {
+      // A body still coming past limits.requestTimeoutMs is told so (408, as nginx), unless an answer is due first.
+      if (socket.writable && (!msg || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && !msg.headersSent && !msg.req.complete))) {
         const [status, reason] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad-request'];
         endWith(socket, rawResponse(status, reason));
       } else socket.destroy();
