@@ -65,13 +65,11 @@ export function buildEdge(config: Config, deps: EdgeDeps): Edge {
   // The origin guard and the filter know of each other: the filter asks whether an origin is saturated (attack mode),
   // the guard reports a source persistently over its share (the filter bans it when its mode allows).
   // Its queues ask the domain's upstreams, as the last reload built them, for a free connection.
-  // What the domains' endpoints usually answered in before a restart seeds their adaptive limits (saved with the rest);
-  // only that is kept, of the configured domains (the store's records hold much more, and domains no longer served).
-  const learned = new Map<string, unknown>();
-  for (const [name, l] of deps.store.loadLearned()) if (config.domains.some((d) => d.name === name)) learned.set(name, l.endpoints);
   const origin = new OriginGuard(config, {
     now: deps.now, onOverShare: (source, domain, reason) => filter.banOverShare(source, domain, reason),
-    room: (domain) => upstreams.groups.get(domain)?.hasRoom() ?? true, learnedEndpoints: (domain) => learned.get(domain),
+    room: (domain) => upstreams.groups.get(domain)?.hasRoom() ?? true,
+    // What the domains' endpoints usually answered in before a restart: the detector read it with the rest it learned.
+    learnedEndpoints: (domain) => filter.detector.knowledge.peek(domain)?.restoredEndpoints,
   });
   const filter = createFilter(config, {
     db: deps.db, log: deps.log, now: deps.now, store: deps.store, bus: deps.bus, secret: deps.secret,

@@ -15,6 +15,9 @@ export class DomainKnowledge {
   readonly staticPaths = new LRUCache<number, true>({ max: PATHS_PER_DOMAIN });
   /** The usual request-body size of each path, for the oversized-body rule. */
   readonly bodySizes = new BodySizes(PATHS_PER_DOMAIN);
+  /** What the domain's endpoints usually answered in, as the store gave it: the adaptive limit (limits/) checks and
+   *  takes it when it is made, so that the records are read once at start. */
+  restoredEndpoints: unknown = undefined;
 
   constructor(traffic = new DomainTraffic()) { this.traffic = traffic; }
 
@@ -32,6 +35,7 @@ export class DomainKnowledge {
     const k = new DomainKnowledge(new DomainTraffic(restoreAttack(l.attack, l.savedAt, now, p)));
     if (Array.isArray(l.staticPaths)) for (const h of l.staticPaths) if (typeof h === 'number' && Number.isFinite(h)) k.staticPaths.set(h, true);
     k.bodySizes.restore(l.bodySizes);
+    k.restoredEndpoints = l.endpoints;
     return k;
   }
 }

@@ -64,6 +64,13 @@ export function endpointOf(method: string, url: string): string {
   return `${method} ${url.slice(0, end)}`;
 }
 
+/** The [endpoint, baseline ms] entries of a list read from the state store that can be taken as such; the rest dropped. */
+export function checkedEndpoints(list: unknown): [string, number][] {
+  if (!Array.isArray(list)) return [];
+  return list.filter((x): x is [string, number] => Array.isArray(x) && typeof x[0] === 'string' && x[0].length <= MAX_KEY &&
+    typeof x[1] === 'number' && x[1] > 0 && Number.isFinite(x[1])).map(([k, b]) => [k, b]);
+}
+
 export class EndpointBaselines {
   private readonly table = new LRUCache<string, Endpoint>({ max: MAX_ENDPOINTS });
   /** Endpoints with samples in the current window or probe. */
@@ -82,11 +89,7 @@ export class EndpointBaselines {
   /** Puts back what learned() gave (from the state store: each entry checked, the rest ignored). A proxy restarted
    *  under its site's full traffic would otherwise learn no endpoint at all: requests wait from the first window on. */
   restore(list: unknown): void {
-    if (!Array.isArray(list)) return;
-    for (const x of list) {
-      if (!Array.isArray(x) || typeof x[0] !== 'string' || x[0].length > MAX_KEY || !(typeof x[1] === 'number' && x[1] > 0 && Number.isFinite(x[1]))) continue;
-      this.table.set(x[0], { base: x[1], win: [], probe: [] });
-    }
+    for (const [key, base] of checkedEndpoints(list)) this.table.set(key, { base, win: [], probe: [] });
   }
 
   /**

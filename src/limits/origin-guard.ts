@@ -27,7 +27,7 @@
 import type { SlotHolder } from './holders.ts';
 import type { Config, DomainConfig } from '../config/schema.ts';
 import { AdaptiveLimit } from './adaptive-limit.ts';
-import { EndpointBaselines } from './endpoint-baselines.ts';
+import { checkedEndpoints, endpointOf } from './endpoint-baselines.ts';
 import { UpstreamQueue } from './upstream-queue.ts';
 import { FairShare, type ShareVerdict } from '../detect/fair-share.ts';
 import { DomainOrigin } from './domain-origin.ts';
@@ -95,10 +95,7 @@ export class OriginGuard {
    *  or, before its first request made one, what was restored (a run without its traffic must not save it away). */
   endpointsOf(domain: string): [string, number][] | undefined {
     const l = this.domains.get(domain)?.limit;
-    if (l) return l.endpoints.learned();
-    const b = new EndpointBaselines();
-    b.restore(this.deps.learnedEndpoints?.(domain));
-    return b.learned();
+    return l ? l.endpoints.learned() : checkedEndpoints(this.deps.learnedEndpoints?.(domain));
   }
 
   /** For attack mode, once a second per domain: see DomainOrigin.takeSaturated. */
@@ -127,15 +124,15 @@ export class OriginGuard {
 
   /**
    * The origin answered a request of `source` (response headers) or failed it, rttMs after it was dispatched.
-   * `dropped`: a failure that says the origin is overloaded (503/504, timeout, refused, reset); `endpoint`: what the
-   * request asked for (endpointOf), whose own usual latency the sample is judged against. The queue's limit
+   * `dropped`: a failure that says the origin is overloaded (503/504, timeout, refused, reset); `asked`: what the
+   * request asked for, whose endpoint's usual latency the sample is judged against (endpointOf). The queue's limit
    * follows the learned one; a source persistently over its share of the saturated origin is reported for a ban.
    */
-  sample(d: DomainOrigin, source: string, rttMs: number, dropped: boolean, endpoint?: string): void {
+  sample(d: DomainOrigin, source: string, rttMs: number, dropped: boolean, asked?: { method: string; url: string }): void {
     const now = this.deps.now();
     const l = d.limit;
     if (l) {
-      l.onSample(now, rttMs, d.queue.active, dropped, d.queue.queued, endpoint);
+      l.onSample(now, rttMs, d.queue.active, dropped, d.queue.queued, asked && endpointOf(asked.method, asked.url));
       const n = l.limit;
       if (n !== d.queue.limit) d.queue.setLimit(n);
     }

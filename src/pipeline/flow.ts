@@ -27,7 +27,6 @@ import { route } from '../route/router.ts';
 import { toUpstreamHeaders } from '../upstream/headers.ts';
 import { forward } from '../upstream/forward.ts';
 import { declaredBodySize } from '../limits/budget.ts';
-import { endpointOf } from '../limits/endpoint-baselines.ts';
 import { BodyLimitError, BodyMeter } from '../limits/body-meter.ts';
 import { bufferBody } from '../limits/body-buffer.ts';
 import { forwardUpgrade } from './upgrade.ts';
@@ -213,7 +212,7 @@ export class RequestFlow {
   upstreamAnswered(status: number): void {
     if (!this.slot) return;
     const ms = performance.now() - this.sentAt;
-    this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504, endpointOf(this.head.method, this.head.url));
+    this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504, this.head);
     this.leaveSlice(ms);
     this.freeSlot();
   }
