@@ -25,6 +25,7 @@ import { asHttp1Head, asHttp1Reply, refuseConnect } from './h2.ts';
 import { H2Sessions, H2_BUDGET } from './h2-guard.ts';
 import { endWith, rawResponse } from '../respond/reply.ts';
 import { awaitContinue } from '../http/expect-continue.ts';
+import { answerClientError } from './client-errors.ts';
 import { certFiles, defaultCertificate, loadCertificates, SESSION_ID_CONTEXT, sniLookup } from './certs.ts';
 
 export { loadCertificates };
@@ -32,13 +33,7 @@ export { loadCertificates };
 type TlsServer = https.Server | http2.Http2SecureServer;
 type Server = http.Server | TlsServer;
 /** The node:http settings an Http2SecureServer with allowHTTP1 also honours for its HTTP/1.1 connections. */
-type Http1Settings = { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeadersCount: number; blockList: net.BlockList };
-
-const CLIENT_ERRORS: Record<string, [number, string]> = {
-  HPE_HEADER_OVERFLOW: [431, 'headers-too-large'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request-timeout'],
-  HPE_HEADERS_TIMEOUT: [408, 'request-timeout'],
-};
+type Http1Settings = { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeadersCount: number; blockList: net.BlockList; httpAllowHalfOpen: boolean };
 
 const DEADLINE = Symbol('scrubber.handshakeDeadline');
 type Raw = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
@@ -98,6 +93,11 @@ export class Listeners {
     s.keepAliveTimeout = l.idleTimeoutMs;
     // One more than the limit, so that "too many" is seen instead of silently cut.
     s.maxHeadersCount = l.maxHeaderCount + 1;
+    // A client that sends its requests and then shuts down its sending side (`nc -N`, socket.end(data)) still reads:
+    // what it asked before its FIN is answered, then the connection closes (HAProxy's default). Node's own default
+    // aborts every request of the connection on the FIN, so the client got nothing. One whose request still waits for
+    // its turn in a saturated queue is dropped all the same (RequestFlow.onGone): it may have given up.
+    s.httpAllowHalfOpen = true;
   }
 
   private create(tlsServer: boolean, config: Config): Server {
@@ -142,18 +142,7 @@ export class Listeners {
     server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => { awaitContinue(req, res); server.emit('request', req, res); });
     server.on('upgrade', this.pipeline.handleUpgrade);
     server.on('connect', (_req, socket) => socket instanceof http2.Http2ServerResponse ? refuseConnect(socket) : afterAnswers(socket, () => endWith(socket, rawResponse(405, 'method-not-allowed'))));
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
-      // Counted, never logged per request. Bytes pipelined after a request that asked to close (RFC 9112 §9.6): the
-      // answer in flight still goes out, then Node closes; destroying here would lose an answer the upstream executed.
-      const msg = (socket as net.Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
-      if (err.code === 'HPE_CLOSED_CONNECTION' && msg) return;
-      this.pipeline.filter.onClientError?.(connectionInfo(socket).source, err.code ?? 'unknown');
-      // A body still coming past limits.requestTimeoutMs is told so (408, as nginx), unless an answer is due first.
-      if (socket.writable && (!msg || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && !msg.headersSent && !msg.req.complete))) {
-        const [status, reason] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad-request'];
-        endWith(socket, rawResponse(status, reason));
-      } else socket.destroy();
-    });
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, this.pipeline.filter));
     return server;
   }
 
@@ -168,7 +157,8 @@ export class Listeners {
   private onConnection(socket: net.Socket): void { this.admit(socket); }
 
   private createFront(server: TlsServer): net.Server {
-    const front = net.createServer({ noDelay: true });
+    // allowHalfOpen: the TLS socket on top decides what a client's FIN means (see configure), not the raw one.
+    const front = net.createServer({ noDelay: true, allowHalfOpen: true });
     (front as net.Server & { blockList: net.BlockList }).blockList = this.pipeline.filter.blockList;
     front.on('connection', (raw: Raw) => this.onTlsAccept(raw, server));
     return front;
@@ -261,6 +251,9 @@ export class Listeners {
     const target: net.Server | undefined = index < plain ? this.servers[index] : this.fronts[index - plain];
     if (!target) { socket.destroy(); return; }
     socket.setNoDelay(true);
+    // Node makes the handed-over socket with allowHalfOpen off, which ends our side at the client's FIN, before the
+    // answers it is owed (see configure): as a socket the listener accepted itself.
+    socket.allowHalfOpen = true;
     this.adopted.add(socket);
     socket.once('close', () => this.adopted.delete(socket));
     target.emit('connection', socket);

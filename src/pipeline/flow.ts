@@ -15,7 +15,7 @@ import type { Readable, Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { DomainConfig } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
-import type { Answer, Reply } from '../respond/reply.ts';
+import { maintenanceAnswer, type Answer, type Reply } from '../respond/reply.ts';
 import type { Outcome, ProxyReason } from '../observe/observation.ts';
 import type { ForwardOutcome } from '../upstream/forward.ts';
 import type { QueueRefusal, Waiter } from '../limits/upstream-queue.ts';
@@ -99,11 +99,7 @@ export class RequestFlow {
     }
     // refuse: banned, but it cannot use a page: it is told 429 + Retry-After, then its connections go (closeSource).
     if (v.kind !== 'pass') return this.refuse(v.answer, v.kind === 'challenge' ? 'challenged' : 'blocked');
-    if (domain.maintenance.enabled) {
-      const m = domain.maintenance;
-      if (m.redirect) return this.refuse({ status: 302, reason: 'maintenance', body: '', headers: { location: m.redirect } });
-      return this.refuse({ status: 503, reason: 'maintenance', page: 'maintenance', headers: { 'retry-after': String(m.retryAfterSeconds) } });
-    }
+    if (domain.maintenance.enabled) return this.refuse(maintenanceAnswer(domain.maintenance));
 
     // Limits: judged on the declared size before a byte of the body is read.
     const h = head.headers;
@@ -147,8 +143,7 @@ export class RequestFlow {
   private bodyFailed(e: Error): void {
     this.res!.off('close', this.gone); this.release();
     if (e instanceof BodyLimitError) return this.refuse({ status: e.reason === 'body-too-large' ? 413 : 408, reason: e.reason, page: true, close: true });
-    this.reply.destroy();
-    this.observe('proxy', 0, this.head.headBytes, 0, null);
+    this.reply.destroy(); this.observe('proxy', 0, this.head.headBytes, 0, null);
   }
 
   /** Takes a place in the domain's upstream queue, fair between sources and ordered by their standing. */
@@ -161,6 +156,7 @@ export class RequestFlow {
     const cls = this.p.origin.queueClass(this.origin!, source, this.p.detector.rank(source), this.p.detector.attackSince(this.domain!.name));
     const no = (why: QueueRefusal | 'newcomer-share') => this.refuseBusy(why, this.leaveQueue());
     this.waiter = queue.wait(source, cls, () => this.atTurn(body, no), no);
+    if (this.waiter.waiting && this.head.version !== '2.0') { if (this.req.socket.readableEnded) return this.fin(); this.req.socket.once('end', this.fin); }
     // A streamed body may fail while it waits (too slow, too large): answered now; unheard, its 'error' killed the process.
     if (body && !Buffer.isBuffer(body) && this.waiter.waiting) body.once('error', (e) => { if (this.waiter?.waiting) { queue.cancel(this.waiter); this.waited(); this.bodyFailed(e); } });
   }
@@ -192,7 +188,7 @@ export class RequestFlow {
   /** Out of the queue, not upstream: gives back what it holds; true when its body is unread (the answer must close). */
   private leaveQueue(): boolean { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); return close; }
 
-  private waited(): void { this.waiter = null; this.queuedMs = performance.now() - this.queuedAt; this.res!.off('close', this.gone); }
+  private waited(): void { this.waiter = null; this.queuedMs = performance.now() - this.queuedAt; this.res!.off('close', this.gone); if (this.finFn) this.req.socket.off('end', this.finFn); }
 
   private forward(body: Body): void {
     const { head, domain } = this;
@@ -263,12 +259,17 @@ export class RequestFlow {
     return toUpstreamHeaders(h.rawHeaders, { client: h.client, proto: h.tls ? 'https' : 'http', host: this.host }, upgrade);
   }
 
-  /** Made only for a request that waits (body, queue): the common request allocates no closure for it. */
-  private goneFn: (() => void) | null = null;
+  /** Made only for a request that waits (body, queue): the common request allocates no closure for them. `fin`: its
+   *  client half-closed while it waits for its turn; with no room at the origin, one that may have given up (a browser
+   *  closing a connection sends no more than that FIN) is dropped as one that left. Answers due before it on the
+   *  connection (pipelined) are cut with it: rare, and only while the domain is saturated. */
+  private goneFn: (() => void) | null = null; private finFn: (() => void) | null = null;
   private get gone(): () => void { return this.goneFn ??= () => this.onGone(); }
+  private get fin(): () => void { return this.finFn ??= () => { this.res!.off('close', this.gone); this.onGone(); this.reply.destroy(); }; }
 
   /** The client left while its body was read or its turn awaited. */
   private onGone(): void {
+    if (this.finFn) this.req.socket.off('end', this.finFn);
     this.buffering?.cancel();
     if (this.waiter) this.origin!.queue.cancel(this.waiter);
     this.release();

@@ -19,6 +19,12 @@ export interface Answer {
   close?: boolean;
 }
 
+/** A domain in maintenance (SPEC: its redirect, or the maintenance page with Retry-After). Pure. */
+export function maintenanceAnswer(m: { redirect: string | null; retryAfterSeconds: number }): Answer {
+  if (m.redirect) return { status: 302, reason: 'maintenance', body: '', headers: { location: m.redirect } };
+  return { status: 503, reason: 'maintenance', page: 'maintenance', headers: { 'retry-after': String(m.retryAfterSeconds) } };
+}
+
 const STATUS_TEXT: Record<number, string> = {
   100: 'Continue', 302: 'Found', 400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Payload Too Large',
   417: 'Expectation Failed', 421: 'Misdirected Request', 429: 'Too Many Requests', 431: 'Request Header Fields Too Large',
