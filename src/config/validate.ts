@@ -261,7 +261,7 @@ export function validateStructure(cfg: Config): string[] {
     for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readableFile(c[k])) { readable = false; problems.push(`tls.certs[${i}].${k}: ${c[k]} is not a readable file`); }
     if (readable && typeof c.cert === 'string' && c.cert && typeof c.key === 'string' && c.key) checkCertPair(c, `tls.certs[${i}]`, problems);
   }
-  if (cfg.state.redis.url && !/^rediss?:\/\/[^\s]+$/.test(cfg.state.redis.url)) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} is not a redis:// or rediss:// URL`);
+  if (cfg.state.redis.url) { const p = redisUrlProblem(cfg.state.redis.url); if (p) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} ${p}`); }
   // 0 or below used to run one process without a word, as if 1 was meant; a typo of 1000 would fork a thousand.
   if (cfg.workers < 1) problems.push(`workers: must be at least 1 (was ${cfg.workers})`);
   else if (cfg.workers > MAX_WORKERS) problems.push(`workers: at most ${MAX_WORKERS} (one process per core; was ${cfg.workers})`);
@@ -283,3 +283,15 @@ export function validateStructure(cfg: Config): string[] {
   if (passthrough >= 0 && cfg.tls.listen.length === 0) problems.push(`domains[${passthrough}].passthrough: needs a TLS listener (tls.listen)`);
   return problems;
 }
+
+/** What is wrong with a Redis URL, or null. The client would take a port past 65535 as "Invalid URL" at start (naming
+ *  no key), and a database that is not a number as SELECT NaN, which Redis refuses after the connection is made. */
+export function redisUrlProblem(url: string): string | null {
+  if (!/^rediss?:\/\/[^\s]+$/.test(url)) return 'is not a redis:// or rediss:// URL';
+  let u: URL;
+  try { u = new URL(url); } catch { return 'is not a valid URL (a port is 1-65535)'; }
+  if (!u.hostname) return 'names no host';
+  if (!/^(\/(\d{1,5})?)?$/.test(u.pathname)) return `names a database that is not a number (${JSON.stringify(u.pathname.slice(1))}: redis://host:port/0 to /15 by default)`;
+  return null;
+}
+

@@ -218,7 +218,7 @@ export class Decisions {
     // (one new BlockList), and the unbans that follow find nothing left to rebuild for.
     const lifted = this.liftWhitelisted();
     this.bus.publish({ kind: 'whitelist', entry: { ip: e.ip, origin: 'api', note, since: e.since } });
-    for (const ip of lifted) this.bus.publish({ kind: 'unban', ip, at: now });
+    for (const b of lifted) this.bus.publish({ kind: 'unban', ip: b.ip, at: now });
     this.saveNow();
     return e;
   }
@@ -229,10 +229,11 @@ export class Decisions {
     return ok;
   }
 
-  /** Whitelisted sources are never blocked: lifts the bans the whitelist now covers; returns their addresses. */
-  private liftWhitelisted(): string[] {
-    const lifted = this.blacklist.removeAll(this.blacklist.all().filter((b) => this.whitelist.covers(b.ip)).map((b) => b.ip));
-    for (const ip of lifted) this.deps.store.deleteBan(ip);
+  /** Whitelisted sources are never blocked: lifts the bans the whitelist now covers; returns them. */
+  private liftWhitelisted(): BanEntry[] {
+    const lifted = this.blacklist.all().filter((b) => this.whitelist.covers(b.ip));
+    this.blacklist.removeAll(lifted.map((b) => b.ip));
+    for (const b of lifted) this.deps.store.deleteBan(b.ip);
     return lifted;
   }
 
@@ -242,7 +243,9 @@ export class Decisions {
   private apply(d: Decision): void {
     const store = this.deps.store;
     if (d.kind === 'ban') {
-      if (this.whitelist.covers(d.entry.ip)) return;
+      // A ban that crossed a shared whitelist entry (made on two nodes at once, or while Redis was away): lifted in
+      // Redis too, stamped no earlier than the ban, else a node started later would take it up from there.
+      if (this.whitelist.covers(d.entry.ip)) { if (this.whitelist.coversShared(d.entry.ip)) this.bus.publish({ kind: 'unban', ip: d.entry.ip, at: d.entry.since }); return; }
       this.blacklist.add(d.entry);
       store.putBan(d.entry);
       this.banned(d.entry.ip);
@@ -256,10 +259,12 @@ export class Decisions {
     else if (d.kind === 'attack') for (const w of this.watchers) w.onRemoteAttack?.(d.domain, d.under, d.since, d.reason, d.at, d.failing === true);
   }
 
-  /** API whitelist entries decided elsewhere: in force, stored, and the bans they cover lifted (all in one go). */
+  /** API whitelist entries decided elsewhere: in force, stored, and the bans they cover lifted (all in one go), in Redis
+   *  too: the node that made the entry lifted only the bans it knew of (not one decided here meanwhile, or while Redis
+   *  was away). Each unban is stamped with its ban's time, so that it is not older than the ban it lifts. */
   private takeWhitelist(entries: WhitelistEntry[]): void {
     for (const e of this.whitelist.addAll(parsedEntries(entries), 'api')) this.deps.store.putWhitelist(e);
-    this.liftWhitelisted();
+    for (const b of this.liftWhitelisted()) this.bus.publish({ kind: 'unban', ip: b.ip, at: b.since });
   }
 
   /** Brings in what the cluster decided while this node was away (start, reconnect). */

@@ -142,6 +142,14 @@ export class Whitelist {
     this.version++;
   }
 
+  /** Whether an entry the nodes share (made through the API, here or on another node) covers the source; one from this
+   *  node's config alone does not. Builds a list each call: only for the rare ban that meets a whitelisted address. */
+  coversShared(source: string): boolean {
+    const shared = new Whitelist();
+    shared.addAll([...this.entries.values()].filter((e) => e.origin === 'api'), 'api');
+    return shared.covers(source);
+  }
+
   /** Whether a source (an IPv4 address or an IPv6 /64) is covered. Not O(1): callers cache it per version. */
   covers(source: string): boolean {
     const t = blockTarget(source);

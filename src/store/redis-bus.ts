@@ -280,7 +280,7 @@ export class RedisBus implements DecisionBus {
       // saved): the write keeps one only where Redis remembers no later lifting (<p>gone), and one refused as older
       // is lifted here by the catch-up that calls for. Liftings are remembered 7 days and a ban lasts 8 h at most;
       // a whitelist entry has no end, so one lifted longer ago would come back: not written back on a restart.
-      if (wiped) this.pending.requeue(this.known.missingFrom(snap, now));
+      if (wiped) this.pending.requeue([...this.known.missingFrom(snap, now), ...this.known.liftings(now)]);
       else if (this.own) this.pending.requeue(new Known(first ? this.own : { ...this.own, whitelist: [] }).missingFrom(snap, now));
       this.own = null;
       if (epoch && epoch !== this.epochStore?.load()) this.epochToKeep = epoch;

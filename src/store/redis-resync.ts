@@ -18,17 +18,36 @@ export class Known {
   readonly wl = new Map<string, WhitelistEntry>();
   /** domain → attackJson (a string, so "changed?" is one comparison). */
   readonly attack = new Map<string, string>();
+  /** Liftings (unban, unwhitelist) by pendingKey → when made, oldest first: written back when Redis lost its data, so
+   *  that a node stopped meanwhile does not bring back, from its own store, what was lifted while it was away. Kept as
+   *  long as Redis keeps them (GONE_KEPT_MS), the latest GONE_HELD. */
+  readonly gone = new Map<string, number>();
 
   constructor(from?: { bans: BanEntry[]; whitelist: WhitelistEntry[] }) { if (from) this.adopt({ ...from, attacks: [] }); }
 
   remember(d: Decision): void {
     switch (d.kind) {
-      case 'ban': this.bans.set(d.entry.ip, d.entry); break;
-      case 'unban': this.bans.delete(d.ip); break;
-      case 'whitelist': this.wl.set(d.entry.ip, d.entry); break;
-      case 'unwhitelist': this.wl.delete(d.ip); break;
+      case 'ban': this.bans.set(d.entry.ip, d.entry); this.gone.delete(`b:${d.entry.ip}`); break;
+      case 'unban': this.bans.delete(d.ip); this.lifted(`b:${d.ip}`, d.at); break;
+      case 'whitelist': this.wl.set(d.entry.ip, d.entry); this.gone.delete(`w:${d.entry.ip}`); break;
+      case 'unwhitelist': this.wl.delete(d.ip); this.lifted(`w:${d.ip}`, d.at); break;
       case 'attack': this.attack.set(d.domain, attackJson(d)); break;
     }
+  }
+
+  /** A lifting made here or heard of; one with no time (a catch-up's) says nothing another node could be older than. */
+  private lifted(key: string, at: number | undefined): void {
+    if (at === undefined) return;
+    this.gone.delete(key);
+    this.gone.set(key, at);
+    if (this.gone.size > GONE_HELD) this.gone.delete(this.gone.keys().next().value!);
+  }
+
+  /** The liftings still remembered, as decisions (to write back into a Redis that lost its data). */
+  liftings(now: number): Decision[] {
+    const out: Decision[] = [];
+    for (const [key, at] of this.gone) if (at > now - GONE_KEPT_MS) out.push({ kind: key[0] === 'b' ? 'unban' : 'unwhitelist', ip: key.slice(2), at });
+    return out;
   }
 
   /** What this node holds in force that `snap` lacks, as decisions (to write back: Redis lost it or never had it). */
@@ -53,6 +72,7 @@ export class Known {
 
   forgetExpired(now: number): void {
     for (const [ip, e] of this.bans) if (e.expiresAt <= now) this.bans.delete(ip);
+    for (const [key, at] of this.gone) if (at <= now - GONE_KEPT_MS) this.gone.delete(key);
   }
 
   /** What this node knows, as a snapshot (Redis out of reach). */
@@ -113,6 +133,10 @@ export class Known {
     }
   }
 }
+
+/** Liftings a node remembers for a write-back (about 100 bytes each): an operator's, and a whitelist's lifting of
+ *  the bans it covers, are few; a flood of unbans past this keeps the latest. */
+const GONE_HELD = 100_000;
 
 const sameBan = (a: BanEntry | undefined, b: BanEntry): boolean =>
   !!a && a.reason === b.reason && a.rule === b.rule && a.since === b.since && a.expiresAt === b.expiresAt;
