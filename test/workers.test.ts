@@ -279,7 +279,7 @@ describe('sharding (pure)', () => {
     // domain. Stored as the worker's share, a restart with another `workers` count (or one process) would judge the
     // rate against a baseline off by that factor until relearned.
     const learned = (rps: number): LearnedDomain => ({ savedAt: 1, staticPaths: [], bodySizes: [], attack: { baselineRps: rps, baselineLatencyMs: 40, learned: 600, under: false, since: 0, upstreamFailing: false, reason: '' } });
-    const init = (workers: number, stored: number): WorkerInit => ({ index: 0, workers, config: {} as WorkerInit['config'], bans: [], whitelist: [], offenders: [], learned: [['a.test', learned(stored)]], secret: '', ticketKey: '', health: [], attacks: [], files: [] });
+    const init = (workers: number, stored: number): WorkerInit => ({ index: 0, workers, config: {} as WorkerInit['config'], bans: [], whitelist: [], offenders: [], learned: [['a.test', learned(stored)]], secret: '', ticketKey: '', health: [], attacks: [], files: [], revokedTokens: [] });
     const sent: FromWorker[] = [];
     new WorkerStore(init(2, 0), (m) => sent.push(m)).putLearned('a.test', learned(50));
     expect(sent).toEqual([{ t: 'learned', domain: 'a.test', l: learned(100) }]);

@@ -111,7 +111,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       ticketKey: (tickets?.current ?? randomBytes(48)).toString('base64'),
       health: upstreams.healthById(),
       attacks: nodeAttacks.underAttack(),
-      files,
+      files, revokedTokens: tokens.revokedIds(),
     };
   };
   // Attack mode is judged here, once for the node, on the sum of every worker's seconds of a domain; the workers are

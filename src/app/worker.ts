@@ -7,7 +7,7 @@ import type net from 'node:net';
 import type { Logger } from '../log.ts';
 import { Recorder } from '../stats/recorder.ts';
 import { WorkerBus, WorkerStore, type SendUp } from '../cluster/worker-links.ts';
-import { workerConfig, type ToWorker, type WorkerInit, type WorkerReport } from '../cluster/protocol.ts';
+import { shardOf, workerConfig, type ToWorker, type WorkerInit, type WorkerReport } from '../cluster/protocol.ts';
 import { applyConfig, buildEdge } from './edge.ts';
 import type { Sample } from '../detect/attack-mode.ts';
 import { TICK_MS } from './app.ts';
@@ -38,6 +38,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   if (before) bus.deliverSecret(store.secret());
   // A copied token's networks may land on several workers: the primary counts them for the node.
   if (filter.tokens) filter.tokens.onNetwork = (id, net) => send({ t: 'token', id, net });
+  for (const id of init.revokedTokens) filter.tokens?.revoke(id, now());
   for (const a of init.attacks) filter.detector.attacks.nodeAttack(a.domain, { ...a, suspects: false }, now());
   const recorder = new Recorder(now);
   let requests = 0;
@@ -97,6 +98,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       else if (m.t === 'health') upstreams.mirror(m.id, m.healthy);
       else if (m.t === 'attack') filter.detector.attacks.nodeAttack(m.domain, m.a, now());
       else if (m.t === 'revoke') filter.tokens?.revoke(m.id, now());
+      else if (m.t === 'home') listeners.connections.release((s) => shardOf(s, init.workers) === m.index && !filter.decisions.isWhitelisted(s));
       else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
       else if (m.t === 'secret') bus.deliverSecret(Buffer.from(m.key, 'base64'));
       else if (m.t === 'collect') send({ t: 'report', id: m.id, r: report() });

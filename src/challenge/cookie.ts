@@ -155,6 +155,9 @@ export class TokenSpread {
     return false;
   }
 
+  /** The tokens found over-shared, as long as they are remembered (a worker started later is told them). */
+  revokedIds(): string[] { return [...this.tokens].filter(([, e]) => e.revoked).map(([id]) => id); }
+
   get size(): number { return this.tokens.size; }
 }
 

@@ -144,7 +144,8 @@ export class WorkerPool {
         w.heardAt = this.now();
         // A "ready" read after the start deadline killed it (both were due while the loop was busy: timers run first)
         // is from a worker that is going: its exit fails the start or starts another.
-        if (m.t === 'ready') { if (child.killed) return; clearTimeout(deadline); w.ready = true; resolve(); return; }
+        // A replacement owns its sources again: the others let go of those they took meanwhile (SourceConnections.release).
+        if (m.t === 'ready') { if (child.killed) return; clearTimeout(deadline); w.ready = true; if (restarts > 0) for (const o of this.workers) if (o && o !== w) this.send(o, { t: 'home', index }); resolve(); return; }
         if (m.t === 'failed') { reject(new Error(`worker ${index}: ${m.error}`)); return; }
         if (m.t === 'report') { w.requests += m.r.requests; w.memory = m.r.memory; this.d.onReport(index, m.r, child.pid); this.answered(m.id, index); return; }
         this.d.onMessage(index, m);

@@ -37,6 +37,8 @@ export interface WorkerInit {
   attacks: ({ domain: string } & NodeAttack)[];
   /** The files the config names, as the primary read them ([path, base64]: config/files.ts). */
   files: [string, string][];
+  /** The challenge tokens the node found over-shared (TokenSpread): a replaced worker refuses them from its start. */
+  revokedTokens: string[];
 }
 
 /** One worker's counts since its last report (statistics deltas) and its state now (gauges). */
@@ -72,6 +74,8 @@ export type ToWorker =
   /** A challenge token the node found used from too many networks (over all its workers): refused from now on. */
   | { t: 'revoke'; id: string }
   | { t: 'collect'; id: number }
+  /** Worker `index` was replaced and is ready: the connections of its sources taken here meanwhile are let go. */
+  | { t: 'home'; index: number }
   | { t: 'stop' };
 
 export type FromWorker =

@@ -73,6 +73,13 @@ export function requestEnded(info: ConnectionInfo, now: number): void {
  *  wait here for a slow client (closed then, the download was cut). What the kernel holds is still sent after a close. */
 const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed && (i.wire ?? s).writableLength === 0; };
 
+function closeWhenQuiet(s: net.Socket, tries: number): void {
+  const i = (s as Tagged)[INFO];
+  if (s.destroyed) return;
+  if (!i || (i.active === 0 && i.pipelined === 0 && (i.wire ?? s).writableLength === 0)) s.destroy();
+  else if (tries > 0) setTimeout(closeWhenQuiet, 250, s, tries - 1).unref();
+}
+
 /** Tracks open connections per source: refuses past the cap, and closes all of a source's connections at once when it is banned. */
 export class SourceConnections {
   private open = new Map<string, Set<net.Socket>>();
@@ -125,6 +132,16 @@ export class SourceConnections {
       else s.destroy();
     }
     return set.size;
+  }
+
+  /** Lets go of the connections of the sources `pred` picks: a worker took them while their own worker was being
+   *  replaced, and the replacement counts their new ones from zero (kept here too, they would count twice against the
+   *  cap). Each closes once nothing is answered on it (at once for an idle one, or one whose head is still coming),
+   *  looked at every 250 ms for up to 30 s (a longer stream or long poll is left to end by itself). */
+  release(pred: (source: string) => boolean): number {
+    let n = 0;
+    for (const [source, set] of this.open) if (pred(source)) for (const s of set) { n++; closeWhenQuiet(s, 120); }
+    return n;
   }
 
   count(source: string): number { return this.open.get(source)?.size ?? 0; }
