@@ -3,12 +3,14 @@
 // (the client said "Invalid URL" at start, naming nothing) and a database that
 // is not a number (the client sent SELECT NaN, which Redis refused after the
 // connection was made: the node died on an unhandled error with a stack
-// trace). Both passed `check` before 2026-11-29.
+// trace). Both passed `check` before 2026-11-29. And a database number the
+// server does not have: refused on connect, the client went on in database 0.
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { freePort, tempDir } from './helpers/servers.ts';
+import { freePort, tempDir, request, sleep } from './helpers/servers.ts';
+import { Redis } from 'ioredis';
 import { findRedisServer, startRedis } from './helpers/redis.ts';
 
 const BIN = path.resolve('bin/scrubber.js');
@@ -61,4 +63,36 @@ describe('a bad state.redis.url', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 20_000);
+
+  // A database the server does not have (16 by default) passes `check` (Redis may be configured with more): the
+  // client's SELECT is refused on connect, and ioredis went on in database 0, writing the node's bans there.
+  it.skipIf(!hasRedis)('a node on a database the Redis server does not have writes nothing to database 0, says which key is wrong, and runs degraded', async () => {
+    const redis = await startRedis();
+    const dir = tempDir('scrubber-redis-url-');
+    const port = await freePort(), admin = await freePort();
+    const file = path.join(dir, 'c.json');
+    fs.writeFileSync(file, JSON.stringify({
+      workers: 1, listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin },
+      state: { dir: path.join(dir, 'data'), redis: { url: `${redis.url}/99` } }, domains: [{ name: HOST, upstreams: ['127.0.0.1:3'] }],
+    }));
+    const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => { out += d; });
+    child.stderr!.on('data', (d) => { out += d; });
+    const raw = new Redis(redis.url);
+    try {
+      for (let i = 0; i < 200 && !out.includes('scrubber started'); i++) await sleep(50);
+      const ban = await request(`http://127.0.0.1:${admin}/api/blacklist/127.0.85.1`, { method: 'PUT', body: JSON.stringify({ ttlSeconds: 600, reason: 'test' }), headers: { 'content-type': 'application/json' } });
+      expect(ban.status).toBe(200);
+      await sleep(500);
+      const health = JSON.parse((await request(`http://127.0.0.1:${admin}/healthz`)).body).status;
+      expect({ keysInDb0: await raw.dbsize(), health, named: /state\.redis\.url: Redis refused the database/.test(out) }).toEqual({ keysInDb0: 0, health: 'degraded', named: true });
+    } finally {
+      raw.disconnect();
+      child.kill('SIGKILL');
+      await redis.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20_000);
 });
+

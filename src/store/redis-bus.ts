@@ -9,7 +9,8 @@
 // them; back, they are written, the state is read back, and what differs is delivered (decided elsewhere).
 import os from 'node:os';
 import crypto from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { redisClient } from './redis-client.ts';
 import type { Decision, DecisionBus, DecisionSnapshot } from '../decisions/bus.ts';
 import { parseMessage, redisKeys, sharedValue, type RedisKeys, type RedisSnapshot, type BusLogger, type RedisBusOptions } from './redis-keys.ts';
 import { Known, checkEpoch, deliverInSteps, pause, pruneBans, readState } from './redis-resync.ts';
@@ -76,14 +77,13 @@ export class RedisBus implements DecisionBus {
     this.clock = new ClockCheck(this.log, () => this.cmd.time(), opts.clock);
     const common = {
       // Our own queue holds what could not be sent; ioredis must not hold or retry commands itself.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false, maxRetriesPerRequest: 0,
       connectTimeout: 2000,
       retryStrategy: (times: number) => Math.min(100 * times, 1000),
       lazyConnect: false,
     };
-    this.cmd = new Redis(opts.url, { ...common, commandTimeout: 10_000, connectionName: `scrubber-${this.nodeId}` });
-    this.sub = new Redis(opts.url, { ...common, autoResubscribe: false, connectionName: `scrubber-sub-${this.nodeId}` });
+    this.cmd = redisClient(opts.url, { ...common, commandTimeout: 10_000, connectionName: `scrubber-${this.nodeId}` }, this.log);
+    this.sub = redisClient(opts.url, { ...common, autoResubscribe: false, connectionName: `scrubber-sub-${this.nodeId}` }, null);
     this.sharedSecret = new SharedSecret(this.cmd, this.k.secret, this.log);
 
     for (const c of [this.cmd, this.sub]) c.on('error', () => {}); // state changes are followed through 'ready' / 'close'

@@ -5,7 +5,8 @@
 //   {prefix}stats:applied           hash node id → last outbox seq applied
 // One hash per day, so a month's bill is 31 reads, not 14,880.
 import crypto from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { redisClient } from './redis-client.ts';
 import type { StatsStore } from '../stats/store.ts';
 import { MAX_COLUMNS, billingSamplesOf, clusterBuckets, daysOf, rowsOf, type ClusterStats } from '../stats/cluster.ts';
 import type { BucketJson } from '../stats/buckets.ts';
@@ -78,8 +79,8 @@ export class RedisClusterStats implements ClusterStats {
     this.o = o;
     this.prefix = o.prefix ?? 'scrubber:';
     // Like the decision bus: our outbox holds what could not be sent; ioredis must not queue or retry by itself.
-    this.redis = new Redis(o.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 2000, commandTimeout: 10_000,
-      retryStrategy: (n: number) => Math.min(100 * n, 1000), connectionName: `scrubber-stats-${o.nodeId}` });
+    this.redis = redisClient(o.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 2000, commandTimeout: 10_000,
+      retryStrategy: (n: number) => Math.min(100 * n, 1000), connectionName: `scrubber-stats-${o.nodeId}` }, null);
     this.redis.on('error', () => {});
     this.redis.on('ready', () => { void this.push(); });
     // A link that dies without a reset (a NAT or a firewall forgetting an idle connection) would stay "ready" for

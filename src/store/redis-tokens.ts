@@ -18,7 +18,8 @@
 //   <p>tokens             channel  a client id found over-shared
 // Its own two connections (commands, subscription): the decision bus's state
 // machine (resync, queue, epoch) is not concerned by these counts.
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { redisClient } from './redis-client.ts';
 import type { TokenSpread } from '../challenge/cookie.ts';
 import type { Config } from '../config/schema.ts';
 
@@ -54,8 +55,8 @@ export class SharedTokens {
     // ioredis holds nothing for later (a command to a Redis out of reach fails at once); what this node saw meanwhile
     // is held here instead, and sent on each (re)connection.
     const common = { enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 2000, commandTimeout: 5000, retryStrategy: (n: number) => Math.min(100 * n, 1000) };
-    this.cmd = new Redis(o.url, { ...common, connectionName: 'scrubber-tokens' });
-    this.sub = new Redis(o.url, { ...common, commandTimeout: undefined, autoResubscribe: false, connectionName: 'scrubber-tokens-sub' });
+    this.cmd = redisClient(o.url, { ...common, connectionName: 'scrubber-tokens' }, null);
+    this.sub = redisClient(o.url, { ...common, commandTimeout: undefined, autoResubscribe: false, connectionName: 'scrubber-tokens-sub' }, null);
     for (const c of [this.cmd, this.sub]) c.on('error', () => {});
     this.cmd.on('ready', () => this.flush());
     this.sub.on('ready', () => { this.sub.subscribe(this.channel).catch(() => this.sub.disconnect(true)); });
