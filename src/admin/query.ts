@@ -20,16 +20,17 @@ function daysInMonth(y: number, m: number): number {
 /** A moment as Unix seconds (digits) or an ISO 8601 date/time; null when malformed. */
 export function parseTime(v: string): number | null {
   if (/^\d{1,12}$/.test(v)) return Number(v);
-  const d = /^(\d{4})-(\d{2})-(\d{2})/.exec(v);
-  if (!d) return null;
-  // Date.parse rolls a day the month lacks over into the next month (2024-02-30 → 2024-03-01).
-  const [y, m, day] = [Number(d[1]), Number(d[2]), Number(d[3])];
-  if (m < 1 || m > 12 || day < 1 || day > daysInMonth(y, m)) return null;
-  // A time without an offset is UTC, as the buckets are: Date.parse would read it in the server's time zone (a date
-  // alone it already reads as UTC).
-  const t = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/.exec(v) ? `${v.replace(' ', 'T')}Z` : v;
-  const ms = Date.parse(t);
-  return Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
+  // ISO 8601, strictly (Date.parse's fallback reads trailing junk, and some forms in the server's time zone): a date,
+  // or a date and a time, with an offset or none (UTC, as the buckets are). Blanks around it (a `+` in a URL) go.
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$/.exec(v.trim());
+  if (!m) return null;
+  const [y, mo, day, h, mi, sec] = [1, 2, 3, 4, 5, 6].map((i) => Number(m[i] ?? 0));
+  // A day the month lacks (2024-02-30) is refused, not rolled over into the next month.
+  if (mo < 1 || mo > 12 || day < 1 || day > daysInMonth(y, mo) || h > 23 || mi > 59 || sec > 59) return null;
+  const off = m[8] && !/^[Zz]$/.test(m[8]) ? /^([+-])(\d{2}):?(\d{2})$/.exec(m[8]) : null;
+  if (off && (Number(off[2]) > 23 || Number(off[3]) > 59)) return null;
+  const offsetS = off ? (off[1] === '-' ? -1 : 1) * (Number(off[2]) * 3600 + Number(off[3]) * 60) : 0;
+  return Math.floor(Date.UTC(y, mo - 1, day, h, mi, sec) / 1000) - offsetS;
 }
 
 export const DEFAULT_RANGE_SECONDS = 24 * 3600;

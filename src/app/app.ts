@@ -63,6 +63,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   });
   edge.observers.push((o) => stats.record(o));
   edge.passthroughs.push((o) => stats.record(o));
+  edge.pipeline.tunnels.onBytes = (d, i, o) => stats.tunnelBytes(d, i, o);
   const timer = setInterval(() => { filter.tick(); edge.originTick.step(); }, TICK_MS);
   timer.unref();
   const tickets = await startTicketKeys(config, { now, store, bus, apply: (key) => listeners.setTicketKeys(key), log });

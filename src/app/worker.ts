@@ -44,6 +44,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   let requests = 0;
   edge.observers.push((o) => { requests++; recorder.record(o); });
   edge.passthroughs.push((o) => recorder.record(o));
+  edge.pipeline.tunnels.onBytes = (d, i, o) => recorder.tunnelBytes(d, i, o);
   listeners.setTicketKeys(Buffer.from(init.ticketKey, 'base64'));
   listeners.prepare(config);
   // A ban made elsewhere (an operator, another node): the source starts over when it ends, as in one process.

@@ -261,6 +261,7 @@ export function validateStructure(cfg: Config): string[] {
     for (const k of ['cert', 'key'] as const) if (typeof c?.[k] === 'string' && c[k] && !readableFile(c[k])) { readable = false; problems.push(`tls.certs[${i}].${k}: ${c[k]} is not a readable file`); }
     if (readable && typeof c.cert === 'string' && c.cert && typeof c.key === 'string' && c.key) checkCertPair(c, `tls.certs[${i}]`, problems);
   }
+  if (!cfg.state.dir.trim()) problems.push('state.dir: must name a folder (it was empty: the store has nowhere to go)');
   if (cfg.state.redis.url) { const p = redisUrlProblem(cfg.state.redis.url); if (p) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} ${p}`); }
   // 0 or below used to run one process without a word, as if 1 was meant; a typo of 1000 would fork a thousand.
   if (cfg.workers < 1) problems.push(`workers: must be at least 1 (was ${cfg.workers})`);

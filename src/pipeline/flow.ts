@@ -228,8 +228,7 @@ export class RequestFlow {
     this.origin!.queue.kick(); // its connection is free now (its place in the limit may have been given back before)
     if (sendPage && out.proxyReason) {
       const close = this.meter !== null && !this.req.complete;
-      void this.reply.send({ status: out.status, reason: out.proxyReason, page: true, close }, this.domain!.name).catch(() => this.reply.destroy());
-      return this.observe('proxy', out.status, bytesIn, 0, out.proxyReason, out);
+      return this.answer({ status: out.status, reason: out.proxyReason, page: true, close }, (n) => this.observe('proxy', out.status, bytesIn, n, out.proxyReason!, out));
     }
     this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
   };
@@ -297,10 +296,10 @@ export class RequestFlow {
   }
 
   /** The proxy's own answer; 'challenged' and 'blocked': the filter's (a challenge, a banned source told 429). */
-  private refuse(a: Answer, outcome: 'proxy' | 'challenged' | 'blocked' = 'proxy'): void {
-    void this.reply.send(a, this.domain?.name ?? null).catch(() => this.reply.destroy());
-    this.observe(outcome, a.status, this.head.headBytes, 0, outcome === 'proxy' ? a.reason : null);
-  }
+  private refuse(a: Answer, outcome: 'proxy' | 'challenged' | 'blocked' = 'proxy'): void { this.answer(a, (n) => this.observe(outcome, a.status, this.head.headBytes, n, outcome === 'proxy' ? a.reason : null)); }
+
+  /** Writes the proxy's own answer, then observes it with the bytes of its body (its page is read first). */
+  private answer(a: Answer, observe: (bytesOut: number) => void): void { this.reply.send(a, this.domain?.name ?? null).then(observe, () => { this.reply.destroy(); observe(0); }); }
 
   private observe(outcome: Outcome, status: number, bytesIn: number, bytesOut: number, proxyReason: ProxyReason | null, f?: Pick<ForwardOutcome, 'contentType' | 'upstreamError'>, slowReader = false): void {
     if (this.settled) return;

@@ -121,7 +121,7 @@ class UpgradeForwarding {
       // every byte past 0x7F of a header value came out as two others).
       u.socket.write(head + '\r\n', 'latin1');
       // Idle timeout, a bounded half-close, and shutdown's closeAll: a tunnel never lingers.
-      u.tunnels.add(u.socket, psocket, { idleTimeoutMs: TUNNEL_IDLE_MS, clientHead: u.head, upstreamHead: phead });
+      u.tunnels.add(u.socket, psocket, { idleTimeoutMs: TUNNEL_IDLE_MS, clientHead: u.head, upstreamHead: phead, domain: u.domain });
       this.report({ status: pres.statusCode ?? 101, bytesOut: 0, proxyReason: null, upstreamError: null, contentType: null, clientAborted: false });
     });
 

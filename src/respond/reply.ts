@@ -40,8 +40,9 @@ export function rawResponse(status: number, reason: string, headers: Record<stri
 
 /** Where the flow's answers go: an HTTP response, or the raw socket of an upgrade. */
 export interface Reply {
-  /** Writes the answer (rendering the page when asked); the promise settles once it is written. */
-  send(a: Answer, domain: string | null): Promise<void>;
+  /** Writes the answer (rendering the page when asked); the promise settles once it is written, with the bytes of its
+   *  body that went out (as a forwarded response's are counted; 0 when nothing could be written). */
+  send(a: Answer, domain: string | null): Promise<number>;
   /** Sends a built-in page synchronously (malformed requests: the parser may destroy the socket next tick). */
   sendBuiltin(status: number, reason: ProxyReason): void;
   destroy(): void;
@@ -53,23 +54,25 @@ export class HttpReply implements Reply {
   private readonly pages: Pages;
   constructor(res: ServerResponse, pages: Pages) { this.res = res; this.pages = pages; }
 
-  async send(a: Answer, domain: string | null): Promise<void> {
+  async send(a: Answer, domain: string | null): Promise<number> {
     const body = a.page !== undefined ? await this.pages.render(a.status, a.reason, domain, a.page === true ? undefined : a.page) : a.body;
-    this.write(a, body ?? '', body !== undefined && a.page !== undefined);
+    return this.write(a, body ?? '', body !== undefined && a.page !== undefined);
   }
 
   sendBuiltin(status: number, reason: ProxyReason): void {
     this.write({ status, reason, close: true }, this.pages.builtin(status, reason), true);
   }
 
-  private write(a: Answer, body: string, html: boolean): void {
+  private write(a: Answer, body: string, html: boolean): number {
     const res = this.res;
-    if (res.headersSent || res.destroyed) return;
+    if (res.headersSent || res.destroyed) return 0;
     const headers: Record<string, string | number> = { 'cache-control': 'no-store', 'x-scrubber': a.reason, ...a.headers, 'content-length': Buffer.byteLength(body) };
     if (html) headers['content-type'] = 'text/html; charset=utf-8';
     if (a.close) headers.connection = 'close';
     res.writeHead(a.status, headers);
-    res.end(res.req?.method === 'HEAD' ? undefined : body);
+    const head = res.req?.method === 'HEAD';
+    res.end(head ? undefined : body);
+    return head ? 0 : Buffer.byteLength(body);
   }
 
   destroy(): void { this.res.destroy(); }
@@ -95,10 +98,12 @@ export class SocketReply implements Reply {
   private readonly pages: Pages;
   constructor(socket: Duplex, pages: Pages) { this.socket = socket; this.pages = pages; }
 
-  async send(a: Answer, domain: string | null): Promise<void> {
+  async send(a: Answer, domain: string | null): Promise<number> {
     const body = a.page !== undefined ? await this.pages.render(a.status, a.reason, domain, a.page === true ? undefined : a.page) : (a.body ?? '');
     const headers = a.page !== undefined ? { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', ...a.headers } : (a.headers ?? {});
-    if (!this.socket.destroyed) endWith(this.socket, rawResponse(a.status, a.reason, headers, body));
+    if (this.socket.destroyed) return 0;
+    endWith(this.socket, rawResponse(a.status, a.reason, headers, body));
+    return Buffer.byteLength(body);
   }
 
   sendBuiltin(status: number, reason: ProxyReason): void {

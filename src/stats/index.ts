@@ -34,6 +34,8 @@ export interface StatsOptions {
 export interface Stats {
   /** The hot path: one finished request. */
   record(o: Observation): void;
+  /** Bytes a domain's open tunnel carried since last told (Recorder.tunnelBytes). */
+  tunnelBytes(domain: string, bytesIn: number, bytesOut: number): void;
   /** Deltas counted by a worker process (see Recorder.merge). */
   ingest(domains: DomainDelta[], globals: GlobalDelta[]): void;
   close(): Promise<void>;
@@ -113,6 +115,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
       return cluster.buckets(domain, from, to);
     },
     record: (o: Observation) => recorder.record(o),
+    tunnelBytes: (d, i, o) => recorder.tunnelBytes(d, i, o),
     ingest: (domains, globals) => recorder.merge(domains, globals),
     flush,
     buckets(domain, from, to) {

@@ -69,6 +69,13 @@ export class Recorder {
     countInto(a.total, o);
   }
 
+  /** Bytes a domain's open tunnel (a WebSocket) carried since it was last told: passed traffic, no new request. */
+  tunnelBytes(domain: string, bytesIn: number, bytesOut: number): void {
+    const a = this.acc(domain, bucketOf(this.now()));
+    a.dirty = true;
+    for (const c of [a.c, a.total]) { c[F.inBytesIn] += bytesIn; c[F.inBytesOut] += bytesOut; c[F.passedBytesIn] += bytesIn; c[F.passedBytesOut] += bytesOut; }
+  }
+
   /** Connections refused at accept (no Host yet, so no domain). */
   droppedAtAccept(count: number): void {
     this.globalAcc(bucketOf(this.now()))[G.acceptDropped] += count;

@@ -23,7 +23,13 @@ export interface TunnelOptions {
   upstreamHead?: Buffer;
   /** Called once, when both sockets are closed. */
   onEnd?: (t: Tunnel, why: TunnelEnd) => void;
+  /** The domain whose statistics its bytes go to (Tunnels.onBytes); none for a passthrough (counted at its end). */
+  domain?: string;
 }
+
+/** How often open tunnels' bytes are told to statistics: a WebSocket open for hours counts in the 3-minute buckets
+ *  it used, as a bill's samples need (at its end only, its whole traffic would land in one). */
+export const TUNNEL_BYTES_MS = 10_000;
 
 export const HALF_CLOSE_GRACE_MS = 5000;
 
@@ -34,6 +40,8 @@ export class Tunnel {
   readonly startedAt = Date.now();
   /** Set once both sockets are closed. */
   ended: TunnelEnd | null = null;
+  /** Bytes up and down already told to statistics (uncounted()). */
+  private counted = [0, 0];
 
   private why: TunnelEnd | null = null;
   private lastActivity = Date.now();
@@ -57,6 +65,15 @@ export class Tunnel {
     for (const s of [client, upstream]) if (s.closed) this.open--;
     if (client.destroyed || upstream.destroyed) this.destroy('closed');
     if (this.open === 0) this.finish();
+  }
+
+  get domain(): string | undefined { return this.opts.domain; }
+
+  /** Bytes up and down since the last call. */
+  uncounted(): [number, number] {
+    const d: [number, number] = [this.bytesUp - this.counted[0], this.bytesDown - this.counted[1]];
+    this.counted = [this.bytesUp, this.bytesDown];
+    return d;
   }
 
   /** Destroys both sockets; `why` is what onEnd reports (the first reason wins). */
@@ -113,16 +130,32 @@ export class Tunnels {
    *  and failover included), a declined upgrade's answer being relayed. The listener's close() waits for them like for
    *  any socket, and no request of Node's server holds them. */
   readonly connecting = new Set<Duplex>();
+  /** Where the bytes of tunnels with a domain go, every TUNNEL_BYTES_MS while open and at their end (statistics). */
+  onBytes: ((domain: string, up: number, down: number) => void) | null = null;
+  private ticker: NodeJS.Timeout | null = null;
 
   /** Splices client ⇄ upstream and tracks the tunnel until both sockets are closed. */
   add(client: Duplex, upstream: Duplex, opts: TunnelOptions): Tunnel {
     const onEnd = opts.onEnd;
     const t = new Tunnel(client, upstream, {
       ...opts,
-      onEnd: (x, why) => { this.open.delete(x); onEnd?.(x, why); },
+      onEnd: (x, why) => { this.open.delete(x); this.count(x); onEnd?.(x, why); },
     });
-    if (t.ended === null) this.open.add(t);
+    if (t.ended === null) this.open.add(t); else this.count(t);
+    if (opts.domain !== undefined && this.ticker === null) { this.ticker = setInterval(() => this.countAll(), TUNNEL_BYTES_MS); this.ticker.unref(); }
     return t;
+  }
+
+  private count(t: Tunnel): void {
+    if (t.domain === undefined || !this.onBytes) return;
+    const [up, down] = t.uncounted();
+    if (up || down) this.onBytes(t.domain, up, down);
+  }
+
+  /** Tells statistics what every open tunnel carried since last time; stops looking once none is open. */
+  countAll(): void {
+    for (const t of this.open) this.count(t);
+    if (this.open.size === 0 && this.ticker) { clearInterval(this.ticker); this.ticker = null; }
   }
 
   get size(): number { return this.open.size; }
