@@ -73,6 +73,13 @@ export function requestEnded(info: ConnectionInfo, now: number): void {
  *  wait here for a slow client (closed then, the download was cut). What the kernel holds is still sent after a close. */
 const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed && (i.wire ?? s).writableLength === 0; };
 
+/** A connection's 'end' (the client's FIN) while an answer is being sent (its head out): a client that left mid-answer,
+ *  not one that half-closed after asking (its FIN comes before the answer starts: listeners.ts configure). Cut, as
+ *  Node's default did at any FIN, and the upstream request with it. */
+export function leftMidAnswer(this: net.Socket & { _httpMessage?: { headersSent: boolean; writableFinished: boolean } }): void {
+  if (this._httpMessage?.headersSent && !this._httpMessage.writableFinished) this.destroy();
+}
+
 function closeWhenQuiet(s: net.Socket, tries: number): void {
   const i = (s as Tagged)[INFO];
   if (s.destroyed) return;

@@ -16,7 +16,7 @@ import net from 'node:net';
 import crypto from 'node:crypto';
 import type { Config, DomainConfig, HostPort } from '../config/schema.ts';
 import { afterAnswers, type Pipeline } from '../pipeline/pipeline.ts';
-import { adoptConnectionInfo, connectionInfo, SourceConnections } from './connections.ts';
+import { adoptConnectionInfo, connectionInfo, leftMidAnswer, SourceConnections } from './connections.ts';
 import { TOO_MANY_RECORDS } from './sni.ts';
 import { peekClientHello } from './hello-peek.ts';
 import { passthroughHosts, splice, PASSTHROUGH_IDLE_MS, type PassthroughEvent } from './passthrough.ts';
@@ -140,6 +140,9 @@ export class Listeners {
     } else server.on('request', this.pipeline.handle);
     // Expect: 100-continue: the 100 waits until the flow reads the body, so that a refused request is not uploaded first.
     server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => { awaitContinue(req, res); server.emit('request', req, res); });
+    // Any other expectation: forwarded without it (the header is dropped: upstream/headers.ts), as nginx and HAProxy do;
+    // Node's own answer was a bare 417 without X-Scrubber.
+    server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => server.emit('request', req, res));
     server.on('upgrade', this.pipeline.handleUpgrade);
     server.on('connect', (_req, socket) => socket instanceof http2.Http2ServerResponse ? refuseConnect(socket) : afterAnswers(socket, () => endWith(socket, rawResponse(405, 'method-not-allowed'))));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => answerClientError(err, socket, this.pipeline.filter));
@@ -151,6 +154,7 @@ export class Listeners {
     const info = connectionInfo(socket);
     socket.on('error', () => {});
     if (!this.connections.admit(socket, info.source) || !this.pipeline.filter.onConnection(socket, info.source)) { socket.destroy(); return false; }
+    socket.on('end', leftMidAnswer);
     return true;
   }
 
@@ -213,6 +217,7 @@ export class Listeners {
     this.handshaking.delete(raw);
     adoptConnectionInfo(socket, raw);
     socket.on('error', () => {});
+    socket.on('end', leftMidAnswer);
   }
 
   async listen(config: Config): Promise<void> {

@@ -15,12 +15,11 @@ import type { Pages } from '../respond/pages.ts';
 import type { ProxyReason, UpstreamError } from '../observe/observation.ts';
 import { classify } from '../upstream/forward.ts';
 import { endWith, rawResponse } from '../respond/reply.ts';
+import { toClientRawHeaders } from '../upstream/headers.ts';
 import type { Tunnels } from '../upstream/tunnel.ts';
 
 /** A tunnel with no byte either way for this long is closed (a peer that vanished without a FIN, a half-open one). */
 const TUNNEL_IDLE_MS = 300_000;
-
-const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'proxy-connection', 'trailer']);
 
 export interface UpgradeRequest {
   req: IncomingMessage;
@@ -115,7 +114,7 @@ class UpgradeForwarding {
       this.done = true;
       up.report(true);
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
-      const raw = pres.rawHeaders;
+      const raw = toClientRawHeaders(pres.rawHeaders, true);
       for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
       // Latin-1: Node read the upstream's header bytes as Latin-1, so written back so they are the same bytes (as UTF-8,
       // every byte past 0x7F of a header value came out as two others).
@@ -132,8 +131,8 @@ class UpgradeForwarding {
       this.done = true;
       up.report(true);
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? ''}\r\n`;
-      const raw = pres.rawHeaders;
-      for (let i = 0; i < raw.length; i += 2) if (!HOP_BY_HOP_RESPONSE.has(raw[i].toLowerCase())) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      const raw = toClientRawHeaders(pres.rawHeaders, false);
+      for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
       u.socket.write(head + 'connection: close\r\n\r\n', 'latin1');
       // No tunnel, and no request Node's server still tracks (it let the socket go at the Upgrade head): without this,
       // shutdown's drain deadline would not cut an answer the upstream is slow to finish.

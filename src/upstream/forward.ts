@@ -173,6 +173,16 @@ class Forwarding implements Dispatcher.DispatchHandler {
       controller.abort(new Error('client closed'));
       return;
     }
+    // A transfer coding other than chunked (gzip, chunked): undici undoes the chunking only, and the body would reach the
+    // client as if it were plain. Refused as nginx does ("upstream sent unknown Transfer-Encoding"): a 502.
+    const te = headers['transfer-encoding'];
+    if (te !== undefined && !/^\s*chunked\s*$/i.test(Array.isArray(te) ? te.join(',') : te)) {
+      this.upstream.report(true); // it answered: counted as its 5xx would be, not as a failing upstream
+      this.lastError = 'other';
+      this.finish('5xx', true);
+      controller.abort(new Error('unsupported transfer coding'));
+      return;
+    }
     this.responded = true;
     this.status = statusCode;
     const ct = headers['content-type'];

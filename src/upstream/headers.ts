@@ -99,3 +99,26 @@ export function toClientHeaders(headers: Record<string, string | string[] | unde
   out.via = via === undefined ? VIA : `${Array.isArray(via) ? via.join(', ') : via}, ${VIA}`;
   return out;
 }
+
+/**
+ * Upstream → client for an answer relayed as raw lines (an upgrade's 101, or the answer of an upstream that declined
+ * it): the same stripping on Node's rawHeaders, Via added. A 101 keeps its Upgrade and says `connection: upgrade`;
+ * framing goes (the relay frames a declined answer's body itself: it closes after it).
+ */
+export function toClientRawHeaders(raw: string[], switching: boolean): string[] {
+  const conn: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === 'connection') conn.push(raw[i + 1]);
+  const named = connectionTokens(conn);
+  const out: string[] = [];
+  const via: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i].toLowerCase();
+    if (lower === 'via') via.push(raw[i + 1]);
+    else if (switching && lower === 'upgrade') out.push(raw[i], raw[i + 1]);
+    else if (!HOP_BY_HOP.has(lower) && lower !== 'content-length' && (named === null || !named.has(lower))) out.push(raw[i], raw[i + 1]);
+  }
+  via.push(VIA);
+  out.push('via', via.join(', '));
+  if (switching) out.push('connection', 'upgrade');
+  return out;
+}
