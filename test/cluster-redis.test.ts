@@ -4,43 +4,19 @@
 // with Redis stopped both keep serving and say "degraded" in /healthz, and
 // what was decided meanwhile reaches the other node once Redis is back.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startOrigin, freePort, tempDir, request, rawExchange, sleep, until, type Origin } from './helpers/servers.ts';
+import { startOrigin, rawExchange, sleep, type Origin } from './helpers/servers.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
+import { nodeApi, nodeFiles, refusedAt, startNode, stopNode, type RedisNode } from './helpers/redis-nodes.ts';
 import { Redis } from 'ioredis';
 
-const BIN = path.resolve('bin/scrubber.js');
 const HOST = 'site.test';
 const hasRedis = findRedisServer() !== null;
 
-interface Node { port: number; admin: number; dir: string; file: string; child: ChildProcess; logs: string }
-
-async function startNode(n: Omit<Node, 'child' | 'logs'>): Promise<Node> {
-  const child = spawn(process.execPath, [BIN, '--config', n.file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
-  const node: Node = { ...n, child, logs: '' };
-  child.stdout!.on('data', (d) => { node.logs += d; });
-  child.stderr!.on('data', (d) => { node.logs += d; });
-  for (let i = 0; i < 200 && !node.logs.includes('scrubber started'); i++) await sleep(50);
-  if (!node.logs.includes('scrubber started')) throw new Error(`node did not start:\n${node.logs}`);
-  return node;
-}
-
-async function stopNode(n: Node): Promise<void> {
-  if (n.child.exitCode !== null) return;
-  n.child.kill('SIGTERM');
-  await new Promise((r) => n.child.once('exit', r));
-}
-
-const api = (n: Node, method: string, p: string, body?: unknown) =>
-  request(`http://127.0.0.1:${n.admin}${p}`, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { 'content-type': 'application/json' } });
-
-/** True when a connection from `local` is refused at accept (closed with no answer). */
-async function refused(n: Node, local: string): Promise<boolean> {
-  const r = await rawExchange(n.port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { localAddress: local, timeoutMs: 1000 });
-  return r.text === '';
-}
+type Node = RedisNode;
+const api = nodeApi;
+const refused = (n: Node, local: string) => refusedAt(n, local, HOST);
 
 describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
   let redis: RedisServer;
@@ -50,17 +26,7 @@ describe.skipIf(!hasRedis)('two nodes on one Redis', () => {
   beforeAll(async () => {
     redis = await startRedis();
     origin = await startOrigin();
-    const make = async (name: string) => {
-      const dir = tempDir(`scrubber-node-${name}-`);
-      const port = await freePort(), admin = await freePort();
-      const file = path.join(dir, 'c.json');
-      fs.writeFileSync(file, JSON.stringify({
-        listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin },
-        state: { dir: path.join(dir, 'data'), redis: { url: redis.url } }, filter: { mode: 'auto' },
-        shutdown: { drainTimeoutMs: 500 }, domains: [{ name: HOST, upstreams: [origin.address] }],
-      }));
-      return { port, admin, dir, file };
-    };
+    const make = (name: string) => nodeFiles(name, redis.url, origin.address, HOST, {});
     a = await startNode(await make('a'));
     b = await startNode(await make('b'));
   }, 30_000);

@@ -11,40 +11,17 @@
 // back into an empty Redis wrote what was in force but not what it had lifted,
 // so the returning node's write-back brought the lifted ban and range back.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { startOrigin, freePort, tempDir, request, rawExchange, sleep, type Origin } from './helpers/servers.ts';
+import { startOrigin, sleep, type Origin } from './helpers/servers.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
+import { nodeApi, nodeFiles, refusedAt, startNode, stopNode, type RedisNode } from './helpers/redis-nodes.ts';
 import { Redis } from 'ioredis';
 
-const BIN = path.resolve('bin/scrubber.js');
 const HOST = 'site.test';
 const hasRedis = findRedisServer() !== null;
 
-interface Node { port: number; admin: number; dir: string; file: string; child: ChildProcess; logs: string }
-
-async function startNode(n: Omit<Node, 'child' | 'logs'>): Promise<Node> {
-  const child = spawn(process.execPath, [BIN, '--config', n.file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SCRUBBER_LOG_LEVEL: 'info' } });
-  const node: Node = { ...n, child, logs: '' };
-  child.stdout!.on('data', (d) => { node.logs += d; });
-  child.stderr!.on('data', (d) => { node.logs += d; });
-  for (let i = 0; i < 200 && !node.logs.includes('scrubber started') && child.exitCode === null; i++) await sleep(50);
-  if (!node.logs.includes('scrubber started')) throw new Error(`node did not start:\n${node.logs}`);
-  return node;
-}
-
-async function stopNode(n: Node): Promise<void> {
-  if (n.child.exitCode !== null || n.child.signalCode !== null) return;
-  const exited = new Promise((r) => n.child.once('exit', r));
-  n.child.kill('SIGTERM');
-  const t = setTimeout(() => n.child.kill('SIGKILL'), 8000);
-  await exited;
-  clearTimeout(t);
-}
-
-const api = (n: Node, method: string, p: string, body?: unknown) =>
-  request(`http://127.0.0.1:${n.admin}${p}`, { method, body: body === undefined ? undefined : JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+type Node = RedisNode;
+const api = nodeApi;
+const refused = (n: Node, local: string) => refusedAt(n, local, HOST);
 const listed = async (n: Node, ip: string) => JSON.parse((await api(n, 'GET', `/api/blacklist/${ip}`)).body).listed === true;
 const health = async (n: Node) => JSON.parse((await api(n, 'GET', '/healthz')).body).status as string;
 const whitelisted = async (n: Node, entry: string) =>
@@ -52,11 +29,6 @@ const whitelisted = async (n: Node, entry: string) =>
 async function within(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) { if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`); await sleep(50); }
-}
-/** True when a connection from `local` is refused at accept (closed with no answer). */
-async function refused(n: Node, local: string): Promise<boolean> {
-  const r = await rawExchange(n.port, `GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { localAddress: local, timeoutMs: 1000 });
-  return r.text === '';
 }
 
 describe.skipIf(!hasRedis)('two nodes on one Redis: liftings', () => {
@@ -67,18 +39,7 @@ describe.skipIf(!hasRedis)('two nodes on one Redis: liftings', () => {
   beforeAll(async () => {
     redis = await startRedis();
     origin = await startOrigin();
-    const make = async (name: string) => {
-      const dir = tempDir(`scrubber-liftings-${name}-`);
-      const port = await freePort(), admin = await freePort();
-      const file = path.join(dir, 'c.json');
-      fs.writeFileSync(file, JSON.stringify({
-        workers: 1,
-        listen: [{ host: '127.0.0.1', port }], admin: { host: '127.0.0.1', port: admin },
-        state: { dir: path.join(dir, 'data'), redis: { url: redis.url } }, filter: { mode: 'auto' },
-        shutdown: { drainTimeoutMs: 500 }, domains: [{ name: HOST, upstreams: [origin.address] }],
-      }));
-      return { port, admin, dir, file };
-    };
+    const make = (name: string) => nodeFiles(name, redis.url, origin.address, HOST, { workers: 1 });
     a = await startNode(await make('a'));
     b = await startNode(await make('b'));
   }, 30_000);

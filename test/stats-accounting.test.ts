@@ -64,28 +64,33 @@ beforeAll(async () => {
 });
 afterAll(async () => { await proxy?.close(); await good?.close(); await ws?.close(); });
 
+/** A WebSocket through the proxy to the echo upstream: its 101 head, then `n` bytes sent and all echoed back. */
+async function echoThrough(n: number, fill: number): Promise<{ s: net.Socket; head: string; got: number }> {
+  const s = net.connect({ port: proxy.port, host: '127.0.0.1' });
+  s.on('error', () => {});
+  await once(s, 'connect');
+  let got = 0, headDone = false, buf = Buffer.alloc(0);
+  s.on('data', (c: Buffer) => {
+    if (headDone) { got += c.length; return; }
+    buf = Buffer.concat([buf, c]);
+    const i = buf.indexOf('\r\n\r\n');
+    if (i >= 0) { headDone = true; got += buf.length - i - 4; }
+  });
+  s.write(`GET /ws HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  for (let i = 0; i < 300 && !headDone; i++) await sleep(10);
+  s.write(Buffer.alloc(n, fill));
+  for (let i = 0; i < 500 && got < n; i++) await sleep(10);
+  return { s, head: buf.toString(), got };
+}
+
 describe('statistics and billing count every byte of passed traffic', () => {
   // SPEC §7: "Per domain, in 3-minute buckets: incoming, passed and dropped requests and bytes (in and out)" and
   // "each 3-minute sample's legitimate bandwidth is max(bytes in, bytes out) of passed traffic". SPEC §3: "WebSocket
   // upgrades are proxied." A WebSocket is passed traffic; its tunnel's bytes are never counted (only the handshake).
   it('a WebSocket tunnel\'s bytes show in /api/stats passed bytes, /metrics and the month\'s billing samples', async () => {
     const N = 256 * 1024;
-    const s = net.connect({ port: proxy.port, host: '127.0.0.1' });
-    s.on('error', () => {});
-    await once(s, 'connect');
-    let got = 0, headDone = false, buf = Buffer.alloc(0);
-    s.on('data', (c: Buffer) => {
-      if (headDone) { got += c.length; return; }
-      buf = Buffer.concat([buf, c]);
-      const i = buf.indexOf('\r\n\r\n');
-      if (i >= 0) { headDone = true; got += buf.length - i - 4; }
-    });
-    const key = crypto.randomBytes(16).toString('base64');
-    s.write(`GET /ws HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-    for (let i = 0; i < 300 && !headDone; i++) await sleep(10);
-    expect(buf.toString()).toMatch(/^HTTP\/1\.1 101/);
-    s.write(Buffer.alloc(N, 0x61));
-    for (let i = 0; i < 500 && got < N; i++) await sleep(10);
+    const { s, head, got } = await echoThrough(N, 0x61);
+    expect(head).toMatch(/^HTTP\/1\.1 101/);
     expect(got).toBe(N); // the tunnel carried N bytes each way
     s.end();
     await Promise.race([once(s, 'close'), sleep(3000)]);
@@ -113,20 +118,7 @@ describe('statistics and billing count every byte of passed traffic', () => {
   it('a WebSocket still open counts its bytes as it goes (every 10 s), not only at its end', async () => {
     const N = 64 * 1024;
     const before = sum((await api('/api/stats?domain=ws.test')).body.buckets, (x) => x.passed.bytesOut);
-    const s = net.connect({ port: proxy.port, host: '127.0.0.1' });
-    s.on('error', () => {});
-    await once(s, 'connect');
-    let got = 0, headDone = false, buf = Buffer.alloc(0);
-    s.on('data', (c: Buffer) => {
-      if (headDone) { got += c.length; return; }
-      buf = Buffer.concat([buf, c]);
-      const i = buf.indexOf('\r\n\r\n');
-      if (i >= 0) { headDone = true; got += buf.length - i - 4; }
-    });
-    s.write(`GET /ws HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-    for (let i = 0; i < 300 && !headDone; i++) await sleep(10);
-    s.write(Buffer.alloc(N, 0x62));
-    for (let i = 0; i < 500 && got < N; i++) await sleep(10);
+    const { s, got } = await echoThrough(N, 0x62);
     expect(got).toBe(N);
     await sleep(10_500);
     const after = sum((await api('/api/stats?domain=ws.test')).body.buckets, (x) => x.passed.bytesOut);

@@ -6,7 +6,7 @@
 // from the few sources of one worker was measured against a 1/N baseline.
 import { describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { perTest, request, sleep } from './helpers/servers.ts';
+import { perTest, request, sleep, browserPage } from './helpers/servers.ts';
 import { loadConfigObject } from '../src/config/load.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
 import { AttackRounds, ROUND_WAIT_MS } from '../src/cluster/attack-rounds.ts';
@@ -125,15 +125,7 @@ describe('attack mode of a node of two workers, on real sockets', () => {
 });
 
 describe('a copied challenge cookie on a node of two workers', () => {
-  const UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0';
-  const page = (port: number, local: string, cookie?: string) => new Promise<{ status: number; cookie: string }>((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/', localAddress: local, agent: false,
-      headers: { host: HOST, 'user-agent': UA, accept: 'text/html,application/xhtml+xml,*/*;q=0.8', 'accept-language': 'en', ...(cookie ? { cookie } : {}) } }, (res) => {
-      res.resume(); res.on('end', () => resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie']?.[0] ?? '').split(';')[0] }));
-    });
-    req.on('error', () => resolve({ status: 0, cookie: '' }));
-    req.end();
-  });
+  const page = (port: number, local: string, cookie?: string) => browserPage(port, local, HOST, cookie);
 
   // A source belongs to one worker: counted per worker, a token used from 8 networks spread over two was honoured 8
   // times, not 4 (filter.challenge.maxNetworksPerToken); the node counts them now.

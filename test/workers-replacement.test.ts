@@ -14,8 +14,7 @@
 //    the new worker honoured it again.
 import { afterEach, expect, it } from 'vitest';
 import net from 'node:net';
-import http from 'node:http';
-import { perTest, request, sleep } from './helpers/servers.ts';
+import { perTest, request, sleep, browserPage } from './helpers/servers.ts';
 import { shardOf } from '../src/cluster/protocol.ts';
 
 const HOST = 'site.test';
@@ -96,15 +95,7 @@ it('a request being answered on a connection taken for a replaced worker gets it
   expect({ answered: /^HTTP\/1\.1 200[^]*\r\n\r\nslow$/.test(text), closed: s.destroyed }).toEqual({ answered: true, closed: true });
 }, 30_000);
 
-const UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0';
-const page = (port: number, local: string, cookie?: string) => new Promise<{ status: number; cookie: string }>((resolve) => {
-  const req = http.request({ host: '127.0.0.1', port, path: '/', localAddress: local, agent: false,
-    headers: { host: HOST, 'user-agent': UA, accept: 'text/html,application/xhtml+xml,*/*;q=0.8', 'accept-language': 'en', ...(cookie ? { cookie } : {}) } }, (res) => {
-    res.resume(); res.on('end', () => resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie']?.[0] ?? '').split(';')[0] }));
-  });
-  req.on('error', () => resolve({ status: 0, cookie: '' }));
-  req.end();
-});
+const page = (port: number, local: string, cookie?: string) => browserPage(port, local, HOST, cookie);
 
 it('a challenge token the node revoked (over-shared) stays refused by a worker started after the revocation', async () => {
   const origin = await okOrigin();

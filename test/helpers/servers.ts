@@ -224,3 +224,18 @@ export function perTest(): { cli: typeof startWorkersCli; origin: typeof startOr
     origin: async (...a) => { const o = await startOrigin(...a); origins.push(o); return o; },
   };
 }
+
+const BROWSER_UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0';
+
+/** A browser's navigation to `/` of `host` from `local` (its cookie if given): the status and the cookie it was given. */
+export function browserPage(port: number, local: string, host: string, cookie?: string): Promise<{ status: number; cookie: string }> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', localAddress: local, agent: false,
+      headers: { host, 'user-agent': BROWSER_UA, accept: 'text/html,application/xhtml+xml,*/*;q=0.8', 'accept-language': 'en', ...(cookie ? { cookie } : {}) } }, (res) => {
+      res.resume(); res.on('end', () => resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie']?.[0] ?? '').split(';')[0] }));
+    });
+    req.on('error', () => resolve({ status: 0, cookie: '' }));
+    req.end();
+  });
+}
+
