@@ -2,6 +2,7 @@
 // state and its active checker. Objects survive a config reload when the
 // server's settings did not change, so health and warm connections carry over.
 import tls from 'node:tls';
+import crypto from 'node:crypto';
 import type { Socket } from 'node:net';
 import { Pool, buildConnector, errors } from 'undici';
 import type { Config, DomainConfig } from '../config/schema.ts';
@@ -161,8 +162,11 @@ export class UpstreamGroup {
   hasRoom(): boolean { return hasRoom(this.main, this.backup); }
 }
 
-const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream']) =>
-  [d.name, d.upstreamTls ? 'https' : 'http', address, up.connectTimeoutMs, up.maxConnections, up.keepAliveTimeoutMs,
+/** What an upstream is built from: one whose key a reload leaves as it was is kept (its health, its warm connections).
+ *  `ca`: the CA bundle's digest, for an HTTPS upstream: a bundle replaced at the same path makes new ones (kept, they
+ *  verified against the bundle read at start, however often it was reloaded). */
+const upstreamKey = (d: DomainConfig, address: string, up: Config['upstream'], ca: string) =>
+  [d.name, d.upstreamTls ? `https ${ca}` : 'http', address, up.connectTimeoutMs, up.maxConnections, up.keepAliveTimeoutMs,
     up.responseTimeoutMs, up.bodyTimeoutMs, up.rejectUnauthorized, up.caFile, JSON.stringify(d.healthCheck)].join('|');
 
 export interface UpstreamsOptions {
@@ -194,14 +198,15 @@ export class Upstreams {
    */
   prepare(config: Config): () => void {
     const tlsOptions = upstreamTls(config.upstream);
-    return () => this.commit(config, tlsOptions);
+    const ca = tlsOptions.ca ? crypto.createHash('sha256').update(tlsOptions.ca.at(-1)!).digest('hex').slice(0, 16) : '';
+    return () => this.commit(config, tlsOptions, ca);
   }
 
-  private commit(config: Config, tlsOptions: UpstreamTls): void {
+  private commit(config: Config, tlsOptions: UpstreamTls, ca: string): void {
     const next = new Map<string, Upstream>();
     const groups = new Map<string, UpstreamGroup>();
     const get = (d: DomainConfig, a: string) => {
-      const key = upstreamKey(d, a, config.upstream);
+      const key = upstreamKey(d, a, config.upstream, ca);
       let u = next.get(key) ?? this.byKey.get(key);
       if (!u) {
         u = new Upstream(key, a, d, config.upstream, tlsOptions);
