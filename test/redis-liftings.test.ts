@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOrigin, sleep, type Origin } from './helpers/servers.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
 import { nodeApi, nodeFiles, refusedAt, startNode, stopNode, type RedisNode } from './helpers/redis-nodes.ts';
+import { Known } from '../src/store/redis-resync.ts';
 import { Redis } from 'ioredis';
 
 const HOST = 'site.test';
@@ -113,3 +114,18 @@ describe.skipIf(!hasRedis)('two nodes on one Redis: liftings', () => {
 });
 
 if (!hasRedis) describe('two nodes on one Redis: liftings', () => { it.skip(redisSkipReason, () => {}); });
+
+describe('what a node remembers of liftings (Known, pure)', () => {
+  const ban = (ip: string, since: number) => ({ kind: 'ban' as const, entry: { ip, reason: 'r', rule: 'manual', since, expiresAt: since + 3600_000 } });
+  it('keeps a lifting past an older decision of the same address, forgets it at a newer one, and only for a week', () => {
+    const k = new Known();
+    k.remember({ kind: 'unban', ip: '127.0.84.1', at: 1000 });
+    k.remember({ kind: 'unwhitelist', ip: '127.0.84.0/24', at: 1000 });
+    k.remember(ban('127.0.84.1', 900)); // a stale write-back: the lifting still stands
+    expect(k.liftings(2000).map((d) => d.kind).sort()).toEqual(['unban', 'unwhitelist']);
+    k.remember(ban('127.0.84.1', 1500)); // decided since: the ban stands now
+    expect(k.liftings(2000)).toEqual([{ kind: 'unwhitelist', ip: '127.0.84.0/24', at: 1000 }]);
+    k.remember({ kind: 'unban', ip: '127.0.84.2' }); // a catch-up's unban says no time: nothing to write back
+    expect(k.liftings(1000 + 8 * 24 * 3600_000)).toEqual([]);
+  });
+});

@@ -27,9 +27,9 @@ export class Known {
 
   remember(d: Decision): void {
     switch (d.kind) {
-      case 'ban': this.bans.set(d.entry.ip, d.entry); this.gone.delete(`b:${d.entry.ip}`); break;
+      case 'ban': this.bans.set(d.entry.ip, d.entry); this.superseded(`b:${d.entry.ip}`, d.entry.since); break;
       case 'unban': this.bans.delete(d.ip); this.lifted(`b:${d.ip}`, d.at); break;
-      case 'whitelist': this.wl.set(d.entry.ip, d.entry); this.gone.delete(`w:${d.entry.ip}`); break;
+      case 'whitelist': this.wl.set(d.entry.ip, d.entry); this.superseded(`w:${d.entry.ip}`, d.entry.since); break;
       case 'unwhitelist': this.wl.delete(d.ip); this.lifted(`w:${d.ip}`, d.at); break;
       case 'attack': this.attack.set(d.domain, attackJson(d)); break;
     }
@@ -42,6 +42,9 @@ export class Known {
     this.gone.set(key, at);
     if (this.gone.size > GONE_HELD) this.gone.delete(this.gone.keys().next().value!);
   }
+
+  /** A decision made since the lifting replaces it; an older one (a stale write-back) leaves it remembered. */
+  private superseded(key: string, since: number): void { const at = this.gone.get(key); if (at !== undefined && since >= at) this.gone.delete(key); }
 
   /** The liftings still remembered, as decisions (to write back into a Redis that lost its data). */
   liftings(now: number): Decision[] {
