@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import pino from 'pino';
 import { Blacklist, type BanEntry } from '../src/decisions/blacklist.ts';
+import { parseBlacklistAddress } from '../src/decisions/lists.ts';
 import { Decisions } from '../src/decisions/decisions.ts';
 import { SqliteFilterStore } from '../src/store/filter-store.ts';
 import { openStore } from '../src/store/db.ts';
@@ -207,5 +208,25 @@ describe('offender history', () => {
     // 20 half-lives after the first offence (and an hour since the last pruning): it goes, the later one stays.
     d.expire(T + 20 * H + 1);
     expect([...store.loadOffenders().keys()]).toEqual(['192.0.2.8']);
+  });
+});
+
+describe('blacklist addresses as written', () => {
+  // README "Lists: IPv4 and IPv6 apart": an IPv4 client on a dual-stack listener, ::ffff:a.b.c.d, is the IPv4 address
+  // it is. With "/64", only the lower-case dotted spelling was read so; "::FFFF:1.2.3.4/64" banned ::/64 (the source of
+  // ::1) and left the client unbanned (failed on the code before 2026-11-29).
+  it('every spelling of an IPv4-mapped address (with /64 or not) bans the same source (generated)', () => {
+    const hex = (n: number) => n.toString(16);
+    fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 4, maxLength: 4 }), fc.constantFrom('', '/64'), fc.integer({ min: 0, max: 3 }), ([a, b, c, d], tail, form) => {
+      const v4 = `${a}.${b}.${c}.${d}`;
+      const spellings = [
+        `::ffff:${v4}`,
+        `::FFFF:${v4}`,
+        `0:0:0:0:0:ffff:${v4}`,
+        `::ffff:${hex(a * 256 + b)}:${hex(c * 256 + d)}`,
+      ];
+      expect(parseBlacklistAddress(spellings[0] + tail)).toEqual({ ok: true, value: v4 });
+      expect(parseBlacklistAddress(spellings[form] + tail), spellings[form] + tail).toEqual(parseBlacklistAddress(spellings[0] + tail));
+    }), { numRuns: 500 });
   });
 });

@@ -36,19 +36,26 @@ const DURATION_UNITS: Record<string, number> = {
 const PLAIN = /^\s*\d+\s*$/;
 const PART = /(\d+(?:\.\d+)?)\s*([a-z]*)\s*/gy;
 
-/** Splits "1m 30s" into [[1, 'm'], [30, 's']]; null when anything else is in the text. */
-function parts(text: string): [number, string][] | null {
+/** Splits "1m 30s" into [['1', 'm'], ['30', 's']] (the numbers as written); null when anything else is in the text. */
+function parts(text: string): [string, string][] | null {
   const s = text.trim().toLowerCase();
   if (!s) return null;
-  const out: [number, string][] = [];
+  const out: [string, string][] = [];
   PART.lastIndex = 0;
   while (PART.lastIndex < s.length) {
     const at = PART.lastIndex;
     const m = PART.exec(s);
     if (!m || m.index !== at || m[0].length === 0) return null;
-    out.push([Number(m[1]), m[2]]);
+    out.push([m[1], m[2]]);
   }
   return out;
+}
+
+/** A decimal as written ("4.1") as an exact fraction [41, 10]: 4.1 × 1e6 in floating point is 4 099 999.9999999995, so
+ *  "4.1MB" and "2.2h" would read as fractions of a byte or a millisecond. */
+function decimal(text: string): [bigint, bigint] {
+  const [i, f = ''] = text.split('.');
+  return [BigInt(i + f), 10n ** BigInt(f.length)];
 }
 
 function bounded(n: number, max: number, what: string, unit: string): Parsed {
@@ -69,9 +76,10 @@ export function parseSize(v: unknown): Parsed {
   if (AMBIGUOUS_SIZE.has(unit)) return fail(`${JSON.stringify(v)} is ambiguous: write ${n}${unit.toUpperCase()}B (powers of 1000) or ${n}${unit.toUpperCase()}iB (powers of 1024)`);
   const mult = unit === '' ? 1 : SIZE_UNITS[unit];
   if (mult === undefined) return fail(`${JSON.stringify(v)}: unknown size unit "${unit}" (B, KB, MB, GB, KiB, MiB, GiB)`);
-  const bytes = n * mult;
-  if (!Number.isInteger(bytes)) return fail(`${JSON.stringify(v)} is not a whole number of bytes`);
-  return bounded(bytes, MAX_SIZE_BYTES, `${JSON.stringify(v)} is`, 'bytes');
+  const [num, den] = decimal(n);
+  const bytes = num * BigInt(mult);
+  if (bytes % den !== 0n) return fail(`${JSON.stringify(v)} is not a whole number of bytes`);
+  return bounded(Number(bytes / den), MAX_SIZE_BYTES, `${JSON.stringify(v)} is`, 'bytes');
 }
 
 /**
@@ -86,16 +94,19 @@ export function parseDuration(v: unknown, unit: 'ms' | 's'): Parsed {
   if (typeof v !== 'string') return fail(`must be a number of ${unitName} or a duration such as "10s" or "1 minute"`);
   const p = parts(v);
   if (!p) return fail(`${JSON.stringify(v)} is not a duration (write e.g. 1500, "10s", "1 minute" or "1m30s")`);
-  if (p.length === 1 && p[0][1] === '') return bounded(p[0][0], max, `${JSON.stringify(v)} is`, unitName);
-  let ms = 0;
-  for (const [n, u] of p) {
+  if (p.length === 1 && p[0][1] === '') return bounded(Number(p[0][0]), max, `${JSON.stringify(v)} is`, unitName);
+  // Summed exactly, over one denominator (the finest decimal written).
+  const fr = p.map(([n]) => decimal(n));
+  const den = fr.reduce((d, [, x]) => (x > d ? x : d), 1n);
+  let ms = 0n;
+  for (const [i, [, u]] of p.entries()) {
     const mult = DURATION_UNITS[u];
     if (mult === undefined) return fail(`${JSON.stringify(v)}: ${u ? `unknown duration unit "${u}"` : 'every number needs a unit'} (ms, s, min, h, d)`);
-    ms += n * mult;
+    ms += fr[i][0] * BigInt(mult) * (den / fr[i][1]);
   }
-  const inUnit = ms / scale;
-  if (!Number.isInteger(inUnit)) return fail(`${JSON.stringify(v)} is not a whole number of ${unitName}`);
-  return bounded(inUnit, max, `${JSON.stringify(v)} is`, unitName);
+  const per = den * BigInt(scale);
+  if (ms % per !== 0n) return fail(`${JSON.stringify(v)} is not a whole number of ${unitName}`);
+  return bounded(Number(ms / per), max, `${JSON.stringify(v)} is`, unitName);
 }
 
 /** A count: a whole number >= 0, as a number or as digits only (from the environment). */

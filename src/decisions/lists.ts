@@ -58,7 +58,8 @@ export function parseBlacklistAddress(input: string): Parsed<string> {
     const parts = text.split('/');
     if (parts.length !== 2 || !net.isIP(parts[0])) return { ok: false, error: `${JSON.stringify(input)} is not an IP address or an IPv6 /64` };
     if (parts[1] !== '64' || !net.isIPv6(parts[0])) return { ok: false, error: `${JSON.stringify(input)}: only single addresses (IPv6: a /64) can be blacklisted` };
-    return { ok: true, value: sourceKey(parts[0]) };
+    // Normalised first, as a single address is: "::FFFF:1.2.3.4/64" names the IPv4 client, not the IPv6 source ::/64.
+    return { ok: true, value: sourceKey(ipaddr.process(parts[0]).toString()) };
   }
   if (!net.isIP(text)) return bad;
   return { ok: true, value: sourceKey(ipaddr.process(text).toString()) };

@@ -80,7 +80,9 @@ export function splice(client: net.Socket, opts: SpliceOptions, tunnels: Tunnels
     if (client.destroyed) return onClientGone();
     const up = order[idx];
     attempts++;
-    const sock = net.connect({ host: up.host, port: up.port, noDelay: true });
+    // allowHalfOpen: the upstream's FIN is passed on by the tunnel, which keeps the client's direction open (Node's
+    // default ended ours at once, and the client's later bytes destroyed the tunnel).
+    const sock = net.connect({ host: up.host, port: up.port, noDelay: true, allowHalfOpen: true });
     current = sock;
     const timer = setTimeout(() => failed('connect-timeout'), connectTimeoutMs);
     const failed = (kind: 'connect-refused' | 'connect-timeout') => {
