@@ -7,7 +7,10 @@
 //   chunked") reached the client as a plain body (undici undoes the chunking
 //   only): now a 502, as nginx answers it;
 // - an upgrade's answers (a declined one, and the 101) were relayed with the
-//   headers their Connection names and without Via.
+//   headers their Connection names and without Via;
+// - a WebSocket upstream that half-closed first had the proxy's side toward
+//   it ended at once (Node's client socket), so the client's later bytes were
+//   lost and the tunnel destroyed.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import http from 'node:http';
@@ -115,4 +118,28 @@ describe('relayed between client and upstream', () => {
     expect({ status, upgrade: headers.upgrade, connection: headers.connection, accept: headers['sec-websocket-accept'], internal: headers['x-internal'] ?? null, via: headers.via })
       .toEqual({ status: 101, upgrade: ['websocket'], connection: ['upgrade'], accept: ['s3pPLMBiTxaQ9kYGzzhZRbK+xOo='], internal: null, via: ['1.1 scrubber'] });
   });
+
+  it('a WebSocket upstream that half-closes first still gets what the client sends after its FIN', async () => {
+    const after: string[] = [];
+    answer = (_h, s) => {
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nDOWN');
+      s.end(); // its FIN; it still reads
+      s.removeAllListeners('data');
+      s.on('data', (d) => after.push(d.toString('latin1')));
+    };
+    // allowHalfOpen: the client, too, keeps sending after the upstream's FIN reached it.
+    const c = net.connect({ port: proxy.port, host: '127.0.0.1', allowHalfOpen: true });
+    c.on('error', () => {});
+    let text = '';
+    c.on('data', (d) => { text += d.toString('latin1'); });
+    await once(c, 'connect');
+    c.write('GET /ws HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    for (let i = 0; i < 100 && !text.endsWith('DOWN'); i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100)); // the upstream's FIN has reached the client by now
+    c.end('UP-AFTER-FIN');
+    for (let i = 0; i < 100 && after.join('') !== 'UP-AFTER-FIN'; i++) await new Promise((r) => setTimeout(r, 10));
+    c.destroy();
+    expect({ down: text.endsWith('DOWN'), up: after.join('') }).toEqual({ down: true, up: 'UP-AFTER-FIN' });
+  });
 });
+

@@ -111,6 +111,9 @@ class UpgradeForwarding {
       settled = true;
       psocket.on('error', () => {});
       if (this.done) { psocket.destroy(); return; }
+      // An upstream that half-closes first still reads: its FIN is passed on by the tunnel (Node's client socket would
+      // end our side toward it at once, and the client's later bytes destroyed the tunnel).
+      (psocket as Socket).allowHalfOpen = true;
       this.done = true;
       up.report(true);
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? 'Switching Protocols'}\r\n`;
