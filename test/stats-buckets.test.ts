@@ -220,6 +220,11 @@ describe('store', () => {
 });
 
 describe('from/to of the stats API (parseTime)', () => {
+  it('a year before 100 is that year (Date.UTC read 0099 as 1999)', () => {
+    const d = new Date(parseTime('0099-01-01T00:00:00Z')! * 1000);
+    expect([d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()]).toEqual([99, 0, 1]);
+  });
+
   it('a date and time without an offset is UTC, as the buckets are, whatever the server\'s time zone', () => {
     const tz = process.env.TZ;
     process.env.TZ = 'America/New_York';

@@ -30,7 +30,11 @@ export function parseTime(v: string): number | null {
   const off = m[8] && !/^[Zz]$/.test(m[8]) ? /^([+-])(\d{2}):?(\d{2})$/.exec(m[8]) : null;
   if (off && (Number(off[2]) > 23 || Number(off[3]) > 59)) return null;
   const offsetS = off ? (off[1] === '-' ? -1 : 1) * (Number(off[2]) * 3600 + Number(off[3]) * 60) : 0;
-  return Math.floor(Date.UTC(y, mo - 1, day, h, mi, sec) / 1000) - offsetS;
+  // setUTCFullYear, not Date.UTC: that one reads the years 0-99 as 1900-1999.
+  const d = new Date(0);
+  d.setUTCFullYear(y, mo - 1, day);
+  d.setUTCHours(h, mi, sec, 0);
+  return Math.floor(d.getTime() / 1000) - offsetS;
 }
 
 export const DEFAULT_RANGE_SECONDS = 24 * 3600;
