@@ -179,4 +179,17 @@ describe('the changeover of the challenge secret (pure: time passed in)', () => 
     expect(ch.client(head(old), HOST, t0 + 1000 + trust)).toBeNull(); // the grace is over: the cache forgot it too
     expect(ch.client(head(fresh), HOST, t0 + 1000 + trust - 1)).not.toBeNull();
   });
+
+  // Changed twice within the grace (a node that took up the shared secret, then Redis lost it): the first secret is
+  // out, and a cookie it signed passed on only while the verified cache held it (failed on the code before 2026-11-29).
+  it('a cookie of a secret two changes back is refused, cached or not', () => {
+    const t0 = 1_800_000_000_000, trust = 3_600_000;
+    const ch = new CookieChallenge(createSecretKey(randomBytes(32)), 'sc');
+    const first = cookieOf(ch.issue(head(''), HOST, t0, trust * 2) as never);
+    expect(ch.client(head(first), HOST, t0 + 1)).not.toBeNull(); // cached as verified
+    ch.setSecret(createSecretKey(randomBytes(32)), t0 + 1000, trust);
+    ch.setSecret(createSecretKey(randomBytes(32)), t0 + 2000, trust);
+    expect(ch.client(head(first), HOST, t0 + 3000)).toBeNull();
+  });
 });
+

@@ -196,6 +196,8 @@ export class CookieChallenge implements Challenge {
    *  live), so that nobody who passed here is challenged again for the change. */
   setSecret(secret: KeyObject, now: number, graceMs: number): void {
     if (secret.equals(this.secret)) return;
+    // A second change within the grace: the secret before the previous one is out, and what it verified with it.
+    if (this.previous !== null) this.verified.clear();
     this.previous = this.secret;
     this.previousUntil = now + graceMs;
     this.secret = secret;
