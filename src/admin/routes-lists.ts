@@ -4,6 +4,9 @@ import { HttpError, type AdminServer } from './server.ts';
 import { MAX_BAN_SECONDS } from '../decisions/ban-time.ts';
 import { parseBlacklistAddress, parseWhitelistEntry } from '../decisions/lists.ts';
 import type { BanEntry } from '../decisions/blacklist.ts';
+
+/** Characters as a person counts them (code points): .length counts an emoji twice. */
+const chars = (s: string): number => { let n = 0; for (const _ of s) n++; return n; };
 import type { Filter } from '../detect/filter.ts';
 
 // A ban without end (one found so in Redis, or given the longest time) has no date: null, not a 500 for the listing.
@@ -41,7 +44,7 @@ export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
     const ttl = b.ttlSeconds ?? 3600;
     if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_BAN_SECONDS) throw new HttpError(400, `ttlSeconds must be an integer from 1 to ${MAX_BAN_SECONDS}`);
     const reason = b.reason ?? 'manual';
-    if (typeof reason !== 'string' || reason.length > 500) throw new HttpError(400, 'reason must be a string of at most 500 characters');
+    if (typeof reason !== 'string' || chars(reason) > 500) throw new HttpError(400, 'reason must be a string of at most 500 characters');
     if (f.isWhitelistedSource(ip)) throw new HttpError(400, `${ip} is whitelisted; remove it from the whitelist first`);
     const e = f.manualBan(ip, ttl, reason);
     // A blacklist full of longer manual bans (filter.maxBans) lifts this one at once: it is said so.
@@ -63,7 +66,7 @@ export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
     if (body !== null && !isObj(body)) throw new HttpError(400, 'body must be empty or a JSON object {"note"}');
     for (const k of Object.keys(body ?? {})) if (k !== 'note') throw new HttpError(400, `unknown field ${JSON.stringify(k)}`);
     const note = body?.note ?? '';
-    if (typeof note !== 'string' || note.length > 500) throw new HttpError(400, 'note must be a string of at most 500 characters');
+    if (typeof note !== 'string' || chars(note) > 500) throw new HttpError(400, 'note must be a string of at most 500 characters');
     const e = f.addWhitelist(p.value, note);
     return { ...e, since: iso(e.since) };
   });

@@ -138,7 +138,7 @@ export const schema = {
     maxBodyBytes: { doc: 'Largest request body; larger gets 413.', format: nat, default: 10 * 1024 * 1024 },
     postBudgetBytes: { doc: 'Sum of declared sizes of all request bodies in flight at once; past it, 413.', format: nat, default: 256 * 1024 * 1024 },
     maxHeaderCount: { doc: 'Most request header lines; more gets 431.', format: nat, default: 100 },
-    maxHeaderBytes: { doc: 'Largest request head in bytes; larger gets 431. Changing it needs a restart.', format: nat, default: 16384 },
+    maxHeaderBytes: { doc: 'Largest request head in bytes (the request line and header lines as written with one space after each colon, line ends included; blanks around a value are not counted); larger gets 431. Changing it needs a restart.', format: nat, default: 16384 },
     headerTimeoutMs: { doc: 'Deadline to receive the whole request head.', format: nat, default: 10000 },
     requestTimeoutMs: { doc: 'Deadline to receive the whole request (head and body).', format: nat, default: 120000 },
     idleTimeoutMs: { doc: 'Idle client keep-alive connections are closed after this.', format: nat, default: 5000 },

@@ -36,6 +36,7 @@ import { connectionInfo, requestEnded } from '../listen/connections.ts';
 
 type Body = Buffer | Readable | null;
 const BAD_VERSION = { status: 400, reason: 'bad-request' } as const;
+const HEAD_TOO_LARGE = { status: 431, reason: 'headers-too-large' } as const; // Node's limit leaves out the separators
 
 export class RequestFlow {
   private readonly p: FlowContext;
@@ -81,7 +82,7 @@ export class RequestFlow {
     const config = rt.config;
     // A request line without a version is HTTP/0.9 to Node's parser, which still reads headers and a body after it:
     // a front end that takes "GET /" as a whole request would disagree with us on where the next one starts.
-    const problem = head.version === '0.9' ? BAD_VERSION : checkRequest(head.method, head.url, head.rawHeaders, config.limits.maxHeaderCount);
+    const problem = head.version === '0.9' ? BAD_VERSION : head.headBytes > config.limits.maxHeaderBytes ? HEAD_TOO_LARGE : checkRequest(head.method, head.url, head.rawHeaders, config.limits.maxHeaderCount);
     if (problem) {
       this.reply.sendBuiltin(problem.status, problem.reason);
       return this.observe('proxy', problem.status, head.headBytes, 0, problem.reason);
