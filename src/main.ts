@@ -1,7 +1,7 @@
 // The CLI: `scrubber [--config FILE]`, `scrubber check --config FILE`,
 // `scrubber keys`. Signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
 import './app/v8-flags.ts';
-import { reloadOnSighup } from './sighup.ts';
+import { reloadOnSighup, stopOnSignals } from './sighup.ts';
 import { parseArgs } from 'node:util';
 import { describeKeys, loadConfigFile } from './config/load.ts';
 import { configWarnings } from './config/advice.ts';
@@ -77,8 +77,7 @@ async function main(argv: string[]): Promise<number> {
     log.info({ signal }, 'stopping');
     app.close().then(() => process.exit(0), (e) => { log.error({ err: e }, 'error while stopping'); process.exit(1); });
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals(stop);
   return -1;
 }
 

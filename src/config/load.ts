@@ -137,9 +137,21 @@ export function loadConfigObject(raw: unknown, env: NodeJS.ProcessEnv = process.
   }
   try { c.validate({ allowed: 'strict' }); } catch (e) { problems.push(...convictProblems((e as Error).message).map((p) => withEnvSource(p, env))); }
   const config = c.getProperties() as unknown as Config;
-  // Structural checks still run, so one `scrubber check` lists every problem.
-  try { problems.push(...validateStructure(config)); } catch (e) { problems.push(`(root): ${(e as Error).message}`); }
+  // Structural checks still run, so one `scrubber check` lists every problem; a key already refused above (its type)
+  // is not reported again by them (one line per problem: "domains: must be an array" came twice).
+  const refused = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
+  try { for (const p of validateStructure(config)) if (!refused.has(p.slice(0, p.indexOf(':')))) problems.push(p); } catch (e) { problems.push(`(root): ${(e as Error).message}`); }
   return problems.length ? { ok: false, problems } : { ok: true, config };
+}
+
+/** V8's JSON message on one line (it quotes the file around the fault, line breaks and all), with the line and column
+ *  when it gives the position (one line per problem: SPEC §1). */
+export function jsonError(text: string, message: string): string {
+  const at = /at position (\d+)/.exec(message);
+  const flat = message.replace(/\s*\n\s*/g, ' ');
+  if (!at || /\(line \d+ column \d+\)/.test(message)) return flat;
+  const before = text.slice(0, Number(at[1])).split('\n');
+  return `${flat} (line ${before.length} column ${before[before.length - 1].length + 1})`;
 }
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
@@ -149,7 +161,7 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   }
   let raw: unknown;
   try { raw = JSON.parse(text); } catch (e) {
-    return { ok: false, problems: [`(file): ${file} is not valid JSON: ${(e as Error).message}`] };
+    return { ok: false, problems: [`(file): ${file} is not valid JSON: ${jsonError(text, (e as Error).message)}`] };
   }
   return loadConfigObject(raw, env);
 }
