@@ -9,6 +9,7 @@ import type { Upstreams, Upstream } from '../upstream/upstreams.ts';
 import type { Stats } from '../stats/index.ts';
 import type { ClusterStats } from '../stats/cluster.ts';
 import { probe } from '../upstream/health.ts';
+import { startingLimit } from '../limits/origin-guard.ts';
 import { BUCKET_SECONDS, attackPeriods } from '../stats/buckets.ts';
 import { monthOf, monthRange } from '../stats/billing.ts';
 import { findDomain, parseRange } from './query.ts';
@@ -103,7 +104,7 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
           name: d.name, aliases: d.aliases, underAttack: attacked.has(d.name), maintenance: d.maintenance.enabled,
           upstreams: g ? [...g.main.map((u) => upstreamView(u, 'main')), ...g.backup.map((u) => upstreamView(u, 'backup'))] : [],
           // limit: what the queue holds the domain to now (learned by the adaptive limit, or maxInflight; 0 = none).
-          queue: { maxInflight: d.maxInflight, limit: q?.limit ?? 0, inFlight: q?.active ?? 0, waiting: q?.queued ?? 0 },
+          queue: { maxInflight: d.maxInflight, limit: q?.limit ?? startingLimit(deps.config().limits, d), inFlight: q?.active ?? 0, waiting: q?.queued ?? 0 },
           // What attack mode judges by: the learned normal rate and latency (kept across restarts).
           attack: {
             under: a?.under ?? false, since: a?.under && a.since ? new Date(a.since).toISOString() : null, reason: a?.under ? a.reason : null,

@@ -7,8 +7,10 @@ const FORBIDDEN_METHODS = new Set(['CONNECT', 'TRACE', 'TRACK']);
 export function checkRequest(method: string, url: string, rawHeaders: string[], maxHeaderCount: number): HygieneProblem | null {
   if (rawHeaders.length / 2 > maxHeaderCount) return { status: 431, reason: 'headers-too-large' };
   if (FORBIDDEN_METHODS.has(method)) return { status: 405, reason: 'method-not-allowed' };
-  // Origin-form only: an absolute-form target could name another host than Host.
-  if (!(url.startsWith('/') || (url === '*' && method === 'OPTIONS'))) return { status: 400, reason: 'bad-request' };
+  // Origin-form only: an absolute-form target could name another host than Host. No fragment (RFC 9112 has none in a
+  // request target; a browser never sends one): "/search#x.js" read as an asset here and as /search by the application
+  // passed the challenge; HAProxy refuses it too (CVE-2023-45539).
+  if (!(url.startsWith('/') || (url === '*' && method === 'OPTIONS')) || url.includes('#')) return { status: 400, reason: 'bad-request' };
   let hosts = 0;
   let cl: string | null = null;
   let codings = 0;

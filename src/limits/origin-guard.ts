@@ -257,6 +257,15 @@ export class OriginGuard {
   }
 }
 
+/** The limit a domain's queue starts at (apply, before its first request): shown by the admin API until the domain
+ *  has a queue (until 2026-11-29 it showed 0, "none", for a domain held to 20). Pure. */
+export function startingLimit(limits: Config['limits'], domain: DomainConfig): number {
+  const a = limits.adaptive;
+  if (!a.enabled) return domain.maxInflight;
+  const ceiling = domain.maxInflight > 0 ? domain.maxInflight : MAX_LEARNED;
+  return Math.min(Math.max(a.initialLimit, Math.min(a.minLimit, ceiling)), ceiling);
+}
+
 function overShareReason(v: ShareVerdict, windowMs: number, seconds: number): string {
   const s = (ms: number) => (ms / 1000).toFixed(1);
   return `asked for ${s(v.usedMs)} s of origin time in ${s(windowMs)} s (at its pace when not held in the queue), ${v.ratio.toFixed(1)}× a typical source's ${s(v.typicalMs ?? 0)} s` +
