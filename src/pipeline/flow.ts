@@ -110,10 +110,7 @@ export class RequestFlow {
     // our 503 at once (detection counts it as 'overCap': a source that keeps hitting the cap is flooding). A body
     // we will not read would desynchronise the connection, so then it is closed.
     if (!this.p.perSource.acquire(head.source)) return this.refuseBusy('overloaded', declared > 0);
-    if (!this.p.budget.reserve(declared)) {
-      this.p.perSource.release(head.source);
-      return this.refuse({ status: 413, reason: 'post-budget', page: true, close: true });
-    }
+    if (!this.p.budget.reserve(declared)) { this.p.perSource.release(head.source); return this.refuse({ status: 413, reason: 'post-budget', page: true, close: true }); }
     this.declared = declared;
     this.holding = true;
     // Upgrades hold their per-source slot until the upstream answers the handshake; the tunnel then holds none.
@@ -231,8 +228,11 @@ export class RequestFlow {
       const close = this.meter !== null && !this.req.complete;
       return this.answer({ status: out.status, reason: out.proxyReason, page: true, close }, (n) => this.observe('proxy', out.status, bytesIn, n, out.proxyReason!, out));
     }
-    this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
+    // A client that left once the answer had started was served what it took: passed (and billed), not the proxy's.
+    this.observe(out.clientAborted && out.status === 0 ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
   };
+  /** Bytes of its long answer that went out (Forwarding, each STREAM_TELL_BYTES): counted now as passed traffic. */
+  streamed(n: number): void { this.p.tunnels.onBytes?.(this.domain!.name, 0, n); }
 
   /** The send deadline cut its client after it was observed (its response fitted in the read-ahead): told apart. */
   slowReader(): void { if (this.settled) this.p.detector.onSlowReader(this.head.source); }

@@ -40,5 +40,6 @@ export interface ForwardRequest {
   onSlowReader?: () => void;
   /** Told when the upstream's response headers arrive: the origin's part is done; and when the send deadline cut the
    *  client, also after `done` (an object, so nothing is bound per request). */
-  listener?: { upstreamAnswered(status: number): void; slowReader?(): void };
+  /** `streamed`: bytes of a long response told before it ends (each STREAM_TELL_BYTES): the outcome's bytesOut is the rest. */
+  listener?: { upstreamAnswered(status: number): void; slowReader?(): void; streamed?(bytes: number): void };
 }

@@ -21,6 +21,10 @@ export { classify, SEND_TIMEOUT_MS, readAheadBudget };
  */
 export const READ_AHEAD_BYTES = 1024 * 1024;
 
+/** A long response's bytes are told to statistics as they go, each time this many more went out: a download or a
+ *  stream lasting hours counts in the 3-minute samples (and the month) it used, not all in the one where it ended. */
+export const STREAM_TELL_BYTES = 1024 * 1024;
+
 export type { UpstreamErrorKind, ForwardOutcome, ForwardRequest } from './forward-types.ts';
 
 const REPLACEABLE = new Set([502, 503, 504]);
@@ -43,7 +47,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private attempt = 1;
   private controller: Dispatcher.DispatchController | null = null;
   private responded = false; private finished = false;
-  private bytesOut = 0; private contentType: string | null = null; private status = 0;
+  private bytesOut = 0; private told = 0; private contentType: string | null = null; private status = 0;
   private lastError: ErrorClass | null = null;
   private clientGone = false; private waitingDrain = false; private slowReader = false;
   private bodyError: Error | null = null; // the client's body failed (too large, too slow) after the upstream's headers
@@ -219,6 +223,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       res.once('drain', this.onDrain);
     }
     this.send.wrote(chunk.length);
+    if (this.bytesOut - this.told >= STREAM_TELL_BYTES) { const n = this.bytesOut - this.told; this.told = this.bytesOut; this.fr.listener?.streamed?.(n); }
   }
 
   onResponseEnd(): void {
@@ -304,7 +309,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
         : proxyReason === 'bad-request' ? 400 : 502;
     const ours = proxyReason === 'body-too-large' || proxyReason === 'body-too-slow' || proxyReason === 'bad-request';
     this.done({
-      status, bytesOut: this.bytesOut, proxyReason, upstreamError: ours ? null : upstreamError,
+      status, bytesOut: this.bytesOut - this.told, proxyReason, upstreamError: ours ? null : upstreamError,
       upstream: this.order[this.idx] ?? null, contentType: this.contentType, clientAborted, slowReader: this.slowReader,
     }, proxyReason !== null);
   }
