@@ -71,7 +71,9 @@ export function requestEnded(info: ConnectionInfo, now: number): void {
 /** Idle: has served a request (a brand-new connection is about to send one), is answering none now, and has nothing
  *  left to send: a response is observed once its upstream part is over, while up to the read-ahead of it may still
  *  wait here for a slow client (closed then, the download was cut). What the kernel holds is still sent after a close. */
-const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && i.active === 0 && i.pipelined === 0 && !s.destroyed && (i.wire ?? s).writableLength === 0; };
+const idle = (s: net.Socket) => { const i = (s as Tagged)[INFO]; return i !== undefined && i.requests > 0 && !s.destroyed && quiet(s, i); };
+/** Nothing answered on it now, nothing pipelined, nothing of an answer left to send. */
+const quiet = (s: net.Socket, i: ConnectionInfo) => i.active === 0 && i.pipelined === 0 && (i.wire ?? s).writableLength === 0;
 
 /** A connection's 'end' (the client's FIN) while an answer is being sent (its head out): a client that left mid-answer,
  *  not one that half-closed after asking (its FIN comes before the answer starts: listeners.ts configure). Cut, as
@@ -83,7 +85,7 @@ export function leftMidAnswer(this: net.Socket & { _httpMessage?: { headersSent:
 function closeWhenQuiet(s: net.Socket, tries: number): void {
   const i = (s as Tagged)[INFO];
   if (s.destroyed) return;
-  if (!i || (i.active === 0 && i.pipelined === 0 && (i.wire ?? s).writableLength === 0)) s.destroy();
+  if (!i || quiet(s, i)) s.destroy();
   else if (tries > 0) setTimeout(closeWhenQuiet, 250, s, tries - 1).unref();
 }
 
