@@ -135,8 +135,9 @@ export class Detector {
       return;
     }
     if (k === null) {
-      // Refused before routing: unknown Host, malformed request.
-      p[E.badRequest] += 1;
+      // Refused before routing. A malformed request (no Host, a bad one) is a sign; a well-formed one for a name this
+      // proxy does not serve (421) is people's DNS or an alias missing from the config, and only its rate counts.
+      if (o.proxyReason !== 'unknown-host') p[E.badRequest] += 1;
       p[E.request] += 1;
       this.evaluate(o.source, s, now, null);
       return;

@@ -62,7 +62,9 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
       if (s.assets === 0 && s.pages > 1 && seen === 1) p[E.pageNoAssets] += 1;
     }
   }
-  if (o.status === 404 || o.status === 410) { if (!assetPath) p[E.notFound] += 1; }
+  // A miss counts when the path (or its set of query keys) is new to the source: a scan spreads over paths, while a
+  // client polling one resource until it exists (a job's result, an upload) misses the same path again and again.
+  if (o.status === 404 || o.status === 410) { if (!assetPath && seen !== 0) p[E.notFound] += 1; }
   else if (o.status >= 400 && o.status < 500) p[E.error] += 1;
   // What makes a scan is the share of misses, not their count: a scanner's answers are nearly all 404s, while many
   // people behind one address (an app's users at a carrier NAT, each with its routine 404) miss now and then among

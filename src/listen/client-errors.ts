@@ -19,7 +19,12 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: net.Socket
   // Node closes; destroying here would lose an answer the upstream executed.
   const msg = (socket as net.Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
   if (err.code === 'HPE_CLOSED_CONNECTION' && msg) return;
-  filter.onClientError?.(connectionInfo(socket).source, err.code ?? 'unknown');
+  // A head deadline on a connection that sent nothing is not a slowloris: browsers open connections ahead of need
+  // (preconnect) and drop them unused. bytesRead counts what the HTTP parser was given (plaintext on TLS), and a
+  // kept-alive connection between requests is not under the head deadline. Idle connections are bounded by the
+  // per-source connection cap, and their churn is counted at accept.
+  const idle = socket.bytesRead === 0 && (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT');
+  if (!idle) filter.onClientError?.(connectionInfo(socket).source, err.code ?? 'unknown');
   // A body still coming past limits.requestTimeoutMs is told so (408, as nginx), unless an answer is due first.
   if (socket.writable && (!msg || (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && !msg.headersSent && !msg.req.complete))) {
     const [status, reason] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad-request'];
