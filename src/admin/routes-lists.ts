@@ -1,6 +1,8 @@
 // Admin endpoints for the lists (SPEC.md §10). Bad input gets 400 and changes
 // nothing: every check runs before the first write.
-import { HttpError, type AdminServer } from './server.ts';
+import type http from 'node:http';
+import { setImmediate as turn } from 'node:timers/promises';
+import { HttpError, sendJson, type AdminServer } from './server.ts';
 import { MAX_BAN_SECONDS } from '../decisions/ban-time.ts';
 import { parseBlacklistAddress, parseWhitelistEntry } from '../decisions/lists.ts';
 import type { BanEntry } from '../decisions/blacklist.ts';
@@ -26,8 +28,50 @@ function notFromConfig(f: Filter, text: string): void {
   if (f.whitelistEntry(text)?.origin === 'config') throw new HttpError(400, `${text} comes from filter.whitelist in the config; change it there`);
 }
 
+/** Entries serialised per turn of the event loop in a long listing: a blacklist at filter.maxBans (500,000) is some
+ *  74 MB of JSON and two seconds of the thread that accepts every connection; in steps it keeps accepting between them. */
+const LIST_STEP = 2000;
+const MAX_LIST = 10_000_000;
+
+/** `limit`, `offset`, `order` of GET /api/blacklist; a malformed one is a 400 naming it. */
+function listQuery(url: URL): { limit: number; offset: number; newest: boolean } {
+  const num = (name: string, min: number, fallback: number): number => {
+    const v = url.searchParams.get(name);
+    if (v === null) return fallback;
+    if (!/^\d{1,8}$/.test(v) || Number(v) < min || Number(v) > MAX_LIST) throw new HttpError(400, `${name}: must be a whole number from ${min} to ${MAX_LIST}`);
+    return Number(v);
+  };
+  const order = url.searchParams.get('order') ?? 'oldest';
+  if (order !== 'oldest' && order !== 'newest') throw new HttpError(400, `order: must be "oldest" or "newest"`);
+  return { limit: num('limit', 1, MAX_LIST), offset: num('offset', 0, 0), newest: order === 'newest' };
+}
+
+/** Writes {"total", "entries"} in steps, a turn of the event loop (and the client's drain) between them. */
+async function sendListing(res: http.ServerResponse, total: number, entries: BanEntry[]): Promise<void> {
+  if (entries.length <= LIST_STEP) return sendJson(res, 200, { total, entries: entries.map(banJson) });
+  res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  if (res.req.method === 'HEAD') { res.end(); return; }
+  res.write(`{"total":${total},"entries":[`);
+  for (let i = 0; i < entries.length; i += LIST_STEP) {
+    let part = i ? ',' : '';
+    for (let j = i; j < Math.min(i + LIST_STEP, entries.length); j++) part += (j > i ? ',' : '') + JSON.stringify(banJson(entries[j]));
+    const room = res.write(part);
+    if (res.destroyed) return;
+    if (room) await turn();
+    else await new Promise<void>((r) => { const go = () => { res.off('drain', go); res.off('close', go); r(); }; res.on('drain', go); res.on('close', go); });
+    if (res.destroyed) return;
+  }
+  res.end(']}');
+}
+
 export function registerFilterRoutes(admin: AdminServer, f: Filter): void {
-  admin.route('GET', '/api/blacklist', () => ({ entries: f.bans().sort((a, b) => a.since - b.since).map(banJson) }));
+  admin.route('GET', '/api/blacklist', async ({ url, res }) => {
+    const q = listQuery(url);
+    // Oldest first by when each ban began; the map keeps them nearly so (insertion order), which the sort runs through.
+    const all = f.bans().sort((a, b) => a.since - b.since);
+    if (q.newest) all.reverse();
+    await sendListing(res, all.length, all.slice(q.offset, q.offset + q.limit));
+  });
 
   admin.route('GET', '/api/blacklist/:ip', ({ params }) => {
     const ip = source(params.ip);

@@ -80,7 +80,8 @@ export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): v
     const group = deps.upstreams.groups.get(d.name);
     if (!group) throw new HttpError(400, `domain: "${d.name}" has no upstreams yet`);
     // Always an HTTP(S) request, whatever the health-check type: the point is to see the status the application gives.
-    const hc = { type: (d.upstreamTls ? 'https' : 'http') as 'http' | 'https', path: d.healthCheck.path, timeoutMs: d.healthCheck.timeoutMs };
+    // A passthrough domain's upstreams speak TLS (the proxy only splices), whatever upstreamTls says.
+    const hc = { type: (d.upstreamTls || d.passthrough ? 'https' : 'http') as 'http' | 'https', path: d.healthCheck.path, timeoutMs: d.healthCheck.timeoutMs };
     const all = [...group.main.map((u) => [u, 'main'] as const), ...group.backup.map((u) => [u, 'backup'] as const)];
     const results = await Promise.all(all.map(async ([u, role]) => {
       const p = await probe(u.host, u.port, hc, d.name, u.tlsOptions);

@@ -15,9 +15,24 @@ export interface ParsedRange { kind: 'ipv4' | 'ipv6'; network: string; prefix: n
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
 
+/**
+ * An IPv6 address written with a dotted tail in its all-hex form ("::1.2.3.4" → "::102:304"), anything else as is.
+ * ipaddr.js reads any "::a.b.c.d" as the IPv4-mapped ::ffff:a.b.c.d, which took the IPv6 address ::102:304 for the
+ * IPv4 host 1.2.3.4; the WHATWG URL parser reads it as RFC 4291 writes it. A zone id is kept aside. Pure.
+ */
+export function hexIPv6(address: string): string {
+  if (!address.includes('.') || !net.isIPv6(address)) return address;
+  const zone = address.indexOf('%');
+  try {
+    const hex = new URL(`http://[${zone < 0 ? address : address.slice(0, zone)}]/`).hostname.slice(1, -1);
+    return zone < 0 ? hex : hex + address.slice(zone);
+  } catch { return address; }
+}
+
 /** "10.1.2.3", "10.1.0.0/16", "2001:db8::/48" → a normalised range; broader than /16 or /48 is refused. Pure. */
 export function parseWhitelistEntry(input: string): Parsed<ParsedRange> {
-  const text = input.trim();
+  const trimmed = input.trim(), slash = trimmed.indexOf('/');
+  const text = slash < 0 ? hexIPv6(trimmed) : hexIPv6(trimmed.slice(0, slash)) + trimmed.slice(slash);
   let addr: ipaddr.IPv4 | ipaddr.IPv6;
   let prefix: number;
   try {
@@ -59,10 +74,10 @@ export function parseBlacklistAddress(input: string): Parsed<string> {
     if (parts.length !== 2 || !net.isIP(parts[0])) return { ok: false, error: `${JSON.stringify(input)} is not an IP address or an IPv6 /64` };
     if (parts[1] !== '64' || !net.isIPv6(parts[0])) return { ok: false, error: `${JSON.stringify(input)}: only single addresses (IPv6: a /64) can be blacklisted` };
     // Normalised first, as a single address is: "::FFFF:1.2.3.4/64" names the IPv4 client, not the IPv6 source ::/64.
-    return { ok: true, value: sourceKey(ipaddr.process(parts[0]).toString()) };
+    return { ok: true, value: sourceKey(ipaddr.process(hexIPv6(parts[0])).toString()) };
   }
   if (!net.isIP(text)) return bad;
-  return { ok: true, value: sourceKey(ipaddr.process(text).toString()) };
+  return { ok: true, value: sourceKey(ipaddr.process(hexIPv6(text)).toString()) };
 }
 
 /** Splits a source key into what net.BlockList takes. */

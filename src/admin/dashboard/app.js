@@ -235,9 +235,11 @@
 
   async function loadBlacklist() {
     try {
-      const b = await api('/api/blacklist');
+      // Only the newest 200 are shown, so only they are asked for: the whole list of an attack's bans is megabytes.
+      const b = await api('/api/blacklist?order=newest&limit=200');
       const entries = (b.entries || []).slice().sort((x, y) => (toDate(y.since) || 0) - (toDate(x.since) || 0));
-      $('#blacklist-count').textContent = `${num(entries.length)} ${entries.length === 1 ? 'source' : 'sources'}` + (entries.length > 200 ? ' · newest 200 shown' : '');
+      const total = typeof b.total === 'number' ? b.total : entries.length;
+      $('#blacklist-count').textContent = `${num(total)} ${total === 1 ? 'source' : 'sources'}` + (total > 200 ? ' · newest 200 shown' : '');
       $('#blacklist-rows').replaceChildren(...(entries.length ? entries.slice(0, 200).map((e) => el('tr', {},
         el('td', {}, e.ip), el('td', { class: 'wrap' }, e.reason || '—'), el('td', {}, when(e.since)), el('td', {}, when(e.expiresAt))))
         : [el('tr', {}, el('td', { colspan: '4', class: 'muted' }, 'Nobody is blacklisted.'))]));
