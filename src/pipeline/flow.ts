@@ -247,7 +247,7 @@ export class RequestFlow {
     forwardUpgrade({
       req: this.req, socket: this.socket!, head: this.upgradeHead!, headers: this.upstreamHeaders(true), domain: this.domain!.name,
       order: this.p.upstreams.groups.get(this.domain!.name)!.order(), pages: this.p.pages, tunnels: this.p.tunnels,
-      connectTimeoutMs: up.connectTimeoutMs, connectAttempts: up.connectAttempts, responseTimeoutMs: up.responseTimeoutMs, bodyTimeoutMs: up.bodyTimeoutMs,
+      connectTimeoutMs: up.connectTimeoutMs, connectAttempts: up.connectAttempts, responseTimeoutMs: up.responseTimeoutMs, bodyTimeoutMs: up.bodyTimeoutMs, replaceErrorPages: this.domain!.proxyErrorPages,
     }, (out) => {
       this.release();
       this.observe(out.proxyReason ? 'proxy' : out.clientAborted ? 'proxy' : 'passed', out.status, this.head.headBytes, out.bytesOut, out.proxyReason, out);

@@ -35,7 +35,11 @@ export interface UpgradeRequest {
   responseTimeoutMs: number;
   /** Longest pause in a declined upgrade's answer (upstream.bodyTimeoutMs, as for any response); 0 = none. */
   bodyTimeoutMs: number;
+  /** The domain's proxyErrorPages: an application 502/503/504 is answered with the proxy's page, as for any request. */
+  replaceErrorPages?: boolean;
 }
+
+const REPLACEABLE = new Set([502, 503, 504]);
 
 export interface UpgradeOutcome {
   status: number;
@@ -133,6 +137,12 @@ class UpgradeForwarding {
       if (this.done) { pres.destroy(); return; }
       this.done = true;
       up.report(true);
+      // The rules of any response (upstream/forward.ts): a transfer coding other than chunked is the upstream's 502 (Node
+      // undoes only the chunking, the body would reach the client as if plain); with proxyErrorPages its 502/503/504
+      // page is replaced by the proxy's, with its status.
+      const te = pres.headers['transfer-encoding'], code = pres.statusCode ?? 0;
+      if (te !== undefined && !/^\s*chunked\s*$/i.test(te)) { pres.destroy(); this.page(502, 'upstream-error', '5xx'); return; }
+      if (u.replaceErrorPages && REPLACEABLE.has(code)) { pres.destroy(); this.page(code, 'upstream-page', '5xx'); return; }
       let head = `HTTP/1.1 ${pres.statusCode} ${pres.statusMessage ?? ''}\r\n`;
       const raw = toClientRawHeaders(pres.rawHeaders, false);
       for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
@@ -193,6 +203,12 @@ class UpgradeForwarding {
     const reason: ProxyReason = kind === 'response-timeout' ? 'upstream-timeout' : kind === 'connect-timeout' ? 'connect-timeout' : kind === 'connect' ? 'connect-refused' : 'upstream-error';
     const status = kind === 'response-timeout' ? 504 : 502;
     const upstreamError: UpstreamError = kind === 'response-timeout' ? 'timeout' : kind === 'reset' || kind === 'other' ? 'reset' : 'connect';
+    this.page(status, reason, upstreamError);
+  }
+
+  /** Answers the handshake with the proxy's page (done is set) and reports it. */
+  private page(status: number, reason: ProxyReason, upstreamError: UpstreamError): void {
+    const u = this.u;
     this.report({ status, bytesOut: 0, proxyReason: reason, upstreamError, contentType: null, clientAborted: false });
     void u.pages.render(status, reason, u.domain).then((html) => {
       if (!u.socket.destroyed) endWith(u.socket, rawResponse(status, reason, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, html));

@@ -43,3 +43,14 @@ export interface ForwardRequest {
   /** `streamed`: bytes of a long response told before it ends (each STREAM_TELL_BYTES): the outcome's bytesOut is the rest. */
   listener?: { upstreamAnswered(status: number): void; slowReader?(): void; streamed?(bytes: number): void };
 }
+
+/**
+ * How much of an upstream response is read ahead of a slow client (nginx's proxy_buffering, bounded): a response
+ * that fits is taken off the upstream at its own speed, so its connection goes back to the pool however slowly the
+ * client reads; a longer one pauses the upstream once this much waits for the client.
+ */
+export const READ_AHEAD_BYTES = 1024 * 1024;
+
+/** A long response's bytes are told to statistics as they go, each time this many more went out: a download or a
+ *  stream lasting hours counts in the 3-minute samples (and the month) it used, not all in the one where it ended. */
+export const STREAM_TELL_BYTES = 1024 * 1024;

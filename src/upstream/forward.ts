@@ -14,17 +14,9 @@ import { answerOptionsStar } from './options-star.ts';
 
 export { classify, SEND_TIMEOUT_MS, readAheadBudget };
 
-/**
- * How much of an upstream response is read ahead of a slow client (nginx's proxy_buffering, bounded): a response
- * that fits is taken off the upstream at its own speed, so its connection goes back to the pool however slowly the
- * client reads; a longer one pauses the upstream once this much waits for the client.
- */
-export const READ_AHEAD_BYTES = 1024 * 1024;
-
-/** A long response's bytes are told to statistics as they go, each time this many more went out: a download or a
- *  stream lasting hours counts in the 3-minute samples (and the month) it used, not all in the one where it ended. */
-export const STREAM_TELL_BYTES = 1024 * 1024;
-
+import { READ_AHEAD_BYTES, STREAM_TELL_BYTES } from './forward-types.ts';
+export { READ_AHEAD_BYTES, STREAM_TELL_BYTES };
+type SocketInfo = { socket?: { bytesRead?: number } }; // what undici's SocketError tells of its connection
 export type { UpstreamErrorKind, ForwardOutcome, ForwardRequest } from './forward-types.ts';
 
 const REPLACEABLE = new Set([502, 503, 504]);
@@ -45,6 +37,8 @@ export function forward(fr: ForwardRequest, group: UpstreamGroup | undefined, do
 class Forwarding implements Dispatcher.DispatchHandler {
   private idx = 0;
   private attempt = 1;
+  /** A reset met on the way was tried once more on the same upstream (see fail). */
+  private againOnReset = false;
   private controller: Dispatcher.DispatchController | null = null;
   private responded = false; private finished = false;
   private bytesOut = 0; private told = 0; private contentType: string | null = null; private status = 0;
@@ -283,6 +277,13 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const bodyUntouched = !this.fr.body || Buffer.isBuffer(this.fr.body) || !this.fr.body.readableDidRead;
     if (kind === 'connect-timeout') {
       if (this.attempt < this.fr.connectAttempts) { this.attempt++; this.start(); return; }
+    }
+    if (kind === 'reset' && !this.againOnReset && bodyUntouched && SAFE_METHODS.has(this.fr.method) && ((err as SocketInfo).socket?.bytesRead ?? 0) > 0) {
+      // The kept-alive race: the upstream closed an idle connection (it had answered on it: bytes read) as this request
+      // went out on it. Tried once more on a new connection, not counted against its health (as nginx).
+      this.againOnReset = true;
+      this.start();
+      return;
     }
     if (kind === 'connect-timeout' || kind === 'connect' || kind === 'reset') {
       this.upstream.report(false);
