@@ -58,7 +58,7 @@ export function clusterStats(config: Config, log: Logger, current: () => Config)
   const url = config.state.redis.url;
   if (!url) return undefined;
   return (st) => new RedisClusterStats({
-    url, store: st, nodeId: st.nodeId(() => crypto.randomUUID()), log: log.child({ mod: 'redis-stats' }),
+    url, prefix: config.state.redis.prefix, store: st, nodeId: st.nodeId(() => crypto.randomUUID()), log: log.child({ mod: 'redis-stats' }),
     retentionDays: () => current().stats.retentionDays,
   });
 }

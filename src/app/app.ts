@@ -51,10 +51,10 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
   const db: Db = openStore(config.state.dir);
   // With Redis, decisions (bans, lists, attack state, the challenge secret) are shared with the other nodes.
   const store = new SqliteFilterStore(db);
-  const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
+  const bus: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, prefix: config.state.redis.prefix, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
   const edge = buildEdge(config, { db, log, now, store, bus, secret: await bus.secret(store.secret()) });
   const { filter, pipeline, listeners, upstreams, runtime } = edge;
-  const shared = config.state.redis.url && filter.tokens ? shareTokenSpread(filter.tokens, config.state.redis.url, () => runtime.current.config, now, log) : null;
+  const shared = config.state.redis.url && filter.tokens ? shareTokenSpread(filter.tokens, config.state.redis, () => runtime.current.config, now, log) : null;
   await filter.decisions.join(now());
   saveBansAtOnce(filter);
   const stats = createStats(config, {

@@ -142,10 +142,11 @@ export function applyConfig(edge: Edge, config: Config): void {
 
 /** What a RedisBus keeps in the node's store: its queue of decisions not yet written (while Redis is away) and the
  *  Redis epoch it last reconciled with. */
-export function redisLocal(store: SqliteFilterStore): Pick<RedisBusOptions, 'queue' | 'epoch'> {
+export function redisLocal(store: SqliteFilterStore): Pick<RedisBusOptions, 'queue' | 'epoch' | 'keepSecret'> {
   return {
     queue: { load: () => store.loadRedisQueue(), save: (ds) => store.saveRedisQueue(ds) },
     epoch: { load: () => store.loadRedisEpoch(), save: (e) => store.saveRedisEpoch(e) },
+    keepSecret: (s) => store.keepSecret(s),
   };
 }
 

@@ -73,7 +73,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   const demo: http.Server | null = config.demo.enabled ? await startDemoOrigin(config.demo.host, config.demo.port) : null;
   const db = openStore(config.state.dir);
   const store = new SqliteFilterStore(db);
-  const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
+  const redis: DecisionBus = config.state.redis.url ? new RedisBus({ url: config.state.redis.url, prefix: config.state.redis.prefix, logger: log.child({ mod: 'redis' }), ...redisLocal(store) }) : new LocalBus();
   let pool: WorkerPool | null = null;
   const bus = new FanoutBus(redis, (d) => pool?.broadcast({ t: 'decision', d }));
   let secret = await bus.secret(store.secret());
@@ -121,7 +121,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
   // Where each challenge token was used from, over every worker (maxNetworksPerToken holds for the node).
   const tokens = new TokenSpread({ maxNetworks: config.filter.challenge.maxNetworksPerToken, maxTokens: config.filter.maxSources });
   // ... and over every node on Redis (store/redis-tokens.ts): a token over-shared anywhere is refused by every worker here.
-  const shared = config.state.redis.url ? new SharedTokens({ url: config.state.redis.url, logger: log.child({ mod: 'redis' }) }) : null;
+  const shared = config.state.redis.url ? new SharedTokens({ url: config.state.redis.url, prefix: config.state.redis.prefix, logger: log.child({ mod: 'redis' }) }) : null;
   shared?.onRevoked((id) => { tokens.revoke(id, now()); pool?.broadcast({ t: 'revoke', id }); });
   const countShared = (id: string, net: string) => { const c = current.filter.challenge; shared?.network(id, net, c.maxNetworksPerToken, c.trustSeconds * 1000); };
   const onMessage = (index: number, m: FromWorker) => {

@@ -89,7 +89,7 @@ export interface Config {
       enterSeconds: number; exitSeconds: number; learnSeconds: number; tighten: number; suspects: number;
     };
   };
-  state: { dir: string; redis: { url: string } };
+  state: { dir: string; redis: { url: string; prefix: string } };
   stats: { flushIntervalMs: number; retentionDays: number };
   shutdown: { drainTimeoutMs: number };
   log: { level: string };
@@ -208,6 +208,7 @@ export const schema = {
     dir: { doc: 'Folder of the embedded store (node:sqlite).', format: String, default: 'data' },
     redis: {
       url: { doc: 'Redis URL (redis:// or rediss://) through which nodes share bans, the whitelist, attack state, the challenge secret and the TLS session ticket key ("" = run alone on the embedded store).', format: String, default: '' },
+      prefix: { doc: 'Prefix of every key and pub/sub channel of this cluster in Redis: clusters sharing one Redis server keep apart by prefix, or by database (the URL\'s /N; the channels, global to a server, carry it). 1 to 64 printable characters, no blanks. Changing it needs a restart.', format: String, default: 'scrubber:' },
     },
   },
   stats: {

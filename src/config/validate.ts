@@ -263,6 +263,7 @@ export function validateStructure(cfg: Config): string[] {
   }
   if (!cfg.state.dir.trim()) problems.push('state.dir: must name a folder (it was empty: the store has nowhere to go)');
   if (cfg.state.redis.url) { const p = redisUrlProblem(cfg.state.redis.url); if (p) problems.push(`state.redis.url: ${JSON.stringify(cfg.state.redis.url)} ${p}`); }
+  if (!/^[\x21-\x7e]{1,64}$/.test(cfg.state.redis.prefix)) problems.push(`state.redis.prefix: ${JSON.stringify(cfg.state.redis.prefix)} must be 1 to 64 printable characters without blanks`);
   // 0 or below used to run one process without a word, as if 1 was meant; a typo of 1000 would fork a thousand.
   if (cfg.workers < 1) problems.push(`workers: must be at least 1 (was ${cfg.workers})`);
   else if (cfg.workers > MAX_WORKERS) problems.push(`workers: at most ${MAX_WORKERS} (one process per core; was ${cfg.workers})`);

@@ -103,6 +103,10 @@ export class SqliteFilterStore implements FilterStore {
   deleteWhitelist(ip: string): void { this.queue.set('w' + ip, { t: 'unwl', ip }); }
   putOffender(ip: string, r: OffenderRecord): void { this.queue.set('o' + ip, { t: 'off', ip, r }); }
 
+  /** The secret shared by the nodes on Redis, once taken up: kept as this node's, so that a restart while Redis is out
+   *  of reach signs and checks cookies with the one its visitors hold. */
+  keepSecret(s: Buffer): void { this.setMeta('challenge-secret', s); }
+
   secret(): Buffer {
     const kept = this.meta('challenge-secret');
     if (kept) return kept;

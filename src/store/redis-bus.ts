@@ -73,7 +73,7 @@ export class RedisBus implements DecisionBus {
     for (const d of this.pending.loadSaved()) this.known.remember(d);
     this.waitMs = opts.waitMs ?? 2000;
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 1500;
-    this.k = redisKeys(this.prefix);
+    this.k = redisKeys(this.prefix, opts.url);
     this.clock = new ClockCheck(this.log, () => this.cmd.time(), opts.clock);
     const common = {
       // Our own queue holds what could not be sent; ioredis must not hold or retry commands itself.
@@ -85,6 +85,7 @@ export class RedisBus implements DecisionBus {
     this.cmd = redisClient(opts.url, { ...common, commandTimeout: 10_000, connectionName: `scrubber-${this.nodeId}` }, this.log);
     this.sub = redisClient(opts.url, { ...common, autoResubscribe: false, connectionName: `scrubber-sub-${this.nodeId}` }, null);
     this.sharedSecret = new SharedSecret(this.cmd, this.k.secret, this.log);
+    if (opts.keepSecret) this.sharedSecret.watch(opts.keepSecret); // the node's store keeps it for a restart without Redis
 
     for (const c of [this.cmd, this.sub]) c.on('error', () => {}); // state changes are followed through 'ready' / 'close'
     this.cmd.on('ready', () => { this.cmdReady = true; this.onUp(); });
@@ -144,7 +145,6 @@ export class RedisBus implements DecisionBus {
   }
 
   ticketKey(p: number, ttlMs: number, mine: Buffer): Promise<Buffer> { return this.healthy ? sharedValue(this.cmd, this.k.ticket + p, mine, ttlMs) : Promise.reject(new Error('Redis is out of reach')); }
-
   async secret(local: Buffer): Promise<Buffer> { return this.sharedSecret.first(local, await this.waitReady()); }
   /** The shared secret, when this node takes it up after its start (Redis reached late, or emptied). */
   watchSecret(fn: (secret: Buffer) => void): void { this.sharedSecret.watch(fn); }

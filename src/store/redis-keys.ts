@@ -17,7 +17,7 @@
 //   <p>epoch       string  a random id set NX; a bus that finds it changed knows
 //                          Redis lost its data (restarted without persistence)
 //                          and writes back everything it knows
-//   <p>decisions   channel JSON { node, ds: Decision[] }, a node ignores its own
+//   <p>decisions   channel JSON { node, ds: Decision[] }, a node ignores its own ("@db<n>" appended past database 0)
 //   <p>token:<id>, <p>tokens  a challenge token's networks and its revocation: redis-tokens.ts (not the bus's)
 //
 // This file imports nothing from the other redis-* files (they import it).
@@ -37,8 +37,17 @@ export interface RedisSnapshot extends DecisionSnapshot {
 
 export interface RedisKeys { bans: string; exp: string; wl: string; attack: string; gone: string; secret: string; epoch: string; channel: string; ticket: string }
 
-export const redisKeys = (p: string): RedisKeys =>
-  ({ bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, gone: `${p}gone`, secret: `${p}secret`, epoch: `${p}epoch`, channel: `${p}decisions`, ticket: `${p}tls-ticket:` });
+export const redisKeys = (p: string, url = ''): RedisKeys =>
+  ({ bans: `${p}bans`, exp: `${p}bans:exp`, wl: `${p}whitelist`, attack: `${p}attack`, gone: `${p}gone`, secret: `${p}secret`, epoch: `${p}epoch`, channel: channelName(p, 'decisions', url), ticket: `${p}tls-ticket:` });
+
+/** A pub/sub channel of the cluster. Keys live in the URL's database, channels are global to the server: a channel
+ *  names its database (past 0, which keeps the name every node used so far), or clusters on two databases of one
+ *  server would take each other's bans and whitelist. */
+export function channelName(prefix: string, name: string, url: string): string {
+  let db = 0;
+  try { const path = new URL(url).pathname.slice(1); if (/^\d+$/.test(path)) db = Number(path); } catch { /* checked by the config */ }
+  return db === 0 ? `${prefix}${name}` : `${prefix}${name}@db${db}`;
+}
 
 /** The value every node uses at `key`: `mine` is written first where there is none (the first node wins; with an
  *  expiry, ms, when given). */
@@ -241,6 +250,9 @@ export interface RedisBusOptions {
   /** Where the Redis epoch this node last reconciled with is kept (the node's own store): a node that restarts
    *  after Redis lost its data writes back what it holds, and one whose Redis kept it lifts what others lifted. */
   epoch?: { load(): string | null; save(e: string): void };
+  /** Called with the shared challenge secret each time this node takes it up: kept in the node's store, so that a
+   *  restart while Redis is away signs with the one the visitors' cookies carry. */
+  keepSecret?: (s: Buffer) => void;
   /** The clock the offset to Redis's is measured with (redis-clock.ts); default Date.now. */
   clock?: () => number;
 }

@@ -10,6 +10,10 @@ import { WRITE_LUA, writeArgs, writeKeys, writeOutcome } from './redis-write.ts'
 
 /** The queue goes to the node's store at most this often while Redis is away (and at close). */
 const SAVE_EVERY_MS = 1000;
+/** Decisions an operator makes through the API that the node's store does not keep by itself (a ban it does), saved at
+ *  once while Redis is away; past this many queued, the queue (one JSON value) is saved within SAVE_EVERY_MS instead. */
+const LIFTINGS = new Set<Decision['kind']>(['unban', 'whitelist', 'unwhitelist']);
+const SAVE_AT_ONCE_MAX = 20_000;
 /** How long this node's written decisions keep older ones heard from others from being applied (standsOver). */
 const RECENT_MS = 60_000;
 /** Decisions written per script call. */
@@ -32,6 +36,7 @@ export class DecisionQueue {
   /** The saved copy is not empty (it must be cleared once everything is written). */
   private saved = false;
   private timer: NodeJS.Timeout | null = null;
+  private atOnce = false;
   /** This node's decisions written in the last RECENT_MS, by key (when made; when written), oldest written first: a
    *  message published before this node's later decision reached Redis can arrive after the write's answer. */
   private readonly recent = new Map<string, { t: number | null; w: number }>();
@@ -79,7 +84,16 @@ export class DecisionQueue {
       }
     }
     // Dropped while Redis is there too: never written yet and in force here, it must outlive a kill -9.
-    if (away || lost) this.saveSoon();
+    if (away && LIFTINGS.has(d.kind) && this.pending.size + this.unwritten.size <= SAVE_AT_ONCE_MAX) this.saveAtOnce();
+    else if (away || lost) this.saveSoon();
+  }
+
+  /** A lifting or a whitelist change is an operator's, answered by the API: saved before anything else is answered, so
+   *  that a kill -9 right after cannot bring a ban back at the restart (a ban is kept by the node's store at once). */
+  private saveAtOnce(): void {
+    if (!this.store || this.atOnce) return;
+    this.atOnce = true;
+    process.nextTick(() => { this.atOnce = false; this.save(); });
   }
 
   /** Queued again: `ds` (what this node knows in force, when Redis came back empty or never saw it) and what the

@@ -20,6 +20,7 @@
 // machine (resync, queue, epoch) is not concerned by these counts.
 import type { Redis } from 'ioredis';
 import { redisClient } from './redis-client.ts';
+import { channelName } from './redis-keys.ts';
 import type { TokenSpread } from '../challenge/cookie.ts';
 import type { Config } from '../config/schema.ts';
 
@@ -49,7 +50,7 @@ export class SharedTokens {
 
   constructor(o: SharedTokensOptions) {
     this.prefix = o.prefix ?? 'scrubber:';
-    this.channel = `${this.prefix}tokens`;
+    this.channel = channelName(this.prefix, 'tokens', o.url);
     this.log = o.logger ?? { warn() {} };
     this.now = o.now ?? Date.now;
     // ioredis holds nothing for later (a command to a Redis out of reach fails at once); what this node saw meanwhile
@@ -117,8 +118,8 @@ export class SharedTokens {
 }
 
 /** A process alone (no workers): its token spread counted over the nodes too. */
-export function shareTokenSpread(spread: TokenSpread, url: string, config: () => Config, now: () => number, log: { child(o: object): { warn(o: object, msg: string): void } }): SharedTokens {
-  const shared = new SharedTokens({ url, logger: log.child({ mod: 'redis' }) });
+export function shareTokenSpread(spread: TokenSpread, redis: Config['state']['redis'], config: () => Config, now: () => number, log: { child(o: object): { warn(o: object, msg: string): void } }): SharedTokens {
+  const shared = new SharedTokens({ url: redis.url, prefix: redis.prefix, logger: log.child({ mod: 'redis' }) });
   spread.onNetwork = (id, net) => { const c = config().filter.challenge; shared.network(id, net, c.maxNetworksPerToken, c.trustSeconds * 1000); };
   shared.onRevoked((id) => spread.revoke(id, now()));
   return shared;
