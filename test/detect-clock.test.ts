@@ -129,9 +129,45 @@ describe('extraction (pure: head or observation in, events out)', () => {
     answerEvents(o('/nope', { status: 404 }), s, k, p, false);
     // The 404, less what the three pages found before it take back (a scan is judged by its share of misses).
     expect(p[E.notFound]).toBe(1 - 3 * FOUND_OFFSETS_MISS);
-    answerEvents(o('/theme', { contentType: 'text/css' }), s, k, p, false);
+    answerEvents(o('/theme', { contentType: 'text/css', upstreamMs: 3 }), s, k, p, false);
     expect(p[E.notFound]).toBe(1 - 3 * FOUND_OFFSETS_MISS); // an asset takes nothing back
     expect(k.staticPaths.size).toBe(1);
-    expect(p[E.upstreamSeconds]).toBeCloseTo(1.25);
+    // An image made at a search's cost (a thumbnailer) is no static path; one learned so is forgotten when it turns so.
+    answerEvents(o('/thumb', { contentType: 'image/webp', upstreamMs: 250 }), s, k, p, false);
+    answerEvents(o('/theme', { contentType: 'text/css', upstreamMs: 250 }), s, k, p, false);
+    expect(k.staticPaths.size).toBe(0);
+    expect(p[E.upstreamSeconds]).toBeCloseTo(1.503);
+    // A long poll's time (noLatency) is no cost of the application's.
+    answerEvents(o('/poll', { upstreamMs: 5000, noLatency: true }), s, k, p, false);
+    expect(p[E.upstreamSeconds]).toBeCloseTo(1.503);
+  });
+
+  it('misses: one path missed again and again counts once; a path missed then created takes its miss back whole', () => {
+    const s = new SourceState(1);
+    const k = new DomainKnowledge();
+    const p = newPending();
+    const o = (path: string, x: Partial<Observation> = {}): Observation => ({ domain: HOST, source: 's', client: 's', method: 'GET', path, status: 404, bytesIn: 0, bytesOut: 0, durationMs: 0, contentType: 'application/json', outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: false, queuedMs: 0, upstreamMs: 1, ...x });
+    for (let i = 0; i < 20; i++) answerEvents(o('/jobs/7/result'), s, k, p, false);
+    expect(p[E.notFound]).toBe(1); // a poll, not a scan
+    answerEvents(o('/jobs/7/result', { status: 200 }), s, k, p, false);
+    expect(p[E.notFound]).toBe(0); // found at last: the whole miss back
+    for (let i = 0; i < 10; i++) {
+      answerEvents(o(`/docs/${i}.pdf`, { method: 'HEAD' }), s, k, p, false);
+      answerEvents(o(`/docs/${i}.pdf`, { method: 'PUT', status: 201 }), s, k, p, false);
+    }
+    expect(p[E.notFound]).toBe(0); // a sync client creating what it missed
+    for (let i = 0; i < 10; i++) answerEvents(o(`/admin${i}.php`), s, k, p, false);
+    answerEvents(o('/', { status: 200 }), s, k, p, false);
+    expect(p[E.notFound]).toBe(10 - FOUND_OFFSETS_MISS); // a scan: a found page elsewhere takes back half a miss
+  });
+
+  it('a body far larger than the path usually receives counts only from a source with no browsing history', () => {
+    const k = new DomainKnowledge();
+    const o = (bytesIn: number): Observation => ({ domain: HOST, source: 's', client: 's', method: 'POST', path: '/api/messages', status: 201, bytesIn, bytesOut: 0, durationMs: 0, contentType: 'application/json', outcome: 'passed', proxyReason: null, upstreamError: null, newConnection: false, queuedMs: 0, upstreamMs: 1 });
+    const teacher = new SourceState(1), p0 = newPending();
+    for (let i = 0; i < 5; i++) answerEvents(o(200), teacher, k, p0, true);
+    const person = new SourceState(1), stranger = new SourceState(1), pp = newPending(), ps = newPending();
+    for (let i = 0; i < 3; i++) { answerEvents(o(300 * 1024), person, k, pp, true); answerEvents(o(300 * 1024), stranger, k, ps, false); }
+    expect([pp[E.oversizedBody], ps[E.oversizedBody]]).toEqual([0, 3]);
   });
 });

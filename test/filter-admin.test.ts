@@ -75,7 +75,7 @@ describe('admin API for the lists', () => {
     expect(f.banOf('203.0.113.9')).toBeUndefined();
     expect((await admin(proxy, 'PUT', '/api/whitelist/203.0.113.9', undefined, 'wrong')).status).toBe(401);
     const ok = await admin(proxy, 'GET', '/api/blacklist');
-    expect(ok).toEqual({ status: 200, json: { entries: [] } });
+    expect(ok).toEqual({ status: 200, json: { total: 0, entries: [] } });
   });
 
   it('a manual ban: listed with its reason and expiry, refused at accept, lifted by DELETE', async () => {

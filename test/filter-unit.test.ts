@@ -9,7 +9,7 @@ import { applyEvents, newPending, newVerdict } from '../src/detect/engine.ts';
 import { FOUND_OFFSETS_MISS } from '../src/detect/extract.ts';
 import { explainScore, scoreLine } from '../src/detect/score.ts';
 import { banDurationMs, decayedOffences, enforced, recordOffence, MAX_BAN_SECONDS, MIN_BAN_SECONDS } from '../src/decisions/ban-time.ts';
-import { joinRemoteAttack, newAttackState, restoreAttack, saveAttack, stepAttack, type AttackParams, type Sample } from '../src/detect/attack-mode.ts';
+import { DomainTraffic, joinRemoteAttack, newAttackState, restoreAttack, saveAttack, stepAttack, type AttackParams, type Sample } from '../src/detect/attack-mode.ts';
 import { ATTACK_REFRESH_MS } from '../src/decisions/bus.ts';
 import { parseBlacklistAddress, parseWhitelistEntry, Whitelist } from '../src/decisions/lists.ts';
 import { signToken, verifyToken } from '../src/challenge/cookie.ts';
@@ -194,6 +194,40 @@ describe('attack mode', () => {
     expect(s.entered).toBe(true);
     expect(s.failingStarted).toBe(true);
     expect(st.upstreamFailing).toBe(true);
+  });
+
+  it("500s: judged against the domain's learned share of them (a buggy page), a sign when far above it", () => {
+    const buggy = (requests: number, share: number): Sample => ({ ...sample(requests), appErrors: Math.round(requests * share) });
+    const st = newAttackState();
+    // A site whose buggy page answers 500 to a fifth of its requests, from its start: learned, never an attack.
+    for (let i = 0; i < 30; i++) expect(stepAttack(st, buggy(50, 0.2), params, i).entered).toBe(false);
+    expect(st.baselineAppErrors).toBeCloseTo(0.2);
+    // An application failing fast under a flood: most answers are 500s, at once.
+    stepAttack(st, buggy(60, 0.7), params, 30);
+    const step = stepAttack(st, buggy(60, 0.7), params, 31);
+    expect([step.entered, st.reason, st.upstreamFailing]).toEqual([true, 'upstream failing', true]);
+  });
+
+  it('latency: the median of the second, so a few answers held on purpose (long polls) are no sign', () => {
+    const st = newAttackState();
+    for (let i = 0; i < 12; i++) stepAttack(st, { ...sample(30, 5), latencyMs: 5 }, params, i);
+    // A third of the answers held 5 s (the mean is 1.7 s), the median 5 ms: calm.
+    const held: Sample = { ...sample(30), latencySumMs: 10 * 5000 + 20 * 5, latencyMs: 5 };
+    for (let i = 12; i < 20; i++) expect(stepAttack(st, held, params, i).entered).toBe(false);
+    // Most answers slow: an origin in trouble.
+    const slow: Sample = { ...sample(30), latencySumMs: 30 * 800, latencyMs: 800 };
+    stepAttack(st, slow, params, 20);
+    expect(stepAttack(st, slow, params, 21).entered).toBe(true);
+  });
+
+  it("a second's latencies: the median of a stride sample, whatever their number", () => {
+    const t = new DomainTraffic();
+    for (let i = 0; i < 1000; i++) t.answer(i % 10 === 0 ? 5000 : 2);
+    const s = t.take(1);
+    expect([s.answered, s.latencyMs, s.latencySumMs / s.answered]).toEqual([1000, 2, 501.8]);
+    t.answer(1); t.answer(9);
+    expect(t.take(1).latencyMs).toBe(5);
+    expect(t.take(1).latencyMs).toBeUndefined();
   });
 
   it('after a restart: the learned baseline comes back whole; an attack only if saved less than exitSeconds ago', () => {

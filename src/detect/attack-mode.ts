@@ -1,7 +1,8 @@
 // Attack mode per domain: learn the domain's normal traffic (request rate,
 // latency) and switch filtering on when it departs from it, with hysteresis
-// so it does not flap. An upstream that starts failing (503/504, timeouts,
-// refused connections) is a sign of attack by itself, and tightens the filter.
+// so it does not flap. An upstream that starts failing (502/503/504, timeouts,
+// refused connections, or 500s far above their learned share) is a sign of
+// attack by itself, and tightens the filter.
 // So is a saturated origin: requests waiting behind the domain's adaptive limit
 // while the origin answers well above its own unloaded latency
 // (limits/adaptive-limit.ts). That sign needs no learned baseline and no
@@ -26,7 +27,8 @@ export interface AttackParams {
   latencyFactor: number;
   /** ... and this many ms. */
   minLatencyMs: number;
-  /** Attack when this share of requests fail upstream (503/504, timeouts, refused). */
+  /** Attack when this share of requests fail upstream (502/503/504, timeouts, refused), or answer 500 this share
+   *  above the domain's learned usual share. */
   errorRatio: number;
   /** Consecutive hot seconds before attack mode starts. */
   enterSeconds: number;
@@ -39,6 +41,8 @@ export interface AttackParams {
 export interface AttackState {
   baselineRps: number;
   baselineLatencyMs: number;
+  /** The usual share of requests the application answers 500 (its buggy pages), learned as the rate is. */
+  baselineAppErrors: number;
   /** Seconds of calm traffic learned so far. */
   learned: number;
   under: boolean;
@@ -67,7 +71,11 @@ export interface Sample {
   /** Requests forwarded and answered by the upstream. */
   answered: number;
   latencySumMs: number;
+  /** The median latency of the second's answers (a stride sample of them; absent: the mean is used). */
+  latencyMs?: number;
   upstreamErrors: number;
+  /** Requests the application answered 500 (observation.ts isAppError). */
+  appErrors?: number;
   /** Requests that had to wait in the domain's upstream queue (it was at maxInflight). */
   queued: number;
   seconds: number;
@@ -86,17 +94,20 @@ export interface NodeAttack { under: boolean; since: number; reason: string; fai
  *  chosen so), and the origin was saturated when at least half of those with an adaptive limit say so (each limit
  *  judges the same origin on its share of the requests). Pure. */
 export function combineSamples(ss: readonly Sample[]): Sample {
-  const out: Sample = { requests: 0, answered: 0, latencySumMs: 0, upstreamErrors: 0, queued: 0, seconds: 0, saturated: null, queuedBrowsing: 0 };
-  let rate = 0, secs = 0, judged = 0, saturated = 0;
+  const out: Sample = { requests: 0, answered: 0, latencySumMs: 0, upstreamErrors: 0, appErrors: 0, queued: 0, seconds: 0, saturated: null, queuedBrowsing: 0 };
+  let rate = 0, secs = 0, judged = 0, saturated = 0, medians = 0;
   for (const s of ss) {
+    if (s.latencyMs !== undefined && s.answered > 0) medians += s.latencyMs * s.answered;
     const sec = s.seconds > 0 ? s.seconds : 1;
     out.requests += s.requests; out.answered += s.answered; out.latencySumMs += s.latencySumMs;
-    out.upstreamErrors += s.upstreamErrors; out.queued += s.queued; out.queuedBrowsing! += s.queuedBrowsing ?? 0;
+    out.upstreamErrors += s.upstreamErrors; out.appErrors! += s.appErrors ?? 0; out.queued += s.queued; out.queuedBrowsing! += s.queuedBrowsing ?? 0;
     rate += s.requests / sec; secs += sec;
     if (s.saturated != null) { judged++; if (s.saturated) saturated++; }
   }
   out.seconds = out.requests > 0 ? out.requests / rate : ss.length ? secs / ss.length : 1;
   if (judged) out.saturated = saturated * 2 >= judged;
+  // The processes' medians weighed by their answers: near enough the node's median for a sign that compares with a factor.
+  if (out.answered > 0 && ss.every((s) => s.answered === 0 || s.latencyMs !== undefined)) out.latencyMs = medians / out.answered;
   return out;
 }
 
@@ -107,7 +118,7 @@ const MIN_FAILURES = 3;
 /** A saturated second is a crowd, not an attack, when at least this share of the requests that waited came from sources browsing like people. */
 const BROWSING_SHARE = 0.5;
 
-export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, failingSeen: false, reason: '', remote: false, announcedAt: 0 });
+export const newAttackState = (): AttackState => ({ baselineRps: 0, baselineLatencyMs: 0, baselineAppErrors: 0, learned: 0, under: false, hot: 0, calm: 0, since: 0, upstreamFailing: false, failingSeen: false, reason: '', remote: false, announcedAt: 0 });
 
 /** `announce`: the others are told the state now (it started, it ended here, or it goes on: ATTACK_REFRESH_MS). */
 export interface Step { entered: boolean; exited: boolean; failingStarted: boolean; announce: boolean }
@@ -116,7 +127,9 @@ export interface Step { entered: boolean; exited: boolean; failingStarted: boole
 export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: number): Step {
   const secs = s.seconds > 0 ? s.seconds : 1;
   const rps = s.requests / secs;
-  const latency = s.answered > 0 ? s.latencySumMs / s.answered : 0;
+  // The median, not the mean: a few answers held on purpose (long polls: the application answers when there is news)
+  // would make the mean of a second seconds long with nothing slow; an origin in trouble slows most of its answers.
+  const latency = s.answered > 0 ? s.latencyMs ?? s.latencySumMs / s.answered : 0;
   // Until a baseline is learned (the first min(learnSeconds, 30) calm seconds) the rate alone
   // proves nothing: a busy site would look attacked at every start. Latency and failures still count.
   const warm = st.learned >= Math.min(p.learnSeconds, 30);
@@ -124,7 +137,12 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   // A latency baseline needs some calm traffic first; before that only minLatencyMs counts.
   const latencyLine = Math.max(p.minLatencyMs, st.learned > 0 ? p.latencyFactor * st.baselineLatencyMs : 0);
   const latencyHot = s.answered >= 5 && latency > latencyLine;
-  const failing = s.requests >= 5 && s.upstreamErrors >= MIN_FAILURES && s.upstreamErrors / s.requests >= p.errorRatio;
+  // An application failing fast under load answers at once (no latency, nothing waits): its 500s are then the only
+  // sign. Judged above its usual share of them (a site with a buggy page answers some 500s every second, attack or not).
+  const appShare = s.requests > 0 ? (s.appErrors ?? 0) / s.requests : 0;
+  const appFailing = s.requests >= 5 && (s.appErrors ?? 0) >= MIN_FAILURES && appShare - st.baselineAppErrors >= p.errorRatio;
+  const hardFailing = s.requests >= 5 && s.upstreamErrors >= MIN_FAILURES && s.upstreamErrors / s.requests >= p.errorRatio;
+  const failing = hardFailing || appFailing;
   // With an adaptive limit, waiting alone proves nothing (the limit may still be growing towards a flash crowd):
   // the limit's own judgement (waiting and slow) replaces it. A saturated origin whose waiting demand mostly comes
   // from sources that fetch pages with their assets is a crowd of people (new visitors arriving at once): the fair
@@ -165,7 +183,12 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
     const a = Math.min(1, warm ? secs / p.learnSeconds : secs / (st.learned + secs));
     st.baselineRps += a * (rps - st.baselineRps);
     if (s.answered > 0) st.baselineLatencyMs = st.baselineLatencyMs > 0 ? st.baselineLatencyMs + a * (latency - st.baselineLatencyMs) : latency;
+    if (s.requests > 0) st.baselineAppErrors += a * (appShare - st.baselineAppErrors);
     st.learned += secs;
+  } else if (st.under && appFailing && !hardFailing && !rateHot && !latencyHot && !crowded) {
+    // Under attack by 500s alone: a site whose bug now fails a page for good would stay in attack mode, so its share
+    // is learned, ten times slower than in calm (a flood that makes the application fail for a while moves it little).
+    st.baselineAppErrors += Math.min(1, secs / (UNDER_ATTACK_LEARN_SLOWER * p.learnSeconds)) * (appShare - st.baselineAppErrors);
   } else if (st.under && rateHot && !latencyHot && !failing && !crowded) {
     // Under attack by its rate alone, the origin well (answering at its usual pace, nothing failing, nothing waiting):
     // a new level of real traffic (the site's own after a DNS switch to a proxy that learned the trickle before it, a
@@ -179,21 +202,45 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   return out;
 }
 
+/** Answer latencies kept per second for the median: every one up to this many, then a stride sample (every 2nd, 4th…). */
+const LATENCY_SAMPLES = 64;
+
+/** The median of the first n values of a (reordered). */
+const median = (a: Float64Array, n: number, v = a.subarray(0, n).sort()): number => n % 2 ? v[n >> 1] : (v[n / 2 - 1] + v[n / 2]) / 2;
+
 /** One domain's counts for the current second, filled on the request path (plain increments). */
 export class DomainTraffic {
   requests = 0;
   answered = 0;
   latencySumMs = 0;
+  private readonly latencies = new Float64Array(LATENCY_SAMPLES);
+  private kept = 0; private stride = 1;
   upstreamErrors = 0;
+  appErrors = 0;
   queued = 0;
   queuedBrowsing = 0;
   readonly state: AttackState;
 
   constructor(state: AttackState = newAttackState()) { this.state = state; }
 
+  /** An answer of the application, its latency (ms). Answers 0, stride, 2 × stride… of the second are kept. */
+  answer(ms: number): void {
+    const i = this.answered++;
+    this.latencySumMs += ms;
+    if (i % this.stride !== 0) return;
+    if (this.kept === LATENCY_SAMPLES) { // full: every other one kept, and from now on every other one of those
+      for (let j = 0; j < LATENCY_SAMPLES / 2; j++) this.latencies[j] = this.latencies[2 * j];
+      this.kept = LATENCY_SAMPLES / 2; this.stride *= 2;
+      if (i % this.stride !== 0) return;
+    }
+    this.latencies[this.kept++] = ms;
+  }
+
   take(seconds: number, saturated: boolean | null = null): Sample {
-    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, upstreamErrors: this.upstreamErrors, queued: this.queued, seconds, saturated, queuedBrowsing: this.queuedBrowsing };
-    this.requests = this.answered = this.latencySumMs = this.upstreamErrors = this.queued = this.queuedBrowsing = 0;
+    const latencyMs = this.kept > 0 ? median(this.latencies, this.kept) : undefined;
+    this.kept = 0; this.stride = 1;
+    const s = { requests: this.requests, answered: this.answered, latencySumMs: this.latencySumMs, latencyMs, upstreamErrors: this.upstreamErrors, appErrors: this.appErrors, queued: this.queued, seconds, saturated, queuedBrowsing: this.queuedBrowsing };
+    this.requests = this.answered = this.latencySumMs = this.upstreamErrors = this.appErrors = this.queued = this.queuedBrowsing = 0;
     return s;
   }
 }
@@ -226,6 +273,8 @@ export function joinRemoteAttack(st: AttackState, since: number, reason: string 
 export interface SavedAttack {
   baselineRps: number;
   baselineLatencyMs: number;
+  /** Absent in what a version before it saved. */
+  baselineAppErrors?: number;
   learned: number;
   under: boolean;
   since: number;
@@ -236,7 +285,7 @@ export interface SavedAttack {
 }
 
 export const saveAttack = (st: AttackState): SavedAttack => ({
-  baselineRps: st.baselineRps, baselineLatencyMs: st.baselineLatencyMs, learned: st.learned,
+  baselineRps: st.baselineRps, baselineLatencyMs: st.baselineLatencyMs, baselineAppErrors: st.baselineAppErrors, learned: st.learned,
   under: st.under, since: st.since, upstreamFailing: st.upstreamFailing, reason: st.reason, remote: st.remote,
 });
 
@@ -252,6 +301,7 @@ export function restoreAttack(saved: SavedAttack, savedAt: number, now: number, 
   const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
   st.baselineRps = num(saved.baselineRps);
   st.baselineLatencyMs = num(saved.baselineLatencyMs);
+  st.baselineAppErrors = Math.min(1, num(saved.baselineAppErrors));
   st.learned = num(saved.learned);
   if (saved.under === true && now - savedAt < p.exitSeconds * 1000) {
     st.under = true;

@@ -7,7 +7,7 @@
 import type { Config, DomainConfig } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
 import type { Observation } from '../observe/observation.ts';
-import { isQueueRefusal, upstreamInTrouble } from '../observe/observation.ts';
+import { isAppError, isQueueRefusal, upstreamInTrouble } from '../observe/observation.ts';
 import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
 import { applyEvents, enforcedOverflow, fills, newPending, newVerdict, scaleOf } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
@@ -116,8 +116,9 @@ export class Detector {
     if (k) {
       const t = k.traffic;
       // The application's latency: not the client's upload, nor our queue (waiting is judged with latency by the adaptive limit).
-      if (o.outcome === 'passed') { t.answered++; t.latencySumMs += o.upstreamMs; }
+      if (o.outcome === 'passed' && o.noLatency !== true) t.answer(o.upstreamMs);
       if (upstreamInTrouble(o)) t.upstreamErrors++;
+      else if (isAppError(o)) t.appErrors++;
       if (o.queuedMs > 0) t.queued++;
       // The filter's own answers say nothing new about the source.
       if (o.outcome === 'blocked' || o.outcome === 'challenged') return;

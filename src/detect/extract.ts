@@ -11,6 +11,10 @@ import type { DomainKnowledge } from './knowledge.ts';
 import { EVENT_INDEX as E } from './rules.ts';
 import { hashRange, headerOddness, userAgentHash, isAssetPath, isHtml, isStaticType, pathEnd, queryKeysHash } from './signals.ts';
 
+/** An answer of a static type is learned as a static path only when the application gave it this fast at most (or
+ *  within the domain's usual latency, for an origin far away): a file, not a computation. */
+const STATIC_MS = 25;
+
 /** How much of a 404 a found (2xx/3xx, non-asset) answer of the same source takes back: see answerEvents. */
 export const FOUND_OFFSETS_MISS = 0.5;
 
@@ -43,11 +47,13 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
   if (o.proxyReason === 'body-too-slow' || o.slowReader === true) p[E.slow] += 1;
   if (o.method === 'POST' || o.method === 'PUT' || o.method === 'PATCH') {
     p[E.post] += 1;
-    if (k.bodySizes.oversized(ph, o.bytesIn)) p[E.oversizedBody] += 1;
+    // A source with a browsing history is a person: one who sends photos to a chat that mostly receives text is
+    // uploading, not flooding (the rule is for bodies posted by sources that never browsed).
+    if (k.bodySizes.oversized(ph, o.bytesIn)) { if (!trusted) p[E.oversizedBody] += 1; }
     else if (o.outcome === 'passed' && o.status < 400 && trusted) k.bodySizes.learn(ph, o.bytesIn);
   }
   // What the source cost the application: not its own upload time nor its wait in the queue.
-  if (o.outcome === 'passed') p[E.upstreamSeconds] += o.upstreamMs / 1000;
+  if (o.outcome === 'passed' && o.noLatency !== true) p[E.upstreamSeconds] += o.upstreamMs / 1000;
   // Assets stay out of the path ring: a page's dozens of assets would push the pages out.
   const seen = asset ? 0 : s.notePath(ph, queryKeysHash(url, end));
   if (seen === 1) p[E.newPath] += 1;
@@ -55,7 +61,12 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
   if (o.status < 400) {
     if (asset) {
       s.assets++;
-      if (o.status === 200 && isStaticType(o.contentType)) k.staticPaths.set(ph, true);
+      // Static is cheap: a file read and sent. An image made on the fly (a thumbnailer, Next.js's /_next/image) answers
+      // an image type at a search's cost; learned as static it would skip the challenge and the newcomers' slice.
+      if (o.status === 200 && isStaticType(o.contentType)) {
+        if (o.upstreamMs <= Math.max(STATIC_MS, k.traffic.state.baselineLatencyMs)) k.staticPaths.set(ph, true);
+        else k.staticPaths.delete(ph);
+      }
     } else if (o.status < 300 && isHtml(o.contentType)) {
       s.pages++;
       // A new page while no asset was ever loaded: a browser would have loaded some after the first page.
@@ -64,11 +75,17 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
   }
   // A miss counts when the path (or its set of query keys) is new to the source: a scan spreads over paths, while a
   // client polling one resource until it exists (a job's result, an upload) misses the same path again and again.
-  if (o.status === 404 || o.status === 410) { if (!assetPath && seen !== 0) p[E.notFound] += 1; }
+  if (o.status === 404 || o.status === 410) { if (!assetPath && seen !== 0) { p[E.notFound] += 1; s.lastMissed = true; } }
   else if (o.status >= 400 && o.status < 500) p[E.error] += 1;
   // What makes a scan is the share of misses, not their count: a scanner's answers are nearly all 404s, while many
   // people behind one address (an app's users at a carrier NAT, each with its routine 404) miss now and then among
   // many found answers. A found page or call takes back part of a miss (FOUND_OFFSETS_MISS): the source's misses
   // are judged past a third of its answers, and a scanner must send two real requests per probe to hide.
-  else if (o.status < 400 && !assetPath && !asset) p[E.notFound] -= FOUND_OFFSETS_MISS;
+  // A path the source just missed and now finds (a sync client's HEAD 404, then its PUT 201: it created it) takes the
+  // whole miss back; a scanner cannot make what it missed exist.
+  else if (o.status < 400 && !assetPath && !asset) {
+    const created = s.lastMissed && seen === 0 && s.isNewestPath(ph);
+    p[E.notFound] -= created ? 1 : FOUND_OFFSETS_MISS;
+    if (created || seen !== 0) s.lastMissed = false;
+  }
 }

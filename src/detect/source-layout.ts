@@ -18,6 +18,8 @@ export const W = {
 export const F_WHITELISTED = 1;
 export const F_STRING_KEY = 2;
 export const F_LIVE = 4;
+/** The newest path of the ring was a miss (404/410) counted against the source (SourceState.lastMissed). */
+export const F_LAST_MISSED = 8;
 
 /** Time offsets meaning "0" (never), and "see the spill map" (source-table.ts). */
 export const NEVER = -0x80000000;

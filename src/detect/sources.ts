@@ -11,6 +11,7 @@
 // Behind the SourceStore interface so that a shared implementation (workers,
 // Redis) can replace this in-process one later.
 import { F_WHITELISTED, SourceTable, W } from './source-table.ts';
+import { F_LAST_MISSED } from './source-layout.ts';
 
 /** Recent paths remembered per source, to tell new paths and cache-busting apart. */
 export const RING = 8;
@@ -81,6 +82,19 @@ export class SourceState {
     u16[u + at] = k;
     this.t.u8[m] = (pos & 0x0f) | (((at + 1) & 3) << 4);
     return !first;
+  }
+
+  /** Whether the newest path of the ring (see lastMissed) is `pathHash`. */
+  isNewestPath(pathHash: number): boolean {
+    const at = (this.t.u8[(this.b + W.marks) * 4 + 2] + 7) & 7;
+    return this.t.i32[this.b + W.paths + at * 2] === (pathHash | 0);
+  }
+  /** The newest path of the ring was a miss counted against the source: found next (a sync client's HEAD 404, then its
+   *  PUT), it takes the whole miss back. */
+  get lastMissed(): boolean { return (this.t.u8[(this.b + W.marks) * 4 + 3] & F_LAST_MISSED) !== 0; }
+  set lastMissed(v: boolean) {
+    const i = (this.b + W.marks) * 4 + 3;
+    this.t.u8[i] = v ? this.t.u8[i] | F_LAST_MISSED : this.t.u8[i] & ~F_LAST_MISSED;
   }
 
   /** Records a path; returns 0 if it was seen (same keys), 1 if new, 2 if seen with other query keys (cache-busting). */

@@ -140,7 +140,7 @@ export function passthroughObservation(e: PassthroughEvent): Observation {
     contentType: null, outcome: failed ? 'proxy' : 'passed', proxyReason: failed ? e.outcome as 'connect-refused' | 'connect-timeout' : null,
     // As forward.ts counts them: a connect that timed out is a connect failure too ('timeout' is a slow answer).
     upstreamError: failed ? 'connect' : null,
-    newConnection: true, queuedMs: 0, upstreamMs: e.end?.durationMs ?? 0,
+    newConnection: true, queuedMs: 0, upstreamMs: e.end?.durationMs ?? 0, noLatency: true, // a tunnel lasts as its client wants
   };
 }
 

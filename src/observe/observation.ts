@@ -34,9 +34,13 @@ export interface Observation {
   newConnection: boolean;
   /** Time it waited in the domain's upstream queue; 0 when it did not wait. */
   queuedMs: number;
-  /** Time from handing it to the upstream to the end of the answer; 0 when it never went upstream.
-   *  Unlike durationMs, it leaves out the client's upload (read at the edge first) and the queue. */
+  /** Time from handing it to the upstream to its answer's headers (or its failure); 0 when it never went upstream.
+   *  Unlike durationMs, it leaves out the client's upload (read at the edge first), the queue, and the download (the
+   *  client's link, not the application's work: until 2026-11-29 a slow download read as an expensive request). */
   upstreamMs: number;
+  /** Its time says nothing of the application's latency or cost: a request that outlived every answer (a long poll,
+   *  held by the application on purpose), a passthrough tunnel. Left out of attack mode's latency and of `expensive`. */
+  noLatency?: boolean;
   /** The client read its answer so slowly that the send deadline cut it (it held an upstream connection). */
   slowReader?: boolean;
   /** An upgrade (WebSocket) request: its "answer" is a tunnel. */
@@ -46,13 +50,21 @@ export interface Observation {
 /** Refused because the domain's upstream was full: the origin's capacity, not the source's doing. */
 export const isQueueRefusal = (r: ProxyReason | null): boolean => r === 'queue-timeout' || r === 'queue-full';
 
+/** An application's answer that says it (or the gateway in front of it: nginx before php-fpm with a full backlog)
+ *  cannot serve now: 502/503/504. */
+export const isOverloadStatus = (status: number): boolean => status === 502 || status === 503 || status === 504;
+
 /**
  * Whether the request tells of an upstream in trouble (for attack mode): it failed to connect, timed out or was
- * reset, the application answered 503/504 (relayed or replaced by the proxy's page), or the domain's full
+ * reset, the application answered 502/503/504 (relayed or replaced by the proxy's page), or the domain's full
  * upstream queue had to refuse it. Never a failure the proxy caused itself.
  */
 export function upstreamInTrouble(o: Observation): boolean {
   if (o.upstreamError !== null && o.upstreamError !== '5xx') return true;
-  if ((o.outcome === 'passed' || o.proxyReason === 'upstream-page') && (o.status === 503 || o.status === 504)) return true;
+  if ((o.outcome === 'passed' || o.proxyReason === 'upstream-page') && isOverloadStatus(o.status)) return true;
   return isQueueRefusal(o.proxyReason);
 }
+
+/** The application answered 500: a bug of one of its pages, or (in bulk, far above its usual share) an application
+ *  failing fast under load (its database pool used up). Attack mode judges it against the domain's learned share. */
+export const isAppError = (o: Observation): boolean => o.outcome === 'passed' && o.status === 500;

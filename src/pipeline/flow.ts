@@ -2,9 +2,8 @@
 // (the shape of an undici dispatch handler):
 //   start: hygiene → route → detect → maintenance → limits
 //   → readBody (at the edge) → enterQueue (the domain's upstream) → forward → finish
-// Plain requests and upgrades take the same steps; only the last one differs
-// (a streamed response, or a tunnel). Stages decide (pure functions, the
-// detector's verdict); the flow enforces, and answers through its Reply.
+// Plain requests and upgrades take the same steps but the last (a streamed response, or a tunnel).
+// Stages decide (pure functions, the detector's verdict); the flow enforces, and answers through its Reply.
 // The slots a request holds (POST budget, per-source cap) are given back
 // exactly once, in release(), whatever way the request ends; its place in the
 // domain's upstream limit (`slot`) exactly once too: at the upstream's response
@@ -16,7 +15,7 @@ import type { Socket } from 'node:net';
 import type { DomainConfig } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
 import { maintenanceAnswer, type Answer, type Reply } from '../respond/reply.ts';
-import type { Outcome, ProxyReason } from '../observe/observation.ts';
+import { isOverloadStatus, type Outcome, type ProxyReason } from '../observe/observation.ts';
 import type { ForwardOutcome } from '../upstream/forward.ts';
 import type { QueueRefusal, Waiter } from '../limits/upstream-queue.ts';
 import type { DomainOrigin } from '../limits/origin-guard.ts';
@@ -59,8 +58,9 @@ export class RequestFlow {
   private buffering: { cancel(): void } | null = null;
   private waiter: Waiter | null = null; private settled = false;
   private queuedAt = 0; private queuedMs = 0;
-  /** performance.now() when it went upstream (the origin guard reads it: see outlived). */
-  sentAt = 0;
+  /** performance.now() when it went upstream (the origin guard reads it: see outlived); the time from there to its
+   *  headers (-1 before: upstreamAnswered), and whether it outlived every answer (outlived). */
+  sentAt = 0; private headersMs = -1; private outlivedAll = false;
   /** Links of the domain's HolderList (limits/holders.ts). */
   prevHolder: RequestFlow | null = null;
   nextHolder: RequestFlow | null = null;
@@ -113,10 +113,11 @@ export class RequestFlow {
     if (!this.p.budget.reserve(declared)) { this.p.perSource.release(head.source); return this.refuse({ status: 413, reason: 'post-budget', page: true, close: true }); }
     this.declared = declared;
     this.holding = true;
-    // Upgrades hold their per-source slot until the upstream answers the handshake; the tunnel then holds none.
-    if (this.res === null) return this.forwardUpgrade();
     const queue = (this.origin = this.p.originFor(domain)).queue;
+    // Upgrades too (any request may carry the headers, answered as a plain one where no WebSocket is); they hold their
+    // per-source slot and slice until the upstream answers the handshake, the tunnel then none.
     if (!this.inSlice()) { this.release(); return this.refuseBusy('newcomer-share', declared > 0); }
+    if (this.res === null) return this.forwardUpgrade();
     // The common case, no body and room upstream: straight on, nothing more allocated.
     if (declared === 0 && queue.tryEnter()) return this.forward(null);
     // From here the request may wait (for its body, for its turn): a client that leaves meanwhile frees everything.
@@ -185,7 +186,6 @@ export class RequestFlow {
 
   /** Out of the queue, not upstream: gives back what it holds; true when its body is unread (the answer must close). */
   private leaveQueue(): boolean { this.waited(); const close = this.meter !== null && !this.req.complete; this.release(); return close; }
-
   private waited(): void { this.waiter = null; this.queuedMs = performance.now() - this.queuedAt; this.res!.off('close', this.gone); if (this.finFn) this.req.socket.off('end', this.finFn); }
 
   private forward(body: Body): void {
@@ -202,11 +202,11 @@ export class RequestFlow {
   }
 
   /** The upstream answered: its work is done, so the slot goes to the next waiter (a long body or a stream then holds
-   *  none), and the time it took is a sample of the origin's latency. An application's 503/504 says it is overloaded. */
+   *  none), and the time it took is a sample of the origin's latency. An application's 502/503/504 says it is overloaded. */
   upstreamAnswered(status: number): void {
+    const ms = this.headersMs = performance.now() - this.sentAt;
     if (!this.slot) return;
-    const ms = performance.now() - this.sentAt;
-    this.p.origin.sample(this.origin!, this.head.source, ms, status === 503 || status === 504, this.head);
+    this.p.origin.sample(this.origin!, this.head.source, ms, isOverloadStatus(status), this.head);
     this.leaveSlice(ms);
     this.freeSlot();
   }
@@ -239,7 +239,7 @@ export class RequestFlow {
 
   /** Waited for its answer far longer than the origin answers (a long poll, a long job): it gives its place in the
    *  limit back while it goes on (OriginGuard.tick), and its answer, whenever it comes, is no latency sample. */
-  outlived(): void { if (this.slot) this.freeSlot(); }
+  outlived(): void { this.outlivedAll = true; if (this.slot) this.freeSlot(); }
 
   private forwardUpgrade(): void {
     const up = this.rt.config.upstream;
@@ -279,8 +279,8 @@ export class RequestFlow {
   private leaveSlice(ms: number | null): void { if (this.newcomer) { this.newcomer = false; this.p.origin.leaveSlice(this.origin!, ms); } }
 
   private release(): void {
-    // Still upstream with no answer (failed, or its client left): the origin worked on it all the same.
-    this.leaveSlice(this.slot ? performance.now() - this.sentAt : null);
+    // Still upstream with no answer (failed, its client left), or an upgrade answered: the origin worked on it.
+    this.leaveSlice(this.slot || (this.res === null && this.sentAt > 0) ? performance.now() - this.sentAt : null);
     if (!this.holding) return;
     this.holding = false;
     this.p.budget.release(this.declared);
@@ -313,7 +313,7 @@ export class RequestFlow {
       domain: this.domain?.name ?? null, source: h.source, client: h.client, method: h.method, path: h.url, status,
       bytesIn, bytesOut, durationMs: now - this.started, contentType: f?.contentType ?? null, outcome, proxyReason,
       upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: h.newConnection,
-      queuedMs: this.queuedMs, upstreamMs: this.sentAt > 0 ? now - this.sentAt : 0, upgrade: this.res === null, slowReader,
+      queuedMs: this.queuedMs, upstreamMs: this.sentAt === 0 ? 0 : this.headersMs >= 0 ? this.headersMs : now - this.sentAt, noLatency: this.outlivedAll, upgrade: this.res === null, slowReader,
     });
   }
 }
