@@ -7,6 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { domainToASCII } from 'node:url';
 import { validateFilterConfig } from '../detect/config.ts';
 import { parseDuration } from './units.ts';
 import { canonicalHost } from '../route/router.ts';
@@ -226,6 +227,12 @@ export function validateStructure(cfg: Config): string[] {
     if (!isObj(c)) { problems.push(`${at}: must be an object {domains, cert, key}`); return; }
     unknownKeys(c, ['domains', 'cert', 'key'], at, problems);
     if (!Array.isArray(c.domains) || c.domains.length === 0 || c.domains.some((d) => typeof d !== 'string')) problems.push(`${at}.domains: must be a non-empty array of host names`);
+    // Matched against the name a client sends (SNI: an A-label, no port): a name that can never be sent was accepted and
+    // never matched, and its clients got another site's certificate.
+    else for (const d of c.domains as string[]) if (!HOSTNAME.test(d.startsWith('*.') ? d.slice(2) : d)) {
+      const ascii = domainToASCII(d.startsWith('*.') ? d.slice(2) : d);
+      problems.push(`${at}.domains: ${JSON.stringify(d)} is not a host name${ascii && HOSTNAME.test(ascii) ? ` (write it as DNS has it: "${d.startsWith('*.') ? '*.' : ''}${ascii}")` : ''}`);
+    }
     if (typeof c.cert !== 'string' || !c.cert) problems.push(`${at}.cert: must be a file path`);
     if (typeof c.key !== 'string' || !c.key) problems.push(`${at}.key: must be a file path`);
   });

@@ -79,13 +79,22 @@ export function refuseConnect(res: http2.Http2ServerResponse): void {
 }
 
 /** Headers that say something about an HTTP/1.1 connection; on HTTP/2 node:http2 throws on them (keep-alive, upgrade...) or warns and drops them (connection). */
-const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings']);
+/** Response headers node:http2 takes once only (it throws ERR_HTTP2_HEADER_SINGLE_VALUE on a list, and the stream is
+ *  reset): an upstream that repeats one (two Content-Type lines, a CORS header added by a middleware and by the
+ *  application) is relayed over HTTP/1.1 as it is, and over HTTP/2 with its last value, the one browsers go by. */
+const SINGLE_VALUE = new Set(['access-control-allow-credentials', 'access-control-max-age', 'age', 'content-encoding', 'content-language',
+  'content-length', 'content-location', 'content-md5', 'content-range', 'content-type', 'date', 'etag', 'expires', 'last-modified',
+  'location', 'retry-after', 'x-content-type-options']);
 
 function h2Headers(headers: unknown): Record<string, unknown> | undefined {
   if (headers === undefined || headers === null || typeof headers !== 'object') return undefined;
   const out: Record<string, unknown> = {};
   // The pipeline always passes an object (forward.ts, reply.ts), never the raw [name, value] list form.
-  for (const [k, v] of Object.entries(headers as Record<string, unknown>)) if (!CONNECTION_SPECIFIC.has(k.toLowerCase())) out[k] = v;
+  for (const [k, v] of Object.entries(headers as Record<string, unknown>)) {
+    const name = k.toLowerCase();
+    if (!CONNECTION_SPECIFIC.has(name)) out[k] = Array.isArray(v) && SINGLE_VALUE.has(name) ? v[v.length - 1] : v;
+  }
   return out;
 }
 

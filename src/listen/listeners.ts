@@ -40,7 +40,7 @@ type Raw = net.Socket & { [DEADLINE]?: NodeJS.Timeout };
 /** What a passthrough connection learns of the connection it rides on (tls.TLSSocket keeps the raw socket here). */
 type Wrapped = net.Socket & { _parent?: Raw };
 
-const H2_MAX_STREAMS = 100; // concurrent streams per HTTP/2 connection at most (Node's default is unbounded)
+const H2_MAX_STREAMS = 100, H2_HEADER_PAIRS = 2000; // streams per HTTP/2 connection at most (Node's: unbounded); header fields
 /** What an HTTP/2 connection may have in flight: no more than its source may (limits.maxInflightPerSource). A browser
  *  sends a page's every image at once and holds back what SETTINGS_MAX_CONCURRENT_STREAMS does not allow: told 100,
  *  its requests past the cap were refused (503/429) with the origin idle, and counted against it. */
@@ -124,7 +124,9 @@ export class Listeners {
       server = http2.createSecureServer({
         ...opts, ...tlsOpts, allowHTTP1: true,
         settings: { maxConcurrentStreams: h2Streams(config), maxHeaderListSize: config.limits.maxHeaderBytes },
-        maxHeaderListPairs: config.limits.maxHeaderCount + 5, maxSessionRejectedStreams: H2_BUDGET.refusedStreams,
+        // A backstop only (fixed at creation): the flow counts header lines as HTTP/1.1 has them (the cookie crumbs a
+        // browser may send one per field joined in one line) and answers 431 past limits.maxHeaderCount, as reloaded.
+        maxHeaderListPairs: Math.max(H2_HEADER_PAIRS, 4 * config.limits.maxHeaderCount), maxSessionRejectedStreams: H2_BUDGET.refusedStreams,
       } as http2.SecureServerOptions);
       // The source was counted at accept on the raw socket (the TLS socket has not adopted it yet).
       server.on('session', (session: http2.ServerHttp2Session) => this.h2.add(session, connectionInfo((session.socket as Wrapped)._parent ?? session.socket).source));
