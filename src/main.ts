@@ -59,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const log = createLogger(loaded.config.log.level);
-  let app: { reload(): unknown; close(): Promise<void> };
+  let app: { reload(): unknown; close(): Promise<boolean | void> };
   // Several workers: this process accepts and hands connections to worker processes, each source always to the same one.
   try { app = loaded.config.workers > 1 ? await startPrimary(loaded.config, { configFile: file, log }) : await startApp(loaded.config, { configFile: file, log }); } catch (e) {
     console.error(startFailure(e, loaded.config.state.dir));
@@ -75,7 +75,8 @@ async function main(argv: string[]): Promise<number> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    app.close().then(() => process.exit(0), (e) => { log.error({ err: e }, 'error while stopping'); process.exit(1); });
+    // Exit 1 when the store refused the last writes: a supervisor must not take a stop that lost state for a clean one.
+    app.close().then((saved) => process.exit(saved === false ? 1 : 0), (e) => { log.error({ err: e }, 'error while stopping'); process.exit(1); });
   };
   stopOnSignals(stop);
   return -1;

@@ -38,7 +38,8 @@ export interface App {
   readonly sharedTokens: SharedTokens | null;
   /** Reloads from the config file (or the given result); refuses an invalid config and keeps the old one. */
   reload(next?: LoadResult): ReloadResult;
-  close(): Promise<void>;
+  /** Drains and stops; false when the store refused the last writes (state since the last save lost). */
+  close(): Promise<boolean>;
 }
 
 /** Filter work (ban expiry, attack-mode steps, saving) runs on this period. */
@@ -93,7 +94,7 @@ export async function startApp(config: Config, opts: { configFile?: string; log?
       tickets?.stop();
       edge.originTick.stop();
       await shared?.close();
-      await closeState({ admin: app.admin, filter, stats, upstreams, demo, db, log });
+      return closeState({ admin: app.admin, filter, stats, upstreams, demo, db, log });
     },
   };
 

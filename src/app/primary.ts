@@ -40,7 +40,8 @@ export interface Primary {
   readonly config: Config;
   readonly pool: WorkerPool;
   reload(next?: LoadResult): ReloadResult;
-  close(): Promise<void>;
+  /** As App.close. */
+  close(): Promise<boolean>;
 }
 
 const ENTRY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker-entry.ts');
@@ -179,7 +180,7 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
       clearInterval(timer);
       tickets?.stop();
       await shared?.close();
-      await closeState({ admin, filter, stats, upstreams, demo, db, log });
+      return closeState({ admin, filter, stats, upstreams, demo, db, log });
     },
   };
   admin.token = config.admin.token;

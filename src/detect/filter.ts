@@ -108,8 +108,13 @@ export class Filter {
     // Cheap at every tick: the blacklist visits only the seconds that ended since (its expiry wheel).
     this.decisions.expire(now);
     this.detector.attacks.tick();
-    if (now - this.lastFlush >= 1000) { this.lastFlush = now; this.save(); }
+    if (now - this.lastFlush >= this.saveEveryMs) {
+      // A store that fails (locked, full) is tried less often, up to every 30 s, and every second again once it takes.
+      this.saveEveryMs = this.save() ? 1000 : Math.min(30_000, this.saveEveryMs * 2);
+      this.lastFlush = this.now();
+    }
   }
+  private saveEveryMs = 1000;
 
   reconfigure(config: Config): void {
     const f = config.filter;
@@ -125,9 +130,16 @@ export class Filter {
     try { this.store.flush(); return true; } catch (e) { this.log.error({ err: (e as Error).message }, 'filter state not saved; will retry'); return false; }
   }
 
-  async close(): Promise<void> {
+  /** Saves what is queued, trying again for up to `retryMs` while the store refuses (a lock held elsewhere); false when
+   *  it never took: the caller says so (a stop that lost state is not a clean one). */
+  async close(retryMs = 2000): Promise<boolean> {
     this.detector.attacks.saveLearned(this.now());
-    this.save();
+    let saved = this.save();
+    for (const end = performance.now() + retryMs; !saved && performance.now() < end;) {
+      await new Promise((r) => setTimeout(r, 100));
+      saved = this.save();
+    }
     await this.decisions.close();
+    return saved;
   }
 }

@@ -11,7 +11,7 @@ import type { Registry } from 'prom-client';
 import { Recorder, type FilterView } from './recorder.ts';
 import { StatsStore, type DomainDelta, type GlobalDelta } from './store.ts';
 import { createMetrics } from './metrics.ts';
-import { BUCKET_SECONDS, toBucketJson, type BucketJson } from './buckets.ts';
+import { BUCKET_SECONDS, F, FIELDS, GLOBAL_FIELDS, GLOBAL_MAX_FIELDS, toBucketJson, type BucketJson } from './buckets.ts';
 import { bill, monthRange, type Bill } from './billing.ts';
 import type { MetricsDeps, QueueView } from './metrics.ts';
 import type { ClusterStats } from './cluster.ts';
@@ -38,9 +38,10 @@ export interface Stats {
   tunnelBytes(domain: string, bytesIn: number, bytesOut: number): void;
   /** Deltas counted by a worker process (see Recorder.merge). */
   ingest(domains: DomainDelta[], globals: GlobalDelta[]): void;
-  close(): Promise<void>;
-  /** Samples the filter and writes what is in memory (also done by the timer). */
-  flush(): void;
+  /** The last write, tried again for up to `retryMs` while the store refuses; false when what was counted is lost. */
+  close(retryMs?: number): Promise<boolean>;
+  /** Samples the filter and writes what is in memory (also done by the timer); false when the store refused it. */
+  flush(): boolean;
   /** Buckets of a domain whose start is in [from, to) (Unix seconds), oldest first; includes the current, partial one. */
   buckets(domain: string, from: number, to: number): BucketJson[];
   /** The month's bill of a domain ("YYYY-MM", UTC). */
@@ -74,8 +75,9 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
   let pruning = false;
   let closed = false;
 
-  const flush = () => {
+  const flush = (): boolean => {
     const t = now();
+    let wrote = true;
     try { recorder.sample(deps.filter.snapshot(), (t - lastSample) / 1000); } catch (e) { deps.log.warn({ err: (e as Error).message }, 'stats: filter snapshot failed'); }
     lastSample = t;
     const p = recorder.pending();
@@ -84,6 +86,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
       recorder.commit();
       if (cluster && (p.domains.length || p.globals.length)) void cluster.push();
     } catch (e) {
+      wrote = false;
       recorder.keepBounded();
       deps.log.warn({ err: (e as Error).message }, 'stats: writing to the store failed; kept in memory, will retry');
     }
@@ -94,6 +97,7 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
         .catch((e) => deps.log.warn({ err: (e as Error).message }, 'stats: pruning old buckets failed'))
         .finally(() => { pruning = false; });
     }
+    return wrote;
   };
 
   const timer = setInterval(flush, opts.flushIntervalMs ?? config.stats.flushIntervalMs ?? DEFAULT_FLUSH_MS);
@@ -119,27 +123,49 @@ export function createStats(config: Config, deps: StatsDeps, opts: StatsOptions 
     ingest: (domains, globals) => recorder.merge(domains, globals),
     flush,
     buckets(domain, from, to) {
-      if (!closed) flush();
-      const d = new Map(store.domainRows(domain, from, to).map((r) => [r.t, r]));
-      const g = new Map(store.globalRows(from, to).map((r) => [r.t, r]));
+      // While the store refuses writes, what is counted waits in memory: shown all the same (written later).
+      const p = closed || flush() ? null : recorder.pending();
+      const d = new Map(withPending(store.domainRows(domain, from, to), p?.domains.filter((x) => x.domain === domain).map((x) => [x.t, x.c] as const), FIELDS, from, to).map((r) => [r.t, r]));
+      const g = new Map(withPending(store.globalRows(from, to), p?.globals.map((x) => [x.t, x.g] as const), GLOBAL_FIELDS, from, to).map((r) => [r.t, r]));
       const ts = [...new Set([...d.keys(), ...g.keys()])].sort((a, b) => a - b);
       return ts.map((t) => toBucketJson(t, d.get(t), g.get(t)));
     },
     billing(domain, month) {
       const r = monthRange(month);
       if (!r) throw new Error(`malformed month "${month}"`);
-      if (!closed) flush();
-      return bill(month, store.billingSamples(domain, r.from, r.to), now());
+      const p = closed || flush() ? null : recorder.pending();
+      const samples = withPending(store.billingSamples(domain, r.from, r.to), p?.domains.filter((x) => x.domain === domain)
+        .map((x) => [x.t, Float64Array.of(x.c[F.passedBytesIn], x.c[F.passedBytesOut])] as const), ['bytesIn', 'bytesOut'], r.from, r.to);
+      return bill(month, samples as { t: number; bytesIn: number; bytesOut: number }[], now());
     },
-    async close() {
-      if (closed) return;
+    async close(retryMs = 2000) {
+      if (closed) return true;
       clearInterval(timer);
-      flush();
+      let wrote = flush();
+      for (const end = now() + retryMs; !wrote && now() < end;) {
+        await new Promise((r) => setTimeout(r, 100));
+        wrote = flush();
+      }
       closed = true;
       await cluster?.close();
+      return wrote;
     },
   };
   return stats;
 }
 
 export { BUCKET_SECONDS };
+
+/** Store rows with deltas still in memory added as the store adds them (a sum; the blacklist size, a maximum), for the
+ *  buckets in [from, to). Pure. */
+function withPending<R extends Record<string, number>>(rows: R[], deltas: (readonly [number, Float64Array])[] | undefined, names: readonly string[], from: number, to: number): R[] {
+  if (!deltas?.length) return rows;
+  const by = new Map<number, Record<string, number>>(rows.map((r) => [r.t, { ...(r as unknown as Record<string, number>) }]));
+  for (const [t, v] of deltas) {
+    if (t < from || t >= to) continue;
+    const row = by.get(t) ?? { t };
+    names.forEach((n, i) => { row[n] = (GLOBAL_MAX_FIELDS as ReadonlySet<string>).has(n) ? Math.max(row[n] ?? 0, v[i]) : (row[n] ?? 0) + v[i]; });
+    by.set(t, row);
+  }
+  return [...by.values()].sort((a, b) => a.t - b.t) as unknown as R[];
+}

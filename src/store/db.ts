@@ -8,6 +8,8 @@ import { DatabaseSync } from 'node:sqlite';
 export type Db = DatabaseSync;
 
 export const storeFile = (dir: string) => path.join(dir, 'scrubber.db');
+/** How long one write waits for a lock held elsewhere before it fails (and is retried by the next save). */
+export const BUSY_TIMEOUT_MS = 50;
 
 /** A failure of the store, its message naming state.dir and the folder or file (for the operator, not a stack). */
 export class StoreError extends Error {}
@@ -33,7 +35,10 @@ export function openStore(dir: string): Db {
   let db: DatabaseSync | undefined;
   try {
     db = new DatabaseSync(file);
-    db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 2000;');
+    // The store is synchronous, on the thread that serves: a lock held elsewhere (a backup, a second process) must cost
+    // a save a moment, not the proxy seconds (at 2000 ms each try held every request behind it: a GET took 16 s). A
+    // save that fails keeps what it had queued for the next one.
+    db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS};`);
     // SQLite opens a read-only or damaged file without complaint and fails on
     // the first read of the schema or the first write: both are tried here
     // (and rolled back), so that the start fails rather than the first save.

@@ -140,7 +140,7 @@ export async function startProxy(overrides: Record<string, unknown>, opts: { con
   const adminPort = app.admin.address()!.port;
   return {
     app, port, adminPort, stateDir, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}`,
-    close: () => app.close(),
+    close: async () => { await app.close(); },
   };
 }
 
