@@ -48,7 +48,9 @@ const upstreamView = (u: Upstream, role: 'main' | 'backup') => ({ address: u.add
 
 export function registerStatsRoutes(admin: AdminServer, deps: StatsRouteDeps): void {
   admin.route('GET', '/metrics', async ({ res }) => {
-    await deps.sync?.();
+    // The totals /api/stats shows (connections refused at accept, the blacklist) are sampled at a flush: one now, as
+    // /api/stats does, or a scrape lagged them by up to stats.flushIntervalMs. With workers, sync collects and flushes.
+    if (deps.sync) await deps.sync(); else deps.stats.flush();
     const text = await deps.stats.registry.metrics();
     res.writeHead(200, { 'content-type': deps.stats.registry.contentType, 'cache-control': 'no-store' });
     res.end(text);

@@ -7,7 +7,7 @@
 import type { Config, DomainConfig } from '../config/schema.ts';
 import type { RequestHead } from '../http/head.ts';
 import type { Observation } from '../observe/observation.ts';
-import { isAppError, isQueueRefusal, upstreamInTrouble } from '../observe/observation.ts';
+import { isAppError, isMalformed, isQueueRefusal, upstreamInTrouble } from '../observe/observation.ts';
 import { compileRules, EVENT_INDEX as E, type CompiledRules } from './rules.ts';
 import { applyEvents, enforcedOverflow, fills, newPending, newVerdict, scaleOf } from './engine.ts';
 import { explainOverflow, explainScore, scoreLine } from './score.ts';
@@ -135,7 +135,7 @@ export class Detector {
       this.evaluate(o.source, s, now, o.domain);
       return;
     }
-    if (k === null) {
+    if (k === null || isMalformed(o.proxyReason)) {
       // Refused before routing. A malformed request (no Host, a bad one) is a sign; a well-formed one for a name this
       // proxy does not serve (421) is people's DNS or an alias missing from the config, and only its rate counts.
       if (o.proxyReason !== 'unknown-host') p[E.badRequest] += 1;

@@ -11,6 +11,12 @@ export class BodyLimitError extends Error {
 
 export class BodyMeter extends Transform {
   bytes = 0;
+  /** Bytes already told through onStep (the rest is told with the request's end). */
+  told = 0;
+  /** Told each `stepBytes` more of a body on its way upstream: an upload lasting minutes counts in the 3-minute samples
+   *  (and the month) it used, not all in the one where it ended. */
+  onStep: ((bytes: number) => void) | null = null;
+  stepBytes = 64 * 1024;
   private timer: NodeJS.Timeout | null = null;
   private started = Date.now();
   private waitedMs = 0;
@@ -43,6 +49,7 @@ export class BodyMeter extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.bytes > this.maxBytes) { cb(new BodyLimitError('body-too-large')); return; }
+    if (this.onStep && this.bytes - this.told >= this.stepBytes) { const n = this.bytes - this.told; this.told = this.bytes; this.onStep(n); }
     cb(null, chunk);
   }
 

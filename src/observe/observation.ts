@@ -47,6 +47,10 @@ export interface Observation {
   upgrade?: boolean;
 }
 
+/** Refused for the request itself (protocol hygiene, a head too large, what Node will not send on): malformed,
+ *  whether or not its Host names a domain. */
+export const isMalformed = (r: ProxyReason | null): boolean => r === 'bad-request' || r === 'headers-too-large' || r === 'method-not-allowed';
+
 /** Refused because the domain's upstream was full: the origin's capacity, not the source's doing. */
 export const isQueueRefusal = (r: ProxyReason | null): boolean => r === 'queue-timeout' || r === 'queue-full';
 

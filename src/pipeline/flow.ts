@@ -80,12 +80,12 @@ export class RequestFlow {
   start(): void {
     const { head, rt } = this;
     const config = rt.config;
-    // A request line without a version is HTTP/0.9 to Node's parser, which still reads headers and a body after it:
-    // a front end that takes "GET /" as a whole request would disagree with us on where the next one starts.
+    // A request line without a version is HTTP/0.9 to Node's parser (headers and a body may follow): refused.
     const problem = head.version === '0.9' ? BAD_VERSION : head.headBytes > config.limits.maxHeaderBytes ? HEAD_TOO_LARGE : checkRequest(head.method, head.url, head.rawHeaders, config.limits.maxHeaderCount);
     if (problem) {
-      this.reply.sendBuiltin(problem.status, problem.reason);
-      return this.observe('proxy', problem.status, head.headBytes, 0, problem.reason);
+      const r = route(rt.routes, head.authority); // its domain's traffic when its Host names one (judged malformed all the same)
+      if (r.ok) this.domain = r.domain;
+      return this.observe('proxy', problem.status, head.headBytes, this.reply.sendBuiltin(problem.status, problem.reason), problem.reason);
     }
     const r = route(rt.routes, head.authority);
     if (!r.ok) return this.refuse({ status: r.status, reason: r.reason, page: true });
@@ -189,11 +189,10 @@ export class RequestFlow {
   private waited(): void { this.waiter = null; this.queuedMs = performance.now() - this.queuedAt; this.res!.off('close', this.gone); if (this.finFn) this.req.socket.off('end', this.finFn); }
 
   private forward(body: Body): void {
-    const { head, domain } = this;
-    const config = this.rt.config;
-    this.sentAt = performance.now();
-    this.slot = true;
+    const { head, domain } = this, config = this.rt.config;
+    this.sentAt = performance.now(); this.slot = true;
     this.origin!.holders.add(this);
+    if (this.meter) this.meter.onStep = (n) => this.p.tunnels.onBytes?.(domain!.name, n, 0); // a long upload, told as it goes
     forward({
       req: this.req, res: this.res!, path: head.url, method: head.method, headers: this.upstreamHeaders(false), body,
       responseTimeoutMs: config.upstream.responseTimeoutMs, connectAttempts: config.upstream.connectAttempts, sendTimeoutMs: config.limits.sendTimeoutMs,
@@ -215,7 +214,7 @@ export class RequestFlow {
   private freeSlot(): void { this.slot = false; this.origin!.holders.delete(this); this.origin!.queue.leave(); }
 
   private readonly forwarded = (out: ForwardOutcome, sendPage: boolean): void => {
-    const bytesIn = this.head.headBytes + (this.meter?.bytes ?? 0);
+    const bytesIn = this.bodyIn;
     this.release();
     if (this.slot) {
       // No answer came: a timeout, a refused or reset connection is the origin failing; a client that left is not.
@@ -273,8 +272,9 @@ export class RequestFlow {
     this.buffering?.cancel();
     if (this.waiter) this.origin!.queue.cancel(this.waiter);
     this.release();
-    this.observe('proxy', 0, this.head.headBytes + (this.meter?.bytes ?? 0), 0, null);
+    this.observe('proxy', 0, this.bodyIn, 0, null);
   }
+  private get bodyIn(): number { return this.head.headBytes + (this.meter ? this.meter.bytes - this.meter.told : 0); } // less what was told as it went
 
   private leaveSlice(ms: number | null): void { if (this.newcomer) { this.newcomer = false; this.p.origin.leaveSlice(this.origin!, ms); } }
 
@@ -297,7 +297,7 @@ export class RequestFlow {
   }
 
   /** The proxy's own answer; 'challenged' and 'blocked': the filter's (a challenge, a banned source told 429). */
-  private refuse(a: Answer, outcome: 'proxy' | 'challenged' | 'blocked' = 'proxy'): void { this.answer(a, (n) => this.observe(outcome, a.status, this.head.headBytes, n, outcome === 'proxy' ? a.reason : null)); }
+  private refuse(a: Answer, outcome: 'proxy' | 'challenged' | 'blocked' = 'proxy'): void { this.answer(a, (n) => this.observe(outcome, a.status, this.bodyIn, n, outcome === 'proxy' ? a.reason : null)); }
 
   /** Writes the proxy's own answer, then observes it with the bytes of its body (its page is read first). */
   private answer(a: Answer, observe: (bytesOut: number) => void): void { this.reply.send(a, this.domain?.name ?? null).then(observe, () => { this.reply.destroy(); observe(0); }); }

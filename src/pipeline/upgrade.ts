@@ -206,12 +206,14 @@ class UpgradeForwarding {
     this.page(status, reason, upstreamError);
   }
 
-  /** Answers the handshake with the proxy's page (done is set) and reports it. */
+  /** Answers the handshake with the proxy's page (done is set) and reports it, with the page's bytes once written. */
   private page(status: number, reason: ProxyReason, upstreamError: UpstreamError): void {
     const u = this.u;
-    this.report({ status, bytesOut: 0, proxyReason: reason, upstreamError, contentType: null, clientAborted: false });
+    const told = (bytesOut: number) => this.report({ status, bytesOut, proxyReason: reason, upstreamError, contentType: null, clientAborted: false });
     void u.pages.render(status, reason, u.domain).then((html) => {
-      if (!u.socket.destroyed) endWith(u.socket, rawResponse(status, reason, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, html));
-    }, () => u.socket.destroy());
+      if (u.socket.destroyed) return told(0);
+      endWith(u.socket, rawResponse(status, reason, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }, html));
+      told(Buffer.byteLength(html));
+    }, () => { u.socket.destroy(); told(0); });
   }
 }

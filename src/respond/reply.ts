@@ -44,7 +44,8 @@ export interface Reply {
    *  body that went out (as a forwarded response's are counted; 0 when nothing could be written). */
   send(a: Answer, domain: string | null): Promise<number>;
   /** Sends a built-in page synchronously (malformed requests: the parser may destroy the socket next tick). */
-  sendBuiltin(status: number, reason: ProxyReason): void;
+  /** Returns the bytes of its body written. */
+  sendBuiltin(status: number, reason: ProxyReason): number;
   destroy(): void;
   readonly destroyed: boolean;
 }
@@ -59,8 +60,8 @@ export class HttpReply implements Reply {
     return this.write(a, body ?? '', body !== undefined && a.page !== undefined);
   }
 
-  sendBuiltin(status: number, reason: ProxyReason): void {
-    this.write({ status, reason, close: true }, this.pages.builtin(status, reason), true);
+  sendBuiltin(status: number, reason: ProxyReason): number {
+    return this.write({ status, reason, close: true }, this.pages.builtin(status, reason), true);
   }
 
   private write(a: Answer, body: string, html: boolean): number {
@@ -106,8 +107,9 @@ export class SocketReply implements Reply {
     return Buffer.byteLength(body);
   }
 
-  sendBuiltin(status: number, reason: ProxyReason): void {
+  sendBuiltin(status: number, reason: ProxyReason): number {
     if (!this.socket.destroyed) endWith(this.socket, rawResponse(status, reason));
+    return 0;
   }
 
   destroy(): void { this.socket.destroy(); }
