@@ -129,13 +129,14 @@ export async function startPrimary(config: Config, opts: { configFile?: string; 
     if (m.t === 'decision') { if (m.d.kind === 'ban') filter.decisions.adopt(m.d.entry); }
     else if (m.t === 'samples') nodeAttacks.samples(index, m.s, now());
     else if (m.t === 'token') { if (!tokens.counted(m.id, m.net)) countShared(m.id, m.net); if (!tokens.useNetwork(m.id, m.net, now())) pool?.broadcast({ t: 'revoke', id: m.id }); }
-    else if (m.t === 'offender') store.putOffender(m.ip, m.r);
+    // To every worker too: the one that takes the source's connections while its own is replaced bans it for the grown time.
+    else if (m.t === 'offender') { store.putOffender(m.ip, m.r); pool?.broadcast({ t: 'offender', ip: m.ip, r: m.r }); }
     else if (m.t === 'learned') store.putLearned(m.domain, nodeAttacks.learned(m.domain, m.l));
     else if (m.t === 'upstream') upstreams.reportFrom(m.id, m.firstOk, m.runs);
   };
   pool = new WorkerPool({
     entry: ENTRY, count: config.workers, log, init, onMessage, onExit: (index) => view.gone(index),
-    banned: (source) => filter.decisions.has(source), watchdogMs: config.workerWatchdogMs,
+    banned: (source) => filter.decisions.has(source), watchdogMs: config.workerWatchdogMs, maxWaitingPerSource: () => current.limits.maxConnectionsPerSource,
     // Counted where Node's refusals at accept are (the BlockList's tally): scrubber_connections_dropped_at_accept_total.
     droppedBanned: () => { filter.decisions.blacklist.tally.refused++; },
     onReport: (index, r, pid) => {

@@ -25,7 +25,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
   const now = Date.now;
   // Its TLS from the bytes the primary read, not the disk (config/files.ts).
   holdConfigFiles(init.files);
-  const config = workerConfig(init.config, init.workers);
+  const config = workerConfig(init.config, init.workers, init.index);
   const bus = new WorkerBus(send);
   const store = new WorkerStore(init, send);
   // Each domain's seconds go up for the primary to judge attack mode on the node's whole traffic (one message a tick).
@@ -99,6 +99,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
       else if (m.t === 'health') upstreams.mirror(m.id, m.healthy);
       else if (m.t === 'attack') filter.detector.attacks.nodeAttack(m.domain, m.a, now());
       else if (m.t === 'revoke') filter.tokens?.revoke(m.id, now());
+      else if (m.t === 'offender') filter.decisions.adoptOffender(m.ip, m.r);
       else if (m.t === 'home') listeners.connections.release((s) => shardOf(s, init.workers) === m.index && !filter.decisions.isWhitelisted(s));
       else if (m.t === 'tickets') listeners.setTicketKeys(Buffer.from(m.key, 'base64'));
       else if (m.t === 'secret') bus.deliverSecret(Buffer.from(m.key, 'base64'));
@@ -108,7 +109,7 @@ export function startWorker(init: WorkerInit, send: SendUp, log: Logger, exit: (
         // bytes. One that still cannot would serve another config for good: it ends, and the one started in its place
         // takes the primary's config and files.
         holdConfigFiles(m.files);
-        try { applyConfig(edge, workerConfig(m.config, init.workers)); } catch (e) {
+        try { applyConfig(edge, workerConfig(m.config, init.workers, init.index)); } catch (e) {
           log.error({ err: e }, 'config reload failed in this worker; it restarts on the config in force');
           process.exit(1);
         }

@@ -20,6 +20,7 @@ import type { Logger } from '../log.ts';
 import { shardOf, type FromWorker, type ToWorker, type WorkerInit, type WorkerReport } from './protocol.ts';
 import { silentWorkers, backoffMs, QUICK_DEATH_MS, START_DEADLINE_MS } from './watchdog.ts';
 import { MAX_DURATION_MS } from '../config/units.ts';
+import { PoolRefusals } from './pool-refusals.ts';
 
 export interface PoolDeps {
   /** The worker's entry module. */
@@ -41,6 +42,9 @@ export interface PoolDeps {
   watchdogMs?: number;
   /** Connections that may wait for one worker (MAX_HANDING unless given). */
   maxWaiting?: number;
+  /** Connections of one source that may wait for its worker (limits.maxConnectionsPerSource; 0: no bound): one address
+   *  must not take every place of a worker that fell behind for a moment, and every other source of it with them. */
+  maxWaitingPerSource?(): number;
   /** How long a new worker may take to say ready (START_DEADLINE_MS unless given). */
   startDeadlineMs?: number;
   /** The watchdog's clock: monotonic (performance.now) unless given; a wall clock stepped forward would make every
@@ -66,8 +70,6 @@ interface Worker {
  *  descriptor); past this many, new ones are closed. */
 const MAX_HANDING = 2000;
 
-/** A refusal for too many waiting is logged at most this often per worker (with the count since). */
-const REFUSED_LOG_MS = 10_000;
 
 /** How often the watchdog looks: a fraction of its shortest allowed silence (2 s). */
 const WATCH_EVERY_MS = 500;
@@ -84,9 +86,8 @@ export class WorkerPool {
   private watch: NodeJS.Timeout | null = null;
   private lookedAt = 0;
   private readonly maxWaiting: number;
-  /** Per worker index (across its restarts): connections closed because too many waited for it, and when that was
-   *  last logged (and how many since). */
-  private readonly refused: { total: number; unlogged: number; loggedAt: number }[];
+  /** Connections refused per worker index (across its restarts), and each source's connections waiting. */
+  private readonly refused: PoolRefusals;
   /** Follows a reload (workerWatchdogMs). */
   watchdogMs: number;
 
@@ -96,7 +97,7 @@ export class WorkerPool {
     this.now = deps.now ?? (() => performance.now());
     this.watchdogMs = deps.watchdogMs ?? 0;
     this.maxWaiting = deps.maxWaiting ?? MAX_HANDING;
-    this.refused = Array.from({ length: deps.count }, () => ({ total: 0, unlogged: 0, loggedAt: -Infinity }));
+    this.refused = new PoolRefusals(deps.count, deps.log, () => this.now());
   }
 
   /** Forks every worker; resolves once all are ready (rejects when one fails to start). */
@@ -177,7 +178,7 @@ export class WorkerPool {
         w.sending?.destroy();
         w.sending = null;
         // What waited for this worker goes to the next ready one (its replacement owns the sources again later).
-        for (const c of w.waiting.splice(0)) if (this.stopping) c.socket.destroy(); else this.dispatch(c.listener, c.source, c.socket, c.spread);
+        for (const c of w.waiting.splice(0)) { this.left(c); if (this.stopping) c.socket.destroy(); else this.dispatch(c.listener, c.source, c.socket, c.spread); }
         this.d.onExit?.(index);
         for (const c of this.collects.values()) if (c.waiting.delete(index) && c.waiting.size === 0) c.done();
         if (this.workers[index] === w && !this.stopping) {
@@ -225,6 +226,7 @@ export class WorkerPool {
   private handOn(w: Worker): void {
     while (!w.sending && w.waiting.length > 0) {
       const c = w.waiting.shift()!;
+      this.left(c);
       if (this.d.banned?.(c.source)) { c.socket.destroy(); this.d.droppedBanned?.(); continue; }
       // Its channel closed just before its exit: no longer ready, its connections go to the next one, as at the exit.
       if (!w.child.connected) { w.ready = false; if (this.stopping) c.socket.destroy(); else this.dispatch(c.listener, c.source, c.socket, c.spread); continue; }
@@ -248,6 +250,7 @@ export class WorkerPool {
       const w = this.workers[(home + k) % n];
       if (!w?.ready) continue;
       if (w.waiting.length >= this.maxWaiting) { socket.destroy(); this.refuse(w.index, 'too many connections wait for this worker'); return; }
+      if (!this.refused.enter(source, spread ? 0 : this.d.maxWaitingPerSource?.() ?? 0)) { socket.destroy(); this.refuse(w.index, 'a source has limits.maxConnectionsPerSource connections waiting for this worker'); return; }
       w.waiting.push({ listener, source, socket, spread });
       this.handOver(w);
       return;
@@ -256,17 +259,8 @@ export class WorkerPool {
     this.refuse(home, 'no worker is ready (all are starting)');
   }
 
-  /** A connection closed for worker `index` (too many wait for it: it is stalled or far behind; or none is ready):
-   *  counted for /api/workers, and logged at most every REFUSED_LOG_MS with the count since. */
-  private refuse(index: number, why: string): void {
-    const r = this.refused[index], now = this.now();
-    r.total++;
-    r.unlogged++;
-    if (now - r.loggedAt < REFUSED_LOG_MS) return;
-    this.d.log.warn({ worker: index, refused: r.unlogged, waiting: this.maxWaiting }, `connections refused: ${why}`);
-    r.loggedAt = now;
-    r.unlogged = 0;
-  }
+  private refuse(index: number, why: string): void { this.refused.refuse(index, why, this.maxWaiting); }
+  private left(c: Waiting): void { this.refused.left(c.source); }
 
   /** To every worker alive, ready or still starting (a starting one applies it after its init). */
   broadcast(m: ToWorker): void { for (const w of this.workers) if (w) this.send(w, m); }
@@ -294,7 +288,7 @@ export class WorkerPool {
     return this.workers.filter((w): w is Worker => w !== null).map((w) => ({
       index: w.index, pid: w.child.pid, ready: w.ready, restarts: w.restarts, requests: w.requests,
       rssBytes: w.memory?.rss ?? null, heapUsedBytes: w.memory?.heapUsed ?? null, silentMs: Math.round(now - w.heardAt),
-      refusedConnections: this.refused[w.index].total,
+      refusedConnections: this.refused.total(w.index),
     }));
   }
 

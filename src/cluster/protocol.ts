@@ -74,6 +74,8 @@ export type ToWorker =
   /** A challenge token the node found used from too many networks (over all its workers): refused from now on. */
   | { t: 'revoke'; id: string }
   | { t: 'collect'; id: number }
+  /** A repeat offender's record, as a worker sent it up: the others keep it too (Decisions.adoptOffender). */
+  | { t: 'offender'; ip: string; r: OffenderRecord }
   /** Worker `index` was replaced and is ready: the connections of its sources taken here meanwhile are let go. */
   | { t: 'home'; index: number }
   | { t: 'stop' };
@@ -108,10 +110,13 @@ export function shardOf(source: string, workers: number): number {
  * limit's floor and start are shared out too: each worker learns its own limit against the same origin, and unshared, N
  * workers would hold it to at least N × minLimit requests at once (128 on 16 cores, for an origin of 8 slots):
  * the limit would never bind, and nothing would queue in front of the origin, where people go first. And the
- * newcomers' slice: each worker's sources without a history are its share of the node's. Pure.
+ * newcomers' slice: each worker's sources without a history are its share of the node's. And the suspects banned when
+ * the upstream starts failing: worker `index` bans its share of filter.attack.suspects (its own worst sources; the
+ * shares add up to the count exactly, where rounding up would have each of 16 workers ban one for a count of 1). Pure.
  */
-export function workerConfig(c: Config, workers: number): Config {
+export function workerConfig(c: Config, workers: number, index = 0): Config {
   const share = (v: number) => (v > 0 ? Math.max(1, Math.ceil(v / workers)) : v);
+  const suspects = Math.floor(c.filter.attack.suspects / workers) + (index < c.filter.attack.suspects % workers ? 1 : 0);
   return {
     ...c,
     demo: { ...c.demo, enabled: false },
@@ -123,7 +128,7 @@ export function workerConfig(c: Config, workers: number): Config {
       adaptive: { ...c.limits.adaptive, minLimit: share(c.limits.adaptive.minLimit), initialLimit: share(c.limits.adaptive.initialLimit) },
     },
     filter: {
-      ...c.filter, maxSources: share(c.filter.maxSources),
+      ...c.filter, maxSources: share(c.filter.maxSources), attack: { ...c.filter.attack, suspects },
       fairShare: { ...c.filter.fairShare, newcomerSources: c.filter.fairShare.newcomerSources / workers },
     },
     domains: c.domains.map((d) => ({ ...d, maxInflight: share(d.maxInflight) })),

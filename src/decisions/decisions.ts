@@ -114,6 +114,12 @@ export class Decisions {
   bans(): BanEntry[] { return this.blacklist.all(); }
   get size(): number { return this.blacklist.size; }
 
+  /** Another worker's record of a repeat offender (the primary passes them on): kept unless this one's is later. */
+  adoptOffender(source: string, r: OffenderRecord): void {
+    const mine = this.offenders.get(source);
+    if (!mine || r.lastBanAt >= mine.lastBanAt) this.offenders.set(source, r);
+  }
+
   /**
    * An automatic ban: the time grows with the source's earlier (decayed) offences.
    * Returns the entry; the caller forgets the source's detection state.
