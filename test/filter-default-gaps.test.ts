@@ -214,6 +214,28 @@ function floodAtOrigin(perSecond: Map<number, number>, end: number) {
   return { counts: secs.map(([, c]) => c), peak: Math.max(...secs.map(([, c]) => c)), tail: Math.max(...secs.filter(([s]) => s >= endSec - 3 && s < endSec).map(([, c]) => c)) };
 }
 
+/** A rotating flood on `path(i)` with `headers` under the people's browsing (attack mode from its first seconds): it must
+ *  be held to the newcomers' slice, a tenth of its peak at the origin by its last seconds. `before`: what runs first. */
+async function heldToSlice(label: string, path: (i: number) => string, headers: Record<string, string>, before?: (port: number) => Promise<void>) {
+  const origin = await appOrigin(6, 60);
+  closeOrigin = origin.close;
+  proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${origin.port}`])], filter: { timeScale: 0.01 } });
+  const f = proxy.app.filter as ScrubberFilter;
+  const t0 = Date.now(), attackAt = t0 + 3000, end = attackAt + 12000;
+  const people: Res[] = [];
+  const browsing = Array.from({ length: 8 }, (_, i) => person(proxy!.port, `127.0.81.${i + 1}`, end, i + 1, people));
+  await before?.(proxy.port);
+  await sleep(attackAt - Date.now());
+  await Promise.all([rotatingFlood(proxy.port, end, path, headers), ...browsing]);
+  const state = f.attackState(HOST);
+  const { counts, peak, tail } = floodAtOrigin(origin.perSecond, end);
+  const summary = `attack mode ${state?.under} (${state?.reason}); flood at the origin per second ${JSON.stringify(counts)}`;
+  console.log(`[${label}] ${summary}`);
+  expect(state?.under, summary).toBe(true);
+  expect(peak, summary).toBeGreaterThan(20);
+  expect(tail, summary).toBeLessThanOrEqual(0.1 * peak);
+}
+
 describe('default config: a rotating flood on a dynamic image endpoint', () => {
   // a path the origin once answered with an image Content-Type is "static" for good (to every source), and a
   // static path is "cheap": it skips the challenge and the newcomers' slice. An image optimizer / thumbnailer
@@ -230,29 +252,14 @@ describe('default config: a rotating flood on a dynamic image endpoint', () => {
   // (Control: the same flood on /api/search, JSON, same cost, is held at ~1 request a second from attack mode's
   // second on.) Adjacent to the known gap on random `/<n>.js` paths, which is about the path's suffix, not this.
   it('the flood on /_next/image is held to the newcomers\' slice once attack mode is on', async () => {
-    const origin = await appOrigin(6, 60);
-    closeOrigin = origin.close;
-    proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${origin.port}`])], filter: { timeScale: 0.01 } });
-    const f = proxy.app.filter as ScrubberFilter;
-    const t0 = Date.now(), attackAt = t0 + 3000, end = attackAt + 12000;
-    const people: Res[] = [];
-    const browsing = Array.from({ length: 8 }, (_, i) => person(proxy!.port, `127.0.81.${i + 1}`, end, i + 1, people));
-    // The page's image, as the people's browsers fetch it (so the path is learned as it is on a real site).
-    const imgAgent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: '127.0.81.50' });
-    await get(proxy.port, '/_next/image?url=%2Fa.jpg&w=640', { ...BROWSER, accept: 'image/avif,image/webp,*/*' }, imgAgent);
-    imgAgent.destroy();
-
-    await sleep(attackAt - Date.now());
-    // Rotating sources with a browser's image request, 4 each, 60 at once, each at most 10 a second.
-    await Promise.all([rotatingFlood(proxy.port, end, (i) => `/_next/image?url=%2Fp${i % 500}.jpg&w=${640 + (i % 7) * 128}&q=75`, { ...BROWSER, accept: 'image/avif,image/webp,*/*' }), ...browsing]);
-
-    const state = f.attackState(HOST);
-    const { counts, peak, tail } = floodAtOrigin(origin.perSecond, end);
-    const summary = `attack mode ${state?.under} (${state?.reason}); flood at the origin per second ${JSON.stringify(counts)}`;
-    console.log('[image flood] ' + summary);
-    expect(state?.under, summary).toBe(true);
-    expect(peak, summary).toBeGreaterThan(20);
-    expect(tail, summary).toBeLessThanOrEqual(0.1 * peak);
+    const IMAGE = { ...BROWSER, accept: 'image/avif,image/webp,*/*' };
+    // The page's image, as the people's browsers fetch it (so the path is learned as it is on a real site); then
+    // rotating sources with a browser's image request, 4 each, 60 at once, each at most 10 a second.
+    await heldToSlice('image flood', (i) => `/_next/image?url=%2Fp${i % 500}.jpg&w=${640 + (i % 7) * 128}&q=75`, IMAGE, async (port) => {
+      const imgAgent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: '127.0.81.50' });
+      await get(port, '/_next/image?url=%2Fa.jpg&w=640', IMAGE, imgAgent);
+      imgAgent.destroy();
+    });
   }, 40_000);
 });
 
@@ -270,23 +277,7 @@ describe('default config: a rotating flood that adds Upgrade headers', () => {
   // Until 2026-11-29: src/pipeline/flow.ts:117 (`if (this.res === null) return this.forwardUpgrade();`) comes before the
   // newcomers' slice (flow.ts:119 inSlice); an upgrade is never asked for it.
   it('a rotating flood on /api/search with Upgrade headers is held to the newcomers\' slice once attack mode is on', async () => {
-    const origin = await appOrigin(6, 60);
-    closeOrigin = origin.close;
-    proxy = await startProxy({ domains: [domain(HOST, [`127.0.0.1:${origin.port}`])], filter: { timeScale: 0.01 } });
-    const f = proxy.app.filter as ScrubberFilter;
-    const t0 = Date.now(), attackAt = t0 + 3000, end = attackAt + 12000;
-    const people: Res[] = [];
-    const browsing = Array.from({ length: 8 }, (_, i) => person(proxy!.port, `127.0.81.${i + 1}`, end, i + 1, people));
-    await sleep(attackAt - Date.now());
-    await Promise.all([rotatingFlood(proxy.port, end, (i) => `/api/search?q=p${i % 500}`, { ...APP, ...UPGRADE }), ...browsing]);
-
-    const state = f.attackState(HOST);
-    const { counts, peak, tail } = floodAtOrigin(origin.perSecond, end);
-    const summary = `attack mode ${state?.under} (${state?.reason}); flood at the origin per second ${JSON.stringify(counts)}`;
-    console.log('[upgrade flood] ' + summary);
-    expect(state?.under, summary).toBe(true);
-    expect(peak, summary).toBeGreaterThan(20);
-    expect(tail, summary).toBeLessThanOrEqual(0.1 * peak);
+    await heldToSlice('upgrade flood', (i) => `/api/search?q=p${i % 500}`, { ...APP, ...UPGRADE });
   }, 40_000);
 });
 const UPGRADE: Record<string, string> = { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' };
