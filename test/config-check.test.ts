@@ -181,7 +181,7 @@ describe('scrubber check refuses configs that cannot work', () => {
       expect(r.lines).toContain(workers > 0 ? 'workers: at most 1024 (one process per core; was 1025)' : `workers: must be at least 1 (was ${workers})`);
     }
     expect(check({ ...ok, workers: 0 }, {}).lines.length).toBe(1);
-    expect(check({ ...ok }, { SCRUBBER_WORKERS: '0' }).lines).toContain('workers: must be at least 1 (was 0)');
+    expect(check({ ...ok }, { SCRUBBER_WORKERS: '0' }).lines).toContain('workers: must be at least 1 (was 0) (SCRUBBER_WORKERS="0")');
     for (const workers of [1, 2, 64]) expect(check({ ...ok, workers }).code, String(workers)).toBe(0);
     // Startup refuses it the same way (exit 2, the same line), rather than running one process as if 1 was meant.
     const child = spawn(process.execPath, [BIN, '--config', writeConfig({ ...ok, workers: 0, listen: [{ host: '127.0.0.1', port: 0 }], admin: { host: '127.0.0.1', port: 0 } })], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -170,7 +170,7 @@ describe('a NAT address with a history when an attack starts (auto mode)', () =>
     for (const u of users) u.agent.destroy();
     expect(attackAt).toBeGreaterThan(0);
     expect(auto.app.filter.attackState(HOST)?.under).toBe(true);
-    expect(auto.app.filter.banOf(nat)).toBeUndefined();
+    expect(auto.app.filter.banOf(nat), JSON.stringify(auto.app.filter.banOf(nat))).toBeUndefined();
     expect(users.flatMap((u) => u.statuses).filter((st) => st !== 200)).toEqual([]);
     expect(users.filter((u) => u.challenges > 1)).toEqual([]);
     expect(users.filter((u) => u.challenges === 1).length).toBeGreaterThan(0);

@@ -1,5 +1,6 @@
 // What one process and the primary of several share: the check a reloaded
 // config must pass, and the admin API over the filter and the statistics.
+import { isDeepStrictEqual } from 'node:util';
 import crypto from 'node:crypto';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
@@ -28,7 +29,8 @@ function pick(c: Config, key: string): unknown {
 export function checkReload(next: LoadResult | undefined, configFile: string | undefined, current: Config): { ok: true; config: Config } | { ok: false; problems: string[] } {
   const r = next ?? (configFile ? loadConfigFile(configFile) : { ok: false as const, problems: ['(file): no config file to reload from'] });
   if (!r.ok) return r;
-  const moved = RESTART_KEYS.filter((k) => JSON.stringify(pick(r.config, k)) !== JSON.stringify(pick(current, k)));
+  // By value: a listener written with its keys in another order (a tool that sorts them) is no change.
+  const moved = RESTART_KEYS.filter((k) => !isDeepStrictEqual(pick(r.config, k), pick(current, k)));
   if (moved.length) return { ok: false, problems: moved.map((k) => `${k}: changing it needs a restart`) };
   try { loadCertificates(r.config); } catch (e) { return { ok: false, problems: [`tls.certs: ${(e as Error).message}`] }; }
   return { ok: true, config: r.config };

@@ -247,8 +247,10 @@ export class CookieChallenge implements Challenge {
     // frame) is a cross-site response the browser stores no Lax cookie from, and it looped on 302s. The cookie grants
     // nothing to the application (it only lets the request through the filter), so sending it cross-site opens no
     // forgery; None needs Secure, so plain HTTP keeps Lax.
+    // 307 for anything but GET and HEAD: a browser follows a 302 to a POST with a GET without its body (the Fetch
+    // standard), so a challenged save reached the origin as a GET and was lost; a 307 is repeated as it was sent.
     return {
-      status: 302, reason: 'challenge', body: '',
+      status: head.method === 'GET' || head.method === 'HEAD' ? 302 : 307, reason: 'challenge', body: '',
       headers: { location: c === 47 || c === 92 ? '/.' + url : url, 'set-cookie': cookie },
     };
   }

@@ -140,7 +140,8 @@ export function loadConfigObject(raw: unknown, env: NodeJS.ProcessEnv = process.
   // Structural checks still run, so one `scrubber check` lists every problem; a key already refused above (its type)
   // is not reported again by them (one line per problem: "domains: must be an array" came twice).
   const refused = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
-  try { for (const p of validateStructure(config)) if (!refused.has(p.slice(0, p.indexOf(':')))) problems.push(p); } catch (e) { problems.push(`(root): ${(e as Error).message}`); }
+  // Named with the variable it came from when the environment set the key, as a type problem is.
+  try { for (const p of validateStructure(config)) if (!refused.has(p.slice(0, p.indexOf(':')))) problems.push(withEnvSource(p, env)); } catch (e) { problems.push(`(root): ${(e as Error).message}`); }
   return problems.length ? { ok: false, problems } : { ok: true, config };
 }
 

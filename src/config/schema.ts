@@ -176,7 +176,7 @@ export const schema = {
     repeatHalfLifeHours: { doc: 'An offender\'s count of earlier bans halves every this many hours.', format: Number, default: 24 },
     challenge: {
       enabled: { doc: 'While a domain is under attack (or mode always), untrusted sources get a 302 that sets a signed cookie before they reach the upstream.', format: Boolean, default: true },
-      cookieName: { doc: 'Name of the challenge cookie.', format: String, default: 'scrubber_trust' },
+      cookieName: { doc: 'Name of the challenge cookie (over HTTPS the proxy names it __Secure-<name>; a name with the __Host- or __Secure- prefix is refused: browsers drop it over plain HTTP).', format: String, default: 'scrubber_trust' },
       trustSeconds: { doc: 'How long a client that returned the cookie passes without a new challenge (also the cookie lifetime). The cookie is bound to the domain and a client id, not to the address: it survives a NAT pool, a network change, IPv4 and IPv6.', format: nat, default: 3600 },
       maxNetworksPerToken: { doc: 'A challenge cookie used from more distinct networks (IPv4 /24, IPv6 /48) than this has been copied: it is no longer honoured anywhere.', format: nat, default: 4 },
     },
@@ -194,8 +194,8 @@ export const schema = {
     attack: {
       minRps: { doc: 'Attack mode (auto): a domain below this many requests/s is never under attack by rate.', format: Number, default: 20 },
       rateFactor: { doc: 'Attack mode: request rate above this multiple of the learned baseline is a sign of attack.', format: Number, default: 4 },
-      latencyFactor: { doc: 'Attack mode: mean upstream latency above this multiple of the baseline (and above minLatencyMs) is a sign of attack.', format: Number, default: 4 },
-      minLatencyMs: { doc: 'Attack mode: upstream latency below this is never a sign of attack by latency alone (a saturated origin is judged against its own unloaded latency by the adaptive limit, whatever this).', format: Number, default: 500 },
+      latencyFactor: { doc: 'Attack mode: the median upstream latency of a second above this multiple of the baseline (and above minLatencyMs) is a sign of attack.', format: Number, default: 4 },
+      minLatencyMs: { doc: 'Attack mode: upstream latency below this is never a sign of attack by latency alone (a saturated origin is judged against its own unloaded latency by the adaptive limit, whatever this).', format: nat, default: 500 },
       errorRatio: { doc: 'Attack mode: share of requests failing upstream (502/503/504, timeouts, refused, queue refusals; at least 3 in a second), or answered 500 above the learned usual share of them, that is a sign of attack; with limits.adaptive off, also the share waiting in a fixed maxInflight queue. A healthy origin fails far below 1%; one in ten is an origin overloaded or broken.', format: Number, default: 0.1 },
       enterSeconds: { doc: 'Attack mode starts after this many consecutive seconds with a sign of attack.', format: nat, default: 2 },
       exitSeconds: { doc: 'Attack mode ends after this many consecutive calm seconds.', format: nat, default: 60 },

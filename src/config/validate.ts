@@ -184,7 +184,11 @@ function bindScope(host: string): { all: 4 | 6 | 0; addrs: string[] } {
   if (h === '0.0.0.0') return { all: 4, addrs: [] };
   if (h === '::' || h === '') return { all: 6, addrs: [] };
   if (h === 'localhost') return { all: 0, addrs: ['127.0.0.1', '::1'] };
-  if (net.isIPv6(h)) return { all: 0, addrs: [new net.SocketAddress({ address: h, family: 'ipv6' }).address] };
+  if (net.isIPv6(h)) {
+    // An IPv4-mapped address (::ffff:127.0.0.1) is the IPv4 socket address: both binds would clash.
+    const a = new net.SocketAddress({ address: h, family: 'ipv6' }).address, v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+    return { all: 0, addrs: [v4 ? v4[1] : a] };
+  }
   return { all: 0, addrs: [h] };
 }
 

@@ -138,9 +138,10 @@ export function stepAttack(st: AttackState, s: Sample, p: AttackParams, now: num
   const latencyLine = Math.max(p.minLatencyMs, st.learned > 0 ? p.latencyFactor * st.baselineLatencyMs : 0);
   const latencyHot = s.answered >= 5 && latency > latencyLine;
   // An application failing fast under load answers at once (no latency, nothing waits): its 500s are then the only
-  // sign. Judged above its usual share of them (a site with a buggy page answers some 500s every second, attack or not).
+  // sign. Judged above its usual share of them (a site with a buggy page answers some 500s every second, attack or not),
+  // once that share is learned: as for the rate, the first seconds only learn.
   const appShare = s.requests > 0 ? (s.appErrors ?? 0) / s.requests : 0;
-  const appFailing = s.requests >= 5 && (s.appErrors ?? 0) >= MIN_FAILURES && appShare - st.baselineAppErrors >= p.errorRatio;
+  const appFailing = warm && s.requests >= 5 && (s.appErrors ?? 0) >= MIN_FAILURES && appShare - st.baselineAppErrors >= p.errorRatio;
   const hardFailing = s.requests >= 5 && s.upstreamErrors >= MIN_FAILURES && s.upstreamErrors / s.requests >= p.errorRatio;
   const failing = hardFailing || appFailing;
   // With an adaptive limit, waiting alone proves nothing (the limit may still be growing towards a flash crowd):

@@ -32,6 +32,9 @@ export function validateFilterConfig(f: Config['filter']): string[] {
   if (!(f.fairShare.overShareRatio >= 1)) problems.push('filter.fairShare.overShareRatio: must be at least 1 (a source at the typical share is never over it)');
   if (!(f.fairShare.newcomerSources > 0)) problems.push('filter.fairShare.newcomerSources: must be more than 0 (0 would refuse every new client under attack; fairShare.enabled: false turns the slice off)');
   if (!TOKEN.test(f.challenge.cookieName)) problems.push('filter.challenge.cookieName: must be a cookie name (letters, digits, !#$%&\'*+-.^_`|~)');
+  // A prefixed name needs Secure, which plain HTTP cannot set: browsers drop it there, and every visitor of the HTTP
+  // listener would fail the challenge. Over HTTPS the proxy already names it __Secure-<name>.
+  else if (/^__(host|secure)-/i.test(f.challenge.cookieName)) problems.push(`filter.challenge.cookieName: "${f.challenge.cookieName}" starts with a prefix browsers keep only from HTTPS (__Host-, __Secure-); the proxy adds __Secure- itself over HTTPS: give the name without it`);
   if (!(f.challenge.trustSeconds > 0)) problems.push('filter.challenge.trustSeconds: must be at least 1');
   if (!(f.challenge.maxNetworksPerToken >= 1)) problems.push('filter.challenge.maxNetworksPerToken: must be at least 1 (the networks one client uses: home, phone, IPv4 and IPv6)');
   const n = f.nat;

@@ -55,7 +55,8 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
   // What the source cost the application: not its own upload time nor its wait in the queue.
   if (o.outcome === 'passed' && o.noLatency !== true) p[E.upstreamSeconds] += o.upstreamMs / 1000;
   // Assets stay out of the path ring: a page's dozens of assets would push the pages out.
-  const seen = asset ? 0 : s.notePath(ph, queryKeysHash(url, end));
+  const rp = ph ^ k.salt; // the path as the ring keeps it: of this site
+  const seen = asset ? 0 : s.notePath(rp, queryKeysHash(url, end));
   if (seen === 1) p[E.newPath] += 1;
   else if (seen === 2) p[E.cacheBust] += 1;
   if (o.status < 400) {
@@ -84,7 +85,7 @@ export function answerEvents(o: Observation, s: SourceState, k: DomainKnowledge,
   // A path the source just missed and now finds (a sync client's HEAD 404, then its PUT 201: it created it) takes the
   // whole miss back; a scanner cannot make what it missed exist.
   else if (o.status < 400 && !assetPath && !asset) {
-    const created = s.lastMissed && seen === 0 && s.isNewestPath(ph);
+    const created = s.lastMissed && seen === 0 && s.isNewestPath(rp);
     p[E.notFound] -= created ? 1 : FOUND_OFFSETS_MISS;
     if (created || seen !== 0) s.lastMissed = false;
   }

@@ -5,6 +5,7 @@
 import { LRUCache } from 'lru-cache';
 import { DomainTraffic, restoreAttack, saveAttack, type AttackParams } from './attack-mode.ts';
 import { BodySizes } from './body-sizes.ts';
+import { hashRange } from './signals.ts';
 import type { LearnedDomain } from '../store/filter-store.ts';
 
 const PATHS_PER_DOMAIN = 4096;
@@ -18,6 +19,9 @@ export class DomainKnowledge {
   /** What the domain's endpoints usually answered in, as the store gave it: the adaptive limit (limits/) checks and
    *  takes it when it is made, so that the records are read once at start. */
   restoredEndpoints: unknown = undefined;
+  /** Mixed into the paths a source's ring remembers (extract.ts), so that one path on two sites is two paths: a
+   *  scanner sweeping the same few paths over every site behind the proxy misses a new path at each. */
+  salt = 0;
 
   constructor(traffic = new DomainTraffic()) { this.traffic = traffic; }
 
@@ -45,12 +49,12 @@ export class Knowledge {
 
   of(domain: string): DomainKnowledge {
     let k = this.domains.get(domain);
-    if (!k) { k = new DomainKnowledge(); this.domains.set(domain, k); }
+    if (!k) { k = new DomainKnowledge(); this.set(domain, k); }
     return k;
   }
 
   peek(domain: string): DomainKnowledge | undefined { return this.domains.get(domain); }
-  set(domain: string, k: DomainKnowledge): void { this.domains.set(domain, k); }
+  set(domain: string, k: DomainKnowledge): void { k.salt = hashRange(domain, 0, domain.length); this.domains.set(domain, k); }
   entries(): IterableIterator<[string, DomainKnowledge]> { return this.domains.entries(); }
 
   anyUnderAttack(): boolean {

@@ -83,9 +83,11 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 /** Response headers node:http2 takes once only (it throws ERR_HTTP2_HEADER_SINGLE_VALUE on a list, and the stream is
  *  reset): an upstream that repeats one (two Content-Type lines, a CORS header added by a middleware and by the
  *  application) is relayed over HTTP/1.1 as it is, and over HTTP/2 with its last value, the one browsers go by. */
-const SINGLE_VALUE = new Set(['access-control-allow-credentials', 'access-control-max-age', 'age', 'content-encoding', 'content-language',
-  'content-length', 'content-location', 'content-md5', 'content-range', 'content-type', 'date', 'etag', 'expires', 'last-modified',
-  'location', 'retry-after', 'x-content-type-options']);
+const SINGLE_VALUE = new Set(['access-control-allow-credentials', 'access-control-max-age', 'access-control-request-method', 'age',
+  'authorization', 'content-encoding', 'content-language', 'content-length', 'content-location', 'content-md5', 'content-range',
+  'content-type', 'date', 'dnt', 'etag', 'expires', 'from', 'host', 'if-match', 'if-modified-since', 'if-none-match', 'if-range',
+  'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'range', 'referer', 'retry-after', 'tk',
+  'upgrade-insecure-requests', 'user-agent', 'x-content-type-options']); // node:http2's own list (lib/internal/http2/util.js)
 
 function h2Headers(headers: unknown): Record<string, unknown> | undefined {
   if (headers === undefined || headers === null || typeof headers !== 'object') return undefined;

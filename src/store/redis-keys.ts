@@ -45,7 +45,8 @@ export const redisKeys = (p: string, url = ''): RedisKeys =>
  *  server would take each other's bans and whitelist. */
 export function channelName(prefix: string, name: string, url: string): string {
   let db = 0;
-  try { const path = new URL(url).pathname.slice(1); if (/^\d+$/.test(path)) db = Number(path); } catch { /* checked by the config */ }
+  // As ioredis reads it: the path (/2), else the query (?db=2).
+  try { const u = new URL(url), path = u.pathname.slice(1), q = u.searchParams.get('db') ?? ''; db = Number(/^\d+$/.test(path) ? path : /^\d+$/.test(q) ? q : 0); } catch { /* checked by the config */ }
   return db === 0 ? `${prefix}${name}` : `${prefix}${name}@db${db}`;
 }
 
