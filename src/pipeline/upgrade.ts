@@ -66,8 +66,12 @@ class UpgradeForwarding {
   constructor(u: UpgradeRequest, report: (o: UpgradeOutcome) => void) {
     this.u = u;
     this.report = report;
+    // Not a tunnel yet, nor a request Node's server tracks (it let the socket go at the Upgrade head): in the registry
+    // the drain empties until it becomes a tunnel, or shutdown would wait for an upstream that never answers.
+    u.tunnels.connecting.add(u.socket);
     // A client that leaves while we are still connecting takes the attempt with it.
     u.socket.once('close', () => {
+      u.tunnels.connecting.delete(u.socket);
       if (this.done) return;
       this.done = true;
       this.current?.destroy();
@@ -126,6 +130,7 @@ class UpgradeForwarding {
       // Latin-1: Node read the upstream's header bytes as Latin-1, so written back so they are the same bytes (as UTF-8,
       // every byte past 0x7F of a header value came out as two others).
       u.socket.write(head + '\r\n', 'latin1');
+      u.tunnels.connecting.delete(u.socket);
       // Idle timeout, a bounded half-close, and shutdown's closeAll: a tunnel never lingers.
       u.tunnels.add(u.socket, psocket, { idleTimeoutMs: TUNNEL_IDLE_MS, clientHead: u.head, upstreamHead: phead, domain: u.domain });
       this.report({ status: pres.statusCode ?? 101, bytesOut: 0, proxyReason: null, upstreamError: null, contentType: null, clientAborted: false });
@@ -147,10 +152,6 @@ class UpgradeForwarding {
       const raw = toClientRawHeaders(pres.rawHeaders, false);
       for (let i = 0; i < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
       u.socket.write(head + 'connection: close\r\n\r\n', 'latin1');
-      // No tunnel, and no request Node's server still tracks (it let the socket go at the Upgrade head): without this,
-      // shutdown's drain deadline would not cut an answer the upstream is slow to finish.
-      u.tunnels.connecting.add(u.socket);
-      u.socket.once('close', () => u.tunnels.connecting.delete(u.socket));
       let bytes = 0;
       pres.on('data', (c: Buffer) => { bytes += c.length; });
       // Closed once the answer is written, as Node closes a `connection: close` response's socket: the server's socket
