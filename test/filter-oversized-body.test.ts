@@ -21,7 +21,10 @@ beforeAll(async () => {
     if (path.endsWith('.js')) return send(200, 'application/javascript', 'void 0');
     send(200, 'text/html; charset=utf-8', '<html>page</html>');
   });
-  proxy = await startProxy({ filter: { mode: 'auto' }, domains: [domain(HOST, [origin.address])] });
+  // Bodies past 64 KiB stream upstream (not read whole at the edge first): their bytes are told to statistics as they
+  // go, and the rule must still see each body whole (until 2026-11-29 it saw only the rest after the last step told,
+  // and a 1 MiB flood was never counted: the attack lab's slow-post scenario went unmitigated).
+  proxy = await startProxy({ filter: { mode: 'auto' }, limits: { bufferBodyBytes: 64 * 1024 }, domains: [domain(HOST, [origin.address])] });
 });
 afterAll(async () => { await proxy?.close(); await origin?.close(); });
 

@@ -38,6 +38,9 @@ export interface Observation {
    *  Unlike durationMs, it leaves out the client's upload (read at the edge first), the queue, and the download (the
    *  client's link, not the application's work: until 2026-11-29 a slow download read as an expensive request). */
   upstreamMs: number;
+  /** Of bytesIn, what statistics were told already as its body went upstream (BodyMeter.onStep): bytesIn stays whole
+   *  (detection judges a body's size), statistics count the rest. */
+  toldIn?: number;
   /** Its time says nothing of the application's latency or cost: a request that outlived every answer (a long poll,
    *  held by the application on purpose), a passthrough tunnel. Left out of attack mode's latency and of `expensive`. */
   noLatency?: boolean;

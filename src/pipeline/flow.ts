@@ -274,7 +274,7 @@ export class RequestFlow {
     this.release();
     this.observe('proxy', 0, this.bodyIn, 0, null);
   }
-  private get bodyIn(): number { return this.head.headBytes + (this.meter ? this.meter.bytes - this.meter.told : 0); } // less what was told as it went
+  private get bodyIn(): number { return this.head.headBytes + (this.meter?.bytes ?? 0); } // whole: detection judges its size
 
   private leaveSlice(ms: number | null): void { if (this.newcomer) { this.newcomer = false; this.p.origin.leaveSlice(this.origin!, ms); } }
 
@@ -313,7 +313,7 @@ export class RequestFlow {
       domain: this.domain?.name ?? null, source: h.source, client: h.client, method: h.method, path: h.url, status,
       bytesIn, bytesOut, durationMs: now - this.started, contentType: f?.contentType ?? null, outcome, proxyReason,
       upstreamError: f?.upstreamError ?? (outcome === 'passed' && status >= 500 ? '5xx' : null), newConnection: h.newConnection,
-      queuedMs: this.queuedMs, upstreamMs: this.sentAt === 0 ? 0 : this.headersMs >= 0 ? this.headersMs : now - this.sentAt, noLatency: this.outlivedAll, upgrade: this.res === null, slowReader,
+      queuedMs: this.queuedMs, upstreamMs: this.sentAt === 0 ? 0 : this.headersMs >= 0 ? this.headersMs : now - this.sentAt, noLatency: this.outlivedAll, upgrade: this.res === null, slowReader, toldIn: this.meter?.told ?? 0,
     });
   }
 }

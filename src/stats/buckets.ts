@@ -46,12 +46,13 @@ export const newGlobal = (): Float64Array => new Float64Array(GLOBAL_FIELDS.leng
  * nor dropped. Only passed traffic is legitimate (and billed).
  */
 export function countInto(c: Float64Array, o: Observation): void {
+  const bytesIn = o.bytesIn - (o.toldIn ?? 0); // a long upload's body was counted as it went
   c[F.reqIn]++;
-  c[F.inBytesIn] += o.bytesIn;
+  c[F.inBytesIn] += bytesIn;
   c[F.inBytesOut] += o.bytesOut;
   switch (o.outcome) {
-    case 'passed': c[F.reqPassed]++; c[F.passedBytesIn] += o.bytesIn; c[F.passedBytesOut] += o.bytesOut; break;
-    case 'blocked': c[F.reqDropped]++; c[F.droppedBytesIn] += o.bytesIn; c[F.droppedBytesOut] += o.bytesOut; break;
+    case 'passed': c[F.reqPassed]++; c[F.passedBytesIn] += bytesIn; c[F.passedBytesOut] += o.bytesOut; break;
+    case 'blocked': c[F.reqDropped]++; c[F.droppedBytesIn] += bytesIn; c[F.droppedBytesOut] += o.bytesOut; break;
     case 'challenged': c[F.reqChallenged]++; break;
     default: c[F.reqProxy]++;
   }
