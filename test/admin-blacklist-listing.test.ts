@@ -1,12 +1,7 @@
 // GET /api/blacklist with a blacklist at filter.maxBans: written in steps, the event loop is not held (it was ~2 s
 // per listing until 2026-11-29, a reviewer's test), and paged by limit / offset / order with the total.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import fs from 'node:fs';
-import https from 'node:https';
-import net from 'node:net';
-import { once } from 'node:events';
 import { startProxy, request, domain, type Proxy } from './helpers/servers.ts';
-import { makePki } from './helpers/certs.ts';
 
 const call = async (p: Proxy, method: string, path: string, body?: string) => {
   const r = await request(p.adminUrl + path, { method, body, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } });

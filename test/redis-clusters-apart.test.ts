@@ -4,7 +4,7 @@
 // code before 2026-11-29 (a reviewer's).
 import { afterAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { startOrigin, startProxy, sleep, request, rawExchange, domain, type Origin, type Proxy } from './helpers/servers.ts';
+import { startOrigin, startProxy, sleep, request, domain, type Origin, type Proxy } from './helpers/servers.ts';
 import { findRedisServer, redisSkipReason, startRedis, type RedisServer } from './helpers/redis.ts';
 import { relay } from './helpers/relay.ts';
 import { nodeApi, nodeFiles, startNode, type RedisNode } from './helpers/redis-nodes.ts';
