@@ -40,12 +40,14 @@ describe.skipIf(!hasRedis)('two clusters on one Redis server, each in its own da
   // node subscribes to the same fixed channel `scrubber:decisions` (src/store/redis-keys.ts:41, src/store/redis-bus.ts:93
   // ): a ban or a whitelist entry made in cluster 1 (database 1) is applied at once by the nodes of cluster 2
   // (database 2), whose Redis database never holds it. A tenant's whitelist thus opens another tenant's filter.
-  it('a ban and a whitelist entry made in one cluster (database 1) are not applied by a cluster on another database (2)', async () => {
-    redis = await startRedis();
-    origin = await startOrigin();
-    const one = await startProxy({ state: { redis: { url: `${redis.url}/1` } }, domains: [domain(HOST, [origin.address])] });
+  // The database as ioredis reads it: the URL's path, or its query (?db=N; until 2026-11-29 only the path named the
+  // channel, and two clusters on ?db=1 and ?db=2 still shared one).
+  for (const [one1, two2] of [['/1', '/2'], ['?db=1', '?db=2']]) it(`a ban and a whitelist entry made in one cluster (database ${one1}) are not applied by a cluster on another database (${two2})`, async () => {
+    redis ??= await startRedis();
+    origin ??= await startOrigin();
+    const one = await startProxy({ state: { redis: { url: `${redis.url}${one1}` } }, domains: [domain(HOST, [origin.address])] });
     nodes.push(one);
-    const two = await startProxy({ state: { redis: { url: `${redis.url}/2` } }, domains: [domain(HOST, [origin.address])] });
+    const two = await startProxy({ state: { redis: { url: `${redis.url}${two2}` } }, domains: [domain(HOST, [origin.address])] });
     nodes.push(two);
     expect(await within(async () => (await api(one, 'GET', '/healthz')).json.status === 'ok' && (await api(two, 'GET', '/healthz')).json.status === 'ok', 5000)).toBe(true);
 
